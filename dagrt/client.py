@@ -1,0 +1,295 @@
+"""``Client``: submit DAGs and get their results, plus the sync ``compute``.
+
+The client is async first: ``async with Client(...) as client`` starts a
+runtime, ``client.submit(...)`` returns a :class:`~dagrt.RunFuture` at once,
+``await client.compute(...)`` waits for the value. Every run is a task in the
+client's task group; leaving the ``async with`` cancels runs still going.
+
+Where it runs:
+
+* ``Client(processes=False)``: in this process (:mod:`dagrt.local`).
+* ``Client()``: a :class:`~dagrt.LocalCluster` the client starts and stops
+  (a private Redis-compatible server and ``n_workers`` worker processes).
+* ``Client("redis://...")``: an existing worker pool behind that server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+
+from . import futures as _futures
+from .exceptions import ClientClosedError
+from .futures import RunFuture
+from .graph import DAG, Node, TaskFunction, plan_outputs, task
+from .keys import new_run_id
+
+__all__ = ["Client", "compute"]
+
+
+class Runtime(Protocol):
+    """What the client needs from the thing that executes runs."""
+
+    async def __aenter__(self) -> Any: ...
+    async def __aexit__(self, *exc_info: object) -> Any: ...
+    async def run(self, dag: DAG, run_id: str) -> list[Any]: ...
+    def cancel(self, run_id: str) -> None: ...
+
+
+class Client:
+    """Submits DAGs to a runtime and hands back their results.
+
+    Parameters
+    ----------
+    address:
+        ``redis://`` / ``rediss://`` / ``unix://`` URL of an existing worker
+        pool's server. ``None`` (default) starts a local cluster, or runs in
+        this process with ``processes=False``.
+    processes:
+        ``False`` runs everything in this process, without a server.
+    n_workers:
+        Worker processes of the local cluster (default: one per core).
+    threads:
+        Threads for sync task functions: in-process, or per local worker.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        processes: bool = True,
+        n_workers: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if address is not None and not isinstance(address, str):
+            raise TypeError(f"address must be a redis:// URL string or None, got {address!r}")
+        if not isinstance(processes, bool):
+            raise TypeError(f"processes must be True or False, got {processes!r}")
+        if address is not None and not processes:
+            raise ValueError("processes=False runs in this process; it cannot take an address")
+        for label, value in (("n_workers", n_workers), ("threads", threads)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{label} must be an int >= 1, got {value!r}")
+        if not processes and n_workers is not None:
+            raise ValueError("n_workers needs processes=True (worker processes)")
+        self.address = address
+        self.processes = processes
+        self.n_workers = n_workers
+        self.threads = threads
+        self._runtime: Runtime | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        if not self.processes:
+            where = "in-process"
+        elif self.address is None:
+            where = "local cluster"
+        else:
+            where = self.address
+        state = "closed" if self._closed else ("running" if self._runtime else "not started")
+        return f"<dagrt.Client {where} {state}>"
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def _make_runtime(self) -> Runtime:
+        if not self.processes:
+            from .local import LocalRuntime
+
+            return LocalRuntime(threads=self.threads)
+        from .distributed import DistributedRuntime
+
+        return DistributedRuntime(self.address, n_workers=self.n_workers, threads=self.threads)
+
+    async def __aenter__(self) -> Client:
+        if self._closed:
+            raise ClientClosedError("this client was closed; make a new one")
+        if self._runtime is not None:
+            raise RuntimeError("this client is already started")
+        runtime = self._make_runtime()
+        await runtime.__aenter__()
+        self._runtime = runtime
+        self._loop = asyncio.get_running_loop()
+        # Runs are tasks of one task group, held open by a supervisor task, so
+        # that the client may be closed from another task than the one that
+        # opened it (fixtures, app start-up and shut-down hooks do that).
+        started: asyncio.Future[anyio.abc.TaskGroup] = self._loop.create_future()
+        self._closing = asyncio.Event()
+        self._supervisor = asyncio.create_task(self._supervise(started), name="dagrt client")
+        try:
+            self._task_group = await started
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def _supervise(self, started: asyncio.Future[anyio.abc.TaskGroup]) -> None:
+        async with anyio.create_task_group() as task_group:
+            started.set_result(task_group)
+            await self._closing.wait()
+            task_group.cancel_scope.cancel()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Cancel runs still going, then stop the runtime (and what it started)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._task_group = None
+        runtime, self._runtime = self._runtime, None
+        supervisor, self._supervisor = self._supervisor, None
+        try:
+            if supervisor is not None:
+                self._closing.set()
+                await asyncio.shield(supervisor)
+        finally:
+            if runtime is not None:
+                with anyio.CancelScope(shield=True):
+                    await runtime.__aexit__(None, None, None)
+
+    # -- submitting ------------------------------------------------------------------
+
+    def submit(self, *xs: Any, **kwargs: Any) -> RunFuture:
+        """Start computing ``xs`` and return a :class:`RunFuture` at once.
+
+        ``xs`` are nodes, DAGs or trees of them (see :meth:`compute`). As in
+        Dask, ``submit(fn, *args, **kwargs)`` with a plain function or task
+        function first submits that call.
+        """
+        if xs and callable(xs[0]) and not isinstance(xs[0], Node | DAG):
+            fn = xs[0]
+            node = (fn if isinstance(fn, TaskFunction) else task(fn))(*xs[1:], **kwargs)
+            xs = (node,)
+        elif kwargs:
+            raise TypeError(
+                f"submit() got keyword arguments {sorted(kwargs)} but no function to call; "
+                "pass nodes, or submit(fn, *args, **kwargs)"
+            )
+        if not xs:
+            raise TypeError("submit() needs something to compute: a node, a DAG, or fn and args")
+        task_group, loop, runtime = self._started()
+        dag, rebuild = plan_outputs(xs)
+        fut = RunFuture(new_run_id(), dag, loop)
+        if dag is None:  # constants only: nothing to run
+            fut._set_result(rebuild([]))
+        else:
+            task_group.start_soon(
+                self._run, runtime, fut, dag, rebuild, name=f"dagrt run {fut.run_id}"
+            )
+        return fut
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[RunFuture]:
+        """``[submit(fn, *args) for args in zip(*iterables)]``: one run per call."""
+        if not callable(fn):
+            raise TypeError(f"map() needs a function first, got {type(fn).__name__}")
+        if not iterables:
+            raise TypeError("map() needs at least one iterable of arguments")
+        tf = fn if isinstance(fn, TaskFunction) else task(fn)
+        return [self.submit(tf(*args)) for args in zip(*iterables, strict=True)]
+
+    async def compute(self, *xs: Any) -> Any:
+        """Compute ``xs`` and return the result.
+
+        A node gives its value; a DAG the value of its output, or a tuple for
+        several outputs; a list/tuple/dict of nodes the same structure with
+        values; several arguments a tuple. If this call is cancelled, so is the run.
+        """
+        fut = self.submit(*xs)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+
+    async def gather(
+        self, futures: Iterable[RunFuture], *, return_exceptions: bool = False
+    ) -> list[Any]:
+        """The values of ``futures`` in order; the first error is raised at once."""
+        return await _futures.gather(futures, return_exceptions=return_exceptions)
+
+    def as_completed(self, futures: Iterable[RunFuture]) -> AsyncIterator[RunFuture]:
+        """Iterate over ``futures`` in the order their runs end."""
+        return _futures.as_completed(futures)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _started(self) -> tuple[anyio.abc.TaskGroup, asyncio.AbstractEventLoop, Runtime]:
+        if self._closed:
+            raise ClientClosedError("this client is closed")
+        if self._task_group is None or self._loop is None or self._runtime is None:
+            raise ClientClosedError(
+                "the client is not started; use `async with dagrt.Client(...) as client:`"
+            )
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self._loop:
+            raise RuntimeError(
+                "submit() must be called from the event loop the client was started on"
+            )
+        return self._task_group, self._loop, self._runtime
+
+    @staticmethod
+    async def _run(
+        runtime: Runtime, fut: RunFuture, dag: DAG, rebuild: Callable[[list[Any]], Any]
+    ) -> None:
+        if fut.done():  # cancelled before it started
+            return
+        try:
+            with anyio.CancelScope() as scope:
+
+                def cancel() -> None:
+                    runtime.cancel(fut.run_id)  # no task of the run starts after this
+                    scope.cancel()
+
+                fut._cancel_hook = cancel
+                try:
+                    values = await runtime.run(dag, fut.run_id)
+                except Exception as exc:
+                    fut._set_exception(exc)
+                    return
+                try:
+                    result = rebuild(values)
+                except Exception as exc:  # pragma: no cover - rebuild cannot fail on own data
+                    fut._set_exception(exc)
+                    return
+                fut._set_result(result)
+        finally:
+            fut._cancel_hook = None
+            if not fut.done():
+                fut._set_cancelled()
+
+
+def compute(*xs: Any, **client_options: Any) -> Any:
+    """Compute ``xs`` with a temporary :class:`Client` (for scripts, not async code).
+
+    ``client_options`` go to the client, e.g. ``processes=False`` for the
+    in-process runtime. Inside a running event loop use ``await client.compute``.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "dagrt.compute() cannot be called from a running event loop; "
+            "use `async with dagrt.Client(...) as client: await client.compute(...)`"
+        )
+
+    async def main() -> Any:
+        async with Client(**client_options) as client:
+            return await client.compute(*xs)
+
+    return asyncio.run(main())

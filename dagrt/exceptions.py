@@ -1,0 +1,158 @@
+"""Every error dagrt raises on purpose.
+
+The tree::
+
+    DagrtError
+    ├── TaskError               a task raised; carries the remote traceback
+    ├── SerializationError      a function, argument or result cannot be (de)serialized
+    ├── GraphError              a DAG cannot be built from what was given (also a TypeError)
+    ├── RunNotFoundError        no run with that id is known to the server
+    ├── ClientClosedError       the client is not started, or already closed
+    ├── WorkerLostError         a worker died and the task ran out of attempts
+    └── StorageError            the storage server refused or could not be reached
+        ├── StorageConnectionError   unreachable, or the connection broke
+        ├── AuthenticationError      wrong password / ACL user
+        └── ValueTooLargeError       a value over the server's size limit
+
+A run that is cancelled raises :class:`asyncio.CancelledError`, as awaiting any
+cancelled asyncio future does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthenticationError",
+    "ClientClosedError",
+    "DagrtError",
+    "GraphError",
+    "RunNotFoundError",
+    "SerializationError",
+    "StorageConnectionError",
+    "StorageError",
+    "TaskError",
+    "ValueTooLargeError",
+    "WorkerLostError",
+]
+
+
+class DagrtError(Exception):
+    """Base class of every error raised by dagrt itself."""
+
+
+class TaskError(DagrtError):
+    """A task raised an exception (after its retries).
+
+    ``exception`` is the original exception object when it could be rebuilt on
+    this side (always in-process), else ``None``; ``exc_type`` always names its
+    type. ``remote_traceback`` is the traceback text captured where it ran.
+    """
+
+    def __init__(
+        self,
+        *,
+        task: str,
+        name: str,
+        exc_type: str,
+        message: str,
+        remote_traceback: str = "",
+        exception: BaseException | None = None,
+        worker: str | None = None,
+        attempt: int = 1,
+        run_id: str | None = None,
+    ) -> None:
+        self.task = task
+        self.name = name
+        self.exc_type = exc_type
+        self.message = message
+        self.remote_traceback = remote_traceback
+        self.exception = exception
+        self.worker = worker
+        self.attempt = attempt
+        self.run_id = run_id
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f" on {self.worker}" if self.worker else ""
+        text = f"task {self.task!r} ({self.name}) failed{where}: {self.exc_type}: {self.message}"
+        if self.attempt > 1:
+            text += f" (attempt {self.attempt})"
+        if self.remote_traceback:
+            text += "\n\nRemote traceback:\n" + self.remote_traceback.rstrip()
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_task_error, (self.to_record(), self.exception))
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-able error record (what workers store beside the failure event)."""
+        return {
+            "task": self.task,
+            "name": self.name,
+            "exc_type": self.exc_type,
+            "message": self.message,
+            "traceback": self.remote_traceback,
+            "worker": self.worker,
+            "attempt": self.attempt,
+            "run_id": self.run_id,
+        }
+
+    @classmethod
+    def from_record(
+        cls, record: dict[str, Any], exception: BaseException | None = None
+    ) -> TaskError:
+        return cls(
+            task=record["task"],
+            name=record.get("name", record["task"]),
+            exc_type=record.get("exc_type", "Exception"),
+            message=record.get("message", ""),
+            remote_traceback=record.get("traceback", ""),
+            exception=exception,
+            worker=record.get("worker"),
+            attempt=int(record.get("attempt", 1)),
+            run_id=record.get("run_id"),
+        )
+
+
+def _rebuild_task_error(record: dict[str, Any], exception: BaseException | None) -> TaskError:
+    return TaskError.from_record(record, exception)
+
+
+class SerializationError(DagrtError):
+    """A function, argument or result could not be serialized or deserialized."""
+
+
+class GraphError(DagrtError, TypeError):
+    """What was given cannot be turned into a DAG."""
+
+
+class RunNotFoundError(DagrtError, KeyError):
+    """No run with that id is known."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "run not found"
+
+
+class ClientClosedError(DagrtError, RuntimeError):
+    """The client is not started (use ``async with Client(...)``) or already closed."""
+
+
+class WorkerLostError(DagrtError):
+    """A task's worker died on every attempt."""
+
+
+class StorageError(DagrtError):
+    """The storage server refused a command or could not be reached."""
+
+
+class StorageConnectionError(StorageError, ConnectionError):
+    """The server cannot be reached, or the connection broke."""
+
+
+class AuthenticationError(StorageError):
+    """The server rejected the password or ACL user."""
+
+
+class ValueTooLargeError(StorageError, ValueError):
+    """A value is larger than the server accepts."""

@@ -1,0 +1,682 @@
+"""Building graphs: ``@task``, ``Node`` and the frozen ``DAG``.
+
+``@task`` turns a function into a :class:`TaskFunction`; calling it runs
+nothing and returns a :class:`Node`. A node's arguments may hold other nodes
+at any depth inside lists, tuples, dicts and sets (walked by
+:mod:`dagrt.pytree`); those nodes are its parents, each counted once however
+often it appears. :class:`DAG` walks the nodes reachable from its outputs once
+and freezes them: topological order, parents and children, roots and sinks.
+
+Node keys are stable strings (``"add-3f9a-17"``) that identify the node in a
+graph, in storage and in the event log; two node objects with the same key are
+the same node (that is what unpickling gives back). Every walk here is
+iterative, so a chain of any depth builds, freezes, pickles and runs without
+hitting Python's recursion limit.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from .exceptions import GraphError
+from .pytree import TreeDef, flatten, unflatten
+
+__all__ = ["DAG", "Node", "TaskFunction", "task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# --------------------------------------------------------------------------- keys
+
+_counter = itertools.count(1)
+_salt = os.urandom(2).hex()
+
+
+def _reset_after_fork() -> None:
+    global _counter, _salt
+    _counter = itertools.count(1)
+    _salt = os.urandom(2).hex()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
+
+
+def _key_prefix(name: str) -> str:
+    return _UNSAFE.sub("_", name).strip("_") or "task"
+
+
+# --------------------------------------------------------------------------- task
+
+
+def _is_async_callable(fn: Any) -> bool:
+    """Decide once whether calling ``fn`` returns a coroutine."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - the method of callable objects
+    return call is not None and not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
+
+
+def _default_name(fn: Any) -> str:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return "lambda" if name == "<lambda>" else str(name)
+
+
+class _ArgCheck:
+    """A cheap check of call arguments against the function's signature.
+
+    The common case (positional arguments within range) costs a comparison;
+    anything else goes through ``Signature.bind`` for Python's own message.
+    """
+
+    __slots__ = ("max_pos", "min_pos", "sig")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):  # some builtins have none
+            self.sig = None
+            return
+        self.sig = sig
+        kinds = [p.kind for p in sig.parameters.values()]
+        positional = [
+            p
+            for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        required_kwonly = any(
+            p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in sig.parameters.values()
+        )
+        self.min_pos = sum(1 for p in positional if p.default is p.empty)
+        self.max_pos = 1 << 30 if inspect.Parameter.VAR_POSITIONAL in kinds else len(positional)
+        if required_kwonly:
+            self.min_pos = 1 << 30  # always take the full check
+
+    def __call__(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.sig is None:
+            return
+        if not kwargs and self.min_pos <= len(args) <= self.max_pos:
+            return
+        try:
+            self.sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{name}(): {exc}") from None
+
+
+class TaskFunction(Generic[P, R]):
+    """A function whose calls build :class:`Node` objects instead of running.
+
+    Made by :func:`task`. ``fn`` is the plain function (call it directly to run
+    it eagerly); ``options(...)`` returns a copy with other options.
+    """
+
+    __slots__ = (
+        "__dict__",
+        "_check",
+        "_prefix",
+        "fn",
+        "is_async",
+        "name",
+        "retries",
+        "retry_delay",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+    ) -> None:
+        if isinstance(fn, TaskFunction):  # re-wrapping a task takes its plain function
+            fn = fn.__dict__["__wrapped__"]
+        if not callable(fn):
+            raise TypeError(f"@dagrt.task needs a callable, got {type(fn).__name__} {fn!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"task name must be a non-empty string, got {name!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+        if (
+            isinstance(retry_delay, bool)
+            or not isinstance(retry_delay, int | float)
+            or not retry_delay >= 0
+        ):
+            raise ValueError(f"retry_delay must be a number of seconds >= 0, got {retry_delay!r}")
+        self.fn = fn
+        self.name = name or _default_name(fn)
+        self.retries = retries
+        self.retry_delay = float(retry_delay)
+        self.is_async = _is_async_callable(fn)
+        self._check = _ArgCheck(fn)
+        self._prefix = _key_prefix(self.name)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Node:
+        self._check(self.name, args, kwargs)
+        return Node._build(self, args, kwargs)
+
+    def options(
+        self,
+        *,
+        name: str | None = None,
+        retries: int | None = None,
+        retry_delay: float | None = None,
+    ) -> TaskFunction[P, R]:
+        """A copy of this task function with some options replaced."""
+        return TaskFunction(
+            self.fn,
+            name=self.name if name is None else name,
+            retries=self.retries if retries is None else retries,
+            retry_delay=self.retry_delay if retry_delay is None else retry_delay,
+        )
+
+    def __repr__(self) -> str:
+        kind = "async task" if self.is_async else "task"
+        return f"<dagrt {kind} {self.name}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A module-level task (`@task def f` in an importable module) is pickled
+        # by reference, like any function; anything else by value (cloudpickle
+        # then carries the function's code).
+        module = getattr(self, "__module__", None)
+        qualname = getattr(self, "__qualname__", None)
+        if module and qualname and module != "__main__" and "<locals>" not in qualname:
+            try:
+                found = _lookup(module, qualname)
+            except (ImportError, AttributeError):
+                found = None
+            if found is self:
+                return (_lookup, (module, qualname))
+        return (
+            _make_task_function,
+            (self.fn, self.name, self.retries, self.retry_delay),
+        )
+
+
+def _lookup(module: str, qualname: str) -> Any:
+    import importlib
+
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _make_task_function(
+    fn: Callable[..., Any], name: str, retries: int, retry_delay: float
+) -> TaskFunction[..., Any]:
+    return TaskFunction(fn, name=name, retries=retries, retry_delay=retry_delay)
+
+
+@overload
+def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+@overload
+def task(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+
+
+def task(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
+    """Make ``fn`` a task: calling it builds a :class:`Node` instead of running.
+
+    Use bare (``@task``) or with options (``@task(name="load", retries=2)``).
+    ``retries`` re-runs a failing call up to that many more times, waiting
+    ``retry_delay * 2**(attempt-1)`` seconds between attempts. ``async def``
+    functions are awaited on the event loop; plain functions run in threads.
+    """
+    if fn is None:
+        return lambda f: TaskFunction(f, name=name, retries=retries, retry_delay=retry_delay)
+    return TaskFunction(fn, name=name, retries=retries, retry_delay=retry_delay)
+
+
+# --------------------------------------------------------------------------- node
+
+
+class _Ref:
+    """Placeholder for a parent node inside a flat pickled record."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Ref, (self.index,))
+
+
+class Node:
+    """One call of a task function: a vertex of the graph. Nothing runs until computed.
+
+    ``key`` identifies it; ``dependencies`` are its parents (distinct nodes in
+    its arguments, in order of first appearance).
+    """
+
+    __slots__ = ("__weakref__", "_deps", "_leaves", "_slots", "_treedef", "func", "key")
+
+    key: str
+    func: TaskFunction[..., Any]
+    _leaves: list[Any]  # flattened (args, kwargs); parents in place
+    _treedef: TreeDef | bool  # True: leaves are the positional args, nothing else
+    _deps: tuple[Node, ...]
+    _slots: tuple[tuple[int, int], ...]  # (leaf index, dependency index)
+
+    def __init__(self) -> None:
+        raise TypeError("Nodes are made by calling a @dagrt.task function")
+
+    @classmethod
+    def _build(
+        cls, func: TaskFunction[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Node:
+        treedef: TreeDef | bool = True
+        if not kwargs:
+            for a in args:
+                t = type(a)
+                if t in _CONTAINER_TYPES or (
+                    t not in _LEAF_TYPES and t is not Node and isinstance(a, tuple | dict)
+                ):
+                    treedef = False
+                    break
+        else:
+            treedef = False
+        if treedef is True:
+            leaves: list[Any] = list(args)
+        else:
+            leaves, treedef = flatten((args, kwargs))
+        deps, slots = _link(leaves)
+        node = object.__new__(cls)
+        node.key = f"{func._prefix}-{_salt}-{next(_counter)}"
+        node.func = func
+        node._leaves = leaves
+        node._treedef = treedef
+        node._deps = tuple(deps)
+        node._slots = tuple(slots)
+        return node
+
+    # -- public views -------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The task function's name."""
+        return self.func.name
+
+    @property
+    def dependencies(self) -> tuple[Node, ...]:
+        """The distinct parent nodes, in order of first appearance in the arguments."""
+        return self._deps
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The positional arguments as given (parents appear as nodes)."""
+        return self._unflatten(self._leaves)[0]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments as given (parents appear as nodes)."""
+        return self._unflatten(self._leaves)[1]
+
+    def _unflatten(self, leaves: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self._treedef is True:
+            return tuple(leaves), {}
+        args, kwargs = unflatten(self._treedef, leaves)  # type: ignore[arg-type]
+        return args, kwargs
+
+    def compute(self, **client_options: Any) -> Any:
+        """Compute this node with a temporary client (see :func:`dagrt.compute`)."""
+        from .client import compute
+
+        return compute(self, **client_options)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.key} deps={len(self._deps)}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore_nodes, (_flat_records([self]), 0))
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError(
+            f"{self!r} is a lazy task result and cannot be iterated before it is computed"
+        )
+
+
+_LEAF_TYPES = frozenset({int, float, str, bytes, bool, complex, type(None)})
+_CONTAINER_TYPES = frozenset({list, tuple, dict, set, frozenset})
+
+
+def _link(leaves: list[Any]) -> tuple[list[Node], list[tuple[int, int]]]:
+    """The distinct parent nodes among ``leaves`` (by key) and where each leaf points."""
+    deps: list[Node] = []
+    slots: list[tuple[int, int]] = []
+    seen: dict[str, int] = {}
+    for i, leaf in enumerate(leaves):
+        if type(leaf) is Node:
+            j = seen.get(leaf.key)
+            if j is None:
+                j = seen[leaf.key] = len(deps)
+                deps.append(leaf)
+            slots.append((i, j))
+    return deps, slots
+
+
+# --------------------------------------------------------------------------- flat (de)serialization
+
+
+def _ancestry(outputs: Sequence[Node]) -> tuple[list[Node], dict[str, int]]:
+    """All nodes reachable from ``outputs``, parents before children (iterative DFS).
+
+    A node waits on the stack until every parent is placed; parents are taken
+    in argument order, so the order is deterministic.
+    """
+    order: list[Node] = []
+    index: dict[str, int] = {}
+    for out in outputs:
+        stack = [out]
+        while stack:
+            node = stack[-1]
+            key = node.key
+            if key in index:
+                stack.pop()
+                continue
+            waiting = False
+            for d in reversed(node._deps):
+                if d.key not in index:
+                    stack.append(d)
+                    waiting = True
+            if not waiting:
+                stack.pop()
+                index[key] = len(order)
+                order.append(node)
+    return order, index
+
+
+def _flat_records(outputs: Sequence[Node]) -> list[tuple[Any, ...]]:
+    order, index = _ancestry(outputs)
+    records = []
+    for node in order:
+        leaves = list(node._leaves)
+        for li, dj in node._slots:
+            leaves[li] = _Ref(index[node._deps[dj].key])
+        records.append((node.key, node.func, node._treedef, leaves))
+    # the requested nodes come last in topological order only if they are sinks;
+    # callers find them by key through _restore_nodes' index argument.
+    return [(index[o.key],) for o in outputs] + records  # type: ignore[list-item]
+
+
+def _restore_nodes(records: list[tuple[Any, ...]], which: int) -> Any:
+    nodes = _rebuild(records)
+    return nodes[which]
+
+
+def _rebuild(records: list[tuple[Any, ...]]) -> list[Node]:
+    """Inverse of :func:`_flat_records`; returns the requested nodes in order."""
+    n_out = 0
+    while n_out < len(records) and len(records[n_out]) == 1:
+        n_out += 1
+    heads, body = records[:n_out], records[n_out:]
+    built: list[Node] = []
+    for key, func, treedef, leaves in body:
+        deps: list[Node] = []
+        slots: list[tuple[int, int]] = []
+        seen: dict[int, int] = {}
+        leaves = list(leaves)
+        for i, leaf in enumerate(leaves):
+            if type(leaf) is _Ref:
+                parent = built[leaf.index]
+                j = seen.get(leaf.index)
+                if j is None:
+                    j = seen[leaf.index] = len(deps)
+                    deps.append(parent)
+                leaves[i] = parent
+                slots.append((i, j))
+        node = object.__new__(Node)
+        node.key = key
+        node.func = func
+        node._leaves = leaves
+        node._treedef = treedef
+        node._deps = tuple(deps)
+        node._slots = tuple(slots)
+        built.append(node)
+    return [built[h[0]] for h in heads]
+
+
+# --------------------------------------------------------------------------- DAG
+
+
+class DAG:
+    """An immutable graph of the nodes reachable from ``outputs``.
+
+    ``DAG(a, b)`` computes to ``(value_of_a, value_of_b)``; ``DAG(a)`` to the
+    value of ``a``. Iterating gives the nodes in topological order.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_children",
+        "_index",
+        "_nodes",
+        "_output_index",
+        "_parents",
+        "outputs",
+    )
+
+    outputs: tuple[Node, ...]
+    _nodes: list[Node]
+    _index: dict[str, int]
+    _parents: list[tuple[int, ...]]
+    _children: list[tuple[int, ...]]
+    _output_index: tuple[int, ...]
+
+    def __init__(self, *outputs: Node) -> None:
+        if not outputs:
+            raise GraphError("DAG() needs at least one node")
+        for i, out in enumerate(outputs):
+            if type(out) is not Node:
+                hint = ""
+                if isinstance(out, list | tuple | dict | set):
+                    hint = " (pass nodes as separate arguments: DAG(*nodes))"
+                elif isinstance(out, DAG):
+                    hint = " (combine DAGs with DAG(*dag1.outputs, *dag2.outputs))"
+                raise GraphError(
+                    f"DAG() takes Node objects; argument {i} is "
+                    f"{type(out).__name__} {_short(out)}{hint}"
+                )
+        self._freeze(outputs)
+
+    def _freeze(self, outputs: Sequence[Node]) -> None:
+        order, index = _ancestry(outputs)
+        parents = [tuple([index[d.key] for d in node._deps]) for node in order]
+        children: list[list[int]] = [[] for _ in order]
+        for i, ps in enumerate(parents):
+            for p in ps:
+                children[p].append(i)
+        self.outputs = tuple(outputs)
+        self._nodes = order
+        self._index = index
+        self._parents = parents
+        self._children = [tuple(c) for c in children]
+        self._output_index = tuple(index[o.key] for o in outputs)
+
+    # -- size and membership -----------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self._nodes)
+
+    def __contains__(self, item: object) -> bool:
+        key = item.key if isinstance(item, Node) else item
+        return isinstance(key, str) and key in self._index
+
+    def __getitem__(self, key: str) -> Node:
+        try:
+            return self._nodes[self._index[key]]
+        except KeyError:
+            raise KeyError(f"no node {key!r} in this DAG") from None
+
+    def __repr__(self) -> str:
+        return f"<DAG {len(self)} nodes, {len(self.roots)} roots, {len(self.outputs)} outputs>"
+
+    def _pos(self, node: Node | str) -> int:
+        key = node.key if isinstance(node, Node) else node
+        try:
+            return self._index[key]  # type: ignore[index]
+        except (KeyError, TypeError):
+            raise KeyError(f"{node!r} is not a node of this DAG") from None
+
+    # -- structure -----------------------------------------------------------
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        """All nodes in topological order (parents before children)."""
+        return tuple(self._nodes)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(n.key for n in self._nodes)
+
+    def topological_order(self) -> list[Node]:
+        """The nodes, every parent before each of its children."""
+        return list(self._nodes)
+
+    @property
+    def roots(self) -> tuple[Node, ...]:
+        """Nodes without parents (ready at once)."""
+        return tuple(n for n, ps in zip(self._nodes, self._parents, strict=True) if not ps)
+
+    @property
+    def sinks(self) -> tuple[Node, ...]:
+        """Nodes without children in this DAG."""
+        return tuple(n for n, cs in zip(self._nodes, self._children, strict=True) if not cs)
+
+    def parents(self, node: Node | str) -> tuple[Node, ...]:
+        return tuple(self._nodes[p] for p in self._parents[self._pos(node)])
+
+    def children(self, node: Node | str) -> tuple[Node, ...]:
+        return tuple(self._nodes[c] for c in self._children[self._pos(node)])
+
+    def fan_in(self, node: Node | str) -> int:
+        """Number of distinct parents."""
+        return len(self._parents[self._pos(node)])
+
+    def fan_out(self, node: Node | str) -> int:
+        """Number of distinct children."""
+        return len(self._children[self._pos(node)])
+
+    def edges(self) -> Iterator[tuple[Node, Node]]:
+        """``(parent, child)`` pairs."""
+        for i, ps in enumerate(self._parents):
+            for p in ps:
+                yield self._nodes[p], self._nodes[i]
+
+    @property
+    def n_edges(self) -> int:
+        return sum(len(ps) for ps in self._parents)
+
+    def depth(self) -> int:
+        """Number of nodes on the longest path (1 for a single node)."""
+        level = [0] * len(self._nodes)
+        for i, ps in enumerate(self._parents):
+            level[i] = 1 + max((level[p] for p in ps), default=0)
+        return max(level)
+
+    def to_dot(self, name: str = "dag") -> str:
+        """The graph in Graphviz DOT, one vertex per node labelled with its function."""
+        lines = [f"digraph {_dot_id(name)} {{", "  rankdir=BT;", "  node [shape=box];"]
+        for node in self._nodes:
+            lines.append(f"  {_dot_id(node.key)} [label={_dot_id(node.name)}];")
+        for parent, child in self.edges():
+            lines.append(f"  {_dot_id(parent.key)} -> {_dot_id(child.key)};")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    # -- pickling ------------------------------------------------------------
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore_dag, (_flat_records(self.outputs),))
+
+
+def _restore_dag(records: list[tuple[Any, ...]]) -> DAG:
+    return DAG(*_rebuild(records))
+
+
+def _dot_id(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _short(obj: Any) -> str:
+    text = repr(obj)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --------------------------------------------------------------------------- what compute() returns
+
+
+def plan_outputs(xs: tuple[Any, ...]) -> tuple[DAG | None, Callable[[list[Any]], Any]]:
+    """The DAG to run for ``compute(*xs)`` and a function shaping its results.
+
+    Each of ``xs`` may be a node, a DAG (its value, or a tuple of its outputs'
+    values), or any tree of nodes and constants (the same tree comes back with
+    values in place of nodes). One argument gives its result; several a tuple.
+    """
+    if len(xs) == 1 and isinstance(xs[0], DAG):  # the common case: no refreeze
+        dag = xs[0]
+        if len(dag.outputs) == 1:
+            return dag, lambda values: values[0]
+        return dag, tuple
+
+    leaves, treedef = flatten(xs, is_leaf=lambda x: isinstance(x, DAG))
+    outputs: list[Node] = []
+    # For each leaf: None (a constant), or (start, count, as_tuple) into outputs.
+    spans: list[tuple[int, int, bool] | None] = []
+    for leaf in leaves:
+        if type(leaf) is Node:
+            spans.append((len(outputs), 1, False))
+            outputs.append(leaf)
+        elif isinstance(leaf, DAG):
+            spans.append((len(outputs), len(leaf.outputs), len(leaf.outputs) > 1))
+            outputs.extend(leaf.outputs)
+        else:
+            spans.append(None)
+    single = len(xs) == 1
+
+    def rebuild(values: list[Any]) -> Any:
+        filled = []
+        for leaf, span in zip(leaves, spans, strict=True):
+            if span is None:
+                filled.append(leaf)
+            else:
+                start, count, as_tuple = span
+                filled.append(tuple(values[start : start + count]) if as_tuple else values[start])
+        result = unflatten(treedef, filled)
+        return result[0] if single else result
+
+    if not outputs:
+        return None, rebuild
+    return DAG(*outputs), rebuild

@@ -1,0 +1,368 @@
+"""The in-process runtime: a DAG runs in this process, no server needed.
+
+Readiness is a list of remaining-parent counters, as in the distributed
+scheduler. Sync task functions run in a small pool of threads, so the event
+loop stays free; each thread *drains* ready tasks of a run one after another
+under one lock (the task itself runs outside it), taking a child that its own
+completion made ready next (depth first, Wukong's "become"). The loop is
+visited only to start ``async def`` tasks, to time retries, and to report the
+end of the run, so the cost per task is a function call and a few list
+operations, not a thread hop or a future.
+
+Intermediate values live in a list indexed by node and are dropped as soon as
+their last consumer has run (outputs are kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from .exceptions import TaskError
+from .pytree import unflatten
+
+if TYPE_CHECKING:
+    from .graph import DAG, Node
+    from .metrics.recorder import RunRecorder
+
+__all__ = ["LocalRuntime"]
+
+_SLICE = 0.02  # seconds a drain keeps a thread before letting other runs' drains in
+_PARALLEL_MIN = 2e-4  # tasks shorter than this (seconds) run in one thread per run
+
+
+def _default_threads() -> int:
+    return os.cpu_count() or 1
+
+
+class LocalRuntime:
+    """Runs DAGs in this process. Used by ``Client(processes=False)``.
+
+    ``threads`` bounds the threads that run sync task functions (all runs of
+    the runtime share them). ``async def`` tasks run on the event loop.
+    """
+
+    def __init__(self, *, threads: int | None = None, worker_id: str | None = None) -> None:
+        if threads is None:
+            threads = _default_threads()
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+        self.threads = threads
+        self.worker_id = worker_id or f"local-{os.getpid()}"
+        self._executor: ThreadPoolExecutor | None = None
+        self._runs: dict[str, _Run] = {}
+
+    async def __aenter__(self) -> LocalRuntime:
+        self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="dagrt-local")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            # Threads still inside a task function finish it and stop; nothing waits here.
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def cancel(self, run_id: str) -> None:
+        """Stop starting tasks of ``run_id`` now (``run()`` then ends cancelled)."""
+        run = self._runs.get(run_id)
+        if run is not None:
+            run.stop()
+
+    async def run(self, dag: DAG, run_id: str, recorder: RunRecorder | None = None) -> list[Any]:
+        """Run ``dag``; the values of its outputs, in order."""
+        if self._executor is None:
+            raise RuntimeError("LocalRuntime is not started (use `async with`)")
+        run = _Run(self, dag, run_id, asyncio.get_running_loop(), recorder)
+        self._runs[run_id] = run
+        try:
+            async with anyio.create_task_group() as tg:
+                run.task_group = tg
+                run.start()
+                await run.finished.wait()
+                tg.cancel_scope.cancel()  # async tasks still running after a failure
+        finally:
+            run.stop()
+            del self._runs[run_id]
+        if run.error is not None:
+            raise run.error
+        return [run.values[i] for i in dag._output_index]
+
+
+class _Run:
+    """The state of one run: counters, values, ready stack, drain threads."""
+
+    def __init__(
+        self,
+        runtime: LocalRuntime,
+        dag: DAG,
+        run_id: str,
+        loop: asyncio.AbstractEventLoop,
+        recorder: RunRecorder | None,
+    ) -> None:
+        self.runtime = runtime
+        self.executor = runtime._executor
+        self.run_id = run_id
+        self.loop = loop
+        self.recorder = recorder
+        self.nodes: list[Node] = dag._nodes
+        self.parents = dag._parents
+        self.children = dag._children
+        n = len(self.nodes)
+        self.remaining = [len(ps) for ps in self.parents]
+        self.consumers = [len(cs) for cs in self.children]
+        self.keep = set(dag._output_index)
+        self.values: list[Any] = [None] * n
+        self.attempts = [0] * n
+        self.left = n
+        self.ready: list[int] = []  # sync tasks, a stack
+        self.lock = threading.Lock()
+        self.active = 0  # drains queued or running
+        self.in_long = 0  # drains inside a task of unknown or non-trivial cost
+        self.long = [False] * n
+        self.cost: dict[object, float] = {}  # task function -> recent duration (s)
+        self.max_drains = runtime.threads
+        self.stopped = False
+        self.error: BaseException | None = None
+        self.finished = asyncio.Event()
+        self.task_group: anyio.abc.TaskGroup | None = None
+
+    # -- starting and stopping ---------------------------------------------------
+
+    def start(self) -> None:
+        if self.left == 0:
+            self.finished.set()
+            return
+        roots = [i for i, ps in enumerate(self.parents) if not ps]
+        with self.lock:
+            for i in reversed(roots):
+                self._push_locked(i, on_loop=True)
+            self._spawn_locked()
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+
+    def _finish_from_thread(self) -> None:
+        self.loop.call_soon_threadsafe(self.finished.set)
+
+    # -- readiness (callers hold the lock) --------------------------------------
+
+    def _push_locked(self, i: int, *, on_loop: bool) -> None:
+        if self.nodes[i].func.is_async:
+            if on_loop:
+                self._start_async(i)
+            else:
+                self.loop.call_soon_threadsafe(self._start_async, i)
+        else:
+            self.ready.append(i)
+
+    def _spawn_locked(self) -> None:
+        """Start a drain if ready work waits and none is running (it brings in more)."""
+        if self.ready and self.active == 0:
+            self.active += 1
+            self._submit_locked()
+
+    def _submit_locked(self) -> None:
+        """Queue one drain, already counted in ``active``."""
+        try:
+            self.executor.submit(self._drain)  # type: ignore[union-attr]
+        except RuntimeError:  # the runtime is closing
+            self.active -= 1
+            self.stopped = True
+
+    def _complete_locked(self, i: int, value: Any, on_loop: bool) -> None:
+        if i in self.keep or self.consumers[i]:
+            self.values[i] = value
+        remaining = self.remaining
+        for c in self.children[i]:
+            r = remaining[c] - 1
+            remaining[c] = r
+            if r == 0:
+                self._push_locked(c, on_loop=on_loop)
+        consumers = self.consumers
+        for p in self.parents[i]:
+            k = consumers[p] - 1
+            consumers[p] = k
+            if k == 0 and p not in self.keep:
+                self.values[p] = None
+        self.left -= 1
+        if self.left == 0:
+            self.stopped = True
+            if on_loop:
+                self.finished.set()
+            else:
+                self._finish_from_thread()
+
+    def _fail_locked(self, i: int, exc: BaseException, on_loop: bool) -> None:
+        """Retry ``i`` if it has attempts left, else end the run with a TaskError."""
+        node = self.nodes[i]
+        attempt = self.attempts[i]
+        if attempt <= node.func.retries and not isinstance(exc, KeyboardInterrupt | SystemExit):
+            delay = node.func.retry_delay * (2 ** (attempt - 1))
+            if delay <= 0:
+                self._push_locked(i, on_loop=on_loop)
+            elif on_loop:
+                self.loop.call_later(delay, self._requeue, i)
+            else:
+                self.loop.call_soon_threadsafe(self.loop.call_later, delay, self._requeue, i)
+            return
+        if self.error is not None:
+            return
+        self.error = _task_error(node, exc, attempt, self.runtime.worker_id, self.run_id)
+        self.stopped = True
+        if on_loop:
+            self.finished.set()
+        else:
+            self._finish_from_thread()
+
+    def _requeue(self, i: int) -> None:
+        with self.lock:
+            if self.stopped:
+                return
+            self._push_locked(i, on_loop=True)
+            self._spawn_locked()
+
+    # -- running tasks ------------------------------------------------------------
+
+    def _call(self, i: int) -> Any:
+        node = self.nodes[i]
+        leaves = node._leaves
+        if node._slots:
+            leaves = leaves.copy()
+            ps = self.parents[i]
+            values = self.values
+            for li, dj in node._slots:
+                leaves[li] = values[ps[dj]]
+        if node._treedef is True:
+            return node.func.fn(*leaves)
+        args, kwargs = unflatten(node._treedef, leaves)  # type: ignore[arg-type]
+        return node.func.fn(*args, **kwargs)
+
+    def _next_locked(self, deadline: float) -> int | None:
+        """The next task for the calling drain, or ``None`` when it should stop.
+
+        Also decides the number of drains: tasks known to take less than
+        ``_PARALLEL_MIN`` run fastest in one thread (more only fight for the
+        GIL), so a drain with a free sibling retires; a task of unknown or
+        larger cost brings another drain in while ready work is waiting.
+        """
+        ready = self.ready
+        if self.stopped or not ready:
+            self.active -= 1
+            return None
+        j = ready[-1]
+        cost = self.cost.get(self.nodes[j].func)
+        cheap = cost is not None and cost < _PARALLEL_MIN
+        if cheap:
+            if self.active - self.in_long > 1:
+                self.active -= 1
+                return None
+        elif len(ready) > 1 and self.active < self.max_drains:
+            self.active += 1
+            self._submit_locked()
+        if time.monotonic() > deadline:
+            # Let drains of other runs have the thread: this drain goes to
+            # the back of the pool's queue (still counted in `active`).
+            self._submit_locked()
+            return None
+        ready.pop()
+        self.attempts[j] += 1
+        if not cheap:
+            self.in_long += 1
+        self.long[j] = not cheap
+        return j
+
+    def _drain(self) -> None:
+        """Run ready sync tasks of this run, one after another, in this thread."""
+        lock = self.lock
+        recorder = self.recorder
+        cost = self.cost
+        deadline = time.monotonic() + _SLICE
+        with lock:
+            i = self._next_locked(deadline)
+        while i is not None:
+            attempt = self.attempts[i]
+            if recorder is not None:
+                recorder.task_started(i, attempt)
+            t0 = time.perf_counter()
+            try:
+                value = self._call(i)
+                failed = None
+            except BaseException as exc:
+                failed = exc
+            elapsed = time.perf_counter() - t0
+            if recorder is not None:
+                if failed is None:
+                    recorder.task_finished(i, attempt, value)
+                else:
+                    recorder.task_failed(i, attempt, failed)
+            func = self.nodes[i].func
+            with lock:
+                previous = cost.get(func)
+                cost[func] = elapsed if previous is None else 0.5 * (previous + elapsed)
+                if self.long[i]:
+                    self.in_long -= 1
+                if failed is None:
+                    self._complete_locked(i, value, on_loop=False)
+                else:
+                    self._fail_locked(i, failed, on_loop=False)
+                i = self._next_locked(deadline)
+
+    def _start_async(self, i: int) -> None:
+        if self.stopped or self.task_group is None:
+            return
+        self.attempts[i] += 1
+        self.task_group.start_soon(self._run_async, i, name=f"dagrt task {self.nodes[i].key}")
+
+    async def _run_async(self, i: int) -> None:
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.task_started(i, self.attempts[i])
+        try:
+            value = await self._call(i)
+        except Exception as exc:
+            if recorder is not None:
+                recorder.task_failed(i, self.attempts[i], exc)
+            with self.lock:
+                self._fail_locked(i, exc, on_loop=True)
+                self._spawn_locked()
+            return
+        if recorder is not None:
+            recorder.task_finished(i, self.attempts[i], value)
+        with self.lock:
+            if self.stopped:
+                return
+            self._complete_locked(i, value, on_loop=True)
+            self._spawn_locked()
+
+
+def _task_error(
+    node: Node, exc: BaseException, attempt: int, worker: str, run_id: str
+) -> TaskError:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    err = TaskError(
+        task=node.key,
+        name=node.name,
+        exc_type=_qualname(type(exc)),
+        message=str(exc),
+        remote_traceback=tb,
+        exception=exc,
+        worker=worker,
+        attempt=attempt,
+        run_id=run_id,
+    )
+    err.__cause__ = exc
+    return err
+
+
+def _qualname(t: type) -> str:
+    mod = t.__module__
+    return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"

@@ -1,0 +1,127 @@
+"""Serialization, apart from storage: values, functions and control records.
+
+* Values and functions: cloudpickle with pickle protocol 5. Large buffers
+  (numpy arrays, bytearrays, ...) go *out of band*: pickling them copies
+  nothing, and the one frame sent to storage is written with a single join
+  (the one copy). A plain pickle is sent as is (it starts with ``0x80``);
+  a frame with out-of-band buffers starts with ``DGB1``.
+* Control records (task records, events): msgpack.
+
+Every failure is a :class:`~dagrt.SerializationError` that says what was
+being (de)serialized, e.g. ``"result of task add-1"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import struct
+import weakref
+from typing import Any
+
+import cloudpickle
+import msgpack
+
+from .exceptions import SerializationError
+
+__all__ = ["dumps", "dumps_function", "loads", "pack", "unpack"]
+
+_MAGIC = b"DGB1"
+_HEAD = struct.Struct("<4sIQ")  # magic, number of buffers, pickle length
+_LEN = struct.Struct("<Q")
+_ALIGN = 64
+
+
+def dumps(obj: Any, *, what: str = "value") -> bytes:
+    """``obj`` as one bytes frame (cloudpickle, protocol 5, out-of-band buffers)."""
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        payload = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot serialize {what} ({type(obj).__name__}): {type(exc).__name__}: {exc}"
+        ) from exc
+    if not buffers:
+        return payload
+    views = [b.raw() for b in buffers]
+    parts: list[bytes | memoryview] = [_HEAD.pack(_MAGIC, len(views), len(payload))]
+    parts += [_LEN.pack(v.nbytes) for v in views]
+    parts.append(payload)
+    offset = _HEAD.size + len(views) * _LEN.size + len(payload)
+    for v in views:  # each buffer starts 64-byte aligned, so arrays load without a copy
+        pad = -offset % _ALIGN
+        if pad:
+            parts.append(bytes(pad))
+        parts.append(v)
+        offset += pad + v.nbytes
+    return b"".join(parts)
+
+
+def loads(
+    data: bytes | bytearray | memoryview, *, what: str = "value", writeable: bool = True
+) -> Any:
+    """Inverse of :func:`dumps`.
+
+    Out-of-band buffers are rebuilt from one writable copy of the frame
+    (``writeable=False`` skips that copy; arrays then come back read-only).
+    """
+    try:
+        view = memoryview(data)
+        if view[:4] != _MAGIC:
+            return pickle.loads(view)
+        _, n, plen = _HEAD.unpack_from(view)
+        offset = _HEAD.size
+        lengths = [_LEN.unpack_from(view, offset + i * _LEN.size)[0] for i in range(n)]
+        offset += n * _LEN.size
+        if writeable and view.readonly:
+            view = memoryview(bytearray(view))
+        payload = view[offset : offset + plen]
+        offset += plen
+        buffers = []
+        for length in lengths:
+            offset += -offset % _ALIGN
+            buffers.append(view[offset : offset + length])
+            offset += length
+        return pickle.loads(payload, buffers=buffers)
+    except Exception as exc:
+        raise SerializationError(f"cannot deserialize {what}: {type(exc).__name__}: {exc}") from exc
+
+
+_FUNCTIONS: weakref.WeakKeyDictionary[Any, tuple[str, bytes]] = weakref.WeakKeyDictionary()
+
+
+def dumps_function(fn: Any) -> tuple[str, bytes]:
+    """``(digest, frame)`` of a function, cached per function object.
+
+    The digest (SHA-256 of the frame) names the function in storage, so a
+    function used by many tasks and many runs is stored once.
+    """
+    try:
+        cached = _FUNCTIONS.get(fn)
+    except TypeError:  # not weak-referenceable
+        cached = None
+    if cached is not None:
+        return cached
+    frame = dumps(fn, what=f"function {getattr(fn, '__name__', fn)!r}")
+    result = (hashlib.sha256(frame).hexdigest()[:32], frame)
+    try:
+        _FUNCTIONS[fn] = result
+    except TypeError:
+        pass
+    return result
+
+
+def pack(obj: Any) -> bytes:
+    """A control record as msgpack."""
+    try:
+        return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise SerializationError(f"cannot pack record: {type(exc).__name__}: {exc}") from exc
+
+
+def unpack(data: bytes | memoryview, *, what: str = "record") -> Any:
+    """Inverse of :func:`pack`."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise SerializationError(f"cannot unpack {what}: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,336 @@
+"""``RedisStorage``: the ``Storage`` interface on a Redis-compatible server.
+
+redis-py with the hiredis parser. Each form has its own connection pool built
+from the URL, opened lazily: one sync pool, and one async pool per event loop
+(a pool must never cross loops). redis-py's reply callbacks are switched off,
+so replies come back raw and dagrt's own parsers read them for both forms.
+
+Blocking stream reads use connections of their own, without a socket timeout
+shorter than the block; a read that is cancelled or fails drops its connection
+instead of returning it to the pool still blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import redis as redis_sync
+import redis.asyncio as redis_async
+import redis.exceptions as rexc
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from ..exceptions import (
+    AuthenticationError,
+    DagrtError,
+    StorageConnectionError,
+    StorageError,
+    ValueTooLargeError,
+)
+from ._commands import Cmd
+from .base import NoScriptError, Storage
+
+__all__ = ["RedisConfig", "RedisStorage", "redact"]
+
+_DEFAULT_MAX_BULK = 512 * 1024 * 1024
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class RedisConfig(BaseModel):
+    """Where the server is and how to talk to it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(description="redis://[[user]:password@]host[:port][/db], rediss://, unix://")
+    socket_timeout: float | None = Field(30.0, gt=0, description="seconds per reply")
+    socket_connect_timeout: float = Field(5.0, gt=0)
+    max_connections: int = Field(128, ge=1)
+    retries: int = Field(2, ge=0, description="reconnect attempts per command")
+    retry_backoff_cap: float = Field(0.5, gt=0)
+    health_check_interval: float = Field(15.0, ge=0)
+    client_name: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme
+        if scheme not in _SCHEMES:
+            raise ValueError(
+                f"unsupported URL scheme {scheme!r} in {redact(url)!r}: "
+                "use redis://, rediss:// or unix://"
+            )
+        return url
+
+    def pool_options(self, *, blocking: bool = False) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "socket_timeout": None if blocking else self.socket_timeout,
+            "socket_connect_timeout": self.socket_connect_timeout,
+            "max_connections": self.max_connections,
+            "health_check_interval": self.health_check_interval,
+            "protocol": 2,
+        }
+        if self.client_name:
+            options["client_name"] = self.client_name
+        return options
+
+
+class RedisStorage(Storage):
+    """Storage on a Redis-compatible server, configured by URL.
+
+    ``RedisStorage("redis://:secret@localhost:6379/0", socket_timeout=5)``;
+    options are the fields of :class:`RedisConfig`.
+    """
+
+    def __init__(self, url: str | RedisConfig, **options: Any) -> None:
+        if isinstance(url, RedisConfig):
+            self.config = url.model_copy(update=options) if options else url
+        elif isinstance(url, str):
+            self.config = RedisConfig(url=url, **options)
+        else:
+            raise TypeError(f"RedisStorage needs a redis:// URL or RedisConfig, got {url!r}")
+        self.url = redact(self.config.url)
+        self._client: redis_sync.Redis | None = None
+        self._block_pool: redis_sync.ConnectionPool | None = None
+        self._aclients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[redis_async.Redis, redis_async.ConnectionPool]
+        ] = weakref.WeakKeyDictionary()
+        self._max_bulk: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<RedisStorage {self.url}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RedisStorage, (self.config,))
+
+    # -- pools -----------------------------------------------------------------------
+
+    def _retry(self) -> Retry:
+        return Retry(ExponentialBackoff(cap=self.config.retry_backoff_cap), self.config.retries)
+
+    def _sync(self) -> redis_sync.Redis:
+        if self._client is None:
+            pool = redis_sync.ConnectionPool.from_url(
+                self.config.url, retry=self._retry(), **self.config.pool_options()
+            )
+            client = redis_sync.Redis(connection_pool=pool)
+            client.response_callbacks.clear()  # raw replies: dagrt parses them
+            self._client = client
+        return self._client
+
+    def _async(self) -> tuple[redis_async.Redis, redis_async.ConnectionPool]:
+        loop = asyncio.get_running_loop()
+        found = self._aclients.get(loop)
+        if found is None:
+            retry = AsyncRetry(
+                ExponentialBackoff(cap=self.config.retry_backoff_cap), self.config.retries
+            )
+            pool = redis_async.ConnectionPool.from_url(
+                self.config.url, retry=retry, **self.config.pool_options()
+            )
+            client = redis_async.Redis(connection_pool=pool)
+            client.response_callbacks.clear()
+            block_pool = redis_async.ConnectionPool.from_url(
+                self.config.url, retry=retry, **self.config.pool_options(blocking=True)
+            )
+            found = self._aclients[loop] = (client, block_pool)
+        return found
+
+    # -- errors ----------------------------------------------------------------------
+
+    def _translate(self, exc: BaseException, cmd: Cmd | None) -> BaseException:
+        if isinstance(exc, DagrtError):
+            return exc
+        text = str(exc)
+        what = f"{cmd.args[0]} " if cmd is not None else ""
+        if isinstance(exc, rexc.NoScriptError) or text.startswith("NOSCRIPT"):
+            return NoScriptError(text)
+        if isinstance(
+            exc, rexc.AuthenticationError | rexc.AuthenticationWrongNumberOfArgsError
+        ) or (text.startswith(("WRONGPASS", "NOAUTH", "invalid username-password"))):
+            return AuthenticationError(f"authentication failed at {self.url}: {text}")
+        if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError | EOFError):
+            return StorageConnectionError(
+                f"cannot reach the storage server at {self.url}: {text or type(exc).__name__}"
+            )
+        if "invalid bulk length" in text and cmd is not None and cmd.key is not None:
+            return ValueTooLargeError(f"value for {cmd.key!r} is too large for {self.url}: {text}")
+        if isinstance(exc, rexc.RedisError):
+            return StorageError(f"{what}failed at {self.url}: {text}")
+        return exc
+
+    def _check_size(self, cmd: Cmd, limit: int) -> None:
+        if cmd.size > limit:
+            raise ValueTooLargeError(
+                f"value for {cmd.key!r} is {cmd.size:,} bytes; the server at {self.url} "
+                f"accepts at most {limit:,} (proto-max-bulk-len)"
+            )
+
+    @staticmethod
+    def _parse_limit(reply: Any) -> int:
+        try:
+            return int(reply[1])
+        except (IndexError, TypeError, ValueError):
+            return _DEFAULT_MAX_BULK
+
+    def _limit(self) -> int:
+        if self._max_bulk is None:
+            try:
+                reply = self._sync().execute_command("CONFIG", "GET", "proto-max-bulk-len")
+                self._max_bulk = self._parse_limit(reply)
+            except rexc.ResponseError:  # CONFIG not allowed for this user
+                self._max_bulk = _DEFAULT_MAX_BULK
+            except Exception as exc:
+                raise self._translate(exc, None) from exc
+        return self._max_bulk
+
+    async def _alimit(self) -> int:
+        if self._max_bulk is None:
+            client, _ = self._async()
+            try:
+                reply = await client.execute_command("CONFIG", "GET", "proto-max-bulk-len")
+                self._max_bulk = self._parse_limit(reply)
+            except rexc.ResponseError:
+                self._max_bulk = _DEFAULT_MAX_BULK
+            except Exception as exc:
+                raise self._translate(exc, None) from exc
+        return self._max_bulk
+
+    # -- seams -----------------------------------------------------------------------
+
+    def _call(self, cmd: Cmd) -> Any:
+        if cmd.size:
+            self._check_size(cmd, self._limit())
+        try:
+            reply = self._sync().execute_command(*cmd.args)
+        except Exception as exc:
+            raise self._translate(exc, cmd) from exc
+        return cmd.parse(reply) if cmd.parse is not None else reply
+
+    async def _acall(self, cmd: Cmd) -> Any:
+        if cmd.size:
+            self._check_size(cmd, await self._alimit())
+        client, _ = self._async()
+        try:
+            reply = await client.execute_command(*cmd.args)
+        except Exception as exc:
+            raise self._translate(exc, cmd) from exc
+        return cmd.parse(reply) if cmd.parse is not None else reply
+
+    def _replies(self, cmds: Sequence[Cmd], replies: list[Any]) -> list[Any]:
+        out = []
+        for cmd, reply in zip(cmds, replies, strict=True):
+            if isinstance(reply, BaseException):
+                raise self._translate(reply, cmd) from reply
+            out.append(cmd.parse(reply) if cmd.parse is not None else reply)
+        return out
+
+    def _call_many(self, cmds: Sequence[Cmd]) -> list[Any]:
+        if any(cmd.size for cmd in cmds):
+            limit = self._limit()
+            for cmd in cmds:
+                self._check_size(cmd, limit)
+        pipe = self._sync().pipeline(transaction=False)
+        for cmd in cmds:
+            pipe.execute_command(*cmd.args)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            raise self._translate(exc, cmds[0] if len(cmds) == 1 else None) from exc
+        return self._replies(cmds, replies)
+
+    async def _acall_many(self, cmds: Sequence[Cmd]) -> list[Any]:
+        if any(cmd.size for cmd in cmds):
+            limit = await self._alimit()
+            for cmd in cmds:
+                self._check_size(cmd, limit)
+        client, _ = self._async()
+        pipe = client.pipeline(transaction=False)
+        for cmd in cmds:
+            pipe.execute_command(*cmd.args)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            raise self._translate(exc, cmds[0] if len(cmds) == 1 else None) from exc
+        return self._replies(cmds, replies)
+
+    def _call_blocking(self, cmd: Cmd, block: float) -> Any:
+        if self._block_pool is None:
+            self._block_pool = redis_sync.ConnectionPool.from_url(
+                self.config.url, retry=self._retry(), **self.config.pool_options(blocking=True)
+            )
+        pool = self._block_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command(*cmd.args)
+            reply = conn.read_response()
+        except BaseException as exc:
+            conn.disconnect()
+            raise self._translate(exc, cmd) from exc
+        finally:
+            pool.release(conn)
+        return cmd.parse(reply) if cmd.parse is not None else reply
+
+    async def _acall_blocking(self, cmd: Cmd, block: float) -> Any:
+        _, pool = self._async()
+        try:
+            conn = await pool.get_connection()
+        except Exception as exc:
+            raise self._translate(exc, cmd) from exc
+        try:
+            await conn.send_command(*cmd.args)
+            reply = await conn.read_response()
+        except BaseException as exc:
+            # Never hand a connection that may still be blocked back to the pool.
+            with anyio.CancelScope(shield=True):
+                await conn.disconnect()
+            if isinstance(exc, Exception):
+                raise self._translate(exc, cmd) from exc
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pool.release(conn)
+        return cmd.parse(reply) if cmd.parse is not None else reply
+
+    # -- closing ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.connection_pool.disconnect()
+            client.close()
+        pool, self._block_pool = self._block_pool, None
+        if pool is not None:
+            pool.disconnect()
+
+    async def aclose(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover
+            return
+        found = self._aclients.pop(loop, None)
+        if found is not None:
+            client, block_pool = found
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+                await client.connection_pool.disconnect()
+                await block_pool.disconnect()
+        self.close()

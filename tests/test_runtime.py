@@ -1,0 +1,222 @@
+"""What every runtime must do: the same results and errors, whatever runs the DAG.
+
+Each test takes ``any_client``, which is parametrized over the runtimes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import anyio
+import pytest
+from helpers import add, collect, inc, total
+
+import dagrt
+from dagrt import DAG, TaskError
+
+
+@dagrt.task
+def nothing(*_: Any) -> None:
+    return None
+
+
+@dagrt.task
+def boom(x: Any) -> int:
+    raise ValueError(f"boom on {x}")
+
+
+@dagrt.task
+async def async_inc(x: int) -> int:
+    await asyncio.sleep(0)
+    return x + 1
+
+
+@dagrt.task
+def keyword_only(*, a: int, b: int = 2) -> int:
+    return a * 10 + b
+
+
+async def test_the_issue_example(any_client: dagrt.Client) -> None:
+    a = add(1, 2)
+    b = total({"left": [a, add(a, 1)], "right": [(a,)]}, scale=a)
+    assert await any_client.compute(b) == 30
+    futs = [any_client.submit(x) for x in (a, b)]
+    assert await any_client.gather(futs) == [3, 30]
+    seen = [fut async for fut in any_client.as_completed(futs)]
+    assert sorted(f.run_id for f in seen) == sorted(f.run_id for f in futs)
+    assert all(f.done() and f.status == "finished" for f in futs)
+
+
+async def test_what_compute_returns(any_client: dagrt.Client) -> None:
+    a, b = inc(1), inc(10)
+    assert await any_client.compute(a) == 2
+    assert await any_client.compute(DAG(a)) == 2
+    assert await any_client.compute(DAG(a, b)) == (2, 11)
+    assert await any_client.compute(a, b) == (2, 11)
+    assert await any_client.compute([a, {"k": (b, 5)}, "c"]) == [2, {"k": (11, 5)}, "c"]
+    assert await any_client.compute(DAG(a, b), a) == ((2, 11), 2)
+    assert await any_client.compute(7) == 7  # constants need no run
+    assert await any_client.compute(nothing(a)) is None
+    assert await any_client.compute(keyword_only(a=a)) == 22
+    assert await any_client.compute(keyword_only(b=a, a=1)) == 12
+
+
+async def test_async_tasks_are_awaited(any_client: dagrt.Client) -> None:
+    x = async_inc(inc(async_inc(0)))
+    assert await any_client.compute(add(x, async_inc(x))) == 3 + 4
+
+
+async def test_a_diamond_and_a_chain(any_client: dagrt.Client) -> None:
+    top = inc(0)
+    assert await any_client.compute(add(inc(top), add(top, 10))) == 2 + 11
+    node = inc(0)
+    for _ in range(499):
+        node = inc(node)
+    assert await any_client.compute(node) == 500
+
+
+async def test_wide_fan_out_then_fan_in(any_client: dagrt.Client) -> None:
+    root = inc(0)
+    leaves = [add(root, i) for i in range(1_000)]
+    assert await any_client.compute(collect(*leaves)) == [1 + i for i in range(1_000)]
+
+
+async def test_a_task_error_names_the_task_and_carries_the_traceback(
+    any_client: dagrt.Client,
+) -> None:
+    bad = boom(inc(1))
+    with pytest.raises(TaskError) as info:
+        await any_client.compute(inc(bad))
+    err = info.value
+    assert err.task == bad.key
+    assert err.name == "boom"
+    assert err.exc_type == "ValueError"
+    assert err.message == "boom on 2"
+    assert "raise ValueError" in err.remote_traceback
+    assert "test_runtime.py" in err.remote_traceback
+    assert "boom on 2" in str(err)
+    assert bad.key in str(err)
+    if err.exception is not None:
+        assert type(err.exception) is ValueError
+
+
+async def test_after_a_failure_the_rest_of_the_run_stops(any_client: dagrt.Client) -> None:
+    ran: list[int] = []
+
+    @dagrt.task
+    def record(x: int, *_: Any) -> int:
+        ran.append(x)
+        return x
+
+    bad = boom(0)
+    after = record(1, bad)
+    with pytest.raises(TaskError):
+        await any_client.compute(record(2, after))
+    assert ran == []
+
+
+async def test_retries_rerun_a_failing_task(any_client: dagrt.Client) -> None:
+    attempts: list[int] = []
+
+    @dagrt.task(retries=2)
+    def flaky(x: int) -> int:
+        attempts.append(x)
+        if len(attempts) < 3:
+            raise OSError("transient")
+        return x * 2
+
+    assert await any_client.compute(flaky(21)) == 42
+    assert len(attempts) == 3
+
+    attempts.clear()
+    with pytest.raises(TaskError) as info:
+        await any_client.compute(flaky.options(retries=1)(1))
+    assert info.value.attempt == 2
+    assert info.value.exc_type == "OSError"
+
+
+async def test_cancelling_a_run(any_client: dagrt.Client) -> None:
+    gate = threading.Event()
+    started = threading.Event()
+    ran_after: list[int] = []
+
+    @dagrt.task
+    def wait(x: int) -> int:
+        started.set()
+        gate.wait(10)
+        return x
+
+    @dagrt.task
+    def after(x: int) -> int:
+        ran_after.append(x)
+        return x
+
+    fut = any_client.submit(after(wait(1)))
+    await anyio.to_thread.run_sync(started.wait, 10)
+    assert fut.cancel() is True
+    with pytest.raises(asyncio.CancelledError):
+        await fut
+    assert fut.cancelled()
+    assert fut.status == "cancelled"
+    assert fut.cancel() is False  # already over
+    gate.set()
+    # the client still works, and the cancelled run's child never runs
+    assert await any_client.compute(inc(1)) == 2
+    assert ran_after == []
+
+
+async def test_sync_tasks_do_not_block_the_event_loop(any_client: dagrt.Client) -> None:
+    released = threading.Event()
+
+    @dagrt.task
+    def blocking() -> str:
+        released.wait(10)
+        return "ran in a thread" if released.is_set() else "timed out"
+
+    fut = any_client.submit(blocking())
+    await asyncio.sleep(0.05)  # the loop runs while the task blocks its thread
+    released.set()
+    assert await fut == "ran in a thread"
+
+
+async def test_fifty_runs_at_once_some_failing(any_client: dagrt.Client) -> None:
+    futs = []
+    for i in range(50):
+        base = add(i, i)
+        node = boom(base) if i % 7 == 3 else add(inc(base), base)
+        futs.append(any_client.submit(node))
+    results = await any_client.gather(futs, return_exceptions=True)
+    for i, result in enumerate(results):
+        if i % 7 == 3:
+            assert isinstance(result, TaskError)
+            assert result.message == f"boom on {2 * i}"
+        else:
+            assert result == 4 * i + 1
+
+
+async def test_threads_meet_no_race_on_shared_counters(any_client: dagrt.Client) -> None:
+    """Every task runs exactly once, even with many runs using the thread pool."""
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    @dagrt.task
+    def tick(run: int, i: int, *_: Any) -> int:
+        with lock:
+            key = f"{run}:{i}"
+            counts[key] = counts.get(key, 0) + 1
+        return 1
+
+    @dagrt.task
+    def sum_all(*xs: int) -> int:
+        return sum(xs)
+
+    futs = []
+    for run in range(10):
+        layer = [tick(run, i) for i in range(100)]
+        layer2 = [tick(run, 100 + i, layer[i], layer[(i + 1) % 100]) for i in range(100)]
+        futs.append(any_client.submit(sum_all(*layer, *layer2)))
+    assert await any_client.gather(futs) == [200] * 10
+    assert len(counts) == 2_000
+    assert set(counts.values()) == {1}

@@ -1,0 +1,113 @@
+"""The serialization layer: round trips, out-of-band buffers, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import traceback
+
+import numpy as np
+import pytest
+
+from dagrt import SerializationError
+from dagrt.serialize import dumps, dumps_function, loads, pack, unpack
+
+
+@dataclasses.dataclass
+class Point:
+    x: float
+    y: list[int]
+
+
+class Boom(Exception):
+    pass
+
+
+def test_nested_containers_and_dataclasses_round_trip() -> None:
+    value = {"a": [1, (2.5, "x"), {None: b"bytes"}], "p": Point(1.0, [2, 3]), "s": {1, 2}}
+    assert loads(dumps(value)) == value
+
+
+def test_closures_and_lambdas_travel_by_value() -> None:
+    offset = 10
+
+    def add_offset(x: int) -> int:
+        return x + offset
+
+    assert loads(dumps(add_offset))(1) == 11
+    assert loads(dumps(lambda x: x * 3))(2) == 6
+
+
+def test_numpy_arrays_go_out_of_band() -> None:
+    a = np.arange(1_000_000, dtype=np.float64).reshape(1000, 1000)
+    frame = dumps(a)
+    assert frame[:4] == b"DGB1"  # a framed pickle with a separate buffer
+    assert len(frame) < a.nbytes + 512  # no second copy inside the frame
+    b = loads(frame)
+    assert np.array_equal(a, b)
+    assert b.flags.writeable
+    b[0, 0] = -1  # a private copy
+    assert a[0, 0] == 0
+
+
+def test_read_only_loads_share_the_frame() -> None:
+    a = np.arange(100_000, dtype=np.int64)
+    frame = dumps(a)
+    view = loads(frame, writeable=False)
+    assert not view.flags.writeable
+    assert np.array_equal(a, view)
+    assert np.shares_memory(view, np.frombuffer(frame, dtype=np.uint8))  # zero copy
+
+
+def test_several_buffers_and_odd_sizes() -> None:
+    parts = [np.arange(n, dtype=np.int8) for n in (1, 7, 63, 65, 1000)]
+    out = loads(dumps({"parts": parts, "raw": bytearray(b"abc")}))
+    for x, y in zip(parts, out["parts"], strict=True):
+        assert np.array_equal(x, y)
+    assert out["raw"] == bytearray(b"abc")
+
+
+def test_exceptions_keep_their_type_and_args() -> None:
+    try:
+        raise Boom("bad", 3)
+    except Boom as exc:
+        text = "".join(traceback.format_exception(exc))
+        again = loads(dumps(exc))
+    assert type(again) is Boom
+    assert again.args == ("bad", 3)
+    assert "raise Boom" in text
+
+
+def test_unserializable_values_name_what_failed() -> None:
+    with pytest.raises(SerializationError, match=r"result of task load-1 \(lock\)"):
+        dumps(threading.Lock(), what="result of task load-1")
+    with pytest.raises(SerializationError, match="cannot deserialize input of x"):
+        loads(b"not a pickle", what="input of x")
+
+
+def test_functions_are_content_addressed_once() -> None:
+    def f(x: int) -> int:
+        return x
+
+    digest, frame = dumps_function(f)
+    assert dumps_function(f) == (digest, frame)
+    assert len(digest) == 32
+    assert loads(frame)(5) == 5
+
+
+def test_msgpack_records() -> None:
+    record = {"f": "abc", "deps": ["a", "b"], "n": 3, "blob": b"\x00\x01", "none": None}
+    assert unpack(pack(record)) == record
+    with pytest.raises(SerializationError, match="cannot pack"):
+        pack({"x": object()})
+    with pytest.raises(SerializationError, match="cannot unpack task record"):
+        unpack(b"\xc1", what="task record")
+
+
+def test_deep_recursion_in_a_value_is_a_clear_error() -> None:
+    deep: list = []
+    for _ in range(sys.getrecursionlimit() * 10):
+        deep = [deep]
+    with pytest.raises(SerializationError, match="cannot serialize value"):
+        dumps(deep)
