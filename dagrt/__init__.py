@@ -7,6 +7,7 @@ calls lazily, and run the graph with ``await client.compute(...)``.
 from __future__ import annotations
 
 from .client import Client as Client
+from .cluster import LocalCluster as LocalCluster
 from .client import compute as compute
 from .exceptions import AuthenticationError as AuthenticationError
 from .exceptions import ClientClosedError as ClientClosedError
@@ -14,6 +15,7 @@ from .exceptions import DagrtError as DagrtError
 from .exceptions import GraphError as GraphError
 from .exceptions import RunNotFoundError as RunNotFoundError
 from .exceptions import SerializationError as SerializationError
+from .exceptions import SignatureError as SignatureError
 from .exceptions import StorageConnectionError as StorageConnectionError
 from .exceptions import StorageError as StorageError
 from .exceptions import TaskError as TaskError
@@ -34,10 +36,12 @@ __all__ = [
     "ClientClosedError",
     "DagrtError",
     "GraphError",
+    "LocalCluster",
     "Node",
     "RunFuture",
     "RunNotFoundError",
     "SerializationError",
+    "SignatureError",
     "StorageConnectionError",
     "StorageError",
     "TaskError",

@@ -9,6 +9,7 @@ The tree::
     ├── RunNotFoundError        no run with that id is known to the server
     ├── ClientClosedError       the client is not started, or already closed
     ├── WorkerLostError         a worker died and the task ran out of attempts
+    ├── SignatureError          a task record is unsigned or forged (shared secret)
     └── StorageError            the storage server refused or could not be reached
         ├── StorageConnectionError   unreachable, or the connection broke
         ├── AuthenticationError      wrong password / ACL user
@@ -20,6 +21,8 @@ cancelled asyncio future does.
 
 from __future__ import annotations
 
+import os
+import traceback
 from typing import Any
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "GraphError",
     "RunNotFoundError",
     "SerializationError",
+    "SignatureError",
     "StorageConnectionError",
     "StorageError",
     "TaskError",
@@ -142,6 +146,10 @@ class WorkerLostError(DagrtError):
     """A task's worker died on every attempt."""
 
 
+class SignatureError(DagrtError):
+    """A task record is unsigned, or signed with another secret (or forged)."""
+
+
 class StorageError(DagrtError):
     """The storage server refused a command or could not be reached."""
 
@@ -156,3 +164,14 @@ class AuthenticationError(StorageError):
 
 class ValueTooLargeError(StorageError, ValueError):
     """A value is larger than the server accepts."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback text of ``exc`` without dagrt's own frames in front of the user's code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))

@@ -14,6 +14,7 @@ import time
 
 __all__ = [
     "PREFIX",
+    "RunKeys",
     "dead_letter",
     "events",
     "function",
@@ -22,6 +23,8 @@ __all__ = [
     "runs_index",
     "tasks_stream",
     "valid_run_id",
+    "TASKS_GROUP",
+    "worker_alive",
     "workers",
 ]
 
@@ -46,6 +49,57 @@ def run_key(run_id: str, *parts: str) -> str:
     if not valid_run_id(run_id):
         raise ValueError(f"invalid run id {run_id!r}")
     return ":".join((PREFIX, "{" + run_id + "}", *parts))
+
+
+class RunKeys:
+    """The keys of one run (all tagged ``{<run_id>}``).
+
+    ``meta`` hash (status, counts, options), ``tasks`` hash (task index ->
+    record), ``deps`` hash (task index -> parents not yet done), ``done`` hash
+    (task index -> the completion's decision, remembered), ``progress`` stream
+    (one entry per finished task), ``events`` stream (run-level: finished,
+    failed, cancelled), ``output(i)`` and ``error(i)`` strings, and ``end``, a
+    short-lived tombstone left after the run's keys are deleted.
+    """
+
+    __slots__ = (
+        "_prefix",
+        "deps",
+        "done",
+        "end",
+        "events",
+        "lost",
+        "meta",
+        "progress",
+        "run_id",
+        "tasks",
+    )
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._prefix = run_key(run_id, "")  # validates the id once
+        self.meta = run_key(run_id, "meta")
+        self.tasks = run_key(run_id, "tasks")
+        self.deps = run_key(run_id, "deps")
+        self.done = run_key(run_id, "done")
+        self.progress = run_key(run_id, "progress")
+        self.events = run_key(run_id, "events")
+        self.end = run_key(run_id, "end")
+        self.lost = run_key(run_id, "lost")  # task index -> deliveries taken over
+
+    def output(self, index: int | str) -> str:
+        return f"{self._prefix}o:{index}"
+
+    def error(self, index: int | str) -> str:
+        return f"{self._prefix}err:{index}"
+
+    def spec(self, digest: str) -> str:
+        """A large argument spec, stored apart from the task table by content."""
+        return f"{self._prefix}spec:{digest}"
+
+    def fixed(self) -> list[str]:
+        """Every key of the run except outputs and error records."""
+        return [self.meta, self.tasks, self.deps, self.done, self.progress, self.events, self.lost]
 
 
 def function(digest: str) -> str:
@@ -74,5 +128,13 @@ def runs_index() -> str:
 
 
 def workers() -> str:
-    """Hash of live workers' heartbeats."""
+    """Hash of workers' last heartbeats (worker id -> record)."""
     return f"{PREFIX}:workers"
+
+
+def worker_alive(worker_id: str) -> str:
+    """A key that exists while the worker is alive (its TTL is renewed by heartbeats)."""
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+TASKS_GROUP = "workers"  # the consumer group of the tasks stream

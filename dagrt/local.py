@@ -19,14 +19,13 @@ import asyncio
 import os
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 
-from .exceptions import TaskError
+from .exceptions import TaskError, user_traceback
 from .pytree import unflatten
 
 if TYPE_CHECKING:
@@ -347,7 +346,7 @@ class _Run:
 def _task_error(
     node: Node, exc: BaseException, attempt: int, worker: str, run_id: str
 ) -> TaskError:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = user_traceback(exc)
     err = TaskError(
         task=node.key,
         name=node.name,

@@ -32,11 +32,24 @@ _LEN = struct.Struct("<Q")
 _ALIGN = 64
 
 
-def dumps(obj: Any, *, what: str = "value") -> bytes:
-    """``obj`` as one bytes frame (cloudpickle, protocol 5, out-of-band buffers)."""
+def dumps(obj: Any, *, what: str = "value", by_value: bool = True) -> bytes:
+    """``obj`` as one bytes frame (protocol 5, out-of-band buffers).
+
+    ``by_value`` (the default) uses cloudpickle, which carries functions and
+    classes defined in ``__main__`` or locally. ``by_value=False`` first tries
+    the standard pickler, ten times faster on small values, and falls back to
+    cloudpickle when it cannot (task results take this path).
+    """
     buffers: list[pickle.PickleBuffer] = []
     try:
-        payload = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        if not by_value:
+            try:
+                payload = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+            except Exception:
+                buffers.clear()
+                payload = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        else:
+            payload = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize {what} ({type(obj).__name__}): {type(exc).__name__}: {exc}"

@@ -1,19 +1,25 @@
-"""Shared fixtures: a real Redis-compatible server, storages, clients.
+"""Shared fixtures: a real Redis-compatible server, worker processes, clients.
 
 One server process serves the whole session (``DAGRT_TEST_REDIS_URL`` points
 the suite at an existing one instead); each test that uses it starts from an
 empty database. ``server_factory`` makes private servers for tests that stop,
-kill or reconfigure theirs.
+kill or reconfigure theirs. ``pool`` is a second server with two ``dagrt
+worker`` processes started exactly as docker-compose starts them; runtime
+tests run on it and in-process alike (``any_client``).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Form
+from helpers import Form, Signals
 
 import dagrt
 from dagrt.storage import InMemoryStorage, RedisServer, RedisStorage, Storage
@@ -32,11 +38,11 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_storage(redis_url: str) -> Iterator[RedisStorage]:
+async def redis_storage(redis_url: str) -> AsyncIterator[RedisStorage]:
     storage = RedisStorage(redis_url)
     storage.flushdb()
     yield storage
-    storage.close()
+    await storage.aclose()  # this loop's connections, and the sync pool
 
 
 @pytest.fixture
@@ -57,11 +63,14 @@ def server_factory() -> Iterator[Callable[..., RedisServer]]:
 
 
 @pytest.fixture(params=["memory", "redis"])
-def backend(request: pytest.FixtureRequest) -> Iterator[Storage]:
+async def backend(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Storage]:
     if request.param == "memory":
         yield InMemoryStorage()
-    else:
-        yield request.getfixturevalue("redis_storage")
+        return
+    storage = RedisStorage(redis_url)
+    storage.flushdb()
+    yield storage
+    await storage.aclose()
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -69,6 +78,93 @@ async def store(request: pytest.FixtureRequest, backend: Storage) -> AsyncIterat
     yield Form(backend, request.param)
     if request.param == "async":
         await backend.aclose()
+
+
+@pytest.fixture
+def signals(redis_url: str, request: pytest.FixtureRequest) -> Signals:
+    """Cross-process gates and marks, private to this test."""
+    return Signals(redis_url, f"test:{request.node.nodeid}:{os.urandom(4).hex()}")
+
+
+# --------------------------------------------------------------------------- worker pools
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """The environment of worker processes: they import what the tests import."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p])
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Pool:
+    """A server and worker processes, started like the docker-compose services."""
+
+    server: RedisServer
+    workers: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def spawn(self, *flags: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start one ``dagrt worker`` and return once it says it is ready."""
+        argv = [sys.executable, "-m", "dagrt", "worker", "--redis", self.url, *flags]
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env or worker_env())
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("dagrt-worker ready"):
+            process.kill()
+            raise RuntimeError(f"worker did not start: {line!r} (exit {process.wait()})")
+        self.workers.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.workers:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        self.workers.clear()
+        self.server.cleanup()
+
+
+FAST = ("--claim-timeout", "2", "--heartbeat", "0.5", "--graceful-timeout", "3")
+
+
+@pytest.fixture(scope="session")
+def pool() -> Iterator[Pool]:
+    pool = Pool(RedisServer(password="pool-secret").start())
+    try:
+        pool.spawn(*FAST)
+        pool.spawn(*FAST)
+        yield pool
+    finally:
+        pool.stop()
+
+
+@pytest.fixture
+def pool_factory(tmp_path: Path) -> Iterator[Callable[..., Pool]]:
+    """Private pools, for tests that kill workers or the server."""
+    pools: list[Pool] = []
+
+    def make(n_workers: int = 2, *flags: str, env: dict[str, str] | None = None) -> Pool:
+        made = Pool(RedisServer(password="private").start())
+        pools.append(made)
+        for _ in range(n_workers):
+            made.spawn(*FAST, *flags, env=env)
+        return made
+
+    yield make
+    for made in pools:
+        made.stop()
 
 
 # --------------------------------------------------------------------------- clients
@@ -80,7 +176,12 @@ async def client() -> AsyncIterator[dagrt.Client]:
         yield c
 
 
-@pytest.fixture(params=["in-process"])
+@pytest.fixture(params=["in-process", "cluster"])
 async def any_client(request: pytest.FixtureRequest) -> AsyncIterator[dagrt.Client]:
-    async with dagrt.Client(processes=False) as c:
-        yield c
+    if request.param == "in-process":
+        async with dagrt.Client(processes=False) as c:
+            yield c
+    else:
+        url = request.getfixturevalue("pool").url
+        async with dagrt.Client(url) as c:
+            yield c

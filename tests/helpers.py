@@ -60,3 +60,62 @@ def total(parts: Any, *, scale: int = 1) -> int:
 @dagrt.task
 def collect(*xs: Any) -> list[Any]:
     return list(xs)
+
+
+# --------------------------------------------------------------------------- cross-process signals
+
+
+class Signals:
+    """Gates and marks that work across processes (through the test server).
+
+    A task marks that it ran (``mark``), tells that it started and waits to be
+    released (``gate``); the test waits for ``started`` and calls ``release``.
+    Everything blocks on Redis lists: no polling.
+    """
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+
+    def _redis(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+    async def started(self, name: str, within: float = 30) -> None:
+        def wait() -> None:
+            with self._redis() as r:
+                if r.blpop(f"{self.prefix}:started:{name}", within) is None:
+                    raise TimeoutError(f"task {name} did not start")
+
+        await anyio.to_thread.run_sync(wait)
+
+    async def release(self, name: str) -> None:
+        def go() -> None:
+            with self._redis() as r:
+                r.rpush(f"{self.prefix}:go:{name}", 1)
+
+        await anyio.to_thread.run_sync(go)
+
+    def marks(self) -> list[str]:
+        with self._redis() as r:
+            return [m.decode() for m in r.lrange(f"{self.prefix}:marks", 0, -1)]
+
+
+@dagrt.task
+def gate(signals: Signals, name: str, value: Any = None, *_: Any) -> Any:
+    """Say "started", then block until the test releases ``name``; return ``value``."""
+    with signals._redis() as r:
+        r.rpush(f"{signals.prefix}:started:{name}", 1)
+        r.blpop(f"{signals.prefix}:go:{name}", 60)
+    return value
+
+
+@dagrt.task
+def mark(signals: Signals, name: str, *_: Any) -> str:
+    """Record that this task ran; a second run of the same name raises."""
+    with signals._redis() as r:
+        if not r.sadd(f"{signals.prefix}:seen", name):
+            raise RuntimeError(f"{name} ran twice")
+        r.rpush(f"{signals.prefix}:marks", name)
+    return name

@@ -9,9 +9,8 @@ import asyncio
 import threading
 from typing import Any
 
-import anyio
 import pytest
-from helpers import add, collect, inc, total
+from helpers import Signals, add, collect, gate, inc, mark, total
 
 import dagrt
 from dagrt import DAG, TaskError
@@ -102,72 +101,54 @@ async def test_a_task_error_names_the_task_and_carries_the_traceback(
         assert type(err.exception) is ValueError
 
 
-async def test_after_a_failure_the_rest_of_the_run_stops(any_client: dagrt.Client) -> None:
-    ran: list[int] = []
-
-    @dagrt.task
-    def record(x: int, *_: Any) -> int:
-        ran.append(x)
-        return x
-
+async def test_after_a_failure_the_rest_of_the_run_stops(
+    any_client: dagrt.Client, signals: Signals
+) -> None:
     bad = boom(0)
-    after = record(1, bad)
+    after = mark(signals, "after", bad)
     with pytest.raises(TaskError):
-        await any_client.compute(record(2, after))
-    assert ran == []
+        await any_client.compute(mark(signals, "last", after))
+    assert signals.marks() == []
 
 
-async def test_retries_rerun_a_failing_task(any_client: dagrt.Client) -> None:
-    attempts: list[int] = []
+@dagrt.task(retries=2)
+def flaky(signals: Signals, fails: int, x: int) -> int:
+    """Fails its first ``fails`` attempts (counted across processes)."""
+    with signals._redis() as r:
+        attempt = r.incr(f"{signals.prefix}:attempts")
+    if attempt <= fails:
+        raise OSError(f"transient failure {attempt}")
+    return x * 2
 
-    @dagrt.task(retries=2)
-    def flaky(x: int) -> int:
-        attempts.append(x)
-        if len(attempts) < 3:
-            raise OSError("transient")
-        return x * 2
 
-    assert await any_client.compute(flaky(21)) == 42
-    assert len(attempts) == 3
-
-    attempts.clear()
+async def test_retries_rerun_a_failing_task(any_client: dagrt.Client, signals: Signals) -> None:
+    assert await any_client.compute(flaky(signals, 2, 21)) == 42
+    with signals._redis() as r:
+        assert int(r.get(f"{signals.prefix}:attempts")) == 3
+        r.delete(f"{signals.prefix}:attempts")
     with pytest.raises(TaskError) as info:
-        await any_client.compute(flaky.options(retries=1)(1))
+        await any_client.compute(flaky.options(retries=1)(signals, 5, 1))
     assert info.value.attempt == 2
     assert info.value.exc_type == "OSError"
+    assert info.value.message == "transient failure 2"
 
 
-async def test_cancelling_a_run(any_client: dagrt.Client) -> None:
-    gate = threading.Event()
-    started = threading.Event()
-    ran_after: list[int] = []
-
-    @dagrt.task
-    def wait(x: int) -> int:
-        started.set()
-        gate.wait(10)
-        return x
-
-    @dagrt.task
-    def after(x: int) -> int:
-        ran_after.append(x)
-        return x
-
-    fut = any_client.submit(after(wait(1)))
-    await anyio.to_thread.run_sync(started.wait, 10)
+async def test_cancelling_a_run(any_client: dagrt.Client, signals: Signals) -> None:
+    fut = any_client.submit(mark(signals, "after", gate(signals, "wait", 1)))
+    await signals.started("wait")
     assert fut.cancel() is True
     with pytest.raises(asyncio.CancelledError):
         await fut
     assert fut.cancelled()
     assert fut.status == "cancelled"
     assert fut.cancel() is False  # already over
-    gate.set()
+    await signals.release("wait")
     # the client still works, and the cancelled run's child never runs
     assert await any_client.compute(inc(1)) == 2
-    assert ran_after == []
+    assert signals.marks() == []
 
 
-async def test_sync_tasks_do_not_block_the_event_loop(any_client: dagrt.Client) -> None:
+async def test_sync_tasks_do_not_block_the_event_loop(client: dagrt.Client) -> None:
     released = threading.Event()
 
     @dagrt.task
@@ -175,7 +156,7 @@ async def test_sync_tasks_do_not_block_the_event_loop(any_client: dagrt.Client) 
         released.wait(10)
         return "ran in a thread" if released.is_set() else "timed out"
 
-    fut = any_client.submit(blocking())
+    fut = client.submit(blocking())
     await asyncio.sleep(0.05)  # the loop runs while the task blocks its thread
     released.set()
     assert await fut == "ran in a thread"
@@ -196,27 +177,18 @@ async def test_fifty_runs_at_once_some_failing(any_client: dagrt.Client) -> None
             assert result == 4 * i + 1
 
 
-async def test_threads_meet_no_race_on_shared_counters(any_client: dagrt.Client) -> None:
-    """Every task runs exactly once, even with many runs using the thread pool."""
-    counts: dict[str, int] = {}
-    lock = threading.Lock()
-
-    @dagrt.task
-    def tick(run: int, i: int, *_: Any) -> int:
-        with lock:
-            key = f"{run}:{i}"
-            counts[key] = counts.get(key, 0) + 1
-        return 1
-
-    @dagrt.task
-    def sum_all(*xs: int) -> int:
-        return sum(xs)
-
+async def test_every_task_runs_exactly_once_across_concurrent_runs(
+    any_client: dagrt.Client, signals: Signals
+) -> None:
+    """Shared counters see each task once, with many runs on the pool at a time."""
     futs = []
     for run in range(10):
-        layer = [tick(run, i) for i in range(100)]
-        layer2 = [tick(run, 100 + i, layer[i], layer[(i + 1) % 100]) for i in range(100)]
-        futs.append(any_client.submit(sum_all(*layer, *layer2)))
-    assert await any_client.gather(futs) == [200] * 10
-    assert len(counts) == 2_000
-    assert set(counts.values()) == {1}
+        layer = [mark(signals, f"{run}:{i}") for i in range(30)]
+        layer2 = [
+            mark(signals, f"{run}:{30 + i}", layer[i], layer[(i + 1) % 30]) for i in range(30)
+        ]
+        futs.append(any_client.submit(collect(*layer, *layer2)))
+    results = await any_client.gather(futs)
+    for run, names in enumerate(results):
+        assert names == [f"{run}:{i}" for i in range(60)]
+    assert sorted(signals.marks()) == sorted(f"{r}:{i}" for r in range(10) for i in range(60))

@@ -349,8 +349,13 @@ def xdel(stream: str, ids: Sequence[str | bytes]) -> Cmd:
     return Cmd(("XDEL", stream, *ids), _int)
 
 
-def xtrim(stream: str, maxlen: int, approximate: bool = True) -> Cmd:
-    return Cmd(("XTRIM", stream, "MAXLEN", "~" if approximate else "=", maxlen), _int)
+def xtrim(
+    stream: str, maxlen: int | None = None, minid: str | None = None, approximate: bool = True
+) -> Cmd:
+    if (maxlen is None) == (minid is None):
+        raise ValueError("xtrim takes either maxlen or minid")
+    strategy, bound = ("MAXLEN", maxlen) if maxlen is not None else ("MINID", minid)
+    return Cmd(("XTRIM", stream, strategy, "~" if approximate else "=", bound), _int)
 
 
 # --------------------------------------------------------------------------- keys and server

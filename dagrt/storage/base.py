@@ -525,11 +525,26 @@ class Storage(ABC):
     async def axdel(self, stream: str, *ids: str | bytes) -> int:
         return await self._acall(c.xdel(stream, ids)) if ids else 0
 
-    def xtrim(self, stream: str, maxlen: int, *, approximate: bool = True) -> int:
-        return self._call(c.xtrim(stream, maxlen, approximate))
+    def xtrim(
+        self,
+        stream: str,
+        maxlen: int | None = None,
+        *,
+        minid: str | None = None,
+        approximate: bool = True,
+    ) -> int:
+        """Drop the oldest entries: keep ``maxlen``, or those with ids >= ``minid``."""
+        return self._call(c.xtrim(stream, maxlen, minid, approximate))
 
-    async def axtrim(self, stream: str, maxlen: int, *, approximate: bool = True) -> int:
-        return await self._acall(c.xtrim(stream, maxlen, approximate))
+    async def axtrim(
+        self,
+        stream: str,
+        maxlen: int | None = None,
+        *,
+        minid: str | None = None,
+        approximate: bool = True,
+    ) -> int:
+        return await self._acall(c.xtrim(stream, maxlen, minid, approximate))
 
     # -- scripts -----------------------------------------------------------------------
 

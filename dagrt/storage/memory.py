@@ -567,6 +567,27 @@ class InMemoryStorage(Storage):
             claimed.append(s.entry(sid))
         return [next_id, claimed, deleted]
 
+    def _xclaim(self, a: list[Any]) -> Any:
+        key, group, consumer, min_idle = a[0], _s(a[1]), _s(a[2]), _int(a[3])
+        rest = a[4:]
+        justid = any(_s(x).upper() == "JUSTID" for x in rest)
+        ids = [x for x in rest if _s(x).upper() != "JUSTID"]
+        s, g = self._group_of(key, group, "XCLAIM")
+        now = time.monotonic() * 1000
+        out: list[Any] = []
+        for x in ids:
+            sid = _parse_id(x)
+            pending = g.pel.get(sid)
+            if pending is None or now - pending[1] < min_idle:
+                continue
+            if sid not in s.fields:
+                del g.pel[sid]
+                continue
+            g.pel[sid] = [consumer, now, pending[2] if justid else pending[2] + 1]
+            g.consumers.add(consumer)
+            out.append(_id_bytes(sid) if justid else s.entry(sid))
+        return out
+
     def _xpending(self, a: list[Any]) -> Any:
         _, g = self._group_of(a[0], _s(a[1]), "XPENDING")
         if not g.pel:
@@ -610,7 +631,13 @@ class InMemoryStorage(Storage):
 
     def _xtrim(self, a: list[Any]) -> Any:
         s = self._stream(a[0])
-        return 0 if s is None else self._trim(s, _int(a[3]))
+        if s is None:
+            return 0
+        if _s(a[1]).upper() == "MINID":
+            bound = _parse_id(a[3])
+            keep = bisect.bisect_left(s.ids, bound)
+            return self._trim(s, len(s.ids) - keep)
+        return self._trim(s, _int(a[3]))
 
     # keys, server, scripts
 
@@ -690,6 +717,7 @@ _HANDLERS: dict[str, Callable[[InMemoryStorage, list[Any]], Any]] = {
     "XACK": InMemoryStorage._xack,
     "XAUTOCLAIM": InMemoryStorage._xautoclaim,
     "XPENDING": InMemoryStorage._xpending,
+    "XCLAIM": InMemoryStorage._xclaim,
     "XINFO": InMemoryStorage._xinfo,
     "XDEL": InMemoryStorage._xdel,
     "XTRIM": InMemoryStorage._xtrim,

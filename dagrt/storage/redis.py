@@ -35,6 +35,7 @@ from ..exceptions import (
     ValueTooLargeError,
 )
 from ._commands import Cmd
+from ._multiplex import Multiplexer, ReplyError
 from .base import NoScriptError, Storage
 
 __all__ = ["RedisConfig", "RedisStorage", "redact"]
@@ -111,7 +112,7 @@ class RedisStorage(Storage):
         self._client: redis_sync.Redis | None = None
         self._block_pool: redis_sync.ConnectionPool | None = None
         self._aclients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[redis_async.Redis, redis_async.ConnectionPool]
+            asyncio.AbstractEventLoop, tuple[Multiplexer, redis_async.ConnectionPool]
         ] = weakref.WeakKeyDictionary()
         self._max_bulk: int | None = None
 
@@ -136,22 +137,25 @@ class RedisStorage(Storage):
             self._client = client
         return self._client
 
-    def _async(self) -> tuple[redis_async.Redis, redis_async.ConnectionPool]:
+    def _async(self) -> tuple[Multiplexer, redis_async.ConnectionPool]:
+        """This loop's auto-pipelined connection and its pool for blocking reads."""
         loop = asyncio.get_running_loop()
         found = self._aclients.get(loop)
         if found is None:
             retry = AsyncRetry(
                 ExponentialBackoff(cap=self.config.retry_backoff_cap), self.config.retries
             )
-            pool = redis_async.ConnectionPool.from_url(
-                self.config.url, retry=retry, **self.config.pool_options()
+            mux = Multiplexer(
+                self.config.url,
+                display_url=self.url,
+                connect_timeout=self.config.socket_connect_timeout,
+                reply_timeout=self.config.socket_timeout,
+                client_name=self.config.client_name,
             )
-            client = redis_async.Redis(connection_pool=pool)
-            client.response_callbacks.clear()
             block_pool = redis_async.ConnectionPool.from_url(
                 self.config.url, retry=retry, **self.config.pool_options(blocking=True)
             )
-            found = self._aclients[loop] = (client, block_pool)
+            found = self._aclients[loop] = (mux, block_pool)
         return found
 
     # -- errors ----------------------------------------------------------------------
@@ -160,6 +164,8 @@ class RedisStorage(Storage):
         if isinstance(exc, DagrtError):
             return exc
         text = str(exc)
+        if isinstance(exc, ReplyError):
+            exc = rexc.ResponseError(text)
         what = f"{cmd.args[0]} " if cmd is not None else ""
         if isinstance(exc, rexc.NoScriptError) or text.startswith("NOSCRIPT"):
             return NoScriptError(text)
@@ -204,14 +210,11 @@ class RedisStorage(Storage):
 
     async def _alimit(self) -> int:
         if self._max_bulk is None:
-            client, _ = self._async()
-            try:
-                reply = await client.execute_command("CONFIG", "GET", "proto-max-bulk-len")
-                self._max_bulk = self._parse_limit(reply)
-            except rexc.ResponseError:
-                self._max_bulk = _DEFAULT_MAX_BULK
-            except Exception as exc:
-                raise self._translate(exc, None) from exc
+            mux, _ = self._async()
+            [reply] = await mux.execute([("CONFIG", "GET", "proto-max-bulk-len")])
+            self._max_bulk = (
+                _DEFAULT_MAX_BULK if isinstance(reply, ReplyError) else self._parse_limit(reply)
+            )
         return self._max_bulk
 
     # -- seams -----------------------------------------------------------------------
@@ -226,14 +229,7 @@ class RedisStorage(Storage):
         return cmd.parse(reply) if cmd.parse is not None else reply
 
     async def _acall(self, cmd: Cmd) -> Any:
-        if cmd.size:
-            self._check_size(cmd, await self._alimit())
-        client, _ = self._async()
-        try:
-            reply = await client.execute_command(*cmd.args)
-        except Exception as exc:
-            raise self._translate(exc, cmd) from exc
-        return cmd.parse(reply) if cmd.parse is not None else reply
+        return (await self._acall_many([cmd]))[0]
 
     def _replies(self, cmds: Sequence[Cmd], replies: list[Any]) -> list[Any]:
         out = []
@@ -262,14 +258,8 @@ class RedisStorage(Storage):
             limit = await self._alimit()
             for cmd in cmds:
                 self._check_size(cmd, limit)
-        client, _ = self._async()
-        pipe = client.pipeline(transaction=False)
-        for cmd in cmds:
-            pipe.execute_command(*cmd.args)
-        try:
-            replies = await pipe.execute(raise_on_error=False)
-        except Exception as exc:
-            raise self._translate(exc, cmds[0] if len(cmds) == 1 else None) from exc
+        mux, _ = self._async()
+        replies = await mux.execute([cmd.args for cmd in cmds])
         return self._replies(cmds, replies)
 
     def _call_blocking(self, cmd: Cmd, block: float) -> Any:
@@ -281,7 +271,7 @@ class RedisStorage(Storage):
         conn = pool.get_connection()
         try:
             conn.send_command(*cmd.args)
-            reply = conn.read_response()
+            reply = conn.read_response(timeout=block + self._grace())
         except BaseException as exc:
             conn.disconnect()
             raise self._translate(exc, cmd) from exc
@@ -297,7 +287,7 @@ class RedisStorage(Storage):
             raise self._translate(exc, cmd) from exc
         try:
             await conn.send_command(*cmd.args)
-            reply = await conn.read_response()
+            reply = await conn.read_response(timeout=block + self._grace())
         except BaseException as exc:
             # Never hand a connection that may still be blocked back to the pool.
             with anyio.CancelScope(shield=True):
@@ -309,6 +299,10 @@ class RedisStorage(Storage):
             with anyio.CancelScope(shield=True):
                 await pool.release(conn)
         return cmd.parse(reply) if cmd.parse is not None else reply
+
+    def _grace(self) -> float:
+        """How much longer than the block a blocking read may take before it is a timeout."""
+        return self.config.socket_timeout or 30.0
 
     # -- closing ---------------------------------------------------------------------
 
@@ -328,9 +322,8 @@ class RedisStorage(Storage):
             return
         found = self._aclients.pop(loop, None)
         if found is not None:
-            client, block_pool = found
+            mux, block_pool = found
             with anyio.CancelScope(shield=True):
-                await client.aclose()
-                await client.connection_pool.disconnect()
+                await mux.aclose()
                 await block_pool.disconnect()
         self.close()

@@ -1,0 +1,200 @@
+"""The client side of the distributed runtime.
+
+``DistributedRuntime.run`` writes a DAG to storage (:func:`dagrt.scheduler.submit`),
+blocks on the run's event stream until it finishes or fails (``XREAD BLOCK``,
+no polling), fetches the outputs, and deletes the run's keys, whatever happened
+(a cancelled run is stopped first, so workers dispatch nothing more of it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import anyio
+
+from . import keys as K
+from . import scheduler
+from .cluster import LocalCluster
+from .exceptions import RunNotFoundError, StorageError, TaskError
+from .graph import DAG
+from .serialize import loads
+from .storage import RedisStorage, Storage
+
+__all__ = ["DistributedRuntime"]
+
+log = logging.getLogger("dagrt.client")
+
+_BLOCK = 5.0  # seconds per blocking read of a run's events
+_BIG = 1 << 20
+
+
+class DistributedRuntime:
+    """Runs DAGs on worker processes through a Redis-compatible server.
+
+    With ``address=None`` it starts (and at the end stops) a :class:`LocalCluster`.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        n_workers: int | None = None,
+        threads: int | None = None,
+        storage: Storage | None = None,
+        secret: bytes | None = None,
+        ttl: float = scheduler.DEFAULT_TTL,
+        stream: str = K.tasks_stream(),
+    ) -> None:
+        self.address = address
+        self.n_workers = n_workers
+        self.threads = threads
+        self.secret = secret if secret is not None else _env_secret()
+        self.ttl = ttl
+        self.stream = stream
+        self.storage = storage
+        self.cluster: LocalCluster | None = None
+        self.client_id = f"client-{os.getpid()}-{os.urandom(2).hex()}"
+        self._known_functions: set[str] = set()
+        self._cancelled: set[str] = set()
+        self._own_storage = storage is None
+
+    async def __aenter__(self) -> DistributedRuntime:
+        if self.storage is None:
+            url = self.address
+            if url is None:
+                self.cluster = LocalCluster(
+                    self.n_workers, threads=self.threads, secret=self.secret
+                )
+                await self.cluster.__aenter__()
+                url = self.cluster.url
+            self.storage = RedisStorage(url)
+        try:
+            await self.storage.aping()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        with anyio.CancelScope(shield=True):
+            if self.storage is not None and self._own_storage:
+                await self.storage.aclose()
+            if self.cluster is not None:
+                await self.cluster.__aexit__(None, None, None)
+                self.cluster = None
+
+    @property
+    def url(self) -> str | None:
+        if self.cluster is not None:
+            return self.cluster.url
+        return self.address
+
+    def cancel(self, run_id: str) -> None:
+        """Note the cancellation; ``run()``, being cancelled, stops the run in storage."""
+        self._cancelled.add(run_id)
+
+    async def run(self, dag: DAG, run_id: str) -> list[Any]:
+        storage = self.storage
+        assert storage is not None
+        spec = await scheduler.submit(
+            storage,
+            dag,
+            run_id,
+            stream=self.stream,
+            secret=self.secret,
+            ttl=self.ttl,
+            known_functions=self._known_functions,
+            client_id=self.client_id,
+        )
+        status = "failed"
+        try:
+            await self._wait(storage, spec)
+            values = await self._outputs(storage, spec)
+            status = "finished"
+            return values
+        except BaseException as exc:
+            if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt):
+                status = "cancelled"
+            if not isinstance(exc, TaskError):
+                # Workers dispatch nothing more of a run that is not running.
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await scheduler.stop(storage, spec.keys, status)
+                    except StorageError:
+                        pass
+            raise
+        finally:
+            self._cancelled.discard(run_id)
+            with anyio.CancelScope(shield=True):
+                try:
+                    await scheduler.cleanup(storage, spec, status)
+                except StorageError as exc:  # the keys expire by their TTL anyway
+                    log.warning("could not clean up run %s: %s", run_id, exc)
+
+    async def _wait(self, storage: Storage, spec: scheduler.RunSpec) -> None:
+        """Block on the run's events until it finishes; raise its failure."""
+        rk = spec.keys
+        last: str | bytes = "0-0"
+        quiet_since = time.monotonic()
+        while True:
+            reply = await storage.axread({rk.events: last}, count=100, block=_BLOCK)
+            if not reply:
+                if time.monotonic() - quiet_since > 60:
+                    await self._warn_if_no_workers(storage)
+                    quiet_since = time.monotonic()
+                continue
+            for entry_id, fields in reply[0][1]:
+                last = entry_id
+                kind = fields.get(b"e", b"").decode()
+                if kind == "finished":
+                    return
+                if kind == "failed":
+                    raise _task_error(fields)
+                if kind == "cancelled":
+                    raise asyncio.CancelledError(f"run {spec.run_id} was cancelled")
+
+    async def _warn_if_no_workers(self, storage: Storage) -> None:
+        workers = await storage.ahgetall(K.workers())
+        alive = [w for w in workers if await storage.aexists(K.worker_alive(w.decode()))]
+        if not alive:
+            log.warning("no live dagrt worker on %s: the run waits for one", storage)
+
+    async def _outputs(self, storage: Storage, spec: scheduler.RunSpec) -> list[Any]:
+        wanted = sorted(set(spec.outputs))
+        frames = await storage.amget([spec.keys.output(i) for i in wanted])
+        values: dict[int, Any] = {}
+        for i, frame in zip(wanted, frames, strict=True):
+            if frame is None:
+                raise RunNotFoundError(f"output {i} of run {spec.run_id} is missing")
+            what = f"output {i} of run {spec.run_id}"
+            if len(frame) > _BIG:
+                values[i] = await anyio.to_thread.run_sync(lambda f=frame, w=what: loads(f, what=w))
+            else:
+                values[i] = loads(frame, what=what)
+        return [values[i] for i in spec.outputs]
+
+
+def _task_error(fields: dict[bytes, bytes]) -> TaskError:
+    record = json.loads(fields[b"err"])
+    exception = None
+    pickled = record.pop("exception", None)
+    if pickled:
+        try:
+            exception = loads(base64.b64decode(pickled), what="task exception")
+        except Exception:  # the type may not exist here; the record still has its text
+            exception = None
+    err = TaskError.from_record(record, exception)
+    if exception is not None:
+        err.__cause__ = exception
+    return err
+
+
+def _env_secret() -> bytes | None:
+    secret = os.environ.get("DAGRT_SECRET")
+    return secret.encode() if secret else None

@@ -1,0 +1,1 @@
+"""Lua scripts of the scheduler, loaded once by :mod:`dagrt.scheduler`."""

@@ -1,0 +1,233 @@
+"""One auto-pipelined connection shared by every coroutine of an event loop.
+
+Commands sent by concurrent callers in the same loop iteration leave in one
+write; one reader task parses replies with hiredis and hands them back in
+order. A worker with many tasks in flight thus makes one round trip for all of
+their uploads and completions instead of one each (group commit), and a
+command costs a C-level pack and parse instead of redis-py's per-command
+machinery.
+
+A caller that is cancelled leaves its replies to be read and dropped, so the
+connection stays in step. If the connection breaks, every caller waiting on it
+gets :class:`~dagrt.StorageConnectionError` (their commands may or may not have
+run); the next command connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+from redis.connection import parse_url
+
+from ..exceptions import AuthenticationError, StorageConnectionError, StorageError
+
+__all__ = ["Multiplexer", "ReplyError"]
+
+
+class ReplyError(Exception):
+    """An error reply from the server (translated by the storage)."""
+
+
+class _Expect:
+    __slots__ = ("future", "left", "replies")
+
+    def __init__(self, n: int, future: asyncio.Future[list[Any]]) -> None:
+        self.left = n
+        self.replies: list[Any] = []
+        self.future = future
+
+
+class Multiplexer:
+    """An auto-pipelining connection for one event loop."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        display_url: str,
+        connect_timeout: float,
+        reply_timeout: float | None,
+        client_name: str | None = None,
+    ) -> None:
+        self.options = parse_url(url)
+        self.url = url
+        self.display_url = display_url
+        self.connect_timeout = connect_timeout
+        self.reply_timeout = reply_timeout
+        self.client_name = client_name
+        self._writer: asyncio.StreamWriter | None = None
+        self._expect: deque[_Expect] = deque()
+        self._out: list[bytes] = []
+        self._wake: asyncio.Event = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._connecting: asyncio.Lock = asyncio.Lock()
+        self._closed = False
+
+    # -- connecting ------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        opts = self.options
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if opts.get("path"):
+                    reader, writer = await asyncio.open_unix_connection(opts["path"])
+                else:
+                    context = None
+                    if opts.get("connection_class") is not None and "SSL" in str(
+                        opts["connection_class"]
+                    ):
+                        context = ssl.create_default_context()
+                    reader, writer = await asyncio.open_connection(
+                        opts.get("host", "localhost"), int(opts.get("port", 6379)), ssl=context
+                    )
+        except (OSError, TimeoutError) as exc:
+            raise StorageConnectionError(
+                f"cannot reach the storage server at {self.display_url}: "
+                f"{exc or type(exc).__name__}"
+            ) from exc
+        parser = hiredis.Reader(replyError=ReplyError)
+        handshake: list[tuple[Any, ...]] = []
+        if opts.get("password") is not None:
+            if opts.get("username"):
+                handshake.append(("AUTH", opts["username"], opts["password"]))
+            else:
+                handshake.append(("AUTH", opts["password"]))
+        if int(opts.get("db") or 0):
+            handshake.append(("SELECT", int(opts["db"])))
+        if self.client_name:
+            handshake.append(("CLIENT", "SETNAME", self.client_name))
+        if handshake:
+            writer.write(b"".join(hiredis.pack_command(c) for c in handshake))
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    for command in handshake:
+                        reply = parser.gets()
+                        while reply is False:
+                            data = await reader.read(65536)
+                            if not data:
+                                raise ConnectionResetError("connection closed during handshake")
+                            parser.feed(data)
+                            reply = parser.gets()
+                        if isinstance(reply, ReplyError):
+                            writer.close()
+                            text = str(reply)
+                            if command[0] == "AUTH" or text.startswith(("WRONGPASS", "NOAUTH")):
+                                raise AuthenticationError(
+                                    f"authentication failed at {self.display_url}: {text}"
+                                )
+                            raise StorageError(f"{command[0]} failed at {self.display_url}: {text}")
+            except (OSError, TimeoutError) as exc:
+                writer.close()
+                raise StorageConnectionError(
+                    f"cannot reach the storage server at {self.display_url}: {exc!r}"
+                ) from exc
+        self._writer = writer
+        self._wake = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._read_loop(reader, parser), name="dagrt redis reader"),
+            asyncio.create_task(self._write_loop(writer), name="dagrt redis writer"),
+        ]
+
+    # -- sending ---------------------------------------------------------------------
+
+    async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send ``commands`` (words each) and return their raw replies (errors as ReplyError)."""
+        if self._closed:
+            raise StorageConnectionError(f"the connection to {self.display_url} is closed")
+        if self._writer is None:
+            async with self._connecting:
+                if self._writer is None:
+                    await self._connect()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        try:
+            packed = [hiredis.pack_command(tuple(c)) for c in commands]
+        except Exception as exc:
+            raise StorageError(f"cannot encode a command for {self.display_url}: {exc}") from exc
+        self._expect.append(_Expect(len(commands), future))
+        self._out.extend(packed)
+        self._wake.set()
+        return await future
+
+    async def _write_loop(self, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                out, self._out = self._out, []
+                if out:
+                    writer.writelines(out)
+                    await writer.drain()
+        except (OSError, ConnectionError) as exc:
+            self._broken(exc)
+
+    async def _read_loop(self, reader: asyncio.StreamReader, parser: hiredis.Reader) -> None:
+        expect = self._expect
+        try:
+            while True:
+                if expect and self.reply_timeout is not None:
+                    async with asyncio.timeout(self.reply_timeout):
+                        data = await reader.read(1 << 16)
+                else:
+                    data = await reader.read(1 << 16)
+                if not data:
+                    raise ConnectionResetError("the server closed the connection")
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    head = expect[0]
+                    head.replies.append(reply)
+                    head.left -= 1
+                    if head.left == 0:
+                        expect.popleft()
+                        if not head.future.done():
+                            head.future.set_result(head.replies)
+        except (OSError, ConnectionError, TimeoutError, IndexError, hiredis.ProtocolError) as exc:
+            self._broken(exc)
+
+    def _broken(self, exc: BaseException) -> None:
+        """Fail every waiting caller; the next command reconnects."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+        error = StorageConnectionError(
+            f"cannot reach the storage server at {self.display_url}: {exc or type(exc).__name__}"
+        )
+        while self._expect:
+            head = self._expect.popleft()
+            if not head.future.done():
+                head.future.set_exception(error)
+        self._out.clear()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        self._tasks = []
+
+    async def aclose(self) -> None:
+        self._closed = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (OSError, ConnectionError):
+                pass
+        while self._expect:
+            head = self._expect.popleft()
+            if not head.future.done():
+                head.future.set_exception(
+                    StorageConnectionError(f"the connection to {self.display_url} was closed")
+                )

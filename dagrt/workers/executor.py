@@ -1,0 +1,188 @@
+"""Calling task functions: on the loop, in threads, or inline when they are tiny.
+
+``async def`` functions are awaited on the worker's event loop. Sync functions
+run in threads bounded by one ``CapacityLimiter`` per worker, so the loop stays
+free, except functions this worker has measured to be tiny: a hop to a thread
+costs tens of microseconds, more than a task like ``add`` itself, so once a
+function's calls have taken under ``INLINE_MAX`` seconds every time, it is
+called inline; a single call slower than ``INLINE_BAN`` sends that function to
+threads for good. Serializing a result happens where the call ran.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ..exceptions import user_traceback
+from ..graph import _is_async_callable
+from ..pytree import unflatten
+from ..scheduler import TaskRecord
+from ..serialize import dumps
+
+__all__ = ["Executor", "Outcome", "error_record"]
+
+INLINE_MAX = 2e-4  # seconds: calls shorter than this may run on the loop
+INLINE_BAN = 5e-3  # seconds: one call longer than this and the function goes to threads
+INLINE_AFTER = 3  # calls measured in a thread before a function may run inline
+
+
+@dataclass
+class _Profile:
+    calls: int = 0
+    inline: bool = False
+    banned: bool = False
+
+
+@dataclass
+class Outcome:
+    """The result of running one task (after its retries)."""
+
+    ok: bool
+    value: Any = None
+    frame: bytes = b""
+    error: BaseException | None = None
+    traceback: str = ""
+    attempt: int = 1
+    started: float = 0.0
+    ended: float = 0.0
+    profile: dict[str, float] = field(default_factory=dict)
+
+
+def build_arguments(rec: TaskRecord, values: list[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's ``(args, kwargs)``: the record's leaves with parent values in place."""
+    assert rec.leaves is not None
+    leaves = list(rec.leaves)
+    slots = rec.slots
+    for j in range(0, len(slots), 2):
+        leaves[slots[j]] = values[slots[j + 1]]
+    if rec.treedef is True:
+        return tuple(leaves), {}
+    args, kwargs = unflatten(rec.treedef, leaves)
+    return args, kwargs
+
+
+def _qualname(t: type) -> str:
+    mod = t.__module__
+    return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"
+
+
+def error_record(
+    rec: TaskRecord,
+    exc: BaseException,
+    tb: str,
+    *,
+    worker: str,
+    attempt: int,
+    run_id: str,
+) -> dict[str, Any]:
+    """The JSON error record of a failed task (the original exception pickled if possible)."""
+    record: dict[str, Any] = {
+        "task": rec.key,
+        "index": rec.index,
+        "name": rec.name,
+        "exc_type": _qualname(type(exc)),
+        "message": str(exc),
+        "traceback": tb,
+        "worker": worker,
+        "attempt": attempt,
+        "run_id": run_id,
+    }
+    try:
+        record["exception"] = base64.b64encode(dumps(exc)).decode()
+    except Exception:  # an exception that does not pickle still has its text
+        pass
+    return record
+
+
+class Executor:
+    """Runs task functions for one worker."""
+
+    def __init__(self, threads: int) -> None:
+        self.limiter = anyio.CapacityLimiter(threads)
+        self._profiles: dict[int, _Profile] = {}
+        self._async: dict[int, bool] = {}
+
+    def _is_async(self, fn: Callable[..., Any]) -> bool:
+        key = id(fn)
+        known = self._async.get(key)
+        if known is None:
+            known = self._async[key] = _is_async_callable(fn) or inspect.isasyncgenfunction(fn)
+        return known
+
+    async def run(self, fn: Callable[..., Any], rec: TaskRecord, values: list[Any]) -> Outcome:
+        """Call ``fn`` for ``rec`` with its retries; serialize the result where it ran."""
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.time()
+            try:
+                args, kwargs = build_arguments(rec, values)
+                value, frame = await self._call(fn, args, kwargs, rec)
+            except Exception as exc:
+                tb = user_traceback(exc)
+                if attempt <= rec.retries and not _permanent(exc):
+                    await anyio.sleep(rec.retry_delay * (2 ** (attempt - 1)))
+                    continue
+                return Outcome(
+                    False,
+                    error=exc,
+                    traceback=tb,
+                    attempt=attempt,
+                    started=started,
+                    ended=time.time(),
+                )
+            return Outcome(True, value, frame, attempt=attempt, started=started, ended=time.time())
+
+    async def _call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        rec: TaskRecord,
+    ) -> tuple[Any, bytes]:
+        what = f"result of task {rec.key} ({rec.name})"
+        if self._is_async(fn):
+            value = await fn(*args, **kwargs)
+            return value, dumps(value, what=what, by_value=False)
+        key = id(fn)
+        profile = self._profiles.get(key)
+        if profile is None:
+            profile = self._profiles[key] = _Profile()
+
+        def call() -> tuple[Any, bytes, float]:
+            t0 = time.perf_counter()
+            value = fn(*args, **kwargs)
+            elapsed = time.perf_counter() - t0
+            return value, dumps(value, what=what, by_value=False), elapsed
+
+        if profile.inline:
+            value, frame, elapsed = call()
+            if elapsed > INLINE_BAN:
+                profile.inline = False
+                profile.banned = True
+            return value, frame
+        value, frame, elapsed = await anyio.to_thread.run_sync(call, limiter=self.limiter)
+        if not profile.banned:
+            if elapsed > INLINE_MAX:
+                profile.calls = 0
+                if elapsed > INLINE_BAN:
+                    profile.banned = True
+            else:
+                profile.calls += 1
+                profile.inline = profile.calls >= INLINE_AFTER
+        return value, frame
+
+
+def _permanent(exc: BaseException) -> bool:
+    """Errors that another attempt cannot fix."""
+    from ..exceptions import SerializationError
+
+    return isinstance(exc, SerializationError)

@@ -1,0 +1,180 @@
+"""What a worker remembers about runs and functions.
+
+A worker loads a run's task table once, the first time it meets the run, and
+decodes each record when it first runs that task. Functions are loaded once per
+worker by digest and checked against it (the digest is part of the signed task
+record, so a tampered function frame is refused). Outputs this worker produced
+stay in memory, within a byte budget, for children that run here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from .. import keys as K
+from ..exceptions import SerializationError
+from ..scheduler import TaskRecord, decode_record
+from ..serialize import loads
+from ..storage import Storage
+
+__all__ = ["FunctionCache", "RunContext", "RunTable"]
+
+
+class RunContext:
+    """One run as a worker sees it."""
+
+    def __init__(
+        self,
+        run_id: str,
+        meta: dict[bytes, bytes],
+        records: dict[bytes, bytes],
+        secret: bytes | None,
+    ) -> None:
+        self.run_id = run_id
+        self.keys = K.RunKeys(run_id)
+        self.n = int(meta.get(b"n", b"0"))
+        self.ttl_ms = int(meta.get(b"ttl_ms", b"86400000"))
+        self.secret = secret
+        self._raw = records
+        self._decoded: dict[int, TaskRecord] = {}
+        self.stopped = False
+
+    def record(self, index: int) -> TaskRecord:
+        """The decoded record of task ``index`` (``KeyError`` if the run has no such task)."""
+        rec = self._decoded.get(index)
+        if rec is None:
+            stored = self._raw[str(index).encode()]
+            rec = self._decoded[index] = decode_record(index, stored, self.secret, self.keys)
+        return rec
+
+
+class RunTable:
+    """The runs a worker knows, loaded once each (concurrent first requests share one load)."""
+
+    def __init__(self, storage: Storage, secret: bytes | None, max_runs: int = 64) -> None:
+        self.storage = storage
+        self.secret = secret
+        self.max_runs = max_runs
+        self._runs: OrderedDict[str, RunContext] = OrderedDict()
+        self._loading: dict[str, anyio.Event] = {}
+
+    async def get(self, run_id: str) -> RunContext | None:
+        """The run, or ``None`` if storage knows no such (running) run."""
+        while True:
+            ctx = self._runs.get(run_id)
+            if ctx is not None:
+                self._runs.move_to_end(run_id)
+                return ctx
+            pending = self._loading.get(run_id)
+            if pending is None:
+                break
+            await pending.wait()
+            if run_id not in self._runs:
+                return None
+        done = self._loading[run_id] = anyio.Event()
+        try:
+            rk = K.RunKeys(run_id)
+            meta = await self.storage.ahgetall(rk.meta)
+            if not meta:
+                return None
+            records = await self.storage.ahgetall(rk.tasks)
+            ctx = RunContext(run_id, meta, records, self.secret)
+            self._runs[run_id] = ctx
+            while len(self._runs) > self.max_runs:
+                self._runs.popitem(last=False)
+            return ctx
+        finally:
+            del self._loading[run_id]
+            done.set()
+
+    def forget(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+
+
+class FunctionCache:
+    """Functions by digest, each fetched and unpickled once per worker."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._fns: dict[str, Callable[..., Any]] = {}
+        self._loading: dict[str, anyio.Event] = {}
+
+    async def get(self, digest: str) -> Callable[..., Any]:
+        while digest not in self._fns:
+            pending = self._loading.get(digest)
+            if pending is None:
+                await self._load(digest)
+            else:
+                await pending.wait()
+                if digest not in self._fns:
+                    await self._load(digest)
+        return self._fns[digest]
+
+    async def _load(self, digest: str) -> None:
+        done = self._loading[digest] = anyio.Event()
+        try:
+            frame = await self.storage.aget(K.function(digest))
+            if frame is None:
+                raise SerializationError(f"function {digest} is not in storage (expired?)")
+            if hashlib.sha256(frame).hexdigest()[:32] != digest:
+                raise SerializationError(f"function {digest} in storage does not match its digest")
+            # An ImportError here (a module missing on this worker) reaches the task as
+            # its error, naming the module.
+            fn = loads(frame, what=f"function {digest}")
+            self._fns[digest] = getattr(fn, "fn", fn)  # a TaskFunction: its plain function
+        finally:
+            del self._loading[digest]
+            done.set()
+
+
+class ValueCache:
+    """Outputs produced here, by (run, task), kept within a byte budget (oldest out first)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[tuple[str, int], tuple[Any, int]] = OrderedDict()
+        self._uses: dict[tuple[str, int], int] = {}
+
+    def put(self, run_id: str, index: int, value: Any, size: int) -> None:
+        if size > self.max_bytes:
+            return
+        key = (run_id, index)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
+        self._items[key] = (value, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            oldest, (_, dropped) = self._items.popitem(last=False)
+            self._uses.pop(oldest, None)
+            self.bytes -= dropped
+
+    def get(self, run_id: str, index: int) -> tuple[bool, Any]:
+        item = self._items.get((run_id, index))
+        if item is None:
+            return False, None
+        return True, item[0]
+
+    def used(self, run_id: str, index: int, uses: int) -> None:
+        """A child here consumed the value; drop it once ``uses`` children have."""
+        key = (run_id, index)
+        item = self._items.get(key)
+        if item is None:
+            return
+        left = self._uses.get(key, uses) - 1
+        if left <= 0:
+            self._uses.pop(key, None)
+            self.bytes -= self._items.pop(key)[1]
+        else:
+            self._uses[key] = left
+
+    def drop_run(self, run_id: str) -> None:
+        for key in [k for k in self._items if k[0] == run_id]:
+            self.bytes -= self._items.pop(key)[1]
+            self._uses.pop(key, None)

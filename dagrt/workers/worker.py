@@ -1,0 +1,659 @@
+"""The worker process: consume ready tasks from the stream, run them, complete them.
+
+``Worker.run()`` owns its event loop (the ``dagrt worker`` command);
+``Worker.async_run()`` runs inside one (tests, ``LocalCluster`` in-process);
+``burst=True`` makes it return once the stream is drained and nothing is in flight.
+
+One stream entry names one ready task. The worker loads its inputs (from memory
+when it produced them, else one ``MGET``), runs it, and sends the output and the
+``complete`` script in one pipelined round trip. If the script hands it a child
+(Wukong's "become": the worker holds one of the child's inputs), it runs that
+child next in the same slot; the entry is acknowledged, inside the script, only
+when the chain ends. Entries of a worker that died are taken over with
+``XAUTOCLAIM`` after ``claim_timeout`` seconds of idleness; a live worker renews
+its own entries on every heartbeat, so a long task is never taken over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from .. import keys as K
+from ..exceptions import (
+    SerializationError,
+    StorageConnectionError,
+    StorageError,
+    WorkerLostError,
+)
+from ..scheduler import complete_cmd, fail_cmd, load_scripts_cmds, load_spec, trim_acked
+from ..serialize import loads, pack
+from ..storage import RedisStorage, Storage
+from ..storage import commands as C
+from ..storage.base import NoScriptError
+from .executor import Executor, error_record
+from .runs import FunctionCache, RunContext, RunTable, ValueCache
+
+__all__ = ["Worker", "WorkerSettings"]
+
+log = logging.getLogger("dagrt.worker")
+
+READY_LINE = "dagrt-worker ready"
+MAX_LOST = 3  # deliveries of one task whose workers died before a task counts as lost
+BIG_FRAME = 1 << 20  # frames larger than this are deserialized in a thread
+
+
+@dataclass
+class WorkerSettings:
+    concurrency: int = 8  # tasks in flight at once
+    threads: int | None = None  # threads for sync task functions (default: cores)
+    name: str | None = None
+    stream: str = K.tasks_stream()
+    group: str = K.TASKS_GROUP
+    claim_timeout: float = 30.0  # idle seconds before another worker takes an entry over
+    heartbeat: float = 5.0
+    burst: bool = False
+    keep_children: bool = True  # run a ready child whose input is here (Wukong "become")
+    cache_bytes: int = 256 * 1024 * 1024  # outputs kept in memory for local children
+    secret: bytes | None = None
+    graceful_timeout: float = 10.0  # seconds in-flight tasks get at shutdown
+    connect_timeout: float = 30.0  # seconds to keep retrying the first connection
+    block: float = 2.0  # seconds one stream read waits
+
+    def __post_init__(self) -> None:
+        for label in ("concurrency",):
+            value = getattr(self, label)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be an int >= 1, got {value!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be an int >= 1, got {self.threads!r}")
+        if self.claim_timeout <= 0 or self.heartbeat <= 0:
+            raise ValueError("claim_timeout and heartbeat must be > 0")
+
+
+class Worker:
+    """One worker: consumes the tasks stream of the server behind ``storage``."""
+
+    def __init__(
+        self, storage: Storage | str, settings: WorkerSettings | None = None, **options: Any
+    ) -> None:
+        if settings is None:
+            settings = WorkerSettings(**options)
+        elif options:
+            raise TypeError("pass either settings or keyword options, not both")
+        self.settings = settings
+        self.storage = RedisStorage(storage) if isinstance(storage, str) else storage
+        host = socket.gethostname().split(".")[0]
+        self.id = settings.name or f"{host}-{os.getpid()}-{os.urandom(2).hex()}"
+        self.executor = Executor(settings.threads or os.cpu_count() or 1)
+        self.runs = RunTable(self.storage, settings.secret)
+        self.functions = FunctionCache(self.storage)
+        self.values = ValueCache(settings.cache_bytes)
+        self._slots = anyio.Semaphore(settings.concurrency)
+        self._in_flight: dict[bytes, float] = {}  # entry id -> time taken
+        self._stopping = anyio.Event()
+        self.ready = anyio.Event()  # set once the worker serves
+        self._idle: anyio.Event | None = None
+        self._read_scope: anyio.CancelScope | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task_group: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.counts = {"done": 0, "failed": 0, "kept": 0, "dead": 0, "claimed": 0}
+        self._failpoints = {
+            tuple(item.split(":", 1))
+            for item in os.environ.get("DAGRT_FAILPOINTS", "").split(",")
+            if ":" in item
+        }
+
+    def __repr__(self) -> str:
+        return f"<dagrt.Worker {self.id} {self.storage!r}>"
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def run(self, *, watch_stdin: bool = False) -> None:
+        """Run until SIGTERM/SIGINT (or stdin closes, with ``watch_stdin``)."""
+        gc.freeze()  # what start-up made lives for good: keep it out of collections
+        anyio.run(self._main, watch_stdin)
+
+    async def _main(self, watch_stdin: bool) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_signals)
+            if watch_stdin:
+                tg.start_soon(_watch_stdin, self.stop)
+            await self.async_run(announce=True)
+            tg.cancel_scope.cancel()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("worker %s got signal %s: shutting down", self.id, signum)
+                self.stop()
+
+    def stop(self) -> None:
+        """Ask the worker to stop: no new entries; in-flight tasks get ``graceful_timeout``.
+
+        Thread-safe.
+        """
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:
+            loop.call_soon_threadsafe(self._stop_now)
+        else:
+            self._stop_now()
+
+    def _stop_now(self) -> None:
+        self._stopping.set()
+        if self._read_scope is not None:
+            self._read_scope.cancel()  # a blocked read drops its connection
+
+    async def async_run(
+        self,
+        *,
+        announce: bool = False,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until stopped (or, in burst mode, until the stream is drained)."""
+        self._loop = asyncio.get_running_loop()
+        await self._connect()
+        await self._heartbeat_once(status="started")
+        if announce:
+            print(f"{READY_LINE} {self.id}", flush=True)
+        self.ready.set()
+        task_status.started()
+        try:
+            async with anyio.create_task_group() as service:
+                service.start_soon(self._heartbeats)
+                service.start_soon(self._reclaimer)
+                # One task per stream entry, in asyncio's own task group: it
+                # costs a tenth of anyio's per spawn, which counts at 10k tasks/s.
+                async with asyncio.TaskGroup() as tasks:
+                    self._task_group = tasks
+                    await self._consume(tasks)
+                    # stop taking entries; give in-flight tasks a bounded time
+                    with anyio.move_on_after(self.settings.graceful_timeout):
+                        await self._drained()
+                    for task in list(self._tasks):
+                        task.cancel()
+                service.cancel_scope.cancel()
+        finally:
+            self._task_group = None
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._heartbeat_once(status="stopped")
+                except StorageError:
+                    pass
+
+    async def _connect(self) -> None:
+        """Retry the first connection with warnings, so start order does not matter."""
+        deadline = time.monotonic() + self.settings.connect_timeout
+        delay = 0.2
+        while True:
+            try:
+                await self.storage.axgroup_create(self.settings.stream, self.settings.group, "0")
+                await self.storage.apipeline(load_scripts_cmds())
+                return
+            except StorageConnectionError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("worker %s: %s; retrying in %.1f s", self.id, exc, delay)
+                with anyio.move_on_after(delay):
+                    await self._stopping.wait()
+                if self._stopping.is_set():
+                    raise
+                delay = min(delay * 2, 5.0)
+
+    async def _drained(self) -> None:
+        if self._in_flight:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+    # -- consuming -------------------------------------------------------------------
+
+    async def _consume(self, tg: asyncio.TaskGroup) -> None:
+        s = self.settings
+        while not self._stopping.is_set():
+            # Wait for a free slot without holding it while the read blocks (the
+            # reclaimer takes free slots too).
+            await self._slots.acquire()
+            self._slots.release()
+            taken = max(1, self._slots.value)
+            block = min(s.block, 0.2) if s.burst else s.block
+            reply: list[Any] = []
+            try:
+                # A read that does not wait goes through the shared pipelined
+                # connection; only when nothing is there do we block (on a
+                # connection of its own).
+                reply = await self.storage.axreadgroup(
+                    s.group, self.id, {s.stream: ">"}, count=taken
+                )
+                if not reply:
+                    with anyio.CancelScope() as scope:
+                        self._read_scope = scope
+                        if not self._stopping.is_set():
+                            reply = await self.storage.axreadgroup(
+                                s.group, self.id, {s.stream: ">"}, count=taken, block=block
+                            )
+                    self._read_scope = None
+            except StorageConnectionError as exc:
+                log.warning("worker %s: reading the stream failed: %s", self.id, exc)
+                reply = []
+                with anyio.move_on_after(1.0):
+                    await self._stopping.wait()
+            except StorageError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or group vanished (flushed, or a server without
+                # persistence restarted): make them again and go on.
+                log.warning("worker %s: %s; creating the group again", self.id, exc)
+                await self.storage.axgroup_create(s.stream, s.group, "0")
+                reply = []
+            entries = [e for _, es in reply for e in es]
+            for entry_id, fields in entries:
+                await self._slots.acquire()
+                self._start(tg, entry_id, fields, reclaimed=False)
+            if s.burst and not entries and not self._in_flight:
+                return
+
+    def _start(
+        self, tg: asyncio.TaskGroup, entry_id: bytes, fields: dict[bytes, bytes], *, reclaimed: bool
+    ) -> None:
+        self._in_flight[entry_id] = time.monotonic()
+        task = tg.create_task(self._process(entry_id, fields, reclaimed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, entry_id: bytes, fields: dict[bytes, bytes], reclaimed: bool) -> None:
+        try:
+            await self._process_entry(entry_id, fields, reclaimed)
+        except StorageError as exc:
+            # The entry stays pending; a worker takes it over after claim_timeout.
+            log.warning("worker %s: entry %s left for reclaim: %s", self.id, entry_id, exc)
+        except Exception:
+            log.exception("worker %s: internal error on entry %s", self.id, entry_id)
+        finally:
+            self._in_flight.pop(entry_id, None)
+            self._slots.release()
+            if not self._in_flight and self._idle is not None:
+                self._idle.set()
+
+    async def _process_entry(
+        self, entry_id: bytes, fields: dict[bytes, bytes], reclaimed: bool
+    ) -> None:
+        try:
+            run_id = fields[b"r"].decode()
+            index = int(fields[b"t"])
+            if not K.valid_run_id(run_id) or index < 0:
+                raise ValueError("bad run id or task index")
+        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+            await self._dead_letter(entry_id, fields, f"malformed entry: {exc}")
+            return
+        ctx = await self.runs.get(run_id)
+        if ctx is None:
+            if await self.storage.aexists(K.RunKeys(run_id).end):
+                await self._ack([entry_id])  # a run that just ended: nothing to do
+            else:
+                await self._dead_letter(entry_id, fields, f"unknown run {run_id}")
+            return
+        try:
+            ctx.record(index)
+        except KeyError:
+            await self._dead_letter(entry_id, fields, f"run {run_id} has no task {index}")
+            return
+        except (ValueError, SerializationError) as exc:
+            # Never run it; fail the run so that its client hears why at once.
+            await self._dead_letter(entry_id, fields, f"rejected task record: {exc}")
+            record = {
+                "task": f"{run_id}#{index}",
+                "index": index,
+                "name": "?",
+                "exc_type": "dagrt.SignatureError",
+                "message": f"worker {self.id} rejected the task record: {exc}",
+                "traceback": "",
+                "worker": self.id,
+                "attempt": 1,
+                "run_id": run_id,
+            }
+            await self._send(
+                [
+                    fail_cmd(
+                        ctx.keys,
+                        index,
+                        self.id,
+                        record,
+                        acks=[],
+                        stream=self.settings.stream,
+                        group=self.settings.group,
+                    )
+                ]
+            )
+            return
+        acks: list[bytes] = [entry_id]
+        current: int | None = index
+        check_done = reclaimed
+        while current is not None and not ctx.stopped:
+            current = await self._run_task(ctx, current, acks, check_done)
+            if current is not None:
+                self.counts["kept"] += 1
+        if ctx.stopped:
+            self.values.drop_run(ctx.run_id)
+            self.runs.forget(ctx.run_id)
+
+    # -- one task --------------------------------------------------------------------
+
+    async def _run_task(
+        self, ctx: RunContext, index: int, acks: list[bytes], check_done: bool
+    ) -> int | None:
+        """Run one task and complete it; the child to run next, if the script kept one."""
+        rec = ctx.record(index)
+        rk = ctx.keys
+        s = self.settings
+        if check_done:
+            # A reclaimed entry: the task may be done already (its worker died
+            # later); then its output is stored and the remembered decision holds.
+            previous, lost, _ = await self._send(
+                [
+                    C.hget(rk.done, str(index)),
+                    C.hincrby(rk.lost, str(index), 1),
+                    C.expire(rk.lost, ctx.ttl_ms / 1000),
+                ]
+            )
+            if previous is not None:
+                return await self._complete(ctx, index, acks, may_keep=False)
+            if int(lost) > MAX_LOST:
+                exc = WorkerLostError(
+                    f"the worker running task {rec.key} died {int(lost) - 1} times"
+                )
+                await self._fail(ctx, index, exc, "", attempt=int(lost), acks=acks)
+                return None
+        if rec.leaves is None and rec.spec_key is not None:
+            frame = await self.storage.aget(rec.spec_key)
+            if frame is None:
+                ctx.stopped = True
+                await self._ack(acks)
+                return None
+            load_spec(rec, frame)
+        try:
+            fn = await self.functions.get(rec.fn)
+            values = await self._inputs(ctx, rec)
+        except SerializationError as exc:
+            await self._fail(ctx, index, exc.__cause__ or exc, _tb(exc), attempt=1, acks=acks)
+            return None
+        if values is None:  # the run's data is gone: it ended
+            ctx.stopped = True
+            await self._ack(acks)
+            return None
+        self._failpoint("before_run", rec.name)
+        outcome = await self.executor.run(fn, rec, values)
+        if not outcome.ok:
+            assert outcome.error is not None
+            await self._fail(
+                ctx, index, outcome.error, outcome.traceback, attempt=outcome.attempt, acks=acks
+            )
+            return None
+        upload = C.set_(rk.output(index), outcome.frame, ex=ctx.ttl_ms / 1000)
+        may_keep = s.keep_children and bool(rec.children)
+        self._failpoint("before_upload", rec.name)
+        try:
+            if self._failpoints:  # crash tests need the gap between the two
+                await self._send([upload])
+                self._failpoint("after_upload", rec.name)
+            replies = await self._send([upload, self._complete_cmd(ctx, index, acks, may_keep)])
+        except StorageError as exc:
+            if isinstance(exc, StorageConnectionError):
+                raise
+            # e.g. ValueTooLargeError: the output cannot be stored
+            await self._fail(ctx, index, exc, _tb(exc), attempt=outcome.attempt, acks=acks)
+            return None
+        if rec.children:
+            self.values.put(ctx.run_id, index, outcome.value, len(outcome.frame))
+        self.counts["done"] += 1
+        return self._decision(ctx, replies[1])
+
+    def _complete_cmd(
+        self, ctx: RunContext, index: int, acks: list[bytes], may_keep: bool
+    ) -> C.Cmd:
+        rec = ctx.record(index)
+        return complete_cmd(
+            ctx.keys,
+            index,
+            self.id,
+            may_keep=may_keep,
+            children=rec.children,
+            acks=acks,
+            stream=self.settings.stream,
+            group=self.settings.group,
+        )
+
+    async def _complete(
+        self, ctx: RunContext, index: int, acks: list[bytes], may_keep: bool
+    ) -> int | None:
+        [reply] = await self._send([self._complete_cmd(ctx, index, acks, may_keep)])
+        return self._decision(ctx, reply)
+
+    def _decision(self, ctx: RunContext, reply: Any) -> int | None:
+        code, kept = (x.decode() if isinstance(x, bytes) else str(x) for x in reply)
+        if code == "stop":
+            ctx.stopped = True
+            return None
+        if code == "missing":  # pragma: no cover - the output was sent in the same pipeline
+            raise StorageError(f"output of task {ctx.run_id}/{kept} vanished before completion")
+        return int(kept) if kept else None
+
+    async def _fail(
+        self,
+        ctx: RunContext,
+        index: int,
+        exc: BaseException,
+        tb: str,
+        *,
+        attempt: int,
+        acks: list[bytes],
+    ) -> None:
+        rec = ctx.record(index)
+        record = error_record(rec, exc, tb, worker=self.id, attempt=attempt, run_id=ctx.run_id)
+        await self._send(
+            [
+                fail_cmd(
+                    ctx.keys,
+                    index,
+                    self.id,
+                    record,
+                    acks=acks,
+                    stream=self.settings.stream,
+                    group=self.settings.group,
+                )
+            ]
+        )
+        ctx.stopped = True
+        self.counts["failed"] += 1
+
+    async def _inputs(self, ctx: RunContext, rec: Any) -> list[Any] | None:
+        """Parent values in ``rec.parents`` order: from memory, else one MGET."""
+        values: list[Any] = [None] * len(rec.parents)
+        missing: list[int] = []
+        for j, p in enumerate(rec.parents):
+            found, value = self.values.get(ctx.run_id, p)
+            if found:
+                values[j] = value
+                self.values.used(ctx.run_id, p, len(ctx.record(p).children))
+            else:
+                missing.append(j)
+        if missing:
+            frames = await self.storage.amget([ctx.keys.output(rec.parents[j]) for j in missing])
+            for j, frame in zip(missing, frames, strict=True):
+                if frame is None:
+                    return None
+                what = f"output of task {rec.parents[j]} (input of {rec.key})"
+                if len(frame) > BIG_FRAME:
+                    values[j] = await anyio.to_thread.run_sync(
+                        lambda f=frame, w=what: loads(f, what=w), limiter=self.executor.limiter
+                    )
+                else:
+                    values[j] = loads(frame, what=what)
+        return values
+
+    async def _send(self, cmds: list[C.Cmd]) -> list[Any]:
+        """A pipeline; scripts the server forgot (a restart) are loaded and the batch resent."""
+        try:
+            return await self.storage.apipeline(cmds)
+        except NoScriptError:
+            await self.storage.apipeline(load_scripts_cmds())
+            return await self.storage.apipeline(cmds)
+
+    async def _ack(self, ids: list[bytes]) -> None:
+        s = self.settings
+        await self.storage.apipeline([C.xack(s.stream, s.group, ids), C.xdel(s.stream, ids)])
+
+    async def _dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
+        log.warning("worker %s: dead-lettering entry %s: %s", self.id, entry_id, reason)
+        record: dict[str | bytes, Any] = {
+            "reason": reason,
+            "worker": self.id,
+            "entry": entry_id,
+            "stream": self.settings.stream,
+            "at": time.time(),
+        }
+        for k, v in fields.items():
+            record[b"field:" + k] = v
+        s = self.settings
+        await self.storage.apipeline(
+            [
+                C.xadd(K.dead_letter(), record, maxlen=100_000),
+                C.xack(s.stream, s.group, [entry_id]),
+                C.xdel(s.stream, [entry_id]),
+            ]
+        )
+        self.counts["dead"] += 1
+
+    def _failpoint(self, point: str, name: str) -> None:
+        """Crash tests: SIGKILL this process at ``point`` for tasks named ``name``.
+
+        Armed by ``DAGRT_FAILPOINTS="point:name,..."``; each fires once per
+        machine (a marker file in ``DAGRT_FAILPOINT_DIR`` says it fired).
+        """
+        if (point, name) not in self._failpoints:
+            return
+        marker = os.path.join(
+            os.environ.get("DAGRT_FAILPOINT_DIR", "/tmp"), f"dagrt-failpoint-{point}-{name}"
+        )
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        log.warning("worker %s: failpoint %s:%s fires", self.id, point, name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- liveness ---------------------------------------------------------------------
+
+    async def _heartbeat_once(self, status: str = "alive") -> None:
+        s = self.settings
+        info = {
+            "id": self.id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "status": status,
+            "ts": time.time(),
+            "in_flight": len(self._in_flight),
+            **self.counts,
+        }
+        cmds = [
+            C.hset(K.workers(), {self.id: pack(info)}),
+            C.set_(K.worker_alive(self.id), status, ex=3 * s.heartbeat)
+            if status != "stopped"
+            else C.delete([K.worker_alive(self.id)]),
+        ]
+        if self._in_flight and status == "alive":
+            # Renew our own pending entries so that a long task is not taken over.
+            ids = list(self._in_flight)
+            cmds.append(C.Cmd(("XCLAIM", s.stream, s.group, self.id, 0, *ids, "JUSTID")))
+        await self.storage.apipeline(cmds)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.heartbeat)
+            try:
+                await self._heartbeat_once()
+            except StorageError as exc:
+                log.warning("worker %s: heartbeat failed: %s", self.id, exc)
+
+    async def _reclaimer(self) -> None:
+        """Take over entries whose worker went silent for ``claim_timeout`` seconds."""
+        s = self.settings
+        interval = max(0.5, min(s.claim_timeout / 2, 10.0))
+        while not self._stopping.is_set():
+            try:
+                await self._reclaim_once()
+                await trim_acked(self.storage, s.stream)
+            except StorageError as exc:
+                log.warning("worker %s: reclaim failed: %s", self.id, exc)
+            with anyio.move_on_after(interval):
+                await self._stopping.wait()
+
+    async def _reclaim_once(self) -> int:
+        s = self.settings
+        assert self._task_group is not None
+        start: bytes | str = "0-0"
+        taken = 0
+        while True:
+            free = self._slots.value
+            if free == 0:
+                return taken
+            _next, entries, _deleted = await self.storage.axautoclaim(
+                s.stream, s.group, self.id, s.claim_timeout, start=start, count=free
+            )
+            for entry_id, fields in entries:
+                if entry_id in self._in_flight:
+                    continue
+                await self._slots.acquire()
+                self.counts["claimed"] += 1
+                taken += 1
+                self._start(self._task_group, entry_id, fields, reclaimed=True)
+            if _next in (b"0-0", "0-0"):
+                return taken
+            start = _next
+
+
+def _tb(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+async def _watch_stdin(stop: Any) -> None:
+    """Stop when stdin reaches its end: the parent that started us is gone."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+        )
+    except (OSError, ValueError):  # stdin is not a pipe: nothing to watch
+        return
+    try:
+        while await reader.read(65536):
+            pass
+        stop()
+    finally:
+        transport.close()
+
+
+def worker_info(raw: bytes) -> dict[str, Any]:
+    """A heartbeat record from ``dagrt:workers``."""
+    from ..serialize import unpack
+
+    info: dict[str, Any] = unpack(raw)
+    return info

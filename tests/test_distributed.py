@@ -1,0 +1,332 @@
+"""The distributed runtime: worker processes, crashes, bad entries, cleanup.
+
+Workers are real ``dagrt worker`` processes (see ``Pool`` in conftest); crash
+tests SIGKILL them, some at exact points of the protocol through failpoints
+(``DAGRT_FAILPOINTS``), and check that the run still gives the right result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+from conftest import Pool, worker_env
+from helpers import Signals, add, collect, gate, inc
+
+import dagrt
+from dagrt import StorageConnectionError, TaskError, scheduler
+from dagrt import keys as K
+from dagrt.serialize import unpack
+from dagrt.storage import RedisStorage
+
+
+@dagrt.task
+def slow_inc(x: int, seconds: float = 0.01) -> int:
+    time.sleep(seconds)
+    return x + 1
+
+
+def tree(n: int, seconds: float = 0.0) -> dagrt.Node:
+    """n leaves summed pairwise: about 2n tasks."""
+    level = [slow_inc(i, seconds) for i in range(n)]
+    while len(level) > 1:
+        nxt = [add(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def tree_value(n: int) -> int:
+    return sum(i + 1 for i in range(n))
+
+
+def children_pids() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def run_keys_left(url: str, run_id: str) -> list[str]:
+    storage = RedisStorage(url)
+    try:
+        return sorted(storage.scan_iter(f"dagrt:{{{run_id}}}*"))
+    finally:
+        storage.close()
+
+
+# --------------------------------------------------------------------------- local cluster
+
+
+async def test_client_starts_a_local_cluster_and_stops_everything() -> None:
+    before = children_pids()
+    async with dagrt.Client(n_workers=3) as client:
+        cluster = client._runtime.cluster  # type: ignore[union-attr]
+        assert len(cluster.processes) == 3
+        assert await client.compute(tree(20)) == tree_value(20)
+        storage = RedisStorage(cluster.url)
+        beats = {k.decode(): unpack(v) for k, v in storage.hgetall(K.workers()).items()}
+        assert sorted(beats) == sorted(cluster.worker_ids)
+        assert all(b["status"] in ("started", "alive") for b in beats.values())
+        storage.close()
+    assert children_pids() <= before  # no server, no worker left behind
+
+
+async def test_the_default_client_uses_every_core() -> None:
+    async with dagrt.Client() as client:
+        cluster = client._runtime.cluster  # type: ignore[union-attr]
+        assert len(cluster.processes) == (os.cpu_count() or 1)
+        assert await client.compute(add(inc(1), 2)) == 4
+
+
+def test_ctrl_c_leaves_no_orphan_processes(tmp_path: Path) -> None:
+    script = tmp_path / "main.py"
+    script.write_text(
+        textwrap.dedent("""
+        import asyncio, os, signal, sys, time
+        import dagrt
+
+        @dagrt.task
+        def nap(x):
+            time.sleep(60)
+            return x
+
+        async def main():
+            async with dagrt.Client(n_workers=2) as client:
+                cluster = client._runtime.cluster
+                pids = [p.pid for p in cluster.processes] + [cluster.server.process.pid]
+                print(" ".join(map(str, pids)), flush=True)
+                await client.compute(nap(1))
+
+        asyncio.run(main())
+    """)
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=worker_env()
+    )
+    assert process.stdout is not None
+    pids = [int(p) for p in process.stdout.readline().split()]
+    assert len(pids) == 3
+    process.send_signal(signal.SIGINT)
+    process.wait(30)
+    _, alive = psutil.wait_procs(
+        [psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=15
+    )
+    assert alive == []
+    process.stdout.close()
+
+
+def test_the_cluster_command_serves_until_ctrl_c() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dagrt", "cluster", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=worker_env(),
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert "2 workers on redis://" in line
+    url = line.split(" on ", 1)[1].strip()
+    assert dagrt.compute(add(1, 2), address=url) == 3
+    kids = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
+    _, alive = psutil.wait_procs(kids, timeout=15)
+    assert alive == []
+    process.stdout.close()
+
+
+# --------------------------------------------------------------------------- crashes
+
+
+async def test_sigkill_a_worker_in_the_middle_of_200_tasks(
+    pool_factory: Any, signals: Signals
+) -> None:
+    pool: Pool = pool_factory(2)
+    leaves = [slow_inc(i, 0.02) for i in range(99)]
+    middle = gate(signals, "mid", 0, *leaves[:10])
+    node = collect(*leaves, middle, *[add(x, 1) for x in leaves])
+    assert len(dagrt.DAG(node)) == 200
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit(node)
+        await signals.started("mid")
+        pool.workers[0].kill()  # SIGKILL, mid-run, with tasks in flight
+        await signals.release("mid")
+        with anyio.fail_after(60):
+            result = await fut
+    assert result == [i + 1 for i in range(99)] + [0] + [i + 2 for i in range(99)]
+    assert run_keys_left(pool.url, fut.run_id) == [K.RunKeys(fut.run_id).end]
+
+
+@dagrt.task
+def first(x: int) -> int:
+    return x * 10
+
+
+@dagrt.task
+def second(x: int) -> int:
+    return x + 7
+
+
+@pytest.mark.parametrize(
+    "failpoint",
+    [
+        "before_run:first",  # dies while running a task
+        "before_upload:first",  # dies after running, before its output is stored
+        "after_upload:first",  # dies between storing the output and completing
+        "before_run:second",  # dies while running the child it kept
+    ],
+)
+async def test_a_worker_killed_at_each_step_loses_nothing(
+    pool_factory: Any, tmp_path: Path, failpoint: str
+) -> None:
+    env = worker_env(DAGRT_FAILPOINTS=failpoint, DAGRT_FAILPOINT_DIR=str(tmp_path))
+    pool: Pool = pool_factory(2, env=env)
+    chains = [second(first(i)) for i in range(6)]
+    async with dagrt.Client(pool.url) as client:
+        with anyio.fail_after(60):
+            assert await client.compute(chains) == [i * 10 + 7 for i in range(6)]
+    fired = list(tmp_path.glob("dagrt-failpoint-*"))
+    assert len(fired) == 1  # the crash really happened
+    assert sum(1 for w in pool.workers if w.poll() is not None) == 1
+
+
+# --------------------------------------------------------------------------- the server
+
+
+async def test_a_server_killed_during_a_run_is_a_clear_error(
+    pool_factory: Any, signals: Signals
+) -> None:
+    pool: Pool = pool_factory(1)
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit(gate(signals, "hold", 1))
+        await signals.started("hold")
+        pool.server.kill()
+        with anyio.fail_after(30), pytest.raises(StorageConnectionError, match="cannot reach"):
+            await fut
+        await signals.release("hold")
+
+
+async def test_an_unreachable_server_fails_at_start() -> None:
+    from dagrt.storage.server import free_port
+
+    with anyio.fail_after(30), pytest.raises(StorageConnectionError, match=r"127\.0\.0\.1"):
+        async with dagrt.Client(f"redis://127.0.0.1:{free_port()}/0"):
+            pass
+
+
+# --------------------------------------------------------------------------- bad entries
+
+
+async def test_malformed_and_unknown_entries_are_dead_lettered(pool: Pool) -> None:
+    storage = RedisStorage(pool.url)
+    start = storage.xadd(K.dead_letter(), {"marker": 1})
+    storage.xadd(K.tasks_stream(), {"garbage": "x"})
+    storage.xadd(K.tasks_stream(), {"r": "no-such-run", "t": 0})
+    storage.xadd(K.tasks_stream(), {"r": "bad id!", "t": "zero"})
+    async with dagrt.Client(pool.url) as client:
+        assert await client.compute(add(inc(1), 1)) == 3  # the workers kept serving
+    entries: list = []
+    last = start
+    with anyio.fail_after(30):
+        while len(entries) < 3:  # dead letters are written as the workers meet them
+            for _, batch in await storage.axread({K.dead_letter(): last}, block=5):
+                entries += batch
+                last = batch[-1][0]
+    reasons = sorted(f[b"reason"].decode() for _, f in entries)
+    assert reasons[0].startswith("malformed entry")
+    assert reasons[1].startswith("malformed entry")
+    assert reasons[2] == "unknown run no-such-run"
+    assert storage.xpending(K.tasks_stream(), K.TASKS_GROUP)["pending"] == 0
+    await storage.aclose()
+
+
+async def test_records_signed_with_another_secret_are_refused(
+    pool_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool: Pool = pool_factory(1, env=worker_env(DAGRT_SECRET="the-pool-secret"))
+    monkeypatch.setenv("DAGRT_SECRET", "the-pool-secret")
+    async with dagrt.Client(pool.url) as client:
+        assert await client.compute(add(1, 2)) == 3
+    monkeypatch.setenv("DAGRT_SECRET", "a-wrong-secret")
+    async with dagrt.Client(pool.url) as client:
+        with anyio.fail_after(30), pytest.raises(TaskError, match="signature does not match"):
+            await client.compute(add(1, 2))
+    monkeypatch.delenv("DAGRT_SECRET")
+    async with dagrt.Client(pool.url) as client:
+        with anyio.fail_after(30), pytest.raises(TaskError) as info:
+            await client.compute(add(1, 2))
+    assert info.value.exc_type == "dagrt.SignatureError"
+    assert "not signed" in info.value.message
+
+
+async def test_a_module_missing_on_the_workers_is_named(
+    pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "only_on_the_client.py").write_text(
+        textwrap.dedent("""
+        import dagrt
+
+        @dagrt.task
+        def local_only(x):
+            return x
+    """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_on_the_client  # type: ignore[import-not-found]
+
+    async with dagrt.Client(pool.url) as client:
+        with anyio.fail_after(30), pytest.raises(TaskError) as info:
+            await client.compute(only_on_the_client.local_only(1))
+    assert info.value.exc_type == "ModuleNotFoundError"
+    assert "only_on_the_client" in info.value.message
+
+
+# --------------------------------------------------------------------------- many clients, cleanup
+
+
+async def test_two_clients_submitting_twenty_runs_each(pool: Pool) -> None:
+    async def one_client(offset: int) -> list[int]:
+        async with dagrt.Client(pool.url) as client:
+            futs = [client.submit(add(inc(offset + i), offset)) for i in range(20)]
+            return await client.gather(futs)
+
+    a, b = await asyncio.gather(one_client(0), one_client(1000))
+    assert a == [i + 1 for i in range(20)]
+    assert b == [1000 + i + 1 + 1000 for i in range(20)]
+
+
+async def test_runs_leave_no_keys_behind(pool: Pool, signals: Signals) -> None:
+    async with dagrt.Client(pool.url) as client:
+        ok = client.submit(tree(30))
+        assert await ok == tree_value(30)
+        failed = client.submit(add(inc(1), collect(signals, 1)))  # add(int, list) fails
+        with pytest.raises(TaskError):
+            await failed
+        cancelled = client.submit(gate(signals, "never", 1))
+        await signals.started("never")
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        await signals.release("never")
+    for name, fut in (("ok", ok), ("failed", failed), ("cancelled", cancelled)):
+        assert (name, run_keys_left(pool.url, fut.run_id)) == (name, [K.RunKeys(fut.run_id).end])
+
+
+async def test_abandoned_runs_expire(redis_url: str) -> None:
+    storage = RedisStorage(redis_url)
+    spec = await scheduler.submit(
+        storage, dagrt.DAG(tree(5)), "abandoned-run", ttl=0.3, stream="test:tasks:nobody-reads"
+    )
+    assert run_keys_left(redis_url, "abandoned-run")
+    await anyio.sleep(0.5)  # the TTL is the point: let it pass
+    assert run_keys_left(redis_url, spec.run_id) == []
+    await storage.aclose()

@@ -1,0 +1,126 @@
+"""The worker and scheduler logic in one process, on InMemoryStorage.
+
+The scheduler's Lua scripts have Python twins that InMemoryStorage runs, so
+the whole protocol (submission, dispatch, completion, "become", failure,
+cancellation) runs here without a server, next to the same tests on Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from helpers import add, collect, inc
+
+import dagrt
+from dagrt import TaskError, scheduler
+from dagrt import keys as K
+from dagrt.distributed import DistributedRuntime
+from dagrt.storage import InMemoryStorage, RedisStorage, Storage
+from dagrt.workers import Worker
+
+
+class TwinClient(dagrt.Client):
+    """A client whose runs go through ``storage`` to workers in this process."""
+
+    def __init__(self, storage: Storage) -> None:
+        super().__init__("memory://")
+        self.storage = storage
+
+    def _make_runtime(self) -> Any:
+        return DistributedRuntime(storage=self.storage)
+
+
+@pytest.fixture
+async def twin(backend: Storage) -> AsyncIterator[tuple[dagrt.Client, Worker]]:
+    storage = backend
+    worker = Worker(
+        storage, concurrency=4, threads=2, heartbeat=0.2, claim_timeout=1, graceful_timeout=1
+    )
+    running = asyncio.create_task(worker.async_run())  # a fixture may end in another task
+    await worker.ready.wait()
+    async with TwinClient(storage) as client:
+        yield client, worker
+    worker.stop()
+    await running
+
+
+@dagrt.task
+def boom(x: int) -> int:
+    raise ZeroDivisionError(f"no {x}")
+
+
+async def test_a_run_through_the_scripts_twins(twin: tuple[dagrt.Client, Worker]) -> None:
+    client, worker = twin
+    level = [inc(i) for i in range(64)]
+    while len(level) > 1:
+        level = [add(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    assert await client.compute(level[0]) == sum(range(1, 65))
+    assert worker.counts["done"] == 127
+    assert worker.counts["kept"] > 0  # some children ran where their input was ("become")
+
+
+async def test_failures_and_async_tasks(twin: tuple[dagrt.Client, Worker]) -> None:
+    client, _ = twin
+
+    @dagrt.task
+    async def ainc(x: int) -> int:
+        return x + 1
+
+    assert await client.compute(collect(ainc(1), inc(ainc(2)))) == [2, 4]
+    with pytest.raises(TaskError) as info:
+        await client.compute(add(boom(3), inc(1)))
+    assert info.value.exc_type == "ZeroDivisionError"
+    assert isinstance(info.value.exception, ZeroDivisionError)
+
+
+async def test_burst_mode_drains_the_stream_and_returns() -> None:
+    storage = InMemoryStorage()
+    dag = dagrt.DAG(add(inc(1), inc(2)))
+    spec = await scheduler.submit(storage, dag, "burst-run")
+    worker = Worker(storage, burst=True)
+    with anyio.fail_after(10):
+        await worker.async_run()
+    assert worker.counts["done"] == 3
+    meta = storage.hgetall(spec.keys.meta)
+    assert meta[b"status"] == b"finished"
+    out = storage.get(spec.keys.output(spec.outputs[0]))
+    assert dagrt.serialize.loads(out) == 5
+    assert storage.xpending(K.tasks_stream(), K.TASKS_GROUP)["pending"] == 0
+
+
+async def test_completion_is_idempotent_and_remembered(redis_storage: RedisStorage) -> None:
+    """A repeated completion changes nothing and returns the first decision."""
+    for storage in (InMemoryStorage(), redis_storage):
+        a = inc(1)
+        dag = dagrt.DAG(add(a, 1))
+        spec = await scheduler.submit(storage, dag, "idem")
+        rk = spec.keys
+        await storage.aset(rk.output(0), dagrt.serialize.dumps(2))
+        cmd = scheduler.complete_cmd(
+            rk, 0, "w1", may_keep=True, children=[1], acks=[], stream=K.tasks_stream()
+        )
+        first = (await storage.apipeline([cmd]))[0]
+        again = (await storage.apipeline([cmd]))[0]
+        assert [x.decode() if isinstance(x, bytes) else x for x in first] == ["ok", "1"]
+        assert [x.decode() if isinstance(x, bytes) else x for x in again] == ["dup", "1"]
+        assert await storage.ahget(rk.deps, "1") == b"0"  # decremented once
+        assert int(await storage.ahget(rk.meta, "left")) == 1
+        await scheduler.cleanup(storage, spec, "cancelled")
+        await storage.aflushdb()
+
+
+async def test_a_counter_never_counts_a_missing_output(redis_storage: RedisStorage) -> None:
+    for storage in (InMemoryStorage(), redis_storage):
+        dag = dagrt.DAG(add(inc(1), 1))
+        spec = await scheduler.submit(storage, dag, "no-output")
+        cmd = scheduler.complete_cmd(
+            spec.keys, 0, "w1", may_keep=False, children=[1], acks=[], stream=K.tasks_stream()
+        )
+        reply = (await storage.apipeline([cmd]))[0]
+        assert reply[0] in (b"missing", "missing")
+        assert await storage.ahget(spec.keys.deps, "1") == b"1"
+        await storage.aflushdb()
