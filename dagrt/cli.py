@@ -24,6 +24,7 @@ def _worker(args: argparse.Namespace) -> int:
         keep_children=not args.no_keep,
         secret=os.environ["DAGRT_SECRET"].encode() if os.environ.get("DAGRT_SECRET") else None,
         graceful_timeout=args.graceful_timeout,
+        heartbeat_file=args.heartbeat_file,
     )
     Worker(args.redis, settings).run(watch_stdin=args.watch_stdin)
     return 0
@@ -77,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--burst", action="store_true", help="exit once the stream is drained")
     w.add_argument(
         "--no-keep", action="store_true", help="dispatch every ready child (no Wukong 'become')"
+    )
+    w.add_argument(
+        "--heartbeat-file",
+        default=None,
+        help="touch this file on every heartbeat (for container health checks)",
     )
     w.add_argument(
         "--watch-stdin", action="store_true", help="stop when stdin closes (used by LocalCluster)"

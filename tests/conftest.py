@@ -139,9 +139,17 @@ class Pool:
 FAST = ("--claim-timeout", "2", "--heartbeat", "0.5", "--graceful-timeout", "3")
 
 
+REDIS_CONF = Path(__file__).parent.parent / "storage" / "redis.conf"
+
+
 @pytest.fixture(scope="session")
-def pool() -> Iterator[Pool]:
-    pool = Pool(RedisServer(password="pool-secret").start())
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
+    """The docker-compose topology with processes: the server on storage/redis.conf
+    with a password, and two workers started by the same command."""
+    server = RedisServer(
+        password="pool-secret", config_file=REDIS_CONF, directory=tmp_path_factory.mktemp("aof")
+    )
+    pool = Pool(server.start())
     try:
         pool.spawn(*FAST)
         pool.spawn(*FAST)

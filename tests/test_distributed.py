@@ -330,3 +330,30 @@ async def test_abandoned_runs_expire(redis_url: str) -> None:
     await anyio.sleep(0.5)  # the TTL is the point: let it pass
     assert run_keys_left(redis_url, spec.run_id) == []
     await storage.aclose()
+
+
+# --------------------------------------------------------------------------- the compose topology
+
+
+def test_the_compose_file_runs_what_the_pool_fixture_runs() -> None:
+    import yaml
+
+    root = Path(__file__).parent.parent
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    redis, worker = compose["services"]["redis"], compose["services"]["worker"]
+    assert "./storage/redis.conf:/usr/local/etc/redis/redis.conf:ro" in redis["volumes"]
+    assert redis["command"][:3] == ["redis-server", "/usr/local/etc/redis/redis.conf",
+                                    "--requirepass"]
+    assert worker["environment"]["DAGRT_REDIS_URL"].startswith("redis://:${DAGRT_REDIS_PASSWORD}@")
+    assert "container_name" not in worker  # `--scale worker=N` needs that
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    dockerfile = (root / "workers" / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["dagrt", "worker", "--heartbeat-file", "/tmp/dagrt-heartbeat"]' in dockerfile
+    assert "RUN pip install -r /tmp/requirements.txt" in dockerfile
+    assert (root / "workers" / "requirements.txt").exists()
+
+
+def test_a_worker_touches_its_heartbeat_file(pool_factory: Any, tmp_path: Path) -> None:
+    beat = tmp_path / "beat"
+    pool_factory(1, "--heartbeat-file", str(beat))
+    assert beat.exists()

@@ -192,3 +192,14 @@ async def test_every_task_runs_exactly_once_across_concurrent_runs(
     for run, names in enumerate(results):
         assert names == [f"{run}:{i}" for i in range(60)]
     assert sorted(signals.marks()) == sorted(f"{r}:{i}" for r in range(10) for i in range(60))
+
+
+async def test_a_10000_deep_chain_and_a_10000_wide_fan_out_run(any_client: dagrt.Client) -> None:
+    node = inc(0)
+    for _ in range(9_999):
+        node = inc(node)
+    assert await any_client.compute(node) == 10_000
+    root = inc(0)
+    assert await any_client.compute(collect(*[add(root, i) for i in range(10_000)])) == [
+        1 + i for i in range(10_000)
+    ]

@@ -70,6 +70,7 @@ class WorkerSettings:
     graceful_timeout: float = 10.0  # seconds in-flight tasks get at shutdown
     connect_timeout: float = 30.0  # seconds to keep retrying the first connection
     block: float = 2.0  # seconds one stream read waits
+    heartbeat_file: str | None = None  # touched on every heartbeat (container health checks)
 
     def __post_init__(self) -> None:
         for label in ("concurrency",):
@@ -581,6 +582,8 @@ class Worker:
             ids = list(self._in_flight)
             cmds.append(C.Cmd(("XCLAIM", s.stream, s.group, self.id, 0, *ids, "JUSTID")))
         await self.storage.apipeline(cmds)
+        if self.settings.heartbeat_file and status != "stopped":
+            await anyio.Path(self.settings.heartbeat_file).touch()
 
     async def _heartbeats(self) -> None:
         while True:
