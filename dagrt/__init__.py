@@ -7,8 +7,8 @@ calls lazily, and run the graph with ``await client.compute(...)``.
 from __future__ import annotations
 
 from .client import Client as Client
-from .cluster import LocalCluster as LocalCluster
 from .client import compute as compute
+from .cluster import LocalCluster as LocalCluster
 from .exceptions import AuthenticationError as AuthenticationError
 from .exceptions import ClientClosedError as ClientClosedError
 from .exceptions import DagrtError as DagrtError

@@ -59,7 +59,13 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("DAGRT_REDIS_URL", "redis://localhost:6379/0"),
         help="server URL (default: $DAGRT_REDIS_URL or redis://localhost:6379/0)",
     )
-    w.add_argument("--concurrency", type=int, default=8, help="tasks in flight at once")
+    w.add_argument(
+        "--concurrency",
+        type=int,
+        default=128,
+        help="stream entries in flight (tiny tasks run in batches; threaded ones are held "
+        "to threads + 1)",
+    )
     w.add_argument("--threads", type=int, default=None, help="threads for sync task functions")
     w.add_argument("--name", default=None, help="worker id (default: host-pid-random)")
     w.add_argument(

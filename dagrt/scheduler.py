@@ -47,6 +47,7 @@ __all__ = [
     "COMPLETE",
     "FAIL",
     "STOP",
+    "Completion",
     "RunSpec",
     "TaskRecord",
     "complete_cmd",
@@ -69,37 +70,56 @@ def _ack(redis: InMemoryStorage, stream: str, group: Any, ids: Sequence[Any]) ->
 
 
 def _complete_twin(redis: InMemoryStorage, keys: list[str], argv: list[Any]) -> Any:
-    meta, deps, done, progress, events, stream, output = keys
-    run_id, index, worker, may_keep, group = argv[:5]
-    n = int(argv[5])
-    children = argv[6 : 6 + n]
-    acks = argv[6 + n :]
+    meta, deps, done, progress, events, stream = keys[:6]
+    outputs = keys[6:]
+    run_id, worker, group, n_tasks = argv[0], argv[1], argv[2], int(argv[3])
     status = redis.call("HGET", meta, "status")
-    if status != b"running":
-        redis.call("DEL", output)
-        _ack(redis, stream, group, acks)
-        return [b"stop", status or b"gone"]
-    previous = redis.call("HGET", done, index)
-    if previous is not None:
-        if previous == b"":
-            _ack(redis, stream, group, acks)
-        return [b"dup", previous]
-    if redis.call("EXISTS", output) == 0:
-        return [b"missing", b""]
-    ready = [c for c in children if redis.call("HINCRBY", deps, c, -1) == 0]
-    kept = b""
-    if str(may_keep) == "1" and ready:
-        kept = str(ready.pop(0)).encode()
-    for child in ready:
-        redis.call("XADD", stream, "*", "r", run_id, "t", child)
-    redis.call("HSET", done, index, kept)
-    redis.call("XADD", progress, "*", "t", index, "w", worker)
-    if kept == b"":
-        _ack(redis, stream, group, acks)
-    if redis.call("HINCRBY", meta, "left", -1) == 0:
-        redis.call("HSET", meta, "status", "finished")
-        redis.call("XADD", events, "*", "e", "finished")
-    return [b"ok", kept]
+    running = status == b"running"
+    replies: list[Any] = []
+    acks: list[Any] = []
+    counted: list[str] = []
+    pos = 4
+    for j in range(n_tasks):
+        index, may_keep, n_children = argv[pos], str(argv[pos + 1]), int(argv[pos + 2])
+        children = argv[pos + 3 : pos + 3 + n_children]
+        n_acks = int(argv[pos + 3 + n_children])
+        entries = argv[pos + 4 + n_children : pos + 4 + n_children + n_acks]
+        pos += 4 + n_children + n_acks
+        output = outputs[j]
+        if not running:
+            redis.call("DEL", output)
+            acks += entries
+            replies.append([b"stop", status or b"gone"])
+            continue
+        previous = redis.call("HGET", done, index)
+        if previous is not None:
+            if previous == b"":
+                acks += entries
+            replies.append([b"dup", previous])
+            continue
+        if redis.call("EXISTS", output) == 0:
+            replies.append([b"missing", b""])
+            continue
+        kept = b""
+        for child in children:
+            if redis.call("HINCRBY", deps, child, -1) == 0:
+                if kept == b"" and may_keep == "1":
+                    kept = str(child).encode()
+                else:
+                    redis.call("XADD", stream, "*", "r", run_id, "t", child)
+        redis.call("HSET", done, index, kept)
+        counted.append(str(index))
+        if kept == b"":
+            acks += entries
+        replies.append([b"ok", kept])
+    if acks:
+        redis.call("XACK", stream, group, *acks)
+    if counted:
+        redis.call("XADD", progress, "*", "t", ",".join(counted), "w", worker)
+        if redis.call("HINCRBY", meta, "left", -len(counted)) == 0:
+            redis.call("HSET", meta, "status", "finished")
+            redis.call("XADD", events, "*", "e", "finished")
+    return replies
 
 
 def _fail_twin(redis: InMemoryStorage, keys: list[str], argv: list[Any]) -> Any:
@@ -133,29 +153,31 @@ STOP = Script.from_package("stop.lua", _stop_twin)
 SCRIPTS = (COMPLETE, FAIL, STOP)
 
 
+@dataclass(slots=True)
+class Completion:
+    """One task to complete: what the ``complete`` script needs to know about it."""
+
+    index: int
+    children: Sequence[int]
+    acks: Sequence[str | bytes]
+    may_keep: bool = True
+
+
 def complete_cmd(
     rk: K.RunKeys,
-    index: int,
+    items: Sequence[Completion],
     worker: str,
     *,
-    may_keep: bool,
-    children: Sequence[int],
-    acks: Sequence[str | bytes],
     stream: str,
     group: str = K.TASKS_GROUP,
 ) -> C.Cmd:
-    """The EVALSHA of ``complete`` for one task (to send in a pipeline)."""
-    keys = [rk.meta, rk.deps, rk.done, rk.progress, rk.events, stream, rk.output(index)]
-    argv = [
-        rk.run_id,
-        index,
-        worker,
-        "1" if may_keep else "0",
-        group,
-        len(children),
-        *children,
-        *acks,
-    ]
+    """One EVALSHA of ``complete`` for tasks of one run (sent in a pipeline)."""
+    keys = [rk.meta, rk.deps, rk.done, rk.progress, rk.events, stream]
+    keys += [rk.output(item.index) for item in items]
+    argv: list[Any] = [rk.run_id, worker, group, len(items)]
+    for item in items:
+        argv += [item.index, "1" if item.may_keep else "0", len(item.children), *item.children]
+        argv += [len(item.acks), *item.acks]
     return C.Cmd(("EVALSHA", COMPLETE.sha, len(keys), *keys, *argv))
 
 
@@ -181,15 +203,7 @@ def load_scripts_cmds() -> list[C.Cmd]:
 
 # --------------------------------------------------------------------------- task records
 
-_MSGPACK_LEAVES = (int, float, str, bytes, bool, type(None))
-_INT64 = (-(1 << 63), (1 << 64) - 1)
-
-
-def _plain(leaf: Any) -> bool:
-    t = type(leaf)
-    if t is int:
-        return _INT64[0] <= leaf <= _INT64[1]
-    return t in _MSGPACK_LEAVES
+_MSGPACK_LEAVES = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 @dataclass(slots=True)
@@ -210,33 +224,32 @@ class TaskRecord:
     spec_key: str | None = None
 
 
+_LEAVES, _PICKLED, _APART = 0, 1, 2  # how a record carries its arguments
+
+
 def encode_record(
-    node: Node, parents: Sequence[int], children: Sequence[int], fn_digest: str
-) -> tuple[dict[str, Any], bytes | None]:
-    """A node's record, and its pickled argument spec if that is too big to inline."""
-    slots = [x for pair in node._slots for x in pair]
-    leaves = list(node._leaves)
-    for li, _ in node._slots:
-        leaves[li] = None
-    record: dict[str, Any] = {
-        "k": node.key,
-        "n": node.name,
-        "f": fn_digest,
-        "p": list(parents),
-        "c": list(children),
-        "s": slots,
-    }
-    if node.func.retries:
-        record["r"] = node.func.retries
-        record["d"] = node.func.retry_delay
-    if node._treedef is True and all(_plain(x) for x in leaves):
-        record["l"] = leaves
-        return record, None
+    node: Node, parents: Sequence[int], children: Sequence[int], fn_index: int
+) -> tuple[list[Any], bytes | None]:
+    """A node's record (a msgpack array), and its pickled arguments if too big to inline.
+
+    ``[key, function, parents, children, slots, mode, arguments]``: ``function``
+    indexes the run's function table; ``slots`` are flat (leaf, parent) pairs;
+    ``arguments`` are the plain leaves (mode 0), a pickled ``(leaves, treedef)``
+    (mode 1), or the digest of that pickle stored apart (mode 2, set by the caller).
+    """
+    leaves = node._leaves
+    slots: list[int] = []
+    if node._slots:
+        leaves = list(leaves)
+        for li, dj in node._slots:
+            leaves[li] = None
+            slots += (li, dj)
+    if node._treedef is True and all(type(x) in _MSGPACK_LEAVES for x in leaves):
+        return [node.key, fn_index, parents, children, slots, _LEAVES, leaves], None
     spec = dumps((leaves, node._treedef), what=f"arguments of task {node.key}")
     if len(spec) <= BIG_SPEC:
-        record["P"] = spec
-        return record, None
-    return record, spec
+        return [node.key, fn_index, parents, children, slots, _PICKLED, spec], None
+    return [node.key, fn_index, parents, children, slots, _APART, None], spec
 
 
 def sign(payload: bytes, secret: bytes | None) -> bytes:
@@ -263,27 +276,43 @@ def verify(stored: bytes, secret: bytes | None) -> bytes:
     raise ValueError("not a dagrt task record")
 
 
-def decode_record(index: int, stored: bytes, secret: bytes | None, rk: K.RunKeys) -> TaskRecord:
-    raw = unpack(verify(stored, secret), what=f"record of task {index}")
-    leaves = raw.get("l")
+def decode_functions(stored: bytes, secret: bytes | None) -> list[tuple[str, str, int, float]]:
+    """The run's function table: ``(digest, name, retries, retry_delay)`` per function."""
+    return [tuple(f) for f in unpack(verify(stored, secret), what="function table")]
+
+
+def decode_record(
+    index: int,
+    stored: bytes,
+    secret: bytes | None,
+    rk: K.RunKeys,
+    functions: Sequence[tuple[str, str, int, float]],
+) -> TaskRecord:
+    key, fn_index, parents, children, slots, mode, arguments = unpack(
+        verify(stored, secret), what=f"record of task {index}"
+    )
+    digest, name, retries, retry_delay = functions[fn_index]
+    leaves: list[Any] | None = None
     treedef: Any = True
     spec_key = None
-    if leaves is None and "P" in raw:
-        leaves, treedef = _load_spec(raw["P"], raw["k"])
-    elif leaves is None:
-        spec_key = rk.spec(raw["C"])  # loaded on first use
+    if mode == _LEAVES:
+        leaves = arguments
+    elif mode == _PICKLED:
+        leaves, treedef = _load_spec(arguments, key)
+    else:
+        spec_key = rk.spec(arguments)  # loaded on first use
     return TaskRecord(
         index=index,
-        key=raw["k"],
-        name=raw["n"],
-        fn=raw["f"],
-        parents=raw["p"],
-        children=raw["c"],
-        retries=raw.get("r", 0),
-        retry_delay=raw.get("d", 0.0),
+        key=key,
+        name=name,
+        fn=digest,
+        parents=parents,
+        children=children,
+        retries=retries,
+        retry_delay=retry_delay,
         leaves=leaves,
         treedef=treedef,
-        slots=raw["s"],
+        slots=slots,
         spec_key=spec_key,
     )
 
@@ -340,12 +369,13 @@ async def submit(
     ttl_ms = int(ttl * 1000)
     cmds: list[C.Cmd] = []
 
-    # functions, by content
-    digests: dict[int, str] = {}
+    # functions, by content; the run's table names each once
+    table: list[tuple[str, str, int, float]] = []
+    positions: dict[int, int] = {}
     new_functions = 0
     for node in nodes:
         tf = node.func
-        if id(tf) in digests:
+        if id(tf) in positions:
             continue
         try:
             # The task function itself: by reference when its module is importable
@@ -353,7 +383,8 @@ async def submit(
             digest, frame = dumps_function(tf)
         except SerializationError as exc:
             raise SerializationError(f"function of task {node.key} ({node.name}): {exc}") from exc
-        digests[id(tf)] = digest
+        positions[id(tf)] = len(table)
+        table.append((digest, tf.name, tf.retries, tf.retry_delay))
         if known_functions is None or digest not in known_functions:
             cmds.append(C.set_(K.function(digest), frame, ex=30 * 24 * 3600.0))
             new_functions += 1
@@ -366,13 +397,18 @@ async def submit(
     fields: dict[str, bytes] = {}
     deps: dict[str, int] = {}
     for i, node in enumerate(nodes):
-        record, big = encode_record(node, parents[i], children[i], digests[id(node.func)])
+        record, big = encode_record(node, parents[i], children[i], positions[id(node.func)])
         if big is not None:
             digest = hashlib.sha256(big).hexdigest()[:32]
-            record["C"] = digest
+            record[6] = digest
             spec_keys.append(rk.spec(digest))
             cmds.append(C.set_(spec_keys[-1], big, ex=ttl))
-        fields[str(i)] = sign(pack(record), secret)
+        try:
+            packed = pack(record)
+        except SerializationError:  # an int beyond 64 bits: pickle the arguments
+            record[5:] = [_PICKLED, dumps((record[6], True), what=f"arguments of {node.key}")]
+            packed = pack(record)
+        fields[str(i)] = sign(packed, secret)
         if parents[i]:
             deps[str(i)] = len(parents[i])
     for chunk in C.chunks(list(fields.items()), 1000):
@@ -392,6 +428,7 @@ async def submit(
                 "outputs": ",".join(map(str, outputs)),
                 "client": client_id,
                 "signed": "1" if secret is not None else "0",
+                "fns": sign(pack(table), secret),
             },
         )
     )

@@ -80,7 +80,7 @@ class Signals:
     def _redis(self) -> Any:
         import redis
 
-        return redis.Redis.from_url(self.url)
+        return redis.Redis.from_url(self.url, socket_timeout=None)
 
     async def started(self, name: str, within: float = 30) -> None:
         def wait() -> None:
@@ -91,9 +91,11 @@ class Signals:
         await anyio.to_thread.run_sync(wait)
 
     async def release(self, name: str) -> None:
+        """Open the gate for good: every run of the task passes, also a re-run."""
+
         def go() -> None:
             with self._redis() as r:
-                r.rpush(f"{self.prefix}:go:{name}", 1)
+                r.xadd(f"{self.prefix}:go:{name}", {"go": 1})
 
         await anyio.to_thread.run_sync(go)
 
@@ -107,7 +109,7 @@ def gate(signals: Signals, name: str, value: Any = None, *_: Any) -> Any:
     """Say "started", then block until the test releases ``name``; return ``value``."""
     with signals._redis() as r:
         r.rpush(f"{signals.prefix}:started:{name}", 1)
-        r.blpop(f"{signals.prefix}:go:{name}", 60)
+        r.xread({f"{signals.prefix}:go:{name}": "0-0"}, block=60_000)  # an open gate stays open
     return value
 
 

@@ -342,13 +342,18 @@ def test_the_compose_file_runs_what_the_pool_fixture_runs() -> None:
     compose = yaml.safe_load((root / "docker-compose.yml").read_text())
     redis, worker = compose["services"]["redis"], compose["services"]["worker"]
     assert "./storage/redis.conf:/usr/local/etc/redis/redis.conf:ro" in redis["volumes"]
-    assert redis["command"][:3] == ["redis-server", "/usr/local/etc/redis/redis.conf",
-                                    "--requirepass"]
+    assert redis["command"][:3] == [
+        "redis-server",
+        "/usr/local/etc/redis/redis.conf",
+        "--requirepass",
+    ]
     assert worker["environment"]["DAGRT_REDIS_URL"].startswith("redis://:${DAGRT_REDIS_PASSWORD}@")
     assert "container_name" not in worker  # `--scale worker=N` needs that
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
     dockerfile = (root / "workers" / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["dagrt", "worker", "--heartbeat-file", "/tmp/dagrt-heartbeat"]' in dockerfile
+    assert (
+        'ENTRYPOINT ["dagrt", "worker", "--heartbeat-file", "/tmp/dagrt-heartbeat"]' in dockerfile
+    )
     assert "RUN pip install -r /tmp/requirements.txt" in dockerfile
     assert (root / "workers" / "requirements.txt").exists()
 

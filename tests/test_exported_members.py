@@ -10,8 +10,18 @@ def test_all_public_names_are_exported_and_exist() -> None:
     for name in dagrt.__all__:
         assert hasattr(dagrt, name), name
     assert sorted(dagrt.__all__, key=str.lower) == sorted(set(dagrt.__all__), key=str.lower)
-    for name in ("task", "DAG", "Node", "Client", "LocalCluster", "RunFuture", "TaskError",
-                 "compute", "StorageError", "SerializationError"):
+    for name in (
+        "task",
+        "DAG",
+        "Node",
+        "Client",
+        "LocalCluster",
+        "RunFuture",
+        "TaskError",
+        "compute",
+        "StorageError",
+        "SerializationError",
+    ):
         assert name in dagrt.__all__
 
 

@@ -60,6 +60,7 @@ async def test_what_compute_returns(any_client: dagrt.Client) -> None:
     assert await any_client.compute(nothing(a)) is None
     assert await any_client.compute(keyword_only(a=a)) == 22
     assert await any_client.compute(keyword_only(b=a, a=1)) == 12
+    assert await any_client.compute(add(2**70, inc(-1))) == 2**70  # beyond 64-bit ints
 
 
 async def test_async_tasks_are_awaited(any_client: dagrt.Client) -> None:

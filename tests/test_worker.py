@@ -100,11 +100,10 @@ async def test_completion_is_idempotent_and_remembered(redis_storage: RedisStora
         spec = await scheduler.submit(storage, dag, "idem")
         rk = spec.keys
         await storage.aset(rk.output(0), dagrt.serialize.dumps(2))
-        cmd = scheduler.complete_cmd(
-            rk, 0, "w1", may_keep=True, children=[1], acks=[], stream=K.tasks_stream()
-        )
-        first = (await storage.apipeline([cmd]))[0]
-        again = (await storage.apipeline([cmd]))[0]
+        item = scheduler.Completion(0, [1], [], may_keep=True)
+        cmd = scheduler.complete_cmd(rk, [item], "w1", stream=K.tasks_stream())
+        [first] = (await storage.apipeline([cmd]))[0]
+        [again] = (await storage.apipeline([cmd]))[0]
         assert [x.decode() if isinstance(x, bytes) else x for x in first] == ["ok", "1"]
         assert [x.decode() if isinstance(x, bytes) else x for x in again] == ["dup", "1"]
         assert await storage.ahget(rk.deps, "1") == b"0"  # decremented once
@@ -117,10 +116,9 @@ async def test_a_counter_never_counts_a_missing_output(redis_storage: RedisStora
     for storage in (InMemoryStorage(), redis_storage):
         dag = dagrt.DAG(add(inc(1), 1))
         spec = await scheduler.submit(storage, dag, "no-output")
-        cmd = scheduler.complete_cmd(
-            spec.keys, 0, "w1", may_keep=False, children=[1], acks=[], stream=K.tasks_stream()
-        )
-        reply = (await storage.apipeline([cmd]))[0]
+        item = scheduler.Completion(0, [1], [], may_keep=False)
+        cmd = scheduler.complete_cmd(spec.keys, [item], "w1", stream=K.tasks_stream())
+        [reply] = (await storage.apipeline([cmd]))[0]
         assert reply[0] in (b"missing", "missing")
         assert await storage.ahget(spec.keys.deps, "1") == b"1"
         await storage.aflushdb()

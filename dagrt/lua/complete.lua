@@ -1,69 +1,82 @@
--- Complete one task of a run, atomically: dagrt's readiness step.
+-- Complete tasks of one run, atomically: dagrt's readiness step.
 --
 -- KEYS[1] meta hash     KEYS[2] deps hash        KEYS[3] done hash
 -- KEYS[4] progress      KEYS[5] events stream    KEYS[6] tasks stream
--- KEYS[7] the task's output key
--- ARGV[1] run id        ARGV[2] task index       ARGV[3] worker id
--- ARGV[4] "1" if the worker may keep a ready child, else "0"
--- ARGV[5] consumer group of the tasks stream
--- ARGV[6] n, the number of children; ARGV[7 .. 6+n] the children
--- ARGV[7+n ..] stream entries to acknowledge if no child is kept
+-- KEYS[6 + j]           the output key of the j-th task completed here
+-- ARGV[1] run id        ARGV[2] worker id        ARGV[3] consumer group
+-- ARGV[4] number of tasks, then for each task:
+--   index, may keep a ready child ("1"/"0"), n children, the children,
+--   n entries, the stream entries to acknowledge if no child is kept
 --
--- Reply: {code, kept}: code "ok" (counted now), "dup" (counted before: the same
--- decision again), "stop" (the run is not running), "missing" (no output stored:
--- nothing counted); kept is the child the worker must run next, or "".
-
-local function ack(from)
-  for j = from, #ARGV do
-    redis.call('XACK', KEYS[6], ARGV[5], ARGV[j])
-  end
-end
-
-local n = tonumber(ARGV[6])
-local first_ack = 7 + n
+-- One progress entry lists the tasks counted by this call ("t": "3,5,8").
+-- Reply: one {code, kept} per task: code "ok" (counted now), "dup" (counted
+-- before: the same decision again), "stop" (the run is not running; the output
+-- is deleted), "missing" (no output stored: nothing counted); kept is the child
+-- the worker must run next, or "".
 
 local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'running' then
-  -- The run ended (or was cleaned up) while this task ran: its output is not wanted.
-  redis.call('DEL', KEYS[7])
-  ack(first_ack)
-  return {'stop', status or 'gone'}
-end
+local running = status == 'running'
+local replies = {}
+local acks = {}    -- entries to acknowledge, in one XACK at the end
+local counted = {} -- tasks counted now, in one progress entry at the end
+local pos = 5
 
-local previous = redis.call('HGET', KEYS[3], ARGV[2])
-if previous then
-  if previous == '' then ack(first_ack) end
-  return {'dup', previous}
-end
+for j = 1, tonumber(ARGV[4]) do
+  local index = ARGV[pos]
+  local may_keep = ARGV[pos + 1]
+  local n_children = tonumber(ARGV[pos + 2])
+  local first_child = pos + 3
+  local n_acks = tonumber(ARGV[first_child + n_children])
+  local first_ack = first_child + n_children + 1
+  pos = first_ack + n_acks
+  local output = KEYS[6 + j]
 
--- Invariant: a counter only counts a parent whose output is stored.
-if redis.call('EXISTS', KEYS[7]) == 0 then
-  return {'missing', ''}
-end
+  local function ack()
+    for a = first_ack, first_ack + n_acks - 1 do
+      acks[#acks + 1] = ARGV[a]
+    end
+  end
 
-local ready = {}
-for j = 7, 6 + n do
-  if redis.call('HINCRBY', KEYS[2], ARGV[j], -1) == 0 then
-    ready[#ready + 1] = ARGV[j]
+  if not running then
+    -- The run ended (or was cleaned up) while this task ran: its output is not wanted.
+    redis.call('DEL', output)
+    ack()
+    replies[j] = {'stop', status or 'gone'}
+  else
+    local previous = redis.call('HGET', KEYS[3], index)
+    if previous then
+      if previous == '' then ack() end
+      replies[j] = {'dup', previous}
+    elseif redis.call('EXISTS', output) == 0 then
+      -- Invariant: a counter only counts a parent whose output is stored.
+      replies[j] = {'missing', ''}
+    else
+      local kept = ''
+      for c = first_child, first_child + n_children - 1 do
+        if redis.call('HINCRBY', KEYS[2], ARGV[c], -1) == 0 then
+          if kept == '' and may_keep == '1' then
+            kept = ARGV[c]
+          else
+            redis.call('XADD', KEYS[6], '*', 'r', ARGV[1], 't', ARGV[c])
+          end
+        end
+      end
+      redis.call('HSET', KEYS[3], index, kept)
+      counted[#counted + 1] = index
+      if kept == '' then ack() end
+      replies[j] = {'ok', kept}
+    end
   end
 end
 
-local kept = ''
-local first = 1
-if ARGV[4] == '1' and #ready > 0 then
-  kept = ready[1]
-  first = 2
+if #acks > 0 then
+  redis.call('XACK', KEYS[6], ARGV[3], unpack(acks))
 end
-for j = first, #ready do
-  redis.call('XADD', KEYS[6], '*', 'r', ARGV[1], 't', ready[j])
+if #counted > 0 then
+  redis.call('XADD', KEYS[4], '*', 't', table.concat(counted, ','), 'w', ARGV[2])
+  if redis.call('HINCRBY', KEYS[1], 'left', -#counted) == 0 then
+    redis.call('HSET', KEYS[1], 'status', 'finished')
+    redis.call('XADD', KEYS[5], '*', 'e', 'finished')
+  end
 end
-
-redis.call('HSET', KEYS[3], ARGV[2], kept)
-redis.call('XADD', KEYS[4], '*', 't', ARGV[2], 'w', ARGV[3])
-if kept == '' then ack(first_ack) end
-
-if redis.call('HINCRBY', KEYS[1], 'left', -1) == 0 then
-  redis.call('HSET', KEYS[1], 'status', 'finished')
-  redis.call('XADD', KEYS[5], '*', 'e', 'finished')
-end
-return {'ok', kept}
+return replies

@@ -151,6 +151,13 @@ class Storage(ABC):
     @abstractmethod
     async def aclose(self) -> None: ...
 
+    def max_value_size(self) -> int:
+        """The largest value, in bytes, this storage accepts."""
+        return self.max_value_bytes
+
+    async def amax_value_size(self) -> int:
+        return self.max_value_bytes
+
     # -- context managers ----------------------------------------------------------
 
     def __enter__(self) -> Storage:

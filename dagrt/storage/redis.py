@@ -183,6 +183,13 @@ class RedisStorage(Storage):
             return StorageError(f"{what}failed at {self.url}: {text}")
         return exc
 
+    def max_value_size(self) -> int:
+        """The server's ``proto-max-bulk-len`` (asked once)."""
+        return self._limit()
+
+    async def amax_value_size(self) -> int:
+        return await self._alimit()
+
     def _check_size(self, cmd: Cmd, limit: int) -> None:
         if cmd.size > limit:
             raise ValueTooLargeError(

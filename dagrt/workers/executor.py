@@ -117,6 +117,26 @@ class Executor:
             known = self._async[key] = _is_async_callable(fn) or inspect.isasyncgenfunction(fn)
         return known
 
+    def inline(self, fn: Callable[..., Any]) -> bool:
+        """Has this sync function been measured tiny enough to call on the loop?"""
+        profile = self._profiles.get(id(fn))
+        return profile is not None and profile.inline
+
+    def call_inline(
+        self, fn: Callable[..., Any], rec: TaskRecord, values: list[Any]
+    ) -> tuple[Any, bytes]:
+        """Call a tiny function right here; its value and serialized frame."""
+        args, kwargs = build_arguments(rec, values)
+        t0 = time.perf_counter()
+        value = fn(*args, **kwargs)
+        elapsed = time.perf_counter() - t0
+        if elapsed > INLINE_BAN:
+            profile = self._profiles[id(fn)]
+            profile.inline = False
+            profile.banned = True
+        what = f"result of task {rec.key} ({rec.name})"
+        return value, dumps(value, what=what, by_value=False)
+
     async def run(self, fn: Callable[..., Any], rec: TaskRecord, values: list[Any]) -> Outcome:
         """Call ``fn`` for ``rec`` with its retries; serialize the result where it ran."""
         attempt = 0

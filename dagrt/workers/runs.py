@@ -18,7 +18,7 @@ import anyio
 
 from .. import keys as K
 from ..exceptions import SerializationError
-from ..scheduler import TaskRecord, decode_record
+from ..scheduler import TaskRecord, decode_functions, decode_record
 from ..serialize import loads
 from ..storage import Storage
 
@@ -40,6 +40,7 @@ class RunContext:
         self.n = int(meta.get(b"n", b"0"))
         self.ttl_ms = int(meta.get(b"ttl_ms", b"86400000"))
         self.secret = secret
+        self.functions = decode_functions(meta[b"fns"], secret) if b"fns" in meta else []
         self._raw = records
         self._decoded: dict[int, TaskRecord] = {}
         self.stopped = False
@@ -49,7 +50,9 @@ class RunContext:
         rec = self._decoded.get(index)
         if rec is None:
             stored = self._raw[str(index).encode()]
-            rec = self._decoded[index] = decode_record(index, stored, self.secret, self.keys)
+            rec = self._decoded[index] = decode_record(
+                index, stored, self.secret, self.keys, self.functions
+            )
         return rec
 
 
@@ -103,6 +106,10 @@ class FunctionCache:
         self.storage = storage
         self._fns: dict[str, Callable[..., Any]] = {}
         self._loading: dict[str, anyio.Event] = {}
+
+    def cached(self, digest: str) -> Callable[..., Any] | None:
+        """The function if this worker has it loaded already."""
+        return self._fns.get(digest)
 
     async def get(self, digest: str) -> Callable[..., Any]:
         while digest not in self._fns:

@@ -35,9 +35,18 @@ from ..exceptions import (
     SerializationError,
     StorageConnectionError,
     StorageError,
+    ValueTooLargeError,
     WorkerLostError,
+    user_traceback,
 )
-from ..scheduler import complete_cmd, fail_cmd, load_scripts_cmds, load_spec, trim_acked
+from ..scheduler import (
+    Completion,
+    complete_cmd,
+    fail_cmd,
+    load_scripts_cmds,
+    load_spec,
+    trim_acked,
+)
 from ..serialize import loads, pack
 from ..storage import RedisStorage, Storage
 from ..storage import commands as C
@@ -56,7 +65,10 @@ BIG_FRAME = 1 << 20  # frames larger than this are deserialized in a thread
 
 @dataclass
 class WorkerSettings:
-    concurrency: int = 8  # tasks in flight at once
+    # Stream entries in flight at once. Tiny tasks are run in batches, so a large
+    # window is what makes them fast; tasks that run in threads are held to
+    # threads + 1 in flight, so that heavy work is not hoarded by one worker.
+    concurrency: int = 128
     threads: int | None = None  # threads for sync task functions (default: cores)
     name: str | None = None
     stream: str = K.tasks_stream()
@@ -102,6 +114,9 @@ class Worker:
         self.functions = FunctionCache(self.storage)
         self.values = ValueCache(settings.cache_bytes)
         self._slots = anyio.Semaphore(settings.concurrency)
+        self._threads = settings.threads or os.cpu_count() or 1
+        self._slow = 0  # chains in flight outside the fast lane
+        self._slow_freed = anyio.Event()
         self._in_flight: dict[bytes, float] = {}  # entry id -> time taken
         self._stopping = anyio.Event()
         self.ready = anyio.Event()  # set once the worker serves
@@ -110,6 +125,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task_group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._owned: dict[bytes, bool] = {}  # entries whose chain runs in a task of its own
         self.counts = {"done": 0, "failed": 0, "kept": 0, "dead": 0, "claimed": 0}
         self._failpoints = {
             tuple(item.split(":", 1))
@@ -232,6 +248,14 @@ class Worker:
             await self._slots.acquire()
             self._slots.release()
             taken = max(1, self._slots.value)
+            if self._slow:
+                # Heavy work in flight: take one more entry than threads can run.
+                room = self._threads + 1 - self._slow
+                if room <= 0:
+                    self._slow_freed = anyio.Event()
+                    await self._slow_freed.wait()
+                    continue
+                taken = min(taken, room)
             block = min(s.block, 0.2) if s.burst else s.block
             reply: list[Any] = []
             try:
@@ -263,37 +287,98 @@ class Worker:
                 await self.storage.axgroup_create(s.stream, s.group, "0")
                 reply = []
             entries = [e for _, es in reply for e in es]
-            for entry_id, fields in entries:
-                await self._slots.acquire()
-                self._start(tg, entry_id, fields, reclaimed=False)
+            if entries:
+                for entry_id, _ in entries:
+                    await self._slots.acquire()
+                    self._in_flight[entry_id] = time.monotonic()
+                self._spawn(tg, self._process_batch(entries))
             if s.burst and not entries and not self._in_flight:
                 return
 
-    def _start(
-        self, tg: asyncio.TaskGroup, entry_id: bytes, fields: dict[bytes, bytes], *, reclaimed: bool
-    ) -> None:
-        self._in_flight[entry_id] = time.monotonic()
-        task = tg.create_task(self._process(entry_id, fields, reclaimed))
+    def _spawn(self, tg: asyncio.TaskGroup, coro: Any) -> None:
+        task = tg.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _process(self, entry_id: bytes, fields: dict[bytes, bytes], reclaimed: bool) -> None:
-        try:
-            await self._process_entry(entry_id, fields, reclaimed)
-        except StorageError as exc:
-            # The entry stays pending; a worker takes it over after claim_timeout.
-            log.warning("worker %s: entry %s left for reclaim: %s", self.id, entry_id, exc)
-        except Exception:
-            log.exception("worker %s: internal error on entry %s", self.id, entry_id)
-        finally:
-            self._in_flight.pop(entry_id, None)
+    def _finish(self, entry_id: bytes) -> None:
+        """An entry's work is over (done, failed, or left for reclaim): free its slot."""
+        if self._in_flight.pop(entry_id, None) is not None:
             self._slots.release()
             if not self._in_flight and self._idle is not None:
                 self._idle.set()
 
-    async def _process_entry(
-        self, entry_id: bytes, fields: dict[bytes, bytes], reclaimed: bool
+    def _start(
+        self, tg: asyncio.TaskGroup, entry_id: bytes, fields: dict[bytes, bytes], *, reclaimed: bool
     ) -> None:
+        """Process one entry on its own (reclaimed entries)."""
+        self._in_flight[entry_id] = time.monotonic()
+        self._spawn(tg, self._process_batch([(entry_id, fields)], reclaimed=reclaimed))
+
+    async def _process_batch(
+        self, entries: list[tuple[bytes, dict[bytes, bytes]]], reclaimed: bool = False
+    ) -> None:
+        """Admit entries read together; cheap tasks go through the fast lane as one batch,
+        the others each get a chain of their own."""
+        fast: dict[str, tuple[RunContext, list[tuple[list[bytes], int]]]] = {}
+        try:
+            for entry_id, fields in entries:
+                try:
+                    admitted = await self._admit(entry_id, fields)
+                except StorageError as exc:
+                    log.warning("worker %s: entry %s left for reclaim: %s", self.id, entry_id, exc)
+                    admitted = None
+                if admitted is None:
+                    self._finish(entry_id)
+                    continue
+                ctx, index = admitted
+                if not reclaimed and self._fast_eligible(ctx, index):
+                    fast.setdefault(ctx.run_id, (ctx, []))[1].append(([entry_id], index))
+                else:
+                    self._chain_apart(ctx, [entry_id], index, check_done=reclaimed)
+            for ctx, work in fast.values():
+                handoffs = await self._guarded(self._run_fast(ctx, work), [w[0][0] for w in work])
+                for acks, index in handoffs or []:
+                    self._chain_apart(ctx, acks, index)
+        except Exception:  # never let one batch take the worker down; entries await reclaim
+            log.exception("worker %s: internal error on a batch", self.id)
+        finally:
+            for entry_id, _ in entries:
+                if entry_id in self._in_flight and not self._owned.get(entry_id):
+                    self._finish(entry_id)
+
+    async def _guarded(self, coro: Any, entry_ids: list[bytes]) -> Any:
+        try:
+            return await coro
+        except StorageError as exc:
+            # The entries stay pending; a worker takes them over after claim_timeout.
+            log.warning("worker %s: entries %s left for reclaim: %s", self.id, entry_ids, exc)
+        except Exception:
+            log.exception("worker %s: internal error on entries %s", self.id, entry_ids)
+
+    def _chain_apart(
+        self, ctx: RunContext, acks: list[bytes], index: int, *, check_done: bool = False
+    ) -> None:
+        """Run a chain starting at ``index`` in a task of its own (it owns the entry)."""
+        assert self._task_group is not None
+        entry_id = acks[0]
+        self._owned[entry_id] = True
+        self._slow += 1
+
+        async def chain() -> None:
+            try:
+                await self._guarded(self._chain(ctx, acks, index, check_done), [entry_id])
+            finally:
+                self._owned.pop(entry_id, None)
+                self._slow -= 1
+                self._slow_freed.set()
+                self._finish(entry_id)
+
+        self._spawn(self._task_group, chain())
+
+    async def _admit(
+        self, entry_id: bytes, fields: dict[bytes, bytes]
+    ) -> tuple[RunContext, int] | None:
+        """The run and task an entry names, or ``None`` after acking or dead-lettering it."""
         try:
             run_id = fields[b"r"].decode()
             index = int(fields[b"t"])
@@ -301,57 +386,198 @@ class Worker:
                 raise ValueError("bad run id or task index")
         except (KeyError, ValueError, UnicodeDecodeError) as exc:
             await self._dead_letter(entry_id, fields, f"malformed entry: {exc}")
-            return
-        ctx = await self.runs.get(run_id)
+            return None
+        try:
+            ctx = await self.runs.get(run_id)
+            if ctx is not None:
+                ctx.record(index)
+        except KeyError:
+            await self._dead_letter(entry_id, fields, f"run {run_id} has no task {index}")
+            return None
+        except (ValueError, SerializationError) as exc:
+            await self._reject(run_id, index, entry_id, fields, exc)
+            return None
         if ctx is None:
             if await self.storage.aexists(K.RunKeys(run_id).end):
                 await self._ack([entry_id])  # a run that just ended: nothing to do
             else:
                 await self._dead_letter(entry_id, fields, f"unknown run {run_id}")
-            return
-        try:
-            ctx.record(index)
-        except KeyError:
-            await self._dead_letter(entry_id, fields, f"run {run_id} has no task {index}")
-            return
-        except (ValueError, SerializationError) as exc:
-            # Never run it; fail the run so that its client hears why at once.
-            await self._dead_letter(entry_id, fields, f"rejected task record: {exc}")
-            record = {
-                "task": f"{run_id}#{index}",
-                "index": index,
-                "name": "?",
-                "exc_type": "dagrt.SignatureError",
-                "message": f"worker {self.id} rejected the task record: {exc}",
-                "traceback": "",
-                "worker": self.id,
-                "attempt": 1,
-                "run_id": run_id,
-            }
-            await self._send(
-                [
-                    fail_cmd(
-                        ctx.keys,
-                        index,
-                        self.id,
-                        record,
-                        acks=[],
-                        stream=self.settings.stream,
-                        group=self.settings.group,
-                    )
-                ]
-            )
-            return
-        acks: list[bytes] = [entry_id]
+            return None
+        return ctx, index
+
+    async def _reject(
+        self, run_id: str, index: int, entry_id: bytes, fields: dict[bytes, bytes], exc: Exception
+    ) -> None:
+        """A record or function table that fails its signature: never run it, and fail
+        the run so that its client hears why at once."""
+        await self._dead_letter(entry_id, fields, f"rejected task record: {exc}")
+        record = {
+            "task": f"{run_id}#{index}",
+            "index": index,
+            "name": "?",
+            "exc_type": "dagrt.SignatureError",
+            "message": f"worker {self.id} rejected the task record: {exc}",
+            "traceback": "",
+            "worker": self.id,
+            "attempt": 1,
+            "run_id": run_id,
+        }
+        s = self.settings
+        await self._send(
+            [
+                fail_cmd(
+                    K.RunKeys(run_id),
+                    index,
+                    self.id,
+                    record,
+                    acks=[],
+                    stream=s.stream,
+                    group=s.group,
+                )
+            ]
+        )
+
+    async def _chain(
+        self, ctx: RunContext, acks: list[bytes], index: int, check_done: bool
+    ) -> None:
+        """Run a task, then each child the completion hands back, one at a time."""
         current: int | None = index
-        check_done = reclaimed
         while current is not None and not ctx.stopped:
             current = await self._run_task(ctx, current, acks, check_done)
             if current is not None:
                 self.counts["kept"] += 1
+                if not check_done and self._fast_eligible(ctx, current):
+                    handoffs = await self._run_fast(ctx, [(acks, current)])
+                    current = handoffs[0][1] if handoffs else None
         if ctx.stopped:
             self.values.drop_run(ctx.run_id)
             self.runs.forget(ctx.run_id)
+
+    # -- the fast lane -------------------------------------------------------------------
+
+    def _fast_eligible(self, ctx: RunContext, index: int) -> bool:
+        """Is the task's function measured tiny (and everything it needs at hand)?"""
+        if self._failpoints:
+            return False
+        rec = ctx.record(index)
+        if rec.leaves is None:
+            return False
+        fn = self.functions.cached(rec.fn)
+        return fn is not None and self.executor.inline(fn)
+
+    async def _run_fast(
+        self, ctx: RunContext, work: list[tuple[list[bytes], int]]
+    ) -> list[tuple[list[bytes], int]]:
+        """Run tiny tasks of one run as a batch: one MGET for their inputs, one round trip
+        for their outputs and one ``complete`` call for all; then their kept children.
+
+        Returns the chains to go on outside the lane (a kept child that is not tiny,
+        a task with retries that failed), to run by their owner.
+        """
+        s = self.settings
+        handoffs: list[tuple[list[bytes], int]] = []
+        rk = ctx.keys
+        limit = await self.storage.amax_value_size()
+        ttl = ctx.ttl_ms / 1000
+        while work and not ctx.stopped:
+            recs = [ctx.record(index) for _, index in work]
+            inputs = await self._batch_inputs(ctx, recs)
+            cmds: list[C.Cmd] = []
+            items: list[Completion] = []
+            made: list[tuple[Any, int]] = []
+            for (acks, index), rec, values in zip(work, recs, inputs, strict=True):
+                if values is None:  # the run's data is gone: it ended
+                    ctx.stopped = True
+                    cmds.append(C.xack(s.stream, s.group, acks))
+                    continue
+                fn = self.functions.cached(rec.fn)
+                try:
+                    value, frame = self.executor.call_inline(fn, rec, values)
+                    if len(frame) > limit:
+                        raise ValueTooLargeError(
+                            f"value for {rk.output(index)!r} is {len(frame):,} bytes; the "
+                            f"server accepts at most {limit:,} (proto-max-bulk-len)"
+                        )
+                except Exception as exc:
+                    if rec.retries:  # retries wait: not in a batch
+                        handoffs.append((acks, index))
+                        continue
+                    record = error_record(
+                        rec, exc, user_traceback(exc), worker=self.id, attempt=1, run_id=ctx.run_id
+                    )
+                    cmds.append(
+                        fail_cmd(
+                            rk, index, self.id, record, acks=acks, stream=s.stream, group=s.group
+                        )
+                    )
+                    self.counts["failed"] += 1
+                    ctx.stopped = True
+                    continue
+                cmds.append(C.set_(rk.output(index), frame, ex=ttl))
+                items.append(
+                    Completion(index, rec.children, acks, s.keep_children and bool(rec.children))
+                )
+                made.append((value, len(frame)))
+            if items:
+                cmds.append(complete_cmd(rk, items, self.id, stream=s.stream, group=s.group))
+            if not cmds:
+                break
+            replies = await self._send(cmds)
+            nxt: list[tuple[list[bytes], int]] = []
+            for item, (value, size), reply in zip(
+                items, made, replies[-1] if items else [], strict=True
+            ):
+                code, kept = (x.decode() if isinstance(x, bytes) else str(x) for x in reply)
+                self.counts["done"] += 1
+                if item.children:
+                    self.values.put(ctx.run_id, item.index, value, size)
+                if code == "stop":
+                    ctx.stopped = True
+                elif kept:
+                    self.counts["kept"] += 1
+                    child = int(kept)
+                    if self._fast_eligible(ctx, child):
+                        nxt.append((list(item.acks), child))
+                    else:
+                        handoffs.append((list(item.acks), child))
+            work = nxt
+        if ctx.stopped:
+            self.values.drop_run(ctx.run_id)
+            self.runs.forget(ctx.run_id)
+        return handoffs
+
+    async def _batch_inputs(self, ctx: RunContext, recs: list[Any]) -> list[list[Any] | None]:
+        """Parent values for each task: from memory, else one MGET for the whole batch."""
+        out: list[list[Any] | None] = []
+        wanted: dict[int, None] = {}
+        for rec in recs:
+            values = []
+            for p in rec.parents:
+                found, value = self.values.get(ctx.run_id, p)
+                if found:
+                    self.values.used(ctx.run_id, p, len(ctx.record(p).children))
+                    values.append(value)
+                else:
+                    values.append(_MISSING)
+                    wanted[p] = None
+            out.append(values)
+        if not wanted:
+            return out
+        keys = list(wanted)
+        frames = await self.storage.amget([ctx.keys.output(p) for p in keys])
+        fetched = {}
+        for p, frame in zip(keys, frames, strict=True):
+            fetched[p] = _MISSING if frame is None else loads(frame, what=f"output of task {p}")
+        for j, rec in enumerate(recs):
+            values = out[j]
+            assert values is not None
+            for k, p in enumerate(rec.parents):
+                if values[k] is _MISSING:
+                    values[k] = fetched[p]
+                    if values[k] is _MISSING:  # a parent's output is gone: the run ended
+                        out[j] = None
+                        break
+        return out
 
     # -- one task --------------------------------------------------------------------
 
@@ -428,15 +654,9 @@ class Worker:
         self, ctx: RunContext, index: int, acks: list[bytes], may_keep: bool
     ) -> C.Cmd:
         rec = ctx.record(index)
+        item = Completion(index, rec.children, acks, may_keep)
         return complete_cmd(
-            ctx.keys,
-            index,
-            self.id,
-            may_keep=may_keep,
-            children=rec.children,
-            acks=acks,
-            stream=self.settings.stream,
-            group=self.settings.group,
+            ctx.keys, [item], self.id, stream=self.settings.stream, group=self.settings.group
         )
 
     async def _complete(
@@ -446,7 +666,8 @@ class Worker:
         return self._decision(ctx, reply)
 
     def _decision(self, ctx: RunContext, reply: Any) -> int | None:
-        code, kept = (x.decode() if isinstance(x, bytes) else str(x) for x in reply)
+        [one] = reply  # the script answers one pair per task completed
+        code, kept = (x.decode() if isinstance(x, bytes) else str(x) for x in one)
         if code == "stop":
             ctx.stopped = True
             return None
@@ -628,6 +849,9 @@ class Worker:
             if _next in (b"0-0", "0-0"):
                 return taken
             start = _next
+
+
+_MISSING: Any = object()
 
 
 def _tb(exc: BaseException) -> str:
