@@ -11,6 +11,34 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 
+def _flush_policy(args: argparse.Namespace) -> object:
+    from .metrics import FlushPolicy
+
+    return FlushPolicy(
+        after_each_task=args.flush_each_task,
+        interval=args.flush_interval or None,
+        max_events=args.flush_size or None,
+    )
+
+
+def _add_flush_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--flush-interval",
+        type=float,
+        default=1.0,
+        help="write buffered events every this many seconds (0: never by time)",
+    )
+    p.add_argument(
+        "--flush-size",
+        type=int,
+        default=2000,
+        help="write events when this many are buffered (0: never by size)",
+    )
+    p.add_argument(
+        "--flush-each-task", action="store_true", help="write events after every finished task"
+    )
+
+
 def _worker(args: argparse.Namespace) -> int:
     from .workers import Worker, WorkerSettings
 
@@ -25,6 +53,9 @@ def _worker(args: argparse.Namespace) -> int:
         secret=os.environ["DAGRT_SECRET"].encode() if os.environ.get("DAGRT_SECRET") else None,
         graceful_timeout=args.graceful_timeout,
         heartbeat_file=args.heartbeat_file,
+        metrics=not args.no_metrics,
+        metrics_url=args.metrics_redis,
+        flush=_flush_policy(args),
     )
     Worker(args.redis, settings).run(watch_stdin=args.watch_stdin)
     return 0
@@ -93,13 +124,65 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--watch-stdin", action="store_true", help="stop when stdin closes (used by LocalCluster)"
     )
+    w.add_argument("--no-metrics", action="store_true", help="log no events")
+    w.add_argument(
+        "--metrics-redis",
+        default=os.environ.get("DAGRT_METRICS_URL"),
+        help="server of the event log (default: $DAGRT_METRICS_URL or --redis)",
+    )
+    _add_flush_options(w)
     w.set_defaults(func=_worker)
 
     c = sub.add_parser("cluster", help="a private server and workers, in the foreground")
     c.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
     c.add_argument("--threads", type=int, default=None, help="threads per worker")
     c.set_defaults(func=_cluster)
+
+    r = sub.add_parser("report", help="write the HTML report of a run (needs only the event log)")
+    r.add_argument("run_id")
+    r.add_argument("--redis", default=_default_url(), help="server of the event log")
+    r.add_argument("--out", default="reports", help="directory (a folder per run inside)")
+    r.set_defaults(func=_report)
+
+    ls = sub.add_parser("runs", help="list recent runs from the event log")
+    ls.add_argument("--redis", default=_default_url(), help="server of the event log")
+    ls.add_argument("--limit", type=int, default=20)
+    ls.set_defaults(func=_runs)
     return parser
+
+
+def _default_url() -> str:
+    return os.environ.get("DAGRT_METRICS_URL") or os.environ.get(
+        "DAGRT_REDIS_URL", "redis://localhost:6379/0"
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .metrics.report import write_report
+    from .storage import RedisStorage
+
+    with RedisStorage(args.redis) as storage:
+        path = write_report(storage, args.run_id, args.out)
+    print(f"report: {path}")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from .metrics import list_runs
+    from .storage import RedisStorage
+
+    with RedisStorage(args.redis) as storage:
+        runs = list_runs(storage, args.limit)
+    if not runs:
+        print("no runs in the event log")
+        return 0
+    print(f"{'run':<28} {'status':<10} {'tasks':>7} {'done':>7} {'failed':>6} {'makespan':>10}")
+    for r in runs:
+        makespan = f"{r.makespan:.3f} s" if r.makespan is not None else "-"
+        print(
+            f"{r.run_id:<28} {r.status:<10} {r.n_tasks:>7} {r.done:>7} {r.failed:>6} {makespan:>10}"
+        )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,6 +16,9 @@ Where it runs:
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
@@ -23,12 +26,21 @@ import anyio
 import anyio.abc
 
 from . import futures as _futures
+from . import keys as K
 from .exceptions import ClientClosedError
 from .futures import RunFuture
 from .graph import DAG, Node, TaskFunction, plan_outputs, task
 from .keys import new_run_id
+from .metrics.events import RunFinished, RunSubmitted
+from .metrics.read import graph_record
+from .metrics.recorder import RunRecorder
+from .metrics.store import FlushPolicy, MetadataStorage
+from .storage import InMemoryStorage, RedisStorage, Storage
+from .storage.redis import redact
 
 __all__ = ["Client", "compute"]
+
+log = logging.getLogger("dagrt.client")
 
 
 class Runtime(Protocol):
@@ -36,7 +48,7 @@ class Runtime(Protocol):
 
     async def __aenter__(self) -> Any: ...
     async def __aexit__(self, *exc_info: object) -> Any: ...
-    async def run(self, dag: DAG, run_id: str) -> list[Any]: ...
+    async def run(self, dag: DAG, run_id: str, recorder: Any = None) -> list[Any]: ...
     def cancel(self, run_id: str) -> None: ...
 
 
@@ -64,6 +76,8 @@ class Client:
         processes: bool = True,
         n_workers: int | None = None,
         threads: int | None = None,
+        metrics: bool | str | Storage = True,
+        flush: FlushPolicy | None = None,
     ) -> None:
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a redis:// URL string or None, got {address!r}")
@@ -78,7 +92,16 @@ class Client:
                 raise ValueError(f"{label} must be an int >= 1, got {value!r}")
         if not processes and n_workers is not None:
             raise ValueError("n_workers needs processes=True (worker processes)")
+        if not isinstance(metrics, bool | str | Storage):
+            raise TypeError(
+                f"metrics must be True/False, a redis:// URL or a Storage, got {metrics!r}"
+            )
+        if flush is not None and not isinstance(flush, FlushPolicy):
+            raise TypeError(f"flush must be a dagrt.metrics.FlushPolicy, got {flush!r}")
         self.address = address
+        self._metrics_option = metrics
+        self._flush = flush
+        self.metrics: MetadataStorage | None = None  # the event log's writer, once started
         self.processes = processes
         self.n_workers = n_workers
         self.threads = threads
@@ -88,6 +111,7 @@ class Client:
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._closed = False
+        self._client_id = f"client-{os.getpid()}-{os.urandom(2).hex()}"
 
     def __repr__(self) -> str:
         if not self.processes:
@@ -95,7 +119,7 @@ class Client:
         elif self.address is None:
             where = "local cluster"
         else:
-            where = self.address
+            where = redact(self.address)
         state = "closed" if self._closed else ("running" if self._runtime else "not started")
         return f"<dagrt.Client {where} {state}>"
 
@@ -108,7 +132,32 @@ class Client:
             return LocalRuntime(threads=self.threads)
         from .distributed import DistributedRuntime
 
-        return DistributedRuntime(self.address, n_workers=self.n_workers, threads=self.threads)
+        # A local cluster's workers log events as this client asks.
+        options: dict[str, Any] = {}
+        if self._metrics_option is False:
+            options["no-metrics"] = ""
+        elif self._flush is not None:
+            options["flush-interval"] = self._flush.interval or 0
+            options["flush-size"] = self._flush.max_events or 0
+            if self._flush.after_each_task:
+                options["flush-each-task"] = ""
+        return DistributedRuntime(
+            self.address, n_workers=self.n_workers, threads=self.threads, worker_options=options
+        )
+
+    def _make_metrics(self, runtime: Runtime) -> MetadataStorage | None:
+        option = self._metrics_option
+        if option is False:
+            return None
+        if isinstance(option, Storage):
+            storage: Storage = option
+        elif isinstance(option, str):
+            storage = RedisStorage(option)
+        elif not self.processes:
+            storage = InMemoryStorage()  # the in-process runtime's own event log
+        else:
+            storage = runtime.storage  # type: ignore[attr-defined]
+        return MetadataStorage(storage, self._flush)
 
     async def __aenter__(self) -> Client:
         if self._closed:
@@ -119,6 +168,13 @@ class Client:
         await runtime.__aenter__()
         self._runtime = runtime
         self._loop = asyncio.get_running_loop()
+        try:
+            self.metrics = self._make_metrics(runtime)
+            if self.metrics is not None:
+                await self.metrics.start()
+        except BaseException:
+            await self.close()
+            raise
         # Runs are tasks of one task group, held open by a supervisor task, so
         # that the client may be closed from another task than the one that
         # opened it (fixtures, app start-up and shut-down hooks do that).
@@ -154,6 +210,10 @@ class Client:
                 self._closing.set()
                 await asyncio.shield(supervisor)
         finally:
+            if self.metrics is not None:
+                await self.metrics.aclose()  # the last events are written before anything stops
+                if isinstance(self._metrics_option, str):
+                    await self.metrics.storage.aclose()
             if runtime is not None:
                 with anyio.CancelScope(shield=True):
                     await runtime.__aexit__(None, None, None)
@@ -241,35 +301,98 @@ class Client:
             )
         return self._task_group, self._loop, self._runtime
 
-    @staticmethod
     async def _run(
-        runtime: Runtime, fut: RunFuture, dag: DAG, rebuild: Callable[[list[Any]], Any]
+        self, runtime: Runtime, fut: RunFuture, dag: DAG, rebuild: Callable[[list[Any]], Any]
     ) -> None:
         if fut.done():  # cancelled before it started
             return
+        run_id = fut.run_id
+        metrics = self.metrics
+        submitted = time.time()
+        recorder = await self._run_submitted(metrics, runtime, run_id, dag, submitted)
+        finished = False
+
+        def run_finished(status: str, failed_task: str | None = None) -> None:
+            """The run-finished event goes out before the future says so."""
+            nonlocal finished
+            finished = True
+            if metrics is None:
+                return
+            if recorder is not None:
+                metrics.remove_source(recorder)
+            ended = time.time()
+            metrics.emit_event(
+                RunFinished(
+                    kind="run-finished",
+                    ts=ended,
+                    run_id=run_id,
+                    status=status,  # type: ignore[arg-type]
+                    makespan=ended - submitted,
+                    failed_task=failed_task,
+                )
+            )
+
         try:
             with anyio.CancelScope() as scope:
 
                 def cancel() -> None:
-                    runtime.cancel(fut.run_id)  # no task of the run starts after this
+                    runtime.cancel(run_id)  # no task of the run starts after this
                     scope.cancel()
 
                 fut._cancel_hook = cancel
                 try:
-                    values = await runtime.run(dag, fut.run_id)
+                    values = await runtime.run(dag, run_id, recorder)
                 except Exception as exc:
+                    run_finished("failed", getattr(exc, "task", None))
                     fut._set_exception(exc)
                     return
                 try:
                     result = rebuild(values)
                 except Exception as exc:  # pragma: no cover - rebuild cannot fail on own data
+                    run_finished("failed")
                     fut._set_exception(exc)
                     return
+                run_finished("finished")
                 fut._set_result(result)
         finally:
             fut._cancel_hook = None
+            if not finished:
+                run_finished("cancelled")
             if not fut.done():
                 fut._set_cancelled()
+
+    async def _run_submitted(
+        self,
+        metrics: MetadataStorage | None,
+        runtime: Runtime,
+        run_id: str,
+        dag: DAG,
+        submitted: float,
+    ) -> RunRecorder | None:
+        """Log the run's graph and its run-submitted event; the in-process task recorder."""
+        if metrics is None:
+            return None
+        graph_key = K.graph(run_id)
+        # Off the run's critical path: built and written by the metrics flusher,
+        # always before the run's events.
+        metrics.add_record(graph_key, lambda: graph_record(dag))
+        where = "in-process" if not self.processes else redact(getattr(runtime, "url", "") or "")
+        metrics.emit_event(
+            RunSubmitted(
+                kind="run-submitted",
+                ts=submitted,
+                run_id=run_id,
+                n_tasks=len(dag),
+                client_id=self._client_id,
+                graph_key=graph_key,
+                runtime=where,
+            )
+        )
+        if self.processes:
+            return None
+        recorder = RunRecorder(metrics, run_id, dag, worker=f"local-{os.getpid()}")
+        metrics.add_source(recorder)
+        return recorder
 
 
 def compute(*xs: Any, **client_options: Any) -> Any:

@@ -109,7 +109,9 @@ class LocalCluster:
         if self.concurrency is not None:
             argv += ["--concurrency", str(self.concurrency)]
         for name, value in self.worker_options.items():
-            argv += [f"--{name}", str(value)]
+            argv.append(f"--{name}")
+            if value != "":  # "" marks a flag without a value
+                argv.append(str(value))
         return argv
 
     def _worker_env(self) -> dict[str, str]:

@@ -50,8 +50,10 @@ class DistributedRuntime:
         secret: bytes | None = None,
         ttl: float = scheduler.DEFAULT_TTL,
         stream: str = K.tasks_stream(),
+        worker_options: dict[str, Any] | None = None,
     ) -> None:
         self.address = address
+        self.worker_options = worker_options or {}
         self.n_workers = n_workers
         self.threads = threads
         self.secret = secret if secret is not None else _env_secret()
@@ -69,7 +71,10 @@ class DistributedRuntime:
             url = self.address
             if url is None:
                 self.cluster = LocalCluster(
-                    self.n_workers, threads=self.threads, secret=self.secret
+                    self.n_workers,
+                    threads=self.threads,
+                    secret=self.secret,
+                    worker_options=self.worker_options,
                 )
                 await self.cluster.__aenter__()
                 url = self.cluster.url
@@ -99,7 +104,8 @@ class DistributedRuntime:
         """Note the cancellation; ``run()``, being cancelled, stops the run in storage."""
         self._cancelled.add(run_id)
 
-    async def run(self, dag: DAG, run_id: str) -> list[Any]:
+    async def run(self, dag: DAG, run_id: str, recorder: Any = None) -> list[Any]:
+        """Run ``dag`` on the workers (their events are their own: ``recorder`` is unused)."""
         storage = self.storage
         assert storage is not None
         spec = await scheduler.submit(

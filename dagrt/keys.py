@@ -18,6 +18,8 @@ __all__ = [
     "dead_letter",
     "events",
     "function",
+    "graph",
+    "run_record",
     "new_run_id",
     "run_key",
     "runs_index",
@@ -123,8 +125,18 @@ def events() -> str:
 
 
 def runs_index() -> str:
-    """Sorted set of run ids by submission time."""
+    """Sorted set of run ids by submission time (in the metrics store)."""
     return f"{PREFIX}:runs"
+
+
+def run_record(run_id: str) -> str:
+    """A run's entry in the runs index: first/last event ids, status, counts (persistent)."""
+    return f"{PREFIX}:run:{run_id}"
+
+
+def graph(run_id: str) -> str:
+    """A run's graph (task keys, function names, edges), kept as long as the event log."""
+    return f"{PREFIX}:graph:{run_id}"
 
 
 def workers() -> str:

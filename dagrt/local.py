@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from .exceptions import TaskError, user_traceback
+from .exceptions import TaskError, exception_type_name, user_traceback
 from .pytree import unflatten
 
 if TYPE_CHECKING:
@@ -287,10 +287,11 @@ class _Run:
         deadline = time.monotonic() + _SLICE
         with lock:
             i = self._next_locked(deadline)
+        lane = threading.current_thread().name
         while i is not None:
             attempt = self.attempts[i]
-            if recorder is not None:
-                recorder.task_started(i, attempt)
+            if recorder is not None and self.long[i]:
+                recorder.task_started(i, attempt, lane)  # tiny tasks: the finish says it all
             t0 = time.perf_counter()
             try:
                 value = self._call(i)
@@ -298,12 +299,13 @@ class _Run:
             except BaseException as exc:
                 failed = exc
             elapsed = time.perf_counter() - t0
+            func = self.nodes[i].func
             if recorder is not None:
                 if failed is None:
-                    recorder.task_finished(i, attempt, value)
+                    recorder.task_finished(i, attempt, t0, elapsed, lane)
                 else:
-                    recorder.task_failed(i, attempt, failed)
-            func = self.nodes[i].func
+                    final = attempt > func.retries
+                    recorder.task_failed(i, attempt, failed, user_traceback(failed), final, lane)
             with lock:
                 previous = cost.get(func)
                 cost[func] = elapsed if previous is None else 0.5 * (previous + elapsed)
@@ -323,19 +325,22 @@ class _Run:
 
     async def _run_async(self, i: int) -> None:
         recorder = self.recorder
+        attempt = self.attempts[i]
         if recorder is not None:
-            recorder.task_started(i, self.attempts[i])
+            recorder.task_started(i, attempt, "loop")
+        t0 = time.perf_counter()
         try:
             value = await self._call(i)
         except Exception as exc:
             if recorder is not None:
-                recorder.task_failed(i, self.attempts[i], exc)
+                final = attempt > self.nodes[i].func.retries
+                recorder.task_failed(i, attempt, exc, user_traceback(exc), final, "loop")
             with self.lock:
                 self._fail_locked(i, exc, on_loop=True)
                 self._spawn_locked()
             return
         if recorder is not None:
-            recorder.task_finished(i, self.attempts[i], value)
+            recorder.task_finished(i, attempt, t0, time.perf_counter() - t0, "loop")
         with self.lock:
             if self.stopped:
                 return
@@ -350,7 +355,7 @@ def _task_error(
     err = TaskError(
         task=node.key,
         name=node.name,
-        exc_type=_qualname(type(exc)),
+        exc_type=exception_type_name(type(exc)),
         message=str(exc),
         remote_traceback=tb,
         exception=exc,
@@ -360,8 +365,3 @@ def _task_error(
     )
     err.__cause__ = exc
     return err
-
-
-def _qualname(t: type) -> str:
-    mod = t.__module__
-    return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"

@@ -177,6 +177,10 @@ def hset(key: str, mapping: Fields) -> Cmd:
     return Cmd(("HSET", key, *flat), _int, key, size)
 
 
+def hsetnx(key: str, field: str | bytes, value: Value) -> Cmd:
+    return Cmd(("HSETNX", key, field, value), _bool, key, _size(value))
+
+
 def hget(key: str, field: str | bytes) -> Cmd:
     return Cmd(("HGET", key, field))
 

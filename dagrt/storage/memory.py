@@ -299,6 +299,14 @@ class InMemoryStorage(Storage):
             h[f] = _b(a[i + 1])
         return new
 
+    def _hsetnx(self, a: list[Any]) -> Any:
+        h = self._typed(a[0], dict, create=True)
+        field = _b(a[1])
+        if field in h:
+            return 0
+        h[field] = _b(a[2])
+        return 1
+
     def _hget(self, a: list[Any]) -> Any:
         h = self._typed(a[0], dict)
         return None if h is None else h.get(_b(a[1]))
@@ -697,6 +705,7 @@ _HANDLERS: dict[str, Callable[[InMemoryStorage, list[Any]], Any]] = {
     "PTTL": InMemoryStorage._pttl,
     "STRLEN": InMemoryStorage._strlen,
     "HSET": InMemoryStorage._hset,
+    "HSETNX": InMemoryStorage._hsetnx,
     "HGET": InMemoryStorage._hget,
     "HMGET": InMemoryStorage._hmget,
     "HGETALL": InMemoryStorage._hgetall,

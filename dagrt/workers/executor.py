@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ..exceptions import user_traceback
+from ..exceptions import exception_type_name, user_traceback
 from ..graph import _is_async_callable
 from ..pytree import unflatten
 from ..scheduler import TaskRecord
@@ -69,11 +69,6 @@ def build_arguments(rec: TaskRecord, values: list[Any]) -> tuple[tuple[Any, ...]
     return args, kwargs
 
 
-def _qualname(t: type) -> str:
-    mod = t.__module__
-    return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"
-
-
 def error_record(
     rec: TaskRecord,
     exc: BaseException,
@@ -88,7 +83,7 @@ def error_record(
         "task": rec.key,
         "index": rec.index,
         "name": rec.name,
-        "exc_type": _qualname(type(exc)),
+        "exc_type": exception_type_name(type(exc)),
         "message": str(exc),
         "traceback": tb,
         "worker": worker,
@@ -137,7 +132,13 @@ class Executor:
         what = f"result of task {rec.key} ({rec.name})"
         return value, dumps(value, what=what, by_value=False)
 
-    async def run(self, fn: Callable[..., Any], rec: TaskRecord, values: list[Any]) -> Outcome:
+    async def run(
+        self,
+        fn: Callable[..., Any],
+        rec: TaskRecord,
+        values: list[Any],
+        on_retry: Callable[[TaskRecord, BaseException, str, int], None] | None = None,
+    ) -> Outcome:
         """Call ``fn`` for ``rec`` with its retries; serialize the result where it ran."""
         attempt = 0
         while True:
@@ -149,6 +150,8 @@ class Executor:
             except Exception as exc:
                 tb = user_traceback(exc)
                 if attempt <= rec.retries and not _permanent(exc):
+                    if on_retry is not None:
+                        on_retry(rec, exc, tb, attempt)
                     await anyio.sleep(rec.retry_delay * (2 ** (attempt - 1)))
                     continue
                 return Outcome(

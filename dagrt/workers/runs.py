@@ -162,11 +162,12 @@ class ValueCache:
             self._uses.pop(oldest, None)
             self.bytes -= dropped
 
-    def get(self, run_id: str, index: int) -> tuple[bool, Any]:
+    def get(self, run_id: str, index: int) -> tuple[bool, Any, int]:
+        """``(found, value, size in bytes)``."""
         item = self._items.get((run_id, index))
         if item is None:
-            return False, None
-        return True, item[0]
+            return False, None, 0
+        return True, item[0], item[1]
 
     def used(self, run_id: str, index: int, uses: int) -> None:
         """A child here consumed the value; drop it once ``uses`` children have."""

@@ -24,7 +24,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -37,8 +37,18 @@ from ..exceptions import (
     StorageError,
     ValueTooLargeError,
     WorkerLostError,
+    exception_type_name,
     user_traceback,
 )
+from ..metrics.events import WorkerHeartbeat, WorkerStarted, WorkerStopped, wire
+from ..metrics.recorder import (
+    FinishedBatch,
+    TransferBatch,
+    task_failed,
+    task_finished,
+    task_started,
+)
+from ..metrics.store import FlushPolicy, MetadataStorage
 from ..scheduler import (
     Completion,
     complete_cmd,
@@ -83,6 +93,9 @@ class WorkerSettings:
     connect_timeout: float = 30.0  # seconds to keep retrying the first connection
     block: float = 2.0  # seconds one stream read waits
     heartbeat_file: str | None = None  # touched on every heartbeat (container health checks)
+    metrics: bool = True  # log task, transfer and worker events
+    metrics_url: str | None = None  # the event log's server (default: the same as tasks)
+    flush: FlushPolicy = field(default_factory=FlushPolicy)
 
     def __post_init__(self) -> None:
         for label in ("concurrency",):
@@ -127,6 +140,12 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._owned: dict[bytes, bool] = {}  # entries whose chain runs in a task of its own
         self.counts = {"done": 0, "failed": 0, "kept": 0, "dead": 0, "claimed": 0}
+        self.metrics: MetadataStorage | None = None
+        if settings.metrics:
+            metrics_storage = (
+                RedisStorage(settings.metrics_url) if settings.metrics_url else self.storage
+            )
+            self.metrics = MetadataStorage(metrics_storage, settings.flush)
         self._failpoints = {
             tuple(item.split(":", 1))
             for item in os.environ.get("DAGRT_FAILPOINTS", "").split(",")
@@ -186,6 +205,23 @@ class Worker:
         """Serve until stopped (or, in burst mode, until the stream is drained)."""
         self._loop = asyncio.get_running_loop()
         await self._connect()
+        if self.metrics is not None:
+            await self.metrics.start()
+            self._emit(
+                [
+                    wire(
+                        WorkerStarted(
+                            kind="worker-started",
+                            ts=time.time(),
+                            worker_id=self.id,
+                            host=socket.gethostname(),
+                            pid=os.getpid(),
+                            threads=self._threads,
+                            concurrency=self.settings.concurrency,
+                        )
+                    )
+                ]
+            )
         await self._heartbeat_once(status="started")
         if announce:
             print(f"{READY_LINE} {self.id}", flush=True)
@@ -213,6 +249,21 @@ class Worker:
                     await self._heartbeat_once(status="stopped")
                 except StorageError:
                     pass
+                if self.metrics is not None:  # the last events, always (SIGTERM too)
+                    self._emit(
+                        [
+                            wire(
+                                WorkerStopped(
+                                    kind="worker-stopped",
+                                    ts=time.time(),
+                                    worker_id=self.id,
+                                    done=self.counts["done"],
+                                    failed=self.counts["failed"],
+                                )
+                            )
+                        ]
+                    )
+                    await self.metrics.aclose()
 
     async def _connect(self) -> None:
         """Retry the first connection with warnings, so start order does not matter."""
@@ -442,8 +493,10 @@ class Worker:
     ) -> None:
         """Run a task, then each child the completion hands back, one at a time."""
         current: int | None = index
+        kept = False
         while current is not None and not ctx.stopped:
-            current = await self._run_task(ctx, current, acks, check_done)
+            current = await self._run_task(ctx, current, acks, check_done, kept)
+            kept = True
             if current is not None:
                 self.counts["kept"] += 1
                 if not check_done and self._fast_eligible(ctx, current):
@@ -479,20 +532,26 @@ class Worker:
         rk = ctx.keys
         limit = await self.storage.amax_value_size()
         ttl = ctx.ttl_ms / 1000
+        kept_now: set[int] = set()
+        metrics = self.metrics is not None
         while work and not ctx.stopped:
+            started = time.time()
             recs = [ctx.record(index) for _, index in work]
-            inputs = await self._batch_inputs(ctx, recs)
+            moves = TransferBatch() if metrics else None
+            inputs = await self._load_inputs(ctx, recs, moves)
             cmds: list[C.Cmd] = []
             items: list[Completion] = []
-            made: list[tuple[Any, int]] = []
-            for (acks, index), rec, values in zip(work, recs, inputs, strict=True):
-                if values is None:  # the run's data is gone: it ended
+            made: list[tuple[Any, int, float, Any]] = []
+            for (acks, index), rec, loaded in zip(work, recs, inputs, strict=True):
+                if loaded is None:  # the run's data is gone: it ended
                     ctx.stopped = True
                     cmds.append(C.xack(s.stream, s.group, acks))
                     continue
                 fn = self.functions.cached(rec.fn)
                 try:
-                    value, frame = self.executor.call_inline(fn, rec, values)
+                    t0 = time.perf_counter()
+                    value, frame = self.executor.call_inline(fn, rec, loaded.values)
+                    elapsed = time.perf_counter() - t0
                     if len(frame) > limit:
                         raise ValueTooLargeError(
                             f"value for {rk.output(index)!r} is {len(frame):,} bytes; the "
@@ -502,33 +561,42 @@ class Worker:
                     if rec.retries:  # retries wait: not in a batch
                         handoffs.append((acks, index))
                         continue
-                    record = error_record(
-                        rec, exc, user_traceback(exc), worker=self.id, attempt=1, run_id=ctx.run_id
-                    )
-                    cmds.append(
-                        fail_cmd(
-                            rk, index, self.id, record, acks=acks, stream=s.stream, group=s.group
-                        )
-                    )
-                    self.counts["failed"] += 1
-                    ctx.stopped = True
+                    cmds.append(self._fail_cmd(ctx, rec, exc, user_traceback(exc), 1, acks))
                     continue
                 cmds.append(C.set_(rk.output(index), frame, ex=ttl))
                 items.append(
                     Completion(index, rec.children, acks, s.keep_children and bool(rec.children))
                 )
-                made.append((value, len(frame)))
+                made.append((value, len(frame), elapsed, loaded))
             if items:
                 cmds.append(complete_cmd(rk, items, self.id, stream=s.stream, group=s.group))
             if not cmds:
                 break
+            sent = time.time()
             replies = await self._send(cmds)
+            ended = time.time()
+            upload_share = (ended - sent) / max(1, len(items))
             nxt: list[tuple[list[bytes], int]] = []
-            for item, (value, size), reply in zip(
+            done = FinishedBatch() if metrics else None
+            for item, (value, size, elapsed, loaded), reply in zip(
                 items, made, replies[-1] if items else [], strict=True
             ):
                 code, kept = (x.decode() if isinstance(x, bytes) else str(x) for x in reply)
                 self.counts["done"] += 1
+                if done is not None and moves is not None:
+                    done.add(
+                        item.index,
+                        1,
+                        started,
+                        ended,
+                        elapsed,
+                        loaded.nbytes,
+                        size,
+                        loaded.seconds,
+                        upload_share,
+                        item.index in kept_now,
+                    )
+                    moves.add(size, upload_share, "upload", item.index, None, False)
                 if item.children:
                     self.values.put(ctx.run_id, item.index, value, size)
                 if code == "stop":
@@ -536,53 +604,86 @@ class Worker:
                 elif kept:
                     self.counts["kept"] += 1
                     child = int(kept)
+                    kept_now.add(child)
                     if self._fast_eligible(ctx, child):
                         nxt.append((list(item.acks), child))
                     else:
                         handoffs.append((list(item.acks), child))
+            if done is not None and moves is not None:
+                self._emit(
+                    [done.wire(ended, ctx.run_id, self.id), moves.wire(ended, ctx.run_id, self.id)]
+                )
             work = nxt
         if ctx.stopped:
             self.values.drop_run(ctx.run_id)
             self.runs.forget(ctx.run_id)
         return handoffs
 
-    async def _batch_inputs(self, ctx: RunContext, recs: list[Any]) -> list[list[Any] | None]:
-        """Parent values for each task: from memory, else one MGET for the whole batch."""
-        out: list[list[Any] | None] = []
+    async def _load_inputs(
+        self, ctx: RunContext, recs: list[Any], moves: TransferBatch | None
+    ) -> list[Loaded | None]:
+        """Parent values of each task: from memory, else one MGET for all of them.
+
+        ``None`` for a task whose parent's output is gone (the run ended). Notes a
+        transfer per input in ``moves``: ``local`` when it was in memory here.
+        """
+        run_id = ctx.run_id
+        out: list[Loaded | None] = []
         wanted: dict[int, None] = {}
         for rec in recs:
-            values = []
+            loaded = Loaded([])
             for p in rec.parents:
-                found, value = self.values.get(ctx.run_id, p)
+                found, value, size = self.values.get(run_id, p)
                 if found:
-                    self.values.used(ctx.run_id, p, len(ctx.record(p).children))
-                    values.append(value)
+                    self.values.used(run_id, p, len(ctx.record(p).children))
+                    loaded.values.append(value)
+                    loaded.nbytes += size
+                    if moves is not None:
+                        moves.add(size, 0.0, "local", p, rec.index, True)
                 else:
-                    values.append(_MISSING)
+                    loaded.values.append(_MISSING)
                     wanted[p] = None
-            out.append(values)
-        if not wanted:
-            return out
-        keys = list(wanted)
-        frames = await self.storage.amget([ctx.keys.output(p) for p in keys])
-        fetched = {}
-        for p, frame in zip(keys, frames, strict=True):
-            fetched[p] = _MISSING if frame is None else loads(frame, what=f"output of task {p}")
-        for j, rec in enumerate(recs):
-            values = out[j]
-            assert values is not None
-            for k, p in enumerate(rec.parents):
-                if values[k] is _MISSING:
-                    values[k] = fetched[p]
-                    if values[k] is _MISSING:  # a parent's output is gone: the run ended
+            out.append(loaded)
+        if wanted:
+            keys = list(wanted)
+            t0 = time.perf_counter()
+            frames = await self.storage.amget([ctx.keys.output(p) for p in keys])
+            seconds = time.perf_counter() - t0
+            total = sum(len(f) for f in frames if f is not None) or 1
+            fetched: dict[int, tuple[Any, int, float]] = {}
+            for p, frame in zip(keys, frames, strict=True):
+                if frame is None:
+                    fetched[p] = (_MISSING, 0, 0.0)
+                    continue
+                what = f"output of task {p}"
+                if len(frame) > BIG_FRAME:
+                    value = await anyio.to_thread.run_sync(
+                        lambda f=frame, w=what: loads(f, what=w), limiter=self.executor.limiter
+                    )
+                else:
+                    value = loads(frame, what=what)
+                fetched[p] = (value, len(frame), seconds * len(frame) / total)
+            for j, rec in enumerate(recs):
+                loaded = out[j]
+                assert loaded is not None
+                for k, p in enumerate(rec.parents):
+                    if loaded.values[k] is not _MISSING:
+                        continue
+                    value, size, share = fetched[p]
+                    if value is _MISSING:  # a parent's output is gone: the run ended
                         out[j] = None
                         break
+                    loaded.values[k] = value
+                    loaded.nbytes += size
+                    loaded.seconds += share
+                    if moves is not None:
+                        moves.add(size, share, "download", p, rec.index, False)
         return out
 
     # -- one task --------------------------------------------------------------------
 
     async def _run_task(
-        self, ctx: RunContext, index: int, acks: list[bytes], check_done: bool
+        self, ctx: RunContext, index: int, acks: list[bytes], check_done: bool, kept: bool
     ) -> int | None:
         """Run one task and complete it; the child to run next, if the script kept one."""
         rec = ctx.record(index)
@@ -604,8 +705,10 @@ class Worker:
                 exc = WorkerLostError(
                     f"the worker running task {rec.key} died {int(lost) - 1} times"
                 )
-                await self._fail(ctx, index, exc, "", attempt=int(lost), acks=acks)
+                await self._send([self._fail_cmd(ctx, rec, exc, "", int(lost), acks)])
                 return None
+        started = time.time()
+        self._emit([task_started(started, ctx.run_id, self.id, index, rec.key, rec.name, 1)])
         if rec.leaves is None and rec.spec_key is not None:
             frame = await self.storage.aget(rec.spec_key)
             if frame is None:
@@ -613,27 +716,30 @@ class Worker:
                 await self._ack(acks)
                 return None
             load_spec(rec, frame)
+        moves = TransferBatch() if self.metrics is not None else None
         try:
             fn = await self.functions.get(rec.fn)
-            values = await self._inputs(ctx, rec)
+            [loaded] = await self._load_inputs(ctx, [rec], moves)
         except SerializationError as exc:
-            await self._fail(ctx, index, exc.__cause__ or exc, _tb(exc), attempt=1, acks=acks)
+            cause = exc.__cause__ or exc
+            await self._send([self._fail_cmd(ctx, rec, cause, _tb(exc), 1, acks)])
             return None
-        if values is None:  # the run's data is gone: it ended
+        if loaded is None:  # the run's data is gone: it ended
             ctx.stopped = True
             await self._ack(acks)
             return None
         self._failpoint("before_run", rec.name)
-        outcome = await self.executor.run(fn, rec, values)
+        outcome = await self.executor.run(fn, rec, loaded.values, on_retry=self._retrying(ctx))
         if not outcome.ok:
             assert outcome.error is not None
-            await self._fail(
-                ctx, index, outcome.error, outcome.traceback, attempt=outcome.attempt, acks=acks
+            await self._send(
+                [self._fail_cmd(ctx, rec, outcome.error, outcome.traceback, outcome.attempt, acks)]
             )
             return None
         upload = C.set_(rk.output(index), outcome.frame, ex=ctx.ttl_ms / 1000)
         may_keep = s.keep_children and bool(rec.children)
         self._failpoint("before_upload", rec.name)
+        sent = time.time()
         try:
             if self._failpoints:  # crash tests need the gap between the two
                 await self._send([upload])
@@ -643,12 +749,100 @@ class Worker:
             if isinstance(exc, StorageConnectionError):
                 raise
             # e.g. ValueTooLargeError: the output cannot be stored
-            await self._fail(ctx, index, exc, _tb(exc), attempt=outcome.attempt, acks=acks)
+            await self._send([self._fail_cmd(ctx, rec, exc, _tb(exc), outcome.attempt, acks)])
             return None
+        ended = time.time()
+        size = len(outcome.frame)
+        if moves is not None:
+            moves.add(size, ended - sent, "upload", index, None, False)
+            self._emit(
+                [
+                    task_finished(
+                        ctx.run_id,
+                        self.id,
+                        index,
+                        rec.key,
+                        rec.name,
+                        outcome.attempt,
+                        started,
+                        ended,
+                        outcome.ended - outcome.started,
+                        loaded.nbytes,
+                        size,
+                        loaded.seconds,
+                        ended - sent,
+                        kept,
+                    ),
+                    moves.wire(ended, ctx.run_id, self.id),
+                ]
+            )
         if rec.children:
-            self.values.put(ctx.run_id, index, outcome.value, len(outcome.frame))
+            self.values.put(ctx.run_id, index, outcome.value, size)
         self.counts["done"] += 1
         return self._decision(ctx, replies[1])
+
+    def _retrying(self, ctx: RunContext) -> Any:
+        """What the executor calls when an attempt failed and another follows."""
+
+        def on_retry(rec: Any, exc: BaseException, tb: str, attempt: int) -> None:
+            self._emit(
+                [
+                    task_failed(
+                        time.time(),
+                        ctx.run_id,
+                        self.id,
+                        rec.index,
+                        rec.key,
+                        rec.name,
+                        attempt,
+                        exception_type_name(type(exc)),
+                        str(exc),
+                        tb,
+                        False,
+                    )
+                ]
+            )
+
+        return on_retry
+
+    def _fail_cmd(
+        self,
+        ctx: RunContext,
+        rec: Any,
+        exc: BaseException,
+        tb: str,
+        attempt: int,
+        acks: list[bytes],
+    ) -> C.Cmd:
+        """The ``fail`` call for a task that failed for good (and its event)."""
+        record = error_record(rec, exc, tb, worker=self.id, attempt=attempt, run_id=ctx.run_id)
+        self._emit(
+            [
+                task_failed(
+                    time.time(),
+                    ctx.run_id,
+                    self.id,
+                    rec.index,
+                    rec.key,
+                    rec.name,
+                    attempt,
+                    record["exc_type"],
+                    record["message"],
+                    tb,
+                    True,
+                )
+            ]
+        )
+        ctx.stopped = True
+        self.counts["failed"] += 1
+        s = self.settings
+        return fail_cmd(
+            ctx.keys, rec.index, self.id, record, acks=acks, stream=s.stream, group=s.group
+        )
+
+    def _emit(self, events: list[tuple[Any, ...]]) -> None:
+        if self.metrics is not None:
+            self.metrics.emit_many(events)
 
     def _complete_cmd(
         self, ctx: RunContext, index: int, acks: list[bytes], may_keep: bool
@@ -674,59 +868,6 @@ class Worker:
         if code == "missing":  # pragma: no cover - the output was sent in the same pipeline
             raise StorageError(f"output of task {ctx.run_id}/{kept} vanished before completion")
         return int(kept) if kept else None
-
-    async def _fail(
-        self,
-        ctx: RunContext,
-        index: int,
-        exc: BaseException,
-        tb: str,
-        *,
-        attempt: int,
-        acks: list[bytes],
-    ) -> None:
-        rec = ctx.record(index)
-        record = error_record(rec, exc, tb, worker=self.id, attempt=attempt, run_id=ctx.run_id)
-        await self._send(
-            [
-                fail_cmd(
-                    ctx.keys,
-                    index,
-                    self.id,
-                    record,
-                    acks=acks,
-                    stream=self.settings.stream,
-                    group=self.settings.group,
-                )
-            ]
-        )
-        ctx.stopped = True
-        self.counts["failed"] += 1
-
-    async def _inputs(self, ctx: RunContext, rec: Any) -> list[Any] | None:
-        """Parent values in ``rec.parents`` order: from memory, else one MGET."""
-        values: list[Any] = [None] * len(rec.parents)
-        missing: list[int] = []
-        for j, p in enumerate(rec.parents):
-            found, value = self.values.get(ctx.run_id, p)
-            if found:
-                values[j] = value
-                self.values.used(ctx.run_id, p, len(ctx.record(p).children))
-            else:
-                missing.append(j)
-        if missing:
-            frames = await self.storage.amget([ctx.keys.output(rec.parents[j]) for j in missing])
-            for j, frame in zip(missing, frames, strict=True):
-                if frame is None:
-                    return None
-                what = f"output of task {rec.parents[j]} (input of {rec.key})"
-                if len(frame) > BIG_FRAME:
-                    values[j] = await anyio.to_thread.run_sync(
-                        lambda f=frame, w=what: loads(f, what=w), limiter=self.executor.limiter
-                    )
-                else:
-                    values[j] = loads(frame, what=what)
-        return values
 
     async def _send(self, cmds: list[C.Cmd]) -> list[Any]:
         """A pipeline; scripts the server forgot (a restart) are loaded and the batch resent."""
@@ -798,6 +939,25 @@ class Worker:
             if status != "stopped"
             else C.delete([K.worker_alive(self.id)]),
         ]
+        if status == "alive" and self.metrics is not None:
+            running = []
+            for entry_id in list(self._in_flight)[:20]:
+                running.append(entry_id.decode())
+            self._emit(
+                [
+                    wire(
+                        WorkerHeartbeat(
+                            kind="worker-heartbeat",
+                            ts=time.time(),
+                            worker_id=self.id,
+                            running=running,
+                            memory=_rss(),
+                            done=self.counts["done"],
+                            failed=self.counts["failed"],
+                        )
+                    )
+                ]
+            )
         if self._in_flight and status == "alive":
             # Renew our own pending entries so that a long task is not taken over.
             ids = list(self._in_flight)
@@ -852,6 +1012,26 @@ class Worker:
 
 
 _MISSING: Any = object()
+
+
+class Loaded:
+    """A task's inputs, with what loading them took."""
+
+    __slots__ = ("nbytes", "seconds", "values")
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+        self.nbytes = 0
+        self.seconds = 0.0
+
+
+def _rss() -> int:
+    """Resident memory of this process, in bytes (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _tb(exc: BaseException) -> str:

@@ -1,0 +1,92 @@
+"""What the event log costs: tree reduction with metrics off and with each flush policy.
+
+In one run: 16,384 leaves (16,383 tasks), end to end, on the in-process runtime
+and on a local cluster of 2 workers; every configuration alternates with the
+others, several repetitions; ratios against metrics off.
+
+    python benchmarks/metrics_overhead.py [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import dagrt
+from dagrt.metrics import FlushPolicy
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import Result, save_json
+
+POLICIES: dict[str, bool | FlushPolicy] = {
+    "off": False,
+    "periodic 1s": FlushPolicy(interval=1.0, max_events=None),
+    "size 2000": FlushPolicy(interval=None, max_events=2000),
+    "periodic+size": FlushPolicy(interval=1.0, max_events=2000),
+    "each task": FlushPolicy(after_each_task=True, interval=None, max_events=None),
+}
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leaves", type=int, default=16_384)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/metrics.json"))
+    args = parser.parse_args()
+    task = dagrt.task(add)
+
+    def build() -> dagrt.Node:
+        level = [task(i, i + 1) for i in range(0, args.leaves, 2)]
+        while len(level) > 1:
+            level = [task(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        return level[0]
+
+    async def measure(runtime: str) -> dict[str, list[float]]:
+        clients = {}
+        for name, policy in POLICIES.items():
+            if runtime == "in-process":
+                options = {"processes": False}
+            else:
+                options = {"n_workers": 2, "threads": 1}
+            if policy is False:
+                client = dagrt.Client(metrics=False, **options)
+            else:
+                client = dagrt.Client(flush=policy, **options)  # type: ignore[arg-type]
+            await client.__aenter__()
+            clients[name] = client
+        times: dict[str, list[float]] = {name: [] for name in POLICIES}
+        expected = sum(range(args.leaves))
+        for round_ in range(args.repeat + 1):
+            for name, client in clients.items():
+                t0 = time.perf_counter()
+                assert await client.compute(build()) == expected
+                if round_:  # the first round warms up
+                    times[name].append(time.perf_counter() - t0)
+        for client in clients.values():
+            await client.close()
+        return times
+
+    results = []
+    for runtime in ("in-process", "cluster"):
+        times = asyncio.run(measure(runtime))
+        base = statistics.median(times["off"])
+        print(f"\n{runtime}: tree reduction of {args.leaves - 1} tasks, median of {args.repeat}")
+        for name, ts in times.items():
+            median = statistics.median(ts)
+            print(
+                f"  metrics {name:<14} {median * 1e3:8.1f} ms  {(median / base - 1) * 100:+6.1f}%"
+            )
+            results.append(Result(f"tr[{runtime}]", f"metrics {name}", ts))
+    save_json(results, args.json)
+
+
+if __name__ == "__main__":
+    main()

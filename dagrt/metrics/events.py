@@ -1,0 +1,360 @@
+"""Every fact dagrt records, as an event model.
+
+Events are pydantic models with a ``kind``. On the wire (the ``dagrt:events``
+stream) each is a compact msgpack array: ``[kind code, field, field, ...]`` in
+the model's field order, so that workers can emit them from their hot path as
+plain tuples (see :func:`wire`) and readers rebuild the models
+(:func:`from_wire`). A stream entry carries one or more events of one run.
+
+Kinds: ``run-submitted``, ``run-finished``, ``task-started``, ``task-finished``
+(with :class:`TaskExecutionMetrics`), ``task-failed``, ``transfer``,
+``worker-started``, ``worker-heartbeat``, ``worker-stopped``, ``events-dropped``;
+and two batch kinds, ``tasks-finished`` and ``transfers``, which carry many
+task-finished or transfer events as columns (hot paths log these; readers
+expand them, see :func:`expand`).
+
+Tiny tasks that a worker runs in its fast lane (microseconds each) emit no
+``task-started``: their ``task-finished`` carries the start time.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "Event",
+    "EventsDropped",
+    "RunFinished",
+    "RunSubmitted",
+    "TaskExecutionMetrics",
+    "TaskFailed",
+    "TaskFinished",
+    "TaskStarted",
+    "Transfer",
+    "WorkerHeartbeat",
+    "WorkerStarted",
+    "TasksFinished",
+    "Transfers",
+    "WorkerStopped",
+    "column",
+    "expand",
+    "from_wire",
+    "wire",
+]
+
+
+class Event(BaseModel):
+    """Fields every event has: what, when (wall clock, seconds), which run, which worker."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    code: ClassVar[int]
+    kind: str
+    ts: float
+    run_id: str = ""
+    worker_id: str = ""
+
+
+class RunSubmitted(Event):
+    code: ClassVar[int] = 1
+    kind: Literal["run-submitted"] = "run-submitted"
+    n_tasks: int
+    client_id: str = ""
+    graph_key: str = ""  # where the run's graph (keys, names, edges) is kept
+    runtime: str = ""  # "in-process" or the server URL (password hidden)
+    submit_seconds: float = 0.0
+
+
+class RunFinished(Event):
+    code: ClassVar[int] = 2
+    kind: Literal["run-finished"] = "run-finished"
+    status: Literal["finished", "failed", "cancelled"]
+    makespan: float
+    failed_task: str | None = None
+
+
+class TaskStarted(Event):
+    code: ClassVar[int] = 3
+    kind: Literal["task-started"] = "task-started"
+    task: int  # index in the run's graph
+    key: str
+    name: str
+    attempt: int = 1
+
+
+class TaskExecutionMetrics(Event):
+    """One task's execution: where, when, how long, how many bytes in and out."""
+
+    code: ClassVar[int] = 4
+    kind: Literal["task-finished"] = "task-finished"
+    task: int
+    key: str
+    name: str
+    attempt: int = 1
+    start: float  # wall clock when the task began (inputs loaded after this)
+    end: float  # wall clock when its output was stored
+    execution_time: float  # seconds in the function itself
+    input_bytes: int = 0
+    output_bytes: int = 0
+    download_time: float = 0.0  # seconds loading inputs from storage
+    upload_time: float = 0.0  # seconds storing the output (and completing)
+    kept: bool = False  # ran where its parent's output was (Wukong "become")
+
+
+TaskFinished = TaskExecutionMetrics
+
+
+class TaskFailed(Event):
+    code: ClassVar[int] = 5
+    kind: Literal["task-failed"] = "task-failed"
+    task: int
+    key: str
+    name: str
+    attempt: int = 1
+    exc_type: str
+    message: str
+    traceback: str = ""
+    final: bool = True  # False: a retry follows
+
+
+class Transfer(Event):
+    """One object moved for a task: uploaded, downloaded, or handed over in memory."""
+
+    code: ClassVar[int] = 6
+    kind: Literal["transfer"] = "transfer"
+    key: str  # the storage key of the object
+    bytes: int
+    seconds: float
+    direction: Literal["upload", "download", "local"]
+    producer: int  # task index that made the object
+    consumer: int | None = None  # task index that read it (None for an upload)
+    local: bool = False  # True: the bytes stayed on the worker (no network)
+
+
+class WorkerStarted(Event):
+    code: ClassVar[int] = 7
+    kind: Literal["worker-started"] = "worker-started"
+    host: str = ""
+    pid: int = 0
+    threads: int = 0
+    concurrency: int = 0
+
+
+class WorkerHeartbeat(Event):
+    code: ClassVar[int] = 8
+    kind: Literal["worker-heartbeat"] = "worker-heartbeat"
+    running: list[str] = []  # keys of tasks in flight
+    memory: int = 0  # resident bytes
+    done: int = 0
+    failed: int = 0
+
+
+class WorkerStopped(Event):
+    code: ClassVar[int] = 9
+    kind: Literal["worker-stopped"] = "worker-stopped"
+    done: int = 0
+    failed: int = 0
+
+
+class TasksFinished(Event):
+    """Many ``task-finished`` events of one run, as columns (one sequence per field).
+
+    Hot paths (the in-process runtime, a worker's fast lane) log batches this
+    way; readers expand them into :class:`TaskExecutionMetrics` (see :func:`expand`).
+    On the wire, numeric columns are packed arrays (``array`` bytes), and ``key``
+    and ``name`` may be left empty: the run's graph has them. ``lane`` indexes
+    ``workers`` when the batch spans several lanes (else every task ran on
+    ``worker_id``).
+    """
+
+    code: ClassVar[int] = 11
+    kind: Literal["tasks-finished"] = "tasks-finished"
+    task: list[int]
+    attempt: list[int]
+    start: list[float]
+    end: list[float]
+    execution_time: list[float]
+    input_bytes: list[int]
+    output_bytes: list[int]
+    download_time: list[float]
+    upload_time: list[float]
+    kept: list[bool]
+    key: list[str] = []
+    name: list[str] = []
+    lane: list[int] = []
+    workers: list[str] = []
+
+
+DIRECTIONS = ("upload", "download", "local")
+
+
+class Transfers(Event):
+    """Many ``transfer`` events of one run and worker, as columns.
+
+    ``direction`` holds indexes into :data:`DIRECTIONS`; ``consumer`` is -1 for
+    an upload; ``key`` may be empty (an output's key follows from its producer).
+    """
+
+    code: ClassVar[int] = 12
+    kind: Literal["transfers"] = "transfers"
+    bytes: list[int]
+    seconds: list[float]
+    direction: list[int]
+    producer: list[int]
+    consumer: list[int]
+    local: list[bool]
+    key: list[str] = []
+
+
+class EventsDropped(Event):
+    """The metrics buffer was full (the store was away): this many events were lost."""
+
+    code: ClassVar[int] = 10
+    kind: Literal["events-dropped"] = "events-dropped"
+    count: int
+
+
+MODELS: dict[int, type[Event]] = {
+    m.code: m
+    for m in (
+        RunSubmitted,
+        RunFinished,
+        TaskStarted,
+        TaskExecutionMetrics,
+        TaskFailed,
+        Transfer,
+        WorkerStarted,
+        WorkerHeartbeat,
+        WorkerStopped,
+        EventsDropped,
+        TasksFinished,
+        Transfers,
+    )
+}
+KINDS: dict[str, type[Event]] = {m.model_fields["kind"].default: m for m in MODELS.values()}
+# Field order on the wire, after the code: every field but `kind` (the code says it).
+FIELDS: dict[int, tuple[str, ...]] = {
+    code: tuple(name for name in model.model_fields if name != "kind")
+    for code, model in MODELS.items()
+}
+
+
+def wire(event: Event) -> list[Any]:
+    """The wire form of a model: ``[code, *fields]``."""
+    return [event.code, *(getattr(event, f) for f in FIELDS[event.code])]
+
+
+def from_wire(item: list[Any] | tuple[Any, ...]) -> Event:
+    """A model from its wire form (missing trailing fields take their defaults)."""
+    code, values = item[0], item[1:]
+    model = MODELS[code]
+    fields = dict(zip(FIELDS[code], values, strict=False))
+    if code in _COLUMNS:
+        fields = _decoded(model, fields)
+    return model(**fields)
+
+
+# -- columns on the wire ------------------------------------------------------------
+
+_COLUMN_TYPES = {"d": float, "q": int, "b": bool}
+
+
+def column(values: list[Any], typecode: str) -> bytes:
+    """A numeric column as packed array bytes (``d`` float64, ``q`` int64, ``b`` bool)."""
+    return array(typecode, values).tobytes()
+
+
+def _decoded(model: type[Event], values: dict[str, Any]) -> dict[str, Any]:
+    for name, value in values.items():
+        if isinstance(value, bytes | bytearray) and name in _COLUMNS[model.code]:
+            typecode = _COLUMNS[model.code][name]
+            items = array(typecode, value).tolist()
+            values[name] = [bool(x) for x in items] if typecode == "b" else items
+    return values
+
+
+_COLUMNS: dict[int, dict[str, str]] = {
+    TasksFinished.code: {
+        "task": "q",
+        "attempt": "q",
+        "start": "d",
+        "end": "d",
+        "execution_time": "d",
+        "input_bytes": "q",
+        "output_bytes": "q",
+        "download_time": "d",
+        "upload_time": "d",
+        "kept": "b",
+        "lane": "q",
+    },
+    Transfers.code: {
+        "bytes": "q",
+        "seconds": "d",
+        "direction": "q",
+        "producer": "q",
+        "consumer": "q",
+        "local": "b",
+    },
+}
+
+
+def expand(event: Event, graph: Any = None) -> list[Event]:
+    """One event per fact: a batch (``tasks-finished``, ``transfers``) becomes its items.
+
+    ``graph`` (a :class:`~dagrt.metrics.RunGraph`) supplies keys and names a
+    batch left out.
+    """
+    if isinstance(event, TasksFinished):
+        n = len(event.task)
+        keys = event.key or ([graph.keys[i] for i in event.task] if graph else [""] * n)
+        names = event.name or ([graph.names[i] for i in event.task] if graph else [""] * n)
+        if event.workers and event.lane:
+            workers = [event.workers[j] for j in event.lane]
+        else:
+            workers = [event.worker_id] * n
+        return [
+            TaskExecutionMetrics(
+                kind="task-finished",
+                ts=event.end[j],
+                run_id=event.run_id,
+                worker_id=workers[j],
+                task=event.task[j],
+                key=keys[j],
+                name=names[j],
+                attempt=event.attempt[j],
+                start=event.start[j],
+                end=event.end[j],
+                execution_time=event.execution_time[j],
+                input_bytes=event.input_bytes[j],
+                output_bytes=event.output_bytes[j],
+                download_time=event.download_time[j],
+                upload_time=event.upload_time[j],
+                kept=event.kept[j],
+            )
+            for j in range(n)
+        ]
+    if isinstance(event, Transfers):
+        from ..keys import RunKeys
+
+        outputs = RunKeys(event.run_id) if event.run_id else None
+        n = len(event.bytes)
+        keys = event.key or [outputs.output(p) if outputs else str(p) for p in event.producer]
+        return [
+            Transfer(
+                kind="transfer",
+                ts=event.ts,
+                run_id=event.run_id,
+                worker_id=event.worker_id,
+                key=keys[j],
+                bytes=event.bytes[j],
+                seconds=event.seconds[j],
+                direction=DIRECTIONS[event.direction[j]],  # type: ignore[arg-type]
+                producer=event.producer[j],
+                consumer=None if event.consumer[j] < 0 else event.consumer[j],
+                local=event.local[j],
+            )
+            for j in range(n)
+        ]
+    return [event]

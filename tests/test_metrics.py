@@ -1,0 +1,488 @@
+"""Metrics as events: models, flush policies, persistence, outages, reading, the report."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from conftest import REDIS_CONF, Pool
+from helpers import add, collect, inc
+
+import dagrt
+from dagrt import keys as K
+from dagrt.metrics import (
+    FlushPolicy,
+    MetadataStorage,
+    RunFinished,
+    RunSubmitted,
+    TaskExecutionMetrics,
+    TaskFailed,
+    Transfer,
+    list_runs,
+    read_graph,
+    read_run,
+)
+from dagrt.metrics import events as ev
+from dagrt.metrics import recorder as rec
+from dagrt.metrics.report import analyze, write_report
+from dagrt.storage import InMemoryStorage, RedisServer, RedisStorage
+
+
+def finished_event(run_id: str = "r1", task: int = 0) -> tuple[Any, ...]:
+    now = time.time()
+    return rec.task_finished(run_id, "w1", task, f"t-{task}", "add", 1, now, now, 0.001)
+
+
+async def entries_after(storage: RedisStorage, last: str, block: float) -> list[Any]:
+    """Stream entries of the event log after ``last``, waiting up to ``block`` seconds."""
+    reply = await storage.axread({K.events(): last}, block=block)
+    return reply[0][1] if reply else []
+
+
+# --------------------------------------------------------------------------- models
+
+
+def test_every_event_round_trips_through_its_wire_form() -> None:
+    now = time.time()
+    samples = [
+        ev.RunSubmitted(kind="run-submitted", ts=now, run_id="r", n_tasks=3, client_id="c"),
+        ev.RunFinished(
+            kind="run-finished", ts=now, run_id="r", status="failed", makespan=1.5, failed_task="t"
+        ),
+        ev.TaskStarted(
+            kind="task-started", ts=now, run_id="r", worker_id="w", task=1, key="k", name="f"
+        ),
+        ev.TaskExecutionMetrics(
+            kind="task-finished",
+            ts=now,
+            run_id="r",
+            worker_id="w",
+            task=1,
+            key="k",
+            name="f",
+            start=now,
+            end=now + 1,
+            execution_time=0.5,
+            input_bytes=10,
+            output_bytes=20,
+            download_time=0.1,
+            upload_time=0.2,
+            kept=True,
+        ),
+        ev.TaskFailed(
+            kind="task-failed",
+            ts=now,
+            run_id="r",
+            worker_id="w",
+            task=1,
+            key="k",
+            name="f",
+            exc_type="ValueError",
+            message="m",
+            traceback="tb",
+        ),
+        ev.Transfer(
+            kind="transfer",
+            ts=now,
+            run_id="r",
+            worker_id="w",
+            key="o",
+            bytes=5,
+            seconds=0.1,
+            direction="download",
+            producer=0,
+            consumer=1,
+        ),
+        ev.WorkerStarted(kind="worker-started", ts=now, worker_id="w", host="h", pid=1),
+        ev.WorkerHeartbeat(kind="worker-heartbeat", ts=now, worker_id="w", running=["k"]),
+        ev.WorkerStopped(kind="worker-stopped", ts=now, worker_id="w", done=3),
+        ev.EventsDropped(kind="events-dropped", ts=now, count=7),
+        ev.TasksFinished(
+            kind="tasks-finished",
+            ts=now,
+            run_id="r",
+            worker_id="w",
+            task=[1, 2],
+            key=["a", "b"],
+            name=["f", "g"],
+            attempt=[1, 1],
+            start=[now, now],
+            end=[now + 1, now + 2],
+            execution_time=[1.0, 2.0],
+            input_bytes=[0, 5],
+            output_bytes=[3, 4],
+            download_time=[0.0, 0.1],
+            upload_time=[0.1, 0.1],
+            kept=[False, True],
+        ),
+        ev.Transfers(
+            kind="transfers",
+            ts=now,
+            run_id="r",
+            worker_id="w",
+            key=["o:1"],
+            bytes=[5],
+            seconds=[0.1],
+            direction=[0],
+            producer=[1],
+            consumer=[-1],
+            local=[False],
+        ),
+    ]
+    for event in samples:
+        assert ev.from_wire(ev.wire(event)) == event
+    assert {type(e).model_fields["kind"].default for e in samples} == set(ev.KINDS)
+
+
+def test_batches_expand_into_single_events() -> None:
+    now = time.time()
+    done = rec.FinishedBatch()
+    done.add(3, 1, now, now + 1, 0.5, 10, 20, 0.1, 0.2, True)
+    done.add(4, 2, now, now + 2, 1.5, 0, 7, 0.0, 0.3, False)
+    moves = rec.TransferBatch()
+    moves.add(20, 0.2, "upload", 3, None, False)
+    moves.add(9, 0.0, "local", 1, 3, True)
+    from dagrt.metrics.read import RunGraph
+
+    graph = RunGraph(["k0", "k1", "k2", "k3", "k4"], ["a", "b", "c", "f", "g"], [[]] * 5, [4])
+    one, two = ev.expand(ev.from_wire(done.wire(now + 2, "r", "w")), graph)
+    assert one == ev.from_wire(
+        rec.task_finished("r", "w", 3, "k3", "f", 1, now, now + 1, 0.5, 10, 20, 0.1, 0.2, True)
+    )
+    assert (two.task, two.attempt, two.end, two.kept) == (4, 2, now + 2, False)
+    up, local = ev.expand(ev.from_wire(moves.wire(now, "r", "w")))
+    assert up == ev.from_wire(
+        rec.transfer(now, "r", "w", "dagrt:{r}:o:3", 20, 0.2, "upload", 3, None, False)
+    )
+    assert (local.direction, local.consumer, local.local) == ("local", 3, True)
+
+
+def test_hot_path_builders_agree_with_the_models() -> None:
+    now = time.time()
+    built = ev.from_wire(
+        rec.task_finished("r", "w", 3, "k", "f", 2, now, now + 1, 0.5, 10, 20, 0.1, 0.2, True)
+    )
+    assert built == TaskExecutionMetrics(
+        kind="task-finished",
+        ts=now + 1,
+        run_id="r",
+        worker_id="w",
+        task=3,
+        key="k",
+        name="f",
+        attempt=2,
+        start=now,
+        end=now + 1,
+        execution_time=0.5,
+        input_bytes=10,
+        output_bytes=20,
+        download_time=0.1,
+        upload_time=0.2,
+        kept=True,
+    )
+    assert ev.from_wire(rec.task_started(now, "r", "w", 3, "k", "f", 1)).kind == "task-started"
+    failed = ev.from_wire(rec.task_failed(now, "r", "w", 3, "k", "f", 1, "E", "m", "tb", False))
+    assert isinstance(failed, TaskFailed)
+    assert failed.final is False
+    moved = ev.from_wire(rec.transfer(now, "r", "w", "key", 9, 0.1, "local", 1, 2, True))
+    assert isinstance(moved, Transfer)
+    assert (moved.producer, moved.consumer, moved.local) == (1, 2, True)
+
+
+# --------------------------------------------------------------------------- flush policies
+
+
+async def test_flush_after_each_task(redis_storage: RedisStorage) -> None:
+    policy = FlushPolicy(after_each_task=True, interval=None, max_events=None)
+    async with MetadataStorage(redis_storage, policy) as metrics:
+        metrics.emit(finished_event())
+        with anyio.fail_after(10):
+            entries = await entries_after(redis_storage, "0-0", block=10)
+        assert len(entries) == 1
+
+
+async def test_flush_periodically(redis_storage: RedisStorage) -> None:
+    policy = FlushPolicy(interval=0.2, max_events=None)
+    async with MetadataStorage(redis_storage, policy) as metrics:
+        metrics.emit(rec.task_started(time.time(), "r1", "w", 0, "k", "f", 1))
+        with anyio.fail_after(10):
+            entries = await entries_after(redis_storage, "0-0", block=10)
+        assert len(entries) == 1  # a task-started alone: written by the clock
+
+
+async def test_flush_at_the_size_threshold(redis_storage: RedisStorage) -> None:
+    policy = FlushPolicy(interval=None, max_events=5)
+    async with MetadataStorage(redis_storage, policy) as metrics:
+        for i in range(4):
+            metrics.emit(finished_event(task=i))
+        await anyio.lowlevel.checkpoint()
+        assert redis_storage.xlen(K.events()) == 0  # below the threshold: buffered
+        metrics.emit(finished_event(task=4))
+        with anyio.fail_after(10):
+            [entry] = await entries_after(redis_storage, "0-0", block=10)
+        assert int(entry[1][b"n"]) == 5
+
+
+async def test_flush_at_close_and_combined_policies(redis_storage: RedisStorage) -> None:
+    metrics = MetadataStorage(redis_storage, FlushPolicy(interval=None, max_events=None))
+    await metrics.start()
+    metrics.emit(finished_event())
+    assert redis_storage.xlen(K.events()) == 0
+    await metrics.aclose()
+    assert redis_storage.xlen(K.events()) == 1
+
+    combined = FlushPolicy(after_each_task=True, interval=0.2, max_events=3)
+    async with MetadataStorage(redis_storage, combined) as metrics:
+        metrics.emit(rec.task_started(time.time(), "r1", "w", 0, "k", "f", 1))
+        with anyio.fail_after(10):
+            assert await entries_after(redis_storage, "0-0", block=10)
+
+
+def test_a_worker_flushes_on_sigterm(pool_factory: Any) -> None:
+    pool: Pool = pool_factory(1, "--flush-interval", "0", "--flush-size", "0")
+    storage = RedisStorage(pool.url)
+    assert dagrt.compute(add(inc(1), 2), address=pool.url, metrics=False) == 4
+    assert storage.xlen(K.events()) == 0  # the worker holds its events
+    worker = pool.workers[0]
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    kinds = [e.kind for e in _all_events(storage)]
+    assert kinds.count("task-finished") == 2
+    assert "worker-stopped" in kinds
+    storage.close()
+
+
+def _all_events(storage: RedisStorage) -> list[Any]:
+    from dagrt.serialize import unpack
+
+    out = []
+    for _, fields in storage.xrange(K.events()):
+        out += [ev.from_wire(item) for item in unpack(fields[b"d"])]
+    return out
+
+
+# --------------------------------------------------------------------------- reading
+
+
+async def test_an_in_process_run_logs_everything_read_run_needs() -> None:
+    async with dagrt.Client(processes=False) as client:
+        fut = client.submit(collect(add(inc(1), 2), inc(5)))
+        assert await fut == [4, 6]
+        await client.metrics.flush()
+        events = read_run(client.metrics.storage, fut.run_id)
+        graph = read_graph(client.metrics.storage, fut.run_id)
+        summary = list_runs(client.metrics.storage)[0]
+    assert isinstance(events[0], RunSubmitted)
+    assert isinstance(events[-1], RunFinished)
+    assert events[-1].status == "finished"
+    finished = [e for e in events if isinstance(e, TaskExecutionMetrics)]
+    assert sorted(e.task for e in finished) == list(range(4))
+    assert len(graph) == 4
+    assert sorted(graph.names) == ["add", "collect", "inc", "inc"]
+    assert graph.outputs == [3]
+    assert summary.run_id == fut.run_id
+    assert (summary.status, summary.n_tasks, summary.done) == ("finished", 4, 4)
+
+
+async def test_reading_a_run_reads_only_its_range(redis_storage: RedisStorage) -> None:
+    async with MetadataStorage(redis_storage, FlushPolicy(interval=None)) as metrics:
+        for i in range(50):
+            metrics.emit(finished_event("before", i))
+        await metrics.flush()
+        metrics.emit_event(
+            RunSubmitted(kind="run-submitted", ts=time.time(), run_id="mine", n_tasks=2)
+        )
+        metrics.emit(finished_event("mine", 0))
+        metrics.emit(finished_event("other", 0))
+        metrics.emit(finished_event("mine", 1))
+        await metrics.flush()
+        for i in range(50):
+            metrics.emit(finished_event("after", i))
+    events = read_run(redis_storage, "mine")
+    assert [e.kind for e in events] == ["run-submitted", "task-finished", "task-finished"]
+    record = redis_storage.hgetall(K.run_record("mine"))
+    span = redis_storage.xrange(K.events(), record[b"first"].decode(), record[b"last"].decode())
+    assert len(span) <= 3  # the run's range holds its own entries, not the whole log
+    with pytest.raises(dagrt.RunNotFoundError):
+        read_run(redis_storage, "no-such-run")
+
+
+async def test_a_cluster_run_logs_workers_transfers_and_failures(pool: Pool) -> None:
+    async with dagrt.Client(pool.url, flush=FlushPolicy(interval=0.2)) as client:
+        fut = client.submit(collect(*[add(inc(i), inc(i + 1)) for i in range(10)]))
+        await fut
+        bad = client.submit(add(inc(1), collect(1)))
+        with pytest.raises(dagrt.TaskError):
+            await bad
+    storage = RedisStorage(pool.url)
+    events = await wait_for_events(
+        storage, fut.run_id, lambda es: sum(e.kind == "task-finished" for e in es) >= 31
+    )
+    finished = [e for e in events if isinstance(e, TaskExecutionMetrics)]
+    assert sorted(e.task for e in finished) == list(range(31))
+    assert {e.worker_id for e in finished} <= set(client_ids := _worker_ids(storage))
+    assert client_ids
+    moves = [e for e in events if isinstance(e, Transfer)]
+    uploads = [m for m in moves if m.direction == "upload"]
+    assert sorted(m.producer for m in uploads) == list(range(31))
+    consumed = {(m.producer, m.consumer) for m in moves if m.direction != "upload"}
+    graph = read_graph(storage, fut.run_id)
+    edges = {(p, c) for c, ps in enumerate(graph.parents) for p in ps}
+    assert consumed == edges  # every edge: downloaded once, or handed over in memory
+    failed_events = await wait_for_events(
+        storage, bad.run_id, lambda es: any(isinstance(e, TaskFailed) for e in es)
+    )
+    failures = [e for e in failed_events if isinstance(e, TaskFailed)]
+    assert failures[0].exc_type == "TypeError"
+    assert "Traceback" in failures[0].traceback
+    await storage.aclose()
+
+
+async def wait_for_events(storage: RedisStorage, run_id: str, done: Any) -> list[Any]:
+    """The run's events once ``done(events)`` holds; waits on the log itself (workers
+    write their events on their own schedule)."""
+    last = "$"
+    with anyio.fail_after(30):
+        while True:
+            try:
+                events = read_run(storage, run_id)
+            except dagrt.RunNotFoundError:
+                events = []
+            if done(events):
+                return events
+            reply = await storage.axread({K.events(): last}, block=5)
+            if reply:
+                last = reply[0][1][-1][0]
+
+
+def _worker_ids(storage: RedisStorage) -> list[str]:
+    return [k.decode() for k in storage.hgetall(K.workers())]
+
+
+# --------------------------------------------------------------------------- persistence, outages
+
+
+async def test_events_survive_a_restart_with_the_shipped_config(tmp_path: Path) -> None:
+    with RedisServer(config_file=REDIS_CONF, directory=tmp_path, password="pw") as server:
+        async with dagrt.Client(processes=False, metrics=server.url) as client:
+            fut = client.submit(add(inc(1), 1))
+            await fut
+        server.restart()
+        storage = RedisStorage(server.url)
+        kinds = [e.kind for e in read_run(storage, fut.run_id)]
+        assert kinds[0] == "run-submitted"
+        assert kinds[-1] == "run-finished"
+        assert kinds.count("task-finished") == 2
+        assert len(read_graph(storage, fut.run_id)) == 2
+        await storage.aclose()
+
+
+async def test_the_metrics_store_down_during_a_run(server_factory: Any) -> None:
+    server = server_factory()
+    async with dagrt.Client(
+        processes=False, metrics=server.url, flush=FlushPolicy(interval=0.1)
+    ) as client:
+        server.kill()
+        fut = client.submit(collect(*[inc(i) for i in range(20)]))
+        assert await fut == list(range(1, 21))  # the run does not care
+        await client.metrics.flush()  # fails quietly: the events stay buffered
+        assert client.metrics.written == 0
+        server.restart()
+        await client.metrics.flush()
+        storage = RedisStorage(server.url)
+        kinds = [e.kind for e in read_run(storage, fut.run_id)]
+        assert kinds.count("task-finished") == 21
+        await storage.aclose()
+
+
+async def test_a_full_buffer_drops_and_says_how_many(server_factory: Any) -> None:
+    server = server_factory()
+    storage = RedisStorage(server.url, socket_connect_timeout=0.5, retries=0)
+    metrics = MetadataStorage(storage, FlushPolicy(interval=None, max_events=None, max_buffer=10))
+    await metrics.start()
+    server.kill()
+    for i in range(25):
+        metrics.emit(finished_event(task=i))
+    await metrics.flush()  # fails: kept (10), the rest counted
+    server.restart()
+    await metrics.aclose()
+    events = _all_events(storage)
+    dropped = [e for e in events if e.kind == "events-dropped"]
+    assert len([e for e in events if e.kind == "task-finished"]) == 10
+    assert sum(e.count for e in dropped) == 15
+    await storage.aclose()
+
+
+# --------------------------------------------------------------------------- the report
+
+
+async def test_the_report_of_a_run_on_several_workers(pool: Pool, tmp_path: Path) -> None:
+    async with dagrt.Client(pool.url, flush=FlushPolicy(interval=0.2)) as client:
+        fut = client.submit(collect(*[add(inc(i), inc(2 * i)) for i in range(40)]))
+        await fut
+    storage = RedisStorage(pool.url)
+    await wait_for_events(
+        storage, fut.run_id, lambda es: sum(e.kind == "task-finished" for e in es) >= 121
+    )
+    path = write_report(storage, fut.run_id, tmp_path)
+    series = json.loads((path.parent / "report.json").read_text())
+    page = path.read_text()
+    assert 'id="gantt"' in page
+    assert page.count("data:image/png;base64,") == 3
+    tasks = [bar["task"] for bar in series["gantt"]]
+    assert sorted(tasks) == list(range(121))  # every task once
+    lanes = {bar["worker"] for bar in series["gantt"]}
+    logged = {e.worker_id for e in read_run(storage, fut.run_id) if e.kind == "task-finished"}
+    assert lanes == logged == set(series["workers"])
+    assert set(series["breakdown"]) == lanes
+    assert series["critical_path"][-1] == 120  # ends at the collecting task
+    assert series["bytes_network"] > 0
+    await storage.aclose()
+
+
+def test_the_report_and_runs_commands(
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import anyio as _anyio
+
+    from dagrt.cli import main
+
+    async def one_run() -> str:
+        async with dagrt.Client(processes=False, metrics=redis_url) as client:
+            fut = client.submit(add(inc(1), 2))
+            await fut
+            return fut.run_id
+
+    run_id = _anyio.run(one_run)
+    with pytest.raises(SystemExit) as code:
+        main(["runs", "--redis", redis_url])
+    assert code.value.code == 0
+    assert run_id in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["report", run_id, "--redis", redis_url, "--out", str(tmp_path)])
+    assert (tmp_path / run_id / "report.html").exists()
+
+
+def test_analysis_of_events_alone() -> None:
+    storage = InMemoryStorage()
+    now = time.time()
+    events = [
+        RunSubmitted(kind="run-submitted", ts=now, run_id="r", n_tasks=2),
+        ev.from_wire(rec.task_finished("r", "w1", 0, "a", "f", 1, now, now + 1, 1.0)),
+        ev.from_wire(rec.task_finished("r", "w2", 1, "b", "g", 1, now + 1, now + 3, 2.0)),
+        RunFinished(kind="run-finished", ts=now + 3, run_id="r", status="finished", makespan=3),
+    ]
+    from dagrt.metrics.read import RunGraph
+
+    a = analyze(events, RunGraph(["a", "b"], ["f", "g"], [[], [0]], [1]))
+    assert a.critical_path == [0, 1]
+    assert a.critical_seconds == pytest.approx(3.0)
+    assert a.workers == ["w1", "w2"]
+    assert a.breakdown["w2"]["execute"] == 2.0
+    del storage
