@@ -144,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="reports", help="directory (a folder per run inside)")
     r.set_defaults(func=_report)
 
+    d = sub.add_parser("dashboard", help="the web dashboard (reads only the event log)")
+    d.add_argument("--redis", default=_default_url(), help="server of the event log")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8787)
+    d.set_defaults(func=_dashboard)
+
     ls = sub.add_parser("runs", help="list recent runs from the event log")
     ls.add_argument("--redis", default=_default_url(), help="server of the event log")
     ls.add_argument("--limit", type=int, default=20)
@@ -155,6 +161,19 @@ def _default_url() -> str:
     return os.environ.get("DAGRT_METRICS_URL") or os.environ.get(
         "DAGRT_REDIS_URL", "redis://localhost:6379/0"
     )
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    try:
+        from .dashboard.server import serve
+    except ImportError as exc:
+        print(
+            f"dagrt dashboard needs its extra: pip install 'dagrt[dashboard]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    serve(args.redis, host=args.host, port=args.port)
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:

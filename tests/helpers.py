@@ -9,6 +9,8 @@ from typing import Any
 import anyio
 
 import dagrt
+from dagrt import keys as K
+from dagrt.metrics import read_run
 from dagrt.storage import Storage
 
 
@@ -121,3 +123,23 @@ def mark(signals: Signals, name: str, *_: Any) -> str:
             raise RuntimeError(f"{name} ran twice")
         r.rpush(f"{signals.prefix}:marks", name)
     return name
+
+
+# --------------------------------------------------------------------------- the event log
+
+
+async def wait_for_events(storage: Any, run_id: str, done: Any) -> list[Any]:
+    """The run's events once ``done(events)`` holds; waits on the log itself (workers
+    write their events on their own schedule)."""
+    last = "$"
+    with anyio.fail_after(30):
+        while True:
+            try:
+                events = read_run(storage, run_id)
+            except dagrt.RunNotFoundError:
+                events = []
+            if done(events):
+                return events
+            reply = await storage.axread({K.events(): last}, block=5)
+            if reply:
+                last = reply[0][1][-1][0]

@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from conftest import REDIS_CONF, Pool
-from helpers import add, collect, inc
+from helpers import add, collect, inc, wait_for_events
 
 import dagrt
 from dagrt import keys as K
@@ -342,23 +342,6 @@ async def test_a_cluster_run_logs_workers_transfers_and_failures(pool: Pool) -> 
     assert failures[0].exc_type == "TypeError"
     assert "Traceback" in failures[0].traceback
     await storage.aclose()
-
-
-async def wait_for_events(storage: RedisStorage, run_id: str, done: Any) -> list[Any]:
-    """The run's events once ``done(events)`` holds; waits on the log itself (workers
-    write their events on their own schedule)."""
-    last = "$"
-    with anyio.fail_after(30):
-        while True:
-            try:
-                events = read_run(storage, run_id)
-            except dagrt.RunNotFoundError:
-                events = []
-            if done(events):
-                return events
-            reply = await storage.axread({K.events(): last}, block=5)
-            if reply:
-                last = reply[0][1][-1][0]
 
 
 def _worker_ids(storage: RedisStorage) -> list[str]:

@@ -42,6 +42,7 @@ __all__ = [
     "column",
     "expand",
     "from_wire",
+    "to_dicts",
     "wire",
 ]
 
@@ -358,3 +359,19 @@ def expand(event: Event, graph: Any = None) -> list[Event]:
             for j in range(n)
         ]
     return [event]
+
+
+def to_dicts(item: list[Any] | tuple[Any, ...], graph: Any = None) -> list[dict[str, Any]]:
+    """Plain dicts (JSON-ready) of the events in one wire item, batches expanded.
+
+    The dashboard's path: the same facts as :func:`expand`, without model validation.
+    """
+    code = item[0]
+    if code in _COLUMNS:
+        return [e.model_dump() for e in expand(from_wire(item), graph)]
+    model = MODELS[code]
+    out = dict(zip(FIELDS[code], item[1:], strict=False))
+    out["kind"] = model.model_fields["kind"].default
+    for name in FIELDS[code][len(item) - 1 :]:  # trailing fields left out: defaults
+        out[name] = model.model_fields[name].default
+    return [out]

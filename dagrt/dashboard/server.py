@@ -1,0 +1,401 @@
+"""The dashboard's server: REST for the runs index, graphs and pages of events; a
+WebSocket for live batches. It reads only the event log, never talks to workers.
+
+One reader task per process blocks on ``dagrt:events`` (``XREAD BLOCK`` on a
+connection of its own) and fans each read out, as one message, to the pages
+subscribed to that run (bounded queues: a page that falls behind is
+disconnected and resumes from its last id). A page that (re)connects sends the
+last entry id it applied; it gets the backlog after it first, then the live
+batches, each event exactly once (entries are ordered, so anything at or below
+the last id sent is skipped).
+
+Events travel as JSON objects (``kind``, ``ts``, ``run_id``, ``worker_id`` and
+the kind's fields), batches expanded; each carries its position
+``[entry id, index in the entry]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .. import keys as K
+from ..exceptions import RunNotFoundError, StorageError
+from ..metrics.events import to_dicts
+from ..metrics.read import RunGraph, alist_runs, aread_graph
+from ..serialize import unpack
+from ..storage import RedisStorage, Storage
+from .trace import chrome_trace
+
+__all__ = ["DashboardApp", "create_app", "serve"]
+
+log = logging.getLogger("dagrt.dashboard")
+
+STATIC = Path(__file__).parent / "static"
+READ_COUNT = 2000  # entries per XREAD
+PAGE_COUNT = 2000  # entries per REST page
+QUEUE_BATCHES = 512  # batches a slow page may have waiting before it is dropped
+PING_SECONDS = 15.0
+
+
+def _id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Subscriber:
+    """One page's live subscription: which run (or all runs' summaries), and its queue."""
+
+    def __init__(self, run: str | None) -> None:
+        self.run = run
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_BATCHES)
+        self.delivered: tuple[int, int] = (0, 0)  # the last entry sent to the page
+
+
+class DashboardApp:
+    """State of one dashboard process: the storage, graphs, subscribers, the reader."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.subscribers: set[Subscriber] = set()
+        self.graphs: OrderedDict[str, RunGraph | None] = OrderedDict()
+        self.last_id = "0-0"  # the reader's position in the log
+        self.stopping = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self.reader_storage: RedisStorage | None = None
+
+    # -- graphs ------------------------------------------------------------------------
+
+    async def graph(self, run_id: str) -> RunGraph | None:
+        if run_id in self.graphs and self.graphs[run_id] is not None:
+            self.graphs.move_to_end(run_id)
+            return self.graphs[run_id]
+        try:
+            graph: RunGraph | None = await aread_graph(self.storage, run_id)
+        except RunNotFoundError:
+            graph = None  # not written yet: asked again next time
+        self.graphs[run_id] = graph
+        while len(self.graphs) > 64:
+            self.graphs.popitem(last=False)
+        return graph
+
+    async def entries_to_events(
+        self, entries: list[tuple[bytes, dict[bytes, bytes]]], run: str | None
+    ) -> list[list[Any]]:
+        """``[entry id, index, event]`` for the entries of ``run`` (``None``: run-level
+        and worker events of every run)."""
+        out: list[list[Any]] = []
+        for entry_id, fields in entries:
+            owner = fields.get(b"r", b"").decode()
+            if run is not None and owner != run:
+                continue
+            items = unpack(fields[b"d"])
+            if run is None and owner:
+                items = [i for i in items if i[0] in (1, 2)]  # run submitted / finished
+                if not items:
+                    continue
+            graph = await self.graph(owner) if owner and run is not None else None
+            eid = entry_id.decode()
+            k = 0
+            for item in items:
+                for event in to_dicts(item, graph):
+                    out.append([eid, k, event])
+                    k += 1
+        return out
+
+    # -- the reader ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        reply = await self.storage.axrevrange(K.events(), count=1)
+        self.last_id = reply[0][0].decode() if reply else "0-0"
+        self._reader = asyncio.create_task(self._read(), name="dagrt dashboard reader")
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for sub in list(self.subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(None)
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+
+    async def _read(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                reply = await self.storage.axread(
+                    {K.events(): self.last_id}, count=READ_COUNT, block=1.0
+                )
+            except StorageError as exc:
+                log.warning("dashboard: reading the event log failed: %s", exc)
+                with anyio.move_on_after(1.0):
+                    await self.stopping.wait()
+                continue
+            if not reply:
+                continue
+            entries = reply[0][1]
+            self.last_id = entries[-1][0].decode()
+            await self._fan_out(entries)
+
+    async def _fan_out(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        by_run: dict[str | None, list[list[Any]]] = {}
+        last = entries[-1][0].decode()
+        for sub in list(self.subscribers):
+            if sub.run not in by_run:
+                by_run[sub.run] = await self.entries_to_events(entries, sub.run)
+            message = {"type": "batch", "last": last, "events": by_run[sub.run]}
+            try:
+                sub.queue.put_nowait(message)
+            except asyncio.QueueFull:  # too slow: drop it; the page resumes from its id
+                self.subscribers.discard(sub)
+                with contextlib.suppress(asyncio.QueueFull):
+                    sub.queue.put_nowait(None)
+
+    async def backlog(self, run: str | None, after: str) -> AsyncIterator[dict[str, Any]]:
+        """Batches of the log after ``after`` up to the reader's position."""
+        start = after
+        end = self.last_id
+        if _id(start) >= _id(end):
+            return
+        while True:
+            page = await self.storage.axrange(K.events(), "(" + start, end, PAGE_COUNT)
+            if not page:
+                return
+            start = page[-1][0].decode()
+            events = await self.entries_to_events(page, run)
+            yield {"type": "batch", "last": start, "events": events}
+            if len(page) < PAGE_COUNT or start == end:
+                return
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)
+
+
+async def index(request: Request) -> Response:
+    page = STATIC / "index.html"
+    if not page.exists():
+        return Response("the dashboard's assets are not built", status_code=500)
+    return FileResponse(page, media_type="text/html")
+
+
+async def runs(request: Request) -> Response:
+    app: DashboardApp = request.app.state.dashboard
+    limit = int(request.query_params.get("limit", 100))
+    summaries = await alist_runs(app.storage, max(1, min(limit, 1000)))
+    return _json([s.__dict__ for s in summaries])
+
+
+async def run_detail(request: Request) -> Response:
+    app: DashboardApp = request.app.state.dashboard
+    run_id = request.path_params["run_id"]
+    if not K.valid_run_id(run_id):
+        return _json({"error": f"invalid run id {run_id!r}"}, 400)
+    record = await app.storage.ahgetall(K.run_record(run_id))
+    if not record:
+        return _json({"error": f"no run {run_id!r} in the event log"}, 404)
+    from ..metrics.read import RunSummary
+
+    summary = RunSummary.from_hash(run_id, record).__dict__
+    summary["first"] = record.get(b"first", b"").decode()
+    summary["last"] = record.get(b"last", b"").decode()
+    graph = await app.graph(run_id)
+    body: dict[str, Any] = {"summary": summary, "graph": None}
+    if graph is not None:
+        body["graph"] = {
+            "keys": graph.keys,
+            "names": graph.names,
+            "parents": graph.parents,
+            "outputs": graph.outputs,
+        }
+    return _json(body)
+
+
+async def run_events(request: Request) -> Response:
+    """A page of the run's events after ``after`` (an entry id), ``count`` entries at most."""
+    app: DashboardApp = request.app.state.dashboard
+    run_id = request.path_params["run_id"]
+    record = await app.storage.ahgetall(K.run_record(run_id))
+    if not record or b"first" not in record:
+        return _json({"error": f"no events of run {run_id!r}"}, 404)
+    first, last = record[b"first"].decode(), record[b"last"].decode()
+    after = request.query_params.get("after")
+    count = max(1, min(int(request.query_params.get("count", PAGE_COUNT)), 20_000))
+    start = "(" + after if after else first
+    page = await app.storage.axrange(K.events(), start, last, count)
+    events = await app.entries_to_events(page, run_id)
+    end = page[-1][0].decode() if page else (after or first)
+    return _json({"events": events, "last": end, "done": len(page) < count or end == last})
+
+
+async def trace(request: Request) -> Response:
+    app: DashboardApp = request.app.state.dashboard
+    run_id = request.path_params["run_id"]
+    try:
+        from ..metrics.read import aread_run
+
+        events = await aread_run(app.storage, run_id)
+    except RunNotFoundError as exc:
+        return _json({"error": str(exc)}, 404)
+    return _json(chrome_trace(events))
+
+
+async def workers(request: Request) -> Response:
+    app: DashboardApp = request.app.state.dashboard
+    raw = await app.storage.ahgetall(K.workers())
+    now = time.time()
+    out = []
+    for worker_id, packed in raw.items():
+        info = unpack(packed)
+        info["age"] = now - float(info.get("ts", 0))
+        info["alive"] = bool(await app.storage.aexists(K.worker_alive(worker_id.decode())))
+        out.append(info)
+    return _json(sorted(out, key=lambda w: w["id"]))
+
+
+async def live(websocket: WebSocket) -> None:
+    """``{"run": id | null, "from": last entry id | null}`` in; batches out."""
+    app: DashboardApp = websocket.app.state.dashboard
+    await websocket.accept()
+    try:
+        hello = json.loads(await websocket.receive_text())
+    except (WebSocketDisconnect, ValueError):
+        return
+    run = hello.get("run")
+    if run is not None and not K.valid_run_id(run):
+        await websocket.close(code=1008, reason="invalid run id")
+        return
+    after = hello.get("from") or ("0-0" if run else app.last_id)
+    sub = Subscriber(run)
+    sub.delivered = _id(after)
+    app.subscribers.add(sub)  # first: live batches queue up while the backlog goes out
+    try:
+        async for message in app.backlog(run, after):
+            await websocket.send_text(json.dumps(message))
+            sub.delivered = max(sub.delivered, _id(message["last"]))
+        await websocket.send_text(json.dumps({"type": "live", "last": app.last_id}))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_pump, websocket, sub, tg.cancel_scope)
+            tg.start_soon(_listen, websocket, tg.cancel_scope)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        app.subscribers.discard(sub)
+        if app.stopping.is_set():
+            with contextlib.suppress(Exception):
+                await websocket.close(code=1001, reason="server shutting down")
+
+
+async def _pump(websocket: WebSocket, sub: Subscriber, scope: anyio.CancelScope) -> None:
+    while True:
+        with anyio.move_on_after(PING_SECONDS) as timer:
+            message = await sub.queue.get()
+        if timer.cancelled_caught:
+            await websocket.send_text('{"type":"ping"}')
+            continue
+        if message is None:  # shutting down, or dropped for being slow
+            scope.cancel()
+            return
+        if _id(message["last"]) <= sub.delivered:
+            continue  # the backlog covered it
+        events = [e for e in message["events"] if _id(e[0]) > sub.delivered]
+        await websocket.send_text(
+            json.dumps({"type": "batch", "last": message["last"], "events": events})
+        )
+        sub.delivered = _id(message["last"])
+
+
+async def _listen(websocket: WebSocket, scope: anyio.CancelScope) -> None:
+    """Notice the page going away (its messages are ignored)."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await websocket.receive_text()
+    scope.cancel()
+
+
+def create_app(storage: Storage | str) -> Starlette:
+    """The dashboard as an ASGI app reading the event log behind ``storage``."""
+    if isinstance(storage, str):
+        storage = RedisStorage(storage)
+    dashboard = DashboardApp(storage)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await dashboard.start()
+        try:
+            yield
+        finally:
+            await dashboard.stop()
+            await dashboard.storage.aclose()
+
+    routes = [
+        Route("/", index),
+        Route("/api/runs", runs),
+        Route("/api/runs/{run_id}", run_detail),
+        Route("/api/runs/{run_id}/events", run_events),
+        Route("/api/runs/{run_id}/trace.json", trace),
+        Route("/api/workers", workers),
+        WebSocketRoute("/api/live", live),
+    ]
+    if (STATIC / "assets").exists():
+        routes.append(Mount("/assets", StaticFiles(directory=STATIC / "assets"), name="assets"))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.dashboard = dashboard
+    return app
+
+
+def serve(url: str, *, host: str = "127.0.0.1", port: int = 8787) -> None:
+    """Run the dashboard until SIGINT/SIGTERM (pages get a close, then the process ends)."""
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise SystemExit("dagrt dashboard needs: pip install 'dagrt[dashboard]'") from exc
+    app = create_app(url)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+        ws_ping_interval=None,
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        stopping: list[asyncio.Task[None]] = []
+
+        def stop(*_: Any) -> None:
+            dashboard: DashboardApp = app.state.dashboard
+            # close the pages' sockets (1001) now; uvicorn then stops serving
+            stopping.append(loop.create_task(dashboard.stop()))
+            server.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        print(f"dagrt dashboard: http://{host}:{port}/", flush=True)
+        await server.serve()
+
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    asyncio.run(main())

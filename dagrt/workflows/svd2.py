@@ -1,0 +1,155 @@
+"""SVD of a square matrix, randomized (compressed) to rank k with power iterations.
+
+A (n x n, in p row blocks, a quickly decaying spectrum) is sketched with a random
+Omega: Y = A Omega, then q power iterations Y = A (A^T Y) (A^T Y summed over
+blocks in a tree); TSQR of Y gives Q blocks; B = Q^T A (summed in a tree); the SVD
+of the small B gives S, V and U = Q U_B. Tasks: 9p + q(3p - 1) + 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import dagrt
+
+from .svd1 import eye, tsqr
+
+__all__ = ["BENCH", "DEFAULTS", "build", "check", "n_tasks", "reference"]
+
+DEFAULTS: dict[str, Any] = {"n": 400, "k": 10, "blocks": 4, "power": 1, "seed": 0}
+BENCH: dict[str, Any] = {"n": 6_000, "k": 20, "blocks": 8, "power": 2, "seed": 0}
+OVERSAMPLE = 10
+
+
+def _spectrum(n: int) -> np.ndarray:
+    return 0.7 ** np.arange(n)
+
+
+def _v(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 999])
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    return q
+
+
+def _block(n: int, blocks: int, seed: int, i: int, v: np.ndarray | None = None) -> np.ndarray:
+    bounds = np.linspace(0, n, blocks + 1).astype(int)
+    rng = np.random.default_rng([seed, i])
+    g = rng.standard_normal((int(bounds[i + 1] - bounds[i]), n)) / np.sqrt(n)
+    vv = _v(n, seed) if v is None else v
+    return (g * _spectrum(n)) @ vv.T
+
+
+@dagrt.task
+def generate(n: int, blocks: int, seed: int, i: int) -> np.ndarray:
+    return _block(n, blocks, seed, i)
+
+
+@dagrt.task
+def omega(n: int, width: int, seed: int) -> np.ndarray:
+    return np.random.default_rng([seed, 12345]).standard_normal((n, width))
+
+
+@dagrt.task
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a @ b
+
+
+@dagrt.task
+def t_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a.T @ b
+
+
+@dagrt.task
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a + b
+
+
+@dagrt.task
+def svd_small(b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    u, s, vt = np.linalg.svd(b, full_matrices=False)
+    return u[:, :k], s[:k], vt[:k]
+
+
+@dagrt.task
+def u_block(q: np.ndarray, usv: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    return q @ usv[0]
+
+
+@dagrt.task
+def assemble(
+    u_blocks: list[np.ndarray], usv: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.vstack(u_blocks), usv[1], usv[2]
+
+
+def _tree_sum(parts: list[Any]) -> Any:
+    level = list(parts)
+    while len(level) > 1:
+        nxt = [add(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def _check(n: int, k: int, blocks: int, power: int) -> None:
+    width = k + OVERSAMPLE
+    if k < 1 or blocks < 1 or power < 0 or n < width * blocks:
+        raise ValueError(
+            f"svd2 needs n >= (k + {OVERSAMPLE}) * blocks, k >= 1, power >= 0; "
+            f"got n={n}, k={k}, blocks={blocks}, power={power}"
+        )
+
+
+def build(
+    n: int = DEFAULTS["n"],
+    k: int = DEFAULTS["k"],
+    blocks: int = DEFAULTS["blocks"],
+    power: int = DEFAULTS["power"],
+    seed: int = DEFAULTS["seed"],
+) -> dagrt.Node:
+    _check(n, k, blocks, power)
+    width = k + OVERSAMPLE
+    a = [generate(n, blocks, seed, i) for i in range(blocks)]
+    sketch = omega(n, width, seed)
+    y = [matmul(ai, sketch) for ai in a]
+    for _ in range(power):
+        z = _tree_sum([t_matmul(ai, yi) for ai, yi in zip(a, y, strict=True)])
+        y = [matmul(ai, z) for ai in a]
+    _, down_pass = tsqr(y)
+    q = down_pass(eye(width), -1)
+    b = _tree_sum([t_matmul(qi, ai) for qi, ai in zip(q, a, strict=True)])
+    usv = svd_small(b, k)
+    return assemble([u_block(qi, usv) for qi in q], usv)
+
+
+def n_tasks(blocks: int = DEFAULTS["blocks"], power: int = DEFAULTS["power"], **_: Any) -> int:
+    return 9 * blocks + power * (3 * blocks - 1) + 1
+
+
+def matrix(n: int, blocks: int, seed: int) -> np.ndarray:
+    v = _v(n, seed)
+    return np.vstack([_block(n, blocks, seed, i, v) for i in range(blocks)])
+
+
+def reference(
+    n: int = DEFAULTS["n"],
+    k: int = DEFAULTS["k"],
+    blocks: int = DEFAULTS["blocks"],
+    power: int = DEFAULTS["power"],
+    seed: int = DEFAULTS["seed"],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    _check(n, k, blocks, power)
+    u, s, vt = np.linalg.svd(matrix(n, blocks, seed), full_matrices=False)
+    return u[:, :k], s[:k], vt[:k]
+
+
+def check(result: Any, expected: Any) -> bool:
+    u, s, vt = result
+    eu, es, evt = expected
+    return bool(
+        np.allclose(s, es, rtol=1e-6, atol=1e-9)
+        and np.allclose((u * s) @ vt, (eu * es) @ evt, atol=1e-6)
+    )
