@@ -144,6 +144,17 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="reports", help="directory (a folder per run inside)")
     r.set_defaults(func=_report)
 
+    from .workflows import NAMES
+
+    m = sub.add_parser("demo", help="run a workflow on a local cluster, with a progress bar")
+    m.add_argument("workflow", nargs="?", default="wordcount", choices=NAMES)
+    m.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
+    m.add_argument("--file", default=None, help="a text (wordcount) or image (image_transform)")
+    m.add_argument("--dashboard", action="store_true", help="serve the live dashboard too")
+    m.add_argument("--port", type=int, default=8787, help="the dashboard's port")
+    m.add_argument("--out", default="reports", help="where the report is written")
+    m.set_defaults(func=_demo)
+
     d = sub.add_parser("dashboard", help="the web dashboard (reads only the event log)")
     d.add_argument("--redis", default=_default_url(), help="server of the event log")
     d.add_argument("--host", default="127.0.0.1")
@@ -161,6 +172,23 @@ def _default_url() -> str:
     return os.environ.get("DAGRT_METRICS_URL") or os.environ.get(
         "DAGRT_REDIS_URL", "redis://localhost:6379/0"
     )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .demo import run_demo
+
+    try:
+        anyio.run(lambda: run_demo(args.workflow, n_workers=args.workers, path=args.file,
+                                   dashboard=args.dashboard, dashboard_port=args.port,
+                                   out=args.out))
+    except KeyboardInterrupt:
+        pass
+    except ImportError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
 
 
 def _dashboard(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ Where it runs:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -281,6 +282,39 @@ class Client:
     def as_completed(self, futures: Iterable[RunFuture]) -> AsyncIterator[RunFuture]:
         """Iterate over ``futures`` in the order their runs end."""
         return _futures.as_completed(futures)
+
+    async def progress(self, future: RunFuture) -> AsyncIterator[tuple[int, int]]:
+        """``(done, total)`` as the run's tasks complete, until it ends (for progress bars).
+
+        On worker processes it follows the run's progress stream; in-process it
+        reports the end only.
+        """
+        if not isinstance(future, RunFuture):
+            raise TypeError(f"progress() takes a RunFuture, got {type(future).__name__}")
+        total = len(future.dag) if future.dag is not None else 0
+        runtime = self._runtime
+        source = getattr(runtime, "progress", None)
+        if source is not None and not future.done():
+            updates: asyncio.Queue[int | None] = asyncio.Queue()
+
+            async def follow() -> None:
+                try:
+                    async for done in source(future.run_id, total):
+                        updates.put_nowait(done)
+                finally:
+                    updates.put_nowait(None)
+
+            follower = asyncio.create_task(follow())
+            future.add_done_callback(lambda _: follower.cancel())
+            try:
+                while (done := await updates.get()) is not None:
+                    yield done, total
+            finally:
+                follower.cancel()
+        with contextlib.suppress(BaseException):
+            await future
+        if future.status == "finished":
+            yield total, total
 
     # -- internals ------------------------------------------------------------------
 

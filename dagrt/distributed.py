@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator
 import json
 import logging
 import os
@@ -164,6 +165,27 @@ class DistributedRuntime:
                     raise _task_error(fields)
                 if kind == "cancelled":
                     raise asyncio.CancelledError(f"run {spec.run_id} was cancelled")
+
+    async def progress(self, run_id: str, total: int) -> AsyncIterator[int]:
+        """Tasks done so far, each time workers complete some (blocks on the run's
+        progress stream); ends when all are done or the run's keys are gone."""
+        storage = self.storage
+        assert storage is not None
+        rk = K.RunKeys(run_id)
+        last: str | bytes = "0-0"
+        done = 0
+        while done < total:
+            reply = await storage.axread({rk.progress: last}, count=1000, block=_BLOCK)
+            if not reply:
+                if not await storage.aexists(rk.meta):
+                    return
+                continue
+            for entry_id, fields in reply[0][1]:
+                last = entry_id
+                tasks = fields.get(b"t", b"")
+                if tasks and tasks != b"-1":
+                    done += tasks.count(b",") + 1
+            yield done
 
     async def _warn_if_no_workers(self, storage: Storage) -> None:
         workers = await storage.ahgetall(K.workers())

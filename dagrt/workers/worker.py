@@ -129,6 +129,7 @@ class Worker:
         self._slots = anyio.Semaphore(settings.concurrency)
         self._threads = settings.threads or os.cpu_count() or 1
         self._slow = 0  # chains in flight outside the fast lane
+        self._fast_seen = False  # the last entry admitted was a tiny task: read wide
         self._slow_freed = anyio.Event()
         self._in_flight: dict[bytes, float] = {}  # entry id -> time taken
         self._stopping = anyio.Event()
@@ -299,8 +300,9 @@ class Worker:
             await self._slots.acquire()
             self._slots.release()
             taken = max(1, self._slots.value)
-            if self._slow:
-                # Heavy work in flight: take one more entry than threads can run.
+            if self._slow or not self._fast_seen:
+                # Heavy work in flight, or tasks of unknown cost: take one more entry
+                # than threads can run, so that other workers get their share.
                 room = self._threads + 1 - self._slow
                 if room <= 0:
                     self._slow_freed = anyio.Event()
@@ -384,7 +386,9 @@ class Worker:
                 ctx, index = admitted
                 if not reclaimed and self._fast_eligible(ctx, index):
                     fast.setdefault(ctx.run_id, (ctx, []))[1].append(([entry_id], index))
+                    self._fast_seen = True
                 else:
+                    self._fast_seen = False
                     self._chain_apart(ctx, [entry_id], index, check_done=reclaimed)
             for ctx, work in fast.values():
                 handoffs = await self._guarded(self._run_fast(ctx, work), [w[0][0] for w in work])

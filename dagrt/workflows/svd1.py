@@ -1,10 +1,11 @@
 """SVD of a tall-and-skinny matrix (m x n, m >> n) by blocked TSQR.
 
-A's p row blocks each get a QR; the R factors are stacked two by two and
-factored again up a tree; the SVD of the final R gives S and V, and U is put
-together per block by carrying the left factor back down the tree. Tasks:
-p generate, p QR, p - 1 combines, 1 SVD of R, p - 1 down steps, p U blocks,
-1 assembly: 5p.
+A's p row blocks each get a QR; the R factors (picked from each QR by a tiny
+task that runs where the QR did, so the large Q stays there) are stacked two by
+two and factored again up a tree; the SVD of the final R gives S and V, and U is
+put together per block by carrying the left factor back down the tree. Tasks:
+p generate, p QR, p R picks, p - 1 combines, 1 SVD of R, p - 1 down steps, p U
+blocks, 1 assembly: 6p.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def generate(m: int, n: int, blocks: int, seed: int, i: int) -> np.ndarray:
 def qr(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     q, r = np.linalg.qr(a)
     return q, r
+
+
+@dagrt.task
+def r_of(qr_out: tuple[np.ndarray, np.ndarray]) -> tuple[None, np.ndarray]:
+    """The R factor alone (what the tree above needs)."""
+    return None, qr_out[1]
 
 
 @dagrt.task
@@ -89,7 +96,8 @@ def tsqr(parts: list[Any]) -> tuple[Any, Any]:
     ``Q_total @ M`` in row order.
     """
     leaves = [qr(p) for p in parts]
-    level: list[tuple[Any, Any]] = [(x, None) for x in leaves]  # (node, children)
+    # The tree climbs on the R factors only; the leaves keep their Q for the way down.
+    level: list[tuple[Any, Any]] = [(r_of(x), ("leaf", x)) for x in leaves]
     while len(level) > 1:
         nxt = [
             (combine(level[i][0], level[i + 1][0]), (level[i], level[i + 1]))
@@ -105,8 +113,8 @@ def tsqr(parts: list[Any]) -> tuple[Any, Any]:
         stack = [(root, m, part)]
         while stack:
             (node, children), mm, pp = stack.pop()
-            if children is None:
-                out.append(leaf(node, mm, pp))
+            if children[0] == "leaf":
+                out.append(leaf(children[1], mm, pp))
                 continue
             halves = down(node, mm, pp)
             stack.append((children[1], halves, 1))
@@ -136,7 +144,7 @@ def build(
 
 
 def n_tasks(blocks: int = DEFAULTS["blocks"], **_: Any) -> int:
-    return 5 * blocks
+    return 6 * blocks
 
 
 def matrix(m: int, n: int, blocks: int, seed: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 A (n x n, in p row blocks, a quickly decaying spectrum) is sketched with a random
 Omega: Y = A Omega, then q power iterations Y = A (A^T Y) (A^T Y summed over
 blocks in a tree); TSQR of Y gives Q blocks; B = Q^T A (summed in a tree); the SVD
-of the small B gives S, V and U = Q U_B. Tasks: 9p + q(3p - 1) + 1.
+of the small B gives S, V and U = Q U_B. Tasks: 10p + q(3p - 1) + 2.
 """
 
 from __future__ import annotations
@@ -33,17 +33,21 @@ def _v(n: int, seed: int) -> np.ndarray:
     return q
 
 
-def _block(n: int, blocks: int, seed: int, i: int, v: np.ndarray | None = None) -> np.ndarray:
+def _block(n: int, blocks: int, seed: int, i: int, v: np.ndarray) -> np.ndarray:
     bounds = np.linspace(0, n, blocks + 1).astype(int)
     rng = np.random.default_rng([seed, i])
     g = rng.standard_normal((int(bounds[i + 1] - bounds[i]), n)) / np.sqrt(n)
-    vv = _v(n, seed) if v is None else v
-    return (g * _spectrum(n)) @ vv.T
+    return (g * _spectrum(n)) @ v.T
 
 
 @dagrt.task
-def generate(n: int, blocks: int, seed: int, i: int) -> np.ndarray:
-    return _block(n, blocks, seed, i)
+def right_vectors(n: int, seed: int) -> np.ndarray:
+    return _v(n, seed)
+
+
+@dagrt.task
+def generate(n: int, blocks: int, seed: int, i: int, v: np.ndarray) -> np.ndarray:
+    return _block(n, blocks, seed, i, v)
 
 
 @dagrt.task
@@ -112,7 +116,8 @@ def build(
 ) -> dagrt.Node:
     _check(n, k, blocks, power)
     width = k + OVERSAMPLE
-    a = [generate(n, blocks, seed, i) for i in range(blocks)]
+    v = right_vectors(n, seed)
+    a = [generate(n, blocks, seed, i, v) for i in range(blocks)]
     sketch = omega(n, width, seed)
     y = [matmul(ai, sketch) for ai in a]
     for _ in range(power):
@@ -126,7 +131,7 @@ def build(
 
 
 def n_tasks(blocks: int = DEFAULTS["blocks"], power: int = DEFAULTS["power"], **_: Any) -> int:
-    return 9 * blocks + power * (3 * blocks - 1) + 1
+    return 10 * blocks + power * (3 * blocks - 1) + 2
 
 
 def matrix(n: int, blocks: int, seed: int) -> np.ndarray:

@@ -1,0 +1,82 @@
+"""The benchmark workflows written the idiomatic Dask way, at the same sizes.
+
+dask.array for gemm (``A @ B``), svd1 (``da.linalg.svd`` of a tall-and-skinny
+array: TSQR) and svd2 (``da.linalg.svd_compressed``); dask.bag for wordcount;
+dask.delayed for tree reduction and the tiled image pipeline (the same
+functions dagrt runs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask
+import dask.array as da
+import dask.bag as db
+import numpy as np
+from dask import delayed
+
+from dagrt.workflows import image_transform, svd2, wordcount
+
+
+def tree_reduction(n: int) -> Any:
+    add = delayed(lambda x, y: x + y, pure=False)
+    level: list[Any] = list(range(n))
+    while len(level) > 1:
+        nxt = [add(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def gemm(n: int, b: int, seed: int) -> Any:
+    rs = da.random.RandomState(seed)
+    a = rs.standard_normal((n, n), chunks=n // b)
+    bb = rs.standard_normal((n, n), chunks=n // b)
+    return a @ bb
+
+
+def word_count(words: int, chunks: int, seed: int, path: Any = None) -> Any:
+    text = wordcount.generate(words, seed) if path is None else open(path).read()
+    pieces = wordcount.split(text, chunks)
+    bag = db.from_sequence(pieces, npartitions=chunks)
+    return bag.map(lambda chunk: wordcount._TOKEN.findall(chunk.lower())).flatten().frequencies()
+
+
+def image(height: int, width: int, tiles: int, seed: int, path: Any = None) -> Any:
+    img = delayed(image_transform.make_image)(height, width, seed)
+    parts = []
+    for box in image_transform.boxes(height, width, tiles):
+        tile = delayed(image_transform.cut.fn)(img, box)
+        tile = delayed(image_transform.grayscale.fn)(tile)
+        tile = delayed(image_transform.blur.fn)(tile)
+        parts.append(delayed(image_transform.edges.fn)(tile))
+    return delayed(image_transform.assemble.fn)(parts)
+
+
+def svd_tall(m: int, n: int, blocks: int, seed: int) -> Any:
+    a = da.random.RandomState(seed).standard_normal((m, n), chunks=(m // blocks, n))
+    return da.linalg.svd(a)
+
+
+def svd_square(n: int, k: int, blocks: int, power: int, seed: int) -> Any:
+    g = da.random.RandomState(seed).standard_normal((n, n), chunks=(n // blocks, n)) / np.sqrt(n)
+    v = svd2._v(n, seed)
+    a = (g * svd2._spectrum(n)) @ v.T
+    return da.linalg.svd_compressed(a, k, n_power_iter=power, seed=seed)
+
+
+BUILDERS = {
+    "tree_reduction": tree_reduction,
+    "gemm": gemm,
+    "wordcount": word_count,
+    "image_transform": image,
+    "svd1": svd_tall,
+    "svd2": svd_square,
+}
+
+
+def compute(obj: Any, **kwargs: Any) -> Any:
+    (result,) = dask.compute(obj, **kwargs)
+    return dict(result) if isinstance(result, list) and result and isinstance(result[0], tuple) else result
