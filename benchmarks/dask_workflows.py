@@ -8,6 +8,7 @@ functions dagrt runs).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -38,7 +39,7 @@ def gemm(n: int, b: int, seed: int) -> Any:
 
 
 def word_count(words: int, chunks: int, seed: int, path: Any = None) -> Any:
-    text = wordcount.generate(words, seed) if path is None else open(path).read()
+    text = wordcount.generate(words, seed) if path is None else Path(path).read_text()
     pieces = wordcount.split(text, chunks)
     bag = db.from_sequence(pieces, npartitions=chunks)
     return bag.map(lambda chunk: wordcount._TOKEN.findall(chunk.lower())).flatten().frequencies()
@@ -79,4 +80,8 @@ BUILDERS = {
 
 def compute(obj: Any, **kwargs: Any) -> Any:
     (result,) = dask.compute(obj, **kwargs)
-    return dict(result) if isinstance(result, list) and result and isinstance(result[0], tuple) else result
+    return (
+        dict(result)
+        if isinstance(result, list) and result and isinstance(result[0], tuple)
+        else result
+    )

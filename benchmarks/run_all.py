@@ -76,14 +76,17 @@ def main() -> None:
             dask_params = {k: v for k, v in params.items() if k != "path"}
             runs = {
                 "dask-threads": lambda: dask_workflows.compute(
-                    dask_workflows.BUILDERS[name](**dask_params), scheduler="threads",
-                    num_workers=2),
+                    dask_workflows.BUILDERS[name](**dask_params), scheduler="threads", num_workers=2
+                ),
                 "dask-distributed": lambda: dask_workflows.compute(
-                    dask_workflows.BUILDERS[name](**dask_params), scheduler=dask_client.get),
+                    dask_workflows.BUILDERS[name](**dask_params), scheduler=dask_client.get
+                ),
                 "dagrt-inprocess": lambda: loop.run_until_complete(
-                    inprocess.compute(flow.build(**params))),
+                    inprocess.compute(flow.build(**params))
+                ),
                 "dagrt-cluster": lambda: loop.run_until_complete(
-                    cluster.compute(flow.build(**params))),
+                    cluster.compute(flow.build(**params))
+                ),
             }
             times: dict[str, list[float]] = {s: [] for s in SYSTEMS}
             print(f"{name} {params} ...", flush=True)
@@ -129,8 +132,9 @@ def chart(results: list[Result], path: Path) -> None:
     width = 0.2
     fig, ax = plt.subplots(figsize=(10, 4))
     for k, system in enumerate(SYSTEMS):
-        medians = [next(r.median for r in results if r.workload == n and r.system == system)
-                   for n in names]
+        medians = [
+            next(r.median for r in results if r.workload == n and r.system == system) for n in names
+        ]
         ax.bar([i + (k - 1.5) * width for i in range(len(names))], medians, width, label=system)
     ax.set_xticks(range(len(names)), names)
     ax.set_yscale("log")

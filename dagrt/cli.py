@@ -180,9 +180,16 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     try:
-        anyio.run(lambda: run_demo(args.workflow, n_workers=args.workers, path=args.file,
-                                   dashboard=args.dashboard, dashboard_port=args.port,
-                                   out=args.out))
+        anyio.run(
+            lambda: run_demo(
+                args.workflow,
+                n_workers=args.workers,
+                path=args.file,
+                dashboard=args.dashboard,
+                dashboard_port=args.port,
+                out=args.out,
+            )
+        )
     except KeyboardInterrupt:
         pass
     except ImportError as exc:

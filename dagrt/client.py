@@ -68,6 +68,16 @@ class Client:
         Worker processes of the local cluster (default: one per core).
     threads:
         Threads for sync task functions: in-process, or per local worker.
+    metrics:
+        The event log: ``True`` (default: the pool's server, or in memory for
+        ``processes=False``), ``False``, a ``redis://`` URL or a ``Storage``.
+    flush:
+        When events are written (:class:`dagrt.metrics.FlushPolicy`).
+    locality:
+        Wukong's locality switches for runs on workers, both on by default:
+        ``keep_children`` (a worker runs a child that became ready on its own
+        completion, holding one of its inputs) and ``keep_outputs`` (the output
+        of a task whose one child runs on the same worker is never uploaded).
     """
 
     def __init__(
@@ -79,6 +89,7 @@ class Client:
         threads: int | None = None,
         metrics: bool | str | Storage = True,
         flush: FlushPolicy | None = None,
+        locality: dict[str, bool] | None = None,
     ) -> None:
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a redis:// URL string or None, got {address!r}")
@@ -99,6 +110,13 @@ class Client:
             )
         if flush is not None and not isinstance(flush, FlushPolicy):
             raise TypeError(f"flush must be a dagrt.metrics.FlushPolicy, got {flush!r}")
+        locality = dict(locality or {})
+        unknown = set(locality) - {"keep_children", "keep_outputs"}
+        if unknown:
+            raise ValueError(
+                f"unknown locality switches {sorted(unknown)}: use keep_children, keep_outputs"
+            )
+        self._locality = locality
         self.address = address
         self._metrics_option = metrics
         self._flush = flush
@@ -143,7 +161,12 @@ class Client:
             if self._flush.after_each_task:
                 options["flush-each-task"] = ""
         return DistributedRuntime(
-            self.address, n_workers=self.n_workers, threads=self.threads, worker_options=options
+            self.address,
+            n_workers=self.n_workers,
+            threads=self.threads,
+            worker_options=options,
+            keep_children=self._locality.get("keep_children", True),
+            keep_outputs=self._locality.get("keep_outputs", True),
         )
 
     def _make_metrics(self, runtime: Runtime) -> MetadataStorage | None:

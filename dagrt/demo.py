@@ -89,8 +89,10 @@ async def run_demo(
             viewer = _start_dashboard(url, dashboard_port)
             say(f"Dashboard: http://127.0.0.1:{dashboard_port}/  (live, then replay)")
         node = flow.build(**params)
-        say(f"Running {name} ({flow.n_tasks(**params):,} tasks) on "
-            f"{len(runtime.cluster.processes)} workers")
+        say(
+            f"Running {name} ({flow.n_tasks(**params):,} tasks) on "
+            f"{len(runtime.cluster.processes)} workers"
+        )
         started = time.perf_counter()
         fut = client.submit(node)
         tty = stream.isatty()
@@ -108,16 +110,20 @@ async def run_demo(
         say(f"Result: {summarize(name, result)}")
         await client.metrics.flush()  # type: ignore[union-attr]
         facts = await _facts(runtime.storage, fut.run_id, flow.n_tasks(**params))
-        say(f"Makespan: {facts['makespan']:.3f} s (wall {wall:.3f} s), tasks: {facts['tasks']:,}, "
+        say(
+            f"Makespan: {facts['makespan']:.3f} s (wall {wall:.3f} s), tasks: {facts['tasks']:,}, "
             f"bytes moved: {facts['bytes_network']:,} over storage, "
-            f"{facts['bytes_local']:,} kept on workers")
+            f"{facts['bytes_local']:,} kept on workers"
+        )
         report = await anyio.to_thread.run_sync(_report, runtime.storage, fut.run_id, out)
         if report is not None:
             say(f"Report: {report}")
-            say(f"Open it with: python -m webbrowser file://{Path(report).resolve()}")
+            say(f"Open it with: python -m webbrowser file://{report}")
         else:
-            say("Report: install matplotlib for it (pip install 'dagrt[report]'), then "
-                f"dagrt report {fut.run_id} --redis <url of a persistent server>")
+            say(
+                "Report: install matplotlib for it (pip install 'dagrt[report]'), then "
+                f"dagrt report {fut.run_id} --redis <url of a persistent server>"
+            )
         if viewer is not None:
             say("Serving the dashboard; Ctrl-C stops it and the cluster.")
             try:
@@ -156,7 +162,7 @@ def _report(storage: Any, run_id: str, out: str | Path) -> str | None:
         return None
     from .metrics.report import write_report
 
-    return str(write_report(storage, run_id, out))
+    return str(write_report(storage, run_id, out).resolve())
 
 
 def _start_dashboard(url: str, port: int) -> subprocess.Popen[str]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 import json
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -52,8 +52,12 @@ class DistributedRuntime:
         ttl: float = scheduler.DEFAULT_TTL,
         stream: str = K.tasks_stream(),
         worker_options: dict[str, Any] | None = None,
+        keep_children: bool = True,
+        keep_outputs: bool = True,
     ) -> None:
         self.address = address
+        self.keep_children = keep_children
+        self.keep_outputs = keep_outputs
         self.worker_options = worker_options or {}
         self.n_workers = n_workers
         self.threads = threads
@@ -118,6 +122,8 @@ class DistributedRuntime:
             ttl=self.ttl,
             known_functions=self._known_functions,
             client_id=self.client_id,
+            keep_children=self.keep_children,
+            keep_outputs=self.keep_outputs,
         )
         status = "failed"
         try:

@@ -80,7 +80,7 @@ def _complete_twin(redis: InMemoryStorage, keys: list[str], argv: list[Any]) -> 
     counted: list[str] = []
     pos = 4
     for j in range(n_tasks):
-        index, may_keep, n_children = argv[pos], str(argv[pos + 1]), int(argv[pos + 2])
+        index, mode, n_children = argv[pos], str(argv[pos + 1]), int(argv[pos + 2])
         children = argv[pos + 3 : pos + 3 + n_children]
         n_acks = int(argv[pos + 3 + n_children])
         entries = argv[pos + 4 + n_children : pos + 4 + n_children + n_acks]
@@ -97,13 +97,24 @@ def _complete_twin(redis: InMemoryStorage, keys: list[str], argv: list[Any]) -> 
                 acks += entries
             replies.append([b"dup", previous])
             continue
+        if mode == "L":  # the output is in the worker's memory only
+            child = children[0] if n_children == 1 else None
+            if child is not None and int(redis.call("HGET", deps, child) or -1) == 1:
+                redis.call("HSET", deps, child, 0)
+                kept = f"{child}*".encode()
+                redis.call("HSET", done, index, kept)
+                counted.append(str(index))
+                replies.append([b"ok", kept])
+            else:
+                replies.append([b"upload", b""])
+            continue
         if redis.call("EXISTS", output) == 0:
             replies.append([b"missing", b""])
             continue
         kept = b""
         for child in children:
             if redis.call("HINCRBY", deps, child, -1) == 0:
-                if kept == b"" and may_keep == "1":
+                if kept == b"" and mode == "1":
                     kept = str(child).encode()
                 else:
                     redis.call("XADD", stream, "*", "r", run_id, "t", child)
@@ -155,12 +166,16 @@ SCRIPTS = (COMPLETE, FAIL, STOP)
 
 @dataclass(slots=True)
 class Completion:
-    """One task to complete: what the ``complete`` script needs to know about it."""
+    """One task to complete: what the ``complete`` script needs to know about it.
+
+    ``local``: the output was not stored (see the script's keep mode "L").
+    """
 
     index: int
     children: Sequence[int]
     acks: Sequence[str | bytes]
     may_keep: bool = True
+    local: bool = False
 
 
 def complete_cmd(
@@ -176,7 +191,8 @@ def complete_cmd(
     keys += [rk.output(item.index) for item in items]
     argv: list[Any] = [rk.run_id, worker, group, len(items)]
     for item in items:
-        argv += [item.index, "1" if item.may_keep else "0", len(item.children), *item.children]
+        mode = "L" if item.local else ("1" if item.may_keep else "0")
+        argv += [item.index, mode, len(item.children), *item.children]
         argv += [len(item.acks), *item.acks]
     return C.Cmd(("EVALSHA", COMPLETE.sha, len(keys), *keys, *argv))
 
@@ -355,12 +371,16 @@ async def submit(
     ttl: float = DEFAULT_TTL,
     known_functions: set[str] | None = None,
     client_id: str = "",
+    keep_children: bool = True,
+    keep_outputs: bool = True,
 ) -> RunSpec:
     """Write ``dag`` as run ``run_id`` and dispatch its roots, in pipelined chunks.
 
     Functions go to content-addressed keys once (``known_functions`` remembers
     which this client has stored). Everything of the run gets a TTL, so a run
-    whose client vanished expires.
+    whose client vanished expires. ``keep_children`` (a worker runs a ready child
+    whose input it holds) and ``keep_outputs`` (an output whose one child runs
+    there too is never uploaded) are the run's locality switches.
     """
     t0 = time.perf_counter()
     rk = K.RunKeys(run_id)
@@ -428,6 +448,8 @@ async def submit(
                 "outputs": ",".join(map(str, outputs)),
                 "client": client_id,
                 "signed": "1" if secret is not None else "0",
+                "keep_children": "1" if keep_children else "0",
+                "keep_outputs": "1" if keep_outputs else "0",
                 "fns": sign(pack(table), secret),
             },
         )

@@ -199,6 +199,72 @@ async def test_a_worker_killed_at_each_step_loses_nothing(
     assert sum(1 for w in pool.workers if w.poll() is not None) == 1
 
 
+@dagrt.task
+def third(x: int) -> int:
+    return x * 2
+
+
+async def test_outputs_kept_in_memory_are_recomputed_after_a_crash(
+    pool_factory: Any, tmp_path: Path
+) -> None:
+    """first and second keep their outputs in memory (each has one child that runs
+    there); the worker dies running third; the one that takes over recomputes both."""
+    env = worker_env(DAGRT_FAILPOINTS="before_run:third", DAGRT_FAILPOINT_DIR=str(tmp_path))
+    pool: Pool = pool_factory(2, env=env)
+    chains = [third(second(first(i))) for i in range(4)]
+    async with dagrt.Client(pool.url) as client:
+        with anyio.fail_after(60):
+            assert await client.compute(chains) == [(i * 10 + 7) * 2 for i in range(4)]
+    assert len(list(tmp_path.glob("dagrt-failpoint-*"))) == 1
+
+
+@dagrt.task
+def big(i: int) -> Any:
+    import numpy as np
+
+    return np.full(16_384, i, dtype=np.int64)  # 128 kB: worth keeping off the network
+
+
+@dagrt.task
+def grow(a: Any) -> Any:
+    return a + 1
+
+
+@dagrt.task
+def shrink(a: Any) -> int:
+    return int(a[0])
+
+
+async def test_locality_switches_change_what_moves(pool: Pool) -> None:
+    from helpers import wait_for_events
+
+    from dagrt.metrics import Transfer
+
+    chains = [shrink(grow(big(i))) for i in range(6)]
+    moved = {}
+    for name, locality in (("on", {}), ("off", {"keep_children": False, "keep_outputs": False})):
+        async with dagrt.Client(pool.url, locality=locality) as client:
+            fut = client.submit(chains)
+            assert await fut == [i + 1 for i in range(6)]
+        storage = RedisStorage(pool.url)
+        events = await wait_for_events(
+            storage, fut.run_id, lambda es: sum(e.kind == "task-finished" for e in es) >= 18
+        )
+        await storage.aclose()
+        moves = [e for e in events if isinstance(e, Transfer)]
+        moved[name] = (
+            sum(m.direction == "upload" for m in moves),
+            sum(m.direction == "download" for m in moves),
+            sum(m.direction == "local" for m in moves),
+        )
+    assert moved["on"] == (6, 0, 12)  # only the run's outputs are stored; edges stay local
+    uploads, downloads, local = moved["off"]
+    assert uploads == 18  # every output stored
+    assert downloads + local == 12  # every edge read (from storage or this worker's cache)
+    with pytest.raises(ValueError, match="unknown locality"):
+        dagrt.Client(pool.url, locality={"fuse": True})
+
+
 # --------------------------------------------------------------------------- the server
 
 

@@ -5,14 +5,20 @@
 -- KEYS[6 + j]           the output key of the j-th task completed here
 -- ARGV[1] run id        ARGV[2] worker id        ARGV[3] consumer group
 -- ARGV[4] number of tasks, then for each task:
---   index, may keep a ready child ("1"/"0"), n children, the children,
+--   index, keep mode, n children, the children,
 --   n entries, the stream entries to acknowledge if no child is kept
+-- Keep modes: "0" dispatch every ready child; "1" the worker may keep one ready
+-- child; "L" the output was NOT stored (it stays in the worker's memory): count
+-- the task only if its one child becomes ready now, and keep that child, marking
+-- the decision "<child>*" (a re-run after a crash recomputes this task first);
+-- otherwise answer "upload" and change nothing.
 --
 -- One progress entry lists the tasks counted by this call ("t": "3,5,8").
 -- Reply: one {code, kept} per task: code "ok" (counted now), "dup" (counted
 -- before: the same decision again), "stop" (the run is not running; the output
--- is deleted), "missing" (no output stored: nothing counted); kept is the child
--- the worker must run next, or "".
+-- is deleted), "missing" (no output stored: nothing counted), "upload" (mode "L"
+-- and the child is not ready: store the output and complete again); kept is the
+-- child the worker must run next ("*" appended: its input is in memory only), or "".
 
 local status = redis.call('HGET', KEYS[1], 'status')
 local running = status == 'running'
@@ -47,6 +53,16 @@ for j = 1, tonumber(ARGV[4]) do
     if previous then
       if previous == '' then ack() end
       replies[j] = {'dup', previous}
+    elseif may_keep == 'L' then
+      local child = ARGV[first_child]
+      if n_children == 1 and tonumber(redis.call('HGET', KEYS[2], child)) == 1 then
+        redis.call('HSET', KEYS[2], child, 0)
+        redis.call('HSET', KEYS[3], index, child .. '*')
+        counted[#counted + 1] = index
+        replies[j] = {'ok', child .. '*'}
+      else
+        replies[j] = {'upload', ''}
+      end
     elseif redis.call('EXISTS', output) == 0 then
       -- Invariant: a counter only counts a parent whose output is stored.
       replies[j] = {'missing', ''}

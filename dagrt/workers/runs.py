@@ -41,6 +41,11 @@ class RunContext:
         self.ttl_ms = int(meta.get(b"ttl_ms", b"86400000"))
         self.secret = secret
         self.functions = decode_functions(meta[b"fns"], secret) if b"fns" in meta else []
+        outputs = meta.get(b"outputs", b"").decode()
+        self.outputs = {int(x) for x in outputs.split(",") if x}
+        # the run's locality switches (Client(locality=...)), on unless turned off
+        self.keep_children = meta.get(b"keep_children", b"1") == b"1"
+        self.keep_outputs = meta.get(b"keep_outputs", b"1") == b"1"
         self._raw = records
         self._decoded: dict[int, TaskRecord] = {}
         self.stopped = False

@@ -71,6 +71,9 @@ log = logging.getLogger("dagrt.worker")
 READY_LINE = "dagrt-worker ready"
 MAX_LOST = 3  # deliveries of one task whose workers died before a task counts as lost
 BIG_FRAME = 1 << 20  # frames larger than this are deserialized in a thread
+# Outputs at least this large try to stay in memory (their one child running here);
+# smaller ones are cheaper to upload at once than to risk a second round trip.
+LOCAL_MIN = 64 * 1024
 
 
 @dataclass
@@ -140,7 +143,7 @@ class Worker:
         self._task_group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._owned: dict[bytes, bool] = {}  # entries whose chain runs in a task of its own
-        self.counts = {"done": 0, "failed": 0, "kept": 0, "dead": 0, "claimed": 0}
+        self.counts = {"done": 0, "failed": 0, "kept": 0, "dead": 0, "claimed": 0, "local": 0}
         self.metrics: MetadataStorage | None = None
         if settings.metrics:
             metrics_storage = (
@@ -567,26 +570,43 @@ class Worker:
                         continue
                     cmds.append(self._fail_cmd(ctx, rec, exc, user_traceback(exc), 1, acks))
                     continue
-                cmds.append(C.set_(rk.output(index), frame, ex=ttl))
-                items.append(
-                    Completion(index, rec.children, acks, s.keep_children and bool(rec.children))
-                )
-                made.append((value, len(frame), elapsed, loaded))
+                local = len(frame) >= LOCAL_MIN and self._local_ok(ctx, rec)
+                if not local:
+                    cmds.append(C.set_(rk.output(index), frame, ex=ttl))
+                may_keep = s.keep_children and ctx.keep_children and bool(rec.children)
+                items.append(Completion(index, rec.children, acks, may_keep, local))
+                made.append((value, frame, elapsed, loaded))
             if items:
                 cmds.append(complete_cmd(rk, items, self.id, stream=s.stream, group=s.group))
             if not cmds:
                 break
             sent = time.time()
-            replies = await self._send(cmds)
+            sent_replies = await self._send(cmds)
+            replies = list(sent_replies[-1]) if items else []
+            # Outputs kept in memory whose child was not ready after all: store them
+            # and complete them again (the script changed nothing for them).
+            retry = [j for j, r in enumerate(replies) if _text(r[0]) == "upload"]
+            if retry:
+                again = [
+                    Completion(items[j].index, items[j].children, items[j].acks, items[j].may_keep)
+                    for j in retry
+                ]
+                second = [C.set_(rk.output(items[j].index), made[j][1], ex=ttl) for j in retry]
+                second.append(complete_cmd(rk, again, self.id, stream=s.stream, group=s.group))
+                for j, reply in zip(retry, (await self._send(second))[-1], strict=True):
+                    replies[j] = reply
+                    items[j] = again[retry.index(j)]
             ended = time.time()
             upload_share = (ended - sent) / max(1, len(items))
             nxt: list[tuple[list[bytes], int]] = []
             done = FinishedBatch() if metrics else None
-            for item, (value, size, elapsed, loaded), reply in zip(
-                items, made, replies[-1] if items else [], strict=True
+            for item, (value, frame, elapsed, loaded), reply in zip(
+                items, made, replies, strict=True
             ):
-                code, kept = (x.decode() if isinstance(x, bytes) else str(x) for x in reply)
+                code, kept = _text(reply[0]), _text(reply[1])
+                size = len(frame)
                 self.counts["done"] += 1
+                self.counts["local"] += item.local
                 if done is not None and moves is not None:
                     done.add(
                         item.index,
@@ -597,17 +617,18 @@ class Worker:
                         loaded.nbytes,
                         size,
                         loaded.seconds,
-                        upload_share,
+                        0.0 if item.local else upload_share,
                         item.index in kept_now,
                     )
-                    moves.add(size, upload_share, "upload", item.index, None, False)
+                    if not item.local:
+                        moves.add(size, upload_share, "upload", item.index, None, False)
                 if item.children:
                     self.values.put(ctx.run_id, item.index, value, size)
                 if code == "stop":
                     ctx.stopped = True
                 elif kept:
                     self.counts["kept"] += 1
-                    child = int(kept)
+                    child = int(kept.rstrip("*"))
                     kept_now.add(child)
                     if self._fast_eligible(ctx, child):
                         nxt.append((list(item.acks), child))
@@ -657,7 +678,13 @@ class Worker:
             fetched: dict[int, tuple[Any, int, float]] = {}
             for p, frame in zip(keys, frames, strict=True):
                 if frame is None:
-                    fetched[p] = (_MISSING, 0, 0.0)
+                    # Kept in memory by a worker that died? Then compute it again here.
+                    found, value, size = (
+                        self.values.get(ctx.run_id, p)
+                        if await self._restore(ctx, p)
+                        else (False, None, 0)
+                    )
+                    fetched[p] = (value, size, 0.0) if found else (_MISSING, 0, 0.0)
                     continue
                 what = f"output of task {p}"
                 if len(frame) > BIG_FRAME:
@@ -683,6 +710,48 @@ class Worker:
                     if moves is not None:
                         moves.add(size, share, "download", p, rec.index, False)
         return out
+
+    async def _restore(self, ctx: RunContext, index: int) -> bool:
+        """Recompute task ``index`` whose output was kept in memory only, by a worker
+        that died before its child finished (its done mark ends with ``*``).
+
+        Such outputs form a chain upwards (each was the last parent of the next), so
+        the chain is found first and recomputed top down into this worker's memory;
+        no recursion, however long. False if the output is gone for another reason
+        (the run ended).
+        """
+        rk = ctx.keys
+        chain = [index]
+        while True:
+            rec = ctx.record(chain[-1])
+            here = [q for q in rec.parents if not self.values.get(ctx.run_id, q)[0]]
+            replies = await self._send(
+                [C.exists([rk.output(q)]) for q in here]
+                + [C.hmget(rk.done, [str(q) for q in chain[-1:] + here])]
+            )
+            marks = replies[-1]
+            if not (marks[0] or b"").endswith(b"*"):
+                return False  # not kept in memory: truly gone
+            local = [
+                q
+                for q, stored, mark in zip(here, replies[:-1], marks[1:], strict=True)
+                if not stored and (mark or b"").endswith(b"*")
+            ]
+            if not local:
+                break
+            chain.append(local[0])
+        for q in reversed(chain):
+            rec = ctx.record(q)
+            fn = await self.functions.get(rec.fn)
+            [loaded] = await self._load_inputs(ctx, [rec], None)
+            if loaded is None:
+                return False
+            outcome = await self.executor.run(fn, rec, loaded.values)
+            if not outcome.ok:
+                return False
+            self.values.put(ctx.run_id, q, outcome.value, len(outcome.frame))
+            self.counts["restored"] = self.counts.get("restored", 0) + 1
+        return True
 
     # -- one task --------------------------------------------------------------------
 
@@ -741,9 +810,20 @@ class Worker:
             )
             return None
         upload = C.set_(rk.output(index), outcome.frame, ex=ctx.ttl_ms / 1000)
-        may_keep = s.keep_children and bool(rec.children)
+        may_keep = s.keep_children and bool(rec.children) and ctx.keep_children
         self._failpoint("before_upload", rec.name)
         sent = time.time()
+        if len(outcome.frame) >= LOCAL_MIN and self._local_ok(ctx, rec):
+            # Its one child may become ready now and run here: then the output
+            # never needs to leave this worker (nothing is uploaded).
+            [reply] = await self._send([self._complete_cmd(ctx, index, acks, True, local=True)])
+            code = reply[0][0]
+            if (code.decode() if isinstance(code, bytes) else code) != "upload":
+                self.values.put(ctx.run_id, index, outcome.value, len(outcome.frame))
+                self.counts["done"] += 1
+                self.counts["local"] += 1
+                self._emit_finished(ctx, rec, outcome, started, loaded, moves, 0.0, kept)
+                return self._decision(ctx, reply)
         try:
             if self._failpoints:  # crash tests need the gap between the two
                 await self._send([upload])
@@ -759,31 +839,64 @@ class Worker:
         size = len(outcome.frame)
         if moves is not None:
             moves.add(size, ended - sent, "upload", index, None, False)
-            self._emit(
-                [
-                    task_finished(
-                        ctx.run_id,
-                        self.id,
-                        index,
-                        rec.key,
-                        rec.name,
-                        outcome.attempt,
-                        started,
-                        ended,
-                        outcome.ended - outcome.started,
-                        loaded.nbytes,
-                        size,
-                        loaded.seconds,
-                        ended - sent,
-                        kept,
-                    ),
-                    moves.wire(ended, ctx.run_id, self.id),
-                ]
-            )
+        self._emit_finished(ctx, rec, outcome, started, loaded, moves, ended - sent, kept)
         if rec.children:
             self.values.put(ctx.run_id, index, outcome.value, size)
         self.counts["done"] += 1
         return self._decision(ctx, replies[1])
+
+    def _emit_finished(
+        self,
+        ctx: RunContext,
+        rec: Any,
+        outcome: Any,
+        started: float,
+        loaded: Loaded,
+        moves: TransferBatch | None,
+        upload: float,
+        kept: bool,
+    ) -> None:
+        """The task-finished event of a chain task, with its transfers."""
+        if moves is None:
+            return
+        ended = time.time()
+        self._emit(
+            [
+                task_finished(
+                    ctx.run_id,
+                    self.id,
+                    rec.index,
+                    rec.key,
+                    rec.name,
+                    outcome.attempt,
+                    started,
+                    ended,
+                    outcome.ended - outcome.started,
+                    loaded.nbytes,
+                    len(outcome.frame),
+                    loaded.seconds,
+                    upload,
+                    kept,
+                ),
+                moves.wire(ended, ctx.run_id, self.id),
+            ]
+        )
+
+    def _local_ok(self, ctx: RunContext, rec: Any) -> bool:
+        """May this task's output stay in memory here (see the complete script's mode "L")?
+
+        Only for a task with exactly one child that is not an output of the run,
+        when the run and the worker allow it (and no failpoint needs its upload).
+        """
+        return (
+            ctx.keep_outputs
+            and ctx.keep_children
+            and self.settings.keep_children
+            and len(rec.children) == 1
+            and rec.index not in ctx.outputs
+            and ("before_upload", rec.name) not in self._failpoints
+            and ("after_upload", rec.name) not in self._failpoints
+        )
 
     def _retrying(self, ctx: RunContext) -> Any:
         """What the executor calls when an attempt failed and another follows."""
@@ -849,10 +962,15 @@ class Worker:
             self.metrics.emit_many(events)
 
     def _complete_cmd(
-        self, ctx: RunContext, index: int, acks: list[bytes], may_keep: bool
+        self,
+        ctx: RunContext,
+        index: int,
+        acks: list[bytes],
+        may_keep: bool,
+        local: bool = False,
     ) -> C.Cmd:
         rec = ctx.record(index)
-        item = Completion(index, rec.children, acks, may_keep)
+        item = Completion(index, rec.children, acks, may_keep, local)
         return complete_cmd(
             ctx.keys, [item], self.id, stream=self.settings.stream, group=self.settings.group
         )
@@ -871,7 +989,7 @@ class Worker:
             return None
         if code == "missing":  # pragma: no cover - the output was sent in the same pipeline
             raise StorageError(f"output of task {ctx.run_id}/{kept} vanished before completion")
-        return int(kept) if kept else None
+        return int(kept.rstrip("*")) if kept else None
 
     async def _send(self, cmds: list[C.Cmd]) -> list[Any]:
         """A pipeline; scripts the server forgot (a restart) are loaded and the batch resent."""
@@ -1016,6 +1134,10 @@ class Worker:
 
 
 _MISSING: Any = object()
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 class Loaded:

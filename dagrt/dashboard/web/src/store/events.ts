@@ -1,0 +1,251 @@
+/**
+ * Events as columns. JSON events (`[entry id, k, event]`) become a `Chunk` of typed
+ * arrays (one row per event) plus a few records kept as objects (errors, run-level
+ * events). The feed worker converts; the page appends chunks to its `EventLog`.
+ */
+import { parseEntryId } from '../ids';
+import type { RawEvent, WireEvent } from '../api';
+
+export const enum Kind {
+  Unknown = 0,
+  RunSubmitted = 1,
+  RunFinished = 2,
+  TaskStarted = 3,
+  TaskFinished = 4,
+  TaskFailed = 5,
+  Transfer = 6,
+  WorkerStarted = 7,
+  WorkerHeartbeat = 8,
+  WorkerStopped = 9,
+  EventsDropped = 10,
+}
+
+const KIND_CODES: Record<string, Kind> = {
+  'run-submitted': Kind.RunSubmitted,
+  'run-finished': Kind.RunFinished,
+  'task-started': Kind.TaskStarted,
+  'task-finished': Kind.TaskFinished,
+  'task-failed': Kind.TaskFailed,
+  transfer: Kind.Transfer,
+  'worker-started': Kind.WorkerStarted,
+  'worker-heartbeat': Kind.WorkerHeartbeat,
+  'worker-stopped': Kind.WorkerStopped,
+  'events-dropped': Kind.EventsDropped,
+};
+
+export const enum Direction {
+  Upload = 0,
+  Download = 1,
+  Local = 2,
+}
+
+/** Flag bits in the `flags` column. */
+export const FLAG_KEPT = 1; // task-finished: ran where a parent's output was
+export const FLAG_LOCAL = 2; // transfer: the bytes stayed on the worker
+export const FLAG_FINAL = 4; // task-failed: no retry follows
+
+/**
+ * Column meanings per kind:
+ * - time: `start` for task-finished, else `ts` (epoch s); end: `end` for task-finished, else `ts`
+ * - task: task index (transfer: producer); worker: index into the worker-name table
+ * - a..e: task-finished: input_bytes, output_bytes, download_time, upload_time,
+ *   execution_time; transfer: bytes, seconds, direction, consumer (-1: none), 0;
+ *   events-dropped: count in a
+ */
+export interface Columns {
+  ms: Float64Array;
+  seq: Float64Array;
+  k: Float64Array;
+  kind: Uint8Array;
+  flags: Uint8Array;
+  task: Int32Array;
+  worker: Int32Array;
+  attempt: Int32Array;
+  time: Float64Array;
+  end: Float64Array;
+  a: Float64Array;
+  b: Float64Array;
+  c: Float64Array;
+  d: Float64Array;
+  e: Float64Array;
+}
+
+export const COLUMN_TYPES = {
+  ms: Float64Array,
+  seq: Float64Array,
+  k: Float64Array,
+  kind: Uint8Array,
+  flags: Uint8Array,
+  task: Int32Array,
+  worker: Int32Array,
+  attempt: Int32Array,
+  time: Float64Array,
+  end: Float64Array,
+  a: Float64Array,
+  b: Float64Array,
+  c: Float64Array,
+  d: Float64Array,
+  e: Float64Array,
+} as const;
+
+export type ColumnName = keyof Columns;
+export const COLUMN_NAMES = Object.keys(COLUMN_TYPES) as ColumnName[];
+
+export interface ErrorRecord {
+  exc_type: string;
+  message: string;
+  traceback: string;
+}
+
+/** Fields kept as an object for the rare events that carry text. */
+export interface ExtraRecord {
+  error?: ErrorRecord;
+  status?: string;
+  makespan?: number;
+  failedTask?: string | null;
+  nTasks?: number;
+}
+
+export interface Chunk {
+  length: number;
+  columns: Columns;
+  /** Row (in this chunk) → record. */
+  extras: [number, ExtraRecord][];
+  /** Worker names first seen in this chunk, appended to the table in order. */
+  newWorkers: string[];
+  /** The resume point after this chunk (an entry id). */
+  last: string;
+}
+
+export function allocateColumns(length: number): Columns {
+  const out = {} as Record<ColumnName, unknown>;
+  for (const name of COLUMN_NAMES) out[name] = new COLUMN_TYPES[name](length);
+  return out as unknown as Columns;
+}
+
+export function transferables(columns: Columns): ArrayBuffer[] {
+  return COLUMN_NAMES.map((name) => columns[name].buffer as ArrayBuffer);
+}
+
+/** Worker ids → small integers, consistent between the feed worker and the page. */
+export class NameTable {
+  readonly names: string[] = [];
+  private readonly index = new Map<string, number>();
+  private pending: string[] = [];
+
+  id(name: string): number {
+    if (!name) return -1;
+    let i = this.index.get(name);
+    if (i === undefined) {
+      i = this.names.length;
+      this.names.push(name);
+      this.index.set(name, i);
+      this.pending.push(name);
+    }
+    return i;
+  }
+
+  /** Names added since the last call. */
+  takeNew(): string[] {
+    const out = this.pending;
+    this.pending = [];
+    return out;
+  }
+}
+
+function num(value: unknown, fallback = 0): number {
+  return typeof value === 'number' && Number.isFinite(value) ? value : fallback;
+}
+
+function str(value: unknown): string {
+  return typeof value === 'string' ? value : value == null ? '' : String(value);
+}
+
+const DIRECTIONS: Record<string, Direction> = {
+  upload: Direction.Upload,
+  download: Direction.Download,
+  local: Direction.Local,
+};
+
+/** JSON events → one chunk. `workers` assigns worker indexes (and remembers new names). */
+export function toChunk(events: WireEvent[], workers: NameTable, last: string): Chunk {
+  const n = events.length;
+  const col = allocateColumns(n);
+  const extras: [number, ExtraRecord][] = [];
+  let entry = '';
+  let ms = 0;
+  let seq = 0;
+  for (let i = 0; i < n; i++) {
+    const [entryId, k, ev] = events[i];
+    if (entryId !== entry) {
+      entry = entryId;
+      ({ ms, seq } = parseEntryId(entryId));
+    }
+    col.ms[i] = ms;
+    col.seq[i] = seq;
+    col.k[i] = k;
+    fillRow(col, i, ev, workers, extras);
+  }
+  return { length: n, columns: col, extras, newWorkers: workers.takeNew(), last };
+}
+
+function fillRow(
+  col: Columns, i: number, ev: RawEvent, workers: NameTable, extras: [number, ExtraRecord][],
+): void {
+  const kind = KIND_CODES[ev.kind] ?? Kind.Unknown;
+  const ts = num(ev.ts);
+  col.kind[i] = kind;
+  col.worker[i] = workers.id(str(ev.worker_id));
+  col.task[i] = -1;
+  col.time[i] = ts;
+  col.end[i] = ts;
+  col.attempt[i] = num(ev.attempt, 1);
+  switch (kind) {
+    case Kind.TaskStarted:
+      col.task[i] = num(ev.task, -1);
+      break;
+    case Kind.TaskFinished: {
+      col.task[i] = num(ev.task, -1);
+      const start = num(ev.start, ts);
+      col.time[i] = start;
+      col.end[i] = Math.max(start, num(ev.end, ts));
+      col.a[i] = num(ev.input_bytes);
+      col.b[i] = num(ev.output_bytes);
+      col.c[i] = num(ev.download_time);
+      col.d[i] = num(ev.upload_time);
+      col.e[i] = num(ev.execution_time);
+      if (ev.kept) col.flags[i] |= FLAG_KEPT;
+      break;
+    }
+    case Kind.TaskFailed:
+      col.task[i] = num(ev.task, -1);
+      if (ev.final !== false) col.flags[i] |= FLAG_FINAL;
+      extras.push([i, {
+        error: { exc_type: str(ev.exc_type), message: str(ev.message), traceback: str(ev.traceback) },
+      }]);
+      break;
+    case Kind.Transfer:
+      col.task[i] = num(ev.producer, -1);
+      col.a[i] = num(ev.bytes);
+      col.b[i] = num(ev.seconds);
+      col.c[i] = DIRECTIONS[str(ev.direction)] ?? Direction.Upload;
+      col.d[i] = ev.consumer == null ? -1 : num(ev.consumer, -1);
+      if (ev.local || ev.direction === 'local') col.flags[i] |= FLAG_LOCAL;
+      break;
+    case Kind.RunSubmitted:
+      extras.push([i, { nTasks: num(ev.n_tasks) }]);
+      break;
+    case Kind.RunFinished:
+      extras.push([i, {
+        status: str(ev.status),
+        makespan: num(ev.makespan),
+        failedTask: ev.failed_task == null ? null : str(ev.failed_task),
+      }]);
+      break;
+    case Kind.EventsDropped:
+      col.a[i] = num(ev.count);
+      break;
+    default:
+      break;
+  }
+}
