@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -394,8 +395,13 @@ def serve(url: str, *, host: str = "127.0.0.1", port: int = 8787) -> None:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
+        # Bound before saying so: a page that connects at once waits in the backlog.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
         print(f"dagrt dashboard: http://{host}:{port}/", flush=True)
-        await server.serve()
+        await server.serve(sockets=[sock])
 
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     asyncio.run(main())

@@ -1,0 +1,283 @@
+"""The dashboard's server: REST, the live socket (resume, exactly once), many pages, shutdown.
+
+The server runs as the ``dagrt dashboard`` process, against the compose-shaped
+pool's server; runs come from real workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+import websockets
+from conftest import Pool, worker_env
+from helpers import add, collect, inc, wait_for_events
+
+import dagrt
+from dagrt import keys as K
+from dagrt.metrics import FlushPolicy, TaskExecutionMetrics
+from dagrt.serialize import unpack
+from dagrt.storage import RedisStorage
+from dagrt.storage.server import free_port
+
+
+class Dashboard:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.port = free_port()
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/live"
+
+    def start(self) -> Dashboard:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dagrt",
+                "dashboard",
+                "--redis",
+                self.url,
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=worker_env(),
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert "dagrt dashboard: http://" in line, line
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> float:
+        """Signal the process; seconds it took to exit."""
+        assert self.process is not None
+        t0 = time.monotonic()
+        self.process.send_signal(sig)
+        self.process.wait(15)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return time.monotonic() - t0
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.http + path, timeout=10) as reply:
+            return json.loads(reply.read())
+
+
+@pytest.fixture
+def dashboard(pool: Pool) -> Iterator[Dashboard]:
+    board = Dashboard(pool.url).start()
+    yield board
+    if board.process is not None and board.process.poll() is None:
+        board.stop()
+
+
+def log_ids(url: str, run_id: str) -> list[str]:
+    """Every event position of a run in the log: "entry id/k"."""
+    storage = RedisStorage(url)
+    record = storage.hgetall(K.run_record(run_id))
+    entries = storage.xrange(K.events(), record[b"first"].decode(), record[b"last"].decode())
+    storage.close()
+    out = []
+    for entry_id, fields in entries:
+        if fields[b"r"].decode() != run_id:
+            continue
+        n = 0
+        for item in unpack(fields[b"d"]):
+            from dagrt.metrics.events import to_dicts
+
+            n += len(to_dicts(item))
+        out += [f"{entry_id.decode()}/{k}" for k in range(n)]
+    return out
+
+
+async def run_and_wait(url: str, node: dagrt.Node) -> str:
+    async with dagrt.Client(url, flush=FlushPolicy(interval=0.2)) as client:
+        fut = client.submit(node)
+        await fut
+    n = len(dagrt.DAG(node))
+    storage = RedisStorage(url)
+    await wait_for_events(
+        storage,
+        fut.run_id,
+        lambda es: (
+            sum(isinstance(e, TaskExecutionMetrics) for e in es) >= n
+            and any(e.kind == "run-finished" for e in es)
+        ),
+    )
+    await storage.aclose()
+    return fut.run_id
+
+
+async def test_the_rest_api(pool: Pool, dashboard: Dashboard) -> None:
+    node = collect(*[add(inc(i), inc(i + 1)) for i in range(10)])
+    run_id = await run_and_wait(pool.url, node)
+    runs = await anyio.to_thread.run_sync(dashboard.get, "/api/runs")
+    mine = next(r for r in runs if r["run_id"] == run_id)
+    assert (mine["status"], mine["n_tasks"], mine["done"]) == ("finished", 31, 31)
+    detail = await anyio.to_thread.run_sync(dashboard.get, f"/api/runs/{run_id}")
+    assert len(detail["graph"]["keys"]) == 31
+    assert detail["graph"]["outputs"] == [30]
+    events, after = [], None
+    while True:
+        page = await anyio.to_thread.run_sync(
+            dashboard.get,
+            f"/api/runs/{run_id}/events?count=2" + (f"&after={after}" if after else ""),
+        )
+        events += page["events"]
+        after = page["last"]
+        if page["done"]:
+            break
+    finished = [e for _, _, e in events if e["kind"] == "task-finished"]
+    assert sorted(e["task"] for e in finished) == list(range(31))
+    assert [f"{eid}/{k}" for eid, k, _ in events] == log_ids(pool.url, run_id)
+    trace = await anyio.to_thread.run_sync(dashboard.get, f"/api/runs/{run_id}/trace.json")
+    slices = [t for t in trace["traceEvents"] if t["ph"] == "X"]
+    assert len(slices) == 31  # one per task attempt
+    names = {t["pid"]: t["args"]["name"] for t in trace["traceEvents"] if t["ph"] == "M"}
+    by_worker = {e["task"]: e["worker_id"] for e in finished}
+    assert all(names[t["pid"]] == by_worker[t["args"]["task"]] for t in slices)
+
+
+def test_bad_requests(dashboard: Dashboard) -> None:
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        dashboard.get("/api/runs/no-such-run")
+    assert missing.value.code == 404
+    missing.value.close()
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        dashboard.get("/api/runs/bad%20id")
+    assert bad.value.code == 400
+    bad.value.close()
+
+
+async def collect_live(
+    ws_url: str, run_id: str, last: str | None, until: Any, seen: list[str]
+) -> str | None:
+    """Apply batches of one run until ``until(seen)``; the last entry id applied."""
+    async with websockets.connect(ws_url) as socket:
+        await socket.send(json.dumps({"run": run_id, "from": last}))
+        while not until(seen):
+            message = json.loads(await socket.recv())
+            if message["type"] != "batch":
+                continue
+            for eid, k, _ in message["events"]:
+                seen.append(f"{eid}/{k}")
+            last = message["last"]
+    return last
+
+
+async def test_a_restart_mid_run_applies_every_event_once(pool: Pool) -> None:
+    board = Dashboard(pool.url).start()
+
+    @dagrt.task
+    def nap(x: int) -> int:
+        time.sleep(0.02)
+        return x
+
+    node = collect(*[nap(i) for i in range(80)])
+    async with dagrt.Client(pool.url, flush=FlushPolicy(interval=0.1)) as client:
+        fut = client.submit(node)
+        seen: list[str] = []
+        with anyio.fail_after(60):
+            last = await collect_live(board.ws, fut.run_id, None, lambda s: len(s) >= 20, seen)
+            board.stop(signal.SIGKILL)  # the server dies mid-run
+            board.start()  # the same port
+            await fut
+            expected_events = None
+
+            def complete(s: list[str]) -> bool:
+                nonlocal expected_events
+                ids = log_ids(pool.url, fut.run_id)
+                finished = any(True for _ in ids) and len(s) >= len(ids)
+                expected_events = ids
+                return finished and _has_finished(pool.url, fut.run_id, 81)
+
+            await collect_live(board.ws, fut.run_id, last, complete, seen)
+    board.stop()
+    assert len(seen) == len(set(seen))  # nothing twice
+    assert seen == log_ids(pool.url, fut.run_id)  # nothing lost, in log order
+
+
+def _has_finished(url: str, run_id: str, n: int) -> bool:
+    storage = RedisStorage(url)
+    record = storage.hgetall(K.run_record(run_id))
+    storage.close()
+    return int(record.get(b"done", 0)) >= n and record.get(b"status") == b"finished"
+
+
+async def test_eight_pages_are_live_and_rest_still_answers(
+    pool: Pool, dashboard: Dashboard
+) -> None:
+    async with dagrt.Client(pool.url, flush=FlushPolicy(interval=0.1)) as client:
+        sockets = [await websockets.connect(dashboard.ws) for _ in range(8)]
+        for s in sockets:
+            await s.send(json.dumps({"run": None, "from": None}))
+        fut = client.submit(add(inc(1), 2))
+        await fut
+        t0 = time.monotonic()
+        await anyio.to_thread.run_sync(dashboard.get, "/api/runs")
+        assert time.monotonic() - t0 < 1.0
+        with anyio.fail_after(30):
+            for s in sockets:
+                while True:
+                    message = json.loads(await s.recv())
+                    events = message.get("events", [])
+                    if any(
+                        e["kind"] == "run-submitted" and e["run_id"] == fut.run_id
+                        for _, _, e in events
+                    ):
+                        break
+        for s in sockets:
+            await s.close()
+
+
+async def test_sigint_with_pages_open_exits_promptly(pool: Pool) -> None:
+    board = Dashboard(pool.url).start()
+    sockets = [await websockets.connect(board.ws) for _ in range(3)]
+    for s in sockets:
+        await s.send(json.dumps({"run": None, "from": None}))
+    seconds = await anyio.to_thread.run_sync(board.stop, signal.SIGINT)
+    assert seconds < 3.0
+    assert board.process is not None and board.process.returncode == 0
+    for s in sockets:
+        with anyio.fail_after(5):
+            try:
+                while True:
+                    await s.recv()
+            except websockets.ConnectionClosed as closed:
+                assert closed.rcvd is None or closed.rcvd.code in (1001, 1000, 1012)
+
+
+def test_dashboard_needs_no_node_to_serve_its_page(dashboard: Dashboard) -> None:
+    from pathlib import Path
+
+    static = Path(dagrt.__file__).parent / "dashboard" / "static"
+    if not (static / "index.html").exists():
+        pytest.skip("the dashboard's assets are not built yet")
+    with urllib.request.urlopen(dashboard.http + "/", timeout=10) as reply:
+        assert reply.status == 200
+        assert reply.headers["content-type"].startswith("text/html")
+        page = reply.read().decode()
+    import re
+
+    for asset in re.findall(r'(?:src|href)="(/assets/[^"]+)"', page):
+        with urllib.request.urlopen(dashboard.http + asset, timeout=10) as reply:
+            assert reply.status == 200
+    del os
