@@ -7,7 +7,6 @@ pool's server; runs come from real workers.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -255,14 +254,13 @@ async def test_sigint_with_pages_open_exits_promptly(pool: Pool) -> None:
         await s.send(json.dumps({"run": None, "from": None}))
     seconds = await anyio.to_thread.run_sync(board.stop, signal.SIGINT)
     assert seconds < 3.0
-    assert board.process is not None and board.process.returncode == 0
+    assert board.process is not None
+    assert board.process.returncode == 0
     for s in sockets:
-        with anyio.fail_after(5):
-            try:
-                while True:
-                    await s.recv()
-            except websockets.ConnectionClosed as closed:
-                assert closed.rcvd is None or closed.rcvd.code in (1001, 1000, 1012)
+        with anyio.fail_after(5), pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await s.recv()
+        assert closed.value.rcvd is None or closed.value.rcvd.code in (1001, 1000, 1012)
 
 
 def test_dashboard_needs_no_node_to_serve_its_page(dashboard: Dashboard) -> None:
@@ -280,4 +278,3 @@ def test_dashboard_needs_no_node_to_serve_its_page(dashboard: Dashboard) -> None
     for asset in re.findall(r'(?:src|href)="(/assets/[^"]+)"', page):
         with urllib.request.urlopen(dashboard.http + asset, timeout=10) as reply:
             assert reply.status == 200
-    del os
