@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
@@ -73,6 +75,9 @@ class Client:
         ``processes=False``), ``False``, a ``redis://`` URL or a ``Storage``.
     flush:
         When events are written (:class:`dagrt.metrics.FlushPolicy`).
+    dashboard:
+        Serve the web dashboard on this port (``True``: 8787) while the client is
+        open, and print its address (see ``client.dashboard_url``).
     locality:
         Wukong's locality switches for runs on workers, both on by default:
         ``keep_children`` (a worker runs a child that became ready on its own
@@ -90,6 +95,7 @@ class Client:
         metrics: bool | str | Storage = True,
         flush: FlushPolicy | None = None,
         locality: dict[str, bool] | None = None,
+        dashboard: bool | int = False,
     ) -> None:
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a redis:// URL string or None, got {address!r}")
@@ -117,6 +123,16 @@ class Client:
                 f"unknown locality switches {sorted(unknown)}: use keep_children, keep_outputs"
             )
         self._locality = locality
+        if not isinstance(dashboard, bool | int) or (dashboard is not False and dashboard < 0):
+            raise ValueError(f"dashboard must be True/False or a port number, got {dashboard!r}")
+        if dashboard is not False and not processes and not isinstance(metrics, str):
+            raise ValueError(
+                "the dashboard reads the event log from a server: with processes=False "
+                "give metrics='redis://...' too"
+            )
+        self._dashboard_option = dashboard
+        self.dashboard_url: str | None = None  # where the dashboard serves, once started
+        self._dashboard_process: subprocess.Popen[str] | None = None
         self.address = address
         self._metrics_option = metrics
         self._flush = flush
@@ -196,6 +212,8 @@ class Client:
             self.metrics = self._make_metrics(runtime)
             if self.metrics is not None:
                 await self.metrics.start()
+            if self._dashboard_option is not False:
+                await self._start_dashboard(runtime)
         except BaseException:
             await self.close()
             raise
@@ -211,6 +229,18 @@ class Client:
             await self.close()
             raise
         return self
+
+    async def _start_dashboard(self, runtime: Runtime) -> None:
+        """Serve the dashboard (a separate process reading the event log) and say where."""
+        option = self._metrics_option
+        url = option if isinstance(option, str) else getattr(runtime, "url", None)
+        if not url:
+            raise ValueError("the dashboard needs the event log on a server")
+        port = 8787 if self._dashboard_option is True else int(self._dashboard_option)
+        process = await anyio.to_thread.run_sync(_spawn_dashboard, url, port)
+        self._dashboard_process = process
+        self.dashboard_url = f"http://127.0.0.1:{port}/"
+        print(f"dagrt dashboard: {self.dashboard_url}", flush=True)
 
     async def _supervise(self, started: asyncio.Future[anyio.abc.TaskGroup]) -> None:
         async with anyio.create_task_group() as task_group:
@@ -234,6 +264,12 @@ class Client:
                 self._closing.set()
                 await asyncio.shield(supervisor)
         finally:
+            if self._dashboard_process is not None:
+                process, self._dashboard_process = self._dashboard_process, None
+                process.terminate()
+                await anyio.to_thread.run_sync(process.wait, 15)
+                if process.stdout is not None:
+                    process.stdout.close()
             if self.metrics is not None:
                 await self.metrics.aclose()  # the last events are written before anything stops
                 if isinstance(self._metrics_option, str):
@@ -450,6 +486,21 @@ class Client:
         recorder = RunRecorder(metrics, run_id, dag, worker=f"local-{os.getpid()}")
         metrics.add_source(recorder)
         return recorder
+
+
+def _spawn_dashboard(url: str, port: int) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dagrt", "dashboard", "--redis", url, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()  # printed once it listens
+    if "dagrt dashboard:" not in line:
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"the dashboard did not start (port {port} taken?)")
+    return process
 
 
 def compute(*xs: Any, **client_options: Any) -> Any:

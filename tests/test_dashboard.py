@@ -278,3 +278,19 @@ def test_dashboard_needs_no_node_to_serve_its_page(dashboard: Dashboard) -> None
     for asset in re.findall(r'(?:src|href)="(/assets/[^"]+)"', page):
         with urllib.request.urlopen(dashboard.http + asset, timeout=10) as reply:
             assert reply.status == 200
+
+
+async def test_a_client_can_serve_the_dashboard(
+    pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    async with dagrt.Client(pool.url, dashboard=port) as client:
+        assert client.dashboard_url == f"http://127.0.0.1:{port}/"
+        assert f"dagrt dashboard: http://127.0.0.1:{port}/" in capsys.readouterr().out
+        await client.compute(add(1, 2))
+        with urllib.request.urlopen(client.dashboard_url + "api/runs", timeout=10) as reply:
+            assert reply.status == 200
+    with pytest.raises(urllib.error.URLError):  # stopped with the client
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=2)
+    with pytest.raises(ValueError, match="metrics='redis://"):
+        dagrt.Client(processes=False, dashboard=True)

@@ -422,6 +422,9 @@ def test_the_compose_file_runs_what_the_pool_fixture_runs() -> None:
     )
     assert "RUN pip install -r /tmp/requirements.txt" in dockerfile
     assert (root / "workers" / "requirements.txt").exists()
+    board = compose["services"]["dashboard"]
+    assert board["entrypoint"][:2] == ["dagrt", "dashboard"]
+    assert board["environment"]["DAGRT_REDIS_URL"] == worker["environment"]["DAGRT_REDIS_URL"]
 
 
 def test_a_worker_touches_its_heartbeat_file(pool_factory: Any, tmp_path: Path) -> None:
