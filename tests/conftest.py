@@ -33,7 +33,7 @@ def redis_url() -> Iterator[str]:
     if url:
         yield url
         return
-    with RedisServer() as server:
+    with RedisServer(die_with_parent=True) as server:
         yield server.url
 
 
@@ -50,7 +50,7 @@ def server_factory() -> Iterator[Callable[..., RedisServer]]:
     servers: list[RedisServer] = []
 
     def make(**options: Any) -> RedisServer:
-        server = RedisServer(**options)
+        server = RedisServer(die_with_parent=True, **options)
         servers.append(server)
         return server.start()
 
@@ -147,7 +147,10 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     """The docker-compose topology with processes: the server on storage/redis.conf
     with a password, and two workers started by the same command."""
     server = RedisServer(
-        password="pool-secret", config_file=REDIS_CONF, directory=tmp_path_factory.mktemp("aof")
+        password="pool-secret",
+        config_file=REDIS_CONF,
+        directory=tmp_path_factory.mktemp("aof"),
+        die_with_parent=True,
     )
     pool = Pool(server.start())
     try:
@@ -164,7 +167,7 @@ def pool_factory(tmp_path: Path) -> Iterator[Callable[..., Pool]]:
     pools: list[Pool] = []
 
     def make(n_workers: int = 2, *flags: str, env: dict[str, str] | None = None) -> Pool:
-        made = Pool(RedisServer(password="private").start())
+        made = Pool(RedisServer(password="private", die_with_parent=True).start())
         pools.append(made)
         for _ in range(n_workers):
             made.spawn(*FAST, *flags, env=env)

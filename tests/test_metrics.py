@@ -163,6 +163,31 @@ def test_batches_expand_into_single_events() -> None:
     assert (local.direction, local.consumer, local.local) == ("local", 3, True)
 
 
+def test_plain_dicts_say_what_the_models_say() -> None:
+    """The dashboard's fast path (dicts from the wire) equals the models' dumps."""
+    from dagrt.metrics.read import RunGraph
+
+    now = time.time()
+    done = rec.FinishedBatch()
+    for i in range(3):
+        done.add(i, 1, now, now + i, 0.5, i, 2 * i, 0.1, 0.2, bool(i % 2))
+    moves = rec.TransferBatch()
+    moves.add(20, 0.2, "upload", 3, None, False)
+    moves.add(9, 0.0, "local", 1, 2, True)
+    graph = RunGraph(["k0", "k1", "k2", "k3"], ["a", "b", "c", "d"], [[], [], [], []], [3])
+    items = [
+        done.wire(now, "r", "w"),
+        moves.wire(now, "r", "w"),
+        rec.task_started(now, "r", "w", 1, "k1", "b", 1),
+        ev.wire(
+            RunFinished(kind="run-finished", ts=now, run_id="r", status="finished", makespan=1.0)
+        ),
+    ]
+    for item in items:
+        expected = [e.model_dump() for e in ev.expand(ev.from_wire(item), graph)]
+        assert ev.to_dicts(item, graph) == expected
+
+
 def test_hot_path_builders_agree_with_the_models() -> None:
     now = time.time()
     built = ev.from_wire(

@@ -189,8 +189,22 @@ class DashboardApp:
 # --------------------------------------------------------------------------- handlers
 
 
-def _json(data: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(data, status_code=status)
+try:  # orjson is several times faster on the large pages of events
+    import orjson
+
+    def dumps(data: Any) -> str:
+        return orjson.dumps(data).decode()
+
+    def _json(data: Any, status: int = 200) -> Response:
+        return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+except ImportError:  # pragma: no cover - orjson comes with the dashboard extra
+
+    def dumps(data: Any) -> str:
+        return json.dumps(data)
+
+    def _json(data: Any, status: int = 200) -> Response:
+        return JSONResponse(data, status_code=status)
 
 
 async def index(request: Request) -> Response:
@@ -292,9 +306,9 @@ async def live(websocket: WebSocket) -> None:
     app.subscribers.add(sub)  # first: live batches queue up while the backlog goes out
     try:
         async for message in app.backlog(run, after):
-            await websocket.send_text(json.dumps(message))
+            await websocket.send_text(dumps(message))
             sub.delivered = max(sub.delivered, _id(message["last"]))
-        await websocket.send_text(json.dumps({"type": "live", "last": app.last_id}))
+        await websocket.send_text(dumps({"type": "live", "last": app.last_id}))
         async with anyio.create_task_group() as tg:
             tg.start_soon(_pump, websocket, sub, tg.cancel_scope)
             tg.start_soon(_listen, websocket, tg.cancel_scope)
@@ -321,7 +335,7 @@ async def _pump(websocket: WebSocket, sub: Subscriber, scope: anyio.CancelScope)
             continue  # the backlog covered it
         events = [e for e in message["events"] if _id(e[0]) > sub.delivered]
         await websocket.send_text(
-            json.dumps({"type": "batch", "last": message["last"], "events": events})
+            dumps({"type": "batch", "last": message["last"], "events": events})
         )
         sub.delivered = _id(message["last"])
 
@@ -403,5 +417,5 @@ def serve(url: str, *, host: str = "127.0.0.1", port: int = 8787) -> None:
         print(f"dagrt dashboard: http://{host}:{port}/", flush=True)
         await server.serve(sockets=[sock])
 
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     asyncio.run(main())

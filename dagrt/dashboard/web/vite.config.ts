@@ -1,4 +1,3 @@
-import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 // The page is served by dagrt/dashboard/server.py from ../static (index.html at "/",
@@ -11,7 +10,7 @@ export default defineConfig({
     legalComments: 'none',
   },
   build: {
-    outDir: fileURLToPath(new URL('../static', import.meta.url)),
+    outDir: '../static', // relative to this directory (the root)
     emptyOutDir: true,
     assetsDir: 'assets',
     target: 'es2022',

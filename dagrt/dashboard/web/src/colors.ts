@@ -35,3 +35,13 @@ export function categorical(i: number): string {
   }
   return color;
 }
+
+/** Colour of a function (by index): even palette slots, so never a worker's colour. */
+export function functionColor(fn: number): string {
+  return categorical(fn * 2);
+}
+
+/** Colour of a worker (by index in the run's worker table): odd palette slots. */
+export function workerColor(worker: number): string {
+  return worker < 0 ? categorical(-1) : categorical(worker * 2 + 1);
+}

@@ -60,7 +60,8 @@ function sendEvents(events: WireEvent[], last: string, phase: 'backlog' | 'live'
   post({ type: 'chunk', chunk, phase }, transferables(chunk.columns));
 }
 
-async function loadGraph(base: string, runId: string): Promise<void> {
+/** The run's graph (retried while it is not written yet). */
+async function loadGraph(base: string, runId: string): Promise<boolean> {
   for (let attempt = 0; ; attempt++) {
     try {
       const detail = await fetchRun(base, runId);
@@ -68,40 +69,53 @@ async function loadGraph(base: string, runId: string): Promise<void> {
         const graph = graphData(detail.graph);
         post({ type: 'graph', summary: detail.summary, graph },
           [graph.fn.buffer, graph.parentOff.buffer, graph.parentIdx.buffer] as ArrayBuffer[]);
-        return;
+        return true;
       }
       post({ type: 'waiting', reason: 'the run graph is not written yet' });
     } catch (error) {
-      if (error instanceof HttpError && error.status === 404) {
-        post({ type: 'waiting', reason: `no run ${runId} in the event log (yet)` });
-      } else if (error instanceof HttpError && error.status === 400) {
+      if (error instanceof HttpError && error.status === 400) {
         post({ type: 'error', message: `invalid run id ${runId}` });
-        return new Promise(() => {}); // nothing more to do
-      } else {
-        post({ type: 'waiting', reason: String(error) });
+        return false;
       }
+      const reason = error instanceof HttpError && error.status === 404
+        ? `no run ${runId} in the event log (yet)` : String(error);
+      post({ type: 'waiting', reason });
     }
     await sleep(Math.min(250 * (attempt + 1), 2000));
   }
 }
 
-async function loadBacklog(base: string, runId: string): Promise<void> {
+/** Events per REST page aimed at: small pages let parsing overlap the server's work. */
+const PAGE_EVENTS = 12_000;
+
+/**
+ * The backlog, page by page. Pages are fetched while the graph loads; they are passed on
+ * once the graph is (the page needs the graph before events).
+ */
+async function loadBacklog(base: string, runId: string, graphReady: Promise<boolean>): Promise<void> {
   let after: string | null = null;
-  for (let missing = 0; ; ) {
+  let count = 2; // entries; adapted to the events per entry seen
+  let missing = 0;
+  for (;;) {
+    let page;
     try {
-      const page = await fetchEvents(base, runId, after, 2000);
-      sendEvents(page.events, page.last, 'backlog');
-      after = page.last;
-      if (page.done) return;
+      page = await fetchEvents(base, runId, after, count);
     } catch (error) {
       // No events indexed yet: retry a little, then let the socket send the backlog.
-      if (error instanceof HttpError && error.status === 404 && missing++ < 10) {
+      if (error instanceof HttpError && error.status === 404 && after === null && missing++ < 10) {
         await sleep(300);
         continue;
       }
-      if (after === null) return;
+      if (after === null && error instanceof HttpError && error.status === 404) return;
       throw error;
     }
+    // Entries hold from one to thousands of events: grow or shrink the page by halves.
+    if (page.events.length < PAGE_EVENTS / 2) count = Math.min(2000, count * 2);
+    else if (page.events.length > PAGE_EVENTS * 2) count = Math.max(1, Math.floor(count / 2));
+    if (!(await graphReady)) return;
+    sendEvents(page.events, page.last, 'backlog');
+    after = page.last;
+    if (page.done) return;
   }
 }
 
@@ -121,16 +135,17 @@ function connect(base: string, runId: string): void {
 
 async function start(base: string, runId: string): Promise<void> {
   post({ type: 'connection', state: 'connecting' });
-  await loadGraph(base, runId);
+  const graphReady = loadGraph(base, runId);
   for (let attempt = 0; ; attempt++) {
     try {
-      await loadBacklog(base, runId);
+      await loadBacklog(base, runId, graphReady);
       break;
     } catch (error) {
       post({ type: 'waiting', reason: `loading events: ${String(error)}` });
       await sleep(Math.min(500 * 2 ** attempt, 5000));
     }
   }
+  if (!(await graphReady)) return;
   post({ type: 'backlog-done' });
   connect(base, runId);
 }

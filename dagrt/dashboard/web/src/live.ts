@@ -42,8 +42,14 @@ export class LiveSocket {
     const socket = this.socket;
     this.socket = null;
     if (socket) {
-      socket.onclose = socket.onerror = socket.onmessage = socket.onopen = null;
-      socket.close();
+      socket.onclose = socket.onerror = socket.onmessage = null;
+      if (socket.readyState === WebSocket.CONNECTING) {
+        // Closing before the handshake logs a browser warning: close once open instead.
+        socket.onopen = () => socket.close();
+      } else {
+        socket.onopen = null;
+        socket.close();
+      }
     }
   }
 

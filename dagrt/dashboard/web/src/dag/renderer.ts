@@ -7,7 +7,7 @@
  * and band of layers (with counts per state) are drawn instead; zooming in far enough
  * shows the individual nodes of the region in view.
  */
-import { categorical, EDGE_COLORS, STATE_COLORS } from '../colors';
+import { EDGE_COLORS, STATE_COLORS, functionColor, workerColor } from '../colors';
 import type { Layout } from '../layout';
 import { EdgeKind, State } from '../store/reducer';
 import type { RunStore } from '../store/runstore';
@@ -53,7 +53,8 @@ export class DagRenderer {
   visibleNodes = 0;
   /** Set after the first complete drawing with a layout. */
   drawnOnce = false;
-  onDrawn: (() => void) | null = null;
+  /** Called when the drawing switches between aggregated and individual nodes. */
+  onModeChange: (() => void) | null = null;
 
   private visible = new Int32Array(0);
   private visibleMark = new Uint8Array(0);
@@ -215,7 +216,9 @@ export class DagRenderer {
       return null;
     }
     const [x0, y0] = this.nodeOrigin(i);
-    return { x: (x0 + this.size.w / 2) / this.dpr, y: (y0 + this.size.h / 2) / this.dpr };
+    const x = (x0 + this.size.w / 2) / this.dpr;
+    const y = (y0 + this.size.h / 2) / this.dpr;
+    return x >= 0 && x < this.width && y >= 0 && y < this.height ? { x, y } : null;
   }
 
   /** The node (or box, when aggregated) under a point in CSS px. */
@@ -242,7 +245,7 @@ export class DagRenderer {
       const lo = layout.layerOff[layer];
       const hi = layout.layerOff[layer + 1];
       const wx = (x - ox) / sx;
-      let k = lowerBound(layout.byLayer, layout.x, lo, hi, wx);
+      const k = lowerBound(layout.byLayer, layout.x, lo, hi, wx);
       for (let j = Math.max(lo, k - 4); j < Math.min(hi, k + 4); j++) {
         const i = layout.byLayer[j];
         const [x0, y0] = this.nodeOrigin(i);
@@ -256,7 +259,6 @@ export class DagRenderer {
           best = i;
         }
       }
-      k = 0;
     }
     return best >= 0 ? { node: best } : null;
   }
@@ -290,8 +292,8 @@ export class DagRenderer {
     this.visibleMark.fill(0);
     const wx0 = (-ox - 30) / sx;
     const wx1 = (this.width - ox + 30) / sx;
-    const l0 = Math.max(0, Math.floor((-oy) / sy) - 1);
-    const l1 = Math.min(layout.layerCount - 1, Math.ceil((this.height - oy) / sy) + 1);
+    const l0 = Math.max(0, Math.floor(-oy / sy));
+    const l1 = Math.min(layout.layerCount - 1, Math.ceil((this.height - oy) / sy));
     let count = 0;
     const ranges: number[] = [];
     for (let l = l0; l <= l1; l++) {
@@ -340,8 +342,8 @@ export class DagRenderer {
 
   private colorOf(key: number): string {
     if (key < 16) return STATE_COLORS[key];
-    if (key < 1_000_000) return categorical(key - 16);
-    return categorical(key - 1_000_000);
+    if (key < 1_000_000) return workerColor(key - 16);
+    return functionColor(key - 1_000_000);
   }
 
   // -- drawing ----------------------------------------------------------------------------
@@ -364,8 +366,10 @@ export class DagRenderer {
     const version = this.store.version;
     let full = this.viewDirty;
     if (this.viewDirty) {
+      const wasAggregated = this.aggregated;
       this.size = this.nodeSize();
       this.computeVisible();
+      if (wasAggregated !== this.aggregated || !this.drawnOnce) this.onModeChange?.();
     }
     if (this.showCritical && this.criticalVersion !== version) {
       const before = this.critical;
@@ -396,15 +400,11 @@ export class DagRenderer {
       else this.patchNodes(states);
     }
     this.viewDirty = false;
-    if (!this.drawnOnce) {
-      this.drawnOnce = true;
-      this.onDrawn?.();
-    }
+    this.drawnOnce = true;
   }
 
   private drawEdges(): void {
     const ctx = this.edgeCtx;
-    const layout = this.layout!;
     const { graph, reducer } = this.store;
     const { parentOff, parentIdx, childOff, childIdx, childEdge } = graph;
     ctx.setTransform(1, 0, 0, 1, 0, 0);
@@ -594,7 +594,7 @@ export class DagRenderer {
       const box = agg.boxes[b];
       const r = rects[b];
       if (r.x > this.width || r.x + r.w < 0 || r.y > this.height || r.y + r.h < 0) continue;
-      const fnColor = categorical(box.fn);
+      const fnColor = functionColor(box.fn);
       ctx.fillStyle = this.colorMode === 'function' ? fnColor : '#f8fafc';
       ctx.globalAlpha = this.colorMode === 'function' ? 0.25 : 1;
       ctx.fillRect(r.x, r.y, r.w, r.h);
@@ -602,18 +602,37 @@ export class DagRenderer {
       ctx.strokeStyle = b === this.selectedBox ? '#111827' : fnColor;
       ctx.lineWidth = b === this.selectedBox ? 2.5 : 1.5;
       ctx.strokeRect(r.x, r.y, r.w, r.h);
-      // A bar of counts: per state, or per worker.
-      const barH = Math.min(12, Math.max(4, r.h - 8));
-      const barY = r.y + r.h - barH - 3;
-      const barX = r.x + 3;
-      const barW = Math.max(1, r.w - 6);
+      // A label (function, count, done) and a bar of counts per state (or per worker).
+      const done = this.boxCounts[b * 5 + State.Done];
+      const label = `${graph.fnNames[box.fn] || '?'} ×${box.count} · ${done} done`;
+      const visibleX0 = Math.max(r.x, 0);
+      const visibleX1 = Math.min(r.x + r.w, this.width);
+      let barX = r.x + 3;
+      let barW = Math.max(1, r.w - 6);
+      let barH = Math.min(12, Math.max(4, r.h - 8));
+      let barY = r.y + r.h - barH - 3;
+      if (r.h >= 30) {
+        ctx.fillStyle = '#1f2937';
+        ctx.fillText(clip(ctx, label, visibleX1 - visibleX0 - 10), visibleX0 + 5, r.y + (r.h - barH - 3) / 2 + 1);
+      } else {
+        const text = ctx.measureText(label).width;
+        if (visibleX1 - visibleX0 >= text + 70) {
+          ctx.fillStyle = '#1f2937';
+          ctx.fillText(label, visibleX0 + 6, r.y + r.h / 2 + 0.5);
+          const start = visibleX0 + text + 14;
+          barW = Math.max(1, r.x + r.w - 3 - start);
+          barX = start;
+        }
+        barH = Math.max(3, r.h - 8);
+        barY = r.y + (r.h - barH) / 2;
+      }
       let x = barX;
       if (workerCounts) {
         const row = workerCounts.get(b) ?? new Map<number, number>();
         let placed = 0;
         for (const [w, count] of row) {
           const width = (barW * count) / box.count;
-          ctx.fillStyle = categorical(w);
+          ctx.fillStyle = workerColor(w);
           ctx.fillRect(x, barY, width, barH);
           x += width;
           placed += count;
@@ -629,13 +648,6 @@ export class DagRenderer {
           ctx.fillRect(x, barY, width, barH);
           x += width;
         }
-      }
-      if (r.h >= 30) {
-        const done = this.boxCounts[b * 5 + State.Done];
-        const label = `${graph.fnNames[box.fn] || '?'} ×${box.count}  (${done} done)`;
-        ctx.fillStyle = '#1f2937';
-        const left = Math.max(r.x + 5, 4);
-        ctx.fillText(clip(ctx, label, Math.min(r.x + r.w, this.width) - left - 4), left, r.y + (r.h - barH - 3) / 2 + 1);
       }
     }
     ctx.textBaseline = 'alphabetic';

@@ -36,11 +36,14 @@ export class RunController extends Emitter {
   private stopped = false;
   private lastFrame = 0;
   private playHandle = 0;
+  private playTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(readonly base: string, readonly runId: string, initialTime: number | null) {
     super();
     this.initialTime = initialTime;
     this.feed = new Feed(base, runId, (message) => this.onFeed(message));
+    // Load the layout worker now; it gets the graph when that arrives.
+    this.layoutWorker = new Worker(new URL('../layout.worker.ts', import.meta.url), { type: 'module' });
   }
 
   private loaded = false;
@@ -50,13 +53,14 @@ export class RunController extends Emitter {
     if (!this.loaded) {
       this.loaded = this.backlogDone && this.store !== null && this.store.pending === 0 &&
         this.initialTime === null && this.drawn;
+      if (this.loaded) performance.mark('dagrt:ready');
     }
     return this.loaded;
   }
 
   stop(): void {
     this.stopped = true;
-    this.pause();
+    this.pause(false);
     this.feed?.stop();
     this.layoutWorker?.terminate();
   }
@@ -65,6 +69,7 @@ export class RunController extends Emitter {
     if (this.stopped) return;
     switch (message.type) {
       case 'graph':
+        performance.mark('dagrt:graph');
         this.store = new RunStore(message.graph, message.summary);
         this.lanes = new LaneModel(this.store);
         this.waiting = null;
@@ -75,6 +80,7 @@ export class RunController extends Emitter {
         this.pump();
         return; // the pump emits
       case 'backlog-done':
+        performance.mark('dagrt:backlog');
         this.backlogDone = true;
         this.pump();
         break;
@@ -95,9 +101,10 @@ export class RunController extends Emitter {
 
   private startLayout(): void {
     const graph = this.store!.graph;
-    const worker = new Worker(new URL('../layout.worker.ts', import.meta.url), { type: 'module' });
-    this.layoutWorker = worker;
+    const worker = this.layoutWorker;
+    if (!worker) return;
     worker.onmessage = (event: MessageEvent<{ layout: Layout }>) => {
+      performance.mark('dagrt:layout');
       this.layout = event.data.layout;
       worker.terminate();
       this.layoutWorker = null;
@@ -145,8 +152,12 @@ export class RunController extends Emitter {
     this.emit();
   }
 
+  /** Notified when the selected node changes (the details panel follows at once). */
+  readonly selection = new Emitter();
+
   select(index: number): void {
     this.selected = index;
+    this.selection.emit();
     this.emit();
   }
 
@@ -199,29 +210,57 @@ export class RunController extends Emitter {
     if (store.live || store.replayTime >= store.duration - 1e-9) store.seek(0);
     this.playing = true;
     this.lastFrame = performance.now();
-    const tick = () => {
-      if (!this.playing || !this.store) return;
-      const now = performance.now();
-      const dt = (now - this.lastFrame) / 1000;
-      this.lastFrame = now;
-      const s = this.store;
-      const t = Math.min(s.duration, s.replayTime + dt * this.speed);
-      s.seek(t);
-      if (t >= s.duration) {
-        this.pause();
-      } else {
-        this.emit();
-        this.playHandle = requestAnimationFrame(tick);
-      }
-    };
-    this.playHandle = requestAnimationFrame(tick);
+    this.scheduleTick();
     this.emit();
   }
 
+  /** Advance by wall time × speed, once per frame (or every 100 ms without frames). */
+  private scheduleTick(): void {
+    let done = false;
+    const tick = () => {
+      if (done) return;
+      done = true;
+      cancelAnimationFrame(this.playHandle);
+      clearTimeout(this.playTimer);
+      this.tick();
+    };
+    this.playHandle = requestAnimationFrame(tick);
+    this.playTimer = setTimeout(tick, 100);
+  }
+
+  private tick(): void {
+    const s = this.store;
+    if (!this.playing || !s) return;
+    const now = performance.now();
+    const dt = (now - this.lastFrame) / 1000;
+    this.lastFrame = now;
+    const t = Math.min(s.duration, s.replayTime + dt * this.speed);
+    s.seek(t);
+    if (t >= s.duration) {
+      this.pause();
+    } else {
+      this.emit();
+      this.scheduleTick();
+    }
+  }
+
   pause(writeUrl = true): void {
-    if (!this.playing) return;
+    if (!this.playing) {
+      if (!writeUrl) return;
+      // Paused while following a live run: freeze at the newest event.
+      if (this.store?.live) this.store.seek(this.store.duration);
+      this.writeUrl();
+      this.emit();
+      return;
+    }
     this.playing = false;
     cancelAnimationFrame(this.playHandle);
+    clearTimeout(this.playTimer);
+    // Stop on a millisecond, so that the URL reads back as exactly this moment.
+    const store = this.store;
+    if (store && !store.live && store.replayTime < store.duration) {
+      store.seek(Math.round(store.replayTime * 1000) / 1000);
+    }
     if (writeUrl) this.writeUrl();
     this.emit();
   }

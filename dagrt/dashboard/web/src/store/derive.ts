@@ -1,6 +1,6 @@
 /** Views of a run's state at the replay time: transfers, failures, a node's record. */
-import { Direction, FLAG_FINAL, FLAG_KEPT, FLAG_LOCAL, type ErrorRecord } from './events';
-import { STATE_NAMES, type StateName } from './reducer';
+import { FLAG_FINAL, FLAG_KEPT, type ErrorRecord } from './events';
+import { EdgeKind, STATE_NAMES, type StateName } from './reducer';
 import type { RunStore } from './runstore';
 
 export interface TransferEdge {
@@ -13,54 +13,52 @@ export interface TransferEdge {
 export interface TransferTotals {
   network: number;
   local: number;
+  count: number;
   /** Bytes of every transfer by the worker that logged it. */
   perWorker: Record<string, number>;
   perWorkerNetwork: Record<string, number>;
   perWorkerLocal: Record<string, number>;
-  /** One per producer → consumer pair (uploads have no consumer and are not edges). */
-  edges: TransferEdge[];
-  count: number;
 }
 
-export function transfers(store: RunStore): TransferTotals {
-  const { log } = store;
-  const c = log.columns;
-  let network = 0;
-  let local = 0;
-  let count = 0;
-  const perWorker = new Map<number, [number, number]>();
-  const edges = new Map<number, TransferEdge>();
-  const n = store.graph.n;
-  for (const p of log.transfers) {
-    if (p >= store.considered || !store.inEffect(p)) continue;
-    count++;
-    const bytes = c.a[p];
-    const isLocal = (c.flags[p] & FLAG_LOCAL) !== 0;
-    if (isLocal) local += bytes;
-    else network += bytes;
-    let w = perWorker.get(c.worker[p]);
-    if (!w) perWorker.set(c.worker[p], (w = [0, 0]));
-    w[isLocal ? 1 : 0] += bytes;
-    const consumer = c.d[p];
-    if (consumer < 0) continue;
-    const producer = c.task[p];
-    const key = producer * n + consumer;
-    let edge = edges.get(key);
-    if (!edge) edges.set(key, (edge = { producer, consumer, bytes: 0, local: true }));
-    edge.bytes += bytes;
-    if (c.c[p] === Direction.Download) edge.local = false;
-  }
-  const out: TransferTotals = {
-    network, local, perWorker: {}, perWorkerNetwork: {}, perWorkerLocal: {},
-    edges: [...edges.values()], count,
-  };
-  for (const [w, [net, loc]] of perWorker) {
-    const name = log.workerName(w) ?? '';
-    out.perWorker[name] = net + loc;
-    out.perWorkerNetwork[name] = net;
-    out.perWorkerLocal[name] = loc;
-  }
-  return out;
+/** Totals at the replay time (kept by the reducer as events apply). */
+export function transferTotals(store: RunStore): TransferTotals {
+  return store.cached('transfer-totals', () => {
+    const r = store.reducer;
+    const out: TransferTotals = {
+      network: r.networkBytes, local: r.localBytes, count: r.transferCount,
+      perWorker: {}, perWorkerNetwork: {}, perWorkerLocal: {},
+    };
+    const workers = Math.max(r.workerNetwork.length, r.workerLocal.length);
+    for (let w = 0; w < workers; w++) {
+      const net = r.workerNetwork[w] ?? 0;
+      const loc = r.workerLocal[w] ?? 0;
+      if (!(w in r.workerNetwork) && !(w in r.workerLocal)) continue;
+      const name = store.log.workerName(w) ?? '';
+      out.perWorker[name] = net + loc;
+      out.perWorkerNetwork[name] = net;
+      out.perWorkerLocal[name] = loc;
+    }
+    return out;
+  });
+}
+
+/**
+ * Graph edges that carried a transfer at the replay time: producer → consumer, bytes, and
+ * whether it stayed local (no download).
+ */
+export function transferEdges(store: RunStore): TransferEdge[] {
+  return store.cached('transfer-edges', () => {
+    const { parentOff, parentIdx } = store.graph;
+    const { edgeBytes, edgeKind } = store.reducer;
+    const out: TransferEdge[] = [];
+    for (let c = 0; c < store.graph.n; c++) {
+      for (let e = parentOff[c]; e < parentOff[c + 1]; e++) {
+        if (edgeKind[e] === EdgeKind.Unknown) continue;
+        out.push({ producer: parentIdx[e], consumer: c, bytes: edgeBytes[e], local: edgeKind[e] !== EdgeKind.Storage });
+      }
+    }
+    return out;
+  });
 }
 
 export interface FailureRecord {
@@ -76,6 +74,10 @@ export interface FailureRecord {
 
 /** Final failures in effect, in the order applied. */
 export function failures(store: RunStore): FailureRecord[] {
+  return store.cached('failures', () => computeFailures(store));
+}
+
+function computeFailures(store: RunStore): FailureRecord[] {
   const { log, graph } = store;
   const c = log.columns;
   return store.reducer.failures.map((p) => {

@@ -55,6 +55,13 @@ export class Reducer {
   readonly edgeBytes: Float64Array;
   readonly edgeKind: Uint8Array;
 
+  /** Transfer bytes in effect: over the network, kept local; per worker index. */
+  networkBytes = 0;
+  localBytes = 0;
+  transferCount = 0;
+  workerNetwork: number[] = [];
+  workerLocal: number[] = [];
+
   appliedCount = 0;
   /** Position of the run-finished event applied, or -1. */
   finishedAt = -1;
@@ -104,6 +111,11 @@ export class Reducer {
     this.finishAt.fill(-1);
     this.edgeBytes.fill(0);
     this.edgeKind.fill(EdgeKind.Unknown);
+    this.networkBytes = 0;
+    this.localBytes = 0;
+    this.transferCount = 0;
+    this.workerNetwork = [];
+    this.workerLocal = [];
     this.appliedCount = 0;
     this.finishedAt = -1;
     this.failures = [];
@@ -162,16 +174,24 @@ export class Reducer {
         return;
       }
       case Kind.Transfer: {
+        const bytes = c.a[p];
+        const w = c.worker[p];
+        this.transferCount++;
+        if (c.flags[p] & FLAG_LOCAL) {
+          this.localBytes += bytes;
+          if (w >= 0) this.workerLocal[w] = (this.workerLocal[w] ?? 0) + bytes;
+        } else {
+          this.networkBytes += bytes;
+          if (w >= 0) this.workerNetwork[w] = (this.workerNetwork[w] ?? 0) + bytes;
+        }
         const consumer = c.d[p];
         if (consumer < 0) return;
         const e = this.edges.get(i, consumer);
         if (e < 0) return;
-        this.edgeBytes[e] += c.a[p];
-        if (c.c[p] === Direction.Download && !(c.flags[p] & FLAG_LOCAL)) {
-          this.edgeKind[e] = EdgeKind.Storage;
-        } else if (this.edgeKind[e] === EdgeKind.Unknown) {
-          this.edgeKind[e] = EdgeKind.Local;
-        }
+        this.edgeBytes[e] += bytes;
+        // An edge is local unless its consumer downloaded the object.
+        if (c.c[p] === Direction.Download) this.edgeKind[e] = EdgeKind.Storage;
+        else if (this.edgeKind[e] === EdgeKind.Unknown) this.edgeKind[e] = EdgeKind.Local;
         return;
       }
       case Kind.RunFinished:

@@ -43,6 +43,7 @@ export class RunStore {
     this.reducer = new Reducer(this.graph);
     this.summary = summary;
     this.statesCache = new Uint8Array(this.graph.n);
+    this.updateT0();
   }
 
   subscribe(listener: Listener): () => void {
@@ -58,11 +59,13 @@ export class RunStore {
   // -- time ---------------------------------------------------------------------------
 
   /** Epoch seconds of the run's submission (time 0 of the replay axis). */
-  get t0(): number {
+  t0 = 0;
+
+  private updateT0(): void {
     const log = this.log;
-    if (log.submittedAt >= 0) return log.columns.time[log.submittedAt];
-    if (this.summary?.submitted) return this.summary.submitted;
-    return log.length > 0 ? log.columns.time[0] : 0;
+    if (log.submittedAt >= 0) this.t0 = log.columns.time[log.submittedAt];
+    else if (this.summary?.submitted) this.t0 = this.summary.submitted;
+    else this.t0 = log.length > 0 ? log.columns.time[0] : 0;
   }
 
   /** Seconds from submission to the last event's time (a task's end counts). */
@@ -96,8 +99,10 @@ export class RunStore {
     const { from, to } = this.log.append(chunk);
     const end = this.log.columns.end;
     for (let p = from; p < to; p++) if (end[p] > this.maxEnd) this.maxEnd = end[p];
-    if (!hadSubmitted && this.log.submittedAt >= 0 && this.considered > 0 && !this.live) {
-      this.recompute(); // the time axis moved
+    if (!hadSubmitted || from === 0) {
+      const before = this.t0;
+      this.updateT0();
+      if (before !== this.t0 && this.considered > 0 && !this.live) this.recompute(); // the axis moved
     }
   }
 
@@ -110,8 +115,11 @@ export class RunStore {
   applySome(budget: number): number {
     const to = Math.min(this.log.length, this.considered + budget);
     const from = this.considered;
-    for (let p = from; p < to; p++) {
-      if (this.inEffect(p)) this.applyAt(p);
+    if (this.live) {
+      for (let p = from; p < to; p++) this.reducer.apply(this.log, p);
+      if (to > from) this.lastApplied = Math.max(this.lastApplied, to - 1);
+    } else {
+      for (let p = from; p < to; p++) if (this.inEffect(p)) this.applyAt(p);
     }
     this.considered = to;
     if (to > from) this.changed();
@@ -152,9 +160,13 @@ export class RunStore {
     let best = -1;
     let bestT = Infinity;
     const n = this.considered;
+    const time = this.log.columns.time;
+    const t0 = this.t0;
+    const T = this.cursorT;
+    const P = this.cursorP;
     for (let p = 0; p < n; p++) {
-      const rel = this.eventTime(p);
-      if (rel < this.cursorT || (rel === this.cursorT && p <= this.cursorP)) continue;
+      const rel = time[p] - t0;
+      if (rel < T || (rel === T && p <= P)) continue;
       if (rel < bestT || (rel === bestT && p < best)) {
         best = p;
         bestT = rel;
@@ -176,8 +188,10 @@ export class RunStore {
     let best = -1;
     let bestT = -Infinity;
     const n = this.considered;
+    const time = this.log.columns.time;
+    const t0 = this.t0;
     for (let p = 0; p < n; p++) {
-      const rel = this.eventTime(p);
+      const rel = time[p] - t0;
       if (rel > lastT || (rel === lastT && p >= last)) continue;
       if (rel > bestT || (rel === bestT && p > best)) {
         best = p;
@@ -201,9 +215,11 @@ export class RunStore {
     let best = -1;
     let bestT = -Infinity;
     const n = this.considered;
+    const time = this.log.columns.time;
+    const t0 = this.t0;
     for (let p = 0; p < n; p++) {
       if (!this.inEffect(p)) continue;
-      const rel = this.eventTime(p);
+      const rel = time[p] - t0;
       if (rel > bestT || (rel === bestT && p > best)) {
         best = p;
         bestT = rel;
@@ -226,10 +242,12 @@ export class RunStore {
       return;
     }
     const n = this.considered;
+    const time = this.log.columns.time;
+    const t0 = this.t0;
     for (let q = 0; q < n; q++) {
-      const rel = this.eventTime(q);
+      const rel = time[q] - t0;
       const before = rel < oldT || (rel === oldT && q <= oldP);
-      if (!before && this.inEffect(q)) this.applyAt(q);
+      if (!before && (rel < t || (rel === t && q <= p))) this.applyAt(q);
     }
     this.changed();
   }
@@ -239,7 +257,19 @@ export class RunStore {
     this.reducer.reset();
     this.lastApplied = -1;
     const n = this.considered;
-    for (let p = 0; p < n; p++) if (this.inEffect(p)) this.applyAt(p);
+    if (this.live) {
+      for (let p = 0; p < n; p++) this.reducer.apply(this.log, p);
+      this.lastApplied = n - 1;
+    } else {
+      const time = this.log.columns.time;
+      const t0 = this.t0;
+      const T = this.cursorT;
+      const P = this.cursorP;
+      for (let p = 0; p < n; p++) {
+        const rel = time[p] - t0;
+        if (rel < T || (rel === T && p <= P)) this.applyAt(p);
+      }
+    }
     this.changed();
   }
 
@@ -260,10 +290,13 @@ export class RunStore {
     return { ...this.countsCache };
   }
 
-  /** The run's status at the replay time: a run-finished in effect, else running. */
+  /** The run's status at the replay time: that of a run-finished in effect, else running. */
   status(): string {
     const p = this.reducer.finishedAt;
     if (p >= 0) return this.log.extras.get(p)?.status || 'finished';
+    // No run-finished in the log at all (trimmed?): the runs index knows the end.
+    const indexed = this.summary?.status;
+    if (this.live && indexed && indexed !== 'running' && indexed !== 'unknown') return indexed;
     return 'running';
   }
 
@@ -287,6 +320,16 @@ export class RunStore {
     for (const [w, count] of perIndex) out[this.log.workerName(w) ?? ''] = count;
     return out;
   }
+
+  /** `compute()` once per version of the store. */
+  cached<T>(name: string, compute: () => T): T {
+    const hit = this.memo.get(name);
+    if (hit && hit.version === this.version) return hit.value as T;
+    const value = compute();
+    this.memo.set(name, { version: this.version, value });
+    return value;
+  }
+  private memo = new Map<string, { version: number; value: unknown }>();
 
   keyIndex(key: string): number {
     if (!this.keyMap) {

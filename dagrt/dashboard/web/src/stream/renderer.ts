@@ -3,7 +3,7 @@
  * its start to its end (cut at the replay time), coloured by function; the download part
  * (at the start) and the upload part (at the end) in red; failed attempts dark.
  */
-import { categorical, FAILED_BAR_COLOR, TRANSFER_COLOR } from '../colors';
+import { FAILED_BAR_COLOR, TRANSFER_COLOR, functionColor, workerColor } from '../colors';
 import { formatSeconds } from '../format';
 import type { RunStore } from '../store/runstore';
 import type { Bar, Lane, LaneModel } from './lanes';
@@ -32,8 +32,10 @@ export class StreamRenderer {
   /** CSS height the canvas wants for the current lanes. */
   wantedHeight(): number {
     const count = Math.max(1, this.lanes.lanes().length);
-    this.laneHeight = Math.max(5, Math.min(18, Math.floor((MAX_HEIGHT - AXIS_HEIGHT - 8) / count)));
-    return Math.min(MAX_HEIGHT, count * this.laneHeight + AXIS_HEIGHT + 8);
+    // Many slots: thinner lanes (down to a fraction of a pixel) rather than lanes cut off.
+    const fit = (MAX_HEIGHT - AXIS_HEIGHT - 8) / count;
+    this.laneHeight = fit >= 6 ? Math.min(18, Math.floor(fit)) : fit;
+    return Math.ceil(Math.min(MAX_HEIGHT, count * this.laneHeight + AXIS_HEIGHT + 8));
   }
 
   /** [t0, t1] seconds since submission shown across the plot. */
@@ -63,76 +65,118 @@ export class StreamRenderer {
     const lanes = this.lanes.lanes();
     this.lanesShown = lanes;
     const store = this.store;
-    const t0 = store.t0;
     const now = store.live ? Infinity : store.replayTime;
     const lh = this.laneHeight;
     const top = 4;
     const names = store.log.workers;
-    const { graph } = store;
     const [ta, tb] = this.timeRange();
 
-    // Lane backgrounds and labels.
+    // Lane backgrounds; per worker a colour stripe, its name, and slot numbers if room.
     ctx.font = '11px system-ui, sans-serif';
     ctx.textBaseline = 'middle';
-    let previousWorker = -2;
-    lanes.forEach((lane, k) => {
-      const y = top + k * lh;
-      ctx.fillStyle = k % 2 ? '#f6f8fa' : '#ffffff';
-      ctx.fillRect(LABEL_WIDTH, y, this.width - LABEL_WIDTH, lh);
-      if (lane.worker !== previousWorker) {
-        ctx.fillStyle = '#e5e7eb';
-        ctx.fillRect(0, y, this.width, 1);
-        ctx.fillStyle = categorical(lane.worker);
-        ctx.fillRect(4, y + 2, 4, Math.max(2, lh - 4));
-      }
-      if (lh >= 10) {
+    if (lh >= 4) {
+      lanes.forEach((_, k) => {
+        ctx.fillStyle = k % 2 ? '#f6f8fa' : '#ffffff';
+        ctx.fillRect(LABEL_WIDTH, top + k * lh, this.width - LABEL_WIDTH, lh);
+      });
+    }
+    for (let k = 0; k < lanes.length; ) {
+      const worker = lanes[k].worker;
+      let end = k;
+      while (end < lanes.length && lanes[end].worker === worker) end++;
+      const y0 = top + k * lh;
+      const y1 = top + end * lh;
+      ctx.fillStyle = '#d1d5db';
+      ctx.fillRect(0, y0, this.width, 1);
+      ctx.fillStyle = workerColor(worker);
+      ctx.fillRect(4, y0 + 1, 4, Math.max(2, y1 - y0 - 2));
+      if (y1 - y0 >= 11) {
         ctx.fillStyle = '#374151';
-        const label = lane.worker !== previousWorker ? (names[lane.worker] ?? '?') : '';
-        const text = `${clipLeft(ctx, label, LABEL_WIDTH - 44)}${label ? ' ' : ''}#${lane.slot}`;
-        ctx.fillText(text, 12, y + lh / 2);
+        const slots = end - k;
+        const label = `${names[worker] ?? '?'}${slots > 1 ? ` (${slots} slots)` : ''}`;
+        ctx.fillText(clipLeft(ctx, label, LABEL_WIDTH - 20), 12, y0 + Math.min(lh, y1 - y0) / 2 + 0.5);
       }
-      previousWorker = lane.worker;
-    });
+      if (lh >= 13) {
+        ctx.fillStyle = '#9ca3af';
+        ctx.textAlign = 'right';
+        for (let j = k + 1; j < end; j++) ctx.fillText(`#${lanes[j].slot}`, LABEL_WIDTH - 6, top + j * lh + lh / 2 + 0.5);
+        ctx.textAlign = 'start';
+      }
+      k = end;
+    }
 
-    // Bars, grouped by colour.
+    // Bars, grouped by colour; neighbours closer than a pixel merge into one rect.
+    const packed = this.pack(lanes);
     const compute = new Map<number, Path2D>();
     const transfer = new Path2D();
     const failed = new Path2D();
     const xmin = LABEL_WIDTH;
     const xmax = this.width - 8;
-    lanes.forEach((lane, k) => {
-      const y = top + k * lh + 1;
-      const h = Math.max(2, lh - 2);
-      for (const bar of lane.bars) {
-        if (!store.inEffect(bar.pos) || bar.pos >= store.considered) continue;
-        const start = bar.start - t0;
-        const end = Math.min(bar.end - t0, now);
-        if (end < ta || start > tb) continue;
-        const x0 = Math.max(xmin, this.xOf(start));
-        const x1 = Math.min(xmax, Math.max(this.xOf(end), x0 + 1));
-        if (bar.failed) {
+    const T = store.live ? Infinity : store.cursorT;
+    const P = store.live ? Infinity : store.cursorP;
+    const scale = (this.width - LABEL_WIDTH - 8) / (tb - ta);
+    const X = (t: number) => LABEL_WIDTH + (t - ta) * scale;
+    const limit = store.considered;
+    for (let k = 0; k < packed.length; k++) {
+      const lane = packed[k];
+      const y = top + k * lh + (lh >= 6 ? 1 : 0);
+      const h = lh >= 6 ? lh - 2 : Math.max(0.5, lh * 0.85);
+      // Bars of a slot do not overlap: sorted by start, their ends are sorted too.
+      let b = upperBound(lane.end, ta - 1e-12);
+      let runFn = -1;
+      let runX0 = 0;
+      let runX1 = -Infinity;
+      let redX0 = 0;
+      let redX1 = -Infinity;
+      const flush = () => {
+        if (runFn >= 0) {
+          let path = compute.get(runFn);
+          if (!path) compute.set(runFn, (path = new Path2D()));
+          path.rect(runX0, y, runX1 - runX0, h);
+        }
+        runFn = -1;
+      };
+      const red = (x0: number, x1: number) => {
+        if (x0 > redX1 + 0.75) {
+          if (redX1 > -Infinity) transfer.rect(redX0, y, redX1 - redX0, h);
+          redX0 = x0;
+        }
+        redX1 = Math.max(redX1, x1);
+      };
+      for (; b < lane.count; b++) {
+        const start = lane.start[b];
+        if (start > tb || start > T || (start === T && lane.pos[b] > P)) break;
+        if (lane.pos[b] >= limit) continue;
+        const end = Math.min(lane.end[b], now);
+        const x0 = Math.max(xmin, X(start));
+        const x1 = Math.min(xmax, Math.max(X(end), x0 + 1));
+        if (lane.failed[b]) {
           failed.rect(x0, y, x1 - x0, h);
           continue;
         }
-        const fn = graph.fn[bar.task] ?? 0;
-        let path = compute.get(fn);
-        if (!path) compute.set(fn, (path = new Path2D()));
-        path.rect(x0, y, x1 - x0, h);
-        const c = store.log.columns;
-        const download = c.c[bar.pos];
-        const upload = c.d[bar.pos];
-        if (download > 0) {
-          const dx1 = Math.min(x1, this.xOf(Math.min(start + download, end)));
-          if (dx1 - x0 >= 0.5) transfer.rect(x0, y, dx1 - x0, h);
+        const fn = lane.fn[b];
+        if (fn !== runFn || x0 > runX1 + 0.75) {
+          flush();
+          runFn = fn;
+          runX0 = x0;
         }
-        if (upload > 0 && bar.end - t0 <= now) {
-          const ux0 = Math.max(x0, this.xOf(bar.end - t0 - upload));
-          if (x1 - ux0 >= 0.5) transfer.rect(ux0, y, x1 - ux0, h);
+        runX1 = Math.max(runX1, x1);
+        const download = lane.download[b];
+        if (download > 0) {
+          const dx1 = Math.min(x1, X(Math.min(start + download, end)));
+          if (dx1 - x0 >= 0.5) red(x0, dx1);
+        }
+        const upload = lane.upload[b];
+        if (upload > 0 && lane.end[b] <= now) {
+          const ux0 = Math.max(x0, X(lane.end[b] - upload));
+          if (x1 - ux0 >= 0.5) red(ux0, x1);
         }
       }
-    });
+      flush();
+      if (redX1 > -Infinity) transfer.rect(redX0, y, redX1 - redX0, h);
+    }
     for (const [fn, path] of compute) {
-      ctx.fillStyle = categorical(fn);
+      ctx.fillStyle = functionColor(fn);
       ctx.fill(path);
     }
     ctx.fillStyle = TRANSFER_COLOR;
@@ -151,7 +195,9 @@ export class StreamRenderer {
     for (let t = Math.ceil(ta / step) * step; t <= tb + 1e-12; t += step) {
       const x = this.xOf(t);
       ctx.fillRect(x, axisY, 1, 4);
-      ctx.fillText(formatSeconds(Number(t.toPrecision(6))), x, axisY + 6);
+      const label = formatSeconds(Number(t.toPrecision(6)));
+      const half = ctx.measureText(label).width / 2;
+      ctx.fillText(label, Math.min(x, this.width - half - 2), axisY + 6);
     }
     ctx.textAlign = 'start';
     ctx.textBaseline = 'alphabetic';
@@ -162,6 +208,40 @@ export class StreamRenderer {
         ctx.fillRect(x - 0.5, top, 1, lanes.length * lh);
       }
     }
+  }
+
+  private packedFor: Lane[] | null = null;
+  private packedT0 = NaN;
+  private packed: PackedLane[] = [];
+
+  /** The lanes' bars as typed columns (seconds since t0), rebuilt when the lanes change. */
+  private pack(lanes: Lane[]): PackedLane[] {
+    const t0 = this.store.t0;
+    if (lanes === this.packedFor && t0 === this.packedT0) return this.packed;
+    const c = this.store.log.columns;
+    const fnOf = this.store.graph.fn;
+    this.packed = lanes.map((lane) => {
+      const n = lane.bars.length;
+      const out: PackedLane = {
+        count: n,
+        start: new Float64Array(n), end: new Float64Array(n), pos: new Int32Array(n),
+        fn: new Int32Array(n), download: new Float64Array(n), upload: new Float64Array(n),
+        failed: new Uint8Array(n),
+      };
+      lane.bars.forEach((bar, k) => {
+        out.start[k] = bar.start - t0;
+        out.end[k] = bar.end - t0;
+        out.pos[k] = bar.pos;
+        out.fn[k] = fnOf[bar.task] ?? 0;
+        out.failed[k] = bar.failed ? 1 : 0;
+        out.download[k] = bar.failed ? 0 : c.c[bar.pos];
+        out.upload[k] = bar.failed ? 0 : c.d[bar.pos];
+      });
+      return out;
+    });
+    this.packedFor = lanes;
+    this.packedT0 = t0;
+    return this.packed;
   }
 
   /** The bar under a point (CSS px), if any. */
@@ -187,6 +267,29 @@ export class StreamRenderer {
     }
     return null;
   }
+}
+
+interface PackedLane {
+  count: number;
+  start: Float64Array;
+  end: Float64Array;
+  pos: Int32Array;
+  fn: Int32Array;
+  download: Float64Array;
+  upload: Float64Array;
+  failed: Uint8Array;
+}
+
+/** First index whose value is > x (values sorted ascending). */
+function upperBound(values: Float64Array, x: number): number {
+  let lo = 0;
+  let hi = values.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (values[mid] <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 function niceStep(raw: number): number {

@@ -1,0 +1,61 @@
+/** `#/`: the runs list, newest first, live. */
+import { useSubscription } from '../app/hooks';
+import { formatBytes, formatClock, formatSeconds } from '../format';
+import type { RunsModel } from '../run/runs';
+import { ConnectionBadge, StatusBadge } from './badges';
+
+export function RunsPage({ model }: { model: RunsModel }) {
+  useSubscription(model, 100);
+  return (
+    <div class="page">
+      <header class="topbar">
+        <h1>dagrt</h1>
+        <span class="subtitle">runs</span>
+        <span class="spacer" />
+        <ConnectionBadge state={model.connection} />
+      </header>
+      {model.error && <div class="notice">{model.error}</div>}
+      <section class="card">
+        <table class="table runs" data-testid="runs-list">
+          <thead>
+            <tr>
+              <th>run</th>
+              <th>status</th>
+              <th class="num">tasks</th>
+              <th class="num">done</th>
+              <th class="num">failed</th>
+              <th class="num">remaining</th>
+              <th class="num">makespan</th>
+              <th class="num">bytes moved</th>
+              <th>workers</th>
+              <th>submitted</th>
+            </tr>
+          </thead>
+          <tbody>
+            {model.runs.map((run) => {
+              const remaining = Math.max(0, run.n_tasks - run.done - run.failed);
+              return (
+                <tr key={run.run_id} data-testid={`run-row-${run.run_id}`}
+                  onClick={() => { location.hash = `#/run/${run.run_id}`; }}>
+                  <td class="mono"><a href={`#/run/${run.run_id}`}>{run.run_id}</a></td>
+                  <td><StatusBadge status={run.status} /></td>
+                  <td class="num">{run.n_tasks}</td>
+                  <td class="num">{run.done}</td>
+                  <td class="num">{run.failed}</td>
+                  <td class="num">{run.status === 'running' ? remaining : remaining || '–'}</td>
+                  <td class="num">{formatSeconds(run.makespan)}</td>
+                  <td class="num">{formatBytes(run.bytes_moved)}</td>
+                  <td title={run.workers.join('\n')}>{run.workers.length}</td>
+                  <td>{formatClock(run.submitted)}</td>
+                </tr>
+              );
+            })}
+            {model.ready && model.runs.length === 0 && (
+              <tr><td colSpan={10} class="empty">no runs in the event log yet</td></tr>
+            )}
+          </tbody>
+        </table>
+      </section>
+    </div>
+  );
+}

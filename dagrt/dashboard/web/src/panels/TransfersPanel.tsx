@@ -1,0 +1,88 @@
+/** Bytes moved at the replay time: totals, per worker, per edge (largest first). */
+import { useSubscription } from '../app/hooks';
+import { workerColor } from '../colors';
+import { formatBytes } from '../format';
+import type { RunController } from '../run/controller';
+import type { TransferEdge } from '../store/derive';
+import { transferEdges, transferTotals } from '../store/derive';
+
+const EDGE_ROWS = 50;
+
+export function TransfersPanel({ controller }: { controller: RunController }) {
+  useSubscription(controller.store, 500);
+  const store = controller.store!;
+  const t = transferTotals(store);
+  const edges = transferEdges(store);
+  const workers = Object.keys(t.perWorker).sort();
+  const { localEdges, top } = store.cached('transfers-panel', () => ({
+    localEdges: edges.filter((e) => e.local).length,
+    top: largest(edges, EDGE_ROWS),
+  }));
+  const keys = store.graph.keys;
+  return (
+    <section class="card" data-testid="transfers-panel">
+      <h2>transfers</h2>
+      <div class="totals">
+        <span>network <b data-testid="transfers-network">{formatBytes(t.network)}</b></span>
+        <span>local <b data-testid="transfers-local">{formatBytes(t.local)}</b></span>
+        <span class="muted">{t.count} transfers · {edges.length} edges ({localEdges} local, {edges.length - localEdges} via storage)</span>
+      </div>
+      <table class="table compact">
+        <thead>
+          <tr><th>worker</th><th class="num">network</th><th class="num">local</th><th class="num">total</th></tr>
+        </thead>
+        <tbody>
+          {workers.map((w) => (
+            <tr key={w} data-testid={`transfers-worker-${w}`}>
+              <td class="mono">
+                <span class="swatch" style={{ background: workerColor(store.log.workers.indexOf(w)) }} />{w}
+              </td>
+              <td class="num">{formatBytes(t.perWorkerNetwork[w] ?? 0)}</td>
+              <td class="num">{formatBytes(t.perWorkerLocal[w] ?? 0)}</td>
+              <td class="num">{formatBytes(t.perWorker[w] ?? 0)}</td>
+            </tr>
+          ))}
+          {workers.length === 0 && <tr><td colSpan={4} class="empty">no transfers yet</td></tr>}
+        </tbody>
+      </table>
+      {top.length > 0 && (
+        <details>
+          <summary>largest edges ({Math.min(EDGE_ROWS, edges.length)} of {edges.length})</summary>
+          <table class="table compact">
+            <thead><tr><th>producer → consumer</th><th class="num">bytes</th><th>how</th></tr></thead>
+            <tbody>
+              {top.map((e) => (
+                <tr key={`${e.producer}-${e.consumer}`}>
+                  <td class="mono ellipsis" title={`${keys[e.producer]} → ${keys[e.consumer]}`}>
+                    <a href="#" onClick={(ev) => { ev.preventDefault(); controller.select(e.consumer); }}>
+                      {keys[e.producer]} → {keys[e.consumer]}
+                    </a>
+                  </td>
+                  <td class="num">{formatBytes(e.bytes)}</td>
+                  <td>{e.local ? 'local' : 'storage'}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </details>
+      )}
+    </section>
+  );
+}
+
+/** The k edges with the most bytes, largest first. */
+function largest(edges: TransferEdge[], k: number): TransferEdge[] {
+  const top: TransferEdge[] = [];
+  for (const e of edges) {
+    if (top.length < k) {
+      top.push(e);
+      if (top.length === k) top.sort((a, b) => b.bytes - a.bytes);
+    } else if (e.bytes > top[k - 1].bytes) {
+      let j = k - 1;
+      while (j > 0 && top[j - 1].bytes < e.bytes) j--;
+      top.splice(j, 0, e);
+      top.pop();
+    }
+  }
+  return top.length < k ? top.sort((a, b) => b.bytes - a.bytes) : top;
+}
