@@ -7,11 +7,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .metrics import FlushPolicy
 
 __all__ = ["main"]
 
 
-def _flush_policy(args: argparse.Namespace) -> object:
+def _flush_policy(args: argparse.Namespace) -> FlushPolicy:
     from .metrics import FlushPolicy
 
     return FlushPolicy(

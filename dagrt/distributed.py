@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import os
@@ -208,7 +209,9 @@ class DistributedRuntime:
                 raise RunNotFoundError(f"output {i} of run {spec.run_id} is missing")
             what = f"output {i} of run {spec.run_id}"
             if len(frame) > _BIG:
-                values[i] = await anyio.to_thread.run_sync(lambda f=frame, w=what: loads(f, what=w))
+                values[i] = await anyio.to_thread.run_sync(
+                    functools.partial(loads, frame, what=what)
+                )
             else:
                 values[i] = loads(frame, what=what)
         return [values[i] for i in spec.outputs]

@@ -163,7 +163,9 @@ class TaskFunction(Generic[P, R]):
         self._prefix = _key_prefix(self.name)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Node:
+    def __call__(self, *args: Any, **kwargs: Any) -> Node:
+        # Any argument may be a Node standing for a value of the declared type, so
+        # the function's parameter types (P) cannot apply to a call.
         self._check(self.name, args, kwargs)
         return Node._build(self, args, kwargs)
 

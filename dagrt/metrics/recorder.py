@@ -156,8 +156,16 @@ class FinishedBatch:
     )
 
     def __init__(self) -> None:
-        for slot in self.__slots__:
-            setattr(self, slot, [])
+        self.task: list[int] = []
+        self.attempt: list[int] = []
+        self.start: list[float] = []
+        self.end: list[float] = []
+        self.execution: list[float] = []
+        self.inb: list[int] = []
+        self.outb: list[int] = []
+        self.download: list[float] = []
+        self.upload: list[float] = []
+        self.kept: list[bool] = []
 
     def add(
         self,
@@ -214,8 +222,12 @@ class TransferBatch:
     __slots__ = ("bytes", "consumer", "direction", "local", "producer", "seconds")
 
     def __init__(self) -> None:
-        for slot in self.__slots__:
-            setattr(self, slot, [])
+        self.bytes: list[int] = []
+        self.seconds: list[float] = []
+        self.direction: list[int] = []
+        self.producer: list[int] = []
+        self.consumer: list[int] = []
+        self.local: list[bool] = []
 
     def add(
         self,

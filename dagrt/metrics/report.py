@@ -89,20 +89,21 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
         )
         for e in sorted(by_task.values(), key=lambda e: (e.worker_id, e.start))
     ]
-    failures = []
-    for e in events:
-        if isinstance(e, TaskFailed) and e.final:
+    failures: list[dict[str, Any]] = []
+    for event in events:
+        if isinstance(event, TaskFailed) and event.final:
+            f = event
             bars.append(
-                Bar(e.task, e.key, e.name, e.worker_id, e.ts - t0, e.ts - t0, 0, 0, 0, failed=True)
+                Bar(f.task, f.key, f.name, f.worker_id, f.ts - t0, f.ts - t0, 0, 0, 0, failed=True)
             )
             failures.append(
                 {
-                    "task": e.key,
-                    "name": e.name,
-                    "worker": e.worker_id,
-                    "exc_type": e.exc_type,
-                    "message": e.message,
-                    "traceback": e.traceback,
+                    "task": f.key,
+                    "name": f.name,
+                    "worker": f.worker_id,
+                    "exc_type": f.exc_type,
+                    "message": f.message,
+                    "traceback": f.traceback,
                 }
             )
     end = max([b.end for b in bars] + [finished.ts - t0 if finished else 0.0])
@@ -122,14 +123,14 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
         }
     per_task: dict[int, int] = {}
     network = local = 0
-    for e in events:
-        if isinstance(e, Transfer):
-            task = e.consumer if e.consumer is not None else e.producer
-            per_task[task] = per_task.get(task, 0) + e.bytes
-            if e.local:
-                local += e.bytes
+    for event in events:
+        if isinstance(event, Transfer):
+            task = event.consumer if event.consumer is not None else event.producer
+            per_task[task] = per_task.get(task, 0) + event.bytes
+            if event.local:
+                local += event.bytes
             else:
-                network += e.bytes
+                network += event.bytes
     path, seconds = critical_path(by_task, graph) if graph is not None else ([], 0.0)
     slowest = sorted(
         (b for b in bars if not b.failed), key=lambda b: b.end - b.start, reverse=True

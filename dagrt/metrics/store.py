@@ -259,7 +259,8 @@ class MetadataStorage:
         if lock is None:
             return await self._flush_once()
         async with lock:
-            return await self._flush_once()
+            written = await self._flush_once()
+        return written
 
     async def _flush_once(self) -> int:
         with self._lock:
@@ -269,14 +270,16 @@ class MetadataStorage:
             return 0
         # Events taken from the buffer are written (or given back) whatever happens
         # to the task that flushes: a cancelled flush must not lose them.
+        written = 0
         try:
             with anyio.CancelScope(shield=True):
-                return await self._write(records, items, dropped)
+                written = await self._write(records, items, dropped)
         except BaseException:
             self._give_back(items, dropped)
             with self._lock:
                 self._records[:0] = records
             raise
+        return written
 
     async def _write(self, records: list[tuple[str, Any]], items: list[Any], dropped: int) -> int:
         try:

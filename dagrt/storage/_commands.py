@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 __all__ = ["Cmd", "Entry", "Fields"]
 
 Value = bytes | str | int | float
-Fields = Mapping[str | bytes, Value]
+Fields = Mapping[Any, Value]  # keys: str or bytes
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: (id, fields)
 
 

@@ -17,6 +17,7 @@ its own entries on every heartbeat, so a long task is never taken over.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -24,6 +25,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -535,7 +537,7 @@ class Worker:
         a task with retries that failed), to run by their owner.
         """
         s = self.settings
-        handoffs: list[tuple[list[bytes], int]] = []
+        handoffs: list[tuple[list[Any], int]] = []
         rk = ctx.keys
         limit = await self.storage.amax_value_size()
         ttl = ctx.ttl_ms / 1000
@@ -548,13 +550,14 @@ class Worker:
             inputs = await self._load_inputs(ctx, recs, moves)
             cmds: list[C.Cmd] = []
             items: list[Completion] = []
-            made: list[tuple[Any, int, float, Any]] = []
+            made: list[tuple[Any, bytes, float, Loaded]] = []
             for (acks, index), rec, loaded in zip(work, recs, inputs, strict=True):
                 if loaded is None:  # the run's data is gone: it ended
                     ctx.stopped = True
                     cmds.append(C.xack(s.stream, s.group, acks))
                     continue
                 fn = self.functions.cached(rec.fn)
+                assert fn is not None  # eligible for the fast lane: loaded
                 try:
                     t0 = time.perf_counter()
                     value, frame = self.executor.call_inline(fn, rec, loaded.values)
@@ -598,7 +601,7 @@ class Worker:
                     items[j] = again[retry.index(j)]
             ended = time.time()
             upload_share = (ended - sent) / max(1, len(items))
-            nxt: list[tuple[list[bytes], int]] = []
+            nxt: list[tuple[list[Any], int]] = []
             done = FinishedBatch() if metrics else None
             for item, (value, frame, elapsed, loaded), reply in zip(
                 items, made, replies, strict=True
@@ -689,14 +692,15 @@ class Worker:
                 what = f"output of task {p}"
                 if len(frame) > BIG_FRAME:
                     value = await anyio.to_thread.run_sync(
-                        lambda f=frame, w=what: loads(f, what=w), limiter=self.executor.limiter
+                        functools.partial(loads, frame, what=what), limiter=self.executor.limiter
                     )
                 else:
                     value = loads(frame, what=what)
                 fetched[p] = (value, len(frame), seconds * len(frame) / total)
             for j, rec in enumerate(recs):
-                loaded = out[j]
-                assert loaded is not None
+                partial = out[j]
+                assert partial is not None
+                loaded = partial
                 for k, p in enumerate(rec.parents):
                     if loaded.values[k] is not _MISSING:
                         continue
@@ -957,7 +961,7 @@ class Worker:
             ctx.keys, rec.index, self.id, record, acks=acks, stream=s.stream, group=s.group
         )
 
-    def _emit(self, events: list[tuple[Any, ...]]) -> None:
+    def _emit(self, events: Sequence[list[Any] | tuple[Any, ...]]) -> None:
         if self.metrics is not None:
             self.metrics.emit_many(events)
 
