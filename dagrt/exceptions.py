@@ -22,6 +22,7 @@ cancelled asyncio future does.
 from __future__ import annotations
 
 import os
+import threading
 import traceback
 from typing import Any
 
@@ -166,13 +167,34 @@ class ValueTooLargeError(StorageError, ValueError):
     """A value is larger than the server accepts."""
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+def _runtime_dirs() -> tuple[str, ...]:
+    """Where the frames that call a task come from: dagrt, anyio, asyncio, threads."""
+    import asyncio
+    import concurrent.futures
+
+    import anyio
+
+    mods = (__file__, anyio.__file__, asyncio.__file__, concurrent.futures.__file__)
+    dirs = tuple(os.path.dirname(os.path.abspath(m or "")) + os.sep for m in mods)
+    return (*dirs, os.path.abspath(threading.__file__ or ""))
+
+
+_RUNTIME_DIRS = _runtime_dirs()
+_USER_DIRS = (os.path.join(_RUNTIME_DIRS[0], "workflows") + os.sep,)  # tasks shipped with dagrt
+
+
+def _is_runtime(filename: str) -> bool:
+    return filename.startswith(_RUNTIME_DIRS) and not filename.startswith(_USER_DIRS)
 
 
 def user_traceback(exc: BaseException) -> str:
-    """The traceback text of ``exc`` without dagrt's own frames in front of the user's code."""
+    """The traceback text of ``exc`` without the runtime's frames in front of the user's code.
+
+    dagrt's own frames, and the anyio/asyncio/thread-pool frames that call a
+    task, are dropped from the front; what is left starts at the task function.
+    """
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while tb is not None and _is_runtime(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 

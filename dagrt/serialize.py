@@ -14,8 +14,10 @@ being (de)serialized, e.g. ``"result of task add-1"``.
 from __future__ import annotations
 
 import hashlib
+import linecache
 import pickle
 import struct
+import types
 import weakref
 from typing import Any
 
@@ -24,7 +26,7 @@ import msgpack
 
 from .exceptions import SerializationError
 
-__all__ = ["dumps", "dumps_function", "loads", "pack", "unpack"]
+__all__ = ["dumps", "dumps_function", "loads", "loads_function", "pack", "unpack"]
 
 _MAGIC = b"DGB1"
 _HEAD = struct.Struct("<4sIQ")  # magic, number of buffers, pickle length
@@ -107,7 +109,10 @@ def dumps_function(fn: Any) -> tuple[str, bytes]:
     """``(digest, frame)`` of a function, cached per function object.
 
     The digest (SHA-256 of the frame) names the function in storage, so a
-    function used by many tasks and many runs is stored once.
+    function used by many tasks and many runs is stored once. The frame also
+    carries the source file's lines: a function pickled by value (defined in
+    ``__main__``, a notebook or a test) then still shows its file, line and
+    code in a remote traceback (see :func:`loads_function`).
     """
     try:
         cached = _FUNCTIONS.get(fn)
@@ -115,13 +120,50 @@ def dumps_function(fn: Any) -> tuple[str, bytes]:
         cached = None
     if cached is not None:
         return cached
-    frame = dumps(fn, what=f"function {getattr(fn, '__name__', fn)!r}")
+    frame = dumps((fn, _source_of(fn)), what=f"function {getattr(fn, '__name__', fn)!r}")
     result = (hashlib.sha256(frame).hexdigest()[:32], frame)
     try:
         _FUNCTIONS[fn] = result
     except TypeError:
         pass
     return result
+
+
+def loads_function(data: bytes | bytearray | memoryview, *, what: str = "function") -> Any:
+    """Inverse of :func:`dumps_function`: the function, its source registered.
+
+    cloudpickle renames the file of code it carries by value to
+    ``<dynamic-code>``; the original name is put back and the shipped lines
+    go into :mod:`linecache`, so tracebacks read as they would locally.
+    """
+    fn, source = loads(data, what=what)
+    if source is not None:
+        filename, lines = source
+        code = getattr(getattr(fn, "fn", fn), "__code__", None)
+        if code is not None and code.co_filename == _DYNAMIC:
+            inner = getattr(fn, "fn", fn)
+            inner.__code__ = _renamed(code, filename)
+            linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+    return fn
+
+
+_DYNAMIC = "<dynamic-code>"
+
+
+def _source_of(fn: Any) -> tuple[str, list[str]] | None:
+    code = getattr(getattr(fn, "fn", fn), "__code__", None)
+    if code is None:
+        return None
+    lines = linecache.getlines(code.co_filename)
+    return (code.co_filename, lines) if lines else None
+
+
+def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
+    """``code`` and the code nested in it (lambdas, inner functions) with ``filename``."""
+    consts = tuple(
+        _renamed(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
 
 
 def pack(obj: Any) -> bytes:

@@ -31,9 +31,15 @@ from dagrt.storage.server import free_port
 
 
 class Dashboard:
-    def __init__(self, url: str) -> None:
+    """``dagrt dashboard`` as a process (by default this interpreter's ``-m dagrt``)."""
+
+    def __init__(
+        self, url: str, command: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.url = url
         self.port = free_port()
+        self.command = command or [sys.executable, "-m", "dagrt"]
+        self.env = env
         self.process: subprocess.Popen[str] | None = None
 
     @property
@@ -46,19 +52,10 @@ class Dashboard:
 
     def start(self) -> Dashboard:
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dagrt",
-                "dashboard",
-                "--redis",
-                self.url,
-                "--port",
-                str(self.port),
-            ],
+            [*self.command, "dashboard", "--redis", self.url, "--port", str(self.port)],
             stdout=subprocess.PIPE,
             text=True,
-            env=worker_env(),
+            env=self.env or worker_env(),
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()

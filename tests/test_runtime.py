@@ -102,6 +102,27 @@ async def test_a_task_error_names_the_task_and_carries_the_traceback(
         assert type(err.exception) is ValueError
 
 
+async def test_a_traceback_starts_at_the_task_and_shows_its_source(
+    any_client: dagrt.Client,
+) -> None:
+    """A function defined inline travels by value and still shows file, line and code."""
+
+    @dagrt.task
+    def divide(x: int) -> float:
+        return x / (x - x)  # the failing line
+
+    with pytest.raises(TaskError) as info:
+        await any_client.compute(divide(inc(1)))
+    tb = info.value.remote_traceback
+    frames = [line for line in tb.splitlines() if line.lstrip().startswith("File ")]
+    assert "test_runtime.py" in frames[0]
+    assert "in divide" in frames[0]
+    assert "return x / (x - x)  # the failing line" in tb
+    assert "<dynamic-code>" not in tb
+    assert "anyio" not in tb
+    assert "dagrt/workers" not in tb
+
+
 async def test_after_a_failure_the_rest_of_the_run_stops(
     any_client: dagrt.Client, signals: Signals
 ) -> None:

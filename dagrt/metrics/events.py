@@ -390,14 +390,40 @@ def to_dicts(item: list[Any] | tuple[Any, ...], graph: Any = None) -> list[dict[
             workers = [c["worker_id"]] * n
         run_id = c["run_id"]
         return [
-            {"kind": "task-finished", "ts": end, "run_id": run_id, "worker_id": w, "task": t,
-             "key": k, "name": nm, "attempt": a, "start": st, "end": end,
-             "execution_time": ex, "input_bytes": ib, "output_bytes": ob,
-             "download_time": dl, "upload_time": ul, "kept": kp}
+            {
+                "kind": "task-finished",
+                "ts": end,
+                "run_id": run_id,
+                "worker_id": w,
+                "task": t,
+                "key": k,
+                "name": nm,
+                "attempt": a,
+                "start": st,
+                "end": end,
+                "execution_time": ex,
+                "input_bytes": ib,
+                "output_bytes": ob,
+                "download_time": dl,
+                "upload_time": ul,
+                "kept": kp,
+            }
             for t, k, nm, w, a, st, end, ex, ib, ob, dl, ul, kp in zip(
-                tasks, keys, names, workers, c["attempt"], c["start"], c["end"],
-                c["execution_time"], c["input_bytes"], c["output_bytes"], c["download_time"],
-                c["upload_time"], c["kept"], strict=True)
+                tasks,
+                keys,
+                names,
+                workers,
+                c["attempt"],
+                c["start"],
+                c["end"],
+                c["execution_time"],
+                c["input_bytes"],
+                c["output_bytes"],
+                c["download_time"],
+                c["upload_time"],
+                c["kept"],
+                strict=True,
+            )
         ]
     if code == Transfers.code:
         c = _columns(code, item)
@@ -410,12 +436,29 @@ def to_dicts(item: list[Any] | tuple[Any, ...], graph: Any = None) -> list[dict[
             outputs = RunKeys(run_id) if run_id else None
             keys = [outputs.output(p) if outputs else str(p) for p in c["producer"]]
         return [
-            {"kind": "transfer", "ts": ts, "run_id": run_id, "worker_id": worker, "key": k,
-             "bytes": b, "seconds": sec, "direction": DIRECTIONS[d], "producer": p,
-             "consumer": None if co < 0 else co, "local": lo}
+            {
+                "kind": "transfer",
+                "ts": ts,
+                "run_id": run_id,
+                "worker_id": worker,
+                "key": k,
+                "bytes": b,
+                "seconds": sec,
+                "direction": DIRECTIONS[d],
+                "producer": p,
+                "consumer": None if co < 0 else co,
+                "local": lo,
+            }
             for k, b, sec, d, p, co, lo in zip(
-                keys, c["bytes"], c["seconds"], c["direction"], c["producer"], c["consumer"],
-                c["local"], strict=True)
+                keys,
+                c["bytes"],
+                c["seconds"],
+                c["direction"],
+                c["producer"],
+                c["consumer"],
+                c["local"],
+                strict=True,
+            )
         ]
     model = MODELS[code]
     out = dict(zip(FIELDS[code], item[1:], strict=False))

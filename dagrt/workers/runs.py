@@ -19,7 +19,7 @@ import anyio
 from .. import keys as K
 from ..exceptions import SerializationError
 from ..scheduler import TaskRecord, decode_functions, decode_record
-from ..serialize import loads
+from ..serialize import loads_function
 from ..storage import Storage
 
 __all__ = ["FunctionCache", "RunContext", "RunTable"]
@@ -137,7 +137,7 @@ class FunctionCache:
                 raise SerializationError(f"function {digest} in storage does not match its digest")
             # An ImportError here (a module missing on this worker) reaches the task as
             # its error, naming the module.
-            fn = loads(frame, what=f"function {digest}")
+            fn = loads_function(frame, what=f"function {digest}")
             self._fns[digest] = getattr(fn, "fn", fn)  # a TaskFunction: its plain function
         finally:
             del self._loading[digest]
