@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dagrt import SerializationError
-from dagrt.serialize import dumps, dumps_function, loads, pack, unpack
+from dagrt.serialize import dumps, dumps_function, loads, loads_function, pack, unpack
 
 
 @dataclasses.dataclass
@@ -93,7 +93,21 @@ def test_functions_are_content_addressed_once() -> None:
     digest, frame = dumps_function(f)
     assert dumps_function(f) == (digest, frame)
     assert len(digest) == 32
-    assert loads(frame)(5) == 5
+    assert loads_function(frame)(5) == 5
+
+
+def test_a_function_shipped_by_value_keeps_its_file_and_source_lines() -> None:
+    def fails(x: int) -> float:
+        return x / 0  # shipped by value
+
+    fn = loads_function(dumps_function(fails)[1])
+    assert fn is not fails
+    assert fn.__code__.co_filename == __file__
+    with pytest.raises(ZeroDivisionError) as info:
+        fn(1)
+    text = "".join(traceback.format_exception(info.value))
+    assert "return x / 0  # shipped by value" in text
+    assert "<dynamic-code>" not in text
 
 
 def test_msgpack_records() -> None:

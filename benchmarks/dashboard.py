@@ -1,0 +1,267 @@
+"""What watching costs, and how fast the page is: the dashboard benchmark.
+
+In one run, on a local cluster of 2 workers:
+
+* makespan of the 16,383-task tree reduction with no dashboard, and with the
+  dashboard process serving a headless Chromium page open on the run (the page
+  goes to the run as soon as it is listed and follows it live), alternating,
+  several repetitions; the ratio of the medians;
+* the page: time to render a finished 16,383-task run (navigation to counts
+  and canvas drawn), a scrub to half the makespan (input to the next painted
+  frame), and loading a 100,000-task run (aggregated view).
+
+    python benchmarks/dashboard.py [--repeat 5]
+
+Needs Chromium (``/usr/bin/chromium``) and the ``test`` extra (Playwright).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import queue
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import dagrt
+from dagrt import workflows
+from dagrt.cluster import LocalCluster
+from dagrt.metrics import FlushPolicy
+from dagrt.storage.server import free_port
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import Result, save_json
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader"]
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def reduction(leaves: int) -> dagrt.Node:
+    task = dagrt.task(add)
+    level = [task(i, i + 1) for i in range(0, leaves, 2)]
+    while len(level) > 1:
+        level = [task(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
+class Board:
+    """A ``dagrt dashboard`` process."""
+
+    def __init__(self, url: str) -> None:
+        self.port = free_port()
+        self.http = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dagrt", "dashboard", "--redis", url, "--port", str(self.port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "dagrt dashboard:" not in line:
+            raise RuntimeError(f"the dashboard did not start: {line!r}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(15)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+class Viewer(threading.Thread):
+    """Chromium driven from its own thread (Playwright's sync API, its own loop).
+
+    ``call(fn)`` runs ``fn(browser)`` on that thread and returns its result, so
+    the client's event loop never waits on the browser.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="viewer")
+        self.jobs: queue.Queue[Any] = queue.Queue()
+        self.start()
+
+    def run(self) -> None:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            while (job := self.jobs.get()) is not None:
+                fn, done = job
+                try:
+                    done.set_result(fn(browser))
+                except BaseException as exc:  # handed to the caller
+                    done.set_exception(exc)
+            browser.close()
+
+    def call(self, fn: Any) -> Any:
+        import concurrent.futures
+
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.jobs.put((fn, done))
+        return done
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.join(30)
+
+
+def follow(board: Board, run_id: str, n_tasks: int) -> Any:
+    """A page that opens the runs list, goes to ``run_id`` once listed, follows it."""
+
+    def go(browser: Any) -> float:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(board.http + "/#/")
+        page.wait_for_function(
+            f"window.__dagrt && window.__dagrt.runs().some(r => r.run_id === '{run_id}')",
+            timeout=60_000,
+        )
+        page.goto(board.http + f"/#/run/{run_id}")
+        page.wait_for_function(
+            f"window.__dagrt.ready && window.__dagrt.counts.done === {n_tasks}", timeout=120_000
+        )
+        page.close()
+        return 0.0
+
+    return go
+
+
+PAINTED = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+
+
+def render_time(board: Board, run_id: str, n_tasks: int) -> Any:
+    """Seconds from opening the run's address in a new page to the run drawn, all done."""
+
+    def go(browser: Any) -> float:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        t0 = time.perf_counter()
+        page.goto(board.http + f"/#/run/{run_id}")
+        page.wait_for_function(
+            f"window.__dagrt && window.__dagrt.ready && window.__dagrt.counts.done === {n_tasks}"
+            " && (window.__dagrt.visibleNodes > 0 || window.__dagrt.aggregated)",
+            timeout=120_000,
+            polling="raf",
+        )
+        page.evaluate(PAINTED)
+        took = time.perf_counter() - t0
+        page.close()
+        return took
+
+    return go
+
+
+def scrub_times(board: Board, run_id: str, n: int = 5) -> Any:
+    """Seconds from a scrub input to the next painted frame, for ``n`` positions."""
+
+    def go(browser: Any) -> list[float]:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(board.http + f"/#/run/{run_id}")
+        page.wait_for_function("window.__dagrt && window.__dagrt.ready", timeout=120_000)
+        duration = page.evaluate("window.__dagrt.duration")
+        times = []
+        for k in range(n):
+            at = duration * (0.5 + 0.08 * (k - n // 2))
+            took = page.evaluate(
+                """async (at) => {
+                  const input = document.querySelector('[data-testid="scrub"]');
+                  const t0 = performance.now();
+                  input.value = String(at);
+                  input.dispatchEvent(new Event('input', {bubbles: true}));
+                  while (Math.abs(window.__dagrt.replayTime - Number(input.value)) > 1e-6)
+                    await new Promise(r => requestAnimationFrame(r));
+                  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+                  return (performance.now() - t0) / 1000;
+                }""",
+                at,
+            )
+            times.append(took)
+        page.close()
+        return times
+
+    return go
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    n_tasks = args.leaves - 1
+    expected = sum(range(args.leaves))
+    viewer = Viewer()
+    results: list[Result] = []
+    async with (
+        LocalCluster(n_workers=2, threads=1) as cluster,
+        dagrt.Client(cluster.url, flush=FlushPolicy(interval=0.5)) as client,
+    ):
+        times: dict[str, list[float]] = {"no dashboard": [], "dashboard open": []}
+        for round_ in range(args.repeat + 1):
+            for mode in times:
+                board = Board(cluster.url) if mode == "dashboard open" else None
+                node = reduction(args.leaves)
+                t0 = time.perf_counter()
+                fut = client.submit(node)
+                watching = (
+                    viewer.call(follow(board, fut.run_id, n_tasks)) if board is not None else None
+                )
+                assert await fut == expected
+                took = time.perf_counter() - t0
+                if watching is not None:
+                    await asyncio.wrap_future(watching)
+                    board.stop()  # type: ignore[union-attr]
+                if round_:  # the first round warms up
+                    times[mode].append(took)
+        base = statistics.median(times["no dashboard"])
+        print(f"tree reduction of {n_tasks} tasks on 2 workers, median of {args.repeat}")
+        for mode, ts in times.items():
+            median = statistics.median(ts)
+            print(f"  {mode:<15} {median * 1e3:8.1f} ms  {(median / base - 1) * 100:+6.1f}%")
+            results.append(Result(f"tr[{n_tasks}]", mode, ts))
+
+        board = Board(cluster.url)
+        try:
+            run16 = client.submit(reduction(args.leaves))
+            await run16
+            renders = [  # the first waits for the last events to reach the log
+                await asyncio.wrap_future(viewer.call(render_time(board, run16.run_id, n_tasks)))
+                for _ in range(4)
+            ][1:]
+            scrubs = await asyncio.wrap_future(viewer.call(scrub_times(board, run16.run_id)))
+            print(f"page: render {n_tasks} tasks  median {statistics.median(renders):.2f} s")
+            print(f"page: scrub to a moment       median {statistics.median(scrubs) * 1e3:.0f} ms")
+            results.append(Result(f"page[{n_tasks}]", "render", renders))
+            results.append(Result(f"page[{n_tasks}]", "scrub", scrubs))
+            if args.big:
+                big = client.submit(workflows.get("tree_reduction").build(n=args.big))
+                await big
+                loads = [
+                    await asyncio.wrap_future(
+                        viewer.call(render_time(board, big.run_id, args.big - 1))
+                    )
+                    for _ in range(3)
+                ][1:]
+                print(f"page: load {args.big - 1} tasks   median {statistics.median(loads):.2f} s")
+                results.append(Result(f"page[{args.big - 1}]", "load", loads))
+        finally:
+            board.stop()
+    viewer.close()
+    save_json(results, args.json)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leaves", type=int, default=16_384)
+    parser.add_argument(
+        "--big", type=int, default=100_001, help="leaves of the large run (0: skip it)"
+    )
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/dashboard.json"))
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
