@@ -163,6 +163,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--redis", default=_default_url(), help="server of the event log")
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=8787)
+    d.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        help="lower this process's CPU priority by this much (default 10), so on a "
+        "machine shared with workers they come first; 0 keeps it",
+    )
     d.set_defaults(func=_dashboard)
 
     ls = sub.add_parser("runs", help="list recent runs from the event log")
@@ -211,6 +218,8 @@ def _dashboard(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.nice:
+        os.nice(args.nice)
     serve(args.redis, host=args.host, port=args.port)
     return 0
 

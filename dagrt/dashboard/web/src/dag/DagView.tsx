@@ -5,7 +5,7 @@ import { useSubscription } from '../app/hooks';
 import { EDGE_COLORS, STATE_COLORS, functionColor, workerColor } from '../colors';
 import type { RunController } from '../run/controller';
 import { STATE_NAMES } from '../store/reducer';
-import { FrameTask } from '../util/schedule';
+import { FrameTask, LIVE_REDRAW_MS } from '../util/schedule';
 import { DagRenderer, type ColorMode } from './renderer';
 
 const HEIGHT = 460;
@@ -32,7 +32,9 @@ export function DagView({ controller }: { controller: RunController }) {
     r.onModeChange = () => setModeTick((n) => n + 1);
     mounted.dag = r;
     setRenderer(r);
-    const unsubscribe = store.subscribe(() => frame.request());
+    const unsubscribe = store.subscribe(() =>
+      store.live ? frame.requestWithin(LIVE_REDRAW_MS) : frame.request(),
+    );
     const resize = () => {
       if (!r) return;
       // The canvas's own CSS box: its backing store matches it pixel for pixel.

@@ -4,7 +4,7 @@ import { useSubscription } from '../app/hooks';
 import { FAILED_BAR_COLOR, TRANSFER_COLOR, functionColor, workerColor } from '../colors';
 import { formatBytes, formatSeconds } from '../format';
 import type { RunController } from '../run/controller';
-import { FrameTask } from '../util/schedule';
+import { FrameTask, LIVE_REDRAW_MS } from '../util/schedule';
 import { StreamRenderer } from './renderer';
 
 interface Tip {
@@ -43,7 +43,9 @@ export function TaskStream({ controller }: { controller: RunController }) {
       layoutCanvas();
       renderer.draw();
     });
-    const unsubscribe = store.subscribe(() => frame.request());
+    const unsubscribe = store.subscribe(() =>
+      store.live ? frame.requestWithin(LIVE_REDRAW_MS) : frame.request(),
+    );
     const observer = new ResizeObserver(() => frame.request());
     observer.observe(canvas);
     frame.request();

@@ -22,15 +22,36 @@ export function yieldToEvents(): Promise<void> {
 export class FrameTask {
   private pending = false;
   private timer: ReturnType<typeof setTimeout> | null = null;
+  private delayed: ReturnType<typeof setTimeout> | null = null;
+  private last = 0;
 
   constructor(private readonly fn: () => void) {}
 
   request(): void {
     if (this.pending) return;
+    if (this.delayed !== null) {
+      clearTimeout(this.delayed);
+      this.delayed = null;
+    }
     this.pending = true;
     requestAnimationFrame(this.run);
     // Hidden tabs get no frames: run anyway, later.
     this.timer = setTimeout(this.run, 250);
+  }
+
+  /**
+   * Like `request`, but no sooner than `ms` after the last run: a page following a
+   * live run redraws a few times a second, not at every batch of events, so it leaves
+   * the machine's cores to the workers it watches.
+   */
+  requestWithin(ms: number): void {
+    if (this.pending || this.delayed !== null) return;
+    const wait = this.last + ms - performance.now();
+    if (wait <= 0) return this.request();
+    this.delayed = setTimeout(() => {
+      this.delayed = null;
+      this.request();
+    }, wait);
   }
 
   private run = (): void => {
@@ -38,9 +59,13 @@ export class FrameTask {
     this.pending = false;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
+    this.last = performance.now();
     this.fn();
   };
 }
+
+/** How often a page following a live run redraws its canvases (ms). */
+export const LIVE_REDRAW_MS = 250;
 
 /** Calls `fn` at most every `ms` milliseconds (trailing call included). */
 export function throttle(fn: () => void, ms: number): () => void {
