@@ -63,7 +63,8 @@ def svd_tall(m: int, n: int, blocks: int, seed: int) -> Any:
 
 def svd_square(n: int, k: int, blocks: int, power: int, seed: int) -> Any:
     g = da.random.RandomState(seed).standard_normal((n, n), chunks=(n // blocks, n)) / np.sqrt(n)
-    v = svd2._v(n, seed)
+    # the right singular vectors are made inside the graph, by one task, as dagrt does
+    v = da.from_delayed(delayed(svd2._v)(n, seed), (n, n), dtype=float)
     a = (g * svd2._spectrum(n)) @ v.T
     return da.linalg.svd_compressed(a, k, n_power_iter=power, seed=seed)
 

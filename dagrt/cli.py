@@ -203,8 +203,8 @@ def _demo(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         pass
-    except ImportError as exc:
-        print(exc, file=sys.stderr)
+    except (ImportError, ValueError) as exc:  # a missing extra, a bad argument
+        print(f"dagrt demo: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -499,6 +499,7 @@ def _spawn_dashboard(url: str, port: int) -> subprocess.Popen[str]:
     if "dagrt dashboard:" not in line:
         process.kill()
         process.wait()
+        process.stdout.close()
         raise RuntimeError(f"the dashboard did not start (port {port} taken?)")
     return process
 

@@ -9,8 +9,6 @@ dashboard and keeps the cluster up until Ctrl-C.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -75,19 +73,20 @@ async def run_demo(
     if path is not None:
         if name not in ("wordcount", "image_transform"):
             raise ValueError(f"--file applies to wordcount and image_transform, not {name}")
+        if not await anyio.Path(path).is_file():
+            raise ValueError(f"no such file: {path}")
         params["path"] = path
 
     def say(text: str = "", end: str = "\n") -> None:
         print(text, end=end, file=stream, flush=True)
 
     say("Starting a local cluster: a private Redis-compatible server and worker processes...")
-    async with Client(n_workers=n_workers, flush=FlushPolicy(interval=0.2)) as client:
+    async with Client(
+        n_workers=n_workers,
+        flush=FlushPolicy(interval=0.2),
+        dashboard=dashboard_port if dashboard else False,  # a process; it prints its address
+    ) as client:
         runtime: Any = client._runtime
-        url = runtime.url
-        viewer = None
-        if dashboard:
-            viewer = _start_dashboard(url, dashboard_port)
-            say(f"Dashboard: http://127.0.0.1:{dashboard_port}/  (live, then replay)")
         node = flow.build(**params)
         say(
             f"Running {name} ({flow.n_tasks(**params):,} tasks) on "
@@ -124,13 +123,10 @@ async def run_demo(
                 "Report: install matplotlib for it (pip install 'dagrt[report]'), then "
                 f"dagrt report {fut.run_id} --redis <url of a persistent server>"
             )
-        if viewer is not None:
+        if client.dashboard_url is not None:
+            say(f"Dashboard: {client.dashboard_url}#/run/{fut.run_id} (replay the run there)")
             say("Serving the dashboard; Ctrl-C stops it and the cluster.")
-            try:
-                await anyio.sleep_forever()
-            finally:
-                viewer.terminate()
-                viewer.wait(10)
+            await anyio.sleep_forever()
         return {"run_id": fut.run_id, "result": result, "report": report, **facts}
 
 
@@ -163,15 +159,3 @@ def _report(storage: Any, run_id: str, out: str | Path) -> str | None:
     from .metrics.report import write_report
 
     return str(write_report(storage, run_id, out).resolve())
-
-
-def _start_dashboard(url: str, port: int) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dagrt", "dashboard", "--redis", url, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
-    assert process.stdout is not None
-    process.stdout.readline()  # "dagrt dashboard: http://..." once it serves
-    return process

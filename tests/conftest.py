@@ -116,6 +116,7 @@ class Pool:
         line = process.stdout.readline()
         if not line.startswith("dagrt-worker ready"):
             process.kill()
+            process.stdout.close()
             raise RuntimeError(f"worker did not start: {line!r} (exit {process.wait()})")
         self.workers.append(process)
         return process

@@ -116,3 +116,19 @@ async def test_three_workflows_at_once_really_interleave(pool: Any) -> None:
     starts = [s for s, _ in spans.values()]
     ends = [e for _, e in spans.values()]
     assert max(starts) < min(ends)  # every run started before any of them ended
+
+
+@pytest.mark.parametrize("name", ["gemm", "image_transform", "svd1", "svd2"])
+def test_the_checks_reject_an_answer_with_a_block_out_of_place(name: str) -> None:
+    """Tolerances are for floating point and sketching error, not for a misplaced block."""
+    import numpy as np
+
+    flow = workflows.get(name)
+    expected = flow.reference(**flow.DEFAULTS)
+    first = expected[0] if isinstance(expected, tuple) else expected
+    wrong = np.array(first, copy=True)
+    half = wrong.shape[0] // 2
+    wrong[:half], wrong[half : 2 * half] = first[half : 2 * half], first[:half]
+    assert flow.check(expected, flow.reference(**flow.DEFAULTS))
+    answer = (wrong, *expected[1:]) if isinstance(expected, tuple) else wrong
+    assert not flow.check(answer, expected)
