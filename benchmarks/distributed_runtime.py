@@ -105,6 +105,11 @@ def main() -> None:
         print(f"{r.system}: {r.median / n_tasks * 1e6:.1f} us per task, end to end")
 
     # -- the large DAG -----------------------------------------------------------------
+    if args.big < 2:
+        loop.run_until_complete(client.close())
+        loop.close()
+        save_json(rows, args.json)
+        return
     runtime = client._runtime
     cluster = runtime.cluster  # type: ignore[union-attr]
     dagrt_inc = dagrt.task(inc)
