@@ -108,6 +108,7 @@ class MetadataStorage:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._woken = False  # a wake-up is on its way to the flusher: don't send another
         self._flusher: asyncio.Task[None] | None = None
         self._flushing: asyncio.Lock | None = None  # made on the loop, by start()
         self._failing = False
@@ -171,8 +172,9 @@ class MetadataStorage:
 
     def _trigger(self) -> None:
         loop, wake = self._loop, self._wake
-        if loop is None or wake is None:
-            return
+        if loop is None or wake is None or self._woken:
+            return  # not started, or the flusher is already called (a hop per task costs)
+        self._woken = True
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -207,6 +209,7 @@ class MetadataStorage:
             with anyio.move_on_after(interval if interval is not None else float("inf")):
                 await self._wake.wait()
             self._wake.clear()
+            self._woken = False  # before taking: a later trigger wakes the next round
             await self.flush()
 
     async def aclose(self) -> None:
