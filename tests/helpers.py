@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import signal
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import anyio
+import psutil
 
 import dagrt
 from dagrt import keys as K
@@ -143,3 +146,14 @@ async def wait_for_events(storage: Any, run_id: str, done: Any) -> list[Any]:
             reply = await storage.axread({K.events(): last}, block=5)
             if reply:
                 last = reply[0][1][-1][0]
+
+
+def interrupt_and_reap(process: subprocess.Popen[str]) -> None:
+    """Ctrl-C ``process``: it exits with 0 and leaves no child process behind."""
+    kids = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
+    _, alive = psutil.wait_procs(kids, timeout=15)
+    assert alive == []
+    if process.stdout is not None:
+        process.stdout.close()

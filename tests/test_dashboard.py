@@ -77,12 +77,17 @@ class Dashboard:
             return json.loads(reply.read())
 
 
-@pytest.fixture
-def dashboard(pool: Pool) -> Iterator[Dashboard]:
-    board = Dashboard(pool.url).start()
+def running_dashboard(url: str) -> Iterator[Dashboard]:
+    """A dashboard on ``url`` for the length of a fixture."""
+    board = Dashboard(url).start()
     yield board
     if board.process is not None and board.process.poll() is None:
         board.stop()
+
+
+@pytest.fixture
+def dashboard(pool: Pool) -> Iterator[Dashboard]:
+    yield from running_dashboard(pool.url)
 
 
 def log_ids(url: str, run_id: str) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from conftest import REDIS_CONF, Pool
 from helpers import add, collect, inc
-from test_dashboard import Dashboard, log_ids
+from test_dashboard import Dashboard, log_ids, running_dashboard
 
 import dagrt
 from dagrt import workflows
@@ -101,10 +101,7 @@ class Page:
 
 @pytest.fixture
 def board(pool: Pool) -> Iterator[Dashboard]:
-    dashboard = Dashboard(pool.url).start()
-    yield dashboard
-    if dashboard.process is not None and dashboard.process.poll() is None:
-        dashboard.stop()
+    yield from running_dashboard(pool.url)
 
 
 @pytest.fixture

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 from conftest import worker_env
+from helpers import interrupt_and_reap
 
 from dagrt.storage.server import free_port
 
@@ -77,12 +76,7 @@ def test_the_demo_serves_the_dashboard_until_ctrl_c(tmp_path: Path) -> None:
     run_id = text.split("#/run/", 1)[1].split()[0]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs/{run_id}", timeout=10) as r:
         assert json.loads(r.read())["summary"]["status"] == "finished"
-    kids = psutil.Process(process.pid).children(recursive=True)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(30) == 0
-    _, alive = psutil.wait_procs(kids, timeout=15)
-    assert alive == []
-    process.stdout.close()
+    interrupt_and_reap(process)
 
 
 @pytest.mark.parametrize("workflow", ["gemm", "image_transform", "svd1", "svd2"])

@@ -21,7 +21,7 @@ import anyio
 import psutil
 import pytest
 from conftest import Pool, worker_env
-from helpers import Signals, add, collect, gate, inc
+from helpers import Signals, add, collect, gate, inc, interrupt_and_reap
 
 import dagrt
 from dagrt import StorageConnectionError, TaskError, scheduler
@@ -136,12 +136,7 @@ def test_the_cluster_command_serves_until_ctrl_c() -> None:
     assert "2 workers on redis://" in line
     url = line.split(" on ", 1)[1].strip()
     assert dagrt.compute(add(1, 2), address=url) == 3
-    kids = psutil.Process(process.pid).children(recursive=True)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(30) == 0
-    _, alive = psutil.wait_procs(kids, timeout=15)
-    assert alive == []
-    process.stdout.close()
+    interrupt_and_reap(process)
 
 
 # --------------------------------------------------------------------------- crashes
