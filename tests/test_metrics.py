@@ -494,3 +494,28 @@ def test_analysis_of_events_alone() -> None:
     assert a.workers == ["w1", "w2"]
     assert a.breakdown["w2"]["execute"] == 2.0
     del storage
+
+
+def test_the_in_process_recorder_loses_no_task_while_threads_record() -> None:
+    """Drain threads append while the flusher collects: each task lands in one batch."""
+    import threading
+
+    dag = dagrt.DAG(collect(*[inc(i) for i in range(4_000)]))
+    store = MetadataStorage(InMemoryStorage())
+    recorder = rec.RunRecorder(store, "run-1", dag, worker="local")
+    per_thread = len(dag) // 4
+    seen: list[int] = []
+
+    def record(first: int) -> None:
+        for i in range(first, first + per_thread):
+            recorder.task_finished(i, 1, float(i), 1e-6, f"t{first}")
+
+    threads = [threading.Thread(target=record, args=(k * per_thread,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads) or recorder._raw:
+        for item in recorder.collect():
+            seen += ev.wire_column(item, "task")
+    for t in threads:
+        t.join()
+    assert sorted(seen) == list(range(4 * per_thread))

@@ -7,7 +7,9 @@ two agree). ``RunRecorder`` is what the in-process runtime calls per task.
 
 from __future__ import annotations
 
+import operator
 import time
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from .events import (
@@ -276,8 +278,7 @@ class RunRecorder:
         self.metrics = metrics
         self.run_id = run_id
         self.worker = worker
-        self.keys = [node.key for node in dag]
-        self.names = [node.name for node in dag]
+        self._nodes = dag._nodes  # keys and names looked up only for the rare events
         self._raw: list[tuple[int, int, float, float, str]] = []
         self._wall0 = time.time() - time.perf_counter()
         policy = metrics.policy
@@ -290,7 +291,13 @@ class RunRecorder:
     def task_started(self, i: int, attempt: int, lane: str = "") -> None:
         self.metrics.emit(
             task_started(
-                time.time(), self.run_id, self._lane(lane), i, self.keys[i], self.names[i], attempt
+                time.time(),
+                self.run_id,
+                self._lane(lane),
+                i,
+                self._nodes[i].key,
+                self._nodes[i].name,
+                attempt,
             )
         )
 
@@ -313,8 +320,8 @@ class RunRecorder:
                 self.run_id,
                 self._lane(lane),
                 i,
-                self.keys[i],
-                self.names[i],
+                self._nodes[i].key,
+                self._nodes[i].name,
                 attempt,
                 exception_type_name(type(exc)),
                 str(exc),
@@ -325,17 +332,21 @@ class RunRecorder:
 
     def collect(self) -> list[tuple[Any, ...]]:
         """The tasks finished since the last call, as one ``tasks-finished`` batch."""
-        raw, self._raw = self._raw, []
-        if not raw:
+        # Threads append while this runs: take the first n (one atomic slice, one atomic
+        # delete); what is appended meanwhile sits after them and waits for the next call.
+        raw = self._raw
+        n = len(raw)
+        if not n:
             return []
-        tasks, attempts, t0s, elapsed, lanes = (list(c) for c in zip(*raw, strict=True))
-        wall0 = self._wall0
-        starts = [wall0 + t for t in t0s]
-        ends = [s + e for s, e in zip(starts, elapsed, strict=True)]
-        table: dict[str, int] = {}
-        lane = [table.setdefault(x, len(table)) for x in lanes]
-        zeros = column([0] * len(tasks), "q")
-        nothing = column([0.0] * len(tasks), "d")
+        taken = raw[:n]
+        del raw[:n]
+        # C-level passes only (map, array): this runs once per flush over every task.
+        tasks, attempts, t0s, elapsed, lanes = (list(map(itemgetter(k), taken)) for k in range(5))
+        starts = list(map(self._wall0.__add__, t0s))
+        ends = list(map(operator.add, starts, elapsed))
+        table = {x: j for j, x in enumerate(dict.fromkeys(lanes))}
+        lane = list(map(table.__getitem__, lanes))
+        zeros = bytes(8 * n)  # int64 0 and float64 0.0 alike
         return [
             (
                 TasksFinished.code,
@@ -349,9 +360,9 @@ class RunRecorder:
                 column(elapsed, "d"),
                 zeros,
                 zeros,
-                nothing,
-                nothing,
-                column([False] * len(tasks), "b"),
+                zeros,
+                zeros,
+                bytes(n),  # kept: False
                 [],
                 [],
                 column(lane, "q"),

@@ -43,8 +43,8 @@ from .events import (
     TasksFinished,
     Transfer,
     Transfers,
-    from_wire,
     wire,
+    wire_column,
 )
 
 __all__ = ["ENTRY_EVENTS", "FlushPolicy", "MetadataStorage"]
@@ -68,6 +68,8 @@ _RUN = _pos(TaskExecutionMetrics, "run_id")
 _FINISHED = TaskExecutionMetrics.code
 _BATCH_FINISHED = TasksFinished.code
 _BATCH_TRANSFERS = Transfers.code
+_BATCH_TASK, _BATCH_WORKERS = _pos(TasksFinished, "task"), _pos(TasksFinished, "workers")
+_BATCH_WORKER = _pos(TasksFinished, "worker_id")
 
 _FAILED = TaskFailed.code
 _TRANSFER = Transfer.code
@@ -385,17 +387,15 @@ def _index_updates(run_id: str, events: list[list[Any] | tuple[Any, ...]]) -> li
         elif code == _TRANSFER:
             if not item[_LOCAL]:  # the bytes crossed the network
                 moved += item[_BYTES]
-        elif code == _BATCH_FINISHED:
-            batch = from_wire(item)
-            done += len(batch.task)  # type: ignore[attr-defined]
-            workers.update(batch.workers or [batch.worker_id])  # type: ignore[attr-defined]
+        elif code == _BATCH_FINISHED:  # columns read as they are, no model built
+            tasks = item[_BATCH_TASK]
+            done += len(tasks) // 8 if isinstance(tasks, bytes | bytearray) else len(tasks)
+            lanes = item[_BATCH_WORKERS] if len(item) > _BATCH_WORKERS else []
+            workers.update(lanes or [item[_BATCH_WORKER]])
         elif code == _BATCH_TRANSFERS:
-            batch = from_wire(item)
-            moved += sum(
-                b
-                for b, local in zip(batch.bytes, batch.local, strict=True)  # type: ignore[attr-defined]
-                if not local
-            )
+            sizes = wire_column(item, "bytes")
+            local = wire_column(item, "local")
+            moved += sum(b for b, here in zip(sizes, local, strict=True) if not here)
         elif code == _SUBMITTED:
             fields.update(
                 status="running",
