@@ -220,6 +220,38 @@ async def test_pipelines_of_built_commands(store: Form) -> None:
     assert replies == [True, 5, 1, b"1"]
 
 
+async def test_large_values_of_every_buffer_type_arrive_whole_and_in_order(
+    store: Form,
+) -> None:
+    """Large arguments are sent as they are (not packed into one buffer): bytes,
+    bytearray, memoryviews (also of a numpy array, also not contiguous) come back
+    byte for byte, and small commands on either side keep their order."""
+    import numpy as np
+
+    big = bytes(range(256)) * 12_289  # ~3 MB, not a multiple of any slice size
+    array = np.arange(600_000, dtype=np.float64)
+    strided = memoryview(array)[::2]  # not contiguous: sent as a copy
+    values = {
+        "b": big,
+        "ba": bytearray(big),
+        "mv": memoryview(big)[5:],
+        "np": memoryview(array),
+        "st": strided,
+    }
+    replies = await store.pipeline(
+        [cmd.set_("before", b"1")]
+        + [cmd.set_(key, value) for key, value in values.items()]
+        + [cmd.incr("after", 2)]
+        + [cmd.get(key) for key in values]
+    )
+    assert replies[0] is True
+    assert replies[-len(values) - 1] == 2
+    expected = [bytes(v) if not isinstance(v, memoryview) else v.tobytes() for v in values.values()]
+    assert replies[-len(values) :] == expected
+    for key, value in zip(values, expected, strict=True):
+        assert await store.get(key) == value
+
+
 async def test_wrong_types_are_clear_errors(store: Form) -> None:
     await store.hset("h", {"f": 1})
     with pytest.raises(StorageError, match="WRONGTYPE"):

@@ -25,6 +25,9 @@ import hiredis
 from redis.connection import parse_url
 
 from ..exceptions import AuthenticationError, StorageConnectionError, StorageError
+from ._resp import BIG, READ_SIZE, pack_pieces
+
+SLICE = 1 << 20  # bytes of a large value handed to the transport at a time
 
 __all__ = ["Multiplexer", "ReplyError"]
 
@@ -62,7 +65,7 @@ class Multiplexer:
         self.client_name = client_name
         self._writer: asyncio.StreamWriter | None = None
         self._expect: deque[_Expect] = deque()
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
         self._wake: asyncio.Event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._connecting: asyncio.Lock = asyncio.Lock()
@@ -75,7 +78,9 @@ class Multiplexer:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if opts.get("path"):
-                    reader, writer = await asyncio.open_unix_connection(opts["path"])
+                    reader, writer = await asyncio.open_unix_connection(
+                        opts["path"], limit=4 * READ_SIZE
+                    )
                 else:
                     context = None
                     if opts.get("connection_class") is not None and "SSL" in str(
@@ -83,7 +88,10 @@ class Multiplexer:
                     ):
                         context = ssl.create_default_context()
                     reader, writer = await asyncio.open_connection(
-                        opts.get("host", "localhost"), int(opts.get("port", 6379)), ssl=context
+                        opts.get("host", "localhost"),
+                        int(opts.get("port", 6379)),
+                        ssl=context,
+                        limit=4 * READ_SIZE,
                     )
         except (OSError, TimeoutError) as exc:
             raise StorageConnectionError(
@@ -146,7 +154,7 @@ class Multiplexer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         try:
-            packed = [hiredis.pack_command(tuple(c)) for c in commands]
+            packed = [piece for c in commands for piece in pack_pieces(c)]
         except Exception as exc:
             raise StorageError(f"cannot encode a command for {self.display_url}: {exc}") from exc
         self._expect.append(_Expect(len(commands), future))
@@ -160,9 +168,26 @@ class Multiplexer:
                 await self._wake.wait()
                 self._wake.clear()
                 out, self._out = self._out, []
-                if out:
-                    writer.writelines(out)
-                    await writer.drain()
+                if not out:
+                    continue
+                # Small pieces go together; a large value goes in slices with a drain
+                # between them, so it is neither joined with the rest (a copy) nor
+                # copied whole into the transport's buffer when the socket is full.
+                small: list[bytes | memoryview] = []
+                for piece in out:
+                    if len(piece) < BIG:
+                        small.append(piece)
+                        continue
+                    if small:
+                        writer.writelines(small)
+                        small = []
+                    view = memoryview(piece).cast("B")
+                    for at in range(0, len(view), SLICE):
+                        writer.write(view[at : at + SLICE])
+                        await writer.drain()
+                if small:
+                    writer.writelines(small)
+                await writer.drain()
         except (OSError, ConnectionError) as exc:
             self._broken(exc)
 
@@ -172,9 +197,9 @@ class Multiplexer:
             while True:
                 if expect and self.reply_timeout is not None:
                     async with asyncio.timeout(self.reply_timeout):
-                        data = await reader.read(1 << 16)
+                        data = await reader.read(READ_SIZE)
                 else:
-                    data = await reader.read(1 << 16)
+                    data = await reader.read(READ_SIZE)
                 if not data:
                     raise ConnectionResetError("the server closed the connection")
                 parser.feed(data)

@@ -36,6 +36,7 @@ from ..exceptions import (
 )
 from ._commands import Cmd
 from ._multiplex import Multiplexer, ReplyError
+from ._resp import READ_SIZE, PiecePacker
 from .base import NoScriptError, Storage
 
 __all__ = ["RedisConfig", "RedisStorage", "redact"]
@@ -130,7 +131,11 @@ class RedisStorage(Storage):
     def _sync(self) -> redis_sync.Redis:
         if self._client is None:
             pool = redis_sync.ConnectionPool.from_url(
-                self.config.url, retry=self._retry(), **self.config.pool_options()
+                self.config.url,
+                retry=self._retry(),
+                command_packer=PiecePacker(),  # large values are sent, not copied first
+                socket_read_size=READ_SIZE,
+                **self.config.pool_options(),
             )
             client = redis_sync.Redis(connection_pool=pool)
             client.response_callbacks.clear()  # raw replies: dagrt parses them
