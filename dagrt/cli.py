@@ -56,6 +56,7 @@ def _worker(args: argparse.Namespace) -> int:
         keep_children=not args.no_keep,
         secret=os.environ["DAGRT_SECRET"].encode() if os.environ.get("DAGRT_SECRET") else None,
         graceful_timeout=args.graceful_timeout,
+        connect_timeout=args.connect_timeout,
         heartbeat_file=args.heartbeat_file,
         metrics=not args.no_metrics,
         metrics_url=args.metrics_redis,
@@ -115,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="seconds in-flight tasks get on SIGTERM",
+    )
+    w.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to keep retrying the first connection (compose start order)",
     )
     w.add_argument("--burst", action="store_true", help="exit once the stream is drained")
     w.add_argument(
@@ -218,6 +225,10 @@ def _dashboard(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from .storage import RedisStorage
+
+    with RedisStorage(args.redis) as storage:  # say so now if the server is not there
+        storage.ping()
     if args.nice:
         os.nice(args.nice)
     serve(args.redis, host=args.host, port=args.port)
@@ -258,4 +269,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    sys.exit(args.func(args))
+    from .exceptions import DagrtError
+
+    try:
+        code = args.func(args)
+    except (DagrtError, BaseExceptionGroup) as exc:
+        # A dead server, an unknown run, ...: one line, no traceback (also from inside
+        # a task group); anything else is a bug and keeps its traceback.
+        errors = _leaves(exc)
+        if not errors or not all(isinstance(e, DagrtError) for e in errors):
+            raise
+        print(f"dagrt {args.command}: {errors[0]}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or ``exc`` itself."""
+    out: list[BaseException] = []
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, BaseExceptionGroup):
+            stack.extend(reversed(e.exceptions))
+        else:
+            out.append(e)
+    return out
