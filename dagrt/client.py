@@ -489,6 +489,14 @@ class Client:
 
 
 def _spawn_dashboard(url: str, port: int) -> subprocess.Popen[str]:
+    import importlib.util
+
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(
+            f"Client(dashboard=...) needs the dashboard extra ({', '.join(missing)} missing): "
+            "pip install 'dagrt[dashboard]'"
+        )
     process = subprocess.Popen(
         [sys.executable, "-m", "dagrt", "dashboard", "--redis", url, "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -500,7 +508,9 @@ def _spawn_dashboard(url: str, port: int) -> subprocess.Popen[str]:
         process.kill()
         process.wait()
         process.stdout.close()
-        raise RuntimeError(f"the dashboard did not start (port {port} taken?)")
+        raise RuntimeError(
+            f"the dashboard did not start on port {port} (taken? its own message is above)"
+        )
     return process
 
 

@@ -296,3 +296,17 @@ async def test_a_client_can_serve_the_dashboard(
         urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=2)
     with pytest.raises(ValueError, match="metrics='redis://"):
         dagrt.Client(processes=False, dashboard=True)
+
+
+async def test_a_client_whose_dashboard_port_is_taken_says_so(pool: Pool) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        client = dagrt.Client(pool.url, dashboard=port)
+        with pytest.raises(RuntimeError, match=f"did not start on port {port}"):
+            await client.__aenter__()
+    with pytest.raises(dagrt.ClientClosedError):  # closed on the way out, nothing left running
+        await client.__aenter__()
