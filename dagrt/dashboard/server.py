@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -79,7 +80,7 @@ class DashboardApp:
         self.graphs: OrderedDict[str, RunGraph | None] = OrderedDict()
         self.last_id = "0-0"  # the reader's position in the log
         self.stopping = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
+        self._reader: anyio.CancelScope | None = None  # the log reader's, once started
         self.reader_storage: RedisStorage | None = None
 
     # -- graphs ------------------------------------------------------------------------
@@ -123,10 +124,16 @@ class DashboardApp:
 
     # -- the reader ----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Read the log from its current end, in a task of ``task_group``."""
         reply = await self.storage.axrevrange(K.events(), count=1)
         self.last_id = reply[0][0].decode() if reply else "0-0"
-        self._reader = asyncio.create_task(self._read(), name="dagrt dashboard reader")
+        self._reader = anyio.CancelScope()
+        task_group.start_soon(self._run_reader, self._reader, name="dagrt dashboard reader")
+
+    async def _run_reader(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            await self._read()
 
     async def stop(self) -> None:
         self.stopping.set()
@@ -135,8 +142,6 @@ class DashboardApp:
                 sub.queue.put_nowait(None)
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
 
     async def _read(self) -> None:
         while not self.stopping.is_set():
@@ -356,12 +361,13 @@ def create_app(storage: Storage | str) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await dashboard.start()
-        try:
-            yield
-        finally:
-            await dashboard.stop()
-            await dashboard.storage.aclose()
+        async with anyio.create_task_group() as task_group:  # owns the log reader
+            await dashboard.start(task_group)
+            try:
+                yield
+            finally:
+                await dashboard.stop()
+                await dashboard.storage.aclose()
 
     routes = [
         Route("/", index),
