@@ -38,6 +38,7 @@ from dagrt import workflows
 from dagrt.cluster import LocalCluster
 from dagrt.metrics import FlushPolicy
 from dagrt.storage.server import free_port
+from dagrt.workflows import pairwise
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import Result, save_json
@@ -51,11 +52,7 @@ def add(x: int, y: int) -> int:
 
 
 def reduction(leaves: int) -> dagrt.Node:
-    task = dagrt.task(add)
-    level = [task(i, i + 1) for i in range(0, leaves, 2)]
-    while len(level) > 1:
-        level = [task(level[i], level[i + 1]) for i in range(0, len(level), 2)]
-    return level[0]
+    return pairwise(dagrt.task(add), range(leaves))
 
 
 class Board:

@@ -17,18 +17,11 @@ import dask.bag as db
 import numpy as np
 from dask import delayed
 
-from dagrt.workflows import image_transform, svd2, wordcount
+from dagrt.workflows import image_transform, pairwise, svd2, wordcount
 
 
 def tree_reduction(n: int) -> Any:
-    add = delayed(lambda x, y: x + y, pure=False)
-    level: list[Any] = list(range(n))
-    while len(level) > 1:
-        nxt = [add(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
+    return pairwise(delayed(lambda x, y: x + y, pure=False), range(n))
 
 
 def gemm(n: int, b: int, seed: int) -> Any:

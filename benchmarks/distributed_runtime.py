@@ -22,6 +22,7 @@ from pathlib import Path
 
 import dagrt
 from dagrt import scheduler
+from dagrt.workflows import pairwise
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import Result, save_json, table
@@ -33,16 +34,6 @@ def add(x: int, y: int) -> int:
 
 def inc(x: int) -> int:
     return x + 1
-
-
-def reduction(make, leaves: list):
-    level = leaves
-    while len(level) > 1:
-        nxt = [make(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -79,11 +70,11 @@ def main() -> None:
     dask_client = DaskClient(dask_cluster)
 
     def run_dagrt() -> int:
-        node = reduction(dagrt_add, [dagrt_add(i, i + 1) for i in range(0, args.leaves, 2)])
+        node = pairwise(dagrt_add, range(args.leaves))
         return loop.run_until_complete(client.compute(node))
 
     def run_dask() -> int:
-        node = reduction(dask_add, [dask_add(i, i + 1) for i in range(0, args.leaves, 2)])
+        node = pairwise(dask_add, range(args.leaves))
         return dask.compute(node)[0]
 
     results: dict[str, Result] = {
@@ -115,7 +106,7 @@ def main() -> None:
     dagrt_inc = dagrt.task(inc)
     half = args.big // 2
     t0 = time.perf_counter()
-    node = reduction(dagrt_add, [dagrt_inc(i) for i in range(half)])
+    node = pairwise(dagrt_add, [dagrt_inc(i) for i in range(half)])
     dag = dagrt.DAG(node)
     build = time.perf_counter() - t0
     spec = loop.run_until_complete(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import dagrt
 from dagrt.metrics import FlushPolicy
+from dagrt.workflows import pairwise
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import Result, save_json
@@ -44,10 +45,7 @@ def main() -> None:
     task = dagrt.task(add)
 
     def build() -> dagrt.Node:
-        level = [task(i, i + 1) for i in range(0, args.leaves, 2)]
-        while len(level) > 1:
-            level = [task(level[i], level[i + 1]) for i in range(0, len(level), 2)]
-        return level[0]
+        return pairwise(task, range(args.leaves))
 
     async def measure(runtime: str) -> dict[str, list[float]]:
         clients = {}

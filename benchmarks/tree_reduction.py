@@ -16,6 +16,7 @@ import dask
 from dask import delayed
 
 import dagrt
+from dagrt.workflows import pairwise
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import measure, save_json, table
@@ -26,10 +27,7 @@ def add(x: int, y: int) -> int:
 
 
 def build(make, leaves: int):
-    level = [make(i, i + 1) for i in range(0, leaves, 2)]
-    while len(level) > 1:
-        level = [make(level[i], level[i + 1]) for i in range(0, len(level), 2)]
-    return level[0]
+    return pairwise(make, range(leaves))
 
 
 def main() -> None:

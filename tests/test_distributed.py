@@ -28,6 +28,7 @@ from dagrt import StorageConnectionError, TaskError, scheduler
 from dagrt import keys as K
 from dagrt.serialize import unpack
 from dagrt.storage import RedisStorage
+from dagrt.workflows import pairwise
 
 
 @dagrt.task
@@ -38,13 +39,7 @@ def slow_inc(x: int, seconds: float = 0.01) -> int:
 
 def tree(n: int, seconds: float = 0.0) -> dagrt.Node:
     """n leaves summed pairwise: about 2n tasks."""
-    level = [slow_inc(i, seconds) for i in range(n)]
-    while len(level) > 1:
-        nxt = [add(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
+    return pairwise(add, [slow_inc(i, seconds) for i in range(n)])
 
 
 def tree_value(n: int) -> int:

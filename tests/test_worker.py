@@ -21,6 +21,7 @@ from dagrt import keys as K
 from dagrt.distributed import DistributedRuntime
 from dagrt.storage import InMemoryStorage, RedisStorage, Storage
 from dagrt.workers import Worker
+from dagrt.workflows import pairwise
 
 
 class TwinClient(dagrt.Client):
@@ -55,10 +56,7 @@ def boom(x: int) -> int:
 
 async def test_a_run_through_the_scripts_twins(twin: tuple[dagrt.Client, Worker]) -> None:
     client, worker = twin
-    level = [inc(i) for i in range(64)]
-    while len(level) > 1:
-        level = [add(level[i], level[i + 1]) for i in range(0, len(level), 2)]
-    assert await client.compute(level[0]) == sum(range(1, 65))
+    assert await client.compute(pairwise(add, [inc(i) for i in range(64)])) == sum(range(1, 65))
     assert worker.counts["done"] == 127
     assert worker.counts["kept"] > 0  # some children ran where their input was ("become")
 

@@ -132,3 +132,18 @@ def test_the_checks_reject_an_answer_with_a_block_out_of_place(name: str) -> Non
     assert flow.check(expected, flow.reference(**flow.DEFAULTS))
     answer = (wrong, *expected[1:]) if isinstance(expected, tuple) else wrong
     assert not flow.check(answer, expected)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 33])
+def test_pairwise_combines_every_item_once_in_order(n: int) -> None:
+    calls: list[tuple[str, str]] = []
+
+    def join(a: str, b: str) -> str:
+        calls.append((a, b))
+        return a + b
+
+    items = [chr(ord("a") + i) for i in range(n)]
+    assert workflows.pairwise(join, items) == "".join(items)
+    assert len(calls) == n - 1
+    with pytest.raises(ValueError, match="at least one"):
+        workflows.pairwise(join, [])

@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["NAMES", "get"]
+from .trees import pairwise
+
+__all__ = ["NAMES", "get", "pairwise"]
 
 NAMES = ("tree_reduction", "gemm", "wordcount", "image_transform", "svd1", "svd2")
 

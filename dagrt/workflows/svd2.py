@@ -15,6 +15,7 @@ import numpy as np
 import dagrt
 
 from .svd1 import eye, tsqr
+from .trees import pairwise
 
 __all__ = ["BENCH", "DEFAULTS", "build", "check", "n_tasks", "reference"]
 
@@ -88,16 +89,6 @@ def assemble(
     return np.vstack(u_blocks), usv[1], usv[2]
 
 
-def _tree_sum(parts: list[Any]) -> Any:
-    level = list(parts)
-    while len(level) > 1:
-        nxt = [add(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]
-
-
 def _check(n: int, k: int, blocks: int, power: int) -> None:
     width = k + OVERSAMPLE
     if k < 1 or blocks < 1 or power < 0 or n < width * blocks:
@@ -121,11 +112,11 @@ def build(
     sketch = omega(n, width, seed)
     y = [matmul(ai, sketch) for ai in a]
     for _ in range(power):
-        z = _tree_sum([t_matmul(ai, yi) for ai, yi in zip(a, y, strict=True)])
+        z = pairwise(add, [t_matmul(ai, yi) for ai, yi in zip(a, y, strict=True)])
         y = [matmul(ai, z) for ai in a]
     _, down_pass = tsqr(y)
     q = down_pass(eye(width), -1)
-    b = _tree_sum([t_matmul(qi, ai) for qi, ai in zip(q, a, strict=True)])
+    b = pairwise(add, [t_matmul(qi, ai) for qi, ai in zip(q, a, strict=True)])
     usv = svd_small(b, k)
     return assemble([u_block(qi, usv) for qi in q], usv)
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import dagrt
 
+from .trees import pairwise
+
 __all__ = ["BENCH", "DEFAULTS", "build", "check", "n_tasks", "reference"]
 
 DEFAULTS: dict[str, Any] = {"n": 1000}
@@ -30,13 +32,7 @@ def build(n: int = DEFAULTS["n"]) -> dagrt.Node:
         raise ValueError(f"tree_reduction needs n >= 1 leaves, got {n}")
     if n == 1:
         return identity(0)
-    level: list[Any] = list(range(n))
-    while len(level) > 1:
-        nxt = [add(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]  # type: ignore[no-any-return]
+    return pairwise(add, range(n))
 
 
 def n_tasks(n: int = DEFAULTS["n"]) -> int:

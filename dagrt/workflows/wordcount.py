@@ -14,6 +14,8 @@ from typing import Any
 
 import dagrt
 
+from .trees import pairwise
+
 __all__ = ["BENCH", "DEFAULTS", "build", "check", "generate", "n_tasks", "reference", "split"]
 
 DEFAULTS: dict[str, Any] = {"words": 20_000, "chunks": 8, "seed": 0, "path": None}
@@ -99,13 +101,7 @@ def build(
     seed: int = DEFAULTS["seed"],
     path: str | Path | None = DEFAULTS["path"],
 ) -> dagrt.Node:
-    level: list[Any] = [count(tokenize(piece)) for piece in split(_text(words, seed, path), chunks)]
-    while len(level) > 1:
-        nxt = [merge(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0]  # type: ignore[no-any-return]
+    return pairwise(merge, [count(tokenize(p)) for p in split(_text(words, seed, path), chunks)])
 
 
 def n_tasks(chunks: int = DEFAULTS["chunks"], **_: Any) -> int:
