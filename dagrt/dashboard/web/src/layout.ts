@@ -5,6 +5,8 @@
  * for y, one node slot for x. Pure: runs in the layout worker and in unit tests.
  */
 
+import { childRows, topologicalOrder } from './csr';
+
 export interface LayoutInput {
   n: number;
   parentOff: Int32Array;
@@ -31,7 +33,7 @@ export interface LayoutOptions {
 
 export function layoutDag(input: LayoutInput, options: LayoutOptions = {}): Layout {
   const { n, parentOff, parentIdx } = input;
-  const { childOff, childIdx } = children(input);
+  const { childOff, childIdx } = childRows(input);
   const topo = topologicalOrder(input, childOff, childIdx);
 
   // Longest-path layering.
@@ -144,42 +146,6 @@ function maxWidth(layerOff: Int32Array): number {
   let w = 0;
   for (let l = 0; l + 1 < layerOff.length; l++) w = Math.max(w, layerOff[l + 1] - layerOff[l]);
   return w;
-}
-
-function children(input: LayoutInput): { childOff: Int32Array; childIdx: Int32Array } {
-  const { n, parentOff, parentIdx } = input;
-  const childOff = new Int32Array(n + 1);
-  for (let e = 0; e < parentIdx.length; e++) childOff[parentIdx[e] + 1]++;
-  for (let i = 0; i < n; i++) childOff[i + 1] += childOff[i];
-  const fill = childOff.slice(0, n);
-  const childIdx = new Int32Array(parentIdx.length);
-  for (let c = 0; c < n; c++) {
-    for (let e = parentOff[c]; e < parentOff[c + 1]; e++) childIdx[fill[parentIdx[e]]++] = c;
-  }
-  return { childOff, childIdx };
-}
-
-function topologicalOrder(input: LayoutInput, childOff: Int32Array, childIdx: Int32Array): Int32Array {
-  const { n, parentOff } = input;
-  const indegree = new Int32Array(n);
-  for (let c = 0; c < n; c++) indegree[c] = parentOff[c + 1] - parentOff[c];
-  const order = new Int32Array(n);
-  let head = 0;
-  let tail = 0;
-  for (let i = 0; i < n; i++) if (indegree[i] === 0) order[tail++] = i;
-  while (head < tail) {
-    const v = order[head++];
-    for (let j = childOff[v]; j < childOff[v + 1]; j++) {
-      if (--indegree[childIdx[j]] === 0) order[tail++] = childIdx[j];
-    }
-  }
-  if (tail < n) {
-    // A cycle cannot come from a run; place what is left anyway (never refuse).
-    const placed = new Uint8Array(n);
-    for (let j = 0; j < tail; j++) placed[order[j]] = 1;
-    for (let i = 0; i < n; i++) if (!placed[i]) order[tail++] = i;
-  }
-  return order;
 }
 
 /** The transferable buffers of a layout (for postMessage). */

@@ -1,5 +1,6 @@
 /** A run's DAG as compressed sparse rows (parents and children), functions by index. */
 import type { RunGraphJson } from '../api';
+import { childRows, topologicalOrder } from '../csr';
 
 export interface GraphData {
   n: number;
@@ -56,59 +57,8 @@ export function graphData(json: RunGraphJson): GraphData {
 }
 
 export function completeGraph(data: GraphData): Graph {
-  const { n, parentOff, parentIdx } = data;
-  const edges = parentIdx.length;
-  const childOff = new Int32Array(n + 1);
-  for (let e = 0; e < edges; e++) childOff[parentIdx[e] + 1]++;
-  for (let i = 0; i < n; i++) childOff[i + 1] += childOff[i];
-  const fill = childOff.slice(0, n);
-  const childIdx = new Int32Array(edges);
-  const childEdge = new Int32Array(edges);
-  for (let c = 0; c < n; c++) {
-    for (let e = parentOff[c]; e < parentOff[c + 1]; e++) {
-      const slot = fill[parentIdx[e]]++;
-      childIdx[slot] = c;
-      childEdge[slot] = e;
-    }
-  }
+  const { childOff, childIdx, childEdge } = childRows(data);
   return { ...data, childOff, childIdx, childEdge, topo: topologicalOrder(data, childOff, childIdx) };
-}
-
-/** Kahn's algorithm; the identity when every parent index is below its child's. */
-function topologicalOrder(data: GraphData, childOff: Int32Array, childIdx: Int32Array): Int32Array {
-  const { n, parentOff, parentIdx } = data;
-  let sorted = true;
-  for (let c = 0; c < n && sorted; c++) {
-    for (let e = parentOff[c]; e < parentOff[c + 1]; e++) {
-      if (parentIdx[e] >= c) {
-        sorted = false;
-        break;
-      }
-    }
-  }
-  const order = new Int32Array(n);
-  if (sorted) {
-    for (let i = 0; i < n; i++) order[i] = i;
-    return order;
-  }
-  const indegree = new Int32Array(n);
-  for (let c = 0; c < n; c++) indegree[c] = parentOff[c + 1] - parentOff[c];
-  let head = 0;
-  let tail = 0;
-  for (let i = 0; i < n; i++) if (indegree[i] === 0) order[tail++] = i;
-  while (head < tail) {
-    const v = order[head++];
-    for (let j = childOff[v]; j < childOff[v + 1]; j++) {
-      if (--indegree[childIdx[j]] === 0) order[tail++] = childIdx[j];
-    }
-  }
-  // A cycle (never in a valid run): append what is left in index order.
-  if (tail < n) {
-    const placed = new Uint8Array(n);
-    for (let j = 0; j < tail; j++) placed[order[j]] = 1;
-    for (let i = 0; i < n; i++) if (!placed[i]) order[tail++] = i;
-  }
-  return order;
 }
 
 /** Edge id of parent → child, or -1. */
