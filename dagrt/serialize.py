@@ -109,10 +109,10 @@ def dumps_function(fn: Any) -> tuple[str, bytes]:
     """``(digest, frame)`` of a function, cached per function object.
 
     The digest (SHA-256 of the frame) names the function in storage, so a
-    function used by many tasks and many runs is stored once. The frame also
-    carries the source file's lines: a function pickled by value (defined in
-    ``__main__``, a notebook or a test) then still shows its file, line and
-    code in a remote traceback (see :func:`loads_function`).
+    function used by many tasks and many runs is stored once. A function pickled
+    by value (defined in ``__main__``, a notebook or a test) also carries its
+    source file's lines, so it still shows its file, line and code in a remote
+    traceback (see :func:`loads_function`); an importable one is found by name.
     """
     try:
         cached = _FUNCTIONS.get(fn)
@@ -120,7 +120,10 @@ def dumps_function(fn: Any) -> tuple[str, bytes]:
         cached = None
     if cached is not None:
         return cached
-    frame = dumps((fn, _source_of(fn)), what=f"function {getattr(fn, '__name__', fn)!r}")
+    what = f"function {getattr(fn, '__name__', fn)!r}"
+    frame = dumps((fn, None), what=what)
+    if _DYNAMIC.encode() in frame:  # carried by value: its source lines go with it
+        frame = dumps((fn, _source_of(fn)), what=what)
     result = (hashlib.sha256(frame).hexdigest()[:32], frame)
     try:
         _FUNCTIONS[fn] = result
@@ -137,21 +140,25 @@ def loads_function(data: bytes | bytearray | memoryview, *, what: str = "functio
     go into :mod:`linecache`, so tracebacks read as they would locally.
     """
     fn, source = loads(data, what=what)
-    if source is not None:
+    inner = _plain(fn)
+    code = getattr(inner, "__code__", None)
+    if source is not None and code is not None and code.co_filename == _DYNAMIC:
         filename, lines = source
-        code = getattr(getattr(fn, "fn", fn), "__code__", None)
-        if code is not None and code.co_filename == _DYNAMIC:
-            inner = getattr(fn, "fn", fn)
-            inner.__code__ = _renamed(code, filename)
-            linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+        inner.__code__ = _renamed(code, filename)
+        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
     return fn
 
 
 _DYNAMIC = "<dynamic-code>"
 
 
+def _plain(fn: Any) -> Any:
+    """The plain function of a task function (the function itself otherwise)."""
+    return getattr(fn, "fn", fn)
+
+
 def _source_of(fn: Any) -> tuple[str, list[str]] | None:
-    code = getattr(getattr(fn, "fn", fn), "__code__", None)
+    code = getattr(_plain(fn), "__code__", None)
     if code is None:
         return None
     lines = linecache.getlines(code.co_filename)

@@ -125,3 +125,11 @@ def test_deep_recursion_in_a_value_is_a_clear_error() -> None:
         deep = [deep]
     with pytest.raises(SerializationError, match="cannot serialize value"):
         dumps(deep)
+
+
+def test_an_importable_function_travels_by_name_without_its_source() -> None:
+    from dagrt.workflows.tree_reduction import add
+
+    fn, source = loads(dumps_function(add)[1])
+    assert fn is add
+    assert source is None
