@@ -68,7 +68,6 @@ _RUN = _pos(TaskExecutionMetrics, "run_id")
 _FINISHED = TaskExecutionMetrics.code
 _BATCH_FINISHED = TasksFinished.code
 _BATCH_TRANSFERS = Transfers.code
-_BATCH_TASK, _BATCH_WORKERS = _pos(TasksFinished, "task"), _pos(TasksFinished, "workers")
 _BATCH_WORKER = _pos(TasksFinished, "worker_id")
 
 _FAILED = TaskFailed.code
@@ -388,10 +387,8 @@ def _index_updates(run_id: str, events: list[list[Any] | tuple[Any, ...]]) -> li
             if not item[_LOCAL]:  # the bytes crossed the network
                 moved += item[_BYTES]
         elif code == _BATCH_FINISHED:  # columns read as they are, no model built
-            tasks = item[_BATCH_TASK]
-            done += len(tasks) // 8 if isinstance(tasks, bytes | bytearray) else len(tasks)
-            lanes = item[_BATCH_WORKERS] if len(item) > _BATCH_WORKERS else []
-            workers.update(lanes or [item[_BATCH_WORKER]])
+            done += len(wire_column(item, "task"))
+            workers.update(wire_column(item, "workers") or [item[_BATCH_WORKER]])
         elif code == _BATCH_TRANSFERS:
             sizes = wire_column(item, "bytes")
             local = wire_column(item, "local")

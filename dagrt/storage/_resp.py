@@ -24,8 +24,8 @@ READ_SIZE = 1 << 20  # bytes per socket read (replies of many MB come in fewer p
 def _encode(arg: Any) -> bytes | memoryview:
     if isinstance(arg, bytes):
         return arg
-    if isinstance(arg, memoryview):
-        return arg if arg.c_contiguous else arg.tobytes()
+    if isinstance(arg, memoryview):  # as bytes: len() is then its size in bytes
+        return arg.cast("B") if arg.c_contiguous else arg.tobytes()
     if isinstance(arg, bytearray):
         return memoryview(arg)
     if isinstance(arg, str):
@@ -39,15 +39,18 @@ def pack_pieces(args: Sequence[Any]) -> list[bytes | memoryview]:
     """``args`` as RESP: one buffer for a small command, pieces around large values."""
     big = False
     for arg in args:
-        if isinstance(arg, bytes | bytearray | memoryview) and len(arg) >= BIG:
-            big = True
+        if isinstance(arg, memoryview):
+            big = arg.nbytes >= BIG
+        elif isinstance(arg, bytes | bytearray):
+            big = len(arg) >= BIG
+        if big:
             break
     if not big:
         return [hiredis.pack_command(tuple(args))]
     pieces: list[bytes | memoryview] = []
     head = [b"*%d\r\n" % len(args)]
     for arg in map(_encode, args):
-        n = memoryview(arg).nbytes if isinstance(arg, memoryview) else len(arg)
+        n = len(arg)
         if n >= BIG:
             head.append(b"$%d\r\n" % n)
             pieces.append(b"".join(head))
