@@ -198,6 +198,10 @@ def counts_of(states: list[str]) -> dict[str, int]:
     return {s: states.count(s) for s in ("waiting", "ready", "running", "done", "failed")}
 
 
+def hex_colour(rgb: tuple[int, int, int]) -> str:
+    return "#" + "".join(f"{c:02x}" for c in rgb)
+
+
 def pixel(page: Page, index: int) -> tuple[int, int, int]:
     """The colour at a node's centre on the DAG canvas (from a screenshot)."""
     from PIL import Image
@@ -292,6 +296,8 @@ def test_a_failing_task_is_red_with_its_error(pool: Pool, pages: Callable[[], Pa
     index = dagrt.DAG(node).keys.index(bad.key)
     record = page.eval(f"window.__dagrt.node({index})")
     assert record["state"] == "failed"
+    # The canvas repaints at most a few times a second: wait for the paint, then look at it.
+    page.wait(f"window.__dagrt.nodeColor({index}) === '{hex_colour(STATE_COLOURS['failed'])}'")
     assert pixel(page, index) == STATE_COLOURS["failed"]
     assert page.page.get_by_test_id("error-type").first.inner_text() == "ValueError"
     assert page.page.get_by_test_id("error-message").first.inner_text() == "boom 2"

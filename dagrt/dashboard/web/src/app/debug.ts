@@ -70,6 +70,9 @@ export function installDebug(app: AppModel): void {
     nodeCenter(index: number) {
       return mounted.dag?.nodeCenter(index) ?? null;
     },
+    nodeColor(index: number): string | null {
+      return mounted.dag?.paintedColor(index) ?? null;
+    },
     lanes() {
       const run = app.run;
       const s = store();

@@ -221,6 +221,15 @@ export class DagRenderer {
     return x >= 0 && x < this.width && y >= 0 && y < this.height ? { x, y } : null;
   }
 
+  /** The colour node i was last painted with, or null if it is not painted individually. */
+  paintedColor(i: number): string | null {
+    if (!this.layout || this.aggregated || i < 0 || i >= this.layout.n || !this.visibleMark[i]) {
+      return null;
+    }
+    const key = this.drawnKey[i];
+    return key < 0 ? null : this.colorOf(key);
+  }
+
   /** The node (or box, when aggregated) under a point in CSS px. */
   hit(x: number, y: number): { node: number } | { box: number } | null {
     const layout = this.layout;
