@@ -411,19 +411,19 @@ class Client:
             finished = True
             if metrics is None:
                 return
-            if recorder is not None:
-                metrics.remove_source(recorder)
             ended = time.time()
-            metrics.emit_event(
-                RunFinished(
-                    kind="run-finished",
-                    ts=ended,
-                    run_id=run_id,
-                    status=status,  # type: ignore[arg-type]
-                    makespan=ended - submitted,
-                    failed_task=failed_task,
-                )
+            event = RunFinished(
+                kind="run-finished",
+                ts=ended,
+                run_id=run_id,
+                status=status,  # type: ignore[arg-type]
+                makespan=ended - submitted,
+                failed_task=failed_task,
             )
+            if recorder is not None:
+                metrics.remove_source(recorder, then=event)  # after the run's task events
+            else:
+                metrics.emit_event(event)
 
         try:
             with anyio.CancelScope() as scope:

@@ -288,21 +288,27 @@ class _Run:
         with lock:
             i = self._next_locked(deadline)
         lane = threading.current_thread().name
+        if recorder is not None:
+            record, rows, limit = recorder.rows.extend, recorder.rows, recorder.row_limit
+            lane_no = recorder.lane(lane)
+        clock = time.perf_counter
         while i is not None:
             attempt = self.attempts[i]
             if recorder is not None and self.long[i]:
                 recorder.task_started(i, attempt, lane)  # tiny tasks: the finish says it all
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
                 value = self._call(i)
                 failed = None
             except BaseException as exc:
                 failed = exc
-            elapsed = time.perf_counter() - t0
+            elapsed = clock() - t0
             func = self.nodes[i].func
             if recorder is not None:
                 if failed is None:
-                    recorder.task_finished(i, attempt, t0, elapsed, lane)
+                    record((i, attempt, t0, elapsed, lane_no))  # RunRecorder.task_finished
+                    if len(rows) >= limit:
+                        recorder.due()
                 else:
                     final = attempt > func.retries
                     recorder.task_failed(i, attempt, failed, user_traceback(failed), final, lane)

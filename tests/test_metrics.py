@@ -315,6 +315,26 @@ async def test_an_in_process_run_logs_everything_read_run_needs() -> None:
     assert (summary.status, summary.n_tasks, summary.done) == ("finished", 4, 4)
 
 
+async def test_a_run_graph_keeps_every_key_and_name_as_given() -> None:
+    """Keys travel joined by newlines; a name that holds one changes nothing."""
+
+    def f(x: int) -> int:
+        return x + 1
+
+    odd = dagrt.task(f, name="two\nlines")
+    node = collect(odd(1), inc(odd(2)), 3)
+    dag = dagrt.DAG(node)
+    async with dagrt.Client(processes=False) as client:
+        fut = client.submit(node)
+        assert await fut == [2, 4, 3]
+        await client.metrics.flush()
+        graph = read_graph(client.metrics.storage, fut.run_id)
+    assert graph.keys == list(dag.keys)
+    assert graph.names == [n.name for n in dag]
+    assert "two\nlines" in graph.names
+    assert graph.parents == [[dag.keys.index(p.key) for p in dag.parents(n)] for n in dag]
+
+
 async def test_reading_a_run_reads_only_its_range(redis_storage: RedisStorage) -> None:
     async with MetadataStorage(redis_storage, FlushPolicy(interval=None)) as metrics:
         for i in range(50):
@@ -497,25 +517,32 @@ def test_analysis_of_events_alone() -> None:
 
 
 def test_the_in_process_recorder_loses_no_task_while_threads_record() -> None:
-    """Drain threads append while the flusher collects: each task lands in one batch."""
+    """Drain threads record while the flusher collects: each task lands in one batch,
+    with its own lane and its times turned into wall-clock seconds."""
     import threading
 
     dag = dagrt.DAG(collect(*[inc(i) for i in range(4_000)]))
     store = MetadataStorage(InMemoryStorage())
     recorder = rec.RunRecorder(store, "run-1", dag, worker="local")
     per_thread = len(dag) // 4
-    seen: list[int] = []
+    seen: list[ev.TaskExecutionMetrics] = []
 
     def record(first: int) -> None:
         for i in range(first, first + per_thread):
-            recorder.task_finished(i, 1, float(i), 1e-6, f"t{first}")
+            recorder.task_finished(i, 1, i * 1e-6, 5e-7, f"t{first}")
 
     threads = [threading.Thread(target=record, args=(k * per_thread,)) for k in range(4)]
     for t in threads:
         t.start()
-    while any(t.is_alive() for t in threads) or recorder._raw:
+    while any(t.is_alive() for t in threads) or recorder.rows:
         for item in recorder.collect():
-            seen += ev.wire_column(item, "task")
+            seen += ev.expand(ev.from_wire(item))  # type: ignore[arg-type]
     for t in threads:
         t.join()
-    assert sorted(seen) == list(range(4 * per_thread))
+    assert sorted(e.task for e in seen) == list(range(4 * per_thread))
+    for e in seen:
+        first = e.task - e.task % per_thread
+        assert e.worker_id == f"local/t{first}"
+        assert e.start == pytest.approx(recorder.clock + e.task * 1e-6, abs=1e-7)
+        assert e.end == pytest.approx(e.start + 5e-7, abs=1e-7)
+        assert e.execution_time == pytest.approx(5e-7)

@@ -19,6 +19,7 @@ Tiny tasks that a worker runs in its fast lane (microseconds each) emit no
 
 from __future__ import annotations
 
+import operator
 from array import array
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
@@ -168,7 +169,11 @@ class TasksFinished(Event):
     On the wire, numeric columns are packed arrays (``array`` bytes), and ``key``
     and ``name`` may be left empty: the run's graph has them. ``lane`` indexes
     ``workers`` when the batch spans several lanes (else every task ran on
-    ``worker_id``).
+    ``worker_id``). A writer may also leave ``end`` empty (it is then
+    ``start + execution_time``) and give ``start`` in seconds after ``clock``
+    (the in-process runtime's ``perf_counter`` readings, taken as they are);
+    decoding restores both, so readers only ever see wall-clock ``start``/``end``
+    and ``clock == 0``.
     """
 
     code: ClassVar[int] = 11
@@ -187,6 +192,7 @@ class TasksFinished(Event):
     name: list[str] = []
     lane: list[int] = []
     workers: list[str] = []
+    clock: float = 0.0
 
 
 DIRECTIONS = ("upload", "download", "local")
@@ -285,6 +291,13 @@ def _decoded(model: type[Event], values: dict[str, Any]) -> dict[str, Any]:
             typecode = _COLUMNS[model.code][name]
             items = array(typecode, value).tolist()
             values[name] = [bool(x) for x in items] if typecode == "b" else items
+    if model.code == TasksFinished.code:
+        clock = values.get("clock") or 0.0
+        if clock:
+            values["start"] = [clock + t for t in values["start"]]
+            values["clock"] = 0.0
+        if not values.get("end") and values.get("start"):
+            values["end"] = list(map(operator.add, values["start"], values["execution_time"]))
     return values
 
 

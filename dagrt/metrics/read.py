@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from .. import keys as K
@@ -88,27 +89,42 @@ class RunGraph:
         return out
 
 
+_FUNC = attrgetter("func")
+
+
 def graph_record(dag: DAG) -> bytes:
-    """The stored form of a DAG's structure (msgpack; function names once, by index)."""
-    nodes = dag._nodes
-    funcs: dict[int, int] = {}
-    names: list[str] = []
-    fn = []
-    for node in nodes:
-        f = node.func
-        j = funcs.get(id(f))
-        if j is None:
-            j = funcs[id(f)] = len(names)
-            names.append(f.name)
-        fn.append(j)
+    """The stored form of a DAG's structure (msgpack; function names once, by index).
+
+    Built once per run over every node, so in C-level passes. The keys go as one
+    newline-joined string (a list if a key holds a newline): packing 16k short
+    strings takes 1.5 ms, joining them 0.4 ms.
+    """
+    keys = list(dag._index)  # key -> index, filled in topological order
+    joined = "\n".join(keys)
+    funcs = list(map(_FUNC, dag._nodes))
+    table = {f: j for j, f in enumerate(dict.fromkeys(funcs))}  # TaskFunctions hash by id
     return pack(
         {
-            "keys": [node.key for node in nodes],
-            "names": names,
-            "fn": fn,
+            "keys": joined if joined.count("\n") == len(keys) - 1 else keys,
+            "names": [f.name for f in table],
+            "fn": list(map(table.__getitem__, funcs)),
             "parents": dag._parents,  # tuples pack as arrays
             "outputs": dag._output_index,
         }
+    )
+
+
+def _graph(raw: bytes, run_id: str) -> RunGraph:
+    data = unpack(raw, what=f"graph of run {run_id}")
+    keys = data["keys"]
+    if isinstance(keys, str):
+        keys = keys.split("\n")
+    names = data["names"]
+    return RunGraph(
+        keys=keys,
+        names=[names[i] for i in data["fn"]],
+        parents=data["parents"],
+        outputs=data["outputs"],
     )
 
 
@@ -140,17 +156,6 @@ def _graph_flow(run_id: str) -> Flow:
     if raw is None:
         raise RunNotFoundError(f"no graph of run {run_id!r} in the event log")
     return _graph(raw, run_id)
-
-
-def _graph(raw: bytes, run_id: str) -> RunGraph:
-    data = unpack(raw, what=f"graph of run {run_id}")
-    names = data["names"]
-    return RunGraph(
-        keys=data["keys"],
-        names=[names[i] for i in data["fn"]],
-        parents=data["parents"],
-        outputs=data["outputs"],
-    )
 
 
 def _runs_flow(limit: int) -> Flow:

@@ -7,8 +7,9 @@ two agree). ``RunRecorder`` is what the in-process runtime calls per task.
 
 from __future__ import annotations
 
-import operator
+import threading
 import time
+from array import array
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -268,32 +269,58 @@ class TransferBatch:
 class RunRecorder:
     """Task events of one in-process run, kept cheap for microsecond tasks.
 
-    A finished task costs an append of a raw tuple (no clock read: the
-    runtime's own ``perf_counter`` readings are turned into wall-clock times
-    when the metrics store collects them); other events go to the store at
-    once. ``lane`` names the thread that ran the task (a lane of the task stream).
+    A finished task costs one ``list.extend`` of :attr:`rows` with five
+    numbers: index, attempt, start (``perf_counter``), duration and lane
+    number (56 ns; an int64 ``array.extend`` takes 316 ns, appending a tuple
+    79 ns and leaves an object per task for the garbage collector). The
+    extend runs in C under the GIL, so rows of several threads never
+    interleave. The metrics store's flusher collects them into a
+    ``tasks-finished`` batch whose columns are strided slices of the rows
+    (2 ms for 16k tasks; the batch's ``clock`` turns the starts into
+    wall-clock times). Other events go to the store at once. A lane names
+    the thread that ran the task (a lane of the task stream).
     """
+
+    WIDTH = 5  # numbers per finished task in `rows`
 
     def __init__(self, metrics: MetadataStorage, run_id: str, dag: DAG, worker: str) -> None:
         self.metrics = metrics
         self.run_id = run_id
         self.worker = worker
         self._nodes = dag._nodes  # keys and names looked up only for the rare events
-        self._raw: list[tuple[int, int, float, float, str]] = []
-        self._wall0 = time.time() - time.perf_counter()
+        self.rows: list[float] = []
+        self._lanes: dict[str, int] = {}
+        self._lanes_lock = threading.Lock()
+        # wall-clock time = clock + perf_counter()
+        self.clock = time.time() - time.perf_counter()
         policy = metrics.policy
-        self._each = policy.after_each_task
-        self._size = policy.max_events or (1 << 62)
+        #: The rows' length at which the flusher is called (after each task, or at
+        #: the size policy's count); compared by the runtime after each extend.
+        self.row_limit = self.WIDTH * (
+            1 if policy.after_each_task else (policy.max_events or (1 << 58))
+        )
 
-    def _lane(self, lane: str) -> str:
+    def lane(self, name: str) -> int:
+        """The number of a lane (a thread's name; ``""`` is the recorder's worker)."""
+        number = self._lanes.get(name)
+        if number is None:
+            with self._lanes_lock:  # two new lanes must not take the same number
+                number = self._lanes.setdefault(name, len(self._lanes))
+        return number
+
+    def _lane_name(self, lane: str) -> str:
         return f"{self.worker}/{lane}" if lane else self.worker
+
+    def due(self) -> None:
+        """The rows reached :attr:`row_limit`: call the flusher."""
+        self.metrics._trigger()
 
     def task_started(self, i: int, attempt: int, lane: str = "") -> None:
         self.metrics.emit(
             task_started(
                 time.time(),
                 self.run_id,
-                self._lane(lane),
+                self._lane_name(lane),
                 i,
                 self._nodes[i].key,
                 self._nodes[i].name,
@@ -304,10 +331,11 @@ class RunRecorder:
     def task_finished(
         self, i: int, attempt: int, t0: float, elapsed: float, lane: str = ""
     ) -> None:
-        raw = self._raw
-        raw.append((i, attempt, t0, elapsed, lane))
-        if self._each or len(raw) >= self._size:
-            self.metrics._trigger()
+        """Record one finished task (the runtime's drains extend :attr:`rows` inline)."""
+        rows = self.rows
+        rows.extend((i, attempt, t0, elapsed, self.lane(lane)))
+        if len(rows) >= self.row_limit:
+            self.due()
 
     def task_failed(
         self, i: int, attempt: int, exc: BaseException, tb: str, final: bool, lane: str = ""
@@ -318,7 +346,7 @@ class RunRecorder:
             task_failed(
                 time.time(),
                 self.run_id,
-                self._lane(lane),
+                self._lane_name(lane),
                 i,
                 self._nodes[i].key,
                 self._nodes[i].name,
@@ -332,40 +360,40 @@ class RunRecorder:
 
     def collect(self) -> list[tuple[Any, ...]]:
         """The tasks finished since the last call, as one ``tasks-finished`` batch."""
-        # Threads append while this runs: take the first n (one atomic slice, one atomic
-        # delete); what is appended meanwhile sits after them and waits for the next call.
-        raw = self._raw
-        n = len(raw)
+        # Threads extend while this runs: take the first n (one atomic slice, one atomic
+        # delete); what is added meanwhile sits after them and waits for the next call.
+        rows = self.rows
+        n = len(rows)
         if not n:
             return []
-        taken = raw[:n]
-        del raw[:n]
-        # C-level passes only (map, array): this runs once per flush over every task.
-        tasks, attempts, t0s, elapsed, lanes = (list(map(itemgetter(k), taken)) for k in range(5))
-        starts = list(map(self._wall0.__add__, t0s))
-        ends = list(map(operator.add, starts, elapsed))
-        table = {x: j for j, x in enumerate(dict.fromkeys(lanes))}
-        lane = list(map(table.__getitem__, lanes))
-        zeros = bytes(8 * n)  # int64 0 and float64 0.0 alike
+        taken = rows[:n]
+        del rows[:n]
+        w = self.WIDTH
+        count = n // w
+        starts = array("d", taken[2::w])  # strided slices: C-level copies
+        durations = array("d", taken[3::w])
+        lanes = sorted(self._lanes.items(), key=itemgetter(1))
+        zeros = bytes(8 * count)  # int64 0 and float64 0.0 alike
         return [
             (
                 TasksFinished.code,
-                ends[-1],
+                self.clock + starts[-1] + durations[-1],
                 self.run_id,
                 self.worker,
-                column(tasks, "q"),
-                column(attempts, "q"),
-                column(starts, "d"),
-                column(ends, "d"),
-                column(elapsed, "d"),
+                column(taken[0::w], "q"),
+                column(taken[1::w], "q"),
+                starts.tobytes(),
+                b"",  # end: start + execution_time
+                durations.tobytes(),
                 zeros,
                 zeros,
                 zeros,
                 zeros,
-                bytes(n),  # kept: False
+                bytes(count),  # kept: False
                 [],
                 [],
-                column(lane, "q"),
-                [self._lane(x) for x in table],
+                column(taken[4::w], "q"),
+                [self._lane_name(name) for name, _ in lanes],
+                self.clock,
             )
         ]

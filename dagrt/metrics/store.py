@@ -69,6 +69,7 @@ _FINISHED = TaskExecutionMetrics.code
 _BATCH_FINISHED = TasksFinished.code
 _BATCH_TRANSFERS = Transfers.code
 _BATCH_WORKER = _pos(TasksFinished, "worker_id")
+_BATCH_TASK = _pos(TasksFinished, "task")  # int64 column
 
 _FAILED = TaskFailed.code
 _TRANSFER = Transfer.code
@@ -105,6 +106,7 @@ class MetadataStorage:
         self.written = 0
         self._buffer: deque[list[Any] | tuple[Any, ...]] = deque()
         self._sources: list[Any] = []  # objects whose collect() returns wire events
+        self._ended: list[tuple[Any, Any]] = []  # removed sources, collected once more
         self._records: list[tuple[str, Any]] = []  # (key, builder of bytes) to write first
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -165,11 +167,19 @@ class MetadataStorage:
         """Collect ``source.collect()`` on every flush (a run's cheap task recorder)."""
         self._sources.append(source)
 
-    def remove_source(self, source: Any) -> None:
-        """Stop collecting ``source``, keeping what it still holds."""
-        if source in self._sources:
-            self._sources.remove(source)
-            self.emit_many(source.collect())
+    def remove_source(self, source: Any, then: Any = None) -> None:
+        """Stop collecting ``source``; the next flush takes what it still holds, then
+        buffers the event ``then`` (a run's run-finished follows its tasks in the log).
+
+        Nothing is collected here: the run that ends does not wait for its events.
+        """
+        with self._lock:
+            if source in self._sources:
+                self._sources.remove(source)
+                self._ended.append((source, then))
+                return
+        if then is not None:
+            self.emit_event(then)
 
     def _trigger(self) -> None:
         loop, wake = self._loop, self._wake
@@ -236,6 +246,12 @@ class MetadataStorage:
         """The buffered events (the recorders' too), and the count dropped meanwhile."""
         for source in list(self._sources):
             self.emit_many(source.collect())
+        with self._lock:
+            ended, self._ended = self._ended, []
+        for source, then in ended:
+            self.emit_many(source.collect())
+            if then is not None:
+                self.emit_event(then)
         with self._lock:
             items = list(self._buffer)
             self._buffer.clear()
@@ -387,7 +403,8 @@ def _index_updates(run_id: str, events: list[list[Any] | tuple[Any, ...]]) -> li
             if not item[_LOCAL]:  # the bytes crossed the network
                 moved += item[_BYTES]
         elif code == _BATCH_FINISHED:  # columns read as they are, no model built
-            done += len(wire_column(item, "task"))
+            task = item[_BATCH_TASK]
+            done += len(task) // 8 if isinstance(task, bytes) else len(task)
             workers.update(wire_column(item, "workers") or [item[_BATCH_WORKER]])
         elif code == _BATCH_TRANSFERS:
             sizes = wire_column(item, "bytes")
