@@ -415,11 +415,22 @@ def test_replay_of_a_finished_run_after_a_restart(persistent_pool: Pool, browser
 
     page.page.get_by_test_id("scrub").fill("0")
     page.page.get_by_test_id("speed-10").click()
-    started = time.monotonic()
-    page.page.get_by_test_id("play").click()
-    page.wait(f"window.__dagrt.replayTime >= {last - t0 - 1e-6}", timeout=30)
-    took = time.monotonic() - started
-    assert (last - t0) / 10 * 0.8 <= took <= (last - t0) / 10 * 1.2 + 0.3
+    # Timed in the page, from the click to the frame that reaches the end (no round
+    # trips to the test in between). A busy machine can only make it slower, so the
+    # lower bound is exact; the upper one still tells 10x from 1x (10 times longer).
+    duration = last - t0
+    took = page.eval(
+        """new Promise((resolve) => {
+            const start = performance.now();
+            document.querySelector('[data-testid="play"]').click();
+            const check = () => window.__dagrt.replayTime >= %r
+                ? resolve((performance.now() - start) / 1000)
+                : requestAnimationFrame(check);
+            requestAnimationFrame(check);
+        })"""
+        % (duration - 1e-6)
+    )
+    assert duration / 10 * 0.8 <= took <= duration / 10 * 3 + 0.5
     board.stop()
 
 
