@@ -142,33 +142,28 @@ def transfer(
     )
 
 
-class FinishedBatch:
-    """Columns of a ``tasks-finished`` batch, filled one task at a time."""
+class _Rows:
+    """Rows of numbers on one flat list: an ``add`` is one ``extend`` (no object per
+    row, no list per column); ``wire`` takes each column as a strided slice."""
 
-    __slots__ = (
-        "attempt",
-        "download",
-        "end",
-        "execution",
-        "inb",
-        "kept",
-        "outb",
-        "start",
-        "task",
-        "upload",
-    )
+    __slots__ = ("rows",)
+    WIDTH = 1
 
     def __init__(self) -> None:
-        self.task: list[int] = []
-        self.attempt: list[int] = []
-        self.start: list[float] = []
-        self.end: list[float] = []
-        self.execution: list[float] = []
-        self.inb: list[int] = []
-        self.outb: list[int] = []
-        self.download: list[float] = []
-        self.upload: list[float] = []
-        self.kept: list[bool] = []
+        self.rows: list[Any] = []
+
+    def __len__(self) -> int:
+        return len(self.rows) // self.WIDTH
+
+    def _column(self, k: int, typecode: str) -> bytes:
+        return column(self.rows[k :: self.WIDTH], typecode)
+
+
+class FinishedBatch(_Rows):
+    """Columns of a ``tasks-finished`` batch, filled one task at a time."""
+
+    __slots__ = ()
+    WIDTH = 10
 
     def add(
         self,
@@ -183,54 +178,49 @@ class FinishedBatch:
         upload: float,
         kept: bool,
     ) -> None:
-        self.task.append(task)
-        self.attempt.append(attempt)
-        self.start.append(start)
-        self.end.append(end)
-        self.execution.append(execution)
-        self.inb.append(input_bytes)
-        self.outb.append(output_bytes)
-        self.download.append(download)
-        self.upload.append(upload)
-        self.kept.append(kept)
-
-    def __len__(self) -> int:
-        return len(self.task)
+        self.rows.extend(
+            (
+                task,
+                attempt,
+                start,
+                end,
+                execution,
+                input_bytes,
+                output_bytes,
+                download,
+                upload,
+                kept,
+            )
+        )
 
     def wire(self, ts: float, run_id: str, worker: str) -> tuple[Any, ...]:
+        c = self._column
         return (
             TasksFinished.code,
             ts,
             run_id,
             worker,
-            column(self.task, "q"),
-            column(self.attempt, "q"),
-            column(self.start, "d"),
-            column(self.end, "d"),
-            column(self.execution, "d"),
-            column(self.inb, "q"),
-            column(self.outb, "q"),
-            column(self.download, "d"),
-            column(self.upload, "d"),
-            column(self.kept, "b"),
+            c(0, "q"),
+            c(1, "q"),
+            c(2, "d"),
+            c(3, "d"),
+            c(4, "d"),
+            c(5, "q"),
+            c(6, "q"),
+            c(7, "d"),
+            c(8, "d"),
+            c(9, "b"),
         )
 
 
 _DIRECTION = {name: i for i, name in enumerate(DIRECTIONS)}
 
 
-class TransferBatch:
+class TransferBatch(_Rows):
     """Columns of a ``transfers`` batch."""
 
-    __slots__ = ("bytes", "consumer", "direction", "local", "producer", "seconds")
-
-    def __init__(self) -> None:
-        self.bytes: list[int] = []
-        self.seconds: list[float] = []
-        self.direction: list[int] = []
-        self.producer: list[int] = []
-        self.consumer: list[int] = []
-        self.local: list[bool] = []
+    __slots__ = ()
+    WIDTH = 6
 
     def add(
         self,
@@ -241,28 +231,30 @@ class TransferBatch:
         consumer: int | None,
         local: bool,
     ) -> None:
-        self.bytes.append(nbytes)
-        self.seconds.append(seconds)
-        self.direction.append(_DIRECTION[direction])
-        self.producer.append(producer)
-        self.consumer.append(-1 if consumer is None else consumer)
-        self.local.append(local)
-
-    def __len__(self) -> int:
-        return len(self.bytes)
+        self.rows.extend(
+            (
+                nbytes,
+                seconds,
+                _DIRECTION[direction],
+                producer,
+                -1 if consumer is None else consumer,
+                local,
+            )
+        )
 
     def wire(self, ts: float, run_id: str, worker: str) -> tuple[Any, ...]:
+        c = self._column
         return (
             Transfers.code,
             ts,
             run_id,
             worker,
-            column(self.bytes, "q"),
-            column(self.seconds, "d"),
-            column(self.direction, "q"),
-            column(self.producer, "q"),
-            column(self.consumer, "q"),
-            column(self.local, "b"),
+            c(0, "q"),
+            c(1, "d"),
+            c(2, "q"),
+            c(3, "q"),
+            c(4, "q"),
+            c(5, "b"),
         )
 
 
