@@ -1,6 +1,6 @@
 """RedisStorage against raw redis-py on the same server: what does the wrapper cost?
 
-For 100 B, 100 kB and 8 MB values: one-at-a-time round trips (set then get)
+For 100 B, 100 kB, 8 MB and 128 MB values: one-at-a-time round trips (set then get)
 and pipelined batches (mset/mget), sync and async, each interleaved with raw
 redis-py (hiredis parser, same pool settings) doing the same work. Also the
 cost of serializing an 8 MB numpy array (copies made, time).
@@ -31,8 +31,8 @@ from dagrt.storage import RedisServer, RedisStorage
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import Result, save_json
 
-SIZES = {"100B": 100, "100kB": 100_000, "8MB": 8 * 1024 * 1024}
-OPS = {"100B": 2000, "100kB": 400, "8MB": 12}
+SIZES = {"100B": 100, "100kB": 100_000, "8MB": 8 * 1024 * 1024, "128MB": 128 * 1024 * 1024}
+OPS = {"100B": 2000, "100kB": 400, "8MB": 12, "128MB": 2}
 
 
 def timed(fn: Callable[[], Any]) -> float:

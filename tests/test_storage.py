@@ -275,3 +275,68 @@ async def test_a_value_over_the_limit_names_its_key() -> None:
     with pytest.raises(ValueTooLargeError, match="'big'"):
         await small.aset("big", b"x" * 2048)
     assert small.get("big") is None
+
+
+async def test_values_of_every_size_read_back_exactly(store: Form) -> None:
+    """Sizes around the point where values are received in place (64 KiB) and
+    around the read buffer (1 MiB), alone, in one mget, and missing ones."""
+    sizes = [0, 1, 65_535, 65_536, 65_537, 1_048_574, 1_048_576, 3_000_001]
+    values = {f"v{n}": bytes([n % 251]) * n for n in sizes}
+    await store.mset(values)
+    keys = [k for k in values for _ in (0, 1)]  # each twice, in one reply
+    got = await store.mget([*keys, "missing"])
+    assert [bytes(v) for v in got[:-1]] == [values[k] for k in keys]
+    assert got[-1] is None
+    for key, value in values.items():
+        assert bytes(await store.get(key)) == value
+    assert await store.get("missing") is None
+
+
+async def test_concurrent_value_reads_each_get_their_own(redis_storage) -> None:
+    """Reads from many tasks share one pipelined connection: large and small
+    replies interleave on it and still reach the right callers."""
+    values = {f"k{i}": bytes([i]) * (i * 40_000 + 7) for i in range(40)}
+    await redis_storage.amset(values)
+    got: dict[str, bytes] = {}
+
+    async def read(key: str) -> None:
+        got[key] = bytes(await redis_storage.aget(key))
+
+    async def read_many(keys: list[str]) -> None:
+        for key, value in zip(keys, await redis_storage.amget(keys), strict=True):
+            assert bytes(value) == values[key]
+
+    async with anyio.create_task_group() as tg:
+        for key in values:
+            tg.start_soon(read, key)
+            tg.start_soon(read_many, list(values)[::3])
+    assert got == values
+
+
+async def test_a_large_value_is_received_in_place_and_loads_without_a_copy(
+    redis_storage,
+) -> None:
+    import numpy as np
+
+    from dagrt.serialize import dumps, loads
+
+    array = np.arange(2_000_000, dtype=np.float64)
+    await redis_storage.aset("a", dumps(array))
+    frame = await redis_storage.aget("a")
+    assert isinstance(frame, bytearray)  # writable: no copy needed to rebuild arrays
+    value = loads(frame)
+    assert np.array_equal(value, array)
+    assert value.flags.writeable
+    assert np.shares_memory(value, np.frombuffer(frame, dtype=np.uint8))
+
+
+async def test_a_cancelled_read_leaves_the_connection_in_step(redis_storage) -> None:
+    """A caller that gives up in the middle of a large reply: the reply is still
+    read (and dropped), and the next read gets its own value."""
+    await redis_storage.aset("big", b"x" * 20_000_000)
+    await redis_storage.aset("small", b"y")
+    for delay in (0, 0.001, 0.005):
+        with anyio.move_on_after(delay):
+            await redis_storage.aget("big")
+        assert await redis_storage.aget("small") == b"y"
+        assert await redis_storage.amget(["small", "missing"]) == [b"y", None]

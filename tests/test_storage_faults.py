@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import anyio
@@ -80,11 +81,15 @@ async def test_a_wrong_password_is_an_authentication_error(server_factory) -> No
     assert "wrong" not in str(info.value)
     with pytest.raises(AuthenticationError):
         await wrong.aping()
+    with pytest.raises(AuthenticationError):
+        await wrong.aget("k")  # the connection that reads values authenticates too
     missing = RedisStorage(server.url.replace(":s3cret@", ""))
     with pytest.raises(AuthenticationError):
         missing.set("k", b"v")
     right = RedisStorage(server.url)
     assert right.ping() is True
+    right.set("k", b"v" * 100_000)
+    assert await right.aget("k") == b"v" * 100_000
     for s in (wrong, missing, right):
         await s.aclose()
 
@@ -97,13 +102,29 @@ def test_bad_urls_are_rejected_before_connecting() -> None:
     assert "***" in repr(RedisStorage("redis://:pw@localhost:1/0"))
 
 
-def test_a_unix_socket_server(server_factory, tmp_path: Path) -> None:
+async def test_a_unix_socket_server(server_factory, tmp_path: Path) -> None:
     server = server_factory(unix_socket=tmp_path / "redis.sock")
     assert server.url.startswith("unix://")
     storage = RedisStorage(server.url)
     assert storage.set("k", b"v") is True
     assert storage.get("k") == b"v"
-    storage.close()
+    await storage.aset("big", b"b" * 5_000_000)
+    assert await storage.amget(["k", "big"]) == [b"v", b"b" * 5_000_000]
+    await storage.aclose()
+
+
+async def test_a_server_killed_in_the_middle_of_a_large_read(server_factory) -> None:
+    server = server_factory()
+    storage = RedisStorage(server.url, socket_connect_timeout=0.5, retries=1)
+    await storage.aset("big", b"x" * 200_000_000)
+
+    asyncio.get_running_loop().call_later(0.02, server.kill)
+    with anyio.fail_after(20), pytest.raises(StorageConnectionError, match="cannot reach"):
+        await storage.aget("big")
+    server.restart()
+    await storage.aset("k", b"v")
+    assert await storage.aget("k") == b"v"  # a new connection, in step
+    await storage.aclose()
 
 
 def test_the_shipped_config_persists_across_a_restart(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from ._resp import BIG, READ_SIZE, pack_pieces
 
 SLICE = 1 << 20  # bytes of a large value handed to the transport at a time
 
-__all__ = ["Multiplexer", "ReplyError"]
+__all__ = ["Link", "Multiplexer", "ReplyError"]
 
 
 class ReplyError(Exception):
@@ -45,8 +45,9 @@ class _Expect:
         self.future = future
 
 
-class Multiplexer:
-    """An auto-pipelining connection for one event loop."""
+class Link:
+    """Where a connection goes and how it is opened: the URL's options, timeouts,
+    the handshake (AUTH, SELECT, CLIENT SETNAME) and its errors."""
 
     def __init__(
         self,
@@ -63,6 +64,44 @@ class Multiplexer:
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout
         self.client_name = client_name
+
+    def unreachable(self, exc: BaseException) -> StorageConnectionError:
+        return StorageConnectionError(
+            f"cannot reach the storage server at {self.display_url}: {exc or type(exc).__name__}"
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        cls = self.options.get("connection_class")
+        return ssl.create_default_context() if cls is not None and "SSL" in str(cls) else None
+
+    def handshake(self, name_suffix: str = "") -> list[tuple[Any, ...]]:
+        opts = self.options
+        commands: list[tuple[Any, ...]] = []
+        if opts.get("password") is not None:
+            if opts.get("username"):
+                commands.append(("AUTH", opts["username"], opts["password"]))
+            else:
+                commands.append(("AUTH", opts["password"]))
+        if int(opts.get("db") or 0):
+            commands.append(("SELECT", int(opts["db"])))
+        if self.client_name:
+            commands.append(("CLIENT", "SETNAME", self.client_name + name_suffix))
+        return commands
+
+    def check_reply(self, command: tuple[Any, ...], reply: Any) -> None:
+        """Raise for an error reply to a handshake command."""
+        if isinstance(reply, ReplyError):
+            text = str(reply)
+            if command[0] == "AUTH" or text.startswith(("WRONGPASS", "NOAUTH")):
+                raise AuthenticationError(f"authentication failed at {self.display_url}: {text}")
+            raise StorageError(f"{command[0]} failed at {self.display_url}: {text}")
+
+
+class Multiplexer(Link):
+    """An auto-pipelining connection for one event loop."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)  # display_url, timeouts, client_name: see Link
         self._writer: asyncio.StreamWriter | None = None
         self._expect: deque[_Expect] = deque()
         self._out: list[bytes | memoryview] = []
@@ -82,33 +121,16 @@ class Multiplexer:
                         opts["path"], limit=4 * READ_SIZE
                     )
                 else:
-                    context = None
-                    if opts.get("connection_class") is not None and "SSL" in str(
-                        opts["connection_class"]
-                    ):
-                        context = ssl.create_default_context()
                     reader, writer = await asyncio.open_connection(
                         opts.get("host", "localhost"),
                         int(opts.get("port", 6379)),
-                        ssl=context,
+                        ssl=self.ssl_context(),
                         limit=4 * READ_SIZE,
                     )
         except (OSError, TimeoutError) as exc:
-            raise StorageConnectionError(
-                f"cannot reach the storage server at {self.display_url}: "
-                f"{exc or type(exc).__name__}"
-            ) from exc
+            raise self.unreachable(exc) from exc
         parser = hiredis.Reader(replyError=ReplyError)
-        handshake: list[tuple[Any, ...]] = []
-        if opts.get("password") is not None:
-            if opts.get("username"):
-                handshake.append(("AUTH", opts["username"], opts["password"]))
-            else:
-                handshake.append(("AUTH", opts["password"]))
-        if int(opts.get("db") or 0):
-            handshake.append(("SELECT", int(opts["db"])))
-        if self.client_name:
-            handshake.append(("CLIENT", "SETNAME", self.client_name))
+        handshake = self.handshake()
         if handshake:
             writer.write(b"".join(hiredis.pack_command(c) for c in handshake))
             try:
@@ -123,17 +145,10 @@ class Multiplexer:
                             reply = parser.gets()
                         if isinstance(reply, ReplyError):
                             writer.close()
-                            text = str(reply)
-                            if command[0] == "AUTH" or text.startswith(("WRONGPASS", "NOAUTH")):
-                                raise AuthenticationError(
-                                    f"authentication failed at {self.display_url}: {text}"
-                                )
-                            raise StorageError(f"{command[0]} failed at {self.display_url}: {text}")
+                            self.check_reply(command, reply)
             except (OSError, TimeoutError) as exc:
                 writer.close()
-                raise StorageConnectionError(
-                    f"cannot reach the storage server at {self.display_url}: {exc!r}"
-                ) from exc
+                raise self.unreachable(exc) from exc
         self._writer = writer
         self._wake = asyncio.Event()
         self._tasks = [
@@ -219,9 +234,7 @@ class Multiplexer:
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
-        error = StorageConnectionError(
-            f"cannot reach the storage server at {self.display_url}: {exc or type(exc).__name__}"
-        )
+        error = self.unreachable(exc)
         while self._expect:
             head = self._expect.popleft()
             if not head.future.done():

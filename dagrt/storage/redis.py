@@ -34,10 +34,12 @@ from ..exceptions import (
     StorageError,
     ValueTooLargeError,
 )
+from . import _commands as c
 from ._commands import Cmd
 from ._multiplex import Multiplexer, ReplyError
 from ._resp import READ_SIZE, PiecePacker
-from .base import NoScriptError, Storage
+from ._values import ValueReader
+from .base import NoScriptError, Storage, _mget_cmds
 
 __all__ = ["RedisConfig", "RedisStorage", "redact"]
 
@@ -113,7 +115,8 @@ class RedisStorage(Storage):
         self._client: redis_sync.Redis | None = None
         self._block_pool: redis_sync.ConnectionPool | None = None
         self._aclients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[Multiplexer, redis_async.ConnectionPool]
+            asyncio.AbstractEventLoop,
+            tuple[Multiplexer, redis_async.ConnectionPool, ValueReader],
         ] = weakref.WeakKeyDictionary()
         self._max_bulk: int | None = None
 
@@ -142,8 +145,9 @@ class RedisStorage(Storage):
             self._client = client
         return self._client
 
-    def _async(self) -> tuple[Multiplexer, redis_async.ConnectionPool]:
-        """This loop's auto-pipelined connection and its pool for blocking reads."""
+    def _async(self) -> tuple[Multiplexer, redis_async.ConnectionPool, ValueReader]:
+        """This loop's auto-pipelined connection, its pool for blocking reads and its
+        connection for reading values."""
         loop = asyncio.get_running_loop()
         found = self._aclients.get(loop)
         if found is None:
@@ -160,7 +164,14 @@ class RedisStorage(Storage):
             block_pool = redis_async.ConnectionPool.from_url(
                 self.config.url, retry=retry, **self.config.pool_options(blocking=True)
             )
-            found = self._aclients[loop] = (mux, block_pool)
+            values = ValueReader(
+                self.config.url,
+                display_url=self.url,
+                connect_timeout=self.config.socket_connect_timeout,
+                reply_timeout=self.config.socket_timeout,
+                client_name=self.config.client_name,
+            )
+            found = self._aclients[loop] = (mux, block_pool, values)
         return found
 
     # -- errors ----------------------------------------------------------------------
@@ -222,7 +233,7 @@ class RedisStorage(Storage):
 
     async def _alimit(self) -> int:
         if self._max_bulk is None:
-            mux, _ = self._async()
+            mux, _, _ = self._async()
             [reply] = await mux.execute([("CONFIG", "GET", "proto-max-bulk-len")])
             self._max_bulk = (
                 _DEFAULT_MAX_BULK if isinstance(reply, ReplyError) else self._parse_limit(reply)
@@ -270,9 +281,26 @@ class RedisStorage(Storage):
             limit = await self._alimit()
             for cmd in cmds:
                 self._check_size(cmd, limit)
-        mux, _ = self._async()
+        mux, _, _ = self._async()
         replies = await mux.execute([cmd.args for cmd in cmds])
         return self._replies(cmds, replies)
+
+    async def _avalues(self, cmds: Sequence[Cmd]) -> list[Any]:
+        """Value reads (GET, MGET) on the connection that receives them in place."""
+        _, _, values = self._async()
+        replies = await values.execute([cmd.args for cmd in cmds])
+        return self._replies(cmds, replies)
+
+    async def aget(self, key: str) -> bytes | None:
+        """The value at ``key``; one of ``BIG`` bytes or more is a ``bytearray`` (see
+        ``_values.py``: received in place, no copy)."""
+        return (await self._avalues([c.get(key)]))[0]  # type: ignore[no-any-return]
+
+    async def amget(self, keys: Sequence[str]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        for reply in await self._avalues(_mget_cmds(keys, self.chunk_size)):
+            out += reply
+        return out
 
     def _call_blocking(self, cmd: Cmd, block: float) -> Any:
         if self._block_pool is None:
@@ -292,7 +320,7 @@ class RedisStorage(Storage):
         return cmd.parse(reply) if cmd.parse is not None else reply
 
     async def _acall_blocking(self, cmd: Cmd, block: float) -> Any:
-        _, pool = self._async()
+        _, pool, _ = self._async()
         try:
             conn = await pool.get_connection()
         except Exception as exc:
@@ -334,8 +362,9 @@ class RedisStorage(Storage):
             return
         found = self._aclients.pop(loop, None)
         if found is not None:
-            mux, block_pool = found
+            mux, block_pool, values = found
             with anyio.CancelScope(shield=True):
                 await mux.aclose()
+                await values.aclose()
                 await block_pool.disconnect()
         self.close()
