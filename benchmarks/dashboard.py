@@ -218,19 +218,22 @@ async def main_async(args: argparse.Namespace) -> None:
         for round_ in range(args.repeat + 1):
             for mode, watcher in viewers.items():
                 board = Board(cluster.url) if watcher is not None else None
-                node = reduction(args.leaves)
-                t0 = time.perf_counter()
-                fut = client.submit(node)
-                watching = (
-                    watcher.call(follow(board, fut.run_id, n_tasks))
-                    if watcher is not None and board is not None
-                    else None
-                )
-                assert await fut == expected
-                took = time.perf_counter() - t0
-                if watching is not None:
-                    await asyncio.wrap_future(watching)
-                    board.stop()  # type: ignore[union-attr]
+                try:
+                    node = reduction(args.leaves)
+                    t0 = time.perf_counter()
+                    fut = client.submit(node)
+                    watching = (
+                        watcher.call(follow(board, fut.run_id, n_tasks))
+                        if watcher is not None and board is not None
+                        else None
+                    )
+                    assert await fut == expected
+                    took = time.perf_counter() - t0
+                    if watching is not None:
+                        await asyncio.wrap_future(watching)
+                finally:  # also when the page fails: no dashboard process left behind
+                    if board is not None:
+                        board.stop()
                 if round_:  # the first round warms up
                     times[mode].append(took)
                 if args.verbose:
