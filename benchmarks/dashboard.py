@@ -135,9 +135,18 @@ def follow(board: Board, run_id: str, n_tasks: int) -> Any:
             timeout=60_000,
         )
         page.goto(board.http + f"/#/run/{run_id}")
-        page.wait_for_function(
-            f"window.__dagrt.ready && window.__dagrt.counts.done === {n_tasks}", timeout=120_000
-        )
+        try:
+            page.wait_for_function(
+                f"window.__dagrt.ready && window.__dagrt.counts.done === {n_tasks}",
+                timeout=120_000,
+            )
+        except Exception as exc:  # say what the page showed instead
+            state = page.evaluate(
+                "({ready: window.__dagrt.ready, counts: window.__dagrt.counts,"
+                " connection: window.__dagrt.connection, applied: window.__dagrt.appliedCount,"
+                " last: window.__dagrt.lastAppliedId, status: window.__dagrt.status})"
+            )
+            raise RuntimeError(f"the page did not show run {run_id} done: {state}") from exc
         page.close()
         return 0.0
 
