@@ -310,3 +310,23 @@ async def test_a_client_whose_dashboard_port_is_taken_says_so(pool: Pool) -> Non
             await client.__aenter__()
     with pytest.raises(dagrt.ClientClosedError):  # closed on the way out, nothing left running
         await client.__aenter__()
+
+
+async def test_a_page_too_slow_for_its_queue_is_told_to_resume(
+    redis_storage: RedisStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a page's queue is full it is unsubscribed and its socket is ended (the page
+    reconnects and resumes from its last id); the end mark must get through even
+    though the queue is full."""
+    from dagrt.dashboard import server
+
+    monkeypatch.setattr(server, "QUEUE_BATCHES", 3)
+    app = server.DashboardApp(redis_storage)
+    sub = server.Subscriber(None)
+    app.subscribers.add(sub)
+    entries = [(b"1-0", {b"d": b"\x90"})]  # an entry with no events
+    for _ in range(4):
+        await app._fan_out(entries)
+    assert sub not in app.subscribers
+    assert sub.queue.qsize() == 1
+    assert sub.queue.get_nowait() is None

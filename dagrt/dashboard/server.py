@@ -70,6 +70,14 @@ class Subscriber:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_BATCHES)
         self.delivered: tuple[int, int] = (0, 0)  # the last entry sent to the page
 
+    def end(self) -> None:
+        """Close this page's socket after what it was sent: batches still queued are
+        dropped (a page that was too slow gets them again when it resumes from its
+        last id) so that the end mark always fits in the queue."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
 
 class DashboardApp:
     """State of one dashboard process: the storage, graphs, subscribers, the reader."""
@@ -138,8 +146,7 @@ class DashboardApp:
     async def stop(self) -> None:
         self.stopping.set()
         for sub in list(self.subscribers):
-            with contextlib.suppress(asyncio.QueueFull):
-                sub.queue.put_nowait(None)
+            sub.end()
         if self._reader is not None:
             self._reader.cancel()
 
@@ -170,9 +177,10 @@ class DashboardApp:
             try:
                 sub.queue.put_nowait(message)
             except asyncio.QueueFull:  # too slow: drop it; the page resumes from its id
+                # (the end mark used to be put into the full queue, failed quietly, and the
+                # page stayed connected, no longer subscribed, missing every later event)
                 self.subscribers.discard(sub)
-                with contextlib.suppress(asyncio.QueueFull):
-                    sub.queue.put_nowait(None)
+                sub.end()
 
     async def backlog(self, run: str | None, after: str) -> AsyncIterator[dict[str, Any]]:
         """Batches of the log after ``after`` up to the reader's position."""
