@@ -339,7 +339,11 @@ async def _pump(websocket: WebSocket, sub: Subscriber, scope: anyio.CancelScope)
         with anyio.move_on_after(PING_SECONDS) as timer:
             message = await sub.queue.get()
         if timer.cancelled_caught:
-            await websocket.send_text('{"type":"ping"}')
+            try:
+                await websocket.send_text('{"type":"ping"}')
+            except WebSocketDisconnect:
+                scope.cancel()
+                return
             continue
         if message is None:  # shutting down, or dropped for being slow
             scope.cancel()
@@ -347,9 +351,13 @@ async def _pump(websocket: WebSocket, sub: Subscriber, scope: anyio.CancelScope)
         if _id(message["last"]) <= sub.delivered:
             continue  # the backlog covered it
         events = [e for e in message["events"] if _id(e[0]) > sub.delivered]
-        await websocket.send_text(
-            dumps({"type": "batch", "last": message["last"], "events": events})
-        )
+        try:
+            await websocket.send_text(
+                dumps({"type": "batch", "last": message["last"], "events": events})
+            )
+        except WebSocketDisconnect:  # the page went away (it resumes if it comes back)
+            scope.cancel()
+            return
         sub.delivered = _id(message["last"])
 
 
