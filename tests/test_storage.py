@@ -322,12 +322,18 @@ async def test_a_large_value_is_received_in_place_and_loads_without_a_copy(
 
     array = np.arange(2_000_000, dtype=np.float64)
     await redis_storage.aset("a", dumps(array))
-    frame = await redis_storage.aget("a")
+    await redis_storage.aset("small", b"s")
+    first = await redis_storage.aget("a")  # small reads go the pipelined way, as bytes
+    assert isinstance(first, bytes)
+    frame = await redis_storage.aget("a")  # once a large value came, large ones come in place
     assert isinstance(frame, bytearray)  # writable: no copy needed to rebuild arrays
     value = loads(frame)
     assert np.array_equal(value, array)
     assert value.flags.writeable
     assert np.shares_memory(value, np.frombuffer(frame, dtype=np.uint8))
+    for _ in range(16):  # a streak of small reads: back to the pipelined connection
+        assert await redis_storage.aget("small") == b"s"
+    assert isinstance(await redis_storage.aget("a"), bytes)
 
 
 async def test_a_cancelled_read_leaves_the_connection_in_step(redis_storage) -> None:
@@ -335,7 +341,7 @@ async def test_a_cancelled_read_leaves_the_connection_in_step(redis_storage) -> 
     read (and dropped), and the next read gets its own value."""
     await redis_storage.aset("big", b"x" * 20_000_000)
     await redis_storage.aset("small", b"y")
-    for delay in (0, 0.001, 0.005):
+    for delay in (0, 0.001, 0.005, 0, 0.001, 0.005):  # on either connection
         with anyio.move_on_after(delay):
             await redis_storage.aget("big")
         assert await redis_storage.aget("small") == b"y"

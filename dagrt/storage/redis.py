@@ -37,7 +37,7 @@ from ..exceptions import (
 from . import _commands as c
 from ._commands import Cmd
 from ._multiplex import Multiplexer, ReplyError
-from ._resp import READ_SIZE, PiecePacker
+from ._resp import BIG, READ_SIZE, PiecePacker
 from ._values import ValueReader
 from .base import NoScriptError, Storage, _mget_cmds
 
@@ -119,6 +119,8 @@ class RedisStorage(Storage):
             tuple[Multiplexer, redis_async.ConnectionPool, ValueReader],
         ] = weakref.WeakKeyDictionary()
         self._max_bulk: int | None = None
+        self._large_reads = False  # value reads go to the value connection (see _avalues)
+        self._small_streak = 0
 
     def __repr__(self) -> str:
         return f"<RedisStorage {self.url}>"
@@ -286,14 +288,30 @@ class RedisStorage(Storage):
         return self._replies(cmds, replies)
 
     async def _avalues(self, cmds: Sequence[Cmd]) -> list[Any]:
-        """Value reads (GET, MGET) on the connection that receives them in place."""
-        _, _, values = self._async()
-        replies = await values.execute([cmd.args for cmd in cmds])
+        """Value reads (GET, MGET), on the connection that suits their recent sizes.
+
+        Large values are received in place on the value connection; small ones go
+        faster through the auto-pipelined one (hiredis, and one write with whatever
+        else this loop sends: 81 against 108 µs per task on the tree reduction). A
+        read that brings a value of ``_LARGE_READ`` bytes or more sends the next reads
+        to the value connection; ``_SMALL_STREAK`` reads in a row with nothing of 64 KiB
+        or more send them back.
+        """
+        mux, _, values = self._async()
+        link = values if self._large_reads else mux
+        replies = await link.execute([cmd.args for cmd in cmds])
+        largest = max(map(_largest, replies), default=0)
+        if largest >= _LARGE_READ:
+            self._large_reads, self._small_streak = True, 0
+        elif self._large_reads and largest < BIG:
+            self._small_streak += 1
+            if self._small_streak >= _SMALL_STREAK:
+                self._large_reads = False
         return self._replies(cmds, replies)
 
     async def aget(self, key: str) -> bytes | None:
-        """The value at ``key``; one of ``BIG`` bytes or more is a ``bytearray`` (see
-        ``_values.py``: received in place, no copy)."""
+        """The value at ``key``; once values of a MiB or more come back, large ones are
+        ``bytearray``s (see ``_values.py``: received in place, no copy)."""
         return (await self._avalues([c.get(key)]))[0]  # type: ignore[no-any-return]
 
     async def amget(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -368,3 +386,16 @@ class RedisStorage(Storage):
                 await values.aclose()
                 await block_pool.disconnect()
         self.close()
+
+
+_LARGE_READ = 1 << 20  # a value read this large sends value reads to the value connection
+_SMALL_STREAK = 16  # reads with nothing of BIG bytes that send them back
+
+
+def _largest(reply: Any) -> int:
+    """The size of the largest value in a GET or MGET reply."""
+    if isinstance(reply, bytes | bytearray):
+        return len(reply)
+    if isinstance(reply, list):
+        return max((len(v) for v in reply if isinstance(v, bytes | bytearray)), default=0)
+    return 0
