@@ -546,3 +546,40 @@ def test_the_in_process_recorder_loses_no_task_while_threads_record() -> None:
         assert e.start == pytest.approx(recorder.clock + e.task * 1e-6, abs=1e-7)
         assert e.end == pytest.approx(e.start + 5e-7, abs=1e-7)
         assert e.execution_time == pytest.approx(5e-7)
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_writers_of_one_run_interleaving_lose_no_event(
+    backend: str, redis_storage: RedisStorage
+) -> None:
+    """A client and workers log one run at once: each appends entries, then records their
+    range in the runs index. The range only widens, so however their writes interleave,
+    read_run returns every event (an older "last" used to overwrite a newer one)."""
+    from dagrt.metrics.read import aread_run
+    from dagrt.metrics.store import RUN_RANGE
+
+    storage = redis_storage if backend == "redis" else InMemoryStorage()
+    run = "20261125-000000-000-abcdef"
+    writers = [MetadataStorage(storage, FlushPolicy(interval=None)) for _ in range(3)]
+    for w in writers:
+        await w.start()
+
+    async def write(w: MetadataStorage, who: int) -> None:
+        for i in range(20):
+            w.emit(rec.task_started(time.time(), run, f"w{who}", who * 100 + i, "k", "f", 1))
+            await w.flush()
+
+    async with anyio.create_task_group() as tg:
+        for who, w in enumerate(writers):
+            tg.start_soon(write, w, who)
+    # and a straggler recording an old range last, as the race did
+    record = await storage.ahgetall(K.run_record(run))
+    await storage.arun_script(RUN_RANGE, [K.run_record(run)], ["1-0", "2-0"])
+    after = await storage.ahgetall(K.run_record(run))
+    assert after[b"last"] == record[b"last"]
+    assert after[b"first"] == b"1-0"  # the range widened down, never narrowed
+    await storage.arun_script(RUN_RANGE, [K.run_record(run)], [record[b"first"], record[b"last"]])
+    started = [e.task for e in await aread_run(storage, run) if e.kind == "task-started"]
+    assert sorted(started) == sorted(who * 100 + i for who in range(3) for i in range(20))
+    for w in writers:
+        await w.aclose()

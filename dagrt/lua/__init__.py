@@ -1,1 +1,2 @@
-"""Lua scripts of the scheduler, loaded once by :mod:`dagrt.scheduler`."""
+"""Lua scripts, loaded once: the scheduler's (:mod:`dagrt.scheduler`) and the runs index's
+(:mod:`dagrt.metrics.store`)."""

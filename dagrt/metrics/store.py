@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import keys as K
 from ..exceptions import StorageError
 from ..serialize import pack
-from ..storage import Storage
+from ..storage import Script, Storage
 from ..storage import commands as C
 from .events import (
     FIELDS,
@@ -333,8 +333,8 @@ class MetadataStorage:
         if items:
             for cmds, after in _plan(self.stream, items):
                 replies = self.storage.pipeline(cmds)
-                if after is not None:
-                    self.storage.pipeline(after(replies))
+                for key, first, last in after(replies):
+                    self.storage.run_script(RUN_RANGE, [key], [first, last])
             self.written += len(items)
         return len(items)
 
@@ -345,8 +345,28 @@ async def write_events(
     """Append events (wire form) to the log and update the runs index."""
     for cmds, after in _plan(stream, items):
         replies = await storage.apipeline(cmds)
-        if after is not None:
-            await storage.apipeline(after(replies))
+        for key, first, last in after(replies):
+            await storage.arun_script(RUN_RANGE, [key], [first, last])
+
+
+def _entry_id(raw: Any) -> tuple[int, int]:
+    ms, _, seq = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _run_range_twin(redis: Any, keys: list[str], argv: list[Any]) -> Any:
+    """``run_range.lua`` for InMemoryStorage."""
+    [key] = keys
+    first = redis.call("HGET", key, "first")
+    if first is None or _entry_id(argv[0]) < _entry_id(first):
+        redis.call("HSET", key, "first", argv[0])
+    last = redis.call("HGET", key, "last")
+    if last is None or _entry_id(last) < _entry_id(argv[1]):
+        redis.call("HSET", key, "last", argv[1])
+    return 1
+
+
+RUN_RANGE = Script.from_package("run_range.lua", _run_range_twin)
 
 
 def _plan(stream: str, items: list[list[Any] | tuple[Any, ...]]) -> list[Any]:
@@ -366,19 +386,15 @@ def _plan(stream: str, items: list[list[Any] | tuple[Any, ...]]) -> list[Any]:
         if run_id:
             index_now += _index_updates(run_id, events)
 
-    def after(replies: list[Any]) -> list[C.Cmd]:
+    def after(replies: list[Any]) -> list[tuple[str, Any, Any]]:
+        """Each run's record key and the range of entries just written (for RUN_RANGE)."""
         first: dict[str, bytes] = {}
         last: dict[str, bytes] = {}
         for run_id, entry_id in zip(owners, replies, strict=False):
             if run_id:
                 first.setdefault(run_id, entry_id)
                 last[run_id] = entry_id
-        cmds = []
-        for run_id in first:
-            key = K.run_record(run_id)
-            cmds.append(C.hsetnx(key, "first", first[run_id]))
-            cmds.append(C.hset(key, {"last": last[run_id]}))
-        return cmds
+        return [(K.run_record(r), first[r], last[r]) for r in first]
 
     return [(entries + index_now, after)]
 
