@@ -27,6 +27,7 @@ from helpers import add, collect, inc
 from test_dashboard import Dashboard, log_ids, running_dashboard
 
 import dagrt
+from dagrt import keys as K
 from dagrt import workflows
 from dagrt.metrics import FlushPolicy, read_graph, read_run
 from dagrt.metrics.events import (
@@ -158,7 +159,11 @@ def logged(url: str, run_id: str, n_tasks: int, *, failed: bool = False) -> list
             storage.close()
             return events
         if time.monotonic() > deadline:
-            raise TimeoutError(f"events of {run_id} incomplete")
+            record = storage.hgetall(K.run_record(run_id))
+            raise TimeoutError(
+                f"events of {run_id} incomplete: {len(finished)} of {n_tasks} tasks finished, "
+                f"run-finished {'seen' if ended else 'missing'}; runs index {record}"
+            )
         time.sleep(0.2)  # workers flush on their own clock; this is a test's wait
 
 
