@@ -29,20 +29,33 @@ from ._resp import BIG, READ_SIZE, pack_pieces
 
 SLICE = 1 << 20  # bytes of a large value handed to the transport at a time
 
-__all__ = ["Link", "Multiplexer", "ReplyError"]
+__all__ = ["Link", "Multiplexer", "Pending", "ReplyError"]
 
 
 class ReplyError(Exception):
     """An error reply from the server (translated by the storage)."""
 
 
-class _Expect:
+class Pending:
+    """The replies still owed to one caller, collected in order."""
+
     __slots__ = ("future", "left", "replies")
 
     def __init__(self, n: int, future: asyncio.Future[list[Any]]) -> None:
         self.left = n
         self.replies: list[Any] = []
         self.future = future
+
+    def add(self, reply: Any) -> bool:
+        """Take the next reply; True once the last one came (the caller is answered,
+        unless it gave up)."""
+        self.replies.append(reply)
+        self.left -= 1
+        if self.left:
+            return False
+        if not self.future.done():
+            self.future.set_result(self.replies)
+        return True
 
 
 class Link:
@@ -64,6 +77,31 @@ class Link:
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout
         self.client_name = client_name
+        self.pending: deque[Pending] = deque()  # callers waiting for replies, in order
+        self._connecting = asyncio.Lock()
+        self._closed = False
+
+    def _connected(self) -> bool:
+        raise NotImplementedError
+
+    async def _connect(self) -> None:
+        raise NotImplementedError
+
+    async def ready(self) -> None:
+        """Connect if not connected (once, whoever asks first); an error once closed."""
+        if self._closed:
+            raise StorageConnectionError(f"the connection to {self.display_url} is closed")
+        if not self._connected():
+            async with self._connecting:
+                if not self._connected():
+                    await self._connect()
+
+    def fail_pending(self, error: BaseException) -> None:
+        """Every caller still waiting gets ``error`` (their commands may have run)."""
+        while self.pending:
+            head = self.pending.popleft()
+            if not head.future.done():
+                head.future.set_exception(error)
 
     def unreachable(self, exc: BaseException) -> StorageConnectionError:
         return StorageConnectionError(
@@ -103,12 +141,12 @@ class Multiplexer(Link):
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)  # display_url, timeouts, client_name: see Link
         self._writer: asyncio.StreamWriter | None = None
-        self._expect: deque[_Expect] = deque()
         self._out: list[bytes | memoryview] = []
         self._wake: asyncio.Event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._connecting: asyncio.Lock = asyncio.Lock()
-        self._closed = False
+
+    def _connected(self) -> bool:
+        return self._writer is not None
 
     # -- connecting ------------------------------------------------------------------
 
@@ -160,19 +198,14 @@ class Multiplexer(Link):
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` (words each) and return their raw replies (errors as ReplyError)."""
-        if self._closed:
-            raise StorageConnectionError(f"the connection to {self.display_url} is closed")
-        if self._writer is None:
-            async with self._connecting:
-                if self._writer is None:
-                    await self._connect()
+        await self.ready()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         try:
             packed = [piece for c in commands for piece in pack_pieces(c)]
         except Exception as exc:
             raise StorageError(f"cannot encode a command for {self.display_url}: {exc}") from exc
-        self._expect.append(_Expect(len(commands), future))
+        self.pending.append(Pending(len(commands), future))
         self._out.extend(packed)
         self._wake.set()
         return await future
@@ -207,7 +240,7 @@ class Multiplexer(Link):
             self._broken(exc)
 
     async def _read_loop(self, reader: asyncio.StreamReader, parser: hiredis.Reader) -> None:
-        expect = self._expect
+        expect = self.pending
         try:
             while True:
                 if expect and self.reply_timeout is not None:
@@ -219,13 +252,8 @@ class Multiplexer(Link):
                     raise ConnectionResetError("the server closed the connection")
                 parser.feed(data)
                 while (reply := parser.gets()) is not False:
-                    head = expect[0]
-                    head.replies.append(reply)
-                    head.left -= 1
-                    if head.left == 0:
+                    if expect[0].add(reply):
                         expect.popleft()
-                        if not head.future.done():
-                            head.future.set_result(head.replies)
         except (OSError, ConnectionError, TimeoutError, IndexError, hiredis.ProtocolError) as exc:
             self._broken(exc)
 
@@ -234,11 +262,7 @@ class Multiplexer(Link):
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
-        error = self.unreachable(exc)
-        while self._expect:
-            head = self._expect.popleft()
-            if not head.future.done():
-                head.future.set_exception(error)
+        self.fail_pending(self.unreachable(exc))
         self._out.clear()
         current = asyncio.current_task()
         for task in self._tasks:
@@ -263,9 +287,6 @@ class Multiplexer(Link):
                 await writer.wait_closed()
             except (OSError, ConnectionError):
                 pass
-        while self._expect:
-            head = self._expect.popleft()
-            if not head.future.done():
-                head.future.set_exception(
-                    StorageConnectionError(f"the connection to {self.display_url} was closed")
-                )
+        self.fail_pending(
+            StorageConnectionError(f"the connection to {self.display_url} was closed")
+        )

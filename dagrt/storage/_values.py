@@ -19,28 +19,18 @@ be read and dropped. A lost connection fails every waiting caller with
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import hiredis
 
 from ..exceptions import StorageConnectionError, StorageError
-from ._multiplex import Link, ReplyError
+from ._multiplex import Link, Pending, ReplyError
 from ._resp import BIG, READ_SIZE
 
 __all__ = ["ValueReader"]
 
 _NIL = object()  # "$-1" / "*-1" while parsing
-
-
-class _Waiter:
-    __slots__ = ("future", "left", "replies")
-
-    def __init__(self, n: int, future: asyncio.Future[list[Any]]) -> None:
-        self.left = n
-        self.replies: list[Any] = []
-        self.future = future
 
 
 class _Protocol(asyncio.BufferedProtocol):
@@ -182,9 +172,9 @@ class ValueReader(Link):
         super().__init__(url, **options)  # display_url, timeouts, client_name: see Link
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
-        self._waiting: deque[_Waiter] = deque()
-        self._connecting = asyncio.Lock()
-        self._closed = False
+
+    def _connected(self) -> bool:
+        return self._transport is not None
 
     async def _connect(self) -> None:
         opts = self.options
@@ -222,18 +212,13 @@ class ValueReader(Link):
     def _send(self, commands: Sequence[Sequence[Any]]) -> asyncio.Future[list[Any]]:
         assert self._transport is not None
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiter(len(commands), future))
+        self.pending.append(Pending(len(commands), future))
         self._transport.write(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
         return future
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send read commands (words each); their replies (errors as ``ReplyError``)."""
-        if self._closed:
-            raise StorageConnectionError(f"the connection to {self.display_url} is closed")
-        if self._transport is None:
-            async with self._connecting:
-                if self._transport is None:
-                    await self._connect()
+        await self.ready()
         future = self._send(commands)
         try:
             async with asyncio.timeout(self.reply_timeout):
@@ -245,23 +230,14 @@ class ValueReader(Link):
     def _on_reply(self, protocol: _Protocol, reply: Any) -> None:
         if protocol is not self._protocol:
             return  # a connection dropped earlier still delivering
-        head = self._waiting[0]
-        head.replies.append(reply)
-        head.left -= 1
-        if head.left == 0:
-            self._waiting.popleft()
-            if not head.future.done():
-                head.future.set_result(head.replies)
+        if self.pending[0].add(reply):
+            self.pending.popleft()
 
     def _on_lost(self, protocol: _Protocol | None, exc: BaseException) -> None:
         if protocol is not self._protocol:
             return  # an earlier connection, already accounted for
         self._transport, self._protocol = None, None
-        error = self.unreachable(exc)
-        while self._waiting:
-            head = self._waiting.popleft()
-            if not head.future.done():
-                head.future.set_exception(error)
+        self.fail_pending(self.unreachable(exc))
 
     def _drop(self, exc: BaseException) -> None:
         transport = self._transport
@@ -274,9 +250,6 @@ class ValueReader(Link):
         transport, self._transport, self._protocol = self._transport, None, None
         if transport is not None:
             transport.close()
-        while self._waiting:
-            head = self._waiting.popleft()
-            if not head.future.done():
-                head.future.set_exception(
-                    StorageConnectionError(f"the connection to {self.display_url} was closed")
-                )
+        self.fail_pending(
+            StorageConnectionError(f"the connection to {self.display_url} was closed")
+        )

@@ -156,24 +156,20 @@ class RedisStorage(Storage):
             retry = AsyncRetry(
                 ExponentialBackoff(cap=self.config.retry_backoff_cap), self.config.retries
             )
-            mux = Multiplexer(
-                self.config.url,
-                display_url=self.url,
-                connect_timeout=self.config.socket_connect_timeout,
-                reply_timeout=self.config.socket_timeout,
-                client_name=self.config.client_name,
-            )
+            link = {
+                "display_url": self.url,
+                "connect_timeout": self.config.socket_connect_timeout,
+                "reply_timeout": self.config.socket_timeout,
+                "client_name": self.config.client_name,
+            }
             block_pool = redis_async.ConnectionPool.from_url(
                 self.config.url, retry=retry, **self.config.pool_options(blocking=True)
             )
-            values = ValueReader(
-                self.config.url,
-                display_url=self.url,
-                connect_timeout=self.config.socket_connect_timeout,
-                reply_timeout=self.config.socket_timeout,
-                client_name=self.config.client_name,
+            found = self._aclients[loop] = (
+                Multiplexer(self.config.url, **link),
+                block_pool,
+                ValueReader(self.config.url, **link),
             )
-            found = self._aclients[loop] = (mux, block_pool, values)
         return found
 
     # -- errors ----------------------------------------------------------------------
