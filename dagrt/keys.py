@@ -16,6 +16,7 @@ __all__ = [
     "PREFIX",
     "RunKeys",
     "dead_letter",
+    "entry_order",
     "events",
     "function",
     "graph",
@@ -44,6 +45,13 @@ def new_run_id() -> str:
 
 def valid_run_id(run_id: object) -> bool:
     return isinstance(run_id, str) and _RUN_ID.match(run_id) is not None
+
+
+def entry_order(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id (``"<ms>-<seq>"``) as a pair that sorts as the stream does."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def run_key(run_id: str, *parts: str) -> str:

@@ -56,12 +56,6 @@ QUEUE_BATCHES = 512  # batches a slow page may have waiting before it is dropped
 PING_SECONDS = 15.0
 
 
-def _id(entry_id: bytes | str) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
 class Subscriber:
     """One page's live subscription: which run (or all runs' summaries), and its queue."""
 
@@ -186,7 +180,7 @@ class DashboardApp:
         """Batches of the log after ``after`` up to the reader's position."""
         start = after
         end = self.last_id
-        if _id(start) >= _id(end):
+        if K.entry_order(start) >= K.entry_order(end):
             return
         while True:
             page = await self.storage.axrange(K.events(), "(" + start, end, PAGE_COUNT)
@@ -315,12 +309,12 @@ async def live(websocket: WebSocket) -> None:
         return
     after = hello.get("from") or ("0-0" if run else app.last_id)
     sub = Subscriber(run)
-    sub.delivered = _id(after)
+    sub.delivered = K.entry_order(after)
     app.subscribers.add(sub)  # first: live batches queue up while the backlog goes out
     try:
         async for message in app.backlog(run, after):
             await websocket.send_text(dumps(message))
-            sub.delivered = max(sub.delivered, _id(message["last"]))
+            sub.delivered = max(sub.delivered, K.entry_order(message["last"]))
         await websocket.send_text(dumps({"type": "live", "last": app.last_id}))
         async with anyio.create_task_group() as tg:
             tg.start_soon(_pump, websocket, sub, tg.cancel_scope)
@@ -348,9 +342,9 @@ async def _pump(websocket: WebSocket, sub: Subscriber, scope: anyio.CancelScope)
         if message is None:  # shutting down, or dropped for being slow
             scope.cancel()
             return
-        if _id(message["last"]) <= sub.delivered:
+        if K.entry_order(message["last"]) <= sub.delivered:
             continue  # the backlog covered it
-        events = [e for e in message["events"] if _id(e[0]) > sub.delivered]
+        events = [e for e in message["events"] if K.entry_order(e[0]) > sub.delivered]
         try:
             await websocket.send_text(
                 dumps({"type": "batch", "last": message["last"], "events": events})
@@ -358,7 +352,7 @@ async def _pump(websocket: WebSocket, sub: Subscriber, scope: anyio.CancelScope)
         except WebSocketDisconnect:  # the page went away (it resumes if it comes back)
             scope.cancel()
             return
-        sub.delivered = _id(message["last"])
+        sub.delivered = K.entry_order(message["last"])
 
 
 async def _listen(websocket: WebSocket, scope: anyio.CancelScope) -> None:

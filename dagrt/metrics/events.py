@@ -274,15 +274,25 @@ def column(values: Sequence[Any], typecode: str) -> bytes:
     return array(typecode, values).tobytes()
 
 
-def wire_column(item: list[Any] | tuple[Any, ...], name: str) -> list[Any]:
-    """One column of a batch in wire form, without building its model (hot readers)."""
+def _wire_field(item: list[Any] | tuple[Any, ...], name: str) -> tuple[Any, str | None]:
+    """A batch field in wire form and its column typecode (``None``: not packed)."""
     code = item[0]
     at = 1 + FIELDS[code].index(name)
     value = item[at] if at < len(item) else []
     typecode = _COLUMNS[code].get(name)
-    if typecode is not None and isinstance(value, bytes | bytearray):
-        return array(typecode, value).tolist()
-    return list(value)
+    return value, typecode if isinstance(value, bytes | bytearray) else None
+
+
+def wire_column(item: list[Any] | tuple[Any, ...], name: str) -> list[Any]:
+    """One column of a batch in wire form, without building its model (hot readers)."""
+    value, typecode = _wire_field(item, name)
+    return array(typecode, value).tolist() if typecode is not None else list(value)
+
+
+def wire_column_length(item: list[Any] | tuple[Any, ...], name: str) -> int:
+    """How many values one column of a batch in wire form holds, without decoding it."""
+    value, typecode = _wire_field(item, name)
+    return len(value) // array(typecode).itemsize if typecode is not None else len(value)
 
 
 def _decoded(model: type[Event], values: dict[str, Any]) -> dict[str, Any]:

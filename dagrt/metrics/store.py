@@ -45,6 +45,7 @@ from .events import (
     Transfers,
     wire,
     wire_column,
+    wire_column_length,
 )
 
 __all__ = ["ENTRY_EVENTS", "FlushPolicy", "MetadataStorage"]
@@ -69,7 +70,6 @@ _FINISHED = TaskExecutionMetrics.code
 _BATCH_FINISHED = TasksFinished.code
 _BATCH_TRANSFERS = Transfers.code
 _BATCH_WORKER = _pos(TasksFinished, "worker_id")
-_BATCH_TASK = _pos(TasksFinished, "task")  # int64 column
 
 _FAILED = TaskFailed.code
 _TRANSFER = Transfer.code
@@ -349,19 +349,14 @@ async def write_events(
             await storage.arun_script(RUN_RANGE, [key], [first, last])
 
 
-def _entry_id(raw: Any) -> tuple[int, int]:
-    ms, _, seq = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("-")
-    return int(ms), int(seq or 0)
-
-
 def _run_range_twin(redis: Any, keys: list[str], argv: list[Any]) -> Any:
     """``run_range.lua`` for InMemoryStorage."""
     [key] = keys
     first = redis.call("HGET", key, "first")
-    if first is None or _entry_id(argv[0]) < _entry_id(first):
+    if first is None or K.entry_order(argv[0]) < K.entry_order(first):
         redis.call("HSET", key, "first", argv[0])
     last = redis.call("HGET", key, "last")
-    if last is None or _entry_id(last) < _entry_id(argv[1]):
+    if last is None or K.entry_order(last) < K.entry_order(argv[1]):
         redis.call("HSET", key, "last", argv[1])
     return 1
 
@@ -419,8 +414,7 @@ def _index_updates(run_id: str, events: list[list[Any] | tuple[Any, ...]]) -> li
             if not item[_LOCAL]:  # the bytes crossed the network
                 moved += item[_BYTES]
         elif code == _BATCH_FINISHED:  # columns read as they are, no model built
-            task = item[_BATCH_TASK]
-            done += len(task) // 8 if isinstance(task, bytes) else len(task)
+            done += wire_column_length(item, "task")
             workers.update(wire_column(item, "workers") or [item[_BATCH_WORKER]])
         elif code == _BATCH_TRANSFERS:
             sizes = wire_column(item, "bytes")
