@@ -210,11 +210,14 @@ export class DagRenderer {
     return [Math.round(cx - this.size.w / 2), Math.round(cy - this.size.h / 2)];
   }
 
+  /** Is node i drawn as a node of its own (not aggregated, in view)? */
+  private drawnAlone(i: number): boolean {
+    return !!this.layout && !this.aggregated && i >= 0 && i < this.layout.n && !!this.visibleMark[i];
+  }
+
   /** Centre of node i in CSS px, if it is drawn individually. */
   nodeCenter(i: number): { x: number; y: number } | null {
-    if (!this.layout || this.aggregated || i < 0 || i >= this.layout.n || !this.visibleMark[i]) {
-      return null;
-    }
+    if (!this.drawnAlone(i)) return null;
     const [x0, y0] = this.nodeOrigin(i);
     const x = (x0 + this.size.w / 2) / this.dpr;
     const y = (y0 + this.size.h / 2) / this.dpr;
@@ -223,9 +226,7 @@ export class DagRenderer {
 
   /** The colour node i was last painted with, or null if it is not painted individually. */
   paintedColor(i: number): string | null {
-    if (!this.layout || this.aggregated || i < 0 || i >= this.layout.n || !this.visibleMark[i]) {
-      return null;
-    }
+    if (!this.drawnAlone(i)) return null;
     const key = this.drawnKey[i];
     return key < 0 ? null : this.colorOf(key);
   }
