@@ -109,6 +109,24 @@ def log_ids(url: str, run_id: str) -> list[str]:
     return out
 
 
+def positions(events: list[list[Any]]) -> list[str]:
+    """The log positions ("entry id/k") wire events stand for (a batch: several)."""
+    return [f"{eid}/{k + j}" for eid, k, e, *_ in events for j in range(e.get("n", 1))]
+
+
+def finished_tasks(events: list[list[Any]]) -> dict[int, str]:
+    """task index -> the worker that finished it, from wire events (batches expanded)."""
+    out: dict[int, str] = {}
+    for _, _, e, *_ in events:
+        if e["kind"] == "task-finished":
+            out[e["task"]] = e["worker_id"]
+        elif e["kind"] == "tasks-finished":
+            lanes = e["lane"] or [0] * e["n"]
+            names = e["workers"] or [e["worker_id"]]
+            out.update({t: names[j] for t, j in zip(e["task"], lanes, strict=True)})
+    return out
+
+
 async def run_and_wait(url: str, node: dagrt.Node) -> str:
     async with dagrt.Client(url, flush=FlushPolicy(interval=0.2)) as client:
         fut = client.submit(node)
@@ -146,14 +164,13 @@ async def test_the_rest_api(pool: Pool, dashboard: Dashboard) -> None:
         after = page["last"]
         if page["done"]:
             break
-    finished = [e for _, _, e in events if e["kind"] == "task-finished"]
-    assert sorted(e["task"] for e in finished) == list(range(31))
-    assert [f"{eid}/{k}" for eid, k, _ in events] == log_ids(pool.url, run_id)
+    by_worker = finished_tasks(events)
+    assert sorted(by_worker) == list(range(31))
+    assert positions(events) == log_ids(pool.url, run_id)
     trace = await anyio.to_thread.run_sync(dashboard.get, f"/api/runs/{run_id}/trace.json")
     slices = [t for t in trace["traceEvents"] if t["ph"] == "X"]
     assert len(slices) == 31  # one per task attempt
     names = {t["pid"]: t["args"]["name"] for t in trace["traceEvents"] if t["ph"] == "M"}
-    by_worker = {e["task"]: e["worker_id"] for e in finished}
     assert all(names[t["pid"]] == by_worker[t["args"]["task"]] for t in slices)
 
 
@@ -178,8 +195,7 @@ async def collect_live(
             message = json.loads(await socket.recv())
             if message["type"] != "batch":
                 continue
-            for eid, k, _ in message["events"]:
-                seen.append(f"{eid}/{k}")
+            seen += positions(message["events"])
             last = message["last"]
     return last
 

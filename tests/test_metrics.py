@@ -163,21 +163,25 @@ def test_batches_expand_into_single_events() -> None:
     assert (local.direction, local.consumer, local.local) == ("local", 3, True)
 
 
-def test_plain_dicts_say_what_the_models_say() -> None:
-    """The dashboard's fast path (dicts from the wire) equals the models' dumps."""
-    from dagrt.metrics.read import RunGraph
-
-    now = time.time()
+def sample_batches(now: float) -> list[list[Any]]:
+    """A tasks-finished batch of 3 and a transfers batch of 2, in wire form."""
     done = rec.FinishedBatch()
     for i in range(3):
         done.add(i, 1, now, now + i, 0.5, i, 2 * i, 0.1, 0.2, bool(i % 2))
     moves = rec.TransferBatch()
     moves.add(20, 0.2, "upload", 3, None, False)
     moves.add(9, 0.0, "local", 1, 2, True)
+    return [done.wire(now, "r", "w"), moves.wire(now, "r", "w")]
+
+
+def test_plain_dicts_say_what_the_models_say() -> None:
+    """The dashboard's fast path (dicts from the wire) equals the models' dumps."""
+    from dagrt.metrics.read import RunGraph
+
+    now = time.time()
     graph = RunGraph(["k0", "k1", "k2", "k3"], ["a", "b", "c", "d"], [[], [], [], []], [3])
     items = [
-        done.wire(now, "r", "w"),
-        moves.wire(now, "r", "w"),
+        *sample_batches(now),
         rec.task_started(now, "r", "w", 1, "k1", "b", 1),
         ev.wire(
             RunFinished(kind="run-finished", ts=now, run_id="r", status="finished", makespan=1.0)
@@ -186,6 +190,41 @@ def test_plain_dicts_say_what_the_models_say() -> None:
     for item in items:
         expected = [e.model_dump() for e in ev.expand(ev.from_wire(item), graph)]
         assert ev.to_dicts(item, graph) == expected
+
+
+def test_a_batch_as_columns_says_what_its_events_say() -> None:
+    """The dashboard's wire keeps a batch as one dict of columns: row j of it is
+    event j of the batch (keys and names are the graph's, left out)."""
+    now = time.time()
+    relative = ev.wire(  # the in-process form: start after `clock`, no end
+        ev.TasksFinished(
+            kind="tasks-finished", ts=now, run_id="r", worker_id="w", task=[0, 1],
+            attempt=[1, 1], start=[0.5, 1.5], end=[], execution_time=[0.25, 0.5],
+            input_bytes=[0, 0], output_bytes=[8, 8], download_time=[0, 0], upload_time=[0, 0],
+            kept=[False, False], lane=[1, 0], workers=["a", "b"], clock=now,
+        )
+    )  # fmt: skip
+    for item in (*sample_batches(now), relative):
+        columns, n = ev.to_columns(item)
+        rows = ev.to_dicts(item)
+        assert columns["n"] == n == len(rows)
+        for j, row in enumerate(rows):
+            for name, value in row.items():
+                if name in ("kind", "key", "name", "ts", "worker_id", "run_id"):
+                    continue
+                got = columns[name][j]
+                if name == "direction":
+                    got = ev.DIRECTIONS[got]
+                elif name == "consumer":
+                    got = None if got < 0 else got
+                elif name in ("kept", "local"):
+                    assert got in (0, 1)
+                    got = bool(got)
+                assert got == pytest.approx(value), (name, j)
+            if columns["kind"] == "tasks-finished" and columns["lane"]:
+                assert columns["workers"][columns["lane"][j]] == row["worker_id"]
+    single = ev.to_columns(rec.task_started(now, "r", "w", 1, "k1", "b", 1))
+    assert single == (ev.to_dicts(rec.task_started(now, "r", "w", 1, "k1", "b", 1))[0], 1)
 
 
 def test_hot_path_builders_agree_with_the_models() -> None:

@@ -10,8 +10,11 @@ batches, each event exactly once (entries are ordered, so anything at or below
 the last id sent is skipped).
 
 Events travel as JSON objects (``kind``, ``ts``, ``run_id``, ``worker_id`` and
-the kind's fields), batches expanded; each carries its position
-``[entry id, index in the entry]``.
+the kind's fields), each with its position ``[entry id, index in the entry]``;
+a batch of task-finished or transfer events stays one object of columns
+(``n`` long) standing for the positions from its index on (see
+:func:`dagrt.metrics.events.to_columns`): building, sending and parsing one dict
+per event cost the server 0.28 s and the page as much again for a 16k-task run.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import keys as K
 from ..exceptions import RunNotFoundError, StorageError
-from ..metrics.events import to_dicts
+from ..metrics.events import to_columns
 from ..metrics.read import RunGraph, alist_runs, aread_graph
 from ..serialize import unpack
 from ..storage import RedisStorage, Storage
@@ -100,11 +103,12 @@ class DashboardApp:
             self.graphs.popitem(last=False)
         return graph
 
-    async def entries_to_events(
+    def entries_to_events(
         self, entries: list[tuple[bytes, dict[bytes, bytes]]], run: str | None
     ) -> list[list[Any]]:
-        """``[entry id, index, event]`` for the entries of ``run`` (``None``: run-level
-        and worker events of every run)."""
+        """``[entry id, k, event]`` for the entries of ``run`` (``None``: run-level
+        and worker events of every run); a batch is one event of columns standing
+        for the positions ``k`` to ``k + n - 1`` of its entry (see :func:`to_columns`)."""
         out: list[list[Any]] = []
         for entry_id, fields in entries:
             owner = fields.get(b"r", b"").decode()
@@ -115,13 +119,12 @@ class DashboardApp:
                 items = [i for i in items if i[0] in (1, 2)]  # run submitted / finished
                 if not items:
                     continue
-            graph = await self.graph(owner) if owner and run is not None else None
             eid = entry_id.decode()
             k = 0
             for item in items:
-                for event in to_dicts(item, graph):
-                    out.append([eid, k, event])
-                    k += 1
+                event, n = to_columns(item)
+                out.append([eid, k, event])
+                k += n
         return out
 
     # -- the reader ----------------------------------------------------------------------
@@ -166,7 +169,7 @@ class DashboardApp:
         last = entries[-1][0].decode()
         for sub in list(self.subscribers):
             if sub.run not in by_run:
-                by_run[sub.run] = await self.entries_to_events(entries, sub.run)
+                by_run[sub.run] = self.entries_to_events(entries, sub.run)
             message = {"type": "batch", "last": last, "events": by_run[sub.run]}
             try:
                 sub.queue.put_nowait(message)
@@ -187,7 +190,7 @@ class DashboardApp:
             if not page:
                 return
             start = page[-1][0].decode()
-            events = await self.entries_to_events(page, run)
+            events = self.entries_to_events(page, run)
             yield {"type": "batch", "last": start, "events": events}
             if len(page) < PAGE_COUNT or start == end:
                 return
@@ -265,7 +268,7 @@ async def run_events(request: Request) -> Response:
     count = max(1, min(int(request.query_params.get("count", PAGE_COUNT)), 20_000))
     start = "(" + after if after else first
     page = await app.storage.axrange(K.events(), start, last, count)
-    events = await app.entries_to_events(page, run_id)
+    events = app.entries_to_events(page, run_id)
     end = page[-1][0].decode() if page else (after or first)
     return _json({"events": events, "last": end, "done": len(page) < count or end == last})
 

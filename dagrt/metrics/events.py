@@ -44,6 +44,7 @@ __all__ = [
     "column",
     "expand",
     "from_wire",
+    "to_columns",
     "to_dicts",
     "wire",
 ]
@@ -336,6 +337,17 @@ _COLUMNS: dict[int, dict[str, str]] = {
 }
 
 
+# per batch code: its kind, each field's index in the wire item, its packed columns
+_PAGE_LAYOUT: dict[int, tuple[str, dict[str, int], tuple[tuple[str, str], ...]]] = {
+    code: (
+        MODELS[code].model_fields["kind"].default,
+        {name: 1 + i for i, name in enumerate(FIELDS[code])},
+        tuple(typecodes.items()),
+    )
+    for code, typecodes in _COLUMNS.items()
+}
+
+
 def expand(event: Event, graph: Any = None) -> list[Event]:
     """One event per fact: a batch (``tasks-finished``, ``transfers``) becomes its items.
 
@@ -403,6 +415,48 @@ def _columns(code: int, item: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
     for name in FIELDS[code][len(item) - 1 :]:
         fields[name] = model.model_fields[name].default
     return _decoded(model, fields)
+
+
+def to_columns(item: list[Any] | tuple[Any, ...]) -> tuple[dict[str, Any], int]:
+    """One JSON-ready dict for a wire item, and how many events it stands for.
+
+    The dashboard's wire: a batch (``tasks-finished``, ``transfers``) stays one
+    dict of columns (lists, ``n`` long; ``start``/``end`` are wall-clock seconds,
+    ``kept``/``local`` are 0 or 1, ``direction`` indexes :data:`DIRECTIONS`,
+    ``consumer`` is -1 for none, ``lane`` indexes ``workers``); its ``key`` and
+    ``name`` columns are left out (the run's graph has them). Any other item is
+    the dict :func:`to_dicts` gives. A page expands nothing it does not draw.
+    """
+    code = item[0]
+    if code not in _COLUMNS:
+        return to_dicts(item)[0], 1
+    kind, at, columns = _PAGE_LAYOUT[code]
+    get = item.__getitem__
+    last = len(item)
+    out: dict[str, Any] = {"kind": kind}
+    for name in ("ts", "run_id", "worker_id"):
+        out[name] = get(at[name])
+    for name, typecode in columns:
+        value = get(at[name]) if at[name] < last else []
+        out[name] = (
+            array(typecode, value).tolist()
+            if isinstance(value, bytes | bytearray)
+            else [int(x) for x in value]
+            if typecode == "b"
+            else list(value)
+        )
+    if code == TasksFinished.code:
+        out["workers"] = list(get(at["workers"])) if at["workers"] < last else []
+        clock = get(at["clock"]) if at["clock"] < last else 0.0
+        if clock:
+            out["start"] = [clock + t for t in out["start"]]
+        if not out["end"]:
+            out["end"] = list(map(operator.add, out["start"], out["execution_time"]))
+        n = len(out["task"])
+    else:
+        n = len(out["bytes"])
+    out["n"] = n
+    return out, n
 
 
 def to_dicts(item: list[Any] | tuple[Any, ...], graph: Any = None) -> list[dict[str, Any]]:

@@ -29,8 +29,17 @@ export interface RunDetail {
   graph: RunGraphJson | null;
 }
 
-/** `[entry id, index in the entry, event]` */
-export type WireEvent = [string, number, RawEvent];
+/**
+ * `[entry id, index in the entry, event]`. A batch event (`tasks-finished`, `transfers`)
+ * holds `n` events as columns and stands for the indexes `k .. k + n - 1`; an optional
+ * fourth item says how many of its first rows to skip (already received).
+ */
+export type WireEvent = [string, number, RawEvent] | [string, number, RawEvent, number];
+
+/** How many events a wire event stands for. */
+export function eventCount(event: RawEvent): number {
+  return typeof event.n === 'number' ? event.n : 1;
+}
 
 export interface RawEvent {
   kind: string;

@@ -4,7 +4,9 @@
  * then live batches (WebSocket, resumed from the last entry received). JSON is parsed and
  * turned into typed columns here; the page receives transferable chunks, each event once.
  */
-import { fetchEvents, fetchRun, HttpError, wsUrl, type LiveMessage, type WireEvent } from './api';
+import {
+  eventCount, fetchEvents, fetchRun, HttpError, wsUrl, type LiveMessage, type WireEvent,
+} from './api';
 import { compareEntryIds, parseEntryId } from './ids';
 import { LiveSocket, type ConnectionState } from './live';
 import { NameTable, toChunk, transferables, type Chunk } from './store/events';
@@ -38,11 +40,15 @@ function fresh(events: WireEvent[]): WireEvent[] {
       ({ ms, seq } = parseEntryId(entry));
     }
     const k = event[1];
-    if ((ms - lastMs || seq - lastSeq || k - lastK) > 0) {
+    const lastOf = k + eventCount(event[2]) - 1;
+    const order = ms - lastMs || seq - lastSeq;
+    if (order > 0 || (order === 0 && lastOf > lastK)) {
+      // a batch seen in part keeps its rows after the last one passed on
+      const skip = order === 0 && k <= lastK ? lastK - k + 1 : 0;
       lastMs = ms;
       lastSeq = seq;
-      lastK = k;
-      out.push(event);
+      lastK = lastOf;
+      out.push(skip > 0 ? [event[0], k, event[2], skip] : event);
     }
   }
   return out;
@@ -110,8 +116,10 @@ async function loadBacklog(base: string, runId: string, graphReady: Promise<bool
       throw error;
     }
     // Entries hold from one to thousands of events: grow or shrink the page by halves.
-    if (page.events.length < PAGE_EVENTS / 2) count = Math.min(2000, count * 2);
-    else if (page.events.length > PAGE_EVENTS * 2) count = Math.max(1, Math.floor(count / 2));
+    let events = 0;
+    for (const event of page.events) events += eventCount(event[2]);
+    if (events < PAGE_EVENTS / 2) count = Math.min(2000, count * 2);
+    else if (events > PAGE_EVENTS * 2) count = Math.max(1, Math.floor(count / 2));
     if (!(await graphReady)) return;
     sendEvents(page.events, page.last, 'backlog');
     after = page.last;

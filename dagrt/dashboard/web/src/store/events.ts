@@ -1,10 +1,11 @@
 /**
- * Events as columns. JSON events (`[entry id, k, event]`) become a `Chunk` of typed
+ * Events as columns. JSON events (`[entry id, k, event]`, a batch event standing for
+ * several) become a `Chunk` of typed
  * arrays (one row per event) plus a few records kept as objects (errors, run-level
  * events). The feed worker converts; the page appends chunks to its `EventLog`.
  */
 import { parseEntryId } from '../ids';
-import type { RawEvent, WireEvent } from '../api';
+import { eventCount, type RawEvent, type WireEvent } from '../api';
 
 export const enum Kind {
   Unknown = 0,
@@ -169,24 +170,92 @@ const DIRECTIONS: Record<string, Direction> = {
 
 /** JSON events → one chunk. `workers` assigns worker indexes (and remembers new names). */
 export function toChunk(events: WireEvent[], workers: NameTable, last: string): Chunk {
-  const n = events.length;
+  let n = 0;
+  for (const event of events) n += eventCount(event[2]) - (event[3] ?? 0);
   const col = allocateColumns(n);
   const extras: [number, ExtraRecord][] = [];
   let entry = '';
   let ms = 0;
   let seq = 0;
-  for (let i = 0; i < n; i++) {
-    const [entryId, k, ev] = events[i];
+  let i = 0;
+  for (const [entryId, k, ev, skip = 0] of events) {
     if (entryId !== entry) {
       entry = entryId;
       ({ ms, seq } = parseEntryId(entryId));
     }
-    col.ms[i] = ms;
-    col.seq[i] = seq;
-    col.k[i] = k;
-    fillRow(col, i, ev, workers, extras);
+    const rows = eventCount(ev) - skip;
+    col.ms.fill(ms, i, i + rows);
+    col.seq.fill(seq, i, i + rows);
+    for (let j = 0; j < rows; j++) col.k[i + j] = k + skip + j;
+    if (ev.kind === 'tasks-finished') fillFinished(col, i, ev, skip, workers);
+    else if (ev.kind === 'transfers') fillTransfers(col, i, ev, skip, workers);
+    else fillRow(col, i, ev, workers, extras);
+    i += rows;
   }
   return { length: n, columns: col, extras, newWorkers: workers.takeNew(), last };
+}
+
+function numbers(value: unknown): number[] {
+  return Array.isArray(value) ? (value as number[]) : [];
+}
+
+/** A `tasks-finished` batch's rows from `skip` on, written from row `i` of `col`. */
+function fillFinished(col: Columns, i: number, ev: RawEvent, skip: number, workers: NameTable): void {
+  const task = numbers(ev.task);
+  const attempt = numbers(ev.attempt);
+  const start = numbers(ev.start);
+  const end = numbers(ev.end);
+  const inBytes = numbers(ev.input_bytes);
+  const outBytes = numbers(ev.output_bytes);
+  const download = numbers(ev.download_time);
+  const upload = numbers(ev.upload_time);
+  const execution = numbers(ev.execution_time);
+  const kept = numbers(ev.kept);
+  const lane = numbers(ev.lane);
+  const table = Array.isArray(ev.workers) ? (ev.workers as string[]).map((w) => workers.id(str(w))) : [];
+  const own = workers.id(str(ev.worker_id));
+  const byLane = lane.length > 0 && table.length > 0;
+  for (let j = skip; j < task.length; j++, i++) {
+    col.kind[i] = Kind.TaskFinished;
+    col.worker[i] = byLane ? (table[lane[j]] ?? -1) : own;
+    col.task[i] = num(task[j], -1);
+    col.attempt[i] = num(attempt[j], 1);
+    const s = num(start[j]);
+    col.time[i] = s;
+    col.end[i] = Math.max(s, num(end[j], s));
+    col.a[i] = num(inBytes[j]);
+    col.b[i] = num(outBytes[j]);
+    col.c[i] = num(download[j]);
+    col.d[i] = num(upload[j]);
+    col.e[i] = num(execution[j]);
+    if (kept[j]) col.flags[i] |= FLAG_KEPT;
+  }
+}
+
+/** A `transfers` batch's rows from `skip` on (one worker, one time). */
+function fillTransfers(col: Columns, i: number, ev: RawEvent, skip: number, workers: NameTable): void {
+  const bytes = numbers(ev.bytes);
+  const seconds = numbers(ev.seconds);
+  const direction = numbers(ev.direction);
+  const producer = numbers(ev.producer);
+  const consumer = numbers(ev.consumer);
+  const local = numbers(ev.local);
+  const worker = workers.id(str(ev.worker_id));
+  const ts = num(ev.ts);
+  for (let j = skip; j < bytes.length; j++, i++) {
+    col.kind[i] = Kind.Transfer;
+    col.worker[i] = worker;
+    col.attempt[i] = 1;
+    col.time[i] = ts;
+    col.end[i] = ts;
+    col.task[i] = num(producer[j], -1);
+    col.a[i] = num(bytes[j]);
+    col.b[i] = num(seconds[j]);
+    const d = num(direction[j]);
+    col.c[i] = d === Direction.Download || d === Direction.Local ? d : Direction.Upload;
+    col.d[i] = num(consumer[j], -1);
+    if (local[j] || d === Direction.Local) col.flags[i] |= FLAG_LOCAL;
+  }
 }
 
 function fillRow(

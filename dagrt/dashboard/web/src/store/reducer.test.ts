@@ -238,3 +238,51 @@ describe('reducer: every event once', () => {
     ]);
   });
 });
+
+describe('batch events (columns standing for several events)', () => {
+  // the same facts as EVENTS' finished and transfer events, as the server sends batches
+  const tasksFinished = ev('tasks-finished', {
+    ts: T0 + 4, worker_id: '', n: 3, task: [0, 1, 2], attempt: [1, 1, 1],
+    start: [T0 + 1, T0 + 2.5, T0 + 2.6], end: [T0 + 2, T0 + 3.5, T0 + 4],
+    execution_time: [1, 1, 1.4], input_bytes: [10, 10, 10], output_bytes: [20, 20, 20],
+    download_time: [0, 0, 0], upload_time: [0, 0, 0], kept: [0, 1, 0], lane: [0, 0, 1],
+    workers: ['w1', 'w2'],
+  });
+  const transfers = ev('transfers', {
+    ts: T0 + 2.5, worker_id: 'w1', n: 2, bytes: [20, 20], seconds: [0.001, 0], direction: [0, 2],
+    producer: [0, 0], consumer: [-1, 1], local: [0, 1],
+  });
+  const expanded: RawEvent[] = [
+    finished(0, 'w1', 1, 2),
+    finished(1, 'w1', 2.5, 3.5, { kept: true }),
+    finished(2, 'w2', 2.6, 4),
+    transfer(0, null, 20, 'upload', 'w1', 2.5),
+    { ...transfer(0, 1, 20, 'local', 'w1', 2.5), seconds: 0 } as RawEvent,
+  ];
+
+  it('make the same rows as the events one by one', () => {
+    const batch = toChunk([['7-0', 0, tasksFinished], ['7-0', 3, transfers]], new NameTable(), '7-0');
+    const single = toChunk(expanded.map((e, k) => ['7-0', k, e] as WireEvent), new NameTable(), '7-0');
+    expect(batch.length).toBe(5);
+    expect(batch.columns).toEqual(single.columns);
+    expect(batch.newWorkers).toEqual(['w1', 'w2']);
+  });
+
+  it('skip the rows already received', () => {
+    const batch = toChunk([['7-0', 0, tasksFinished, 2]], new NameTable(), '7-0');
+    expect(batch.length).toBe(1);
+    expect(Array.from(batch.columns.k)).toEqual([2]);
+    expect(Array.from(batch.columns.task)).toEqual([2]);
+  });
+
+  it('drive the reducer like their expanded events', () => {
+    const { store, names } = makeStore();
+    feed(store, names, [
+      ['1000-0', 0, EVENTS[0]], ['1000-1', 0, tasksFinished], ['1000-1', 3, transfers],
+    ]);
+    expect(stateOf(store)).toEqual(['done', 'done', 'done', 'ready']);
+    expect(store.workerCounts()).toEqual({ w1: 2, w2: 1 });
+    expect(transferTotals(store)).toMatchObject({ network: 20, local: 20 });
+    expect(store.log.id(store.lastApplied)).toBe('1000-1/4');
+  });
+});
