@@ -428,6 +428,31 @@ async def test_a_cluster_run_logs_workers_transfers_and_failures(pool: Pool) -> 
     await storage.aclose()
 
 
+@dagrt.task
+def nap(seconds: float, i: int) -> int:
+    time.sleep(seconds)
+    return i
+
+
+async def test_execution_time_leaves_out_waiting_for_a_thread(pool_factory: Any) -> None:
+    """Three naps on a worker with one thread and room for four tasks at once: they
+    take turns in the thread; each one's execution time is its own nap, not the wait
+    for the naps before it (that shows as start-to-end time instead)."""
+    pool = pool_factory(1, "--threads", "1", "--concurrency", "4")
+    async with dagrt.Client(pool.url, flush=FlushPolicy(interval=0.2)) as client:
+        fut = client.submit(collect(*[nap(0.4, i) for i in range(3)]))
+        assert await fut == [0, 1, 2]
+    storage = RedisStorage(pool.url)
+    events = await wait_for_events(
+        storage, fut.run_id, lambda es: sum(e.kind == "task-finished" for e in es) >= 4
+    )
+    naps = [e for e in events if isinstance(e, TaskExecutionMetrics) and e.name == "nap"]
+    assert len(naps) == 3
+    assert all(0.4 <= e.execution_time < 0.75 for e in naps), [e.execution_time for e in naps]
+    assert max(e.end - e.start for e in naps) >= 0.8  # the last one waited for two naps
+    await storage.aclose()
+
+
 def _worker_ids(storage: RedisStorage) -> list[str]:
     return [k.decode() for k in storage.hgetall(K.workers())]
 

@@ -146,7 +146,7 @@ class Executor:
             started = time.time()
             try:
                 args, kwargs = build_arguments(rec, values)
-                value, frame = await self._call(fn, args, kwargs, rec)
+                value, frame, started, ended = await self._call(fn, args, kwargs, rec)
             except Exception as exc:
                 tb = user_traceback(exc)
                 if attempt <= rec.retries and not _permanent(exc):
@@ -162,7 +162,7 @@ class Executor:
                     started=started,
                     ended=time.time(),
                 )
-            return Outcome(True, value, frame, attempt=attempt, started=started, ended=time.time())
+            return Outcome(True, value, frame, attempt=attempt, started=started, ended=ended)
 
     async def _call(
         self,
@@ -170,29 +170,36 @@ class Executor:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         rec: TaskRecord,
-    ) -> tuple[Any, bytes]:
+    ) -> tuple[Any, bytes, float, float]:
+        """The value, its frame, and when the call and its serialization began and
+        ended (wall clock, taken where it ran: waiting for a thread is not counted)."""
         what = f"result of task {rec.key} ({rec.name})"
         if self._is_async(fn):
+            began = time.time()
             value = await fn(*args, **kwargs)
-            return value, dumps(value, what=what, by_value=False)
+            return value, dumps(value, what=what, by_value=False), began, time.time()
         key = id(fn)
         profile = self._profiles.get(key)
         if profile is None:
             profile = self._profiles[key] = _Profile()
 
-        def call() -> tuple[Any, bytes, float]:
+        def call() -> tuple[Any, bytes, float, float, float]:
+            began = time.time()
             t0 = time.perf_counter()
             value = fn(*args, **kwargs)
             elapsed = time.perf_counter() - t0
-            return value, dumps(value, what=what, by_value=False), elapsed
+            frame = dumps(value, what=what, by_value=False)
+            return value, frame, elapsed, began, time.time()
 
         if profile.inline:
-            value, frame, elapsed = call()
+            value, frame, elapsed, began, ended = call()
             if elapsed > INLINE_BAN:
                 profile.inline = False
                 profile.banned = True
-            return value, frame
-        value, frame, elapsed = await anyio.to_thread.run_sync(call, limiter=self.limiter)
+            return value, frame, began, ended
+        value, frame, elapsed, began, ended = await anyio.to_thread.run_sync(
+            call, limiter=self.limiter
+        )
         if not profile.banned:
             if elapsed > INLINE_MAX:
                 profile.calls = 0
@@ -201,7 +208,7 @@ class Executor:
             else:
                 profile.calls += 1
                 profile.inline = profile.calls >= INLINE_AFTER
-        return value, frame
+        return value, frame, began, ended
 
 
 def _permanent(exc: BaseException) -> bool:
