@@ -255,6 +255,44 @@ async def test_locality_switches_change_what_moves(pool: Pool) -> None:
         dagrt.Client(pool.url, locality={"fuse": True})
 
 
+@dagrt.task
+def matrix(rows: int) -> bytes:
+    return bytes(rows * 1024)
+
+
+@dagrt.task
+def read_slowly(data: bytes, i: int) -> int:
+    time.sleep(0.05)
+    return len(data) + i
+
+
+async def test_an_output_with_many_children_crosses_to_a_worker_once(pool: Pool) -> None:
+    """Twelve tasks read one 1 MiB output on two workers: each worker downloads it at
+    most once (it keeps what it downloaded for its other readers, and a reader that
+    finds the download under way waits for it); every edge is read."""
+    from helpers import wait_for_events
+
+    from dagrt.metrics import Transfer
+
+    data = matrix(1024)
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit([read_slowly(data, i) for i in range(12)])
+        assert await fut == [1024 * 1024 + i for i in range(12)]
+    storage = RedisStorage(pool.url)
+    events = await wait_for_events(
+        storage, fut.run_id, lambda es: sum(e.kind == "task-finished" for e in es) >= 13
+    )
+    await storage.aclose()
+    reads = [e for e in events if isinstance(e, Transfer) and e.direction != "upload"]
+    assert sorted(e.consumer for e in reads) == list(range(1, 13))  # every edge, once
+    downloads: dict[str, int] = {}
+    for e in reads:
+        if e.direction == "download":
+            downloads[e.worker_id] = downloads.get(e.worker_id, 0) + 1
+    assert all(n == 1 for n in downloads.values()), downloads
+    assert len(downloads) <= 1  # the producer's worker read it from memory
+
+
 # --------------------------------------------------------------------------- the server
 
 

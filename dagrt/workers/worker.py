@@ -131,6 +131,8 @@ class Worker:
         self.runs = RunTable(self.storage, settings.secret)
         self.functions = FunctionCache(self.storage)
         self.values = ValueCache(settings.cache_bytes)
+        # (run, task) -> set once the download of that output by another task here ended
+        self._fetching: dict[tuple[str, int], anyio.Event] = {}
         self._slots = anyio.Semaphore(settings.concurrency)
         self._threads = settings.threads or os.cpu_count() or 1
         self._slow = 0  # chains in flight outside the fast lane
@@ -673,21 +675,67 @@ class Worker:
                     wanted[p] = None
             out.append(loaded)
         if wanted:
-            keys = list(wanted)
+            fetched = await self._fetch(ctx, list(wanted))
+            for j, rec in enumerate(recs):
+                partial = out[j]
+                assert partial is not None
+                loaded = partial
+                for k, p in enumerate(rec.parents):
+                    if loaded.values[k] is not _MISSING:
+                        continue
+                    value, size, share, local = fetched[p]
+                    if value is _MISSING:  # a parent's output is gone: the run ended
+                        out[j] = None
+                        break
+                    self.values.used(run_id, p, len(ctx.record(p).children))
+                    loaded.values[k] = value
+                    loaded.nbytes += size
+                    loaded.seconds += share
+                    if moves is not None:
+                        where = "local" if local else "download"
+                        moves.add(size, share, where, p, rec.index, local)
+        return out
+
+    async def _fetch(
+        self, ctx: RunContext, keys: list[int]
+    ) -> dict[int, tuple[Any, int, float, bool]]:
+        """Outputs of ``keys`` from storage (one MGET): ``{task: (value, bytes, seconds,
+        local)}``, ``_MISSING`` for an output that is gone; ``local``: it came from
+        this worker's memory after all (another task here had just downloaded it).
+
+        An output with several children is kept in memory once downloaded (other
+        children may run here; the cache's budget bounds it), and a download of it
+        already under way for another task here is waited for, not repeated: a
+        72 MB matrix read by 4 tasks of one worker crossed the network 4 times.
+        """
+        run_id = ctx.run_id
+        mine: list[int] = []
+        theirs: list[tuple[int, anyio.Event]] = []
+        shared: set[int] = set()
+        for p in keys:
+            if len(ctx.record(p).children) > 1:
+                shared.add(p)
+                other = self._fetching.get((run_id, p))
+                if other is not None:
+                    theirs.append((p, other))
+                    continue
+                self._fetching[(run_id, p)] = anyio.Event()
+            mine.append(p)
+        fetched: dict[int, tuple[Any, int, float, bool]] = {}
+        try:
             t0 = time.perf_counter()
-            frames = await self.storage.amget([ctx.keys.output(p) for p in keys])
+            frames = await self.storage.amget([ctx.keys.output(p) for p in mine]) if mine else []
             seconds = time.perf_counter() - t0
             total = sum(len(f) for f in frames if f is not None) or 1
-            fetched: dict[int, tuple[Any, int, float]] = {}
-            for p, frame in zip(keys, frames, strict=True):
+            for p, frame in zip(mine, frames, strict=True):
                 if frame is None:
                     # Kept in memory by a worker that died? Then compute it again here.
                     found, value, size = (
-                        self.values.get(ctx.run_id, p)
+                        self.values.get(run_id, p)
                         if await self._restore(ctx, p)
                         else (False, None, 0)
                     )
-                    fetched[p] = (value, size, 0.0) if found else (_MISSING, 0, 0.0)
+                    fetched[p] = (value, size, 0.0, True) if found else (_MISSING, 0, 0.0, False)
                     continue
                 what = f"output of task {p}"
                 if len(frame) > BIG_FRAME:
@@ -696,24 +744,21 @@ class Worker:
                     )
                 else:
                     value = loads(frame, what=what)
-                fetched[p] = (value, len(frame), seconds * len(frame) / total)
-            for j, rec in enumerate(recs):
-                partial = out[j]
-                assert partial is not None
-                loaded = partial
-                for k, p in enumerate(rec.parents):
-                    if loaded.values[k] is not _MISSING:
-                        continue
-                    value, size, share = fetched[p]
-                    if value is _MISSING:  # a parent's output is gone: the run ended
-                        out[j] = None
-                        break
-                    loaded.values[k] = value
-                    loaded.nbytes += size
-                    loaded.seconds += share
-                    if moves is not None:
-                        moves.add(size, share, "download", p, rec.index, False)
-        return out
+                fetched[p] = (value, len(frame), seconds * len(frame) / total, False)
+                if p in shared:
+                    self.values.put(run_id, p, value, len(frame))
+        finally:
+            for p in mine:
+                if p in shared:
+                    self._fetching.pop((run_id, p)).set()
+        for p, done in theirs:
+            await done.wait()
+            found, value, size = self.values.get(run_id, p)
+            if found:
+                fetched[p] = (value, size, 0.0, True)
+            else:  # that download failed, or the cache had no room: read it again
+                fetched.update(await self._fetch(ctx, [p]))
+        return fetched
 
     async def _restore(self, ctx: RunContext, index: int) -> bool:
         """Recompute task ``index`` whose output was kept in memory only, by a worker
