@@ -6,8 +6,8 @@ In one run, on a local cluster of 2 workers:
   dashboard process serving a headless Chromium page open on the run (the page
   goes to the run as soon as it is listed and follows it live), alternating,
   several repetitions; the ratio of the medians. The page is measured twice:
-  with the browser at nice 19 (standing in for a browser on the user's own
-  machine, which is where it runs against a worker pool) and at normal priority
+  with the browser in the idle scheduling class (standing in for a browser on the
+  user's own machine, which is where it runs against a worker pool) and at normal priority
   on the same two cores as the workers (a local cluster watched from its own
   host: the browser's CPU then comes out of the workers' share);
 * the page: time to render a finished 16,383-task run (navigation to counts
@@ -107,7 +107,7 @@ class Viewer(threading.Thread):
     the client's event loop never waits on the browser.
     """
 
-    def __init__(self, nice: int = 0) -> None:
+    def __init__(self, nice: bool = False) -> None:
         super().__init__(daemon=True, name="viewer")
         self.jobs: queue.Queue[Any] = queue.Queue()
         self.nice = nice
@@ -120,15 +120,16 @@ class Viewer(threading.Thread):
 
         executable = CHROMIUM
         if self.nice:  # the browser at a lower priority: as if it ran on another machine
-            # In a session of its own, whose scheduling group gets the same niceness:
-            # with autogroups on (Linux's default) `nice` alone only ranks the browser
-            # against its own session's processes, and a browser in a session of its
-            # own would still take an equal share of the cores from the workers.
+            # The idle scheduling class (it runs when no other process wants the CPU), in
+            # a session of its own whose scheduling group gets nice 19: with autogroups on
+            # (Linux's default) `nice` alone only ranks the browser against its own
+            # session's processes, and a browser in a session of its own would still
+            # take an equal share of the cores from the workers.
             wrapper = Path(tempfile.mkdtemp()) / "chromium"
             wrapper.write_text(
                 "#!/bin/sh\n"
-                f"exec setsid -w sh -c 'echo {self.nice} > /proc/self/autogroup 2>/dev/null;"
-                f' exec nice -n {self.nice} "$0" "$@"\' {CHROMIUM} "$@"\n'
+                "exec setsid -w sh -c 'echo 19 > /proc/self/autogroup 2>/dev/null;"
+                f' exec chrt --idle 0 "$0" "$@"\' {CHROMIUM} "$@"\n'
             )
             wrapper.chmod(0o755)
             executable = str(wrapper)
@@ -264,7 +265,7 @@ async def main_async(args: argparse.Namespace) -> None:
     n_tasks = args.leaves - 1
     expected = sum(range(args.leaves))
     viewer = Viewer()
-    remote = Viewer(nice=19)
+    remote = Viewer(nice=True)
     results: list[Result] = []
     async with (
         LocalCluster(n_workers=2, threads=1) as cluster,
@@ -272,7 +273,7 @@ async def main_async(args: argparse.Namespace) -> None:
     ):
         viewers = {
             "no dashboard": None,
-            "page, browser niced": remote,
+            "page, browser idle": remote,
             "page, browser here": viewer,
         }
         times: dict[str, list[float]] = {mode: [] for mode in viewers}
@@ -305,10 +306,20 @@ async def main_async(args: argparse.Namespace) -> None:
                         flush=True,
                     )
         base = statistics.median(times["no dashboard"])
-        print(f"tree reduction of {n_tasks} tasks on 2 workers, median of {args.repeat}")
+        print(
+            f"tree reduction of {n_tasks} tasks on 2 workers, median of {args.repeat}"
+            " (and 'paired': the median over rounds of the ratio to no dashboard in the"
+            " same round, which cancels the machine's drift)"
+        )
         for mode, ts in times.items():
             median = statistics.median(ts)
-            print(f"  {mode:<20} {median * 1e3:8.1f} ms  {(median / base - 1) * 100:+6.1f}%")
+            paired = statistics.median(
+                t / off for t, off in zip(ts, times["no dashboard"], strict=True)
+            )
+            print(
+                f"  {mode:<20} {median * 1e3:8.1f} ms  {(median / base - 1) * 100:+6.1f}%"
+                f"   paired {(paired - 1) * 100:+6.1f}%"
+            )
             results.append(Result(f"tr[{n_tasks}]", mode, ts))
 
         board = Board(cluster.url)
