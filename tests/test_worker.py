@@ -120,3 +120,44 @@ async def test_a_counter_never_counts_a_missing_output(redis_storage: RedisStora
         assert reply[0] in (b"missing", "missing")
         assert await storage.ahget(spec.keys.deps, "1") == b"1"
         await storage.aflushdb()
+
+
+# --------------------------------------------------------------------------- inline calls
+
+
+def test_a_tiny_function_runs_inline_and_survives_one_paused_call() -> None:
+    """A function is called on the loop after three fast calls in a row. One slow reading
+    (a tiny call the OS paused on a busy machine) sends it back to threads until it is
+    fast three times again; it is not banned for good."""
+    from dagrt.workers.executor import INLINE_AFTER, _Profile
+
+    tiny = _Profile()
+    for _ in range(INLINE_AFTER):
+        assert not tiny.inline
+        tiny.measured(1e-6)
+    assert tiny.inline
+    tiny.measured(0.03)  # paused for 30 ms
+    assert (tiny.inline, tiny.banned) == (False, False)
+    for _ in range(INLINE_AFTER):
+        tiny.measured(1e-6)
+    assert tiny.inline
+
+
+def test_a_slow_function_goes_to_threads_for_good() -> None:
+    """Two slow calls in a row, or one very slow call, keep a function off the loop."""
+    from dagrt.workers.executor import INLINE_AFTER, _Profile
+
+    for readings in ([0.01, 0.01], [0.5]):
+        slow = _Profile()
+        for _ in range(INLINE_AFTER):
+            slow.measured(1e-6)
+        for elapsed in readings:
+            slow.measured(elapsed)
+        assert (slow.inline, slow.banned) == (False, True)
+        for _ in range(10 * INLINE_AFTER):
+            slow.measured(1e-6)
+        assert not slow.inline
+    middling = _Profile()  # 1 ms a call: not tiny, not slow
+    for _ in range(10 * INLINE_AFTER):
+        middling.measured(1e-3)
+    assert (middling.inline, middling.banned) == (False, False)

@@ -4,9 +4,15 @@
 run in threads bounded by one ``CapacityLimiter`` per worker, so the loop stays
 free, except functions this worker has measured to be tiny: a hop to a thread
 costs tens of microseconds, more than a task like ``add`` itself, so once a
-function's calls have taken under ``INLINE_MAX`` seconds every time, it is
-called inline; a single call slower than ``INLINE_BAN`` sends that function to
-threads for good. Serializing a result happens where the call ran.
+function's last ``INLINE_AFTER`` calls have each taken under ``INLINE_MAX``
+seconds, it is called inline. A call slower than ``INLINE_BAN`` sends it back
+to threads (it may earn its way back); two such calls in a row, or one slower
+than ``INLINE_NEVER``, send it to threads for good. Times are wall clock (a
+function that sleeps blocks the loop as much as one that computes), so one slow
+reading may be a tiny call that the OS paused: banning on that alone once put a
+worker that shared its cores with a busy browser on the thread path for every
+later ``add`` (ten times its CPU per task, for the rest of its life).
+Serializing a result happens where the call ran.
 """
 
 from __future__ import annotations
@@ -30,15 +36,35 @@ from ..serialize import dumps
 __all__ = ["Executor", "Outcome", "error_record"]
 
 INLINE_MAX = 2e-4  # seconds: calls shorter than this may run on the loop
-INLINE_BAN = 5e-3  # seconds: one call longer than this and the function goes to threads
-INLINE_AFTER = 3  # calls measured in a thread before a function may run inline
+INLINE_BAN = 5e-3  # seconds: a call longer than this sends the function back to threads
+INLINE_NEVER = 0.1  # seconds: one call longer than this and it stays in threads for good
+INLINE_AFTER = 3  # fast calls in a row before a function may run inline
 
 
 @dataclass
 class _Profile:
-    calls: int = 0
+    """What this worker has measured of one sync function."""
+
+    calls: int = 0  # fast calls in a row
+    slow: int = 0  # calls slower than INLINE_BAN in a row
     inline: bool = False
     banned: bool = False
+
+    def measured(self, elapsed: float) -> None:
+        """Take one call's wall-clock time into account."""
+        if elapsed > INLINE_BAN:
+            self.inline = False
+            self.calls = 0
+            self.slow += 1
+            self.banned = self.banned or self.slow >= 2 or elapsed > INLINE_NEVER
+            return
+        self.slow = 0
+        if elapsed > INLINE_MAX:
+            self.calls = 0
+            self.inline = False
+        elif not self.banned:
+            self.calls += 1
+            self.inline = self.calls >= INLINE_AFTER
 
 
 @dataclass
@@ -124,11 +150,7 @@ class Executor:
         args, kwargs = build_arguments(rec, values)
         t0 = time.perf_counter()
         value = fn(*args, **kwargs)
-        elapsed = time.perf_counter() - t0
-        if elapsed > INLINE_BAN:
-            profile = self._profiles[id(fn)]
-            profile.inline = False
-            profile.banned = True
+        self._profiles[id(fn)].measured(time.perf_counter() - t0)
         what = f"result of task {rec.key} ({rec.name})"
         return value, dumps(value, what=what, by_value=False)
 
@@ -193,21 +215,11 @@ class Executor:
 
         if profile.inline:
             value, frame, elapsed, began, ended = call()
-            if elapsed > INLINE_BAN:
-                profile.inline = False
-                profile.banned = True
-            return value, frame, began, ended
-        value, frame, elapsed, began, ended = await anyio.to_thread.run_sync(
-            call, limiter=self.limiter
-        )
-        if not profile.banned:
-            if elapsed > INLINE_MAX:
-                profile.calls = 0
-                if elapsed > INLINE_BAN:
-                    profile.banned = True
-            else:
-                profile.calls += 1
-                profile.inline = profile.calls >= INLINE_AFTER
+        else:
+            value, frame, elapsed, began, ended = await anyio.to_thread.run_sync(
+                call, limiter=self.limiter
+            )
+        profile.measured(elapsed)
         return value, frame, began, ended
 
 
