@@ -114,10 +114,10 @@ class Viewer(threading.Thread):
     the client's event loop never waits on the browser.
     """
 
-    def __init__(self, nice: bool = False) -> None:
+    def __init__(self, idle: bool = False) -> None:
         super().__init__(daemon=True, name="viewer")
         self.jobs: queue.Queue[Any] = queue.Queue()
-        self.nice = nice
+        self.idle = idle
         self.start()
 
     def run(self) -> None:
@@ -126,7 +126,7 @@ class Viewer(threading.Thread):
         from playwright.sync_api import sync_playwright
 
         executable = CHROMIUM
-        if self.nice:  # the browser at a lower priority: as if it ran on another machine
+        if self.idle:  # the browser at a lower priority: as if it ran on another machine
             # The idle scheduling class (it runs when no other process wants the CPU), in
             # a session of its own whose scheduling group gets nice 19: with autogroups on
             # (Linux's default) `nice` alone only ranks the browser against its own
@@ -272,7 +272,7 @@ async def main_async(args: argparse.Namespace) -> None:
     n_tasks = args.leaves - 1
     expected = sum(range(args.leaves))
     viewer = Viewer()
-    remote = Viewer(nice=True)
+    remote = Viewer(idle=True)
     results: list[Result] = []
     async with (
         LocalCluster(n_workers=2, threads=1) as cluster,

@@ -303,13 +303,19 @@ def _decoded(model: type[Event], values: dict[str, Any]) -> dict[str, Any]:
             items = array(typecode, value).tolist()
             values[name] = [bool(x) for x in items] if typecode == "b" else items
     if model.code == TasksFinished.code:
-        clock = values.get("clock") or 0.0
-        if clock:
-            values["start"] = [clock + t for t in values["start"]]
-            values["clock"] = 0.0
-        if not values.get("end") and values.get("start"):
-            values["end"] = list(map(operator.add, values["start"], values["execution_time"]))
+        _wall_clock(values, values.get("clock") or 0.0)
+        values["clock"] = 0.0
     return values
+
+
+def _wall_clock(columns: dict[str, Any], clock: float) -> None:
+    """A tasks-finished batch's ``start`` and ``end`` columns as wall-clock times, in
+    place: starts given after ``clock`` are shifted, a missing ``end`` is
+    ``start + execution_time``."""
+    if clock:
+        columns["start"] = [clock + t for t in columns["start"]]
+    if not columns.get("end") and columns.get("start"):
+        columns["end"] = list(map(operator.add, columns["start"], columns["execution_time"]))
 
 
 _COLUMNS: dict[int, dict[str, str]] = {
@@ -447,11 +453,7 @@ def to_columns(item: list[Any] | tuple[Any, ...]) -> tuple[dict[str, Any], int]:
         )
     if code == TasksFinished.code:
         out["workers"] = list(get(at["workers"])) if at["workers"] < last else []
-        clock = get(at["clock"]) if at["clock"] < last else 0.0
-        if clock:
-            out["start"] = [clock + t for t in out["start"]]
-        if not out["end"]:
-            out["end"] = list(map(operator.add, out["start"], out["execution_time"]))
+        _wall_clock(out, get(at["clock"]) if at["clock"] < last else 0.0)
         n = len(out["task"])
     else:
         n = len(out["bytes"])
