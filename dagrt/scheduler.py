@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from . import keys as K
 from .exceptions import SerializationError, StorageError
 from .graph import DAG, Node
-from .serialize import dumps, dumps_function, pack, unpack
+from .serialize import Frame, dumps, dumps_frame, dumps_function, pack, unpack
 from .storage import Storage
 from .storage import commands as C
 from .storage.base import Script
@@ -245,7 +245,7 @@ _LEAVES, _PICKLED, _APART = 0, 1, 2  # how a record carries its arguments
 
 def encode_record(
     node: Node, parents: Sequence[int], children: Sequence[int], fn_index: int
-) -> tuple[list[Any], bytes | None]:
+) -> tuple[list[Any], bytes | Frame | None]:
     """A node's record (a msgpack array), and its pickled arguments if too big to inline.
 
     ``[key, function, parents, children, slots, mode, arguments]``: ``function``
@@ -262,10 +262,18 @@ def encode_record(
             slots += (li, dj)
     if node._treedef is True and all(type(x) in _MSGPACK_LEAVES for x in leaves):
         return [node.key, fn_index, parents, children, slots, _LEAVES, leaves], None
-    spec = dumps((leaves, node._treedef), what=f"arguments of task {node.key}")
-    if len(spec) <= BIG_SPEC:
+    spec = dumps_frame((leaves, node._treedef), what=f"arguments of task {node.key}")
+    if isinstance(spec, bytes) and len(spec) <= BIG_SPEC:
         return [node.key, fn_index, parents, children, slots, _PICKLED, spec], None
     return [node.key, fn_index, parents, children, slots, _APART, None], spec
+
+
+def _digest(frame: bytes | Frame) -> str:
+    """The content address of an argument spec stored apart."""
+    h = hashlib.sha256()
+    for part in frame.parts if isinstance(frame, Frame) else (frame,):
+        h.update(part)
+    return h.hexdigest()[:32]
 
 
 def sign(payload: bytes, secret: bytes | None) -> bytes:
@@ -419,7 +427,7 @@ async def submit(
     for i, node in enumerate(nodes):
         record, big = encode_record(node, parents[i], children[i], positions[id(node.func)])
         if big is not None:
-            digest = hashlib.sha256(big).hexdigest()[:32]
+            digest = _digest(big)
             record[6] = digest
             spec_keys.append(rk.spec(digest))
             cmds.append(C.set_(spec_keys[-1], big, ex=ttl))

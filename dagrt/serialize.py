@@ -2,9 +2,12 @@
 
 * Values and functions: cloudpickle with pickle protocol 5. Large buffers
   (numpy arrays, bytearrays, ...) go *out of band*: pickling them copies
-  nothing, and the one frame sent to storage is written with a single join
-  (the one copy). A plain pickle is sent as is (it starts with ``0x80``);
-  a frame with out-of-band buffers starts with ``DGB1``.
+  nothing, and the frame sent to storage is written with a single join (the
+  one copy), or not joined at all: :func:`dumps_frame` gives a large
+  frame as a :class:`Frame`, its pieces in order, which storage writes to the
+  socket one after another (the value's own buffers included). A plain pickle
+  is sent as is (it starts with ``0x80``); a frame with out-of-band buffers
+  starts with ``DGB1``.
 * Control records (task records, events): msgpack.
 
 Every failure is a :class:`~dagrt.SerializationError` that says what was
@@ -26,12 +29,49 @@ import msgpack
 
 from .exceptions import SerializationError
 
-__all__ = ["dumps", "dumps_function", "loads", "loads_function", "pack", "unpack"]
+__all__ = [
+    "Frame",
+    "dumps",
+    "dumps_frame",
+    "dumps_function",
+    "loads",
+    "loads_function",
+    "pack",
+    "unpack",
+]
 
 _MAGIC = b"DGB1"
 _HEAD = struct.Struct("<4sIQ")  # magic, number of buffers, pickle length
 _LEN = struct.Struct("<Q")
 _ALIGN = 64
+PIECES_MIN = 1 << 20  # join=False leaves frames of at least this many bytes in pieces
+
+
+class Frame:
+    """A serialized value as its pieces, in order: what ``b"".join(parts)`` would be.
+
+    Storage writes the pieces one after another, so a large value reaches the
+    socket from the buffers it lives in, never copied into a frame first (on a
+    VM whose fresh pages cost ~1 ms per MB to touch, the join of a 320 MB value
+    took 0.45 s). The parts keep the value's buffers alive; the value must not
+    change until the frame is written (task results are not touched before
+    their upload returns).
+    """
+
+    __slots__ = ("nbytes", "parts")
+
+    def __init__(self, parts: list[bytes | memoryview]) -> None:
+        self.parts = parts
+        self.nbytes = sum(len(p) for p in parts)
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+    def __repr__(self) -> str:
+        return f"<Frame {self.nbytes:,} bytes in {len(self.parts)} pieces>"
 
 
 def dumps(obj: Any, *, what: str = "value", by_value: bool = True) -> bytes:
@@ -42,6 +82,13 @@ def dumps(obj: Any, *, what: str = "value", by_value: bool = True) -> bytes:
     the standard pickler, ten times faster on small values, and falls back to
     cloudpickle when it cannot (task results take this path).
     """
+    frame = dumps_frame(obj, what=what, by_value=by_value)
+    return frame if isinstance(frame, bytes) else bytes(frame)
+
+
+def dumps_frame(obj: Any, *, what: str = "value", by_value: bool = True) -> bytes | Frame:
+    """:func:`dumps`, but a frame of :data:`PIECES_MIN` bytes or more with
+    out-of-band buffers stays a :class:`Frame` (pieces, nothing copied)."""
     buffers: list[pickle.PickleBuffer] = []
     try:
         if not by_value:
@@ -69,7 +116,7 @@ def dumps(obj: Any, *, what: str = "value", by_value: bool = True) -> bytes:
             parts.append(bytes(pad))
         parts.append(v)
         offset += pad + v.nbytes
-    return b"".join(parts)
+    return Frame(parts) if offset >= PIECES_MIN else b"".join(parts)
 
 
 def loads(

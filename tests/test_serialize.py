@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 
 from dagrt import SerializationError
-from dagrt.serialize import dumps, dumps_function, loads, loads_function, pack, unpack
+from dagrt.serialize import (
+    Frame,
+    dumps,
+    dumps_frame,
+    dumps_function,
+    loads,
+    loads_function,
+    pack,
+    unpack,
+)
 
 
 @dataclasses.dataclass
@@ -58,6 +67,30 @@ def test_read_only_loads_share_the_frame() -> None:
     assert not view.flags.writeable
     assert np.array_equal(a, view)
     assert np.shares_memory(view, np.frombuffer(frame, dtype=np.uint8))  # zero copy
+
+
+def test_a_large_frame_left_in_pieces_copies_nothing() -> None:
+    """``dumps_frame`` gives a large value's frame as pieces that point into the
+    value's own buffers; joined, they are exactly what ``dumps`` writes."""
+    a = np.arange(400_000, dtype=np.float64)
+    b = np.ones((300, 301), dtype=np.int32)
+    frame = dumps_frame({"a": a, "b": b, "n": 7}, by_value=False)
+    assert isinstance(frame, Frame)
+    assert len(frame) == len(bytes(frame))
+    assert bytes(frame) == dumps({"a": a, "b": b, "n": 7})
+    shared = [p for p in frame.parts if isinstance(p, memoryview)]
+    assert any(np.shares_memory(np.frombuffer(p, np.uint8), a) for p in shared)
+    assert any(np.shares_memory(np.frombuffer(p, np.uint8), b) for p in shared)
+    out = loads(bytes(frame))
+    assert np.array_equal(out["a"], a)
+    assert np.array_equal(out["b"], b)
+    assert out["n"] == 7
+
+
+def test_small_values_and_plain_pickles_stay_one_bytes_frame() -> None:
+    assert isinstance(dumps_frame(np.arange(1000)), bytes)  # out of band, but small
+    assert isinstance(dumps_frame(list(range(500_000))), bytes)  # large, but no buffers
+    assert loads(dumps_frame([1, "x"])) == [1, "x"]
 
 
 def test_several_buffers_and_odd_sizes() -> None:

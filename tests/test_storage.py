@@ -252,6 +252,26 @@ async def test_large_values_of_every_buffer_type_arrive_whole_and_in_order(
         assert await store.get(key) == value
 
 
+async def test_a_frame_in_pieces_is_stored_as_its_joined_bytes(store: Form) -> None:
+    """A task result's frame goes to storage as pieces (nothing joined on the way);
+    what is stored, and read back, is the frame ``dumps`` would have made."""
+    import numpy as np
+
+    from dagrt.serialize import Frame, dumps, dumps_frame, loads
+
+    value = {"x": np.arange(300_000, dtype=np.float64), "y": np.arange(77, dtype=np.int8)}
+    frame = dumps_frame(value)
+    assert isinstance(frame, Frame)
+    replies = await store.pipeline([cmd.set_("f", frame, ex=60), cmd.incr("after"), cmd.get("f")])
+    assert replies[:2] == [True, 1]
+    assert replies[2] == dumps(value)
+    assert await store.strlen("f") == len(frame)
+    assert await store.set("g", frame) is True
+    back = loads(await store.get("g"))
+    assert np.array_equal(back["x"], value["x"])
+    assert np.array_equal(back["y"], value["y"])
+
+
 async def test_wrong_types_are_clear_errors(store: Form) -> None:
     await store.hset("h", {"f": 1})
     with pytest.raises(StorageError, match="WRONGTYPE"):

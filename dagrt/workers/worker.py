@@ -59,7 +59,7 @@ from ..scheduler import (
     load_spec,
     trim_acked,
 )
-from ..serialize import loads, pack
+from ..serialize import Frame, loads, pack
 from ..storage import RedisStorage, Storage
 from ..storage import commands as C
 from ..storage.base import NoScriptError
@@ -552,7 +552,7 @@ class Worker:
             inputs = await self._load_inputs(ctx, recs, moves)
             cmds: list[C.Cmd] = []
             items: list[Completion] = []
-            made: list[tuple[Any, bytes, float, Loaded]] = []
+            made: list[tuple[Any, bytes | Frame, float, Loaded]] = []
             for (acks, index), rec, loaded in zip(work, recs, inputs, strict=True):
                 if loaded is None:  # the run's data is gone: it ended
                     ctx.stopped = True
