@@ -46,6 +46,11 @@ def _add_flush_options(p: argparse.ArgumentParser) -> None:
 def _worker(args: argparse.Namespace) -> int:
     from .workers import Worker, WorkerSettings
 
+    if not args.release_memory:
+        from .memory import retain_freed_memory
+
+        retain_freed_memory()  # before any thread allocates
+
     settings = WorkerSettings(
         concurrency=args.concurrency,
         threads=args.threads,
@@ -134,6 +139,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--watch-stdin", action="store_true", help="stop when stdin closes (used by LocalCluster)"
+    )
+    w.add_argument(
+        "--release-memory",
+        action="store_true",
+        help="give freed memory back to the OS at once (lower resident memory; each large "
+        "value then lands on fresh pages, slow to fault in on many VMs)",
     )
     w.add_argument("--no-metrics", action="store_true", help="log no events")
     w.add_argument(

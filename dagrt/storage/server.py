@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import StorageError
+from ..memory import RETAIN_ENV
 from .redis import redact
 
 __all__ = ["RedisServer", "find_server_binary"]
@@ -91,6 +92,9 @@ class RedisServer:
     config); ``config_file`` is passed first, so options given here override it; ``options`` are
     more ``--name value`` settings. ``die_with_parent`` asks Linux to kill the
     server if the thread that spawned it dies (start it from a long-lived thread).
+    ``retain_memory`` (default) has a glibc-built server keep the memory it frees
+    for its next values instead of faulting in fresh pages for each
+    (:mod:`dagrt.memory`; the server keeps its peak memory until it stops).
     """
 
     def __init__(
@@ -105,8 +109,10 @@ class RedisServer:
         executable: str | None = None,
         options: dict[str, Any] | None = None,
         die_with_parent: bool = False,
+        retain_memory: bool = True,
     ) -> None:
         self.die_with_parent = die_with_parent
+        self.retain_memory = retain_memory
         self._ready = threading.Event()
         self._reader: threading.Thread | None = None
         self.executable = executable or find_server_binary()
@@ -180,6 +186,7 @@ class RedisServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
+            env=self._env(),
             start_new_session=True,  # a Ctrl-C to the terminal is the owner's to handle
             preexec_fn=die_with_parent() if self.die_with_parent else None,
         )
@@ -187,6 +194,13 @@ class RedisServer:
             target=self._read_log, args=(self.process, self._ready), daemon=True, name="redis-log"
         )
         self._reader.start()
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.retain_memory:  # settings the caller made win
+            for name, value in RETAIN_ENV.items():
+                env.setdefault(name, value)
+        return env
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         """Block until the server logs that it accepts connections (or fail clearly)."""
