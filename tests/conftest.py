@@ -11,6 +11,7 @@ tests run on it and in-process alike (``any_client``).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,6 +24,13 @@ from helpers import Form, Signals
 
 import dagrt
 from dagrt.storage import InMemoryStorage, RedisServer, RedisStorage, Storage
+
+# A shell runs a background job (`./test.sh &`) with SIGINT ignored, and an ignored
+# signal stays ignored in every process spawned from it: the tests that Ctrl-C a
+# `dagrt cluster` or a client process would wait in vain. Children of this process
+# get the default disposition back (handlers, unlike SIG_IGN, do not survive exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # --------------------------------------------------------------------------- servers
 

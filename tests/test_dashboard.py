@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -50,7 +50,11 @@ class Dashboard:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}/api/live"
 
+    #: Dashboards started and not yet stopped (a failed test's are stopped after it).
+    started: ClassVar[list[Dashboard]] = []
+
     def start(self) -> Dashboard:
+        Dashboard.started.append(self)
         self.process = subprocess.Popen(
             [*self.command, "dashboard", "--redis", self.url, "--port", str(self.port)],
             stdout=subprocess.PIPE,
@@ -72,9 +76,25 @@ class Dashboard:
             self.process.stdout.close()
         return time.monotonic() - t0
 
+    def close(self) -> None:
+        """Stop the process if it still runs (whatever the test got to)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(15)
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
+
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.http + path, timeout=10) as reply:
             return json.loads(reply.read())
+
+
+@pytest.fixture(autouse=True)
+def no_dashboard_left_behind() -> Iterator[None]:
+    """A test that fails half-way leaves no dashboard process to the next ones."""
+    yield
+    while Dashboard.started:
+        Dashboard.started.pop().close()
 
 
 def running_dashboard(url: str) -> Iterator[Dashboard]:

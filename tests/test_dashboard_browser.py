@@ -24,7 +24,12 @@ from typing import Any
 import pytest
 from conftest import REDIS_CONF, Pool
 from helpers import add, collect, inc
-from test_dashboard import Dashboard, log_ids, running_dashboard
+from test_dashboard import (  # the autouse fixture applies here too
+    Dashboard,
+    log_ids,
+    no_dashboard_left_behind,  # noqa: F401
+    running_dashboard,
+)
 
 import dagrt
 from dagrt import keys as K
