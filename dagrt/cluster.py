@@ -36,7 +36,10 @@ class LocalCluster:
 
     ``n_workers`` defaults to one per core; ``threads`` (threads per worker for
     sync task functions) to cores / workers, at least 1; ``worker_options`` are
-    more ``dagrt worker`` flags, e.g. ``{"claim-timeout": 5}``.
+    more ``dagrt worker`` flags, e.g. ``{"claim-timeout": 5}``. ``retain_memory``
+    (default) has the server and the workers keep the memory they free for their
+    next large values (:mod:`dagrt.memory`: faster where fresh pages are slow to
+    fault in; each process keeps its peak memory until the cluster stops).
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class LocalCluster:
         secret: bytes | None = None,
         worker_options: dict[str, Any] | None = None,
         start_timeout: float = 60.0,
+        retain_memory: bool = True,
     ) -> None:
         cores = os.cpu_count() or 1
         self.n_workers = n_workers if n_workers is not None else cores
@@ -64,6 +68,7 @@ class LocalCluster:
         self.secret = secret
         self.worker_options = dict(worker_options or {})
         self.start_timeout = start_timeout
+        self.retain_memory = retain_memory
         self.server: RedisServer | None = None
         self.processes: list[asyncio.subprocess.Process] = []
         self.worker_ids: list[str] = []
@@ -82,7 +87,9 @@ class LocalCluster:
 
     async def __aenter__(self) -> LocalCluster:
         try:
-            self.server = RedisServer(password=self.password, die_with_parent=True)
+            self.server = RedisServer(
+                password=self.password, die_with_parent=True, retain_memory=self.retain_memory
+            )
             self.server.spawn()
             await anyio.to_thread.run_sync(self.server.wait_ready, self.start_timeout)
             await self.scale(self.n_workers)
@@ -108,6 +115,8 @@ class LocalCluster:
         ]
         if self.concurrency is not None:
             argv += ["--concurrency", str(self.concurrency)]
+        if not self.retain_memory:
+            argv.append("--release-memory")
         for name, value in self.worker_options.items():
             argv.append(f"--{name}")
             if value != "":  # "" marks a flag without a value

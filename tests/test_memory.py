@@ -64,3 +64,22 @@ def test_a_private_server_retains_memory_unless_told_not_to() -> None:
         assert _server_keeps_after_free(server) >= 80
     with RedisServer(retain_memory=False, options=sync) as server:
         assert _server_keeps_after_free(server) < 20
+
+
+async def test_a_local_cluster_can_give_freed_memory_back() -> None:
+    """``LocalCluster(retain_memory=False)``: its server and workers release what they
+    free (workers get ``--release-memory``); by default both retain it."""
+    import psutil
+    from helpers import add
+
+    import dagrt
+
+    for retain in (True, False):
+        async with dagrt.LocalCluster(1, retain_memory=retain) as cluster:
+            assert cluster.server is not None
+            assert cluster.server.retain_memory is retain
+            [worker] = cluster.processes
+            argv = psutil.Process(worker.pid).cmdline()
+            assert ("--release-memory" in argv) is (not retain)
+            async with dagrt.Client(cluster.url) as client:
+                assert await client.compute(add(1, 2)) == 3
