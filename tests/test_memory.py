@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 
@@ -31,7 +32,7 @@ def _kept_after_free(mode: str) -> int:
     return int(out.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc malloc settings")
 def test_a_retaining_process_keeps_freed_pages_for_its_next_buffers() -> None:
     """By default glibc unmaps a large buffer when it is freed (the next one is
     faulted in afresh); once retaining, the pages stay mapped for reuse."""
