@@ -44,7 +44,7 @@ _MAGIC = b"DGB1"
 _HEAD = struct.Struct("<4sIQ")  # magic, number of buffers, pickle length
 _LEN = struct.Struct("<Q")
 _ALIGN = 64
-PIECES_MIN = 1 << 20  # join=False leaves frames of at least this many bytes in pieces
+PIECES_MIN = 1 << 20  # dumps_frame leaves frames of at least this many bytes in pieces
 
 
 class Frame:

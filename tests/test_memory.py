@@ -6,8 +6,11 @@ import platform
 import subprocess
 import sys
 
+import psutil
 import pytest
+from helpers import add
 
+import dagrt
 from dagrt.storage import RedisServer, RedisStorage, find_server_binary
 
 _PROBE = """
@@ -42,8 +45,6 @@ def test_a_retaining_process_keeps_freed_pages_for_its_next_buffers() -> None:
 
 def _server_keeps_after_free(server: RedisServer) -> int:
     """MB the server still holds after a 100 MB value was written and flushed."""
-    import psutil
-
     assert server.process is not None
     proc = psutil.Process(server.process.pid)
     storage = RedisStorage(server.url)
@@ -70,11 +71,6 @@ def test_a_private_server_retains_memory_unless_told_not_to() -> None:
 async def test_a_local_cluster_can_give_freed_memory_back() -> None:
     """``LocalCluster(retain_memory=False)``: its server and workers release what they
     free (workers get ``--release-memory``); by default both retain it."""
-    import psutil
-    from helpers import add
-
-    import dagrt
-
     for retain in (True, False):
         async with dagrt.LocalCluster(1, retain_memory=retain) as cluster:
             assert cluster.server is not None
