@@ -306,7 +306,7 @@ class _Run:
             func = self.nodes[i].func
             if recorder is not None:
                 if failed is None:
-                    record((i, attempt, t0, elapsed, lane_no))  # RunRecorder.task_finished
+                    record((i, t0, elapsed, lane_no))  # RunRecorder.task_finished
                     if len(rows) >= limit:
                         recorder.due()
                 else:

@@ -30,8 +30,12 @@ from dagrt.metrics import (
 )
 from dagrt.metrics import events as ev
 from dagrt.metrics import recorder as rec
+from dagrt.metrics.read import RunGraph, graph_record
 from dagrt.metrics.report import analyze, write_report
+from dagrt.serialize import pack
 from dagrt.storage import InMemoryStorage, RedisServer, RedisStorage
+from dagrt.storage import commands as C
+from dagrt.workflows import pairwise
 
 
 def finished_event(run_id: str = "r1", task: int = 0) -> tuple[Any, ...]:
@@ -148,7 +152,6 @@ def test_batches_expand_into_single_events() -> None:
     moves = rec.TransferBatch()
     moves.add(20, 0.2, "upload", 3, None, False)
     moves.add(9, 0.0, "local", 1, 3, True)
-    from dagrt.metrics.read import RunGraph
 
     graph = RunGraph(["k0", "k1", "k2", "k3", "k4"], ["a", "b", "c", "f", "g"], [[]] * 5, [4])
     one, two = ev.expand(ev.from_wire(done.wire(now + 2, "r", "w")), graph)
@@ -176,7 +179,6 @@ def sample_batches(now: float) -> list[list[Any]]:
 
 def test_plain_dicts_say_what_the_models_say() -> None:
     """The dashboard's fast path (dicts from the wire) equals the models' dumps."""
-    from dagrt.metrics.read import RunGraph
 
     now = time.time()
     graph = RunGraph(["k0", "k1", "k2", "k3"], ["a", "b", "c", "d"], [[], [], [], []], [3])
@@ -355,7 +357,7 @@ async def test_an_in_process_run_logs_everything_read_run_needs() -> None:
 
 
 async def test_a_run_graph_keeps_every_key_and_name_as_given() -> None:
-    """Keys travel joined by newlines; a name that holds one changes nothing."""
+    """A name holding a newline, several functions, constants: all as given."""
 
     def f(x: int) -> int:
         return x + 1
@@ -372,6 +374,92 @@ async def test_a_run_graph_keeps_every_key_and_name_as_given() -> None:
     assert graph.names == [n.name for n in dag]
     assert "two\nlines" in graph.names
     assert graph.parents == [[dag.keys.index(p.key) for p in dag.parents(n)] for n in dag]
+
+
+def _graph_of(dag: dagrt.DAG) -> RunGraph:
+    storage = InMemoryStorage()
+    storage.pipeline([C.set_(K.graph("r"), graph_record(dag))])
+    return read_graph(storage, "r")
+
+
+@pytest.mark.parametrize("shape", ["one function throughout", "functions interleaved"])
+def test_a_graph_record_gives_back_the_dag(shape: str) -> None:
+    """Functions are stored by runs of consecutive nodes when that is shorter, else
+    node by node; either way the graph reads back as the DAG."""
+    if shape == "one function throughout":
+        node = pairwise(add, range(64))
+    else:  # topological order alternates inc, add, inc, add, ...
+        node = inc(0)
+        for i in range(40):
+            node = add(node, inc(i))
+    dag = dagrt.DAG(node)
+    graph = _graph_of(dag)
+    assert graph.keys == list(dag.keys)
+    assert graph.names == [n.name for n in dag]
+    assert graph.parents == [[dag.keys.index(p.key) for p in dag.parents(n)] for n in dag]
+    assert graph.outputs == [len(dag) - 1]
+
+
+def test_a_graph_in_the_earlier_msgpack_form_still_reads() -> None:
+    """Logs written before the JSON form (msgpack, keys joined by newlines) stay readable."""
+    storage = InMemoryStorage()
+    old = pack({"keys": "a\nb", "names": ["f"], "fn": [0, 0], "parents": [[], [0]], "outputs": [1]})
+    storage.pipeline([C.set_(K.graph("old"), old)])
+    graph = read_graph(storage, "old")
+    assert (graph.keys, graph.names, graph.parents, graph.outputs) == (
+        ["a", "b"],
+        ["f", "f"],
+        [[], [0]],
+        [1],
+    )
+
+
+def test_a_batch_may_leave_its_constant_columns_empty() -> None:
+    """The in-process form leaves out what is the same for every task (attempt 1, no
+    bytes moved, nothing kept): every reader fills it in."""
+    now = time.time()
+    item = ev.wire(
+        ev.TasksFinished(
+            kind="tasks-finished", ts=now, run_id="r", worker_id="w", task=[0, 1],
+            attempt=[], start=[0.5, 1.5], end=[], execution_time=[0.25, 0.5],
+            input_bytes=[], output_bytes=[], download_time=[], upload_time=[], kept=[],
+            clock=now,
+        )
+    )  # fmt: skip
+    one, two = ev.expand(ev.from_wire(item))
+    assert (one.attempt, one.kept, one.end) == (1, False, pytest.approx(now + 0.75))
+    assert (two.task, two.attempt, two.input_bytes, two.output_bytes) == (1, 1, 0, 0)
+    assert (two.download_time, two.upload_time, two.kept) == (0.0, 0.0, False)
+    assert two.end == pytest.approx(now + 2.0)
+    columns, n = ev.to_columns(item)
+    assert n == 2
+    assert columns["attempt"] == [1, 1]
+    assert columns["kept"] == [0, 0]
+    assert columns["input_bytes"] == columns["upload_time"] == [0, 0]
+    assert [d["attempt"] for d in ev.to_dicts(item)] == [1, 1]
+
+
+async def test_an_in_process_retry_is_logged_with_its_attempt() -> None:
+    """The in-process recorder leaves the attempt column out until a task fails: the
+    task that failed once finishes as attempt 2, the others as attempt 1."""
+    calls: list[int] = []
+
+    def flaky(x: int) -> int:
+        calls.append(x)
+        if len(calls) == 1:
+            raise RuntimeError("first call fails")
+        return x
+
+    retried = dagrt.task(flaky, retries=1)
+    async with dagrt.Client(processes=False) as client:
+        fut = client.submit(add(retried(1), inc(2)))
+        assert await fut == 4
+        await client.metrics.flush()
+        events = read_run(client.metrics.storage, fut.run_id)
+    finished = {e.name: e for e in events if isinstance(e, TaskExecutionMetrics)}
+    assert {name: e.attempt for name, e in finished.items()} == {"flaky": 2, "inc": 1, "add": 1}
+    failed = [e for e in events if isinstance(e, TaskFailed)]
+    assert [(e.name, e.attempt, e.final) for e in failed] == [("flaky", 1, False)]
 
 
 async def test_reading_a_run_reads_only_its_range(redis_storage: RedisStorage) -> None:
@@ -570,7 +658,6 @@ def test_analysis_of_events_alone() -> None:
         ev.from_wire(rec.task_finished("r", "w2", 1, "b", "g", 1, now + 1, now + 3, 2.0)),
         RunFinished(kind="run-finished", ts=now + 3, run_id="r", status="finished", makespan=3),
     ]
-    from dagrt.metrics.read import RunGraph
 
     a = analyze(events, RunGraph(["a", "b"], ["f", "g"], [[], [0]], [1]))
     assert a.critical_path == [0, 1]

@@ -33,9 +33,10 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -199,22 +200,15 @@ class DashboardApp:
 # --------------------------------------------------------------------------- handlers
 
 
-try:  # orjson is several times faster on the large pages of events
-    import orjson
+# orjson (a dependency of dagrt) is several times faster than json on large pages of events
 
-    def dumps(data: Any) -> str:
-        return orjson.dumps(data).decode()
 
-    def _json(data: Any, status: int = 200) -> Response:
-        return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+def dumps(data: Any) -> str:
+    return orjson.dumps(data).decode()
 
-except ImportError:  # pragma: no cover - orjson comes with the dashboard extra
 
-    def dumps(data: Any) -> str:
-        return json.dumps(data)
-
-    def _json(data: Any, status: int = 200) -> Response:
-        return JSONResponse(data, status_code=status)
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
 async def index(request: Request) -> Response:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from array import array
 from typing import TYPE_CHECKING, Any
 
 from .events import (
@@ -260,28 +259,31 @@ class TransferBatch(_Rows):
 class RunRecorder:
     """Task events of one in-process run, kept cheap for microsecond tasks.
 
-    A finished task costs one ``list.extend`` of :attr:`rows` with five
-    numbers: index, attempt, start (``perf_counter``), duration and lane
-    number (56 ns; an int64 ``array.extend`` takes 316 ns, appending a tuple
-    79 ns and leaves an object per task for the garbage collector). The
-    extend runs in C under the GIL, so rows of several threads never
-    interleave. The metrics store's flusher collects them into a
-    ``tasks-finished`` batch whose columns are strided slices of the rows
-    (2 ms for 16k tasks; the batch's ``clock`` turns the starts into
-    wall-clock times). Other events go to the store at once. A lane names
+    A finished task costs one ``list.extend`` of :attr:`rows` with four
+    numbers: index, start (``perf_counter``), duration and lane number (an
+    int64 ``array.extend`` costs several times more, and a tuple per task
+    leaves an object for the garbage collector). The extend runs in C under
+    the GIL, so rows of several threads never interleave. The metrics
+    store's flusher collects them into a ``tasks-finished`` batch: strided
+    slices of the rows packed by ``struct``; the batch's ``clock`` turns the
+    starts into wall-clock times, and the columns that are constant for an
+    in-process run are left empty (no bytes move; ``attempt`` is 1 unless
+    the task failed before, which :meth:`task_failed` notes). A lane names
     the thread that ran the task (a lane of the task stream).
     """
 
-    WIDTH = 5  # numbers per finished task in `rows`
+    WIDTH = 4  # numbers per finished task in `rows`
 
     def __init__(self, metrics: MetadataStorage, run_id: str, dag: DAG, worker: str) -> None:
         self.metrics = metrics
         self.run_id = run_id
         self.worker = worker
         self._nodes = dag._nodes  # keys and names looked up only for the rare events
-        self.rows: list[float] = []
+        self.rows: list[Any] = []  # index, start, duration, lane; index, ...
         self._lanes: dict[str, int] = {}
         self._lanes_lock = threading.Lock()
+        #: task index -> the attempt after its last failure (tasks not in it: attempt 1)
+        self._attempts: dict[int, int] = {}
         # wall-clock time = clock + perf_counter()
         self.clock = time.time() - time.perf_counter()
         policy = metrics.policy
@@ -322,9 +324,12 @@ class RunRecorder:
     def task_finished(
         self, i: int, attempt: int, t0: float, elapsed: float, lane: str = ""
     ) -> None:
-        """Record one finished task (the runtime's drains extend :attr:`rows` inline)."""
+        """Record one finished task (the runtime's drains extend :attr:`rows` inline,
+        with ``attempt`` told by :meth:`task_failed` beforehand)."""
+        if attempt != self._attempts.get(i, 1):
+            self._attempts[i] = attempt
         rows = self.rows
-        rows.extend((i, attempt, t0, elapsed, self.lane(lane)))
+        rows.extend((i, t0, elapsed, self.lane(lane)))
         if len(rows) >= self.row_limit:
             self.due()
 
@@ -333,6 +338,8 @@ class RunRecorder:
     ) -> None:
         from ..exceptions import exception_type_name
 
+        if not final:
+            self._attempts[i] = attempt + 1  # the attempt its task-finished will have
         self.metrics.emit(
             task_failed(
                 time.time(),
@@ -360,30 +367,36 @@ class RunRecorder:
         taken = rows[:n]
         del rows[:n]
         w = self.WIDTH
-        count = n // w
-        starts = array("d", taken[2::w])  # strided slices: C-level copies
-        durations = array("d", taken[3::w])
-        zeros = bytes(8 * count)  # int64 0 and float64 0.0 alike
+        tasks = taken[0::w]  # strided slices: C-level copies
+        starts = taken[1::w]
+        durations = taken[2::w]
+        lanes = taken[3::w]
+        names = [self._lane_name(name) for name in list(self._lanes)]  # numbered in order
+        attempts = self._attempts
+        if lanes.count(lanes[0]) == len(lanes):  # one lane: no lane column
+            worker, lane_column, names = names[lanes[0]], b"", []
+        else:
+            worker, lane_column = self.worker, column(lanes, "q")
         return [
             (
                 TasksFinished.code,
                 self.clock + starts[-1] + durations[-1],
                 self.run_id,
-                self.worker,
-                column(taken[0::w], "q"),
-                column(taken[1::w], "q"),
-                starts.tobytes(),
+                worker,
+                column(tasks, "q"),
+                column([attempts.get(i, 1) for i in tasks], "q") if attempts else b"",
+                column(starts, "d"),
                 b"",  # end: start + execution_time
-                durations.tobytes(),
-                zeros,
-                zeros,
-                zeros,
-                zeros,
-                bytes(count),  # kept: False
+                column(durations, "d"),
+                b"",  # input_bytes: 0
+                b"",  # output_bytes: 0
+                b"",  # download_time: 0.0
+                b"",  # upload_time: 0.0
+                b"",  # kept: False
                 [],
                 [],
-                column(taken[4::w], "q"),
-                [self._lane_name(name) for name in self._lanes],  # numbered in this order
+                lane_column,
+                names,
                 self.clock,
             )
         ]
