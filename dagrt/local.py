@@ -276,6 +276,9 @@ class _Run:
         self.attempts[j] += 1
         if not cheap:
             self.in_long += 1
+            if self.recorder is not None:  # tiny tasks log no start: their finish says it all
+                lane = threading.current_thread().name
+                self.recorder.task_started(j, self.attempts[j], lane)
         self.long[j] = not cheap
         return j
 
@@ -293,9 +296,6 @@ class _Run:
             lane_no = recorder.lane(lane)
         clock = time.perf_counter
         while i is not None:
-            attempt = self.attempts[i]
-            if recorder is not None and self.long[i]:
-                recorder.task_started(i, attempt, lane)  # tiny tasks: the finish says it all
             t0 = clock()
             try:
                 value = self._call(i)
@@ -310,6 +310,7 @@ class _Run:
                     if len(rows) >= limit:
                         recorder.due()
                 else:
+                    attempt = self.attempts[i]
                     final = attempt > func.retries
                     recorder.task_failed(i, attempt, failed, user_traceback(failed), final, lane)
             with lock:

@@ -462,6 +462,34 @@ async def test_an_in_process_retry_is_logged_with_its_attempt() -> None:
     assert [(e.name, e.attempt, e.final) for e in failed] == [("flaky", 1, False)]
 
 
+async def test_in_process_only_tasks_that_may_take_long_log_their_start() -> None:
+    """A task of unknown or non-trivial cost logs task-started (from the thread that
+    runs it) before its finish; tiny tasks of a function known to be quick log only
+    their finish, which carries the start."""
+
+    def nap(x: int) -> int:
+        time.sleep(0.02)
+        return x
+
+    slow = dagrt.task(nap)
+    node = inc(inc(inc(inc(slow(slow(1))))))
+    async with dagrt.Client(processes=False, threads=1) as client:
+        fut = client.submit(node)
+        assert await fut == 5
+        await client.metrics.flush()
+        events = read_run(client.metrics.storage, fut.run_id)
+    started = [e for e in events if isinstance(e, ev.TaskStarted)]
+    finished = {e.task: e for e in events if isinstance(e, TaskExecutionMetrics)}
+    assert len(finished) == 6
+    names = [e.name for e in started]
+    assert names[:3] == ["nap", "nap", "inc"]  # the first inc: its cost is not known yet
+    assert names.count("inc") < 4  # then known to be quick (unless the machine stalls)
+    for e in started:
+        assert e.worker_id == finished[e.task].worker_id
+        assert e.ts <= finished[e.task].start + 0.01
+        assert events.index(e) < events.index(finished[e.task])
+
+
 async def test_reading_a_run_reads_only_its_range(redis_storage: RedisStorage) -> None:
     async with MetadataStorage(redis_storage, FlushPolicy(interval=None)) as metrics:
         for i in range(50):
