@@ -437,6 +437,23 @@ def test_a_batch_may_leave_its_constant_columns_empty() -> None:
     assert columns["kept"] == [0, 0]
     assert columns["input_bytes"] == columns["upload_time"] == [0, 0]
     assert [d["attempt"] for d in ev.to_dicts(item)] == [1, 1]
+    # a worker's batch leaves out the columns that turn out constant, and only those
+    done = rec.FinishedBatch()
+    done.add(3, 1, now, now + 1, 0.5, 0, 20, 0.0, 0.2, False)
+    done.add(4, 1, now, now + 2, 1.5, 0, 7, 0.0, 0.3, False)
+    item = done.wire(now + 2, "r", "w")
+    fields = dict(zip(ev.FIELDS[ev.TasksFinished.code], item[1:], strict=False))
+    empty = {name for name, value in fields.items() if value == b""}
+    assert empty == {"attempt", "input_bytes", "download_time", "kept"}
+    one, two = ev.expand(ev.from_wire(item))
+    assert (one.task, one.attempt, one.output_bytes, one.upload_time, one.kept) == (
+        3,
+        1,
+        20,
+        0.2,
+        False,
+    )
+    assert (two.input_bytes, two.download_time, two.end) == (0, 0.0, now + 2)
 
 
 async def test_an_in_process_retry_is_logged_with_its_attempt() -> None:

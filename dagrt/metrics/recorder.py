@@ -153,8 +153,12 @@ class _Rows:
     def __len__(self) -> int:
         return len(self.rows) // self.WIDTH
 
-    def _column(self, k: int, typecode: str) -> bytes:
-        return column(self.rows[k :: self.WIDTH], typecode)
+    def _column(self, k: int, typecode: str, constant: Any = None) -> bytes:
+        """Column ``k`` packed; empty if every value is ``constant`` (readers fill it)."""
+        values = self.rows[k :: self.WIDTH]
+        if constant is not None and values.count(constant) == len(values):
+            return b""
+        return column(values, typecode)
 
 
 class FinishedBatch(_Rows):
@@ -199,15 +203,15 @@ class FinishedBatch(_Rows):
             run_id,
             worker,
             c(0, "q"),
-            c(1, "q"),
+            c(1, "q", 1),  # constant columns (see TasksFinished) empty when they are
             c(2, "d"),
             c(3, "d"),
             c(4, "d"),
-            c(5, "q"),
-            c(6, "q"),
-            c(7, "d"),
-            c(8, "d"),
-            c(9, "b"),
+            c(5, "q", 0),
+            c(6, "q", 0),
+            c(7, "d", 0.0),
+            c(8, "d", 0.0),
+            c(9, "b", False),
         )
 
 
