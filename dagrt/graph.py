@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import operator
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -389,6 +390,9 @@ def _link(leaves: list[Any]) -> tuple[list[Node], list[tuple[int, int]]]:
 # --------------------------------------------------------------------------- flat (de)serialization
 
 
+_FUNC = operator.attrgetter("func")
+
+
 def _ancestry(outputs: Sequence[Node]) -> tuple[list[Node], dict[str, int]]:
     """All nodes reachable from ``outputs``, parents before children (iterative DFS).
 
@@ -480,6 +484,7 @@ class DAG:
     __slots__ = (
         "__weakref__",
         "_children",
+        "_funcs",
         "_index",
         "_nodes",
         "_output_index",
@@ -489,6 +494,7 @@ class DAG:
 
     outputs: tuple[Node, ...]
     _nodes: list[Node]
+    _funcs: list[TaskFunction[..., Any]]
     _index: dict[str, int]
     _parents: list[tuple[int, ...]]
     _children: list[tuple[int, ...]]
@@ -519,6 +525,7 @@ class DAG:
                 children[p].append(i)
         self.outputs = tuple(outputs)
         self._nodes = order
+        self._funcs = list(map(_FUNC, order))  # the runtimes look a node's function up per task
         self._index = index
         self._parents = parents
         self._children = [tuple(c) for c in children]

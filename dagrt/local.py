@@ -112,6 +112,7 @@ class _Run:
         self.loop = loop
         self.recorder = recorder
         self.nodes: list[Node] = dag._nodes
+        self.funcs = dag._funcs
         self.parents = dag._parents
         self.children = dag._children
         n = len(self.nodes)
@@ -155,7 +156,7 @@ class _Run:
     # -- readiness (callers hold the lock) --------------------------------------
 
     def _push_locked(self, i: int, *, on_loop: bool) -> None:
-        if self.nodes[i].func.is_async:
+        if self.funcs[i].is_async:
             if on_loop:
                 self._start_async(i)
             else:
@@ -258,7 +259,7 @@ class _Run:
             self.active -= 1
             return None
         j = ready[-1]
-        cost = self.cost.get(self.nodes[j].func)
+        cost = self.cost.get(self.funcs[j])
         cheap = cost is not None and cost < _PARALLEL_MIN
         if cheap:
             if self.active - self.in_long > 1:
@@ -287,6 +288,7 @@ class _Run:
         lock = self.lock
         recorder = self.recorder
         cost = self.cost
+        funcs = self.funcs
         deadline = time.monotonic() + _SLICE
         with lock:
             i = self._next_locked(deadline)
@@ -303,7 +305,7 @@ class _Run:
             except BaseException as exc:
                 failed = exc
             elapsed = clock() - t0
-            func = self.nodes[i].func
+            func = funcs[i]
             if recorder is not None:
                 if failed is None:
                     record((i, t0, elapsed, lane_no))  # RunRecorder.task_finished

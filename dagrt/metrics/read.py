@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from itertools import groupby
-from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -92,9 +91,6 @@ class RunGraph:
         return out
 
 
-_FUNC = attrgetter("func")
-
-
 def graph_record(dag: DAG) -> bytes:
     """The stored form of a DAG's structure: JSON (orjson) of keys, function names,
     parents and outputs.
@@ -105,8 +101,8 @@ def graph_record(dag: DAG) -> bytes:
     nodes of one function (``fn_runs``: index, count, index, count, ...) when that
     is shorter, else one index per node (``fn``).
     """
-    nodes = dag._nodes
-    runs = [(f, len(list(group))) for f, group in groupby(nodes, _FUNC)]
+    funcs = dag._funcs  # each node's function, in topological order
+    runs = [(f, len(list(group))) for f, group in groupby(funcs)]
     table = {f: j for j, f in enumerate(dict.fromkeys(f for f, _ in runs))}  # by identity
     record: dict[str, Any] = {
         "keys": list(dag._index),  # key -> index, filled in topological order
@@ -114,10 +110,10 @@ def graph_record(dag: DAG) -> bytes:
         "parents": dag._parents,
         "outputs": dag._output_index,
     }
-    if len(runs) * 4 <= len(nodes):
+    if len(runs) * 4 <= len(funcs):
         record["fn_runs"] = [x for f, count in runs for x in (table[f], count)]
     else:
-        record["fn"] = list(map(table.__getitem__, map(_FUNC, nodes)))
+        record["fn"] = list(map(table.__getitem__, funcs))
     return orjson.dumps(record)
 
 
