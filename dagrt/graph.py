@@ -157,6 +157,12 @@ class TaskFunction(Generic[P, R]):
             raise ValueError(f"retry_delay must be a number of seconds >= 0, got {retry_delay!r}")
         self.fn = fn
         self.name = name or _default_name(fn)
+        try:  # the name travels in records and the event log as UTF-8
+            self.name.encode()
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"task name {self.name!r} cannot be written as UTF-8 (a lone surrogate?)"
+            ) from None
         self.retries = retries
         self.retry_delay = float(retry_delay)
         self.is_async = _is_async_callable(fn)

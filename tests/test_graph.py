@@ -243,6 +243,12 @@ def test_task_rejects_non_callables_and_bad_options() -> None:
         dagrt.task(retry_delay="soon")(lambda: 1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="name"):
         dagrt.task(name="")(lambda: 1)
+    with pytest.raises(ValueError, match="UTF-8"):  # names go to the event log as UTF-8
+        dagrt.task(name="bad\udc80name")(lambda: 1)
+    odd = lambda: 1  # noqa: E731
+    odd.__name__ = "\ud800"
+    with pytest.raises(ValueError, match="UTF-8"):
+        dagrt.task(odd)
 
 
 def test_dag_rejects_what_is_not_a_node() -> None:

@@ -507,6 +507,29 @@ async def test_in_process_only_tasks_that_may_take_long_log_their_start() -> Non
         assert events.index(e) < events.index(finished[e.task])
 
 
+async def test_a_record_that_cannot_be_built_does_not_stop_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A graph record whose builder fails is logged and left out; the events of the
+    same flush and of later ones are written all the same."""
+    storage = InMemoryStorage()
+
+    def broken() -> bytes:
+        raise ValueError("cannot encode this graph")
+
+    async with MetadataStorage(storage, FlushPolicy(interval=None)) as metrics:
+        metrics.add_record(K.graph("r1"), broken)
+        metrics.add_record(K.graph("r2"), lambda: b"{}")
+        metrics.emit(finished_event("r1", 0))
+        await metrics.flush()  # (the flusher, woken by the records, may write some)
+        metrics.emit(finished_event("r1", 1))
+        await metrics.flush()
+        assert metrics.written == 2
+    assert [e.task for e in read_run(storage, "r1")] == [0, 1]  # type: ignore[attr-defined]
+    assert storage.pipeline([C.get(K.graph("r1")), C.get(K.graph("r2"))]) == [None, b"{}"]
+    assert "cannot build the record" in caplog.text
+
+
 async def test_reading_a_run_reads_only_its_range(redis_storage: RedisStorage) -> None:
     async with MetadataStorage(redis_storage, FlushPolicy(interval=None)) as metrics:
         for i in range(50):

@@ -304,8 +304,9 @@ class MetadataStorage:
     async def _write(self, records: list[tuple[str, Any]], items: list[Any], dropped: int) -> int:
         try:
             if records:
-                built = await anyio.to_thread.run_sync(lambda: [(k, b()) for k, b in records])
-                await self.storage.apipeline([C.set_(k, v) for k, v in built])
+                built = await anyio.to_thread.run_sync(_build_records, records)
+                if built:
+                    await self.storage.apipeline([C.set_(k, v) for k, v in built])
                 records = []
             await write_events(self.storage, self.stream, self._with_drops(items, dropped))
         except StorageError as exc:
@@ -326,8 +327,9 @@ class MetadataStorage:
         """Write the buffer from sync code (no event loop)."""
         with self._lock:
             records, self._records = self._records, []
-        if records:
-            self.storage.pipeline([C.set_(k, b()) for k, b in records])
+        built = _build_records(records)
+        if built:
+            self.storage.pipeline([C.set_(k, v) for k, v in built])
         items, dropped = self._take()
         items = self._with_drops(items, dropped)
         if items:
@@ -337,6 +339,18 @@ class MetadataStorage:
                     self.storage.run_script(RUN_RANGE, [key], [first, last])
             self.written += len(items)
         return len(items)
+
+
+def _build_records(records: list[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+    """Each record's bytes; one that cannot be built is logged and left out (the
+    events still go: a broken record must not stop the log)."""
+    built = []
+    for key, build in records:
+        try:
+            built.append((key, build()))
+        except Exception:
+            log.exception("metrics: cannot build the record %s (left out)", key)
+    return built
 
 
 async def write_events(
