@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 from pathlib import Path
 
 import anyio
@@ -56,6 +57,28 @@ async def test_a_killed_server_fails_clearly_and_a_restarted_one_is_used_again(
     server.restart()
     assert await call("set", "k", b"again") is True  # reconnected on its own
     assert await call("get", "k") == b"again"
+    await storage.aclose()
+
+
+async def test_a_server_that_stops_answering_is_noticed_on_an_idle_connection(
+    server_factory,
+) -> None:
+    """A connection used once and then idle (its reader waiting with no deadline) still
+    notices a server that no longer answers: a command sent then fails within the
+    reply timeout instead of waiting for ever."""
+    server = server_factory()
+    storage = RedisStorage(server.url, socket_timeout=1, retries=1)
+    assert await storage.aset("k", b"v") is True
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        with (
+            anyio.fail_after(10),
+            pytest.raises(StorageConnectionError, match="no reply within 1 s"),
+        ):
+            await storage.aget("k")
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    assert await storage.aget("k") == b"v"  # the next command connects again
     await storage.aclose()
 
 

@@ -104,8 +104,9 @@ class Link:
                 head.future.set_exception(error)
 
     def unreachable(self, exc: BaseException) -> StorageConnectionError:
+        reason = str(exc) or type(exc).__name__
         return StorageConnectionError(
-            f"cannot reach the storage server at {self.display_url}: {exc or type(exc).__name__}"
+            f"cannot reach the storage server at {self.display_url}: {reason}"
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -144,6 +145,7 @@ class Multiplexer(Link):
         self._out: list[bytes | memoryview] = []
         self._wake: asyncio.Event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._deadline: asyncio.Timeout | None = None  # the reader's, while it runs
 
     def _connected(self) -> bool:
         return self._writer is not None
@@ -208,6 +210,7 @@ class Multiplexer(Link):
         self.pending.append(Pending(len(commands), future))
         self._out.extend(packed)
         self._wake.set()
+        self._arm()
         return await future
 
     async def _write_loop(self, writer: asyncio.StreamWriter) -> None:
@@ -241,21 +244,39 @@ class Multiplexer(Link):
 
     async def _read_loop(self, reader: asyncio.StreamReader, parser: hiredis.Reader) -> None:
         expect = self.pending
+        loop = asyncio.get_running_loop()
+        limit = self.reply_timeout
         try:
-            while True:
-                if expect and self.reply_timeout is not None:
-                    async with asyncio.timeout(self.reply_timeout):
-                        data = await reader.read(READ_SIZE)
-                else:
+            # One deadline for the whole loop, armed while replies are owed and moved on
+            # by every read that brings bytes: a command sent while the loop was already
+            # waiting (idle, no deadline) arms it too (see _arm), so a server that stops
+            # answering is noticed whenever it stops.
+            async with asyncio.timeout(None) as deadline:
+                self._deadline = deadline
+                if expect:
+                    self._arm()
+                while True:
                     data = await reader.read(READ_SIZE)
-                if not data:
-                    raise ConnectionResetError("the server closed the connection")
-                parser.feed(data)
-                while (reply := parser.gets()) is not False:
-                    if expect[0].add(reply):
-                        expect.popleft()
+                    if not data:
+                        raise ConnectionResetError("the server closed the connection")
+                    parser.feed(data)
+                    while (reply := parser.gets()) is not False:
+                        if expect[0].add(reply):
+                            expect.popleft()
+                    if limit is not None:
+                        deadline.reschedule(loop.time() + limit if expect else None)
         except (OSError, ConnectionError, TimeoutError, IndexError, hiredis.ProtocolError) as exc:
+            if isinstance(exc, TimeoutError):
+                exc = TimeoutError(f"no reply within {limit:g} s")
             self._broken(exc)
+        finally:
+            self._deadline = None
+
+    def _arm(self) -> None:
+        """Replies are owed: start the reply deadline if it is not running."""
+        deadline = self._deadline
+        if deadline is not None and self.reply_timeout is not None and deadline.when() is None:
+            deadline.reschedule(asyncio.get_running_loop().time() + self.reply_timeout)
 
     def _broken(self, exc: BaseException) -> None:
         """Fail every waiting caller; the next command reconnects."""
