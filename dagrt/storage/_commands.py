@@ -207,6 +207,21 @@ def hlen(key: str) -> Cmd:
     return Cmd(("HLEN", key), _int)
 
 
+# --------------------------------------------------------------------------- lists
+
+
+def rpush(key: str, values: Sequence[Value]) -> Cmd:
+    return Cmd(("RPUSH", key, *values), _int)
+
+
+def lrange(key: str, start: int = 0, stop: int = -1) -> Cmd:
+    return Cmd(("LRANGE", key, start, stop), list)
+
+
+def llen(key: str) -> Cmd:
+    return Cmd(("LLEN", key), _int)
+
+
 # --------------------------------------------------------------------------- sorted sets
 
 

@@ -339,6 +339,24 @@ class InMemoryStorage(Storage):
     def _hlen(self, a: list[Any]) -> Any:
         return len(self._typed(a[0], dict) or {})
 
+    # lists
+
+    def _rpush(self, a: list[Any]) -> Any:
+        items = self._typed(a[0], list, create=True)
+        items.extend(_b(x) for x in a[1:])
+        return len(items)
+
+    def _lrange(self, a: list[Any]) -> Any:
+        items = self._typed(a[0], list) or []
+        n = len(items)
+        start, stop = _int(a[1]), _int(a[2])
+        start = max(0, start + n if start < 0 else start)
+        stop = stop + n if stop < 0 else min(stop, n - 1)
+        return list(items[start : stop + 1])
+
+    def _llen(self, a: list[Any]) -> Any:
+        return len(self._typed(a[0], list) or [])
+
     # sorted sets (a dict member -> score; sorted on read)
 
     def _zadd(self, a: list[Any]) -> Any:
@@ -713,6 +731,9 @@ _HANDLERS: dict[str, Callable[[InMemoryStorage, list[Any]], Any]] = {
     "HINCRBY": InMemoryStorage._hincrby,
     "HDEL": InMemoryStorage._hdel,
     "HLEN": InMemoryStorage._hlen,
+    "RPUSH": InMemoryStorage._rpush,
+    "LRANGE": InMemoryStorage._lrange,
+    "LLEN": InMemoryStorage._llen,
     "ZADD": InMemoryStorage._zadd,
     "ZRANGE": InMemoryStorage._zrange,
     "ZREM": InMemoryStorage._zrem,
