@@ -20,6 +20,7 @@ __all__ = [
     "events",
     "function",
     "graph",
+    "run_entries",
     "run_record",
     "new_run_id",
     "run_key",
@@ -140,6 +141,12 @@ def runs_index() -> str:
 def run_record(run_id: str) -> str:
     """A run's entry in the runs index: first/last event ids, status, counts (persistent)."""
     return f"{PREFIX}:run:{run_id}"
+
+
+def run_entries(run_id: str) -> str:
+    """The ids of a run's entries in the event log, in the order they were indexed
+    (persistent): reading a run reads these entries and no others."""
+    return f"{PREFIX}:run:{run_id}:entries"
 
 
 def graph(run_id: str) -> str:

@@ -311,10 +311,13 @@ async def test_flush_at_close_and_combined_policies(redis_storage: RedisStorage)
 
 
 def test_a_worker_flushes_on_sigterm(pool_factory: Any) -> None:
-    pool: Pool = pool_factory(1, "--flush-interval", "0", "--flush-size", "0")
+    pool: Pool = pool_factory(
+        1, "--flush-interval", "0", "--flush-size", "0", "--no-flush-when-idle"
+    )
     storage = RedisStorage(pool.url)
     assert dagrt.compute(add(inc(1), 2), address=pool.url, metrics=False) == 4
-    assert storage.xlen(K.events()) == 0  # the worker holds its events
+    # the worker holds its task events (its worker-started went at once)
+    assert [e.kind for e in _all_events(storage)] == ["worker-started"]
     worker = pool.workers[0]
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
@@ -530,25 +533,31 @@ async def test_a_record_that_cannot_be_built_does_not_stop_the_log(
     assert "cannot build the record" in caplog.text
 
 
-async def test_reading_a_run_reads_only_its_range(redis_storage: RedisStorage) -> None:
+async def test_reading_a_run_reads_only_its_own_entries(redis_storage: RedisStorage) -> None:
+    """Runs logged at the same time interleave in the log; the runs index lists each
+    run's own entries, so reading one run reads those and no others."""
     async with MetadataStorage(redis_storage, FlushPolicy(interval=None)) as metrics:
         for i in range(50):
             metrics.emit(finished_event("before", i))
         await metrics.flush()
         metrics.emit_event(
-            RunSubmitted(kind="run-submitted", ts=time.time(), run_id="mine", n_tasks=2)
+            RunSubmitted(kind="run-submitted", ts=time.time(), run_id="mine", n_tasks=20)
         )
-        metrics.emit(finished_event("mine", 0))
-        metrics.emit(finished_event("other", 0))
-        metrics.emit(finished_event("mine", 1))
-        await metrics.flush()
+        for i in range(20):  # each flush writes an entry of each run, in turn
+            metrics.emit(finished_event("mine", i))
+            for j in range(30):
+                metrics.emit(finished_event("other", 30 * i + j))
+            await metrics.flush()
         for i in range(50):
             metrics.emit(finished_event("after", i))
     events = read_run(redis_storage, "mine")
-    assert [e.kind for e in events] == ["run-submitted", "task-finished", "task-finished"]
+    assert [e.kind for e in events] == ["run-submitted"] + ["task-finished"] * 20
+    assert [e.task for e in events[1:]] == list(range(20))  # type: ignore[attr-defined]
+    [listed] = redis_storage.pipeline([C.lrange(K.run_entries("mine"))])
+    own = [eid for eid, fields in redis_storage.xrange(K.events()) if fields[b"r"] == b"mine"]
+    assert listed == own  # what read_run reads: 20 entries, of the log's 72
     record = redis_storage.hgetall(K.run_record("mine"))
-    span = redis_storage.xrange(K.events(), record[b"first"].decode(), record[b"last"].decode())
-    assert len(span) <= 3  # the run's range holds its own entries, not the whole log
+    assert (record[b"first"], record[b"last"]) == (own[0], own[-1])
     with pytest.raises(dagrt.RunNotFoundError):
         read_run(redis_storage, "no-such-run")
 
@@ -771,11 +780,10 @@ def test_the_in_process_recorder_loses_no_task_while_threads_record() -> None:
 async def test_writers_of_one_run_interleaving_lose_no_event(
     backend: str, redis_storage: RedisStorage
 ) -> None:
-    """A client and workers log one run at once: each appends entries, then records their
-    range in the runs index. The range only widens, so however their writes interleave,
-    read_run returns every event (an older "last" used to overwrite a newer one)."""
+    """A client and workers log one run at once. Each write appends its entries and
+    indexes them in one atomic call, so however the writers interleave, the run's
+    record and list name every entry, and read_run returns every event."""
     from dagrt.metrics.read import aread_run
-    from dagrt.metrics.store import RUN_RANGE
 
     storage = redis_storage if backend == "redis" else InMemoryStorage()
     run = "20261125-000000-000-abcdef"
@@ -791,14 +799,12 @@ async def test_writers_of_one_run_interleaving_lose_no_event(
     async with anyio.create_task_group() as tg:
         for who, w in enumerate(writers):
             tg.start_soon(write, w, who)
-    # and a straggler recording an old range last, as the race did
-    record = await storage.ahgetall(K.run_record(run))
-    await storage.arun_script(RUN_RANGE, [K.run_record(run)], ["1-0", "2-0"])
-    after = await storage.ahgetall(K.run_record(run))
-    assert after[b"last"] == record[b"last"]
-    assert after[b"first"] == b"1-0"  # the range widened down, never narrowed
-    await storage.arun_script(RUN_RANGE, [K.run_record(run)], [record[b"first"], record[b"last"]])
     started = [e.task for e in await aread_run(storage, run) if e.kind == "task-started"]
     assert sorted(started) == sorted(who * 100 + i for who in range(3) for i in range(20))
+    listed = await storage.apipeline([C.lrange(K.run_entries(run))])
+    record = await storage.ahgetall(K.run_record(run))
+    ordered = sorted(listed[0], key=K.entry_order)
+    assert (record[b"first"], record[b"last"]) == (ordered[0], ordered[-1])
+    assert int(record[b"started"]) == 60
     for w in writers:
         await w.aclose()

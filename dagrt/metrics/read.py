@@ -2,40 +2,59 @@
 
 Each reader is written once, as a generator of storage commands, and driven
 by the storage's sync or async driver (``read_run`` / ``aread_run``). Reading
-one run costs in proportion to the events logged while it ran: the runs index
-knows the first and last entry of the run, and only that range is read.
+one run costs in proportion to that run's own events: the runs index lists the
+ids of the run's entries, and only those are read (logs written before that
+list existed are read by the run's range of entries, first to last).
+
+Workers write their events on their own schedule, so right after a run ends its
+log may still be filling; ``read_run(..., wait=seconds)`` first blocks on the
+log (no polling) until the runs index says the run is complete (see
+:attr:`RunSummary.complete`), or the time is up.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
+import anyio
 import orjson
 
 from .. import keys as K
 from ..exceptions import RunNotFoundError, SerializationError
 from ..graph import DAG
 from ..serialize import unpack
-from ..storage import Storage
+from ..storage import RedisStorage, Script, Storage
 from ..storage import commands as C
+from ..storage.base import script_flow
 from .events import Event, expand, from_wire
 
 __all__ = [
     "RunGraph",
     "RunSummary",
     "aread_graph",
+    "aread_log",
     "aread_run",
     "alist_runs",
+    "arun_summary",
+    "await_for_run",
     "graph_record",
     "list_runs",
     "read_graph",
+    "read_log",
     "read_run",
+    "run_summary",
+    "wait_for_run",
 ]
 
-PAGE = 1000
+log = logging.getLogger("dagrt.metrics")
+
+PAGE = 1000  # entries read at a time by range (logs without the entries list)
+ENTRIES_PER_CALL = 200  # entries read by id in one call
 Flow = Generator[C.Cmd, Any, Any]
 
 
@@ -53,6 +72,26 @@ class RunSummary:
     makespan: float | None = None
     bytes_moved: int = 0
     workers: list[str] = field(default_factory=list)
+    runtime: str = ""  # "in-process", or the server the run went to
+    client: str = ""
+    started: int = 0  # attempts that logged a task-started
+    ended: int = 0  # attempts that logged their end (task-finished or task-failed)
+
+    @property
+    def complete(self) -> bool:
+        """Is the run's log complete? Its run-finished event is in and, for a run on
+        workers (which write their events on their own schedule), every attempt that
+        logged its start has logged its end, and a run that finished has a
+        task-finished event for each of its tasks. An in-process run's events all go
+        before its run-finished. A worker that died holding events leaves its run
+        incomplete for good (readers that wait give up after their timeout)."""
+        if self.status not in ("finished", "failed", "cancelled"):
+            return False
+        if self.runtime == "in-process":
+            return True
+        if self.ended < self.started:
+            return False
+        return self.status != "finished" or self.done >= self.n_tasks
 
     @classmethod
     def from_hash(cls, run_id: str, raw: dict[bytes, bytes]) -> RunSummary:
@@ -68,6 +107,10 @@ class RunSummary:
             makespan=float(text["makespan"]) if "makespan" in text else None,
             bytes_moved=int(text.get("bytes", 0)),
             workers=sorted(k[2:] for k in text if k.startswith("w:")),
+            runtime=text.get("runtime", ""),
+            client=text.get("client", ""),
+            started=int(text.get("started", 0)),
+            ended=int(text.get("ended", 0)),
         )
 
 
@@ -119,28 +162,43 @@ def graph_record(dag: DAG) -> bytes:
 
 def _graph(raw: bytes, run_id: str) -> RunGraph:
     what = f"graph of run {run_id}"
-    if raw[:1] == b"{":
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise SerializationError(f"cannot read {what}: {exc}") from None
-    else:  # msgpack, as earlier logs have it (keys then one newline-joined string)
-        data = unpack(raw, what=what)
-    keys = data["keys"]
-    if isinstance(keys, str):
-        keys = keys.split("\n")
-    names = data["names"]
-    if "fn_runs" in data:
-        flat = data["fn_runs"]
-        fn = [j for j, count in zip(flat[0::2], flat[1::2], strict=True) for _ in range(count)]
-    else:
-        fn = data["fn"]
-    return RunGraph(
-        keys=keys,
-        names=[names[i] for i in fn],
-        parents=data["parents"],
-        outputs=data["outputs"],
-    )
+    try:
+        # JSON, or msgpack as earlier logs have it (keys then one newline-joined string)
+        data = orjson.loads(raw) if raw[:1] == b"{" else unpack(raw, what=what)
+        keys = data["keys"]
+        if isinstance(keys, str):
+            keys = keys.split("\n")
+        names = data["names"]
+        if "fn_runs" in data:
+            flat = data["fn_runs"]
+            fn = [j for j, count in zip(flat[0::2], flat[1::2], strict=True) for _ in range(count)]
+        else:
+            fn = data["fn"]
+        graph = RunGraph(
+            keys=list(keys),
+            names=[names[i] for i in fn],
+            parents=[list(ps) for ps in data["parents"]],
+            outputs=list(data["outputs"]),
+        )
+        if not len(graph.names) == len(graph.parents) == len(graph.keys):
+            raise ValueError("keys, functions and parents differ in length")
+    except SerializationError:
+        raise
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise SerializationError(f"cannot read {what}: {type(exc).__name__}: {exc}") from None
+    return graph
+
+
+def _read_entries_twin(redis: Any, keys: list[str], argv: list[Any]) -> Any:
+    """``read_entries.lua`` for InMemoryStorage."""
+    return [redis.call("XRANGE", keys[0], entry, entry) for entry in argv]
+
+
+READ_ENTRIES = Script.from_package("read_entries.lua", _read_entries_twin)
+
+
+def _fields(flat: list[Any]) -> dict[bytes, bytes]:
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
 
 
 # --------------------------------------------------------------------------- flows
@@ -150,20 +208,47 @@ def _run_flow(run_id: str) -> Flow:
     record = yield C.hgetall(K.run_record(run_id))
     if not record or b"first" not in record:
         raise RunNotFoundError(f"no events of run {run_id!r} in the event log")
-    first, last = record[b"first"].decode(), record[b"last"].decode()
     raw_graph = yield C.get(K.graph(run_id))
-    graph = _graph(raw_graph, run_id) if raw_graph is not None else None
+    graph = None
+    if raw_graph is not None:
+        try:
+            graph = _graph(raw_graph, run_id)
+        except SerializationError as exc:  # the events still read, without keys and names
+            log.warning("%s; reading the run's events without it", exc)
     events: list[Event] = []
+
+    def take(fields: dict[bytes, bytes]) -> None:
+        if fields.get(b"r", b"").decode() == run_id:
+            for item in unpack(fields[b"d"]):
+                events.extend(expand(from_wire(item), graph))
+
+    ids = yield C.lrange(K.run_entries(run_id), 0, -1)
+    if ids:
+        ids = sorted(set(ids), key=K.entry_order)
+        for start in range(0, len(ids), ENTRIES_PER_CALL):
+            chunk = ids[start : start + ENTRIES_PER_CALL]
+            replies = yield from script_flow(READ_ENTRIES, [K.events()], chunk)
+            for reply in replies:
+                for _, flat in reply:  # (nothing for an entry trimmed from the log)
+                    take(_fields(flat))
+        return events
+    # A log written before runs listed their entries: read the run's range.
+    first, last = record[b"first"].decode(), record[b"last"].decode()
     start = first
     while True:
         page = yield C.xrange(K.events(), start, last, PAGE)
         for _, fields in page:
-            if fields.get(b"r", b"").decode() == run_id:
-                for item in unpack(fields[b"d"]):
-                    events.extend(expand(from_wire(item), graph))
+            take(fields)
         if len(page) < PAGE:
             return events
         start = "(" + page[-1][0].decode()
+
+
+def _summary_flow(run_id: str) -> Flow:
+    record = yield C.hgetall(K.run_record(run_id))
+    if not record:
+        raise RunNotFoundError(f"no events of run {run_id!r} in the event log")
+    return RunSummary.from_hash(run_id, record)
 
 
 def _graph_flow(run_id: str) -> Flow:
@@ -171,6 +256,29 @@ def _graph_flow(run_id: str) -> Flow:
     if raw is None:
         raise RunNotFoundError(f"no graph of run {run_id!r} in the event log")
     return _graph(raw, run_id)
+
+
+def _log_flow(since: float | None, until: float | None, limit: int | None) -> Flow:
+    start = f"{int(since * 1000)}-0" if since is not None else "-"
+    end = f"{int(until * 1000)}" if until is not None else "+"
+    events: list[Event] = []
+    graphs: dict[str, RunGraph | None] = {}
+    while limit is None or len(events) < limit:
+        page = yield C.xrange(K.events(), start, end, PAGE)
+        for _, fields in page:
+            run_id = fields.get(b"r", b"").decode()
+            if run_id and run_id not in graphs:
+                raw = yield C.get(K.graph(run_id))
+                try:
+                    graphs[run_id] = _graph(raw, run_id) if raw is not None else None
+                except SerializationError:
+                    graphs[run_id] = None
+            for item in unpack(fields[b"d"]):
+                events.extend(expand(from_wire(item), graphs.get(run_id)))
+        if len(page) < PAGE:
+            break
+        start = "(" + page[-1][0].decode()
+    return events if limit is None else events[:limit]
 
 
 def _runs_flow(limit: int) -> Flow:
@@ -186,28 +294,171 @@ def _runs_flow(limit: int) -> Flow:
 # --------------------------------------------------------------------------- drivers
 
 
-def read_run(storage: Storage, run_id: str) -> list[Event]:
-    """Every event of ``run_id``, in the order they were logged."""
-    return storage._drive(_run_flow(run_id))  # type: ignore[no-any-return]
+_NO_RUN: Any = object()  # a reader that takes no run id
 
 
-async def aread_run(storage: Storage, run_id: str) -> list[Event]:
-    return await storage._adrive(_run_flow(run_id))  # type: ignore[no-any-return]
+def _checked(storage: Storage | str, run_id: Any = _NO_RUN) -> tuple[Storage, bool]:
+    """The storage to read (made from a URL, then owned by the caller: True), after
+    checking the arguments."""
+    if run_id is not _NO_RUN:
+        if not isinstance(run_id, str):
+            raise TypeError(f"run_id must be a string, got {run_id!r}")
+        if not K.valid_run_id(run_id):
+            raise ValueError(f"{run_id!r} is not a run id (letters, digits, '_', '.', '-')")
+    if isinstance(storage, str):
+        return RedisStorage(storage), True
+    if not isinstance(storage, Storage):
+        raise TypeError(
+            f"storage must be a dagrt Storage or a redis:// URL, got {type(storage).__name__}"
+        )
+    return storage, False
 
 
-def read_graph(storage: Storage, run_id: str) -> RunGraph:
+def _drive(storage: Storage | str, flow: Flow, run_id: Any = _NO_RUN) -> Any:
+    store, owned = _checked(storage, run_id)
+    try:
+        return store._drive(flow)
+    finally:
+        if owned:
+            store.close()
+
+
+async def _adrive(storage: Storage | str, flow: Flow, run_id: Any = _NO_RUN) -> Any:
+    store, owned = _checked(storage, run_id)
+    try:
+        return await store._adrive(flow)
+    finally:
+        if owned:
+            await store.aclose()
+
+
+def _wait_checked(wait: float) -> float:
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait >= 0:
+        raise ValueError(f"wait must be a number of seconds >= 0, got {wait!r}")
+    return float(wait)
+
+
+def read_run(storage: Storage | str, run_id: str, *, wait: float = 0.0) -> list[Event]:
+    """Every event of ``run_id``, in the order they were logged (workers' and the
+    client's entries interleave as they were written: order by ``ts`` for a timeline).
+
+    ``storage`` is the event log's store, or its ``redis://`` URL. ``wait`` seconds:
+    first wait (blocking on the log) until the run's log is complete (see
+    :attr:`RunSummary.complete`); after that, what is there is returned.
+    """
+    if _wait_checked(wait):
+        wait_for_run(storage, run_id, wait)
+    return _drive(storage, _run_flow(run_id), run_id)  # type: ignore[no-any-return]
+
+
+async def aread_run(storage: Storage | str, run_id: str, *, wait: float = 0.0) -> list[Event]:
+    if _wait_checked(wait):
+        await await_for_run(storage, run_id, wait)
+    return await _adrive(storage, _run_flow(run_id), run_id)  # type: ignore[no-any-return]
+
+
+def run_summary(storage: Storage | str, run_id: str) -> RunSummary:
+    """The run's entry in the runs index (status, counts, whether its log is complete)."""
+    return _drive(storage, _summary_flow(run_id), run_id)  # type: ignore[no-any-return]
+
+
+async def arun_summary(storage: Storage | str, run_id: str) -> RunSummary:
+    return await _adrive(storage, _summary_flow(run_id), run_id)  # type: ignore[no-any-return]
+
+
+def wait_for_run(storage: Storage | str, run_id: str, within: float) -> RunSummary:
+    """Block until the run's log is complete or ``within`` seconds passed; its summary
+    then (check ``.complete``). Wakes on new entries of the log (``XREAD BLOCK``)."""
+    store, owned = _checked(storage, run_id)
+    try:
+        deadline = time.monotonic() + within
+        last = _last_id(store.xrevrange(K.events(), count=1))
+        while True:
+            summary = store._drive(_summary_flow(run_id))
+            left = deadline - time.monotonic()
+            if summary.complete or left <= 0:
+                return summary  # type: ignore[no-any-return]
+            reply = store.xread({K.events(): last}, count=100, block=min(left, 5.0))
+            if reply:
+                last = reply[0][1][-1][0]
+    finally:
+        if owned:
+            store.close()
+
+
+async def await_for_run(storage: Storage | str, run_id: str, within: float) -> RunSummary:
+    """:func:`wait_for_run` for async code."""
+    store, owned = _checked(storage, run_id)
+    try:
+        summary = await store._adrive(_summary_flow(run_id))
+        with anyio.move_on_after(within):
+            last = _last_id(await store.axrevrange(K.events(), count=1))
+            while True:
+                summary = await store._adrive(_summary_flow(run_id))
+                if summary.complete:
+                    break
+                reply = await store.axread({K.events(): last}, count=100, block=5.0)
+                if reply:
+                    last = reply[0][1][-1][0]
+        return summary  # type: ignore[no-any-return]
+    finally:
+        if owned:
+            await store.aclose()
+
+
+def _last_id(entries: list[Any]) -> bytes | str:
+    return entries[0][0] if entries else "0-0"
+
+
+def read_graph(storage: Storage | str, run_id: str) -> RunGraph:
     """The graph of ``run_id`` as logged when it was submitted."""
-    return storage._drive(_graph_flow(run_id))  # type: ignore[no-any-return]
+    return _drive(storage, _graph_flow(run_id), run_id)  # type: ignore[no-any-return]
 
 
-async def aread_graph(storage: Storage, run_id: str) -> RunGraph:
-    return await storage._adrive(_graph_flow(run_id))  # type: ignore[no-any-return]
+async def aread_graph(storage: Storage | str, run_id: str) -> RunGraph:
+    return await _adrive(storage, _graph_flow(run_id), run_id)  # type: ignore[no-any-return]
 
 
-def list_runs(storage: Storage, limit: int = 20) -> list[RunSummary]:
+def _window(since: float | None, until: float | None, limit: int | None) -> Flow:
+    for label, value in (("since", since), ("until", until)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise TypeError(f"{label} must be a wall-clock time in seconds or None, got {value!r}")
+    return _log_flow(since, until, None if limit is None else _limit(limit))
+
+
+def read_log(
+    storage: Storage | str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = None,
+) -> list[Event]:
+    """Events of every run and of none (worker started/heartbeat/stopped) in the order
+    they were logged, between the wall-clock times ``since`` and ``until`` (by when
+    they were written), at most ``limit``."""
+    return _drive(storage, _window(since, until, limit))  # type: ignore[no-any-return]
+
+
+async def aread_log(
+    storage: Storage | str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = None,
+) -> list[Event]:
+    return await _adrive(storage, _window(since, until, limit))  # type: ignore[no-any-return]
+
+
+def _limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an int >= 1, got {limit!r}")
+    return limit
+
+
+def list_runs(storage: Storage | str, limit: int = 20) -> list[RunSummary]:
     """The most recent runs, newest first."""
-    return storage._drive(_runs_flow(limit))  # type: ignore[no-any-return]
+    return _drive(storage, _runs_flow(_limit(limit)))  # type: ignore[no-any-return]
 
 
-async def alist_runs(storage: Storage, limit: int = 20) -> list[RunSummary]:
-    return await storage._adrive(_runs_flow(limit))  # type: ignore[no-any-return]
+async def alist_runs(storage: Storage | str, limit: int = 20) -> list[RunSummary]:
+    return await _adrive(storage, _runs_flow(_limit(limit)))  # type: ignore[no-any-return]

@@ -1,0 +1,138 @@
+"""Reading the event log: a run's events once its log is complete, the runs index,
+the whole log, and what bad arguments get."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+from conftest import Pool
+from helpers import add, inc
+
+import dagrt
+from dagrt import keys as K
+from dagrt.metrics import (
+    FlushPolicy,
+    MetadataStorage,
+    RunSubmitted,
+    TaskExecutionMetrics,
+    aread_run,
+    list_runs,
+    read_graph,
+    read_log,
+    read_run,
+    run_summary,
+)
+from dagrt.metrics import recorder as rec
+from dagrt.storage import InMemoryStorage, RedisStorage
+
+
+@dagrt.task
+def collect(*xs: int) -> list[int]:
+    return list(xs)
+
+
+async def test_a_cluster_run_is_read_whole_once_its_log_is_complete(pool: Pool) -> None:
+    """Workers write on their own schedule: right after the run, its log may still be
+    filling. ``wait`` blocks on the log until the runs index says it is complete."""
+    slow = FlushPolicy(interval=5.0, max_events=None)  # the workers' clocks would be late
+    async with dagrt.Client(pool.url, flush=slow) as client:
+        fut = client.submit(collect(*[add(inc(i), i) for i in range(100)]))
+        await fut
+        storage = RedisStorage(pool.url)
+        with anyio.fail_after(20):
+            events = await aread_run(storage, fut.run_id, wait=15)
+        done = {e.task for e in events if isinstance(e, TaskExecutionMetrics)}
+        assert done == set(range(201))
+        summary = run_summary(storage, fut.run_id)
+        assert summary.complete
+        assert summary.done == 201
+        assert summary.ended >= summary.started
+        await storage.aclose()
+
+
+async def test_a_run_is_complete_by_its_counts() -> None:
+    """In-process runs log every task before their end; a run on workers is complete
+    once its ends match its starts and, if it finished, every task finished."""
+    async with dagrt.Client(processes=False) as client:
+        fut = client.submit(add(inc(1), 2))
+        await fut
+        await client.metrics.flush()  # type: ignore[union-attr]
+        summary = run_summary(client.metrics.storage, fut.run_id)  # type: ignore[union-attr]
+    assert (summary.runtime, summary.status, summary.complete) == ("in-process", "finished", True)
+    storage = InMemoryStorage()
+    async with MetadataStorage(storage, FlushPolicy(interval=None)) as metrics:
+        metrics.emit_event(
+            RunSubmitted(
+                kind="run-submitted", ts=time.time(), run_id="r", n_tasks=2, runtime="redis://x"
+            )
+        )
+        now = time.time()
+        metrics.emit(rec.task_started(now, "r", "w1", 0, "a", "f", 1))
+        metrics.emit(rec.task_finished("r", "w1", 0, "a", "f", 1, now, now, 0.0))
+        metrics.emit(
+            (2, now, "r", "", "finished", 0.1, None)  # run-finished, in wire form
+        )
+        await metrics.flush()
+        assert not run_summary(storage, "r").complete  # one task of two: a worker still holds it
+        metrics.emit(rec.task_started(now, "r", "w2", 1, "b", "f", 1))
+        await metrics.flush()
+        assert not run_summary(storage, "r").complete
+        metrics.emit(rec.task_finished("r", "w2", 1, "b", "f", 1, now, now, 0.0))
+        await metrics.flush()
+        assert run_summary(storage, "r").complete
+    # waiting for a complete log returns at once
+    assert len(read_run(storage, "r", wait=30)) == 6
+
+
+def test_reading_checks_its_arguments(redis_url: str) -> None:
+    storage = InMemoryStorage()
+    for bad in (123, None, ["a"]):
+        with pytest.raises(TypeError, match="run_id"):
+            read_run(storage, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a run id"):
+        read_run(storage, "../etc")
+    with pytest.raises(TypeError, match="Storage or a redis:// URL"):
+        read_run(object(), "r")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="wait"):
+        read_run(storage, "r", wait=-1)
+    for limit in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="limit"):
+            list_runs(storage, limit)  # type: ignore[arg-type]
+    with pytest.raises(dagrt.RunNotFoundError):
+        read_run(redis_url, "no-such-run")  # a URL is a storage too
+
+
+async def test_a_damaged_graph_leaves_the_events_readable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with dagrt.Client(processes=False) as client:
+        fut = client.submit(add(inc(1), 2))
+        await fut
+        await client.metrics.flush()  # type: ignore[union-attr]
+        storage = client.metrics.storage  # type: ignore[union-attr]
+        storage.set(K.graph(fut.run_id), b"{}")
+        with pytest.raises(dagrt.SerializationError, match="graph of run"):
+            read_graph(storage, fut.run_id)
+        kinds = [e.kind for e in read_run(storage, fut.run_id)]
+    assert kinds.count("task-finished") == 2
+    assert "reading the run's events without it" in caplog.text
+
+
+async def test_the_whole_log_holds_worker_events_too(pool_factory: Any) -> None:
+    pool: Pool = pool_factory(1, "--heartbeat", "0.2", "--name", "solo")
+    storage = RedisStorage(pool.url)
+    since = time.time() - 60
+    async with dagrt.Client(pool.url) as client:
+        assert await client.compute(add(inc(1), 2)) == 4
+    with anyio.fail_after(20):
+        while True:
+            kinds = {e.kind for e in read_log(storage, since=since) if e.worker_id == "solo"}
+            if {"worker-started", "worker-heartbeat", "task-finished"} <= kinds:
+                break
+            await storage.axread({K.events(): "$"}, block=5)
+    assert read_log(storage, since=since, limit=1)[0].kind == "worker-started"
+    assert read_log(storage, until=since) == []
+    await storage.aclose()
