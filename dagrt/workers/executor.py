@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import inspect
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from ..pytree import unflatten
 from ..scheduler import TaskRecord
 from ..serialize import Frame, dumps, dumps_frame
 
-__all__ = ["Executor", "Outcome", "error_record"]
+__all__ = ["Executor", "Outcome", "error_record", "permanent"]
 
 INLINE_MAX = 2e-4  # seconds: calls shorter than this may run on the loop
 INLINE_BAN = 5e-3  # seconds: a call longer than this sends the function back to threads
@@ -77,8 +78,9 @@ class Outcome:
     error: BaseException | None = None
     traceback: str = ""
     attempt: int = 1
-    started: float = 0.0
+    started: float = 0.0  # when the last attempt's call began (in its thread)
     ended: float = 0.0
+    attempt_started: float = 0.0  # when the last attempt began (before waiting for a thread)
     profile: dict[str, float] = field(default_factory=dict)
 
 
@@ -128,6 +130,8 @@ class Executor:
 
     def __init__(self, threads: int) -> None:
         self.limiter = anyio.CapacityLimiter(threads)
+        self.in_threads = 0  # calls running in threads now (abandoned ones included)
+        self._counting = threading.Lock()
         self._profiles: dict[int, _Profile] = {}
         self._async: dict[int, bool] = {}
 
@@ -160,21 +164,36 @@ class Executor:
         rec: TaskRecord,
         values: list[Any],
         on_retry: Callable[[TaskRecord, BaseException, str, int], None] | None = None,
+        *,
+        attempt: int = 1,
+        retries: int | None = None,
+        on_attempt: Callable[[int], None] | None = None,
     ) -> Outcome:
-        """Call ``fn`` for ``rec`` with its retries; serialize the result where it ran."""
-        attempt = 0
+        """Call ``fn`` for ``rec`` with its retries; serialize the result where it ran.
+
+        ``attempt`` numbers the first call (a task taken over from a worker that died
+        goes on counting); ``retries`` is how many more calls may follow a failure
+        (default: the task's own). ``on_retry`` hears each failure that another
+        attempt follows, ``on_attempt`` each attempt after the first as it begins.
+        """
+        left = rec.retries if retries is None else retries
         while True:
-            attempt += 1
-            started = time.time()
+            began = time.time()
+            started = began
             try:
                 args, kwargs = build_arguments(rec, values)
                 value, frame, started, ended = await self._call(fn, args, kwargs, rec)
             except Exception as exc:
                 tb = user_traceback(exc)
-                if attempt <= rec.retries and not _permanent(exc):
+                if left > 0 and not permanent(exc):
                     if on_retry is not None:
                         on_retry(rec, exc, tb, attempt)
-                    await anyio.sleep(rec.retry_delay * (2 ** (attempt - 1)))
+                    failures = rec.retries - left + 1  # backoff doubles with each failure
+                    left -= 1
+                    await anyio.sleep(rec.retry_delay * (2 ** (failures - 1)))
+                    attempt += 1
+                    if on_attempt is not None:
+                        on_attempt(attempt)
                     continue
                 return Outcome(
                     False,
@@ -183,8 +202,17 @@ class Executor:
                     attempt=attempt,
                     started=started,
                     ended=time.time(),
+                    attempt_started=began,
                 )
-            return Outcome(True, value, frame, attempt=attempt, started=started, ended=ended)
+            return Outcome(
+                True,
+                value,
+                frame,
+                attempt=attempt,
+                started=started,
+                ended=ended,
+                attempt_started=began,
+            )
 
     async def _call(
         self,
@@ -213,17 +241,28 @@ class Executor:
             frame = dumps_frame(value, what=what, by_value=False)
             return value, frame, elapsed, began, time.time()
 
+        def in_thread() -> tuple[Any, bytes | Frame, float, float, float]:
+            with self._counting:
+                self.in_threads += 1
+            try:
+                return call()
+            finally:
+                with self._counting:
+                    self.in_threads -= 1
+
         if profile.inline:
             value, frame, elapsed, began, ended = call()
         else:
+            # Cancelled (a worker shutting down past its graceful timeout), the waiter
+            # leaves at once; the thread runs on, and the worker exits without it.
             value, frame, elapsed, began, ended = await anyio.to_thread.run_sync(
-                call, limiter=self.limiter
+                in_thread, limiter=self.limiter, abandon_on_cancel=True
             )
         profile.measured(elapsed)
         return value, frame, began, ended
 
 
-def _permanent(exc: BaseException) -> bool:
+def permanent(exc: BaseException) -> bool:
     """Errors that another attempt cannot fix."""
     from ..exceptions import SerializationError
 

@@ -63,7 +63,7 @@ from ..serialize import Frame, loads, pack
 from ..storage import RedisStorage, Storage
 from ..storage import commands as C
 from ..storage.base import NoScriptError
-from .executor import Executor, error_record
+from .executor import Executor, error_record, permanent
 from .runs import FunctionCache, RunContext, RunTable, ValueCache
 
 __all__ = ["Worker", "WorkerSettings"]
@@ -73,6 +73,7 @@ log = logging.getLogger("dagrt.worker")
 READY_LINE = "dagrt-worker ready"
 MAX_LOST = 3  # deliveries of one task whose workers died before a task counts as lost
 BIG_FRAME = 1 << 20  # frames larger than this are deserialized in a thread
+IDLE_FLUSH = 0.05  # seconds a worker with buffered events waits idle before writing them
 # Outputs at least this large try to stay in memory (their one child running here);
 # smaller ones are cheaper to upload at once than to risk a second round trip.
 LOCAL_MIN = 64 * 1024
@@ -111,6 +112,8 @@ class WorkerSettings:
             raise ValueError(f"threads must be an int >= 1, got {self.threads!r}")
         if self.claim_timeout <= 0 or self.heartbeat <= 0:
             raise ValueError("claim_timeout and heartbeat must be > 0")
+        if not isinstance(self.flush, FlushPolicy):
+            raise TypeError(f"flush must be a dagrt.metrics.FlushPolicy, got {self.flush!r}")
 
 
 class Worker:
@@ -139,6 +142,7 @@ class Worker:
         self._fast_seen = False  # the last entry admitted was a tiny task: read wide
         self._slow_freed = anyio.Event()
         self._in_flight: dict[bytes, float] = {}  # entry id -> time taken
+        self._running: dict[bytes, str] = {}  # entry id -> key of the task it runs now
         self._stopping = anyio.Event()
         self.ready = anyio.Event()  # set once the worker serves
         self._idle: anyio.Event | None = None
@@ -153,7 +157,7 @@ class Worker:
             metrics_storage = (
                 RedisStorage(settings.metrics_url) if settings.metrics_url else self.storage
             )
-            self.metrics = MetadataStorage(metrics_storage, settings.flush)
+            self.metrics = MetadataStorage(metrics_storage, settings.flush, source=self.id)
         self._failpoints = {
             tuple(item.split(":", 1))
             for item in os.environ.get("DAGRT_FAILPOINTS", "").split(",")
@@ -169,6 +173,17 @@ class Worker:
         """Run until SIGTERM/SIGINT (or stdin closes, with ``watch_stdin``)."""
         gc.freeze()  # what start-up made lives for good: keep it out of collections
         anyio.run(self._main, watch_stdin)
+        if self.executor.in_threads:
+            # Sync tasks past the graceful timeout: their entries stay pending and another
+            # worker takes them over. Python would wait for their threads at exit.
+            log.warning(
+                "worker %s: %d task(s) still running in threads: exiting without them",
+                self.id,
+                self.executor.in_threads,
+            )
+            logging.shutdown()
+            sys.stdout.flush()
+            os._exit(0)
 
     async def _main(self, watch_stdin: bool) -> None:
         async with anyio.create_task_group() as tg:
@@ -326,13 +341,26 @@ class Worker:
                     s.group, self.id, {s.stream: ">"}, count=taken
                 )
                 if not reply:
+                    # Idle with events buffered (a run just ended, most likely): wait a
+                    # moment only, then write them, so the log is complete soon after.
+                    idle = (
+                        self.metrics is not None
+                        and not self._in_flight
+                        and bool(self.metrics.buffered)
+                    )
                     with anyio.CancelScope() as scope:
                         self._read_scope = scope
                         if not self._stopping.is_set():
                             reply = await self.storage.axreadgroup(
-                                s.group, self.id, {s.stream: ">"}, count=taken, block=block
+                                s.group,
+                                self.id,
+                                {s.stream: ">"},
+                                count=taken,
+                                block=min(block, IDLE_FLUSH) if idle else block,
                             )
                     self._read_scope = None
+                    if idle and not reply and self.metrics is not None:
+                        self.metrics.flush_soon()
             except StorageConnectionError as exc:
                 log.warning("worker %s: reading the stream failed: %s", self.id, exc)
                 reply = []
@@ -362,6 +390,7 @@ class Worker:
 
     def _finish(self, entry_id: bytes) -> None:
         """An entry's work is over (done, failed, or left for reclaim): free its slot."""
+        self._running.pop(entry_id, None)
         if self._in_flight.pop(entry_id, None) is not None:
             self._slots.release()
             if not self._in_flight and self._idle is not None:
@@ -391,6 +420,7 @@ class Worker:
                     self._finish(entry_id)
                     continue
                 ctx, index = admitted
+                self._running[entry_id] = ctx.record(index).key
                 if not reclaimed and self._fast_eligible(ctx, index):
                     fast.setdefault(ctx.run_id, (ctx, []))[1].append(([entry_id], index))
                     self._fast_seen = True
@@ -399,8 +429,8 @@ class Worker:
                     self._chain_apart(ctx, [entry_id], index, check_done=reclaimed)
             for ctx, work in fast.values():
                 handoffs = await self._guarded(self._run_fast(ctx, work), [w[0][0] for w in work])
-                for acks, index in handoffs or []:
-                    self._chain_apart(ctx, acks, index)
+                for acks, index, attempt, failed in handoffs or []:
+                    self._chain_apart(ctx, acks, index, attempt=attempt, failed=failed)
         except Exception:  # never let one batch take the worker down; entries await reclaim
             log.exception("worker %s: internal error on a batch", self.id)
         finally:
@@ -418,9 +448,17 @@ class Worker:
             log.exception("worker %s: internal error on entries %s", self.id, entry_ids)
 
     def _chain_apart(
-        self, ctx: RunContext, acks: list[bytes], index: int, *, check_done: bool = False
+        self,
+        ctx: RunContext,
+        acks: list[bytes],
+        index: int,
+        *,
+        check_done: bool = False,
+        attempt: int = 1,
+        failed: int = 0,
     ) -> None:
-        """Run a chain starting at ``index`` in a task of its own (it owns the entry)."""
+        """Run a chain starting at ``index`` in a task of its own (it owns the entry);
+        ``attempt`` and ``failed``: the first task's attempt, and its failures so far."""
         assert self._task_group is not None
         entry_id = acks[0]
         self._owned[entry_id] = True
@@ -428,7 +466,9 @@ class Worker:
 
         async def chain() -> None:
             try:
-                await self._guarded(self._chain(ctx, acks, index, check_done), [entry_id])
+                await self._guarded(
+                    self._chain(ctx, acks, index, check_done, attempt, failed), [entry_id]
+                )
             finally:
                 self._owned.pop(entry_id, None)
                 self._slow -= 1
@@ -500,19 +540,28 @@ class Worker:
         )
 
     async def _chain(
-        self, ctx: RunContext, acks: list[bytes], index: int, check_done: bool
+        self,
+        ctx: RunContext,
+        acks: list[bytes],
+        index: int,
+        check_done: bool,
+        attempt: int = 1,
+        failed: int = 0,
     ) -> None:
         """Run a task, then each child the completion hands back, one at a time."""
         current: int | None = index
         kept = False
         while current is not None and not ctx.stopped:
-            current = await self._run_task(ctx, current, acks, check_done, kept)
+            current = await self._run_task(ctx, current, acks, check_done, kept, attempt, failed)
             kept = True
+            attempt, failed = 1, 0
             if current is not None:
                 self.counts["kept"] += 1
                 if not check_done and self._fast_eligible(ctx, current):
-                    handoffs = await self._run_fast(ctx, [(acks, current)])
-                    current = handoffs[0][1] if handoffs else None
+                    handoffs = await self._run_fast(ctx, [(acks, current)], ran_kept={current})
+                    current = None
+                    if handoffs:
+                        _, current, attempt, failed = handoffs[0]
         if ctx.stopped:
             self.values.drop_run(ctx.run_id)
             self.runs.forget(ctx.run_id)
@@ -530,29 +579,36 @@ class Worker:
         return fn is not None and self.executor.inline(fn)
 
     async def _run_fast(
-        self, ctx: RunContext, work: list[tuple[list[bytes], int]]
-    ) -> list[tuple[list[bytes], int]]:
+        self,
+        ctx: RunContext,
+        work: list[tuple[list[bytes], int]],
+        ran_kept: set[int] | None = None,
+    ) -> list[tuple[list[bytes], int, int, int]]:
         """Run tiny tasks of one run as a batch: one MGET for their inputs, one round trip
         for their outputs and one ``complete`` call for all; then their kept children.
+        ``ran_kept``: tasks of ``work`` this worker kept (runs after their parent).
 
-        Returns the chains to go on outside the lane (a kept child that is not tiny,
-        a task with retries that failed), to run by their owner.
+        Returns the chains to go on outside the lane, to run by their owner: a kept
+        child that is not tiny, a task with retries whose first attempt failed, as
+        ``(acks, task, attempt, failures so far)``.
+
+        Each task's start and end in the log are those of its call (the batch runs
+        them one after another); the batch's download and upload are shared out.
         """
         s = self.settings
-        handoffs: list[tuple[list[Any], int]] = []
+        handoffs: list[tuple[list[Any], int, int, int]] = []
         rk = ctx.keys
         limit = await self.storage.amax_value_size()
         ttl = ctx.ttl_ms / 1000
-        kept_now: set[int] = set()
+        kept_now: set[int] = set(ran_kept or ())
         metrics = self.metrics is not None
         while work and not ctx.stopped:
-            started = time.time()
             recs = [ctx.record(index) for _, index in work]
             moves = TransferBatch() if metrics else None
             inputs = await self._load_inputs(ctx, recs, moves)
             cmds: list[C.Cmd] = []
             items: list[Completion] = []
-            made: list[tuple[Any, bytes | Frame, float, Loaded]] = []
+            made: list[tuple[Any, bytes | Frame, float, Loaded, float]] = []
             for (acks, index), rec, loaded in zip(work, recs, inputs, strict=True):
                 if loaded is None:  # the run's data is gone: it ended
                     ctx.stopped = True
@@ -560,6 +616,7 @@ class Worker:
                     continue
                 fn = self.functions.cached(rec.fn)
                 assert fn is not None  # eligible for the fast lane: loaded
+                began = time.time()
                 try:
                     t0 = time.perf_counter()
                     value, frame = self.executor.call_inline(fn, rec, loaded.values)
@@ -570,17 +627,29 @@ class Worker:
                             f"server accepts at most {limit:,} (proto-max-bulk-len)"
                         )
                 except Exception as exc:
-                    if rec.retries:  # retries wait: not in a batch
-                        handoffs.append((acks, index))
+                    tb = user_traceback(exc)
+                    if (
+                        rec.retries
+                        and not isinstance(exc, ValueTooLargeError)
+                        and not permanent(exc)
+                    ):
+                        # The next attempts wait (the retry delay): not in a batch.
+                        self._emit(
+                            [
+                                self._started_event(ctx, rec, began, 1),
+                                self._failed_event(ctx, rec, exc, tb, 1, final=False),
+                            ]
+                        )
+                        handoffs.append((acks, index, 2, 1))
                         continue
-                    cmds.append(self._fail_cmd(ctx, rec, exc, user_traceback(exc), 1, acks))
+                    cmds.append(self._fail_cmd(ctx, rec, exc, tb, 1, acks, started_at=began))
                     continue
                 local = len(frame) >= LOCAL_MIN and self._local_ok(ctx, rec)
                 if not local:
                     cmds.append(C.set_(rk.output(index), frame, ex=ttl))
                 may_keep = s.keep_children and ctx.keep_children and bool(rec.children)
                 items.append(Completion(index, rec.children, acks, may_keep, local))
-                made.append((value, frame, elapsed, loaded))
+                made.append((value, frame, elapsed, loaded, began))
             if items:
                 cmds.append(complete_cmd(rk, items, self.id, stream=s.stream, group=s.group))
             if not cmds:
@@ -605,7 +674,7 @@ class Worker:
             upload_share = (ended - sent) / max(1, len(items))
             nxt: list[tuple[list[Any], int]] = []
             done = FinishedBatch() if metrics else None
-            for item, (value, frame, elapsed, loaded), reply in zip(
+            for item, (value, frame, elapsed, loaded, began), reply in zip(
                 items, made, replies, strict=True
             ):
                 code, kept = _text(reply[0]), _text(reply[1])
@@ -616,8 +685,8 @@ class Worker:
                     done.add(
                         item.index,
                         1,
-                        started,
-                        ended,
+                        began,
+                        began + elapsed,
                         elapsed,
                         loaded.nbytes,
                         size,
@@ -638,7 +707,7 @@ class Worker:
                     if self._fast_eligible(ctx, child):
                         nxt.append((list(item.acks), child))
                     else:
-                        handoffs.append((list(item.acks), child))
+                        handoffs.append((list(item.acks), child, 1, 0))
             if done is not None and moves is not None:
                 self._emit(
                     [done.wire(ended, ctx.run_id, self.id), moves.wire(ended, ctx.run_id, self.id)]
@@ -792,25 +861,54 @@ class Worker:
         for q in reversed(chain):
             rec = ctx.record(q)
             fn = await self.functions.get(rec.fn)
-            [loaded] = await self._load_inputs(ctx, [rec], None)
+            # Logged as the task's next attempt, here (its output is made again).
+            [lost, _] = await self._send(
+                [C.hincrby(rk.lost, str(q), 1), C.expire(rk.lost, ctx.ttl_ms / 1000)]
+            )
+            attempt = int(lost) + 1
+            started = time.time()
+            self._emit([self._started_event(ctx, rec, started, attempt)])
+            moves = TransferBatch() if self.metrics is not None else None
+            [loaded] = await self._load_inputs(ctx, [rec], moves)
             if loaded is None:
                 return False
-            outcome = await self.executor.run(fn, rec, loaded.values)
+            outcome = await self.executor.run(fn, rec, loaded.values, attempt=attempt)
             if not outcome.ok:
+                assert outcome.error is not None
+                self._emit(
+                    [
+                        self._failed_event(
+                            ctx, rec, outcome.error, outcome.traceback, outcome.attempt, final=True
+                        )
+                    ]
+                )
                 return False
             self.values.put(ctx.run_id, q, outcome.value, len(outcome.frame))
             self.counts["restored"] = self.counts.get("restored", 0) + 1
+            self._emit_finished(ctx, rec, outcome, started, loaded, moves, 0.0, False)
         return True
 
     # -- one task --------------------------------------------------------------------
 
     async def _run_task(
-        self, ctx: RunContext, index: int, acks: list[bytes], check_done: bool, kept: bool
+        self,
+        ctx: RunContext,
+        index: int,
+        acks: list[bytes],
+        check_done: bool,
+        kept: bool,
+        attempt: int = 1,
+        failed: int = 0,
     ) -> int | None:
-        """Run one task and complete it; the child to run next, if the script kept one."""
+        """Run one task and complete it; the child to run next, if the script kept one.
+
+        ``attempt`` numbers its first attempt here and ``failed`` counts the failures
+        it had before (each uses up one of its retries, and the backoff goes on).
+        """
         rec = ctx.record(index)
         rk = ctx.keys
         s = self.settings
+        self._running[acks[0]] = rec.key
         if check_done:
             # A reclaimed entry: the task may be done already (its worker died
             # later); then its output is stored and the remembered decision holds.
@@ -829,8 +927,17 @@ class Worker:
                 )
                 await self._send([self._fail_cmd(ctx, rec, exc, "", int(lost), acks)])
                 return None
+            # The attempt of the worker that went silent ended with it: say so (its
+            # task-started may be in the log), and count this one as the next.
+            attempt = int(lost) + 1
+            lost_exc = WorkerLostError(
+                f"the worker running this attempt went silent; worker {self.id} took the task over"
+            )
+            self._emit([self._failed_event(ctx, rec, lost_exc, "", attempt - 1, final=False)])
+        if failed:  # the first attempt failed in the fast lane: its retry waits first
+            await anyio.sleep(rec.retry_delay * (2 ** (failed - 1)))
         started = time.time()
-        self._emit([task_started(started, ctx.run_id, self.id, index, rec.key, rec.name, 1)])
+        self._emit([self._started_event(ctx, rec, started, attempt)])
         if rec.leaves is None and rec.spec_key is not None:
             frame = await self.storage.aget(rec.spec_key)
             if frame is None:
@@ -844,14 +951,24 @@ class Worker:
             [loaded] = await self._load_inputs(ctx, [rec], moves)
         except SerializationError as exc:
             cause = exc.__cause__ or exc
-            await self._send([self._fail_cmd(ctx, rec, cause, _tb(exc), 1, acks)])
+            await self._send([self._fail_cmd(ctx, rec, cause, _tb(exc), attempt, acks)])
             return None
         if loaded is None:  # the run's data is gone: it ended
             ctx.stopped = True
             await self._ack(acks)
             return None
         self._failpoint("before_run", rec.name)
-        outcome = await self.executor.run(fn, rec, loaded.values, on_retry=self._retrying(ctx))
+        outcome = await self.executor.run(
+            fn,
+            rec,
+            loaded.values,
+            on_retry=self._retrying(ctx),
+            attempt=attempt,
+            retries=max(0, rec.retries - failed),
+            on_attempt=self._attempting(ctx, rec),
+        )
+        if outcome.attempt != attempt:  # a retry: the task's span is its last attempt's
+            started = outcome.attempt_started
         if not outcome.ok:
             assert outcome.error is not None
             await self._send(
@@ -951,25 +1068,45 @@ class Worker:
         """What the executor calls when an attempt failed and another follows."""
 
         def on_retry(rec: Any, exc: BaseException, tb: str, attempt: int) -> None:
-            self._emit(
-                [
-                    task_failed(
-                        time.time(),
-                        ctx.run_id,
-                        self.id,
-                        rec.index,
-                        rec.key,
-                        rec.name,
-                        attempt,
-                        exception_type_name(type(exc)),
-                        str(exc),
-                        tb,
-                        False,
-                    )
-                ]
-            )
+            self._emit([self._failed_event(ctx, rec, exc, tb, attempt, final=False)])
 
         return on_retry
+
+    def _attempting(self, ctx: RunContext, rec: Any) -> Any:
+        """What the executor calls as a task's next attempt begins."""
+
+        def on_attempt(attempt: int) -> None:
+            self._emit([self._started_event(ctx, rec, time.time(), attempt)])
+
+        return on_attempt
+
+    def _started_event(self, ctx: RunContext, rec: Any, ts: float, attempt: int) -> tuple[Any, ...]:
+        return task_started(ts, ctx.run_id, self.id, rec.index, rec.key, rec.name, attempt)
+
+    def _failed_event(
+        self,
+        ctx: RunContext,
+        rec: Any,
+        exc: BaseException,
+        tb: str,
+        attempt: int,
+        *,
+        final: bool,
+        exc_type: str | None = None,
+    ) -> tuple[Any, ...]:
+        return task_failed(
+            time.time(),
+            ctx.run_id,
+            self.id,
+            rec.index,
+            rec.key,
+            rec.name,
+            attempt,
+            exc_type or exception_type_name(type(exc)),
+            str(exc),
+            tb,
+            final,
+        )
 
     def _fail_cmd(
         self,
@@ -979,26 +1116,19 @@ class Worker:
         tb: str,
         attempt: int,
         acks: list[bytes],
+        *,
+        started_at: float | None = None,
     ) -> C.Cmd:
-        """The ``fail`` call for a task that failed for good (and its event)."""
+        """The ``fail`` call for a task that failed for good (and its events: the
+        attempt's start too when ``started_at`` says when it began, not logged yet)."""
         record = error_record(rec, exc, tb, worker=self.id, attempt=attempt, run_id=ctx.run_id)
-        self._emit(
-            [
-                task_failed(
-                    time.time(),
-                    ctx.run_id,
-                    self.id,
-                    rec.index,
-                    rec.key,
-                    rec.name,
-                    attempt,
-                    record["exc_type"],
-                    record["message"],
-                    tb,
-                    True,
-                )
-            ]
+        failed = self._failed_event(
+            ctx, rec, exc, tb, attempt, final=True, exc_type=record["exc_type"]
         )
+        if started_at is not None:
+            self._emit([self._started_event(ctx, rec, started_at, attempt), failed])
+        else:
+            self._emit([failed])
         ctx.stopped = True
         self.counts["failed"] += 1
         s = self.settings
@@ -1111,9 +1241,7 @@ class Worker:
             else C.delete([K.worker_alive(self.id)]),
         ]
         if status == "alive" and self.metrics is not None:
-            running = []
-            for entry_id in list(self._in_flight)[:20]:
-                running.append(entry_id.decode())
+            running = list(self._running.values())[:20]
             self._emit(
                 [
                     wire(
