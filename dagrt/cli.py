@@ -7,12 +7,41 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .metrics import FlushPolicy
 
 __all__ = ["main"]
+
+
+def _url(value: str) -> str:
+    """A server URL, checked as the storage will read it."""
+    from pydantic import ValidationError
+
+    from .storage.redis import RedisConfig
+
+    try:
+        RedisConfig(url=value)
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise argparse.ArgumentTypeError(message) from None
+    return value
+
+
+def _number(kind: type, low: float, *, strict: bool = False) -> Any:
+    """An argparse type: a ``kind`` number >= ``low`` (> with ``strict``)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value != value or (value <= low if strict else value < low):  # NaN, or too small
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}: {text}")
+        return value
+
+    return parse
 
 
 def _flush_policy(args: argparse.Namespace) -> FlushPolicy:
@@ -22,24 +51,45 @@ def _flush_policy(args: argparse.Namespace) -> FlushPolicy:
         after_each_task=args.flush_each_task,
         interval=args.flush_interval or None,
         max_events=args.flush_size or None,
+        max_buffer=args.flush_buffer,
+        close_timeout=args.flush_close_timeout,
+        when_idle=args.flush_when_idle,
     )
 
 
 def _add_flush_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--flush-interval",
-        type=float,
+        type=_number(float, 0),
         default=1.0,
         help="write buffered events every this many seconds (0: never by time)",
     )
     p.add_argument(
         "--flush-size",
-        type=int,
+        type=_number(int, 0),
         default=2000,
         help="write events when this many are buffered (0: never by size)",
     )
     p.add_argument(
         "--flush-each-task", action="store_true", help="write events after every finished task"
+    )
+    p.add_argument(
+        "--flush-when-idle",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write events once the worker is idle a moment (default: on)",
+    )
+    p.add_argument(
+        "--flush-buffer",
+        type=_number(int, 1),
+        default=500_000,
+        help="events kept while the event log is away; beyond, they are dropped and counted",
+    )
+    p.add_argument(
+        "--flush-close-timeout",
+        type=_number(float, 0),
+        default=5.0,
+        help="seconds the last write of events may take at shutdown",
     )
 
 
@@ -65,7 +115,7 @@ def _worker(args: argparse.Namespace) -> int:
         heartbeat_file=args.heartbeat_file,
         metrics=not args.no_metrics,
         metrics_url=args.metrics_redis,
-        flush=_flush_policy(args),
+        flush=args.flush,
     )
     Worker(args.redis, settings).run(watch_stdin=args.watch_stdin)
     return 0
@@ -77,7 +127,13 @@ def _cluster(args: argparse.Namespace) -> int:
     from .cluster import LocalCluster
 
     async def serve() -> None:
-        async with LocalCluster(args.workers, threads=args.threads) as cluster:
+        from .metrics.store import flush_options
+
+        options = {"no-metrics": ""} if args.no_metrics else flush_options(args.flush)
+        env = {"DAGRT_METRICS_URL": args.metrics_redis} if args.metrics_redis else {}
+        async with LocalCluster(
+            args.workers, threads=args.threads, worker_options=options, worker_env=env
+        ) as cluster:
             print(f"dagrt cluster: {len(cluster.processes)} workers on {cluster.url}", flush=True)
             print("Ctrl-C stops the server and the workers.", flush=True)
             await anyio.sleep_forever()
@@ -97,34 +153,42 @@ def _parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run one worker process")
     w.add_argument(
         "--redis",
+        type=_url,
         default=os.environ.get("DAGRT_REDIS_URL", "redis://localhost:6379/0"),
         help="server URL (default: $DAGRT_REDIS_URL or redis://localhost:6379/0)",
     )
     w.add_argument(
         "--concurrency",
-        type=int,
+        type=_number(int, 1),
         default=128,
         help="stream entries in flight (tiny tasks run in batches; threaded ones are held "
         "to threads + 1)",
     )
-    w.add_argument("--threads", type=int, default=None, help="threads for sync task functions")
+    w.add_argument(
+        "--threads", type=_number(int, 1), default=None, help="threads for sync task functions"
+    )
     w.add_argument("--name", default=None, help="worker id (default: host-pid-random)")
     w.add_argument(
         "--claim-timeout",
-        type=float,
+        type=_number(float, 0, strict=True),
         default=30.0,
         help="seconds before a silent worker's tasks are taken over",
     )
-    w.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats")
+    w.add_argument(
+        "--heartbeat",
+        type=_number(float, 0, strict=True),
+        default=5.0,
+        help="seconds between heartbeats",
+    )
     w.add_argument(
         "--graceful-timeout",
-        type=float,
+        type=_number(float, 0),
         default=10.0,
         help="seconds in-flight tasks get on SIGTERM",
     )
     w.add_argument(
         "--connect-timeout",
-        type=float,
+        type=_number(float, 0),
         default=30.0,
         help="seconds to keep retrying the first connection (compose start order)",
     )
@@ -149,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--no-metrics", action="store_true", help="log no events")
     w.add_argument(
         "--metrics-redis",
+        type=_url,
         default=os.environ.get("DAGRT_METRICS_URL"),
         help="server of the event log (default: $DAGRT_METRICS_URL or --redis)",
     )
@@ -156,21 +221,40 @@ def _parser() -> argparse.ArgumentParser:
     w.set_defaults(func=_worker)
 
     c = sub.add_parser("cluster", help="a private server and workers, in the foreground")
-    c.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
-    c.add_argument("--threads", type=int, default=None, help="threads per worker")
+    c.add_argument(
+        "--workers", type=_number(int, 0), default=None, help="worker processes (default: cores)"
+    )
+    c.add_argument("--threads", type=_number(int, 1), default=None, help="threads per worker")
+    c.add_argument("--no-metrics", action="store_true", help="workers log no events")
+    c.add_argument(
+        "--metrics-redis",
+        type=_url,
+        default=os.environ.get("DAGRT_METRICS_URL"),
+        help="server of the event log (default: $DAGRT_METRICS_URL or the cluster's server)",
+    )
+    _add_flush_options(c)
     c.set_defaults(func=_cluster)
 
     r = sub.add_parser("report", help="write the HTML report of a run (needs only the event log)")
     r.add_argument("run_id")
-    r.add_argument("--redis", default=_default_url(), help="server of the event log")
+    r.add_argument("--redis", type=_url, default=_default_url(), help="server of the event log")
     r.add_argument("--out", default="reports", help="directory (a folder per run inside)")
+    r.add_argument(
+        "--wait",
+        type=_number(float, 0),
+        default=10.0,
+        help="seconds to wait for the run's log to be complete (workers write on their"
+        " own schedule); 0: report what is there",
+    )
     r.set_defaults(func=_report)
 
     from .workflows import NAMES
 
     m = sub.add_parser("demo", help="run a workflow on a local cluster, with a progress bar")
     m.add_argument("workflow", nargs="?", default="wordcount", choices=NAMES)
-    m.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
+    m.add_argument(
+        "--workers", type=_number(int, 1), default=None, help="worker processes (default: cores)"
+    )
     m.add_argument("--file", default=None, help="a text (wordcount) or image (image_transform)")
     m.add_argument("--dashboard", action="store_true", help="serve the live dashboard too")
     m.add_argument("--port", type=int, default=8787, help="the dashboard's port")
@@ -178,7 +262,7 @@ def _parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_demo)
 
     d = sub.add_parser("dashboard", help="the web dashboard (reads only the event log)")
-    d.add_argument("--redis", default=_default_url(), help="server of the event log")
+    d.add_argument("--redis", type=_url, default=_default_url(), help="server of the event log")
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=8787)
     d.add_argument(
@@ -191,8 +275,8 @@ def _parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_dashboard)
 
     ls = sub.add_parser("runs", help="list recent runs from the event log")
-    ls.add_argument("--redis", default=_default_url(), help="server of the event log")
-    ls.add_argument("--limit", type=int, default=20)
+    ls.add_argument("--redis", type=_url, default=_default_url(), help="server of the event log")
+    ls.add_argument("--limit", type=_number(int, 1), default=20, help="runs to list")
     ls.set_defaults(func=_runs)
     return parser
 
@@ -251,7 +335,11 @@ def _report(args: argparse.Namespace) -> int:
     from .storage import RedisStorage
 
     with RedisStorage(args.redis) as storage:
-        path = write_report(storage, args.run_id, args.out)
+        try:
+            path = write_report(storage, args.run_id, args.out, wait=args.wait)
+        except OSError as exc:  # the output folder cannot be made or written
+            print(f"dagrt report: cannot write the report under {args.out}: {exc}", file=sys.stderr)
+            return 1
     print(f"report: {path}")
     return 0
 
@@ -265,17 +353,38 @@ def _runs(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs in the event log")
         return 0
-    print(f"{'run':<28} {'status':<10} {'tasks':>7} {'done':>7} {'failed':>6} {'makespan':>10}")
+    print(
+        f"{'run':<28} {'status':<10} {'tasks':>7} {'done':>7} {'failed':>6} {'makespan':>10}"
+        f" {'workers':>7}  log"
+    )
     for r in runs:
         makespan = f"{r.makespan:.3f} s" if r.makespan is not None else "-"
+        log = "complete" if r.complete else ("-" if r.status == "running" else "filling")
         print(
-            f"{r.run_id:<28} {r.status:<10} {r.n_tasks:>7} {r.done:>7} {r.failed:>6} {makespan:>10}"
+            f"{r.run_id:<28} {r.status:<10} {r.n_tasks:>7} {r.done:>7} {r.failed:>6}"
+            f" {makespan:>10} {len(r.workers):>7}  {log}"
         )
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "flush_interval"):
+        from pydantic import ValidationError
+
+        try:
+            args.flush = _flush_policy(args)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            flags = {
+                "interval": "--flush-interval",
+                "max_events": "--flush-size",
+                "max_buffer": "--flush-buffer",
+                "close_timeout": "--flush-close-timeout",
+            }
+            where = flags.get(str(error["loc"][0]) if error["loc"] else "", "flush options")
+            parser.error(f"argument {where}: {error['msg'].removeprefix('Value error, ')}")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -284,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         code = args.func(args)
+    except BrokenPipeError:  # `dagrt runs | head`: the reader went away, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except (DagrtError, BaseExceptionGroup) as exc:
         # A dead server, an unknown run, ...: one line, no traceback (also from inside
         # a task group); anything else is a bug and keeps its traceback.

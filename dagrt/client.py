@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -34,10 +35,10 @@ from .exceptions import ClientClosedError
 from .futures import RunFuture
 from .graph import DAG, Node, TaskFunction, plan_outputs, task
 from .keys import new_run_id
-from .metrics.events import RunFinished, RunSubmitted
+from .metrics.events import RunFinished, RunSubmitted, WorkerStarted, WorkerStopped
 from .metrics.read import graph_record
 from .metrics.recorder import RunRecorder
-from .metrics.store import FlushPolicy, MetadataStorage
+from .metrics.store import FlushPolicy, MetadataStorage, flush_options
 from .storage import InMemoryStorage, RedisStorage, Storage
 from .storage.redis import redact
 
@@ -125,7 +126,7 @@ class Client:
         self._locality = locality
         if not isinstance(dashboard, bool | int) or (dashboard is not False and dashboard < 0):
             raise ValueError(f"dashboard must be True/False or a port number, got {dashboard!r}")
-        if dashboard is not False and not processes and not isinstance(metrics, str):
+        if dashboard is not False and not processes and not isinstance(metrics, str | RedisStorage):
             raise ValueError(
                 "the dashboard reads the event log from a server: with processes=False "
                 "give metrics='redis://...' too"
@@ -133,6 +134,17 @@ class Client:
         self._dashboard_option = dashboard
         self.dashboard_url: str | None = None  # where the dashboard serves, once started
         self._dashboard_process: subprocess.Popen[str] | None = None
+        # the event log's own store, when it is not the runtime's (a URL is checked now)
+        self._metrics_storage: Storage | None = None
+        if isinstance(metrics, str):
+            self._metrics_storage = RedisStorage(metrics)
+        elif isinstance(metrics, Storage):
+            self._metrics_storage = metrics
+            if processes and address is None and not isinstance(metrics, RedisStorage):
+                raise ValueError(
+                    "the workers of a local cluster log to a server: give metrics a"
+                    " redis:// URL or a RedisStorage, not an in-memory storage"
+                )
         self.address = address
         self._metrics_option = metrics
         self._flush = flush
@@ -147,6 +159,8 @@ class Client:
         self._closing = asyncio.Event()
         self._closed = False
         self._client_id = f"client-{os.getpid()}-{os.urandom(2).hex()}"
+        self._local_worker = f"local-{os.getpid()}"  # the in-process runtime's worker id
+        self._counts = {"done": 0, "failed": 0}  # tasks this client's runs ran in-process
 
     def __repr__(self) -> str:
         if not self.processes:
@@ -167,20 +181,23 @@ class Client:
             return LocalRuntime(threads=self.threads)
         from .distributed import DistributedRuntime
 
-        # A local cluster's workers log events as this client asks.
+        # A local cluster's workers log events as this client asks, where it asks
+        # (the URL goes by environment: a password stays out of process listings).
         options: dict[str, Any] = {}
+        env: dict[str, str] = {}
         if self._metrics_option is False:
             options["no-metrics"] = ""
-        elif self._flush is not None:
-            options["flush-interval"] = self._flush.interval or 0
-            options["flush-size"] = self._flush.max_events or 0
-            if self._flush.after_each_task:
-                options["flush-each-task"] = ""
+        else:
+            if isinstance(self._metrics_storage, RedisStorage):
+                env["DAGRT_METRICS_URL"] = self._metrics_storage.config.url
+            if self._flush is not None:
+                options.update(flush_options(self._flush))
         return DistributedRuntime(
             self.address,
             n_workers=self.n_workers,
             threads=self.threads,
             worker_options=options,
+            worker_env=env,
             keep_children=self._locality.get("keep_children", True),
             keep_outputs=self._locality.get("keep_outputs", True),
         )
@@ -189,15 +206,13 @@ class Client:
         option = self._metrics_option
         if option is False:
             return None
-        if isinstance(option, Storage):
-            storage: Storage = option
-        elif isinstance(option, str):
-            storage = RedisStorage(option)
+        if self._metrics_storage is not None:
+            storage: Storage = self._metrics_storage
         elif not self.processes:
             storage = InMemoryStorage()  # the in-process runtime's own event log
         else:
             storage = runtime.storage  # type: ignore[attr-defined]
-        return MetadataStorage(storage, self._flush)
+        return MetadataStorage(storage, self._flush, source=self._client_id)
 
     async def __aenter__(self) -> Client:
         if self._closed:
@@ -212,6 +227,18 @@ class Client:
             self.metrics = self._make_metrics(runtime)
             if self.metrics is not None:
                 await self.metrics.start()
+                if not self.processes:  # this process is the worker: it says so too
+                    self.metrics.emit_event(
+                        WorkerStarted(
+                            kind="worker-started",
+                            ts=time.time(),
+                            worker_id=self._local_worker,
+                            host=socket.gethostname(),
+                            pid=os.getpid(),
+                            threads=runtime.threads,  # type: ignore[attr-defined]
+                            concurrency=runtime.threads,  # type: ignore[attr-defined]
+                        )
+                    )
             if self._dashboard_option is not False:
                 await self._start_dashboard(runtime)
         except BaseException:
@@ -232,8 +259,8 @@ class Client:
 
     async def _start_dashboard(self, runtime: Runtime) -> None:
         """Serve the dashboard (a separate process reading the event log) and say where."""
-        option = self._metrics_option
-        url = option if isinstance(option, str) else getattr(runtime, "url", None)
+        store = self._metrics_storage
+        url = store.config.url if isinstance(store, RedisStorage) else getattr(runtime, "url", None)
         if not url:
             raise ValueError("the dashboard needs the event log on a server")
         port = 8787 if self._dashboard_option is True else int(self._dashboard_option)
@@ -271,8 +298,18 @@ class Client:
                 if process.stdout is not None:
                     process.stdout.close()
             if self.metrics is not None:
+                if not self.processes:  # counted once the runs' tasks are collected
+                    self.metrics.at_close(
+                        lambda: WorkerStopped(
+                            kind="worker-stopped",
+                            ts=time.time(),
+                            worker_id=self._local_worker,
+                            done=self._counts["done"],
+                            failed=self._counts["failed"],
+                        )
+                    )
                 await self.metrics.aclose()  # the last events are written before anything stops
-                if isinstance(self._metrics_option, str):
+                if isinstance(self._metrics_option, str):  # made here from the URL
                     await self.metrics.storage.aclose()
             if runtime is not None:
                 with anyio.CancelScope(shield=True):
@@ -483,7 +520,7 @@ class Client:
         )
         if self.processes:
             return None
-        recorder = RunRecorder(metrics, run_id, dag, worker=f"local-{os.getpid()}")
+        recorder = RunRecorder(metrics, run_id, dag, worker=self._local_worker, counts=self._counts)
         metrics.add_source(recorder)
         return recorder
 

@@ -36,7 +36,8 @@ class LocalCluster:
 
     ``n_workers`` defaults to one per core; ``threads`` (threads per worker for
     sync task functions) to cores / workers, at least 1; ``worker_options`` are
-    more ``dagrt worker`` flags, e.g. ``{"claim-timeout": 5}``. ``retain_memory``
+    more ``dagrt worker`` flags, e.g. ``{"claim-timeout": 5}``, and ``worker_env``
+    more environment variables for them (``DAGRT_METRICS_URL``). ``retain_memory``
     (default) has the server and the workers keep the memory they free for their
     next large values (:mod:`dagrt.memory`: faster where fresh pages are slow to
     fault in; each process keeps its peak memory until the cluster stops).
@@ -51,6 +52,7 @@ class LocalCluster:
         password: str | None = None,
         secret: bytes | None = None,
         worker_options: dict[str, Any] | None = None,
+        worker_env: dict[str, str] | None = None,
         start_timeout: float = 60.0,
         retain_memory: bool = True,
     ) -> None:
@@ -67,6 +69,7 @@ class LocalCluster:
         self.password = password if password is not None else secrets.token_hex(12)
         self.secret = secret
         self.worker_options = dict(worker_options or {})
+        self.worker_env = dict(worker_env or {})
         self.start_timeout = start_timeout
         self.retain_memory = retain_memory
         self.server: RedisServer | None = None
@@ -131,6 +134,7 @@ class LocalCluster:
         env["PYTHONPATH"] = os.pathsep.join(paths)
         if self.secret is not None:
             env["DAGRT_SECRET"] = self.secret.decode()
+        env.update(self.worker_env)
         return env
 
     async def scale(self, n_workers: int) -> None:

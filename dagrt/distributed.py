@@ -53,6 +53,7 @@ class DistributedRuntime:
         ttl: float = scheduler.DEFAULT_TTL,
         stream: str = K.tasks_stream(),
         worker_options: dict[str, Any] | None = None,
+        worker_env: dict[str, str] | None = None,
         keep_children: bool = True,
         keep_outputs: bool = True,
     ) -> None:
@@ -60,6 +61,7 @@ class DistributedRuntime:
         self.keep_children = keep_children
         self.keep_outputs = keep_outputs
         self.worker_options = worker_options or {}
+        self.worker_env = worker_env or {}
         self.n_workers = n_workers
         self.threads = threads
         self.secret = secret if secret is not None else _env_secret()
@@ -81,6 +83,7 @@ class DistributedRuntime:
                     threads=self.threads,
                     secret=self.secret,
                     worker_options=self.worker_options,
+                    worker_env=self.worker_env,
                 )
                 await self.cluster.__aenter__()
                 url = self.cluster.url

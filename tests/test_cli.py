@@ -1,13 +1,18 @@
-"""The ``dagrt`` command faced with a dead server or an unknown run: one line, exit 1."""
+"""The ``dagrt`` command faced with a dead server, an unknown run or a bad option: one
+clear line, no traceback."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import anyio
 import pytest
 from conftest import worker_env
+from helpers import add
 
+import dagrt
 from dagrt.storage.server import free_port
 
 
@@ -40,3 +45,79 @@ def test_an_unknown_run_is_one_clear_line(redis_url: str) -> None:
     done = dagrt_cli("report", "no-such-run", "--redis", redis_url)
     assert done.returncode == 1
     assert done.stderr.strip() == "dagrt report: no events of run 'no-such-run' in the event log"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["worker", "--flush-interval", "-1"], "argument --flush-interval: must be >= 0"),
+        (["worker", "--flush-interval", "0.001"], "argument --flush-interval"),
+        (["worker", "--flush-size", "600000"], "must not exceed max_buffer"),
+        (["worker", "--redis", "nonsense"], "argument --redis: unsupported URL scheme"),
+        (["worker", "--metrics-redis", "http://x"], "argument --metrics-redis"),
+        (["worker", "--concurrency", "0"], "argument --concurrency: must be >= 1"),
+        (["runs", "--limit", "0"], "argument --limit: must be >= 1"),
+        (["report", "r", "--wait", "soon"], "argument --wait: not a number"),
+        (["cluster", "--flush-buffer", "0"], "argument --flush-buffer: must be >= 1"),
+    ],
+)
+def test_bad_options_are_one_line_before_anything_starts(args: list[str], says: str) -> None:
+    done = dagrt_cli(*args)
+    assert done.returncode == 2
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_report_that_cannot_be_written_is_one_line(redis_url: str, tmp_path: Path) -> None:
+    async def one_run() -> str:
+        async with dagrt.Client(processes=False, metrics=redis_url) as client:
+            fut = client.submit(add(1, 2))
+            await fut
+            return fut.run_id
+
+    run_id = anyio.run(one_run)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = dagrt_cli("report", run_id, "--redis", redis_url, "--out", str(blocker))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"dagrt report: cannot write the report under {blocker}")
+    assert "Traceback" not in done.stderr
+
+
+def test_the_runs_list_survives_a_reader_that_goes_away(redis_url: str) -> None:
+    """``dagrt runs | head -1``: the pipe closes early; no traceback."""
+
+    async def runs() -> None:
+        async with dagrt.Client(processes=False, metrics=redis_url) as client:
+            for i in range(30):
+                await client.compute(add(i, 1))
+
+    anyio.run(runs)
+    command = f"{sys.executable} -m dagrt runs --redis {redis_url} --limit 30 | head -1"
+    done = subprocess.run(
+        command, shell=True, capture_output=True, text=True, timeout=60, env=worker_env()
+    )
+    assert done.stdout.startswith("run ")
+    assert "log" in done.stdout.splitlines()[0]
+    assert "Traceback" not in done.stderr
+    assert "BrokenPipe" not in done.stderr
+
+
+def test_the_flush_policy_crosses_to_workers_whole() -> None:
+    """What a client asks of its local cluster's workers comes back as the same policy."""
+    from dagrt.cli import _flush_policy, _parser
+    from dagrt.metrics import FlushPolicy
+    from dagrt.metrics.store import flush_options
+
+    policy = FlushPolicy(
+        after_each_task=True,
+        interval=0.25,
+        max_events=10,
+        max_buffer=1000,
+        close_timeout=2.0,
+        when_idle=False,
+    )
+    argv = ["worker"]
+    for name, value in flush_options(policy).items():
+        argv += [f"--{name}"] + ([] if value == "" else [str(value)])
+    assert _flush_policy(_parser().parse_args(argv)) == policy

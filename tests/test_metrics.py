@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -24,8 +25,10 @@ from dagrt.metrics import (
     TaskExecutionMetrics,
     TaskFailed,
     Transfer,
+    aread_run,
     list_runs,
     read_graph,
+    read_log,
     read_run,
 )
 from dagrt.metrics import events as ev
@@ -808,3 +811,44 @@ async def test_writers_of_one_run_interleaving_lose_no_event(
     assert int(record[b"started"]) == 60
     for w in writers:
         await w.aclose()
+
+
+# --------------------------------------------------------------------------- where events go
+
+
+async def test_a_local_cluster_logs_where_the_client_says(server_factory: Any) -> None:
+    """``Client(metrics=url)`` on a local cluster: the workers log there too (not to
+    the cluster's private server, which goes away with it)."""
+    log_server = server_factory()
+    async with dagrt.Client(n_workers=2, metrics=log_server.url) as client:
+        fut = client.submit(collect(*[add(inc(i), i) for i in range(20)]))
+        await fut
+    storage = RedisStorage(log_server.url)
+    events = await aread_run(storage, fut.run_id, wait=15)
+    finished = [e for e in events if isinstance(e, TaskExecutionMetrics)]
+    assert {e.task for e in finished} == set(range(41))
+    assert all(e.worker_id and not e.worker_id.startswith("local-") for e in finished)
+    await storage.aclose()
+
+
+def test_the_log_must_be_reachable_by_whoever_writes_it() -> None:
+    with pytest.raises(ValueError, match="in-memory"):
+        dagrt.Client(metrics=InMemoryStorage())  # a local cluster's workers cannot reach it
+    with pytest.raises(ValueError, match="scheme"):
+        dagrt.Client(metrics="localhost:6379")  # said at once, before anything starts
+    dagrt.Client(processes=False, metrics=InMemoryStorage())  # in this process: fine
+
+
+async def test_the_in_process_runtime_logs_itself_as_a_worker() -> None:
+    async with dagrt.Client(processes=False) as client:
+        await client.compute(collect(*[inc(i) for i in range(10)]))
+        storage = client.metrics.storage  # type: ignore[union-attr]
+    events = read_log(storage)
+    started = [e for e in events if e.kind == "worker-started"]
+    stopped = [e for e in events if e.kind == "worker-stopped"]
+    assert len(started) == len(stopped) == 1
+    assert started[0].worker_id == stopped[0].worker_id == f"local-{os.getpid()}"
+    assert (stopped[0].done, stopped[0].failed) == (11, 0)  # type: ignore[attr-defined]
+    [run_id] = [e.run_id for e in events if e.kind == "run-submitted"]
+    lanes = {e.worker_id for e in read_run(storage, run_id) if e.kind == "task-finished"}
+    assert all(lane.startswith(started[0].worker_id) for lane in lanes)

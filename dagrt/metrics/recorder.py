@@ -278,10 +278,20 @@ class RunRecorder:
 
     WIDTH = 4  # numbers per finished task in `rows`
 
-    def __init__(self, metrics: MetadataStorage, run_id: str, dag: DAG, worker: str) -> None:
+    def __init__(
+        self,
+        metrics: MetadataStorage,
+        run_id: str,
+        dag: DAG,
+        worker: str,
+        counts: dict[str, int] | None = None,
+    ) -> None:
         self.metrics = metrics
         self.run_id = run_id
         self.worker = worker
+        #: tasks done and failed for good, added up as they are collected (shared by the
+        #: runs of one in-process worker, for its worker-stopped event)
+        self.counts = counts if counts is not None else {"done": 0, "failed": 0}
         self._nodes = dag._nodes  # keys and names looked up only for the rare events
         self.rows: list[Any] = []  # index, start, duration, lane; index, ...
         self._lanes: dict[str, int] = {}
@@ -344,6 +354,8 @@ class RunRecorder:
 
         if not final:
             self._attempts[i] = attempt + 1  # the attempt its task-finished will have
+        else:
+            self.counts["failed"] += 1
         self.metrics.emit(
             task_failed(
                 time.time(),
@@ -372,6 +384,7 @@ class RunRecorder:
         del rows[:n]
         w = self.WIDTH
         tasks = taken[0::w]  # strided slices: C-level copies
+        self.counts["done"] += len(tasks)
         starts = taken[1::w]
         durations = taken[2::w]
         lanes = taken[3::w]
