@@ -18,11 +18,10 @@ from typing import Any, TextIO
 import anyio
 import anyio.to_thread
 
-from . import keys as K
 from . import workflows
 from .client import Client
-from .metrics import FlushPolicy, read_run
-from .metrics.events import TaskExecutionMetrics, Transfer
+from .metrics import FlushPolicy, aread_run
+from .metrics.events import RunFinished, TaskExecutionMetrics, Transfer
 
 __all__ = ["DEMO_PARAMS", "run_demo"]
 
@@ -108,7 +107,7 @@ async def run_demo(
             say()
         say(f"Result: {summarize(name, result)}")
         await client.metrics.flush()  # type: ignore[union-attr]
-        facts = await _facts(runtime.storage, fut.run_id, flow.n_tasks(**params))
+        facts = await _facts(runtime.storage, fut.run_id)
         say(
             f"Makespan: {facts['makespan']:.3f} s (wall {wall:.3f} s), tasks: {facts['tasks']:,}, "
             f"bytes moved: {facts['bytes_network']:,} over storage, "
@@ -130,20 +129,15 @@ async def run_demo(
         return {"run_id": fut.run_id, "result": result, "report": report, **facts}
 
 
-async def _facts(storage: Any, run_id: str, n_tasks: int) -> dict[str, Any]:
-    """Makespan, tasks and bytes from the event log (workers flush on their own clock)."""
-    last = "$"
-    with anyio.move_on_after(15):
-        while True:
-            events = await anyio.to_thread.run_sync(read_run, storage, run_id)
-            finished = [e for e in events if isinstance(e, TaskExecutionMetrics)]
-            if len({e.task for e in finished}) >= n_tasks:
-                break
-            await storage.axread({K.events(): last}, block=1.0)
+async def _facts(storage: Any, run_id: str) -> dict[str, Any]:
+    """Makespan, tasks and bytes from the event log, once it is complete (workers write
+    their events on their own schedule; this waits on the log for them)."""
+    events = await aread_run(storage, run_id, wait=15)
+    finished = [e for e in events if isinstance(e, TaskExecutionMetrics)]
     moves = [e for e in events if isinstance(e, Transfer)]
-    record = await storage.ahgetall(K.run_record(run_id))
+    run = next((e for e in events if isinstance(e, RunFinished)), None)
     return {
-        "makespan": float(record.get(b"makespan", 0) or 0),
+        "makespan": run.makespan if run is not None else 0.0,
         "tasks": len({e.task for e in finished}),
         "bytes_network": sum(m.bytes for m in moves if not m.local),
         "bytes_local": sum(m.bytes for m in moves if m.local),

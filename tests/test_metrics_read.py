@@ -136,3 +136,27 @@ async def test_the_whole_log_holds_worker_events_too(pool_factory: Any) -> None:
     assert read_log(storage, since=since, limit=1)[0].kind == "worker-started"
     assert read_log(storage, until=since) == []
     await storage.aclose()
+
+
+@dagrt.task
+def fails_late(x: int) -> int:
+    time.sleep(0.2)
+    raise ValueError(f"task {x} gives up")
+
+
+async def test_a_failed_run_is_read_with_what_ran_before_it_failed(pool: Pool) -> None:
+    """A failed run has no count to wait for: its log counts as whole once it has been
+    quiet a moment (workers write what they hold when idle)."""
+    slow = FlushPolicy(interval=5.0, max_events=None)
+    async with dagrt.Client(pool.url, flush=slow) as client:
+        fut = client.submit(collect(*[inc(i) for i in range(30)], fails_late(0)))
+        with pytest.raises(dagrt.TaskError):
+            await fut
+    storage = RedisStorage(pool.url)
+    with anyio.fail_after(30):
+        events = await aread_run(storage, fut.run_id, wait=20)
+    done = {e.task for e in events if isinstance(e, TaskExecutionMetrics)}
+    assert len(done) == 30  # every inc ran before the failure
+    assert [e.exc_type for e in events if e.kind == "task-failed"] == ["ValueError"]
+    assert run_summary(storage, fut.run_id).complete
+    await storage.aclose()

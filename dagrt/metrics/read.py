@@ -55,6 +55,7 @@ log = logging.getLogger("dagrt.metrics")
 
 PAGE = 1000  # entries read at a time by range (logs without the entries list)
 ENTRIES_PER_CALL = 200  # entries read by id in one call
+SETTLE = 2.0  # seconds a failed or cancelled run's log stays quiet before it counts whole
 Flow = Generator[C.Cmd, Any, Any]
 
 
@@ -77,21 +78,32 @@ class RunSummary:
     started: int = 0  # attempts that logged a task-started
     ended: int = 0  # attempts that logged their end (task-finished or task-failed)
 
+    last_logged: float = 0.0  # when the run's newest entry was written (wall clock)
+
     @property
     def complete(self) -> bool:
         """Is the run's log complete? Its run-finished event is in and, for a run on
-        workers (which write their events on their own schedule), every attempt that
-        logged its start has logged its end, and a run that finished has a
-        task-finished event for each of its tasks. An in-process run's events all go
-        before its run-finished. A worker that died holding events leaves its run
-        incomplete for good (readers that wait give up after their timeout)."""
+        workers (which write their events on their own schedule): every attempt that
+        logged its start has logged its end; a run that finished has a task-finished
+        event for each task; a run that failed or was cancelled has been quiet (no new
+        entry) for ``SETTLE`` seconds, time enough for workers still holding its
+        events to write them (they do once idle, or on their clock). An in-process
+        run's events all go before its run-finished. A worker that died holding events
+        leaves a finished run incomplete for good (readers that wait give up)."""
         if self.status not in ("finished", "failed", "cancelled"):
             return False
         if self.runtime == "in-process":
             return True
         if self.ended < self.started:
             return False
-        return self.status != "finished" or self.done >= self.n_tasks
+        if self.status == "finished":
+            return self.done >= self.n_tasks
+        return self.quiet() >= SETTLE
+
+    def quiet(self, now: float | None = None) -> float:
+        """Seconds since the run ended or its newest entry was written, whichever is later."""
+        latest = max(self.finished or 0.0, self.last_logged)
+        return (time.time() if now is None else now) - latest
 
     @classmethod
     def from_hash(cls, run_id: str, raw: dict[bytes, bytes]) -> RunSummary:
@@ -111,6 +123,7 @@ class RunSummary:
             client=text.get("client", ""),
             started=int(text.get("started", 0)),
             ended=int(text.get("ended", 0)),
+            last_logged=K.entry_order(text["last"])[0] / 1000 if "last" in text else 0.0,
         )
 
 
@@ -378,7 +391,7 @@ def wait_for_run(storage: Storage | str, run_id: str, within: float) -> RunSumma
             left = deadline - time.monotonic()
             if summary.complete or left <= 0:
                 return summary  # type: ignore[no-any-return]
-            reply = store.xread({K.events(): last}, count=100, block=min(left, 5.0))
+            reply = store.xread({K.events(): last}, count=100, block=_block(summary, left))
             if reply:
                 last = reply[0][1][-1][0]
     finally:
@@ -397,13 +410,24 @@ async def await_for_run(storage: Storage | str, run_id: str, within: float) -> R
                 summary = await store._adrive(_summary_flow(run_id))
                 if summary.complete:
                     break
-                reply = await store.axread({K.events(): last}, count=100, block=5.0)
+                reply = await store.axread(
+                    {K.events(): last}, count=100, block=_block(summary, within)
+                )
                 if reply:
                     last = reply[0][1][-1][0]
         return summary  # type: ignore[no-any-return]
     finally:
         if owned:
             await store.aclose()
+
+
+def _block(summary: RunSummary, left: float) -> float:
+    """How long to wait for new entries before looking at the run again: until it has
+    been quiet long enough, if that is what it waits for."""
+    block = min(left, 5.0)
+    if summary.status in ("failed", "cancelled") and summary.ended >= summary.started:
+        block = min(block, max(0.01, SETTLE - summary.quiet()))
+    return block
 
 
 def _last_id(entries: list[Any]) -> bytes | str:

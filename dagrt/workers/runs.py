@@ -21,6 +21,7 @@ from ..exceptions import SerializationError
 from ..scheduler import TaskRecord, decode_functions, decode_record
 from ..serialize import loads_function
 from ..storage import Storage
+from ..storage import commands as C
 
 __all__ = ["FunctionCache", "RunContext", "RunTable"]
 
@@ -87,10 +88,9 @@ class RunTable:
         done = self._loading[run_id] = anyio.Event()
         try:
             rk = K.RunKeys(run_id)
-            meta = await self.storage.ahgetall(rk.meta)
+            meta, records = await self.storage.apipeline([C.hgetall(rk.meta), C.hgetall(rk.tasks)])
             if not meta:
                 return None
-            records = await self.storage.ahgetall(rk.tasks)
             ctx = RunContext(run_id, meta, records, self.secret)
             self._runs[run_id] = ctx
             while len(self._runs) > self.max_runs:

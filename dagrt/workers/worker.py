@@ -494,7 +494,12 @@ class Worker:
             if ctx is not None:
                 ctx.record(index)
         except KeyError:
-            await self._dead_letter(entry_id, fields, f"run {run_id} has no task {index}")
+            if await self.storage.aexists(K.RunKeys(run_id).end):
+                # The run ended while its table was loading (an empty table): no bad entry.
+                self.runs.forget(run_id)
+                await self._ack([entry_id])
+            else:
+                await self._dead_letter(entry_id, fields, f"run {run_id} has no task {index}")
             return None
         except (ValueError, SerializationError) as exc:
             await self._reject(run_id, index, entry_id, fields, exc)
