@@ -52,7 +52,13 @@ class Runtime(Protocol):
 
     async def __aenter__(self) -> Any: ...
     async def __aexit__(self, *exc_info: object) -> Any: ...
-    async def run(self, dag: DAG, run_id: str, recorder: Any = None) -> list[Any]: ...
+    async def run(
+        self,
+        dag: DAG,
+        run_id: str,
+        recorder: Any = None,
+        on_submitted: Callable[[float], None] | None = None,
+    ) -> list[Any]: ...
     def cancel(self, run_id: str) -> None: ...
 
 
@@ -439,7 +445,9 @@ class Client:
         run_id = fut.run_id
         metrics = self.metrics
         submitted = time.time()
-        recorder = await self._run_submitted(metrics, runtime, run_id, dag, submitted)
+        recorder, log_submitted = await self._run_submitted(
+            metrics, runtime, run_id, dag, submitted
+        )
         finished = False
 
         def run_finished(status: str, failed_task: str | None = None) -> None:
@@ -448,6 +456,7 @@ class Client:
             finished = True
             if metrics is None:
                 return
+            log_submitted(0.0)  # (a submission that failed: the run is in the index all the same)
             ended = time.time()
             event = RunFinished(
                 kind="run-finished",
@@ -471,7 +480,7 @@ class Client:
 
                 fut._cancel_hook = cancel
                 try:
-                    values = await runtime.run(dag, run_id, recorder)
+                    values = await runtime.run(dag, run_id, recorder, on_submitted=log_submitted)
                 except Exception as exc:
                     run_finished("failed", getattr(exc, "task", None))
                     fut._set_exception(exc)
@@ -498,31 +507,47 @@ class Client:
         run_id: str,
         dag: DAG,
         submitted: float,
-    ) -> RunRecorder | None:
-        """Log the run's graph and its run-submitted event; the in-process task recorder."""
+    ) -> tuple[RunRecorder | None, Callable[[float], None]]:
+        """Log the run's graph; the in-process task recorder, and what logs the
+        run-submitted event with the seconds its submission took (on workers, once the
+        runtime has submitted it; in-process, at once: nothing is submitted)."""
         if metrics is None:
-            return None
+            return None, _ignore
         graph_key = K.graph(run_id)
         # Off the run's critical path: built and written by the metrics flusher,
         # always before the run's events.
         metrics.add_record(graph_key, lambda: graph_record(dag))
         where = "in-process" if not self.processes else redact(getattr(runtime, "url", "") or "")
-        metrics.emit_event(
-            RunSubmitted(
-                kind="run-submitted",
-                ts=submitted,
-                run_id=run_id,
-                n_tasks=len(dag),
-                client_id=self._client_id,
-                graph_key=graph_key,
-                runtime=where,
+        logged = False
+
+        def log_submitted(seconds: float) -> None:
+            nonlocal logged
+            if logged:
+                return
+            logged = True
+            metrics.emit_event(
+                RunSubmitted(
+                    kind="run-submitted",
+                    ts=submitted,
+                    run_id=run_id,
+                    n_tasks=len(dag),
+                    client_id=self._client_id,
+                    graph_key=graph_key,
+                    runtime=where,
+                    submit_seconds=seconds,
+                )
             )
-        )
+
         if self.processes:
-            return None
+            return None, log_submitted
+        log_submitted(0.0)
         recorder = RunRecorder(metrics, run_id, dag, worker=self._local_worker, counts=self._counts)
         metrics.add_source(recorder)
-        return recorder
+        return recorder, log_submitted
+
+
+def _ignore(seconds: float) -> None:
+    """No event log: nothing to say."""
 
 
 def _spawn_dashboard(url: str, port: int) -> subprocess.Popen[str]:

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -113,8 +113,15 @@ class DistributedRuntime:
         """Note the cancellation; ``run()``, being cancelled, stops the run in storage."""
         self._cancelled.add(run_id)
 
-    async def run(self, dag: DAG, run_id: str, recorder: Any = None) -> list[Any]:
-        """Run ``dag`` on the workers (their events are their own: ``recorder`` is unused)."""
+    async def run(
+        self,
+        dag: DAG,
+        run_id: str,
+        recorder: Any = None,
+        on_submitted: Callable[[float], None] | None = None,
+    ) -> list[Any]:
+        """Run ``dag`` on the workers (their events are their own: ``recorder`` is unused);
+        ``on_submitted`` hears the seconds the submission took, once it is done."""
         storage = self.storage
         assert storage is not None
         spec = await scheduler.submit(
@@ -129,6 +136,8 @@ class DistributedRuntime:
             keep_children=self.keep_children,
             keep_outputs=self.keep_outputs,
         )
+        if on_submitted is not None:
+            on_submitted(spec.submit_seconds)
         status = "failed"
         try:
             await self._wait(storage, spec)

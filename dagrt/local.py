@@ -19,6 +19,7 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +76,15 @@ class LocalRuntime:
         if run is not None:
             run.stop()
 
-    async def run(self, dag: DAG, run_id: str, recorder: RunRecorder | None = None) -> list[Any]:
-        """Run ``dag``; the values of its outputs, in order."""
+    async def run(
+        self,
+        dag: DAG,
+        run_id: str,
+        recorder: RunRecorder | None = None,
+        on_submitted: Callable[[float], None] | None = None,
+    ) -> list[Any]:
+        """Run ``dag``; the values of its outputs, in order (nothing is submitted:
+        ``on_submitted`` is for runtimes that do)."""
         if self._executor is None:
             raise RuntimeError("LocalRuntime is not started (use `async with`)")
         run = _Run(self, dag, run_id, asyncio.get_running_loop(), recorder)

@@ -256,3 +256,54 @@ def test_a_worker_stops_past_a_task_it_cannot_interrupt(pool_factory: Any) -> No
     kinds = [e.kind for e in read_log(storage) if e.worker_id == "w"]
     assert kinds[-1] == "worker-stopped"
     storage.close()
+
+
+def test_a_worker_whose_log_server_stopped_answering_still_stops(pool_factory: Any) -> None:
+    """The server is paused (it takes connections, answers nothing): SIGTERM still ends
+    the worker within its bounds (graceful timeout, the last heartbeat, close_timeout),
+    saying what it could not write."""
+    pool: Pool = pool_factory(0)
+    worker = pool.spawn("--graceful-timeout", "0.5", "--flush-close-timeout", "1", "--name", "w")
+    pool.server.process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        assert time.monotonic() - started < 15
+    finally:
+        pool.server.process.send_signal(signal.SIGCONT)
+
+
+def test_a_second_signal_stops_a_worker_without_waiting_for_its_tasks(pool_factory: Any) -> None:
+    pool: Pool = pool_factory(0)
+    worker = pool.spawn("--graceful-timeout", "60", "--heartbeat", "0.2", "--name", "w")
+    storage = RedisStorage(pool.url)
+
+    async def go() -> None:
+        watch = RedisStorage(pool.url)
+        async with dagrt.Client(pool.url) as client:
+            fut = client.submit(nap(60.0))
+            with anyio.fail_after(30):
+                while not any(e.kind == "worker-heartbeat" and e.running for e in read_log(watch)):
+                    await watch.axread({K.events(): "$"}, block=5)
+            started = time.monotonic()
+            worker.send_signal(signal.SIGTERM)
+            await anyio.sleep(0.5)  # the first signal: the worker waits for its task...
+            assert worker.poll() is None
+            worker.send_signal(signal.SIGTERM)  # ...the second: it stops now
+            assert await anyio.to_thread.run_sync(worker.wait, 30) == 0
+            assert time.monotonic() - started < 15
+            fut.cancel()
+        await watch.aclose()
+
+    anyio.run(go)
+    assert [e.kind for e in read_log(storage) if e.worker_id == "w"][-1] == "worker-stopped"
+    storage.close()
+
+
+async def test_a_run_on_workers_logs_how_long_its_submission_took(pool: Pool) -> None:
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit(pairwise(add, [inc(i) for i in range(200)]))
+        await fut
+    [submitted] = [e for e in await events_of(pool.url, fut.run_id) if e.kind == "run-submitted"]
+    assert 0 < submitted.submit_seconds < 30  # type: ignore[attr-defined]

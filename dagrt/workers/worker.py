@@ -74,6 +74,7 @@ READY_LINE = "dagrt-worker ready"
 MAX_LOST = 3  # deliveries of one task whose workers died before a task counts as lost
 BIG_FRAME = 1 << 20  # frames larger than this are deserialized in a thread
 IDLE_FLUSH = 0.05  # seconds a worker with buffered events waits idle before writing them
+STOP_TIMEOUT = 2.0  # seconds the last heartbeat ("stopped") may take
 # Outputs at least this large try to stay in memory (their one child running here);
 # smaller ones are cheaper to upload at once than to risk a second round trip.
 LOCAL_MIN = 64 * 1024
@@ -144,6 +145,8 @@ class Worker:
         self._in_flight: dict[bytes, float] = {}  # entry id -> time taken
         self._running: dict[bytes, str] = {}  # entry id -> key of the task it runs now
         self._stopping = anyio.Event()
+        self._grace: anyio.CancelScope | None = None  # the wait for tasks in flight at stop
+        self._hurried = False  # a second signal: no waiting for tasks in flight
         self.ready = anyio.Event()  # set once the worker serves
         self._idle: anyio.Event | None = None
         self._read_scope: anyio.CancelScope | None = None
@@ -196,6 +199,12 @@ class Worker:
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
+                if self._stopping.is_set():  # a second one: do not wait for tasks in flight
+                    log.warning("worker %s got signal %s again: stopping now", self.id, signum)
+                    self._hurried = True
+                    if self._grace is not None:
+                        self._grace.cancel()
+                    continue
                 log.info("worker %s got signal %s: shutting down", self.id, signum)
                 self.stop()
 
@@ -259,9 +268,13 @@ class Worker:
                 async with asyncio.TaskGroup() as tasks:
                     self._task_group = tasks
                     await self._consume(tasks)
-                    # stop taking entries; give in-flight tasks a bounded time
-                    with anyio.move_on_after(self.settings.graceful_timeout):
-                        await self._drained()
+                    # stop taking entries; give in-flight tasks a bounded time (none
+                    # after a second signal)
+                    with anyio.move_on_after(self.settings.graceful_timeout) as grace:
+                        self._grace = grace
+                        if not self._hurried:
+                            await self._drained()
+                    self._grace = None
                     for task in list(self._tasks):
                         task.cancel()
                 service.cancel_scope.cancel()
@@ -269,7 +282,8 @@ class Worker:
             self._task_group = None
             with anyio.CancelScope(shield=True):
                 try:
-                    await self._heartbeat_once(status="stopped")
+                    with anyio.move_on_after(STOP_TIMEOUT):  # a server that does not answer
+                        await self._heartbeat_once(status="stopped")
                 except StorageError:
                     pass
                 if self.metrics is not None:  # the last events, always (SIGTERM too)
@@ -317,63 +331,15 @@ class Worker:
     async def _consume(self, tg: asyncio.TaskGroup) -> None:
         s = self.settings
         while not self._stopping.is_set():
-            # Wait for a free slot without holding it while the read blocks (the
-            # reclaimer takes free slots too).
-            await self._slots.acquire()
-            self._slots.release()
-            taken = max(1, self._slots.value)
-            if self._slow or not self._fast_seen:
-                # Heavy work in flight, or tasks of unknown cost: take one more entry
-                # than threads can run, so that other workers get their share.
-                room = self._threads + 1 - self._slow
-                if room <= 0:
-                    self._slow_freed = anyio.Event()
-                    await self._slow_freed.wait()
-                    continue
-                taken = min(taken, room)
-            block = min(s.block, 0.2) if s.burst else s.block
             reply: list[Any] = []
-            try:
-                # A read that does not wait goes through the shared pipelined
-                # connection; only when nothing is there do we block (on a
-                # connection of its own).
-                reply = await self.storage.axreadgroup(
-                    s.group, self.id, {s.stream: ">"}, count=taken
-                )
-                if not reply:
-                    # Idle with events buffered (a run just ended, most likely): wait a
-                    # moment only, then write them, so the log is complete soon after.
-                    idle = (
-                        self.metrics is not None
-                        and not self._in_flight
-                        and bool(self.metrics.buffered)
-                    )
-                    with anyio.CancelScope() as scope:
-                        self._read_scope = scope
-                        if not self._stopping.is_set():
-                            reply = await self.storage.axreadgroup(
-                                s.group,
-                                self.id,
-                                {s.stream: ">"},
-                                count=taken,
-                                block=min(block, IDLE_FLUSH) if idle else block,
-                            )
-                    self._read_scope = None
-                    if idle and not reply and self.metrics is not None:
-                        self.metrics.flush_soon()
-            except StorageConnectionError as exc:
-                log.warning("worker %s: reading the stream failed: %s", self.id, exc)
-                reply = []
-                with anyio.move_on_after(1.0):
-                    await self._stopping.wait()
-            except StorageError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The stream or group vanished (flushed, or a server without
-                # persistence restarted): make them again and go on.
-                log.warning("worker %s: %s; creating the group again", self.id, exc)
-                await self.storage.axgroup_create(s.stream, s.group, "0")
-                reply = []
+            # stop() cancels this scope: waiting for a slot, or a read the server does
+            # not answer (a cancelled read's entries stay pending, for reclaim).
+            with anyio.CancelScope() as scope:
+                self._read_scope = scope
+                if self._stopping.is_set():
+                    break
+                reply = await self._read(s)
+            self._read_scope = None
             entries = [e for _, es in reply for e in es]
             if entries:
                 for entry_id, _ in entries:
@@ -382,6 +348,62 @@ class Worker:
                 self._spawn(tg, self._process_batch(entries))
             if s.burst and not entries and not self._in_flight:
                 return
+
+    async def _read(self, s: WorkerSettings) -> list[Any]:
+        """The next entries to work on (after waiting for room for them), or none."""
+        # Wait for a free slot without holding it while the read blocks (the
+        # reclaimer takes free slots too).
+        await self._slots.acquire()
+        self._slots.release()
+        taken = max(1, self._slots.value)
+        if self._slow or not self._fast_seen:
+            # Heavy work in flight, or tasks of unknown cost: take one more entry
+            # than threads can run, so that other workers get their share.
+            room = self._threads + 1 - self._slow
+            if room <= 0:
+                self._slow_freed = anyio.Event()
+                await self._slow_freed.wait()
+                return []
+            taken = min(taken, room)
+        block = min(s.block, 0.2) if s.burst else s.block
+        reply: list[Any] = []
+        try:
+            # A read that does not wait goes through the shared pipelined
+            # connection; only when nothing is there do we block (on a
+            # connection of its own).
+            reply = await self.storage.axreadgroup(s.group, self.id, {s.stream: ">"}, count=taken)
+            if not reply:
+                # Idle with events buffered (a run just ended, most likely): wait a
+                # moment only, then write them, so the log is complete soon after.
+                idle = (
+                    self.metrics is not None
+                    and s.flush.when_idle
+                    and not self._in_flight
+                    and self.metrics.buffered > 0
+                )
+                reply = await self.storage.axreadgroup(
+                    s.group,
+                    self.id,
+                    {s.stream: ">"},
+                    count=taken,
+                    block=min(block, IDLE_FLUSH) if idle else block,
+                )
+                if idle and not reply and self.metrics is not None:
+                    self.metrics.flush_soon()
+        except StorageConnectionError as exc:
+            log.warning("worker %s: reading the stream failed: %s", self.id, exc)
+            reply = []
+            with anyio.move_on_after(1.0):
+                await self._stopping.wait()
+        except StorageError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream or group vanished (flushed, or a server without
+            # persistence restarted): make them again and go on.
+            log.warning("worker %s: %s; creating the group again", self.id, exc)
+            await self.storage.axgroup_create(s.stream, s.group, "0")
+            reply = []
+        return reply
 
     def _spawn(self, tg: asyncio.TaskGroup, coro: Any) -> None:
         task = tg.create_task(coro)
