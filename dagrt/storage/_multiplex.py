@@ -145,7 +145,10 @@ class Multiplexer(Link):
         self._out: list[bytes | memoryview] = []
         self._wake: asyncio.Event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._deadline: asyncio.Timeout | None = None  # the reader's, while it runs
+        self._reader: asyncio.Task[None] | None = None  # the reader task, while it runs
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._heard = 0.0  # when the reader last got bytes (loop clock)
+        self._silent = False  # the watchdog found the server silent
 
     def _connected(self) -> bool:
         return self._writer is not None
@@ -191,6 +194,7 @@ class Multiplexer(Link):
                 raise self.unreachable(exc) from exc
         self._writer = writer
         self._wake = asyncio.Event()
+        self._silent = False
         self._tasks = [
             asyncio.create_task(self._read_loop(reader, parser), name="dagrt redis reader"),
             asyncio.create_task(self._write_loop(writer), name="dagrt redis writer"),
@@ -245,41 +249,56 @@ class Multiplexer(Link):
     async def _read_loop(self, reader: asyncio.StreamReader, parser: hiredis.Reader) -> None:
         expect = self.pending
         loop = asyncio.get_running_loop()
-        limit = self.reply_timeout
+        self._reader = asyncio.current_task()
         try:
-            # One deadline for the whole loop, armed while replies are owed and moved on
-            # by every read that brings bytes: a command sent while the loop was already
-            # waiting (idle, no deadline) arms it too (see _arm), so a server that stops
-            # answering is noticed whenever it stops.
-            async with asyncio.timeout(None) as deadline:
-                self._deadline = deadline
-                if expect:
-                    self._arm()
-                while True:
-                    data = await reader.read(READ_SIZE)
-                    if not data:
-                        raise ConnectionResetError("the server closed the connection")
-                    parser.feed(data)
-                    while (reply := parser.gets()) is not False:
-                        if expect[0].add(reply):
-                            expect.popleft()
-                    if limit is not None:
-                        deadline.reschedule(loop.time() + limit if expect else None)
-        except (OSError, ConnectionError, TimeoutError, IndexError, hiredis.ProtocolError) as exc:
-            if isinstance(exc, TimeoutError):
-                exc = TimeoutError(f"no reply within {limit:g} s")
+            while True:
+                data = await reader.read(READ_SIZE)
+                self._heard = loop.time()
+                if not data:
+                    raise ConnectionResetError("the server closed the connection")
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    if expect[0].add(reply):
+                        expect.popleft()
+        except asyncio.CancelledError:
+            if not self._silent:
+                raise
+            self._broken(TimeoutError(f"no reply within {self.reply_timeout:g} s"))
+        except (OSError, ConnectionError, IndexError, hiredis.ProtocolError) as exc:
             self._broken(exc)
         finally:
-            self._deadline = None
+            self._reader = None
+
+    # The reply deadline: a watchdog armed when a command is sent (whatever the reader
+    # is doing: waiting idle, with no deadline, included), which fires at most once per
+    # timeout while replies are owed; the reader only notes when it last heard from the
+    # server (a clock read per read, no timer to move), so a server that stops
+    # answering is noticed whenever it stops, without a timer per read.
 
     def _arm(self) -> None:
-        """Replies are owed: start the reply deadline if it is not running."""
-        deadline = self._deadline
-        if deadline is not None and self.reply_timeout is not None and deadline.when() is None:
-            deadline.reschedule(asyncio.get_running_loop().time() + self.reply_timeout)
+        """Replies are owed: start the watchdog if it is not running."""
+        if self._watchdog is None and self.reply_timeout is not None:
+            loop = asyncio.get_running_loop()
+            self._heard = max(self._heard, loop.time())  # silence counts from now
+            self._watchdog = loop.call_at(self._heard + self.reply_timeout, self._watch)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if not self.pending or self._reader is None or self.reply_timeout is None:
+            return  # nothing owed (the next command arms it again), or no reader
+        loop = asyncio.get_running_loop()
+        silent = loop.time() - self._heard
+        if silent < self.reply_timeout:  # heard since: look again a timeout after that
+            self._watchdog = loop.call_at(self._heard + self.reply_timeout, self._watch)
+            return
+        self._silent = True
+        self._reader.cancel()
 
     def _broken(self, exc: BaseException) -> None:
         """Fail every waiting caller; the next command reconnects."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
@@ -293,6 +312,9 @@ class Multiplexer(Link):
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
