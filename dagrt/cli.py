@@ -44,6 +44,23 @@ def _number(kind: type, low: float, *, strict: bool = False) -> Any:
     return parse
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _age(text: str) -> float:
+    """A duration with its unit: 90s, 15m, 12h, 7d (seconds)."""
+    number, unit = text[:-1], text[-1:].lower()
+    try:
+        value = float(number) * _UNITS[unit]
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (a number and a unit: 90s, 15m, 12h, 7d)"
+        ) from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return value
+
+
 def _flush_policy(args: argparse.Namespace) -> FlushPolicy:
     from .metrics import FlushPolicy
 
@@ -274,6 +291,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=_dashboard)
 
+    pr = sub.add_parser("prune", help="delete runs (and worker events) older than a cutoff")
+    pr.add_argument("--redis", type=_url, default=_default_url(), help="server of the event log")
+    pr.add_argument(
+        "--older-than",
+        type=_age,
+        required=True,
+        help="delete what ended longer ago than this: 90s, 15m, 12h, 7d",
+    )
+    pr.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
+    pr.set_defaults(func=_prune)
+
     ls = sub.add_parser("runs", help="list recent runs from the event log")
     ls.add_argument("--redis", type=_url, default=_default_url(), help="server of the event log")
     ls.add_argument("--limit", type=_number(int, 1), default=20, help="runs to list")
@@ -341,6 +369,19 @@ def _report(args: argparse.Namespace) -> int:
             print(f"dagrt report: cannot write the report under {args.out}: {exc}", file=sys.stderr)
             return 1
     print(f"report: {path}")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    import time
+
+    from .metrics import prune
+    from .storage import RedisStorage
+
+    with RedisStorage(args.redis) as storage:
+        done = prune(storage, before=time.time() - args.older_than, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {len(done.runs)} runs and {done.entries} log entries")
     return 0
 
 

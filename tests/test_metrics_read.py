@@ -160,3 +160,66 @@ async def test_a_failed_run_is_read_with_what_ran_before_it_failed(pool: Pool) -
     assert [e.exc_type for e in events if e.kind == "task-failed"] == ["ValueError"]
     assert run_summary(storage, fut.run_id).complete
     await storage.aclose()
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_old_runs_and_worker_events_can_be_pruned(backend: str, redis_url: str) -> None:
+    """prune deletes what ended before the cutoff (entries, record, graph, index) and
+    worker events older than it; a run logged after it keeps every entry."""
+    from dagrt.metrics import aprune, prune
+
+    storage: Any = RedisStorage(redis_url) if backend == "redis" else InMemoryStorage()
+    if backend == "redis":
+        storage.flushdb()
+    async with MetadataStorage(storage, FlushPolicy(interval=None)) as metrics:
+        metrics.emit_event(
+            RunSubmitted(kind="run-submitted", ts=time.time() - 100, run_id="old", n_tasks=1)
+        )
+        metrics.emit((7, time.time(), "", "w1", "host", 1, 1, 1))  # a worker-started
+        await metrics.flush()
+        cutoff = time.time() + 0.01
+        await anyio.sleep(0.05)
+        metrics.emit_event(
+            RunSubmitted(kind="run-submitted", ts=cutoff - 50, run_id="new", n_tasks=1)
+        )
+        metrics.emit(rec.task_finished("new", "w1", 0, "k", "f", 1, cutoff, cutoff, 0.0))
+    before = storage.xlen(K.events())
+    assert prune(storage, before=cutoff, dry_run=True).runs == ["old"]
+    assert storage.xlen(K.events()) == before  # a dry run deletes nothing
+    done = await aprune(storage, before=cutoff)
+    assert (done.runs, done.entries) == (["old"], 2)
+    assert [r.run_id for r in list_runs(storage)] == ["new"]
+    with pytest.raises(dagrt.RunNotFoundError):
+        read_run(storage, "old")
+    assert [e.kind for e in read_run(storage, "new")] == ["run-submitted", "task-finished"]
+    assert storage.get(K.graph("old")) is None
+    with pytest.raises(TypeError, match="before"):
+        prune(storage, before="yesterday")  # type: ignore[arg-type]
+    if backend == "redis":
+        await storage.aclose()
+
+
+def test_the_prune_command(redis_url: str) -> None:
+    import subprocess
+    import sys
+
+    from conftest import worker_env
+
+    done = subprocess.run(
+        [sys.executable, "-m", "dagrt", "prune", "--redis", redis_url, "--older-than", "7d"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=worker_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("deleted ")
+    bad = subprocess.run(
+        [sys.executable, "-m", "dagrt", "prune", "--older-than", "7"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=worker_env(),
+    )
+    assert bad.returncode == 2
+    assert "a number and a unit" in bad.stderr

@@ -3,7 +3,8 @@
 * :mod:`dagrt.metrics.events`: the event models (and their wire form).
 * :class:`MetadataStorage` and :class:`FlushPolicy`: write events in batches.
 * :func:`read_run`, :func:`read_graph`, :func:`list_runs`, :func:`run_summary`,
-  :func:`wait_for_run`, :func:`read_log`: read them back (each with an async twin).
+  :func:`wait_for_run`, :func:`read_log`: read them back (each with an async twin);
+  :func:`prune` deletes old runs.
 * :mod:`dagrt.metrics.report`: the HTML report (``dagrt report RUN_ID``).
 """
 
@@ -25,6 +26,9 @@ from .events import WorkerStarted as WorkerStarted
 from .events import WorkerStopped as WorkerStopped
 from .events import expand as expand
 from .events import from_wire as from_wire
+from .prune import Pruned as Pruned
+from .prune import aprune as aprune
+from .prune import prune as prune
 from .read import RunGraph as RunGraph
 from .read import RunSummary as RunSummary
 from .read import alist_runs as alist_runs
@@ -47,6 +51,7 @@ __all__ = [
     "EventsDropped",
     "FlushPolicy",
     "MetadataStorage",
+    "Pruned",
     "RunFinished",
     "RunGraph",
     "RunSubmitted",
@@ -62,6 +67,7 @@ __all__ = [
     "WorkerStarted",
     "WorkerStopped",
     "alist_runs",
+    "aprune",
     "aread_graph",
     "aread_log",
     "aread_run",
@@ -70,6 +76,7 @@ __all__ = [
     "expand",
     "from_wire",
     "list_runs",
+    "prune",
     "read_graph",
     "read_log",
     "read_run",

@@ -244,6 +244,15 @@ def zrange(
     return Cmd(tuple(args), list)
 
 
+def zrange_by_score(key: str, low: float, high: float) -> Cmd:
+    """Members with ``low <= score <= high``, lowest first."""
+    return Cmd(("ZRANGE", key, _score(low), _score(high), "BYSCORE"), list)
+
+
+def _score(x: float) -> str:
+    return "+inf" if x == float("inf") else "-inf" if x == float("-inf") else repr(float(x))
+
+
 def zrem(key: str, members: Sequence[str | bytes]) -> Cmd:
     return Cmd(("ZREM", key, *members), _int)
 

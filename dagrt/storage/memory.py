@@ -372,6 +372,9 @@ class InMemoryStorage(Storage):
         z = self._typed(a[0], _ZSet) or {}
         flags = {_s(x).upper() for x in a[3:]}
         items = sorted(z.items(), key=lambda kv: (kv[1], kv[0]), reverse="REV" in flags)
+        if "BYSCORE" in flags:  # inclusive bounds (Redis 6.2's ZRANGE ... BYSCORE)
+            low, high = float(_s(a[1])), float(_s(a[2]))
+            return [m for m, score in items if low <= score <= high]
         start, stop = _int(a[1]), _int(a[2])
         n = len(items)
         start = max(0, start + n if start < 0 else start)
