@@ -44,7 +44,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .. import keys as K
 from ..exceptions import RunNotFoundError, StorageError
 from ..metrics.events import to_columns
-from ..metrics.read import RunGraph, alist_runs, aread_graph
+from ..metrics.read import RunGraph, alist_runs, aread_graph, entries_page_flow
 from ..serialize import unpack
 from ..storage import RedisStorage, Storage
 from .trace import chrome_trace
@@ -181,10 +181,15 @@ class DashboardApp:
                 sub.end()
 
     async def backlog(self, run: str | None, after: str) -> AsyncIterator[dict[str, Any]]:
-        """Batches of the log after ``after`` up to the reader's position."""
+        """Batches of the log after ``after`` up to the reader's position: for one run,
+        its own entries (the runs index lists them), not the whole log's."""
         start = after
         end = self.last_id
         if K.entry_order(start) >= K.entry_order(end):
+            return
+        if run is not None:
+            async for batch in self._run_backlog(run, start, end):
+                yield batch
             return
         while True:
             page = await self.storage.axrange(K.events(), "(" + start, end, PAGE_COUNT)
@@ -194,6 +199,21 @@ class DashboardApp:
             events = self.entries_to_events(page, run)
             yield {"type": "batch", "last": start, "events": events}
             if len(page) < PAGE_COUNT or start == end:
+                return
+
+    async def _run_backlog(self, run: str, start: str, end: str) -> AsyncIterator[dict[str, Any]]:
+        stop = K.entry_order(end)  # later entries reach the page live
+        while True:
+            try:
+                page, done = await self.storage._adrive(entries_page_flow(run, start, PAGE_COUNT))
+            except RunNotFoundError:  # nothing logged yet: it all comes live
+                return
+            page = [entry for entry in page if K.entry_order(entry[0]) <= stop]
+            if not page:
+                return
+            start = page[-1][0].decode()
+            yield {"type": "batch", "last": start, "events": self.entries_to_events(page, run)}
+            if done or K.entry_order(start) >= stop:
                 return
 
 
@@ -222,7 +242,7 @@ async def runs(request: Request) -> Response:
     app: DashboardApp = request.app.state.dashboard
     limit = int(request.query_params.get("limit", 100))
     summaries = await alist_runs(app.storage, max(1, min(limit, 1000)))
-    return _json([s.__dict__ for s in summaries])
+    return _json([{**s.__dict__, "complete": s.complete} for s in summaries])
 
 
 async def run_detail(request: Request) -> Response:
@@ -254,17 +274,17 @@ async def run_events(request: Request) -> Response:
     """A page of the run's events after ``after`` (an entry id), ``count`` entries at most."""
     app: DashboardApp = request.app.state.dashboard
     run_id = request.path_params["run_id"]
-    record = await app.storage.ahgetall(K.run_record(run_id))
-    if not record or b"first" not in record:
-        return _json({"error": f"no events of run {run_id!r}"}, 404)
-    first, last = record[b"first"].decode(), record[b"last"].decode()
-    after = request.query_params.get("after")
+    if not K.valid_run_id(run_id):
+        return _json({"error": f"invalid run id {run_id!r}"}, 400)
+    after = request.query_params.get("after") or None
     count = max(1, min(int(request.query_params.get("count", PAGE_COUNT)), 20_000))
-    start = "(" + after if after else first
-    page = await app.storage.axrange(K.events(), start, last, count)
+    try:  # the run's own entries, whatever else the log holds
+        page, done = await app.storage._adrive(entries_page_flow(run_id, after, count))
+    except RunNotFoundError:
+        return _json({"error": f"no events of run {run_id!r}"}, 404)
     events = app.entries_to_events(page, run_id)
-    end = page[-1][0].decode() if page else (after or first)
-    return _json({"events": events, "last": end, "done": len(page) < count or end == last})
+    end = page[-1][0].decode() if page else (after or "")
+    return _json({"events": events, "last": end, "done": done})
 
 
 async def trace(request: Request) -> Response:

@@ -257,6 +257,34 @@ def _run_flow(run_id: str) -> Flow:
         start = "(" + page[-1][0].decode()
 
 
+def entries_page_flow(run_id: str, after: str | None, count: int) -> Flow:
+    """Up to ``count`` of the run's own entries after the entry id ``after`` (``None``:
+    from its first), as ``(entries, done)``: what a paging reader (the dashboard's
+    replay) needs, at the cost of those entries only (a log without the run's list of
+    entries is paged by its range)."""
+    record = yield C.hgetall(K.run_record(run_id))
+    if not record or b"first" not in record:
+        raise RunNotFoundError(f"no events of run {run_id!r} in the event log")
+    ids = yield C.lrange(K.run_entries(run_id), 0, -1)
+    if not ids:
+        first, last = record[b"first"].decode(), record[b"last"].decode()
+        page = yield C.xrange(K.events(), "(" + after if after else first, last, count)
+        end = page[-1][0].decode() if page else (after or first)
+        return page, len(page) < count or end == last
+    ordered = sorted(set(ids), key=K.entry_order)
+    if after:
+        mark = K.entry_order(after)
+        ordered = [i for i in ordered if K.entry_order(i) > mark]
+    chunk = ordered[:count]
+    out: list[Any] = []
+    for start in range(0, len(chunk), ENTRIES_PER_CALL):
+        replies = yield from script_flow(
+            READ_ENTRIES, [K.events()], chunk[start : start + ENTRIES_PER_CALL]
+        )
+        out += [(eid, _fields(flat)) for reply in replies for eid, flat in reply]
+    return out, len(ordered) <= count
+
+
 def _summary_flow(run_id: str) -> Flow:
     record = yield C.hgetall(K.run_record(run_id))
     if not record:
