@@ -1,6 +1,8 @@
-"""Make the README's dashboard screenshots: a live run, and a replay of a finished one.
+"""Make the README's screenshots: the dashboard on a live run and on a replay of a
+finished one, and the report of a run.
 
-    python docs/screenshots.py      # writes docs/images/dashboard-{live,replay}.png
+    python docs/screenshots.py            # docs/images/dashboard-{live,replay}.png, report.png
+    python docs/screenshots.py report     # only docs/images/report.png
 
 Needs Chromium (``/usr/bin/chromium``) and Playwright (the ``test`` extra).
 """
@@ -71,5 +73,34 @@ async def main() -> None:
     print(f"wrote {OUT / 'dashboard-live.png'} and {OUT / 'dashboard-replay.png'}")
 
 
+async def report() -> None:
+    """GEMM on two workers, its report, and the report's first screen."""
+    import tempfile
+
+    from playwright.async_api import async_playwright
+
+    from dagrt.metrics.report import write_report
+
+    async with dagrt.Client(n_workers=2, threads=1, flush=FlushPolicy(interval=0.2)) as c:
+        fut = c.submit(workflows.get("gemm").build(n=1800, b=6))
+        await fut
+        folder = tempfile.mkdtemp()
+        path = await asyncio.to_thread(
+            write_report, c._runtime.storage, fut.run_id, folder, wait=15
+        )  # type: ignore[attr-defined]
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        page = await browser.new_page(viewport={"width": 1250, "height": 900})
+        await page.goto(path.resolve().as_uri())
+        await page.evaluate(PAINTED)
+        await page.screenshot(path=OUT / "report.png")
+        await browser.close()
+    print(f"wrote {OUT / 'report.png'}")
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    import sys
+
+    if sys.argv[1:] != ["report"]:
+        asyncio.run(main())
+    asyncio.run(report())
