@@ -445,10 +445,13 @@ class Client:
         run_id = fut.run_id
         metrics = self.metrics
         submitted = time.time()
-        recorder, log_submitted = await self._run_submitted(
-            metrics, runtime, run_id, dag, submitted
-        )
+        recorder = await self._run_submitted(metrics, runtime, run_id, dag, submitted)
         finished = False
+        submit_seconds = 0.0
+
+        def on_submitted(seconds: float) -> None:
+            nonlocal submit_seconds
+            submit_seconds = seconds
 
         def run_finished(status: str, failed_task: str | None = None) -> None:
             """The run-finished event goes out before the future says so."""
@@ -456,7 +459,6 @@ class Client:
             finished = True
             if metrics is None:
                 return
-            log_submitted(0.0)  # (a submission that failed: the run is in the index all the same)
             ended = time.time()
             event = RunFinished(
                 kind="run-finished",
@@ -465,6 +467,7 @@ class Client:
                 status=status,  # type: ignore[arg-type]
                 makespan=ended - submitted,
                 failed_task=failed_task,
+                submit_seconds=submit_seconds,
             )
             if recorder is not None:
                 metrics.remove_source(recorder, then=event)  # after the run's task events
@@ -480,7 +483,7 @@ class Client:
 
                 fut._cancel_hook = cancel
                 try:
-                    values = await runtime.run(dag, run_id, recorder, on_submitted=log_submitted)
+                    values = await runtime.run(dag, run_id, recorder, on_submitted=on_submitted)
                 except Exception as exc:
                     run_finished("failed", getattr(exc, "task", None))
                     fut._set_exception(exc)
@@ -507,47 +510,32 @@ class Client:
         run_id: str,
         dag: DAG,
         submitted: float,
-    ) -> tuple[RunRecorder | None, Callable[[float], None]]:
-        """Log the run's graph; the in-process task recorder, and what logs the
-        run-submitted event with the seconds its submission took (on workers, once the
-        runtime has submitted it; in-process, at once: nothing is submitted)."""
+    ) -> RunRecorder | None:
+        """Log the run's graph and its run-submitted event (at once: workers may run
+        its first tasks before the submission ends); the in-process task recorder."""
         if metrics is None:
-            return None, _ignore
+            return None
         graph_key = K.graph(run_id)
         # Off the run's critical path: built and written by the metrics flusher,
         # always before the run's events.
         metrics.add_record(graph_key, lambda: graph_record(dag))
         where = "in-process" if not self.processes else redact(getattr(runtime, "url", "") or "")
-        logged = False
-
-        def log_submitted(seconds: float) -> None:
-            nonlocal logged
-            if logged:
-                return
-            logged = True
-            metrics.emit_event(
-                RunSubmitted(
-                    kind="run-submitted",
-                    ts=submitted,
-                    run_id=run_id,
-                    n_tasks=len(dag),
-                    client_id=self._client_id,
-                    graph_key=graph_key,
-                    runtime=where,
-                    submit_seconds=seconds,
-                )
+        metrics.emit_event(
+            RunSubmitted(
+                kind="run-submitted",
+                ts=submitted,
+                run_id=run_id,
+                n_tasks=len(dag),
+                client_id=self._client_id,
+                graph_key=graph_key,
+                runtime=where,
             )
-
+        )
         if self.processes:
-            return None, log_submitted
-        log_submitted(0.0)
+            return None
         recorder = RunRecorder(metrics, run_id, dag, worker=self._local_worker, counts=self._counts)
         metrics.add_source(recorder)
-        return recorder, log_submitted
-
-
-def _ignore(seconds: float) -> None:
-    """No event log: nothing to say."""
+        return recorder
 
 
 def _spawn_dashboard(url: str, port: int) -> subprocess.Popen[str]:

@@ -20,6 +20,7 @@ __all__ = [
     "events",
     "function",
     "graph",
+    "log_writer",
     "run_entries",
     "run_record",
     "new_run_id",
@@ -147,6 +148,12 @@ def run_entries(run_id: str) -> str:
     """The ids of a run's entries in the event log, in the order they were indexed
     (persistent): reading a run reads these entries and no others."""
     return f"{PREFIX}:run:{run_id}:entries"
+
+
+def log_writer(writer_id: str) -> str:
+    """The last sequence number of the event log's writer ``writer_id`` applied (its
+    writes are applied once each, also when sent again); it expires a day after."""
+    return f"{PREFIX}:writer:{writer_id}"
 
 
 def graph(run_id: str) -> str:

@@ -661,24 +661,6 @@ async def test_the_metrics_store_down_during_a_run(server_factory: Any) -> None:
         await storage.aclose()
 
 
-async def test_a_full_buffer_drops_and_says_how_many(server_factory: Any) -> None:
-    server = server_factory()
-    storage = RedisStorage(server.url, socket_connect_timeout=0.5, retries=0)
-    metrics = MetadataStorage(storage, FlushPolicy(interval=None, max_events=None, max_buffer=10))
-    await metrics.start()
-    server.kill()
-    for i in range(25):
-        metrics.emit(finished_event(task=i))
-    await metrics.flush()  # fails: kept (10), the rest counted
-    server.restart()
-    await metrics.aclose()
-    events = _all_events(storage)
-    dropped = [e for e in events if e.kind == "events-dropped"]
-    assert len([e for e in events if e.kind == "task-finished"]) == 10
-    assert sum(e.count for e in dropped) == 15
-    await storage.aclose()
-
-
 # --------------------------------------------------------------------------- the report
 
 

@@ -115,32 +115,53 @@ async def test_run_and_worker_events_are_written_at_once_whatever_the_policy(
 # --------------------------------------------------------------------------- the bound
 
 
+async def a_write_that_fails(metrics: MetadataStorage, run_id: str, n: int) -> None:
+    """Emit ``n`` events of ``run_id`` and flush them into a store that is away: the
+    writer now knows it (the bound applies) and holds them to send again."""
+    for i in range(n):
+        metrics.emit(finished(run_id, i))
+    assert await metrics.flush() == 0
+
+
 async def test_a_full_buffer_counts_batch_rows_and_says_so_per_run(
     server_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The bound counts events, a batch as the rows it holds; what a full buffer drops
-    is counted per run and logged as that run's events-dropped, naming the writer."""
+    """While the store is away the bound holds: it counts events, a batch as the rows
+    it holds, and the write waiting to be sent again; what a full buffer drops is
+    counted per run and logged as that run's events-dropped, naming the writer."""
     server = server_factory()
     storage = RedisStorage(server.url, socket_connect_timeout=0.5, retries=0)
     policy = FlushPolicy(interval=None, max_events=None, max_buffer=100)
     metrics = MetadataStorage(storage, policy, source="worker-7")
     await metrics.start()
     server.kill()
+    await a_write_that_fails(metrics, "z", 10)
     metrics.emit(batch("a", range(60)))
-    metrics.emit(batch("a", range(60, 120)))  # 60 + 60 > 100: dropped whole
+    metrics.emit(batch("a", range(60, 120)))  # 10 + 60 + 60 > 100: dropped whole
     for i in range(50):
-        metrics.emit(finished("b", i))  # 40 fit
-    assert (metrics.buffered, metrics.dropped, metrics.lost) == (100, 70, 70)
+        metrics.emit(finished("b", i))  # 30 fit
+    assert (metrics.buffered, metrics.dropped, metrics.lost) == (100, 80, 80)
     assert "dropping events" in caplog.text
-    await metrics.flush()  # fails: kept
     server.restart()
     await metrics.aclose()
     notes = {e.run_id: e for e in read_log(storage) if e.kind == "events-dropped"}
-    assert {run: e.count for run, e in notes.items()} == {"a": 60, "b": 10}  # type: ignore[attr-defined]
+    assert {run: e.count for run, e in notes.items()} == {"a": 60, "b": 20}  # type: ignore[attr-defined]
     assert {e.worker_id for e in notes.values()} == {"worker-7"}
+    assert [e.kind for e in read_run(storage, "z")].count("task-finished") == 10
     assert [e.kind for e in read_run(storage, "a")].count("task-finished") == 60
     assert [e.kind for e in read_run(storage, "b")][-1] == "events-dropped"
+    assert run_summary(storage, "b").dropped == 20
     await storage.aclose()
+
+
+async def test_a_healthy_store_takes_more_than_the_bound(redis_storage: RedisStorage) -> None:
+    """The bound is for a store that is away: with one that takes events, a batch of
+    any size goes whole (an in-process run's recorder hands over many at once)."""
+    policy = FlushPolicy(interval=None, max_events=None, max_buffer=100)
+    async with MetadataStorage(redis_storage, policy) as metrics:
+        metrics.emit(batch("big", range(5_000)))
+        assert metrics.dropped == 0
+    assert len(read_run(redis_storage, "big")) == 5_000
 
 
 async def test_run_lifecycle_events_are_never_dropped(server_factory: Any) -> None:
@@ -152,11 +173,11 @@ async def test_run_lifecycle_events_are_never_dropped(server_factory: Any) -> No
     metrics = MetadataStorage(storage, policy)
     await metrics.start()
     server.kill()
+    await a_write_that_fails(metrics, "z", 1)
     metrics.emit_event(submitted("r1", 10))
     for i in range(10):
-        metrics.emit(finished("r1", i))
+        metrics.emit(finished("r1", i))  # 3 fit beside the held write and the submission
     metrics.emit_event(run_finished("r1"))
-    await metrics.flush()  # fails; given back, the newest task events go first
     metrics.emit_event(submitted("r2", 0))
     metrics.emit_event(run_finished("r2"))
     server.restart()
@@ -168,7 +189,53 @@ async def test_run_lifecycle_events_are_never_dropped(server_factory: Any) -> No
         assert run_summary(storage, run).status == "finished"
     dropped = [e for e in read_run(storage, "r1") if e.kind == "events-dropped"]
     finished_tasks = [e for e in read_run(storage, "r1") if e.kind == "task-finished"]
-    assert len(finished_tasks) + dropped[0].count == 10  # type: ignore[attr-defined]
+    assert len(finished_tasks) == 3
+    assert dropped[0].count == 7  # type: ignore[attr-defined]
+    await storage.aclose()
+
+
+async def test_a_write_whose_reply_never_came_is_applied_once(server_factory: Any) -> None:
+    """The store is paused past the reply timeout with a write on its way: the write
+    may have been applied (it was, once the store resumes) or not; the writer cannot
+    tell, so it sends it again, and the log applies it once."""
+    server = server_factory()
+    storage = RedisStorage(server.url, socket_timeout=1, retries=0)
+    metrics = MetadataStorage(storage, FlushPolicy(interval=None, max_events=None))
+    await metrics.start()
+    metrics.emit_event(submitted("r", 10))
+    await metrics.flush()  # connected, scripts known
+    for i in range(10):
+        metrics.emit(finished("r", i))
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        assert await metrics.flush() == 0  # no reply within 1 s
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    assert await metrics.flush() == 10  # sent again
+    await metrics.aclose()
+    assert [e.kind for e in read_run(storage, "r")].count("task-finished") == 10
+    assert run_summary(storage, "r").done == 10
+    await storage.aclose()
+
+
+async def test_an_event_too_large_for_the_server_is_cut_short(
+    server_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task failed with a 2 MB message into a log whose server takes 1 MB values: the
+    event goes with its texts cut short; the others of the write go as they are."""
+    server = server_factory(options={"proto-max-bulk-len": "1mb"})
+    storage = RedisStorage(server.url)
+    now = time.time()
+    async with MetadataStorage(storage, FlushPolicy(interval=None, max_events=None)) as metrics:
+        metrics.emit(rec.task_failed(now, "r", "w", 0, "k", "f", 1, "E", "x" * 2_000_000, "", True))
+        for i in range(1, 5):
+            metrics.emit(finished("r", i))
+        assert await metrics.flush() == 5
+    events = read_run(storage, "r")
+    [failed] = [e for e in events if e.kind == "task-failed"]
+    assert failed.message.startswith("x" * 1000)  # type: ignore[attr-defined]
+    assert failed.message.endswith("characters cut)")  # type: ignore[attr-defined]
+    assert [e.task for e in events if e.kind == "task-finished"] == [1, 2, 3, 4]  # type: ignore[attr-defined]
     await storage.aclose()
 
 
@@ -254,4 +321,4 @@ async def test_events_that_cannot_be_encoded_are_dropped_and_the_log_goes_on(
         assert metrics.lost == 1
         metrics.emit(finished("r1", 0))
         assert await metrics.flush() == 1
-    assert "cannot encode" in caplog.text
+    assert "cannot be encoded" in caplog.text

@@ -69,7 +69,7 @@ class RunSubmitted(Event):
     client_id: str = ""
     graph_key: str = ""  # where the run's graph (keys, names, edges) is kept
     runtime: str = ""  # "in-process" or the server URL (password hidden)
-    submit_seconds: float = 0.0
+    submit_seconds: float = 0.0  # (unknown when logged: see RunFinished.submit_seconds)
 
 
 class RunFinished(Event):
@@ -78,6 +78,7 @@ class RunFinished(Event):
     status: Literal["finished", "failed", "cancelled"]
     makespan: float
     failed_task: str | None = None
+    submit_seconds: float = 0.0  # how long submitting it took (on workers; 0 in-process)
 
 
 class TaskStarted(Event):

@@ -77,6 +77,7 @@ class RunSummary:
     client: str = ""
     started: int = 0  # attempts that logged a task-started
     ended: int = 0  # attempts that logged their end (task-finished or task-failed)
+    dropped: int = 0  # events lost to a full buffer (the log's store was away)
 
     last_logged: float = 0.0  # when the run's newest entry was written (wall clock)
 
@@ -87,11 +88,14 @@ class RunSummary:
         logged its start has logged its end; a run that finished has a task-finished
         event for each task; a run that failed or was cancelled has been quiet (no new
         entry) for ``SETTLE`` seconds, time enough for workers still holding its
-        events to write them (they do once idle, or on their clock). An in-process
-        run's events all go before its run-finished. A worker that died holding events
+        events to write them (they do once idle, or on their clock), and so has a run
+        whose writers dropped events (see ``dropped``). An in-process run's events all
+        go before its run-finished. A worker that died holding events
         leaves a finished run incomplete for good (readers that wait give up)."""
         if self.status not in ("finished", "failed", "cancelled"):
             return False
+        if self.dropped:  # events were lost: the log is as whole as it gets once quiet
+            return self.quiet() >= SETTLE
         if self.runtime == "in-process":
             return True
         if self.ended < self.started:
@@ -123,6 +127,7 @@ class RunSummary:
             client=text.get("client", ""),
             started=int(text.get("started", 0)),
             ended=int(text.get("ended", 0)),
+            dropped=int(text.get("dropped", 0)),
             last_logged=K.entry_order(text["last"])[0] / 1000 if "last" in text else 0.0,
         )
 

@@ -114,11 +114,17 @@ class RunAnalysis:
 def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
     """Compute a run's figures from its events (the graph adds names and the
     critical path)."""
+    if not events:
+        raise ValueError("no events to analyze")
     submitted = next((e for e in events if isinstance(e, RunSubmitted)), None)
     finished = next((e for e in events if isinstance(e, RunFinished)), None)
-    if submitted is None:
-        raise ValueError("the events have no run-submitted event")
-    t0 = submitted.ts
+    # without its submission (its client died while submitting), the run starts with
+    # its first event
+    t0 = (
+        submitted.ts
+        if submitted is not None
+        else min(e.start if isinstance(e, TaskExecutionMetrics) else e.ts for e in events)
+    )
     names = graph.names if graph is not None else None
     keys = graph.keys if graph is not None else None
 
@@ -194,9 +200,13 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
             " function name, and there is no critical path."
         )
     return RunAnalysis(
-        run_id=submitted.run_id,
-        status=finished.status if finished else "running",
-        n_tasks=submitted.n_tasks,
+        run_id=submitted.run_id if submitted is not None else events[0].run_id,
+        status=finished.status if finished else "running" if submitted else "unknown",
+        n_tasks=submitted.n_tasks
+        if submitted is not None
+        else len(graph)
+        if graph is not None
+        else len({b.task for b in bars}),
         makespan=makespan,
         submitted=t0,
         workers=workers,
@@ -561,12 +571,24 @@ def write_report(
 
 
 def _log_notes(summary: RunSummary, a: RunAnalysis) -> list[str]:
-    if summary.complete:
-        return []
+    notes = []
+    if summary.dropped:
+        notes.append(
+            f"{summary.dropped} events of this run were dropped: a writer's buffer was full"
+            " while the log's server was away (events-dropped in the log says whose)."
+            " Tasks and transfers are missing from what follows."
+        )
+    if summary.complete or summary.dropped:
+        return notes
     if summary.status == "running":
         return [
             f"The run is still going (no run-finished event yet): {a.tasks_logged} of"
             f" {a.n_tasks} tasks logged so far."
+        ]
+    if summary.status == "unknown":
+        return [
+            "The log has no run-submitted or run-finished event of this run (its client"
+            f" may have died while submitting it): {a.tasks_logged} tasks logged."
         ]
     return [
         f"The log of this run is not complete: {a.tasks_logged} of {a.n_tasks} tasks and"

@@ -26,10 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -87,6 +89,8 @@ _BATCH_TRANSFERS = Transfers.code
 _BATCH_WORKER = _pos(TasksFinished, "worker_id")
 
 _FAILED = TaskFailed.code
+_DROPPED = EventsDropped.code
+_DROPPED_COUNT = _pos(EventsDropped, "count")
 _STARTED = TaskStarted.code
 _TRANSFER = Transfer.code
 _SUBMITTED = RunSubmitted.code
@@ -206,6 +210,11 @@ class MetadataStorage:
         self._close_by = math.inf  # closing: no write goes on past this (anyio clock)
         self._failing = False
         self._closing = False
+        # Writes carry this writer's id and a sequence number: the log applies each once.
+        self._writer = f"{source or 'writer'}-{os.getpid()}-{os.urandom(4).hex()}"
+        self._seq = 0
+        self._unsent: _Write | None = None  # a write whose outcome is unknown: sent again
+        self._held = 0  # what it holds against the bound
 
     def __repr__(self) -> str:
         return f"<MetadataStorage {self.storage!r} buffered={self._size}>"
@@ -217,8 +226,8 @@ class MetadataStorage:
 
     @property
     def buffered(self) -> int:
-        """Events waiting to be written."""
-        return self._size
+        """Events waiting to be written (a write to send again included)."""
+        return self._size + self._held
 
     # -- emitting (any thread) ---------------------------------------------------------
 
@@ -239,7 +248,7 @@ class MetadataStorage:
             for item in items:
                 code = item[0]
                 n = 1 if code not in _BATCH_COLUMN else _count(item)
-                if self._size + n > bound and code not in _KEPT:
+                if self._failing and self._size + self._held + n > bound and code not in _KEPT:
                     self._drop(item[_RUN], n)
                     continue
                 self._buffer.append(item)
@@ -379,8 +388,10 @@ class MetadataStorage:
                 self.emit_event(build())
             self._at_close = []
             await self.flush()
+            unsent, self._unsent, self._held = self._unsent, None, 0
             with self._lock:
-                left, records = self._size, len(self._records)
+                left = self._size + (unsent.count if unsent is not None else 0)
+                records = len(self._records) + (len(unsent.records) if unsent else 0)
                 earlier = sum(self._drops.values())  # counted in ``lost`` when dropped
                 self._buffer.clear()
                 self._records.clear()
@@ -437,33 +448,6 @@ class MetadataStorage:
         ]
         return [*items, *notes]
 
-    def _give_back(self, items: list[Item], drops: dict[str, int]) -> None:
-        """A write failed: put the events back in front; beyond the bound the newest
-        task events go (as when emitting into a full buffer)."""
-        with self._lock:
-            for run, n in drops.items():
-                self._drops[run] = self._drops.get(run, 0) + n
-            self._buffer.extendleft(reversed(items))
-            self._size += sum(map(_count, items))
-            bound = self.policy.max_buffer
-            if self._size <= bound:
-                return
-            kept: list[Item] = []
-            while self._size > bound and self._buffer:
-                item = self._buffer.pop()
-                if item[0] in _KEPT:
-                    kept.append(item)
-                    continue
-                n = _count(item)
-                self._size -= n
-                self._drop(item[_RUN], n)
-            self._buffer.extend(reversed(kept))
-
-    def _records_back(self, records: list[tuple[str, bytes | Callable[[], bytes]]]) -> None:
-        with self._lock:
-            self._records[:0] = records
-            del self._records[: max(0, len(self._records) - MAX_RECORDS)]
-
     async def flush(self) -> int:
         """Write every buffered event now; how many were written."""
         lock = self._flushing
@@ -473,81 +457,127 @@ class MetadataStorage:
             written = await self._flush_once()
         return written
 
-    async def _flush_once(self) -> int:
+    def _next_write(self, limit: int) -> _Write | None:
+        """The write to send: one whose outcome is unknown (it is sent again as it
+        was: the log skips what it applied already), else the buffer, planned."""
         with self._lock:
             records, self._records = self._records, []
+        pending, self._unsent = self._unsent, None
+        if pending is not None:
+            pending.records += records
+            return pending
         items, drops = self._take()
         if not items and not drops and not records:
+            return None
+        cmds, self._seq, lost = _plan(
+            self.stream, self._with_drops(items, drops), self._writer, self._seq, limit
+        )
+        if lost:
+            log.error("metrics: %d events cannot be written (too large, or not encodable)", lost)
+            self.lost += lost
+        return _Write(records, cmds, len(items) - lost, sum(map(_count, items)))
+
+    async def _flush_once(self) -> int:
+        if self._unsent is None and not (self._size or self._records or self._sources):
+            with self._lock:
+                if not (self._ended or self._drops or self._size):
+                    return 0  # nothing to write
+        try:
+            limit = await self.storage.amax_value_size()  # asked once, then known
+        except StorageError as exc:  # the store is away: what is buffered stays
+            self._failed(exc)
+            # (records wait as the bytes they are built into, not what they are built from)
+            with self._lock:
+                records, self._records = self._records, []
+            built = await anyio.to_thread.run_sync(_build_records, records)
+            with self._lock:
+                self._records[:0] = built
             return 0
-        # Events taken from the buffer are written (or given back) whatever happens
-        # to the task that flushes: a cancelled flush must not lose them. Only
-        # closing bounds the write (its deadline).
-        written = 0
-        state = {"records": records}
+        pending = self._next_write(limit)
+        if pending is None:
+            return 0
+        # A write taken from the buffer is sent (or kept to be sent again) whatever
+        # happens to the task that flushes: a cancelled flush must not lose it. Only
+        # closing bounds it (its deadline).
+        sent = False
         try:
             with anyio.CancelScope(shield=True, deadline=self._close_by) as scope:
                 self._writing = scope
-                written = await self._write(state, items, drops)
-        except BaseException:
-            self._give_back(items, drops)
-            self._records_back(state["records"])
-            raise
+                sent = await self._send(pending)
         finally:
             self._writing = None
-        if scope.cancelled_caught:  # closing, and the store did not answer in time
-            self._give_back(items, drops)
-            self._records_back(state["records"])
+            if not sent:
+                self._hold(pending)
+        if not sent or scope.cancelled_caught:
             return 0
-        return written
+        more = await self._flush_once() if self._size and self._unsent is None else 0
+        return pending.count + more
 
-    async def _write(self, state: dict[str, Any], items: list[Item], drops: dict[str, int]) -> int:
-        """Write the records, then the events; on a storage error keep both for later.
-        ``state["records"]`` holds what is still to write (built ones as bytes)."""
+    def _hold(self, pending: _Write) -> None:
+        """Keep a write that failed, to send as it is next time."""
+        self._unsent = pending
+        self._held = pending.size
+
+    async def _send(self, pending: _Write) -> bool:
         try:
-            if state["records"]:
-                state["records"] = await anyio.to_thread.run_sync(_build_records, state["records"])
-                await self.storage.apipeline(_record_cmds(state["records"]))
-                state["records"] = []
-            await write_events(self.storage, self.stream, self._with_drops(items, drops))
+            if pending.records:
+                pending.records = await anyio.to_thread.run_sync(_build_records, pending.records)
+                await self.storage.apipeline(_record_cmds(pending.records))
+                pending.records = []
+            await write_events(self.storage, pending.cmds)
         except StorageError as exc:
-            if not self._failing:
-                log.warning("metrics: cannot write events (kept for later): %s", exc)
-            self._failing = True
-            self._give_back(items, drops)
-            self._records_back(state["records"])
-            state["records"] = []
-            return 0
-        except Exception:  # events that cannot be encoded would fail every retry
-            log.exception("metrics: cannot encode %d events: they are dropped", len(items))
-            with self._lock:
-                for item in items:
-                    self._drop(item[_RUN], _count(item))
-            return 0
+            return self._failed(exc)
+        return self._sent(pending)
+
+    def _failed(self, exc: StorageError) -> bool:
+        if not self._failing:
+            log.warning("metrics: cannot write events (kept for later): %s", exc)
+        self._failing = True
+        return False
+
+    def _sent(self, pending: _Write) -> bool:
         if self._failing:
             log.warning("metrics: the event log is reachable again")
         self._failing = False
-        self.written += len(items)
-        return len(items)
+        self._held = 0
+        self.written += pending.count
+        return True
 
     def flush_sync(self) -> int:
         """Write the buffer from sync code (no event loop); on a storage error the
         events are kept, as by :meth:`flush`."""
-        with self._lock:
-            records, self._records = self._records, []
-        items, drops = self._take()
         try:
-            records = _build_records(records)
-            if records:
-                self.storage.pipeline(_record_cmds(records))
-            records = []
-            write_events_sync(self.storage, self.stream, self._with_drops(items, drops))
+            limit = self.storage.max_value_size()
         except StorageError as exc:
-            log.warning("metrics: cannot write events (kept for later): %s", exc)
-            self._give_back(items, drops)
-            self._records_back(records)
+            self._failed(exc)
             return 0
-        self.written += len(items)
-        return len(items)
+        pending = self._next_write(limit)
+        if pending is None:
+            return 0
+        try:
+            pending.records = _build_records(pending.records)
+            if pending.records:
+                self.storage.pipeline(_record_cmds(pending.records))
+            pending.records = []
+            write_events_sync(self.storage, pending.cmds)
+        except StorageError as exc:
+            self._failed(exc)
+            self._hold(pending)
+            return 0
+        self._sent(pending)
+        return pending.count
+
+
+@dataclass
+class _Write:
+    """One flush's writes, planned once: records still to write, then the log calls
+    (each with its writer's sequence number, so a write sent again after a reply that
+    never came is applied once)."""
+
+    records: list[tuple[str, bytes | Callable[[], bytes]]]
+    cmds: list[C.Cmd]
+    count: int  # events in it
+    size: int  # what it holds against the buffer's bound (a batch: its rows)
 
 
 def _build_records(
@@ -571,10 +601,9 @@ def _record_cmds(built: list[tuple[str, bytes | Callable[[], bytes]]]) -> list[C
     return [C.set_(key, value) for key, value in built if isinstance(value, bytes)]
 
 
-def _write_flow(stream: str, items: list[Item]) -> Generator[list[C.Cmd], Any, None]:
-    """Logging ``items``: one ``log_run`` call per run, in one pipeline (every command is
-    that script, so a server that forgot it fails them all, and all are sent again)."""
-    cmds = _plan(stream, items)
+def _write_flow(cmds: list[C.Cmd]) -> Generator[list[C.Cmd], Any, None]:
+    """Sending planned ``log_run`` calls, in one pipeline (every command is that
+    script, so a server that forgot it refuses them all, and all are sent again)."""
     if not cmds:
         return
     try:
@@ -584,50 +613,53 @@ def _write_flow(stream: str, items: list[Item]) -> Generator[list[C.Cmd], Any, N
         yield cmds
 
 
-async def write_events(storage: Storage, stream: str, items: list[Item]) -> None:
-    """Append events (wire form) to the log and update the runs index."""
-    flow = _write_flow(stream, items)
+async def write_events(storage: Storage, cmds: list[C.Cmd]) -> None:
+    """Send the calls :func:`_plan` made."""
+    flow = _write_flow(cmds)
     reply: Any = None
     error: NoScriptError | None = None
     while True:
         try:
-            cmds = flow.throw(error) if error is not None else flow.send(reply)
+            batch = flow.throw(error) if error is not None else flow.send(reply)
         except StopIteration:
             return
         error = None
         try:
-            reply = await storage.apipeline(cmds)
+            reply = await storage.apipeline(batch)
         except NoScriptError as exc:
             error = exc
 
 
-def write_events_sync(storage: Storage, stream: str, items: list[Item]) -> None:
+def write_events_sync(storage: Storage, cmds: list[C.Cmd]) -> None:
     """:func:`write_events` from sync code."""
-    flow = _write_flow(stream, items)
+    flow = _write_flow(cmds)
     reply: Any = None
     error: NoScriptError | None = None
     while True:
         try:
-            cmds = flow.throw(error) if error is not None else flow.send(reply)
+            batch = flow.throw(error) if error is not None else flow.send(reply)
         except StopIteration:
             return
         error = None
         try:
-            reply = storage.pipeline(cmds)
+            reply = storage.pipeline(batch)
         except NoScriptError as exc:
             error = exc
 
 
 def _log_run_twin(redis: Any, keys: list[str], argv: list[Any]) -> Any:
     """``log_run.lua`` for InMemoryStorage."""
-    stream, record, entries, runs = keys
+    stream, record, entries, runs, writer = keys
+    seq = int(argv[1])
+    if seq <= int(redis.call("GET", writer) or 0):
+        return []
+    redis.call("SET", writer, seq, "EX", 86400)
     run = argv[0].decode() if isinstance(argv[0], bytes) else str(argv[0])
-    pos = 1
+    pos = 2
     ids = []
     for _ in range(int(argv[pos])):
-        ids.append(
-            redis.call("XADD", stream, "*", "r", run, "n", argv[pos + 1], "d", argv[pos + 2])
-        )
+        n, data = argv[pos + 1], argv[pos + 2]
+        ids.append(redis.call("XADD", stream, "*", "r", run, "n", n, "d", data))
         pos += 2
     pos += 1
     if run and ids:
@@ -643,53 +675,116 @@ def _log_run_twin(redis: Any, keys: list[str], argv: list[Any]) -> Any:
     if n_fields:
         redis.call("HSET", record, *argv[pos + 1 : pos + 1 + 2 * n_fields])
     pos += 1 + 2 * n_fields
-    if argv[pos] not in ("", b""):
-        redis.call("ZADD", runs, argv[pos], run)
+    score, how = argv[pos], argv[pos + 1]
+    if how == "S" or (how == "N" and not redis.call("ZSCORE", runs, run)):
+        redis.call("ZADD", runs, score, run)
     return ids
 
 
 LOG_RUN = Script.from_package("log_run.lua", _log_run_twin)
 
+LONG_TEXT = 64 * 1024  # characters of a text field kept in an event too large to write
 
-def _plan(stream: str, items: list[Item]) -> list[C.Cmd]:
+
+def _plan(
+    stream: str, items: list[Item], writer: str, seq: int, limit: int
+) -> tuple[list[C.Cmd], int, int]:
     """The ``log_run`` calls that log ``items``: per run, its entries (up to
-    ``ENTRY_EVENTS`` events each) and what they change in the runs index."""
+    ``ENTRY_EVENTS`` events each, fewer where that would exceed the server's
+    ``limit`` on one value) and what they change in the runs index, numbered from
+    ``seq + 1``. Also the last number used, and how many events could not be written
+    at all (an event with long texts keeps their first ``LONG_TEXT`` characters)."""
     by_run: dict[str, list[Item]] = {}
     for item in items:
         by_run.setdefault(item[_RUN], []).append(item)
     cmds: list[C.Cmd] = []
+    lost = 0
+    room = max(1024, limit - 4096)  # the script's other arguments travel beside
     for run_id, events in by_run.items():
-        argv: list[Any] = [run_id, 0]
-        largest = 0
+        entries: list[tuple[int, bytes]] = []
         for start in range(0, len(events), ENTRY_EVENTS):
-            chunk = events[start : start + ENTRY_EVENTS]
-            data = pack(chunk)
-            argv += [len(chunk), data]
-            argv[1] += 1
-            largest = max(largest, len(data))
-        counts, fields, listed = _index_updates(events) if run_id else ({}, {}, None)
+            lost += _fit(events[start : start + ENTRY_EVENTS], room, entries)
+        if not entries:
+            continue
+        seq += 1
+        argv: list[Any] = [run_id, seq, len(entries)]
+        for n, data in entries:
+            argv += [n, data]
+        counts, fields, listed, first_ts = (
+            _index_updates(events) if run_id else ({}, {}, None, None)
+        )
         argv.append(len(counts))
         for name, amount in counts.items():
             argv += [name, amount]
         argv.append(len(fields))
         for name, value in fields.items():
             argv += [name, value]
-        argv.append("" if listed is None else repr(listed))
-        keys = (stream, K.run_record(run_id), K.run_entries(run_id), K.runs_index())
+        if listed is not None:
+            argv += [repr(listed), "S"]
+        elif first_ts is not None:
+            argv += [repr(first_ts), "N"]  # no submission seen yet: listed all the same
+        else:
+            argv += ["", ""]
+        keys = (
+            stream,
+            K.run_record(run_id),
+            K.run_entries(run_id),
+            K.runs_index(),
+            K.log_writer(writer),
+        )
+        largest = max(len(data) for _, data in entries)
         cmds.append(C.Cmd(("EVALSHA", LOG_RUN.sha, len(keys), *keys, *argv), None, stream, largest))
-    return cmds
+    return cmds, seq, lost
+
+
+def _fit(chunk: list[Item], room: int, out: list[tuple[int, bytes]]) -> int:
+    """Pack ``chunk`` into entries of at most ``room`` bytes (halving it as needed);
+    how many of its events could not be packed."""
+    try:
+        data = pack(chunk)
+    except Exception:  # something in it msgpack cannot encode: find it
+        data = None
+    if data is not None and len(data) <= room:
+        out.append((len(chunk), data))
+        return 0
+    if len(chunk) > 1:
+        mid = len(chunk) // 2
+        return _fit(chunk[:mid], room, out) + _fit(chunk[mid:], room, out)
+    item = _shortened(chunk[0])
+    try:
+        data = pack([item])
+    except Exception:
+        log.exception("metrics: an event cannot be encoded (left out): %r", chunk[0][:4])
+        return 1
+    if len(data) > room:
+        log.error("metrics: an event of %d bytes is too large for the log (left out)", len(data))
+        return 1
+    out.append((1, data))
+    return 0
+
+
+def _shortened(item: Item) -> Item:
+    """The event with its long texts (a huge error message or traceback) cut short."""
+    return [
+        x[:LONG_TEXT] + f"... ({len(x) - LONG_TEXT:,} characters cut)"
+        if isinstance(x, str) and len(x) > LONG_TEXT
+        else x
+        for x in item
+    ]
 
 
 def _index_updates(
     events: list[Item],
-) -> tuple[dict[str, int], dict[str, Any], float | None]:
+) -> tuple[dict[str, int], dict[str, Any], float | None, float]:
     """What one run's new events change in the runs index: counters to add (tasks done
-    and failed, bytes moved, attempts started and ended), fields to set (status, times,
-    workers), and the submission time when the run is new."""
-    done = failed = moved = started = ended = 0
+    and failed, bytes moved, attempts started and ended, events dropped), fields to set
+    (status, times, workers), the submission time when the run is new, and the time of
+    the earliest of these events."""
+    done = failed = moved = started = ended = dropped = 0
     workers: set[str] = set()
     fields: dict[str, Any] = {}
     listed: float | None = None
+    first_ts = min(item[_TS] for item in events)
     for item in events:
         code = item[0]
         if code == _FINISHED:
@@ -724,6 +819,8 @@ def _index_updates(
             listed = item[_TS]
         elif code == _RUN_FINISHED:
             fields.update(status=item[_STATUS], finished=item[_TS], makespan=item[_MAKESPAN])
+        elif code == _DROPPED:
+            dropped += item[_DROPPED_COUNT]
     counts = {
         name: n
         for name, n in (
@@ -732,9 +829,10 @@ def _index_updates(
             ("bytes", moved),
             ("started", started),
             ("ended", ended),
+            ("dropped", dropped),
         )
         if n
     }
     workers.discard("")
     fields.update({f"w:{w}": 1 for w in workers})
-    return counts, fields, listed
+    return counts, fields, listed, first_ts

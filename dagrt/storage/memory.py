@@ -384,6 +384,11 @@ class InMemoryStorage(Storage):
             return [x for m, s in chosen for x in (m, repr(s).encode())]
         return [m for m, _ in chosen]
 
+    def _zscore(self, a: list[Any]) -> Any:
+        z = self._typed(a[0], _ZSet) or {}
+        score = z.get(_b(a[1]))
+        return None if score is None else repr(score).encode()
+
     def _zrem(self, a: list[Any]) -> Any:
         z = self._typed(a[0], _ZSet)
         if z is None:
@@ -740,6 +745,7 @@ _HANDLERS: dict[str, Callable[[InMemoryStorage, list[Any]], Any]] = {
     "ZADD": InMemoryStorage._zadd,
     "ZRANGE": InMemoryStorage._zrange,
     "ZREM": InMemoryStorage._zrem,
+    "ZSCORE": InMemoryStorage._zscore,
     "ZCARD": InMemoryStorage._zcard,
     "XADD": InMemoryStorage._xadd,
     "XLEN": InMemoryStorage._xlen,

@@ -577,11 +577,20 @@ class Worker:
         attempt: int = 1,
         failed: int = 0,
     ) -> None:
-        """Run a task, then each child the completion hands back, one at a time."""
+        """Run a task, then each child the completion hands back, one at a time.
+
+        ``check_done``: the entry was taken over from a worker that went silent: its
+        chain's tasks that worker completed are found done (their decisions stand),
+        and the first that is not done is the one it was running; the tasks after
+        that one it never started, so they run as they are.
+        """
         current: int | None = index
         kept = False
         while current is not None and not ctx.stopped:
-            current = await self._run_task(ctx, current, acks, check_done, kept, attempt, failed)
+            current, was_done = await self._run_task(
+                ctx, current, acks, check_done, kept, attempt, failed
+            )
+            check_done = check_done and was_done
             kept = True
             attempt, failed = 1, 0
             if current is not None:
@@ -928,8 +937,9 @@ class Worker:
         kept: bool,
         attempt: int = 1,
         failed: int = 0,
-    ) -> int | None:
-        """Run one task and complete it; the child to run next, if the script kept one.
+    ) -> tuple[int | None, bool]:
+        """Run one task and complete it; the child to run next, if the script kept one,
+        and whether the task was found done (``check_done``) rather than run.
 
         ``attempt`` numbers its first attempt here and ``failed`` counts the failures
         it had before (each uses up one of its retries, and the backoff goes on).
@@ -949,13 +959,13 @@ class Worker:
                 ]
             )
             if previous is not None:
-                return await self._complete(ctx, index, acks, may_keep=False)
+                return await self._complete(ctx, index, acks, may_keep=False), True
             if int(lost) > MAX_LOST:
                 exc = WorkerLostError(
                     f"the worker running task {rec.key} died {int(lost) - 1} times"
                 )
                 await self._send([self._fail_cmd(ctx, rec, exc, "", int(lost), acks)])
-                return None
+                return None, False
             # The attempt of the worker that went silent ended with it: say so (its
             # task-started may be in the log), and count this one as the next.
             attempt = int(lost) + 1
@@ -972,7 +982,7 @@ class Worker:
             if frame is None:
                 ctx.stopped = True
                 await self._ack(acks)
-                return None
+                return None, False
             load_spec(rec, frame)
         moves = TransferBatch() if self.metrics is not None else None
         try:
@@ -981,11 +991,11 @@ class Worker:
         except SerializationError as exc:
             cause = exc.__cause__ or exc
             await self._send([self._fail_cmd(ctx, rec, cause, _tb(exc), attempt, acks)])
-            return None
+            return None, False
         if loaded is None:  # the run's data is gone: it ended
             ctx.stopped = True
             await self._ack(acks)
-            return None
+            return None, False
         self._failpoint("before_run", rec.name)
         outcome = await self.executor.run(
             fn,
@@ -1003,7 +1013,7 @@ class Worker:
             await self._send(
                 [self._fail_cmd(ctx, rec, outcome.error, outcome.traceback, outcome.attempt, acks)]
             )
-            return None
+            return None, False
         upload = C.set_(rk.output(index), outcome.frame, ex=ctx.ttl_ms / 1000)
         may_keep = s.keep_children and bool(rec.children) and ctx.keep_children
         self._failpoint("before_upload", rec.name)
@@ -1018,7 +1028,7 @@ class Worker:
                 self.counts["done"] += 1
                 self.counts["local"] += 1
                 self._emit_finished(ctx, rec, outcome, started, loaded, moves, 0.0, kept)
-                return self._decision(ctx, reply)
+                return self._decision(ctx, reply), False
         try:
             if self._failpoints:  # crash tests need the gap between the two
                 await self._send([upload])
@@ -1029,7 +1039,7 @@ class Worker:
                 raise
             # e.g. ValueTooLargeError: the output cannot be stored
             await self._send([self._fail_cmd(ctx, rec, exc, _tb(exc), outcome.attempt, acks)])
-            return None
+            return None, False
         ended = time.time()
         size = len(outcome.frame)
         if moves is not None:
@@ -1038,7 +1048,7 @@ class Worker:
         if rec.children:
             self.values.put(ctx.run_id, index, outcome.value, size)
         self.counts["done"] += 1
-        return self._decision(ctx, replies[1])
+        return self._decision(ctx, replies[1]), False
 
     def _emit_finished(
         self,
