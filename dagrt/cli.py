@@ -359,12 +359,19 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from . import keys as K
+    from .exceptions import DagrtError
     from .metrics.report import write_report
     from .storage import RedisStorage
 
+    if not K.valid_run_id(args.run_id):
+        print(f"dagrt report: {args.run_id!r} is not a run id (see dagrt runs)", file=sys.stderr)
+        return 2
     with RedisStorage(args.redis) as storage:
         try:
             path = write_report(storage, args.run_id, args.out, wait=args.wait)
+        except DagrtError:
+            raise
         except OSError as exc:  # the output folder cannot be made or written
             print(f"dagrt report: cannot write the report under {args.out}: {exc}", file=sys.stderr)
             return 1

@@ -478,7 +478,7 @@ class Client:
             with anyio.CancelScope() as scope:
 
                 def cancel() -> None:
-                    runtime.cancel(run_id)  # no task of the run starts after this
+                    runtime.cancel(run_id)  # no task of the run is dispatched after this
                     scope.cancel()
 
                 fut._cancel_hook = cancel

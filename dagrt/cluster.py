@@ -109,9 +109,7 @@ class LocalCluster:
             sys.executable,
             "-m",
             "dagrt",
-            "worker",
-            "--redis",
-            self.url,
+            "worker",  # the server's URL (its password) goes by environment, not argv
             "--threads",
             str(self.threads),
             "--watch-stdin",
@@ -134,6 +132,7 @@ class LocalCluster:
         env["PYTHONPATH"] = os.pathsep.join(paths)
         if self.secret is not None:
             env["DAGRT_SECRET"] = self.secret.decode()
+        env["DAGRT_REDIS_URL"] = self.url
         env.update(self.worker_env)
         return env
 

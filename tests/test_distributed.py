@@ -459,3 +459,51 @@ def test_a_worker_touches_its_heartbeat_file(pool_factory: Any, tmp_path: Path) 
     beat = tmp_path / "beat"
     pool_factory(1, "--heartbeat-file", str(beat))
     assert beat.exists()
+
+
+def test_a_worker_waits_for_a_server_loading_its_data(tmp_path: Path) -> None:
+    """A server restarted answers LOADING until its data is back (3M keys here: about
+    2 s): the worker running then retries as for a server it cannot reach, and serves
+    once the server is up."""
+    from dagrt.storage import RedisServer
+    from dagrt.storage import commands as C
+
+    options = {"enable-debug-command": "yes", "appendonly": "no", "save": ""}
+    with RedisServer(directory=tmp_path, options=options) as server:
+        storage = RedisStorage(server.url)
+        storage.pipeline([C.Cmd(("DEBUG", "POPULATE", 3_000_000)), C.Cmd(("SAVE",))])
+        storage.close()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "dagrt", "worker", "--redis", server.url, "--name", "w"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=worker_env(),
+        )
+        try:
+            assert worker.stdout is not None
+            assert worker.stdout.readline().startswith("dagrt-worker ready")
+            server.stop()
+            server.spawn()  # loading dump.rdb: LOADING to every command meanwhile
+            server.wait_ready()
+            assert worker.poll() is None, "the worker gave up on the loading server"
+
+            async def one_task() -> int:
+                async with dagrt.Client(server.url) as client:
+                    with anyio.fail_after(30):
+                        return await client.compute(add(1, 2))  # type: ignore[no-any-return]
+
+            assert anyio.run(one_task) == 3
+        finally:
+            worker.terminate()
+            _, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err
+
+
+async def test_a_local_cluster_keeps_its_password_out_of_process_listings() -> None:
+    async with dagrt.LocalCluster(1, password="not-for-ps") as cluster:
+        [worker] = cluster.processes
+        argv = " ".join(psutil.Process(worker.pid).cmdline())
+        assert "not-for-ps" not in argv
+        async with dagrt.Client(cluster.url) as client:
+            assert await client.compute(add(1, 2)) == 3

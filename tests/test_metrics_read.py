@@ -175,6 +175,10 @@ async def test_old_runs_and_worker_events_can_be_pruned(backend: str, redis_url:
         metrics.emit_event(
             RunSubmitted(kind="run-submitted", ts=time.time() - 100, run_id="old", n_tasks=1)
         )
+        metrics.emit((2, time.time(), "old", "", "finished", 0.1, None))  # its run-finished
+        metrics.emit_event(  # going on (a long task: nothing logged for a while)
+            RunSubmitted(kind="run-submitted", ts=time.time() - 90, run_id="going", n_tasks=1)
+        )
         metrics.emit((7, time.time(), "", "w1", "host", 1, 1, 1))  # a worker-started
         await metrics.flush()
         cutoff = time.time() + 0.01
@@ -188,7 +192,7 @@ async def test_old_runs_and_worker_events_can_be_pruned(backend: str, redis_url:
     assert storage.xlen(K.events()) == before  # a dry run deletes nothing
     done = await aprune(storage, before=cutoff)
     assert (done.runs, done.entries) == (["old"], 2)
-    assert [r.run_id for r in list_runs(storage)] == ["new"]
+    assert sorted(r.run_id for r in list_runs(storage)) == ["going", "new"]
     with pytest.raises(dagrt.RunNotFoundError):
         read_run(storage, "old")
     assert [e.kind for e in read_run(storage, "new")] == ["run-submitted", "task-finished"]
@@ -223,3 +227,17 @@ def test_the_prune_command(redis_url: str) -> None:
     )
     assert bad.returncode == 2
     assert "a number and a unit" in bad.stderr
+
+
+def test_waiting_and_time_windows_are_checked() -> None:
+    from dagrt.metrics import await_for_run, wait_for_run
+
+    storage = InMemoryStorage()
+    for bad in (None, "x", -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="within"):
+            wait_for_run(storage, "r", bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="within"):
+            anyio.run(await_for_run, storage, "r", bad)
+    for bad_time in (float("nan"), float("inf"), -1, 1e20, "today"):
+        with pytest.raises(ValueError, match="since"):
+            read_log(storage, since=bad_time)  # type: ignore[arg-type]

@@ -86,9 +86,11 @@ async def test_a_tiny_task_that_fails_keeps_its_retries_and_logs_each_attempt(
         assert done.start == pytest.approx(last.ts, abs=0.05)
 
 
-async def test_tiny_tasks_log_their_own_call_times(pool: Pool) -> None:
-    """Tiny tasks run back to back in batches; each logs when its own call ran, so no
-    two share a span and none looks longer than it was."""
+async def test_tiny_tasks_share_out_their_batch_span(pool: Pool) -> None:
+    """Tiny tasks run back to back in batches (one download, one upload for all); the
+    batch's span is shared out among them in the order they ran, so their spans never
+    overlap on a worker's lane, each holds its call, download and upload, and the
+    worker shows as busy for as long as it was."""
     async with dagrt.Client(pool.url) as client:
         fut = client.submit(pairwise(add, [inc(i) for i in range(512)]))
         await fut
@@ -97,7 +99,8 @@ async def test_tiny_tasks_log_their_own_call_times(pool: Pool) -> None:
     assert len({(e.worker_id, e.start, e.end) for e in finished}) == len(finished)
     for e in finished:
         assert e.start <= e.end
-        assert e.end - e.start >= e.execution_time - 1e-6
+        parts = e.execution_time + e.download_time + e.upload_time
+        assert e.end - e.start >= parts - 1e-6
 
 
 @dagrt.task
@@ -343,3 +346,33 @@ async def test_only_the_attempt_a_dead_worker_was_running_is_logged_lost(
     finished = [e for e in events if isinstance(e, TaskExecutionMetrics)]
     assert {e.attempt for e in finished if e.name == "step"} == {1}
     assert [e.attempt for e in finished if e.name == "middle"] == [2]
+
+
+async def test_tasks_waiting_for_a_thread_when_their_run_ends_do_not_run(
+    pool_factory: Any,
+) -> None:
+    """One thread: one nap runs, the next waits for the thread. The run is cancelled:
+    the running nap finishes and learns the run is over (the one that took its thread
+    meanwhile runs); the tasks still waiting then are not called, and their attempts
+    end in the log as skipped (RUN_ENDED), so the log is whole."""
+    from dagrt.metrics import RUN_ENDED, run_summary
+
+    pool: Pool = pool_factory(1, "--threads", "1", "--heartbeat", "0.2")
+    storage = RedisStorage(pool.url)
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit([nap(0.5) for _ in range(6)])
+        with anyio.fail_after(30):  # a heartbeat names the running nap
+            while not any(e.kind == "worker-heartbeat" and e.running for e in read_log(storage)):
+                await storage.axread({K.events(): "$"}, block=5)
+        fut.cancel()
+    events = await events_of(pool.url, fut.run_id)
+    skipped = [e for e in events if isinstance(e, TaskFailed) and e.exc_type == RUN_ENDED]
+    ran = [e for e in events if isinstance(e, TaskExecutionMetrics)]
+    assert skipped
+    assert len(ran) <= 2
+    summary = run_summary(storage, fut.run_id)
+    assert summary.status == "cancelled"
+    assert summary.failed == 0  # a skipped attempt is not a failure of its task
+    assert summary.ended >= summary.started
+    assert summary.complete
+    await storage.aclose()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from .events import RUN_ENDED as RUN_ENDED
 from .events import Event as Event
 from .events import EventsDropped as EventsDropped
 from .events import RunFinished as RunFinished
@@ -47,6 +48,7 @@ from .store import FlushPolicy as FlushPolicy
 from .store import MetadataStorage as MetadataStorage
 
 __all__ = [
+    "RUN_ENDED",
     "Event",
     "EventsDropped",
     "FlushPolicy",

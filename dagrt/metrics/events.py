@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "Event",
+    "RUN_ENDED",
     "EventsDropped",
     "RunFinished",
     "RunSubmitted",
@@ -123,6 +124,11 @@ class TaskFailed(Event):
     message: str
     traceback: str = ""
     final: bool = True  # False: a retry follows
+
+
+#: ``exc_type`` of a task-failed that ends an attempt which did not run because its
+#: run had ended (cancelled, failed, cleaned up): not a failure of the task.
+RUN_ENDED = "dagrt.RunEnded"
 
 
 class Transfer(Event):

@@ -1,13 +1,14 @@
 """Retention of the event log: delete runs (and worker events) older than a cutoff.
 
 The log is kept until someone deletes it. ``prune(storage, before=t)`` deletes
-every run whose log ended before ``t`` (its newest entry, or its run-finished,
-whichever is later; a run without a run-finished is kept while it is young
-enough to be going on): its entries in ``dagrt:events`` (by the ids its index
-lists), its record, its list of entries and its graph, and its place in the runs
-index. Events of no run (worker started/heartbeat/stopped) older than ``t`` go
-too. Runs logged after ``t`` keep every entry, however old their first ones are.
-Written once, as a generator of commands, for the sync and async drivers.
+every run whose log ended before ``t`` (its run-finished or its newest entry,
+whichever is later; a run without a run-finished counts as ended a day after its
+newest entry, as long as it could still be going on): its entries in
+``dagrt:events`` (by the ids its index lists), its record, its list of entries,
+its graph, and its place in the runs index. Events of no run (worker
+started/heartbeat/stopped) older than ``t`` go too. Runs logged after ``t`` keep
+every entry, however old their first ones are. Written once, as a generator of
+commands, for the sync and async drivers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import keys as K
+from .. import scheduler
 from ..storage import Storage
 from ..storage import commands as C
 from .read import PAGE, Flow, RunSummary, _adrive, _drive
@@ -44,6 +46,11 @@ def _prune_flow(before: float, dry_run: bool) -> Flow:
         record = yield C.hgetall(K.run_record(run_id))
         summary = RunSummary.from_hash(run_id, record)
         ended = max(summary.finished or 0.0, summary.last_logged)
+        if summary.finished is None:
+            # No run-finished: it may be going on (a long task logs nothing for a
+            # while), or its client died. Only once it could no longer be running (its
+            # keys on the tasks server expire after a day) does it count as ended.
+            ended += scheduler.DEFAULT_TTL
         if ended >= before:
             continue
         ids = yield C.lrange(K.run_entries(run_id), 0, -1)

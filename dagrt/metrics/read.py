@@ -310,7 +310,7 @@ def _log_flow(since: float | None, until: float | None, limit: int | None) -> Fl
     events: list[Event] = []
     graphs: dict[str, RunGraph | None] = {}
     while limit is None or len(events) < limit:
-        page = yield C.xrange(K.events(), start, end, PAGE)
+        page = yield C.xrange(K.events(), start, end, PAGE if limit is None else min(PAGE, limit))
         for _, fields in page:
             run_id = fields.get(b"r", b"").decode()
             if run_id and run_id not in graphs:
@@ -321,7 +321,7 @@ def _log_flow(since: float | None, until: float | None, limit: int | None) -> Fl
                     graphs[run_id] = None
             for item in unpack(fields[b"d"]):
                 events.extend(expand(from_wire(item), graphs.get(run_id)))
-        if len(page) < PAGE:
+        if len(page) < (PAGE if limit is None else min(PAGE, limit)):
             break
         start = "(" + page[-1][0].decode()
     return events if limit is None else events[:limit]
@@ -378,9 +378,9 @@ async def _adrive(storage: Storage | str, flow: Flow, run_id: Any = _NO_RUN) -> 
             await store.aclose()
 
 
-def _wait_checked(wait: float) -> float:
-    if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait >= 0:
-        raise ValueError(f"wait must be a number of seconds >= 0, got {wait!r}")
+def _wait_checked(wait: Any, name: str = "wait") -> float:
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait < float("inf"):
+        raise ValueError(f"{name} must be a number of seconds >= 0, got {wait!r}")
     return float(wait)
 
 
@@ -415,6 +415,7 @@ async def arun_summary(storage: Storage | str, run_id: str) -> RunSummary:
 def wait_for_run(storage: Storage | str, run_id: str, within: float) -> RunSummary:
     """Block until the run's log is complete or ``within`` seconds passed; its summary
     then (check ``.complete``). Wakes on new entries of the log (``XREAD BLOCK``)."""
+    within = _wait_checked(within, "within")
     store, owned = _checked(storage, run_id)
     try:
         deadline = time.monotonic() + within
@@ -434,6 +435,7 @@ def wait_for_run(storage: Storage | str, run_id: str, within: float) -> RunSumma
 
 async def await_for_run(storage: Storage | str, run_id: str, within: float) -> RunSummary:
     """:func:`wait_for_run` for async code."""
+    within = _wait_checked(within, "within")
     store, owned = _checked(storage, run_id)
     try:
         summary = await store._adrive(_summary_flow(run_id))
@@ -478,8 +480,14 @@ async def aread_graph(storage: Storage | str, run_id: str) -> RunGraph:
 
 def _window(since: float | None, until: float | None, limit: int | None) -> Flow:
     for label, value in (("since", since), ("until", until)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise TypeError(f"{label} must be a wall-clock time in seconds or None, got {value!r}")
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 <= value < 1e11  # seconds since 1970, before the year 5000
+        ):
+            raise ValueError(
+                f"{label} must be a wall-clock time in seconds (time.time()) or None, got {value!r}"
+            )
     return _log_flow(since, until, None if limit is None else _limit(limit))
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..storage import Storage
 from .events import (
+    RUN_ENDED,
     Event,
     RunFinished,
     RunSubmitted,
@@ -72,7 +73,9 @@ class Bar:
     upload: float
     failed: bool = False  # the run's failure: this attempt failed and no retry followed
     attempt: int = 1
-    outcome: str = "finished"  # finished, retried (failed, another followed), failed, lost
+    # finished, retried (failed, another followed), failed, lost (its worker went silent:
+    # a mark at its start, its end unknown), skipped (not run: its run had ended)
+    outcome: str = "finished"
     row: int = 0  # the worker's row in the Gantt chart
 
     @property
@@ -175,7 +178,7 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
             "traceback": e.traceback,
         }
         for e in events
-        if isinstance(e, TaskFailed) and e.final
+        if isinstance(e, TaskFailed) and e.final and e.exc_type != RUN_ENDED
     ]
     attempts: dict[int, list[Bar]] = {}
     for b in bars:
@@ -254,10 +257,17 @@ def _attempts(events: list[Event], t0: float, key_of: Any, name_of: Any) -> list
         elif isinstance(e, TaskFailed):
             began = starts.get((e.task, e.attempt))
             lost = e.exc_type == LOST and not e.final
-            outcome = "lost" if lost else ("failed" if e.final else "retried")
-            # a lost attempt ran on the worker that went silent (its start says which)
+            if lost:
+                outcome = "lost"
+            elif e.exc_type == RUN_ENDED:
+                outcome = "skipped"  # it did not run: its run had ended
+            else:
+                outcome = "failed" if e.final else "retried"
+            # a lost attempt ran on the worker that went silent (its start says which);
+            # when it ended is unknown (the note is the takeover, much later): a mark
             worker = began.worker_id if lost and began is not None else e.worker_id
             start = began.ts if began is not None else e.ts
+            end = start if lost else e.ts
             bars.append(
                 Bar(
                     e.task,
@@ -265,11 +275,11 @@ def _attempts(events: list[Event], t0: float, key_of: Any, name_of: Any) -> list
                     name_of(e.task, e.name),
                     worker,
                     start - t0,
-                    e.ts - t0,
+                    end - t0,
                     0.0,
                     0.0,
                     0.0,
-                    failed=e.final,
+                    failed=outcome == "failed",
                     attempt=e.attempt,
                     outcome=outcome,
                 )
@@ -424,7 +434,7 @@ def plot_gantt(a: RunAnalysis) -> str:
     ax.set_xlabel("seconds since submission")
     ax.set_title(
         "Task attempts per worker, a row per slot (outlined: the critical path;"
-        " hatched: failed, retried or lost attempts)"
+        " hatched: failed, retried, lost or skipped attempts)"
     )
     handles = [Patch(color=colors[name], label=name) for name in sorted(colors)][:40]
     handles += [
@@ -442,7 +452,7 @@ def plot_gantt(a: RunAnalysis) -> str:
     return _png(fig)
 
 
-_OUTCOME_EDGE = {"failed": "red", "retried": "darkorange", "lost": "grey"}
+_OUTCOME_EDGE = {"failed": "red", "retried": "darkorange", "lost": "grey", "skipped": "silver"}
 
 
 def plot_breakdown(a: RunAnalysis) -> str:

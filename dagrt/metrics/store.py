@@ -45,6 +45,7 @@ from ..storage import commands as C
 from ..storage.base import NoScriptError
 from .events import (
     FIELDS,
+    RUN_ENDED,
     EventsDropped,
     RunFinished,
     RunSubmitted,
@@ -77,6 +78,7 @@ def _pos(model: Any, field: str) -> int:
 
 _WORKER = _pos(TaskExecutionMetrics, "worker_id")
 _FAILED_FINAL = _pos(TaskFailed, "final")
+_EXC_TYPE = _pos(TaskFailed, "exc_type")
 _BYTES, _LOCAL = _pos(Transfer, "bytes"), _pos(Transfer, "local")
 _STATUS, _MAKESPAN = _pos(RunFinished, "status"), _pos(RunFinished, "makespan")
 _TS, _N_TASKS, _CLIENT, _RUNTIME = (
@@ -111,10 +113,11 @@ def _count(item: list[Any] | tuple[Any, ...]) -> int:
 
 
 class FlushPolicy(BaseModel):
-    """When buffered task events are written. The conditions combine (any one flushes);
-    with all of them off, task events are written only at close (run and worker
-    events are written at once whatever the policy). ``when_idle``: a worker writes
-    what it holds once it has been idle a moment (a run just ended)."""
+    """When buffered task events are written. The conditions combine (any one flushes).
+    Run and worker events (a worker's heartbeats too) are written at once whatever the
+    policy, and what is buffered goes with them: with every condition off, task events
+    wait for the next of those, or for close. ``when_idle``: a worker writes what it
+    holds once it has been idle a moment (a run just ended)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -478,10 +481,19 @@ class MetadataStorage:
         return _Write(records, cmds, len(items) - lost, sum(map(_count, items)))
 
     async def _flush_once(self) -> int:
+        """Write what waits: a write to send again first, then (if it went) the buffer."""
+        again = self._unsent is not None
+        written, sent = await self._flush_step()
+        if again and sent:
+            written += (await self._flush_step())[0]
+        return written
+
+    async def _flush_step(self) -> tuple[int, bool]:
+        """Send one write; how many events it held, and whether it went."""
         if self._unsent is None and not (self._size or self._records or self._sources):
             with self._lock:
                 if not (self._ended or self._drops or self._size):
-                    return 0  # nothing to write
+                    return 0, True  # nothing to write
         try:
             limit = await self.storage.amax_value_size()  # asked once, then known
         except StorageError as exc:  # the store is away: what is buffered stays
@@ -492,10 +504,10 @@ class MetadataStorage:
             built = await anyio.to_thread.run_sync(_build_records, records)
             with self._lock:
                 self._records[:0] = built
-            return 0
+            return 0, False
         pending = self._next_write(limit)
         if pending is None:
-            return 0
+            return 0, True
         # A write taken from the buffer is sent (or kept to be sent again) whatever
         # happens to the task that flushes: a cancelled flush must not lose it. Only
         # closing bounds it (its deadline).
@@ -509,9 +521,8 @@ class MetadataStorage:
             if not sent:
                 self._hold(pending)
         if not sent or scope.cancelled_caught:
-            return 0
-        more = await self._flush_once() if self._size and self._unsent is None else 0
-        return pending.count + more
+            return 0, False
+        return pending.count, True
 
     def _hold(self, pending: _Write) -> None:
         """Keep a write that failed, to send as it is next time."""
@@ -795,7 +806,8 @@ def _index_updates(
             started += 1
         elif code == _FAILED:
             ended += 1
-            if len(item) <= _FAILED_FINAL or item[_FAILED_FINAL]:  # a retry follows otherwise
+            final = len(item) <= _FAILED_FINAL or item[_FAILED_FINAL]  # else a retry follows
+            if final and item[_EXC_TYPE] != RUN_ENDED:  # (not run: its run had ended)
                 failed += 1
             workers.add(item[_WORKER])
         elif code == _TRANSFER:

@@ -187,6 +187,10 @@ class RedisStorage(Storage):
             exc, rexc.AuthenticationError | rexc.AuthenticationWrongNumberOfArgsError
         ) or (text.startswith(("WRONGPASS", "NOAUTH", "invalid username-password"))):
             return AuthenticationError(f"authentication failed at {self.url}: {text}")
+        if isinstance(exc, rexc.BusyLoadingError) or text.startswith("LOADING"):
+            # A server that restarted and loads its data (AOF): up in a moment; callers
+            # that retry an unreachable server retry this too.
+            return StorageConnectionError(f"the storage server at {self.url} is starting: {text}")
         if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError | EOFError):
             return StorageConnectionError(
                 f"cannot reach the storage server at {self.url}: {text or type(exc).__name__}"

@@ -81,6 +81,7 @@ class Outcome:
     started: float = 0.0  # when the last attempt's call began (in its thread)
     ended: float = 0.0
     attempt_started: float = 0.0  # when the last attempt began (before waiting for a thread)
+    stopped: bool = False  # not called: its run ended while it waited (see ``alive``)
     profile: dict[str, float] = field(default_factory=dict)
 
 
@@ -168,6 +169,7 @@ class Executor:
         attempt: int = 1,
         retries: int | None = None,
         on_attempt: Callable[[int], None] | None = None,
+        alive: Callable[[], bool] | None = None,
     ) -> Outcome:
         """Call ``fn`` for ``rec`` with its retries; serialize the result where it ran.
 
@@ -175,6 +177,8 @@ class Executor:
         goes on counting); ``retries`` is how many more calls may follow a failure
         (default: the task's own). ``on_retry`` hears each failure that another
         attempt follows, ``on_attempt`` each attempt after the first as it begins.
+        ``alive`` is asked as the call is about to begin (a thread is free): False, and
+        the task is not called (its run ended while it waited).
         """
         left = rec.retries if retries is None else retries
         while True:
@@ -182,7 +186,9 @@ class Executor:
             started = began
             try:
                 args, kwargs = build_arguments(rec, values)
-                value, frame, started, ended = await self._call(fn, args, kwargs, rec)
+                value, frame, started, ended = await self._call(fn, args, kwargs, rec, alive)
+            except _RunEnded:
+                return Outcome(False, attempt=attempt, stopped=True)
             except Exception as exc:
                 tb = user_traceback(exc)
                 if left > 0 and not permanent(exc):
@@ -220,11 +226,14 @@ class Executor:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         rec: TaskRecord,
+        alive: Callable[[], bool] | None = None,
     ) -> tuple[Any, bytes | Frame, float, float]:
         """The value, its frame, and when the call and its serialization began and
         ended (wall clock, taken where it ran: waiting for a thread is not counted)."""
         what = f"result of task {rec.key} ({rec.name})"
         if self._is_async(fn):
+            if alive is not None and not alive():
+                raise _RunEnded
             began = time.time()
             value = await fn(*args, **kwargs)
             return value, dumps_frame(value, what=what, by_value=False), began, time.time()
@@ -234,6 +243,8 @@ class Executor:
             profile = self._profiles[key] = _Profile()
 
         def call() -> tuple[Any, bytes | Frame, float, float, float]:
+            if alive is not None and not alive():
+                raise _RunEnded
             began = time.time()
             t0 = time.perf_counter()
             value = fn(*args, **kwargs)
@@ -260,6 +271,10 @@ class Executor:
             )
         profile.measured(elapsed)
         return value, frame, began, ended
+
+
+class _RunEnded(Exception):
+    """The task's run ended while it waited for a thread: it is not called."""
 
 
 def permanent(exc: BaseException) -> bool:

@@ -42,7 +42,7 @@ from ..exceptions import (
     exception_type_name,
     user_traceback,
 )
-from ..metrics.events import WorkerHeartbeat, WorkerStarted, WorkerStopped, wire
+from ..metrics.events import RUN_ENDED, WorkerHeartbeat, WorkerStarted, WorkerStopped, wire
 from ..metrics.recorder import (
     FinishedBatch,
     TransferBatch,
@@ -630,8 +630,10 @@ class Worker:
         child that is not tiny, a task with retries whose first attempt failed, as
         ``(acks, task, attempt, failures so far)``.
 
-        Each task's start and end in the log are those of its call (the batch runs
-        them one after another); the batch's download and upload are shared out.
+        The batch's span (from loading its inputs to its completion's reply) is
+        shared out in the log among its tasks in the order they ran: each gets its
+        call, its share of the download and of the upload, and an equal share of the
+        rest, one after another, so their spans tile the batch's.
         """
         s = self.settings
         handoffs: list[tuple[list[Any], int, int, int]] = []
@@ -641,6 +643,7 @@ class Worker:
         kept_now: set[int] = set(ran_kept or ())
         metrics = self.metrics is not None
         while work and not ctx.stopped:
+            batch_start = time.time()
             recs = [ctx.record(index) for _, index in work]
             moves = TransferBatch() if metrics else None
             inputs = await self._load_inputs(ctx, recs, moves)
@@ -712,8 +715,16 @@ class Worker:
             upload_share = (ended - sent) / max(1, len(items))
             nxt: list[tuple[list[Any], int]] = []
             done = FinishedBatch() if metrics else None
-            for item, (value, frame, elapsed, loaded, began), reply in zip(
-                items, made, replies, strict=True
+            spans = _shares(
+                batch_start,
+                ended,
+                [
+                    elapsed + loaded.seconds + (0.0 if item.local else upload_share)
+                    for item, (_, _, elapsed, loaded, _) in zip(items, made, strict=True)
+                ],
+            )
+            for item, (value, frame, elapsed, loaded, _), reply, (start, end) in zip(
+                items, made, replies, spans, strict=True
             ):
                 code, kept = _text(reply[0]), _text(reply[1])
                 size = len(frame)
@@ -723,8 +734,8 @@ class Worker:
                     done.add(
                         item.index,
                         1,
-                        began,
-                        began + elapsed,
+                        start,
+                        end,
                         elapsed,
                         loaded.nbytes,
                         size,
@@ -909,6 +920,7 @@ class Worker:
             moves = TransferBatch() if self.metrics is not None else None
             [loaded] = await self._load_inputs(ctx, [rec], moves)
             if loaded is None:
+                self._emit([self._ended_event(ctx, rec, attempt)])
                 return False
             outcome = await self.executor.run(fn, rec, loaded.values, attempt=attempt)
             if not outcome.ok:
@@ -981,6 +993,7 @@ class Worker:
             frame = await self.storage.aget(rec.spec_key)
             if frame is None:
                 ctx.stopped = True
+                self._emit([self._ended_event(ctx, rec, attempt)])
                 await self._ack(acks)
                 return None, False
             load_spec(rec, frame)
@@ -994,6 +1007,7 @@ class Worker:
             return None, False
         if loaded is None:  # the run's data is gone: it ended
             ctx.stopped = True
+            self._emit([self._ended_event(ctx, rec, attempt)])
             await self._ack(acks)
             return None, False
         self._failpoint("before_run", rec.name)
@@ -1005,7 +1019,12 @@ class Worker:
             attempt=attempt,
             retries=max(0, rec.retries - failed),
             on_attempt=self._attempting(ctx, rec),
+            alive=lambda: not ctx.stopped,
         )
+        if outcome.stopped:  # the run ended while the task waited for a thread
+            self._emit([self._ended_event(ctx, rec, attempt)])
+            await self._ack(acks)
+            return None, False
         if outcome.attempt != attempt:  # a retry: the task's span is its last attempt's
             started = outcome.attempt_started
         if not outcome.ok:
@@ -1145,6 +1164,23 @@ class Worker:
             str(exc),
             tb,
             final,
+        )
+
+    def _ended_event(self, ctx: RunContext, rec: Any, attempt: int) -> tuple[Any, ...]:
+        """The end of an attempt that did not run: its run ended first (not a failure
+        of the task; the log needs every started attempt to end)."""
+        return task_failed(
+            time.time(),
+            ctx.run_id,
+            self.id,
+            rec.index,
+            rec.key,
+            rec.name,
+            attempt,
+            RUN_ENDED,
+            "its run ended (cancelled, failed, or cleaned up) before it ran",
+            "",
+            True,
         )
 
     def _fail_cmd(
@@ -1350,6 +1386,25 @@ class Worker:
 
 
 _MISSING: Any = object()
+
+
+def _shares(start: float, end: float, parts: list[float]) -> list[tuple[float, float]]:
+    """``[start, end]`` cut into consecutive spans, one per part, each at least its part
+    (plus an equal share of what the parts leave; scaled down if they exceed it)."""
+    if not parts:
+        return []
+    total = end - start
+    used = sum(parts)
+    if used > total > 0:
+        parts = [p * total / used for p in parts]
+        used = total
+    rest = max(0.0, total - used) / len(parts)
+    out = []
+    at = start
+    for part in parts:
+        out.append((at, at + part + rest))
+        at += part + rest
+    return out
 
 
 def _text(x: Any) -> str:
