@@ -110,6 +110,12 @@ def main() -> None:
     def paired(xs: list[float], offs: list[float]) -> float:
         return statistics.median(x / off for x, off in zip(xs, offs, strict=True)) - 1
 
+    def per_task(xs: list[float], offs: list[float]) -> float:
+        """The median over rounds of the time added in the same round, per task, in
+        microseconds: what the log costs, whatever the machine's speed that minute."""
+        added = statistics.median(x - off for x, off in zip(xs, offs, strict=True))
+        return added / (args.leaves - 1) * 1e6
+
     def interval(xs: list[float], offs: list[float]) -> tuple[float, float]:
         """A 90% bootstrap interval of ``paired`` (rounds resampled with replacement)."""
         pick = random.Random(0)
@@ -129,7 +135,7 @@ def main() -> None:
             f"\n{runtime}: tree reduction of {args.leaves - 1} tasks, {args.repeat} rounds"
             " (median; the fastest round; 'paired', the median over rounds of the ratio"
             " to metrics off in the same round, which cancels the machine's drift from one"
-            " minute to the next, with a 90% bootstrap interval; and the same for the CPU-seconds the round used"
+            " minute to the next, with a 90% bootstrap interval, and the time it adds per task; and the same for the CPU-seconds the round used"
             f" {'in this process' if runtime == 'in-process' else 'on the whole machine'})"
         )
         for name, ts in times.items():
@@ -140,6 +146,7 @@ def main() -> None:
                 f"   min {low * 1e3:7.1f} ms {(low / best - 1) * 100:+6.1f}%"
                 f"   paired {paired(ts, times['off']) * 100:+6.1f}%"
                 f" [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+                f" {per_task(ts, times['off']):+5.2f} us/task"
                 f"   cpu {statistics.median(cpus[name]):6.2f} s"
                 f" paired {paired(cpus[name], cpus['off']) * 100:+6.1f}%"
             )

@@ -303,6 +303,7 @@ class _Run:
         lane = threading.current_thread().name
         if recorder is not None:
             record, rows, limit = recorder.rows.extend, recorder.rows, recorder.row_limit
+            sized = limit < recorder.NEVER  # (a policy without a size: nothing to check)
             lane_no = recorder.lane(lane)
         clock = time.perf_counter
         while i is not None:
@@ -317,7 +318,7 @@ class _Run:
             if recorder is not None:
                 if failed is None:
                     record((i, t0, elapsed, lane_no))  # RunRecorder.task_finished
-                    if len(rows) >= limit:
+                    if sized and len(rows) >= limit:
                         recorder.due()
                 else:
                     attempt = self.attempts[i]

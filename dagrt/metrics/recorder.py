@@ -277,6 +277,7 @@ class RunRecorder:
     """
 
     WIDTH = 4  # numbers per finished task in `rows`
+    NEVER = 1 << 58  # a row limit never reached (no size policy)
 
     def __init__(
         self,
@@ -303,8 +304,12 @@ class RunRecorder:
         policy = metrics.policy
         #: The rows' length at which the flusher is called (after each task, or at
         #: the size policy's count); compared by the runtime after each extend.
-        self.row_limit = self.WIDTH * (
-            1 if policy.after_each_task else (policy.max_events or (1 << 58))
+        self.row_limit = (
+            self.WIDTH
+            if policy.after_each_task
+            else self.WIDTH * policy.max_events
+            if policy.max_events
+            else self.NEVER
         )
 
     def lane(self, name: str) -> int:
