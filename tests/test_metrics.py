@@ -834,3 +834,23 @@ async def test_the_in_process_runtime_logs_itself_as_a_worker() -> None:
     [run_id] = [e.run_id for e in events if e.kind == "run-submitted"]
     lanes = {e.worker_id for e in read_run(storage, run_id) if e.kind == "task-finished"}
     assert all(lane.startswith(started[0].worker_id) for lane in lanes)
+
+
+def test_event_models_check_what_they_are_given_and_readers_take_the_log_as_written() -> None:
+    now = time.time()
+    base = {"kind": "task-finished", "ts": now, "task": 3, "key": "k", "name": "f"}
+    good = {**base, "start": now, "end": now, "execution_time": 0.1}
+    TaskExecutionMetrics(**good)
+    for bad in (
+        {"task": "3"},  # no strings for numbers
+        {"kept": "yes"},
+        {"output_bytes": True},
+        {"attempt": 0},  # attempts count from 1
+        {"input_bytes": -1},
+        {"execution_time": -0.5},
+    ):
+        with pytest.raises(ValueError):
+            TaskExecutionMetrics(**{**good, **bad})
+    # a worker's tuple with a clock that stepped back reads all the same
+    odd = rec.task_finished("r", "w", 3, "k", "f", 1, now, now - 0.01, -0.01)
+    assert ev.from_wire(odd).execution_time == pytest.approx(-0.01)  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Event",
@@ -55,7 +55,8 @@ __all__ = [
 class Event(BaseModel):
     """Fields every event has: what, when (wall clock, seconds), which run, which worker."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: a string is not a number, nor 1 a bool (the wire form has the types right)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     code: ClassVar[int]
     kind: str
     ts: float
@@ -66,7 +67,7 @@ class Event(BaseModel):
 class RunSubmitted(Event):
     code: ClassVar[int] = 1
     kind: Literal["run-submitted"] = "run-submitted"
-    n_tasks: int
+    n_tasks: int = Field(ge=0)
     client_id: str = ""
     graph_key: str = ""  # where the run's graph (keys, names, edges) is kept
     runtime: str = ""  # "in-process" or the server URL (password hidden)
@@ -88,7 +89,7 @@ class TaskStarted(Event):
     task: int  # index in the run's graph
     key: str
     name: str
-    attempt: int = 1
+    attempt: int = Field(1, ge=1)
 
 
 class TaskExecutionMetrics(Event):
@@ -99,14 +100,14 @@ class TaskExecutionMetrics(Event):
     task: int
     key: str
     name: str
-    attempt: int = 1
+    attempt: int = Field(1, ge=1)
     start: float  # wall clock when the task began (inputs loaded after this)
     end: float  # wall clock when its output was stored
-    execution_time: float  # seconds in the function itself
-    input_bytes: int = 0
-    output_bytes: int = 0
-    download_time: float = 0.0  # seconds loading inputs from storage
-    upload_time: float = 0.0  # seconds storing the output (and completing)
+    execution_time: float = Field(ge=0)  # seconds in the function itself
+    input_bytes: int = Field(0, ge=0)
+    output_bytes: int = Field(0, ge=0)
+    download_time: float = Field(0.0, ge=0)  # seconds loading inputs from storage
+    upload_time: float = Field(0.0, ge=0)  # seconds storing the output (and completing)
     kept: bool = False  # ran where its parent's output was (Wukong "become")
 
 
@@ -119,7 +120,7 @@ class TaskFailed(Event):
     task: int
     key: str
     name: str
-    attempt: int = 1
+    attempt: int = Field(1, ge=1)
     exc_type: str
     message: str
     traceback: str = ""
@@ -137,8 +138,8 @@ class Transfer(Event):
     code: ClassVar[int] = 6
     kind: Literal["transfer"] = "transfer"
     key: str  # the storage key of the object
-    bytes: int
-    seconds: float
+    bytes: int = Field(ge=0)
+    seconds: float = Field(ge=0)
     direction: Literal["upload", "download", "local"]
     producer: int  # task index that made the object
     consumer: int | None = None  # task index that read it (None for an upload)
@@ -266,13 +267,16 @@ def wire(event: Event) -> list[Any]:
 
 
 def from_wire(item: list[Any] | tuple[Any, ...]) -> Event:
-    """A model from its wire form (missing trailing fields take their defaults)."""
+    """A model from its wire form (missing trailing fields take their defaults), as
+    it was written: not validated again."""
     code, values = item[0], item[1:]
     model = MODELS[code]
     fields = dict(zip(FIELDS[code], values, strict=False))
     if code in _COLUMNS:
         fields = _decoded(model, fields)
-    return model(**fields)
+    # What the log holds is read as written (writers' models were validated when made;
+    # a reader does not refuse a run for one odd value, such as a clock that stepped).
+    return model.model_construct(**fields)
 
 
 # -- columns on the wire ------------------------------------------------------------
@@ -406,7 +410,7 @@ def expand(event: Event, graph: Any = None) -> list[Event]:
         else:
             workers = [event.worker_id] * n
         return [
-            TaskExecutionMetrics(
+            TaskExecutionMetrics.model_construct(
                 kind="task-finished",
                 ts=event.end[j],
                 run_id=event.run_id,
@@ -433,7 +437,7 @@ def expand(event: Event, graph: Any = None) -> list[Event]:
         n = len(event.bytes)
         keys = event.key or [outputs.output(p) if outputs else str(p) for p in event.producer]
         return [
-            Transfer(
+            Transfer.model_construct(
                 kind="transfer",
                 ts=event.ts,
                 run_id=event.run_id,
