@@ -24,6 +24,7 @@ from dagrt.metrics import (
     TaskFailed,
     TaskStarted,
     WorkerHeartbeat,
+    aread_log,
     aread_run,
     read_graph,
     read_log,
@@ -56,6 +57,13 @@ async def events_of(url: str, run_id: str) -> list[Any]:
             return await aread_run(storage, run_id, wait=20)
     finally:
         await storage.aclose()
+
+
+async def until_a_task_runs(storage: RedisStorage) -> None:
+    """Block until a worker's heartbeat names a task in flight."""
+    with anyio.fail_after(30):
+        while not any(e.kind == "worker-heartbeat" and e.running for e in await aread_log(storage)):
+            await storage.axread({K.events(): "$"}, block=5)
 
 
 async def test_a_tiny_task_that_fails_keeps_its_retries_and_logs_each_attempt(
@@ -244,9 +252,7 @@ def test_a_worker_stops_past_a_task_it_cannot_interrupt(pool_factory: Any) -> No
         watch = RedisStorage(pool.url)  # this loop's connections, closed with it
         async with dagrt.Client(pool.url) as client:
             fut = client.submit(nap(60.0))
-            with anyio.fail_after(30):
-                while not any(e.kind == "worker-heartbeat" and e.running for e in read_log(watch)):
-                    await watch.axread({K.events(): "$"}, block=5)
+            await until_a_task_runs(watch)
             started = time.monotonic()
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0
@@ -286,9 +292,7 @@ def test_a_second_signal_stops_a_worker_without_waiting_for_its_tasks(pool_facto
         watch = RedisStorage(pool.url)
         async with dagrt.Client(pool.url) as client:
             fut = client.submit(nap(60.0))
-            with anyio.fail_after(30):
-                while not any(e.kind == "worker-heartbeat" and e.running for e in read_log(watch)):
-                    await watch.axread({K.events(): "$"}, block=5)
+            await until_a_task_runs(watch)
             started = time.monotonic()
             worker.send_signal(signal.SIGTERM)
             await anyio.sleep(0.5)  # the first signal: the worker waits for its task...
@@ -361,9 +365,7 @@ async def test_tasks_waiting_for_a_thread_when_their_run_ends_do_not_run(
     storage = RedisStorage(pool.url)
     async with dagrt.Client(pool.url) as client:
         fut = client.submit([nap(0.5) for _ in range(6)])
-        with anyio.fail_after(30):  # a heartbeat names the running nap
-            while not any(e.kind == "worker-heartbeat" and e.running for e in read_log(storage)):
-                await storage.axread({K.events(): "$"}, block=5)
+        await until_a_task_runs(storage)  # a heartbeat names the running nap
         fut.cancel()
     events = await events_of(pool.url, fut.run_id)
     skipped = [e for e in events if isinstance(e, TaskFailed) and e.exc_type == RUN_ENDED]

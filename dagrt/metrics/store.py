@@ -612,7 +612,7 @@ def _record_cmds(built: list[tuple[str, bytes | Callable[[], bytes]]]) -> list[C
     return [C.set_(key, value) for key, value in built if isinstance(value, bytes)]
 
 
-def _write_flow(cmds: list[C.Cmd]) -> Generator[list[C.Cmd], Any, None]:
+def _write_flow(cmds: list[C.Cmd]) -> Generator[Any, Any, None]:
     """Sending planned ``log_run`` calls, in one pipeline (every command is that
     script, so a server that forgot it refuses them all, and all are sent again)."""
     if not cmds:
@@ -626,36 +626,12 @@ def _write_flow(cmds: list[C.Cmd]) -> Generator[list[C.Cmd], Any, None]:
 
 async def write_events(storage: Storage, cmds: list[C.Cmd]) -> None:
     """Send the calls :func:`_plan` made."""
-    flow = _write_flow(cmds)
-    reply: Any = None
-    error: NoScriptError | None = None
-    while True:
-        try:
-            batch = flow.throw(error) if error is not None else flow.send(reply)
-        except StopIteration:
-            return
-        error = None
-        try:
-            reply = await storage.apipeline(batch)
-        except NoScriptError as exc:
-            error = exc
+    await storage._adrive(_write_flow(cmds))
 
 
 def write_events_sync(storage: Storage, cmds: list[C.Cmd]) -> None:
     """:func:`write_events` from sync code."""
-    flow = _write_flow(cmds)
-    reply: Any = None
-    error: NoScriptError | None = None
-    while True:
-        try:
-            batch = flow.throw(error) if error is not None else flow.send(reply)
-        except StopIteration:
-            return
-        error = None
-        try:
-            reply = storage.pipeline(batch)
-        except NoScriptError as exc:
-            error = exc
+    storage._drive(_write_flow(cmds))
 
 
 def _log_run_twin(redis: Any, keys: list[str], argv: list[Any]) -> Any:

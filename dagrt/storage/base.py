@@ -27,7 +27,7 @@ __all__ = ["DEFAULT_CHUNK", "DEFAULT_CHUNK_BYTES", "Script", "Storage"]
 DEFAULT_CHUNK = 5000  # commands (or keys of one MGET/DEL) per pipelined round trip
 DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024  # and about this many bytes of values
 
-Flow = Generator[Cmd, Any, Any]
+Flow = Generator[Any, Any, Any]  # yields a Cmd, or a list of them (one pipeline)
 
 
 class NoScriptError(Exception):
@@ -117,7 +117,8 @@ class Storage(ABC):
     async def _acall_blocking(self, cmd: Cmd, block: float) -> Any: ...
 
     def _drive(self, flow: Flow) -> Any:
-        """Run a generator of commands: send each, feed back its reply (or NOSCRIPT)."""
+        """Run a generator of commands: send each, feed back its reply (or NOSCRIPT).
+        A list of commands it yields goes as one pipeline (its replies fed back)."""
         reply: Any = None
         error: NoScriptError | None = None
         while True:
@@ -127,7 +128,7 @@ class Storage(ABC):
                 return stop.value
             error = None
             try:
-                reply = self._call(cmd)
+                reply = self.pipeline(cmd) if isinstance(cmd, list) else self._call(cmd)
             except NoScriptError as exc:
                 error = exc
 
@@ -141,7 +142,7 @@ class Storage(ABC):
                 return stop.value
             error = None
             try:
-                reply = await self._acall(cmd)
+                reply = await (self.apipeline(cmd) if isinstance(cmd, list) else self._acall(cmd))
             except NoScriptError as exc:
                 error = exc
 

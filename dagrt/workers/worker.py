@@ -1169,19 +1169,8 @@ class Worker:
     def _ended_event(self, ctx: RunContext, rec: Any, attempt: int) -> tuple[Any, ...]:
         """The end of an attempt that did not run: its run ended first (not a failure
         of the task; the log needs every started attempt to end)."""
-        return task_failed(
-            time.time(),
-            ctx.run_id,
-            self.id,
-            rec.index,
-            rec.key,
-            rec.name,
-            attempt,
-            RUN_ENDED,
-            "its run ended (cancelled, failed, or cleaned up) before it ran",
-            "",
-            True,
-        )
+        ended = RuntimeError("its run ended (cancelled, failed, or cleaned up) before it ran")
+        return self._failed_event(ctx, rec, ended, "", attempt, final=True, exc_type=RUN_ENDED)
 
     def _fail_cmd(
         self,
