@@ -6,11 +6,12 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .metrics import FlushPolicy
+    from .metrics import FlushPolicy, RunSummary
 
 __all__ = ["main"]
 
@@ -405,14 +406,32 @@ def _runs(args: argparse.Namespace) -> int:
         f"{'run':<28} {'status':<10} {'tasks':>7} {'done':>7} {'failed':>6} {'makespan':>10}"
         f" {'workers':>7}  log"
     )
+    now = time.time()
     for r in runs:
         makespan = f"{r.makespan:.3f} s" if r.makespan is not None else "-"
-        log = "complete" if r.complete else ("-" if r.status == "running" else "filling")
         print(
             f"{r.run_id:<28} {r.status:<10} {r.n_tasks:>7} {r.done:>7} {r.failed:>6}"
-            f" {makespan:>10} {len(r.workers):>7}  {log}"
+            f" {makespan:>10} {len(r.workers):>7}  {_log_state(r, now)}"
         )
     return 0
+
+
+QUIET_RUN = 60.0  # seconds without an entry after which a running run is said quiet
+
+
+def _log_state(run: RunSummary, now: float) -> str:
+    """The runs list's log column: complete, still filling, or for a run without its
+    end, how long nothing came (its client may have died: the log cannot tell)."""
+    if run.complete:
+        return "complete"
+    if run.status != "running":
+        return "filling"
+    quiet = run.quiet(now)
+    if quiet < QUIET_RUN:
+        return "-"
+    minutes = quiet / 60
+    said = f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.0f} h"
+    return f"quiet {said}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -121,3 +122,60 @@ def test_the_flush_policy_crosses_to_workers_whole() -> None:
     for name, value in flush_options(policy).items():
         argv += [f"--{name}"] + ([] if value == "" else [str(value)])
     assert _flush_policy(_parser().parse_args(argv)) == policy
+
+
+CLIENT_THAT_DIES = """
+import asyncio, sys, time
+import dagrt
+
+@dagrt.task
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+async def main() -> None:
+    async with dagrt.Client(processes=False, metrics=sys.argv[1]) as client:
+        fut = client.submit([nap(60.0) for _ in range(2)])
+        print(fut.run_id, flush=True)
+        await fut
+
+asyncio.run(main())
+"""
+
+
+def test_a_run_whose_client_died_is_listed_as_quiet_once_nothing_comes(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The log cannot tell a dead client from a long task: a run without its end stays
+    ``running``, and the runs list says how long its log has been quiet."""
+    from dagrt.cli import _log_state
+    from dagrt.metrics import run_summary
+    from dagrt.storage import RedisStorage
+
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT_THAT_DIES)
+    with subprocess.Popen(
+        [sys.executable, str(script), redis_url],
+        env=worker_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as client:
+        try:
+            assert client.stdout is not None
+            run_id = client.stdout.readline().strip()
+            with RedisStorage(redis_url) as storage:
+                deadline = time.monotonic() + 60
+                while run_summary(storage, run_id).status != "running":  # its run-submitted
+                    assert time.monotonic() < deadline
+                    storage.xread({"dagrt:events": "$"}, block=5)
+                client.kill()
+                client.wait(30)
+                run = run_summary(storage, run_id)
+        finally:
+            client.kill()
+    assert run.status == "running"
+    assert _log_state(run, now=run.last_logged + 1) == "-"
+    assert _log_state(run, now=run.last_logged + 300) == "quiet 5 min"
+    assert _log_state(run, now=run.last_logged + 3 * 3600) == "quiet 3 h"
+    listing = dagrt_cli("runs", "--redis", redis_url)
+    assert run.run_id in listing.stdout
