@@ -23,7 +23,9 @@ from dagrt.metrics import (
     TaskExecutionMetrics,
     TaskFailed,
     TaskStarted,
+    Transfer,
     WorkerHeartbeat,
+    aread_graph,
     aread_log,
     aread_run,
     read_graph,
@@ -109,6 +111,28 @@ async def test_tiny_tasks_share_out_their_batch_span(pool: Pool) -> None:
         assert e.start <= e.end
         parts = e.execution_time + e.download_time + e.upload_time
         assert e.end - e.start >= parts - 1e-6
+
+
+async def test_tiny_tasks_flushed_mid_batch_are_each_logged_once(pool_factory: Any) -> None:
+    """Workers hold the fast lane's rows per run until a flush, which may come between
+    a batch's download and its upload (here every 3 events): every task and every
+    input still appear exactly once."""
+    pool: Pool = pool_factory(2, "--flush-size", "3", "--flush-interval", "0")
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit(pairwise(add, [inc(i) for i in range(1024)]))
+        assert await fut == sum(range(1, 1025))
+    events = await events_of(pool.url, fut.run_id)
+    finished = [e for e in events if isinstance(e, TaskExecutionMetrics)]
+    assert sorted(e.task for e in finished) == list(range(2047))
+    inputs = [
+        (e.producer, e.consumer)
+        for e in events
+        if isinstance(e, Transfer) and e.consumer is not None
+    ]
+    storage = RedisStorage(pool.url)
+    parents = (await aread_graph(storage, fut.run_id)).parents
+    await storage.aclose()
+    assert sorted(inputs) == sorted((p, c) for c, ps in enumerate(parents) for p in ps)
 
 
 @dagrt.task

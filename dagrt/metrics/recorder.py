@@ -162,7 +162,8 @@ class _Rows:
 
 
 class FinishedBatch(_Rows):
-    """Columns of a ``tasks-finished`` batch, filled one task at a time."""
+    """Columns of a ``tasks-finished`` batch, filled one task at a time (a hot loop
+    may extend :attr:`rows` itself with the ten numbers :meth:`add` appends)."""
 
     __slots__ = ()
     WIDTH = 10
@@ -216,10 +217,14 @@ class FinishedBatch(_Rows):
 
 
 _DIRECTION = {name: i for i, name in enumerate(DIRECTIONS)}
+#: direction codes of a TransferBatch row, for callers that extend ``rows`` inline
+UPLOAD, DOWNLOAD, LOCAL = (_DIRECTION[name] for name in ("upload", "download", "local"))
 
 
 class TransferBatch(_Rows):
-    """Columns of a ``transfers`` batch."""
+    """Columns of a ``transfers`` batch. A hot loop may extend :attr:`rows` itself
+    with the six numbers :meth:`add` appends (direction as ``UPLOAD``/``DOWNLOAD``/
+    ``LOCAL``, consumer ``-1`` for none)."""
 
     __slots__ = ()
     WIDTH = 6
@@ -258,6 +263,46 @@ class TransferBatch(_Rows):
             c(4, "q"),
             c(5, "b"),
         )
+
+
+class BatchRows:
+    """Finished tiny tasks and their transfers, per run, held for the flusher: the
+    fast lane of a worker adds to them batch after batch, and each flush takes one
+    ``tasks-finished`` and one ``transfers`` event per run (a batch's own pair of
+    events, a few dozen rows each, cost more to pack, buffer and encode than its
+    tasks took to run). A source of :class:`MetadataStorage` (``add_source``);
+    used from the worker's event loop, as the flusher is."""
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        self._runs: dict[str, tuple[FinishedBatch, TransferBatch]] = {}
+        self._tasks = 0  # rows of every run's FinishedBatch
+
+    def of(self, run_id: str) -> tuple[FinishedBatch, TransferBatch]:
+        """The run's batches to add to (made on first use)."""
+        batches = self._runs.get(run_id)
+        if batches is None:
+            batches = self._runs[run_id] = (FinishedBatch(), TransferBatch())
+        return batches
+
+    def added(self, n: int) -> None:
+        """Count ``n`` tasks just added."""
+        self._tasks += n
+
+    def __len__(self) -> int:
+        """Events held (a finished task counts one; its transfers go with it)."""
+        return self._tasks
+
+    def collect(self) -> list[tuple[Any, ...]]:
+        runs, self._runs, self._tasks = self._runs, {}, 0
+        ts = time.time()
+        items: list[tuple[Any, ...]] = []
+        for run_id, (done, moves) in runs.items():
+            if len(done):
+                items.append(done.wire(ts, run_id, self.worker))
+            if len(moves):
+                items.append(moves.wire(ts, run_id, self.worker))
+        return items
 
 
 class RunRecorder:
@@ -311,6 +356,10 @@ class RunRecorder:
             if policy.max_events
             else self.NEVER
         )
+
+    def __len__(self) -> int:
+        """Finished tasks held, not yet collected."""
+        return len(self.rows) // self.WIDTH
 
     def lane(self, name: str) -> int:
         """The number of a lane (a thread's name; ``""`` is the recorder's worker)."""

@@ -229,8 +229,9 @@ class MetadataStorage:
 
     @property
     def buffered(self) -> int:
-        """Events waiting to be written (a write to send again included)."""
-        return self._size + self._held
+        """Events waiting to be written (a write to send again, and what the sources
+        hold, included)."""
+        return self._size + self._held + sum(map(len, self._sources))
 
     # -- emitting (any thread) ---------------------------------------------------------
 
@@ -311,6 +312,15 @@ class MetadataStorage:
             self._trigger()  # a run ended: its events are written soon, whatever the policy
         elif then is not None:
             self.emit_event(then)
+
+    def tasks_added(self) -> None:
+        """A source took task events (a worker's batch): flush if the policy says so
+        (after each task, or the buffer and the sources reached the size)."""
+        policy = self.policy
+        if policy.after_each_task or (
+            policy.max_events is not None and self.buffered >= policy.max_events
+        ):
+            self._trigger()
 
     def flush_soon(self) -> None:
         """Have the flusher write the buffer now, whatever the policy (any thread)."""
@@ -468,6 +478,7 @@ class MetadataStorage:
         pending, self._unsent = self._unsent, None
         if pending is not None:
             pending.records += records
+            self._collect()  # the sources' rows wait in the buffer, under its bound
             return pending
         items, drops = self._take()
         if not items and not drops and not records:
@@ -498,6 +509,7 @@ class MetadataStorage:
             limit = await self.storage.amax_value_size()  # asked once, then known
         except StorageError as exc:  # the store is away: what is buffered stays
             self._failed(exc)
+            self._collect()  # (the sources' rows too, in the buffer: under its bound)
             # (records wait as the bytes they are built into, not what they are built from)
             with self._lock:
                 records, self._records = self._records, []

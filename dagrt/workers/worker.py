@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,10 @@ from ..exceptions import (
 )
 from ..metrics.events import RUN_ENDED, WorkerHeartbeat, WorkerStarted, WorkerStopped, wire
 from ..metrics.recorder import (
-    FinishedBatch,
+    DOWNLOAD,
+    LOCAL,
+    UPLOAD,
+    BatchRows,
     TransferBatch,
     task_failed,
     task_finished,
@@ -161,6 +164,10 @@ class Worker:
                 RedisStorage(settings.metrics_url) if settings.metrics_url else self.storage
             )
             self.metrics = MetadataStorage(metrics_storage, settings.flush, source=self.id)
+        # The fast lane's finished tasks and transfers, per run, until the next flush.
+        self._batch_rows = BatchRows(self.id)
+        if self.metrics is not None:
+            self.metrics.add_source(self._batch_rows)
         self._failpoints = {
             tuple(item.split(":", 1))
             for item in os.environ.get("DAGRT_FAILPOINTS", "").split(",")
@@ -645,8 +652,9 @@ class Worker:
         while work and not ctx.stopped:
             batch_start = time.time()
             recs = [ctx.record(index) for _, index in work]
-            moves = TransferBatch() if metrics else None
-            inputs = await self._load_inputs(ctx, recs, moves)
+            # (the run's rows are looked up where they are added: a flush between
+            # two awaits takes them, and the next add goes to new ones)
+            inputs = await self._load_inputs(ctx, recs, self._moves_of(ctx) if metrics else None)
             cmds: list[C.Cmd] = []
             items: list[Completion] = []
             made: list[tuple[Any, bytes | Frame, float, Loaded, float]] = []
@@ -714,7 +722,10 @@ class Worker:
             ended = time.time()
             upload_share = (ended - sent) / max(1, len(items))
             nxt: list[tuple[list[Any], int]] = []
-            done = FinishedBatch() if metrics else None
+            finish = move = None
+            if metrics:
+                done, moves = self._batch_rows.of(ctx.run_id)
+                finish, move = done.rows.extend, moves.rows.extend
             spans = _shares(
                 batch_start,
                 ended,
@@ -730,21 +741,24 @@ class Worker:
                 size = len(frame)
                 self.counts["done"] += 1
                 self.counts["local"] += item.local
-                if done is not None and moves is not None:
-                    done.add(
-                        item.index,
-                        1,
-                        start,
-                        end,
-                        elapsed,
-                        loaded.nbytes,
-                        size,
-                        loaded.seconds,
-                        0.0 if item.local else upload_share,
-                        item.index in kept_now,
+                if finish is not None and move is not None:  # the rows FinishedBatch.add
+                    # and TransferBatch.add append (inline: a call per row costs here)
+                    finish(
+                        (
+                            item.index,
+                            1,
+                            start,
+                            end,
+                            elapsed,
+                            loaded.nbytes,
+                            size,
+                            loaded.seconds,
+                            0.0 if item.local else upload_share,
+                            item.index in kept_now,
+                        )
                     )
                     if not item.local:
-                        moves.add(size, upload_share, "upload", item.index, None, False)
+                        move((size, upload_share, UPLOAD, item.index, -1, False))
                 if item.children:
                     self.values.put(ctx.run_id, item.index, value, size)
                 if code == "stop":
@@ -757,27 +771,34 @@ class Worker:
                         nxt.append((list(item.acks), child))
                     else:
                         handoffs.append((list(item.acks), child, 1, 0))
-            if done is not None and moves is not None:
-                self._emit(
-                    [done.wire(ended, ctx.run_id, self.id), moves.wire(ended, ctx.run_id, self.id)]
-                )
+            if self.metrics is not None:
+                self._batch_rows.added(len(items))
+                self.metrics.tasks_added()
             work = nxt
         if ctx.stopped:
             self.values.drop_run(ctx.run_id)
             self.runs.forget(ctx.run_id)
         return handoffs
 
+    def _moves_of(self, ctx: RunContext) -> Callable[[], TransferBatch]:
+        return lambda: self._batch_rows.of(ctx.run_id)[1]
+
     async def _load_inputs(
-        self, ctx: RunContext, recs: list[Any], moves: TransferBatch | None
+        self,
+        ctx: RunContext,
+        recs: list[Any],
+        moves: TransferBatch | Callable[[], TransferBatch] | None,
     ) -> list[Loaded | None]:
         """Parent values of each task: from memory, else one MGET for all of them.
 
         ``None`` for a task whose parent's output is gone (the run ended). Notes a
-        transfer per input in ``moves``: ``local`` when it was in memory here.
+        transfer per input in ``moves`` (or the batch ``moves()`` gives, asked again
+        after the download): ``local`` when it was in memory here.
         """
         run_id = ctx.run_id
         out: list[Loaded | None] = []
         wanted: dict[int, None] = {}
+        move = _rows_of(moves)  # the rows TransferBatch.add appends, extended inline
         for rec in recs:
             loaded = Loaded([])
             for p in rec.parents:
@@ -786,14 +807,15 @@ class Worker:
                     self.values.used(run_id, p, len(ctx.record(p).children))
                     loaded.values.append(value)
                     loaded.nbytes += size
-                    if moves is not None:
-                        moves.add(size, 0.0, "local", p, rec.index, True)
+                    if move is not None:
+                        move((size, 0.0, LOCAL, p, rec.index, True))
                 else:
                     loaded.values.append(_MISSING)
                     wanted[p] = None
             out.append(loaded)
         if wanted:
             fetched = await self._fetch(ctx, list(wanted))
+            move = _rows_of(moves)
             for j, rec in enumerate(recs):
                 partial = out[j]
                 assert partial is not None
@@ -809,9 +831,8 @@ class Worker:
                     loaded.values[k] = value
                     loaded.nbytes += size
                     loaded.seconds += share
-                    if moves is not None:
-                        where = "local" if local else "download"
-                        moves.add(size, share, where, p, rec.index, local)
+                    if move is not None:
+                        move((size, share, LOCAL if local else DOWNLOAD, p, rec.index, local))
         return out
 
     async def _fetch(
@@ -1450,3 +1471,10 @@ def worker_info(raw: bytes) -> dict[str, Any]:
 
     info: dict[str, Any] = unpack(raw)
     return info
+
+
+def _rows_of(moves: TransferBatch | Callable[[], TransferBatch] | None) -> Any:
+    """The ``extend`` of a transfer batch's rows (``None`` without metrics)."""
+    if moves is None:
+        return None
+    return (moves() if callable(moves) else moves).rows.extend
