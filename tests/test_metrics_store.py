@@ -20,6 +20,8 @@ from dagrt.metrics import (
     MetadataStorage,
     RunFinished,
     RunSubmitted,
+    TaskExecutionMetrics,
+    Transfer,
     read_log,
     read_run,
     run_summary,
@@ -162,6 +164,42 @@ async def test_a_healthy_store_takes_more_than_the_bound(redis_storage: RedisSto
         metrics.emit(batch("big", range(5_000)))
         assert metrics.dropped == 0
     assert len(read_run(redis_storage, "big")) == 5_000
+
+
+async def test_what_sources_hold_is_bounded_too_while_the_store_is_away(
+    server_factory: Any,
+) -> None:
+    """The rows a worker's fast lane holds per run wait for a flush; while the store is
+    away each flush moves them into the buffer, where the bound holds (they do not
+    pile up in the source for the length of the outage)."""
+    server = server_factory()
+    storage = RedisStorage(server.url, socket_connect_timeout=0.5, retries=0)
+    policy = FlushPolicy(interval=None, max_events=None, max_buffer=100)
+    metrics = MetadataStorage(storage, policy, source="w1")
+    rows = rec.BatchRows("w1")
+    metrics.add_source(rows)
+    await metrics.start()
+    metrics.emit(finished("y", 0))
+    assert await metrics.flush() == 1  # (the writer knows the server's limits now)
+    server.kill()
+    await a_write_that_fails(metrics, "z", 10)
+    for flush in range(5):
+        done, moves = rows.of("a")
+        for t in range(flush * 40, flush * 40 + 40):
+            done.add(t, 1, 1.0, 1.0, 1e-6, 0, 8, 0.0, 0.0, False)
+            moves.add(8, 0.0, "upload", t, None, False)
+        assert metrics.buffered == 10 + min(flush, 1) * 80 + 80  # a row is an event
+        assert await metrics.flush() == 0
+        assert len(rows) == 0
+        assert metrics.buffered <= 100
+    assert metrics.dropped == 4 * 80  # the first flush's 80 fit; the others did not
+    server.restart()
+    await metrics.aclose()
+    events = read_run(storage, "a")
+    assert sum(isinstance(e, TaskExecutionMetrics) for e in events) == 40
+    assert sum(isinstance(e, Transfer) for e in events) == 40
+    assert run_summary(storage, "a").dropped == 4 * 80
+    await storage.aclose()
 
 
 async def test_run_lifecycle_events_are_never_dropped(server_factory: Any) -> None:

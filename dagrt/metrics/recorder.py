@@ -276,25 +276,21 @@ class BatchRows:
     def __init__(self, worker: str) -> None:
         self.worker = worker
         self._runs: dict[str, tuple[FinishedBatch, TransferBatch]] = {}
-        self._tasks = 0  # rows of every run's FinishedBatch
 
     def of(self, run_id: str) -> tuple[FinishedBatch, TransferBatch]:
-        """The run's batches to add to (made on first use)."""
+        """The run's batches to add to (made on first use; a flush takes them, so
+        look them up where the rows are added, not before an await)."""
         batches = self._runs.get(run_id)
         if batches is None:
             batches = self._runs[run_id] = (FinishedBatch(), TransferBatch())
         return batches
 
-    def added(self, n: int) -> None:
-        """Count ``n`` tasks just added."""
-        self._tasks += n
-
     def __len__(self) -> int:
-        """Events held (a finished task counts one; its transfers go with it)."""
-        return self._tasks
+        """Events held: each row counts, as in the buffer."""
+        return sum(len(done) + len(moves) for done, moves in self._runs.values())
 
     def collect(self) -> list[tuple[Any, ...]]:
-        runs, self._runs, self._tasks = self._runs, {}, 0
+        runs, self._runs = self._runs, {}
         ts = time.time()
         items: list[tuple[Any, ...]] = []
         for run_id, (done, moves) in runs.items():

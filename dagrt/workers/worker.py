@@ -772,7 +772,6 @@ class Worker:
                     else:
                         handoffs.append((list(item.acks), child, 1, 0))
             if self.metrics is not None:
-                self._batch_rows.added(len(items))
                 self.metrics.tasks_added()
             work = nxt
         if ctx.stopped:
