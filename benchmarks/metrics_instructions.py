@@ -1,20 +1,25 @@
-"""What the event log costs, in instructions: the in-process tree reduction counted
-by valgrind (callgrind), metrics off and with the periodic policy.
+"""What the event log costs, in instructions: the tree reduction counted by valgrind
+(callgrind), metrics off and with the periodic policy.
 
 Wall-clock ratios on a shared VM move by several percent from one minute to the next
-(see metrics_overhead.py); an instruction count does not. Each configuration runs
-twice under callgrind, with 2 warm-up runs and then 0 and then ``--runs`` measured
-ones; the difference, divided by ``--runs``, is one run's instructions (start-up,
-imports and warm-up cancel out). It does not see cache misses or waiting, so it is
-a floor for the time the log adds. Needs ``valgrind``; takes 2-3 minutes.
+(see metrics_overhead.py); an instruction count moves far less (what varies is how
+work falls into batches and collections). ``--runtime in-process``: each configuration
+runs twice under callgrind, with 2 warm-up runs and then 0 and then ``--runs``
+measured ones; the difference, divided by ``--runs``, is one run's instructions
+(start-up, imports and warm-up cancel out). ``--runtime worker``: one ``dagrt worker``
+process under callgrind per configuration runs every task (its counters are zeroed
+after a warm-up run and dumped after ``--runs`` runs and the idle write that follows);
+the client and the server are not counted. Neither sees cache misses or waiting, so
+it is a floor for the time the log adds. Needs ``valgrind``; 2-4 minutes each.
 
-    python benchmarks/metrics_instructions.py [--leaves 16384] [--runs 4]
+    python benchmarks/metrics_instructions.py [--runtime in-process|worker] [--runs 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -22,6 +27,8 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import anyio
 
 import dagrt
 from dagrt.metrics import FlushPolicy
@@ -50,6 +57,44 @@ def child(mode: str, leaves: int, runs: int) -> None:
     asyncio.run(go())
 
 
+async def worker_count(mode: str, runs: int, leaves: int, folder: Path) -> int:
+    """Instructions of one worker process over ``runs`` runs (after a warm-up one)."""
+    from dagrt.storage import RedisServer
+
+    task = dagrt.task(add)
+    out = folder / f"worker-{mode}.out"
+    flags = ["--no-metrics"] if mode == "off" else ["--flush-interval", "1.0"]
+    here = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
+    command += ["-m", "dagrt", "worker", "--threads", "1", "--connect-timeout", "120", *flags]
+    with RedisServer() as server:
+        async with await anyio.open_process(
+            [*command, "--redis", server.url], env=env, stdout=None, stderr=subprocess.DEVNULL
+        ) as worker:
+            try:
+                async with dagrt.Client(server.url, metrics=False) as client:
+                    await client.compute(pairwise(task, range(leaves)))
+                    await anyio.sleep(3)  # (the warm-up run's write, when idle, lands)
+                    await anyio.run_process(["callgrind_control", "-z", str(worker.pid)])
+                    for _ in range(runs):
+                        result = await client.compute(pairwise(task, range(leaves)))
+                        assert result == sum(range(leaves))
+                    await anyio.sleep(3)  # the last run's write, when idle, is counted
+                    await anyio.run_process(["callgrind_control", "-d", str(worker.pid)])
+            finally:
+                worker.terminate()
+                await worker.wait()
+    dumps = sorted(await anyio.to_thread.run_sync(lambda: list(folder.glob(out.name + ".*"))))
+    if not dumps:
+        raise RuntimeError("callgrind wrote no dump of the worker")
+    text = await anyio.Path(dumps[-1]).read_text()
+    found = re.search(r"^summary: (\d+)", text, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"no instruction count in {dumps[-1]}")
+    return int(found.group(1))
+
+
 def count(mode: str, runs: int, leaves: int, folder: Path) -> int:
     """Instructions of one child process (the server it starts is not traced)."""
     out = folder / f"{mode}-{runs}.out"
@@ -70,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leaves", type=int, default=16_384)
     parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--runtime", choices=("in-process", "worker"), default="in-process")
     parser.add_argument("--child", choices=("off", "periodic"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -77,17 +123,24 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
-    jobs = [(mode, runs) for mode in ("off", "periodic") for runs in (0, args.runs)]
-    with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(2) as pool:
-        counts = dict(
-            zip(jobs, pool.map(lambda j: count(*j, args.leaves, Path(folder)), jobs), strict=True)
-        )
-    per_run = {
-        mode: (counts[mode, args.runs] - counts[mode, 0]) / args.runs
-        for mode in ("off", "periodic")
-    }
+    modes = ("off", "periodic")
+    with tempfile.TemporaryDirectory() as folder:
+        if args.runtime == "worker":
+
+            async def both() -> list[int]:
+                made = (worker_count(m, args.runs, args.leaves, Path(folder)) for m in modes)
+                return list(await asyncio.gather(*made))
+
+            per_run = {m: n / args.runs for m, n in zip(modes, asyncio.run(both()), strict=True)}
+        else:
+            jobs = [(mode, runs) for mode in modes for runs in (0, args.runs)]
+            with ThreadPoolExecutor(2) as pool:
+                found = pool.map(lambda j: count(*j, args.leaves, Path(folder)), jobs)
+                counts = dict(zip(jobs, found, strict=True))
+            per_run = {m: (counts[m, args.runs] - counts[m, 0]) / args.runs for m in modes}
     tasks = args.leaves - 1
-    print(f"in-process tree reduction of {tasks} tasks, instructions per run (callgrind)")
+    where = "in-process" if args.runtime == "in-process" else "one worker's"
+    print(f"{where} tree reduction of {tasks} tasks, instructions per run (callgrind)")
     for mode, n in per_run.items():
         added = n / per_run["off"] - 1
         print(
