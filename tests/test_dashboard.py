@@ -237,14 +237,12 @@ async def test_a_restart_mid_run_applies_every_event_once(pool: Pool) -> None:
             board.stop(signal.SIGKILL)  # the server dies mid-run
             board.start()  # the same port
             await fut
-            expected_events = None
 
             def complete(s: list[str]) -> bool:
-                nonlocal expected_events
-                ids = log_ids(pool.url, fut.run_id)
-                finished = any(True for _ in ids) and len(s) >= len(ids)
-                expected_events = ids
-                return finished and _has_finished(pool.url, fut.run_id, 81)
+                # The index first, then the log: an entry landing in between is in
+                # the ids (read after it counted the run finished), so it is waited for.
+                finished = _has_finished(pool.url, fut.run_id, 81)
+                return finished and len(s) >= len(log_ids(pool.url, fut.run_id))
 
             await collect_live(board.ws, fut.run_id, last, complete, seen)
     board.stop()
