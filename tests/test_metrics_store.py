@@ -166,6 +166,33 @@ async def test_a_healthy_store_takes_more_than_the_bound(redis_storage: RedisSto
     assert len(read_run(redis_storage, "big")) == 5_000
 
 
+def test_a_workers_rows_go_as_one_pair_of_batches_per_run_and_flush() -> None:
+    """Rows added batch after batch leave as one tasks-finished and one transfers event
+    per run, stamped with the last task's end (not the flush's time), and are gone."""
+    from dagrt.metrics.events import expand, from_wire
+
+    rows = rec.BatchRows("w1")
+    for batch_no in range(3):
+        for run in ("a", "b"):
+            done, moves = rows.of(run)
+            for t in range(batch_no * 10, batch_no * 10 + 10):
+                done.add(t, 1, 100.0 + t, 100.5 + t, 0.5, 8, 8, 0.0, 0.0, False)
+                moves.add(8, 0.0, "local", t, t + 1, True)
+    assert len(rows) == 2 * 2 * 30
+    items = rows.collect()
+    assert (len(rows), rows.collect()) == (0, [])
+    events = [from_wire(item) for item in items]
+    assert [(e.kind, e.run_id) for e in events] == [
+        ("tasks-finished", "a"),
+        ("transfers", "a"),
+        ("tasks-finished", "b"),
+        ("transfers", "b"),
+    ]
+    assert {e.ts for e in events} == {100.5 + 29}
+    finished = expand(events[0])
+    assert [x.task for x in finished] == list(range(30))
+
+
 async def test_what_sources_hold_is_bounded_too_while_the_store_is_away(
     server_factory: Any,
 ) -> None:

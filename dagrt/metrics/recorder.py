@@ -290,10 +290,12 @@ class BatchRows:
         return sum(len(done) + len(moves) for done, moves in self._runs.values())
 
     def collect(self) -> list[tuple[Any, ...]]:
+        """Each run's batches as events, stamped with the end of the last task added
+        (its transfers happened by then), not the time of the flush."""
         runs, self._runs = self._runs, {}
-        ts = time.time()
         items: list[tuple[Any, ...]] = []
         for run_id, (done, moves) in runs.items():
+            ts = done.rows[3 - FinishedBatch.WIDTH] if len(done) else time.time()  # its end
             if len(done):
                 items.append(done.wire(ts, run_id, self.worker))
             if len(moves):
