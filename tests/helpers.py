@@ -109,6 +109,36 @@ class Signals:
             return [m.decode() for m in r.lrange(f"{self.prefix}:marks", 0, -1)]
 
 
+# Chains of tasks for crash tests (failpoints name them: before_run:first, ...).
+
+
+@dagrt.task
+def first(x: int) -> int:
+    return x * 10
+
+
+@dagrt.task
+def second(x: int) -> int:
+    return x + 7
+
+
+@dagrt.task
+def big(i: int) -> Any:
+    import numpy as np
+
+    return np.full(16_384, i, dtype=np.int64)  # 128 kB: worth keeping off the network
+
+
+@dagrt.task
+def grow(a: Any) -> Any:
+    return a + 1
+
+
+@dagrt.task
+def shrink(a: Any) -> int:
+    return int(a[0])
+
+
 @dagrt.task
 def gate(signals: Signals, name: str, value: Any = None, *_: Any) -> Any:
     """Say "started", then block until the test releases ``name``; return ``value``."""

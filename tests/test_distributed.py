@@ -21,7 +21,19 @@ import anyio
 import psutil
 import pytest
 from conftest import Pool, worker_env
-from helpers import Signals, add, collect, gate, inc, interrupt_and_reap
+from helpers import (
+    Signals,
+    add,
+    big,
+    collect,
+    first,
+    gate,
+    grow,
+    inc,
+    interrupt_and_reap,
+    second,
+    shrink,
+)
 
 import dagrt
 from dagrt import StorageConnectionError, TaskError, scheduler
@@ -156,16 +168,6 @@ async def test_sigkill_a_worker_in_the_middle_of_200_tasks(
     assert run_keys_left(pool.url, fut.run_id) == [K.RunKeys(fut.run_id).end]
 
 
-@dagrt.task
-def first(x: int) -> int:
-    return x * 10
-
-
-@dagrt.task
-def second(x: int) -> int:
-    return x + 7
-
-
 @pytest.mark.parametrize(
     "failpoint",
     [
@@ -206,23 +208,6 @@ async def test_outputs_kept_in_memory_are_recomputed_after_a_crash(
         with anyio.fail_after(60):
             assert await client.compute(chains) == [(i * 10 + 7) * 2 for i in range(4)]
     assert len(list(tmp_path.glob("dagrt-failpoint-*"))) == 1
-
-
-@dagrt.task
-def big(i: int) -> Any:
-    import numpy as np
-
-    return np.full(16_384, i, dtype=np.int64)  # 128 kB: worth keeping off the network
-
-
-@dagrt.task
-def grow(a: Any) -> Any:
-    return a + 1
-
-
-@dagrt.task
-def shrink(a: Any) -> int:
-    return int(a[0])
 
 
 async def test_locality_switches_change_what_moves(pool: Pool) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import Pool, worker_env
-from helpers import add, inc
+from helpers import add, big, first, grow, inc, second, shrink
 
 import dagrt
 from dagrt import keys as K
@@ -159,16 +159,6 @@ async def test_a_kept_child_says_so_in_the_fast_lane_too(pool: Pool) -> None:
     assert all(e.kept for e in children)  # each ran where its parent's output was
 
 
-@dagrt.task
-def first(x: int) -> int:
-    return x * 10
-
-
-@dagrt.task
-def second(x: int) -> int:
-    return x + 7
-
-
 async def test_a_task_taken_over_from_a_dead_worker_is_its_next_attempt(
     pool_factory: Any, tmp_path: Path
 ) -> None:
@@ -188,23 +178,6 @@ async def test_a_task_taken_over_from_a_dead_worker_is_its_next_attempt(
     for note in lost:
         assert not note.final
         assert (note.task, note.attempt + 1) in finished
-
-
-@dagrt.task
-def big(i: int) -> Any:
-    import numpy as np
-
-    return np.full(16_384, i, dtype=np.int64)  # 128 kB: kept off the network
-
-
-@dagrt.task
-def grow(a: Any) -> Any:
-    return a + 1
-
-
-@dagrt.task
-def shrink(a: Any) -> int:
-    return int(a[0])
 
 
 async def test_an_output_made_again_is_logged_where_it_was_made(
