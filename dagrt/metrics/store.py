@@ -545,9 +545,7 @@ class MetadataStorage:
         try:
             if pending.records:
                 pending.records = await anyio.to_thread.run_sync(_build_records, pending.records)
-                await self.storage.apipeline(_record_cmds(pending.records))
-                pending.records = []
-            await write_events(self.storage, pending.cmds)
+            await self.storage._adrive(_send_flow(pending))
         except StorageError as exc:
             return self._failed(exc)
         return self._sent(pending)
@@ -579,10 +577,7 @@ class MetadataStorage:
             return 0
         try:
             pending.records = _build_records(pending.records)
-            if pending.records:
-                self.storage.pipeline(_record_cmds(pending.records))
-            pending.records = []
-            write_events_sync(self.storage, pending.cmds)
+            self.storage._drive(_send_flow(pending))
         except StorageError as exc:
             self._failed(exc)
             self._hold(pending)
@@ -619,31 +614,20 @@ def _build_records(
     return built
 
 
-def _record_cmds(built: list[tuple[str, bytes | Callable[[], bytes]]]) -> list[C.Cmd]:
-    """The writes of records :func:`_build_records` built."""
-    return [C.set_(key, value) for key, value in built if isinstance(value, bytes)]
-
-
-def _write_flow(cmds: list[C.Cmd]) -> Generator[Any, Any, None]:
-    """Sending planned ``log_run`` calls, in one pipeline (every command is that
+def _send_flow(pending: _Write) -> Generator[Any, Any, None]:
+    """Sending a write (its records built by :func:`_build_records`): the records in
+    one pipeline, then the planned ``log_run`` calls in another (every command is that
     script, so a server that forgot it refuses them all, and all are sent again)."""
-    if not cmds:
+    if pending.records:
+        yield [C.set_(key, value) for key, value in pending.records if isinstance(value, bytes)]
+        pending.records = []
+    if not pending.cmds:
         return
     try:
-        yield cmds
+        yield pending.cmds
     except NoScriptError:  # the server forgot its scripts (a restart)
         yield [C.Cmd(("SCRIPT", "LOAD", LOG_RUN.source))]
-        yield cmds
-
-
-async def write_events(storage: Storage, cmds: list[C.Cmd]) -> None:
-    """Send the calls :func:`_plan` made."""
-    await storage._adrive(_write_flow(cmds))
-
-
-def write_events_sync(storage: Storage, cmds: list[C.Cmd]) -> None:
-    """:func:`write_events` from sync code."""
-    storage._drive(_write_flow(cmds))
+        yield pending.cmds
 
 
 def _log_run_twin(redis: Any, keys: list[str], argv: list[Any]) -> Any:
