@@ -222,10 +222,29 @@ def _fields(flat: list[Any]) -> dict[bytes, bytes]:
 # --------------------------------------------------------------------------- flows
 
 
-def _run_flow(run_id: str) -> Flow:
+def _entry_ids_flow(run_id: str) -> Flow:
+    """The run's record in the runs index and its entry ids in log order (empty for a
+    log written before runs listed their entries)."""
     record = yield C.hgetall(K.run_record(run_id))
     if not record or b"first" not in record:
         raise RunNotFoundError(f"no events of run {run_id!r} in the event log")
+    ids = yield C.lrange(K.run_entries(run_id), 0, -1)
+    return record, sorted(set(ids), key=K.entry_order)
+
+
+def _entries_flow(ids: list[Any]) -> Flow:
+    """The entries ``ids`` as ``(id, fields)``, ``ENTRIES_PER_CALL`` a call (nothing for
+    an entry trimmed from the log)."""
+    out: list[tuple[Any, dict[bytes, bytes]]] = []
+    for start in range(0, len(ids), ENTRIES_PER_CALL):
+        chunk = ids[start : start + ENTRIES_PER_CALL]
+        replies = yield from script_flow(READ_ENTRIES, [K.events()], chunk)
+        out += [(eid, _fields(flat)) for reply in replies for eid, flat in reply]
+    return out
+
+
+def _run_flow(run_id: str) -> Flow:
+    record, ids = yield from _entry_ids_flow(run_id)
     raw_graph = yield C.get(K.graph(run_id))
     graph = None
     if raw_graph is not None:
@@ -240,15 +259,9 @@ def _run_flow(run_id: str) -> Flow:
             for item in unpack(fields[b"d"]):
                 events.extend(expand(from_wire(item), graph))
 
-    ids = yield C.lrange(K.run_entries(run_id), 0, -1)
     if ids:
-        ids = sorted(set(ids), key=K.entry_order)
-        for start in range(0, len(ids), ENTRIES_PER_CALL):
-            chunk = ids[start : start + ENTRIES_PER_CALL]
-            replies = yield from script_flow(READ_ENTRIES, [K.events()], chunk)
-            for reply in replies:
-                for _, flat in reply:  # (nothing for an entry trimmed from the log)
-                    take(_fields(flat))
+        for _, fields in (yield from _entries_flow(ids)):
+            take(fields)
         return events
     # A log written before runs listed their entries: read the run's range.
     first, last = record[b"first"].decode(), record[b"last"].decode()
@@ -267,26 +280,16 @@ def entries_page_flow(run_id: str, after: str | None, count: int) -> Flow:
     from its first), as ``(entries, done)``: what a paging reader (the dashboard's
     replay) needs, at the cost of those entries only (a log without the run's list of
     entries is paged by its range)."""
-    record = yield C.hgetall(K.run_record(run_id))
-    if not record or b"first" not in record:
-        raise RunNotFoundError(f"no events of run {run_id!r} in the event log")
-    ids = yield C.lrange(K.run_entries(run_id), 0, -1)
-    if not ids:
+    record, ordered = yield from _entry_ids_flow(run_id)
+    if not ordered:
         first, last = record[b"first"].decode(), record[b"last"].decode()
         page = yield C.xrange(K.events(), "(" + after if after else first, last, count)
         end = page[-1][0].decode() if page else (after or first)
         return page, len(page) < count or end == last
-    ordered = sorted(set(ids), key=K.entry_order)
     if after:
         mark = K.entry_order(after)
         ordered = [i for i in ordered if K.entry_order(i) > mark]
-    chunk = ordered[:count]
-    out: list[Any] = []
-    for start in range(0, len(chunk), ENTRIES_PER_CALL):
-        replies = yield from script_flow(
-            READ_ENTRIES, [K.events()], chunk[start : start + ENTRIES_PER_CALL]
-        )
-        out += [(eid, _fields(flat)) for reply in replies for eid, flat in reply]
+    out = yield from _entries_flow(ordered[:count])
     return out, len(ordered) <= count
 
 
