@@ -67,6 +67,12 @@ def _is_async_callable(fn: Any) -> bool:
     return call is not None and not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
 
 
+def retry_wait(retry_delay: float, failures: int) -> float:
+    """Seconds before the attempt that follows a task's ``failures``-th failure:
+    ``retry_delay`` doubled with each failure (every runtime waits this)."""
+    return retry_delay * (2 ** (failures - 1))
+
+
 def _default_name(fn: Any) -> str:
     while isinstance(fn, functools.partial):
         fn = fn.func

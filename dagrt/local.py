@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 
 from .exceptions import TaskError, exception_type_name, user_traceback
+from .graph import retry_wait
 from .pytree import unflatten
 
 if TYPE_CHECKING:
@@ -214,7 +215,7 @@ class _Run:
         node = self.nodes[i]
         attempt = self.attempts[i]
         if attempt <= node.func.retries and not isinstance(exc, KeyboardInterrupt | SystemExit):
-            delay = node.func.retry_delay * (2 ** (attempt - 1))
+            delay = retry_wait(node.func.retry_delay, attempt)
             if delay <= 0:
                 self._push_locked(i, on_loop=on_loop)
             elif on_loop:

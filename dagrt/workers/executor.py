@@ -29,7 +29,7 @@ import anyio
 import anyio.to_thread
 
 from ..exceptions import exception_type_name, user_traceback
-from ..graph import _is_async_callable
+from ..graph import _is_async_callable, retry_wait
 from ..pytree import unflatten
 from ..scheduler import TaskRecord
 from ..serialize import Frame, dumps, dumps_frame
@@ -196,7 +196,7 @@ class Executor:
                         on_retry(rec, exc, tb, attempt)
                     failures = rec.retries - left + 1  # backoff doubles with each failure
                     left -= 1
-                    await anyio.sleep(rec.retry_delay * (2 ** (failures - 1)))
+                    await anyio.sleep(retry_wait(rec.retry_delay, failures))
                     attempt += 1
                     if on_attempt is not None:
                         on_attempt(attempt)

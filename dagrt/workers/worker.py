@@ -42,6 +42,7 @@ from ..exceptions import (
     exception_type_name,
     user_traceback,
 )
+from ..graph import retry_wait
 from ..metrics.events import RUN_ENDED, WorkerHeartbeat, WorkerStarted, WorkerStopped, wire
 from ..metrics.recorder import (
     DOWNLOAD,
@@ -1006,7 +1007,7 @@ class Worker:
             )
             self._emit([self._failed_event(ctx, rec, lost_exc, "", attempt - 1, final=False)])
         if failed:  # the first attempt failed in the fast lane: its retry waits first
-            await anyio.sleep(rec.retry_delay * (2 ** (failed - 1)))
+            await anyio.sleep(retry_wait(rec.retry_delay, failed))
         started = time.time()
         self._emit([self._started_event(ctx, rec, started, attempt)])
         if rec.leaves is None and rec.spec_key is not None:
