@@ -75,7 +75,16 @@ def _flush_policy(args: argparse.Namespace) -> FlushPolicy:
     )
 
 
-def _add_flush_options(p: argparse.ArgumentParser) -> None:
+def _add_metrics_options(p: argparse.ArgumentParser, default_server: str) -> None:
+    """A worker's event log: off, its server, and the flush policy (``dagrt worker``,
+    and ``dagrt cluster`` for its workers)."""
+    p.add_argument("--no-metrics", action="store_true", help="log no events")
+    p.add_argument(
+        "--metrics-redis",
+        type=_url,
+        default=os.environ.get("DAGRT_METRICS_URL"),
+        help=f"server of the event log (default: $DAGRT_METRICS_URL or {default_server})",
+    )
     p.add_argument(
         "--flush-interval",
         type=_number(float, 0),
@@ -228,14 +237,7 @@ def _parser() -> argparse.ArgumentParser:
         help="give freed memory back to the OS at once (lower resident memory; each large "
         "value then lands on fresh pages, slow to fault in on many VMs)",
     )
-    w.add_argument("--no-metrics", action="store_true", help="log no events")
-    w.add_argument(
-        "--metrics-redis",
-        type=_url,
-        default=os.environ.get("DAGRT_METRICS_URL"),
-        help="server of the event log (default: $DAGRT_METRICS_URL or --redis)",
-    )
-    _add_flush_options(w)
+    _add_metrics_options(w, "--redis")
     w.set_defaults(func=_worker)
 
     c = sub.add_parser("cluster", help="a private server and workers, in the foreground")
@@ -243,14 +245,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=_number(int, 0), default=None, help="worker processes (default: cores)"
     )
     c.add_argument("--threads", type=_number(int, 1), default=None, help="threads per worker")
-    c.add_argument("--no-metrics", action="store_true", help="workers log no events")
-    c.add_argument(
-        "--metrics-redis",
-        type=_url,
-        default=os.environ.get("DAGRT_METRICS_URL"),
-        help="server of the event log (default: $DAGRT_METRICS_URL or the cluster's server)",
-    )
-    _add_flush_options(c)
+    _add_metrics_options(c, "the cluster's server")
     c.set_defaults(func=_cluster)
 
     r = sub.add_parser("report", help="write the HTML report of a run (needs only the event log)")
@@ -381,8 +376,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    import time
-
     from .metrics import prune
     from .storage import RedisStorage
 
