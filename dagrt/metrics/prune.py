@@ -20,7 +20,8 @@ from .. import keys as K
 from .. import scheduler
 from ..storage import Storage
 from ..storage import commands as C
-from .read import PAGE, Flow, RunSummary, _adrive, _drive
+from ..storage.base import Flow
+from .read import PAGE, RunSummary, _adrive, _drive
 
 __all__ = ["Pruned", "aprune", "prune"]
 
@@ -58,10 +59,11 @@ def _prune_flow(before: float, dry_run: bool) -> Flow:
         entries += len(ids)
         if dry_run:
             continue
-        for at in range(0, len(ids), BATCH):
-            yield C.xdel(K.events(), ids[at : at + BATCH])
-        yield C.delete([K.run_record(run_id), K.run_entries(run_id), K.graph(run_id)])
-        yield C.zrem(K.runs_index(), [run_id])
+        yield [  # one round trip per run
+            *(C.xdel(K.events(), ids[at : at + BATCH]) for at in range(0, len(ids), BATCH)),
+            C.delete([K.run_record(run_id), K.run_entries(run_id), K.graph(run_id)]),
+            C.zrem(K.runs_index(), [run_id]),
+        ]
     # worker events (no run) written before the cutoff
     start: str = "-"
     end = f"{int(before * 1000)}"

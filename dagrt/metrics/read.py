@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
@@ -30,7 +29,7 @@ from ..graph import DAG
 from ..serialize import unpack
 from ..storage import RedisStorage, Script, Storage
 from ..storage import commands as C
-from ..storage.base import script_flow
+from ..storage.base import Flow, script_flow
 from .events import Event, expand, from_wire
 
 __all__ = [
@@ -56,7 +55,6 @@ log = logging.getLogger("dagrt.metrics")
 PAGE = 1000  # entries read at a time by range (logs without the entries list)
 ENTRIES_PER_CALL = 200  # entries read by id in one call
 SETTLE = 2.0  # seconds a failed or cancelled run's log stays quiet before it counts whole
-Flow = Generator[C.Cmd, Any, Any]
 
 
 @dataclass
