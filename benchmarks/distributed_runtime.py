@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import dagrt
-from dagrt import scheduler
+from dagrt import submission
 from dagrt.workflows import pairwise
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -110,9 +110,9 @@ def main() -> None:
     dag = dagrt.DAG(node)
     build = time.perf_counter() - t0
     spec = loop.run_until_complete(
-        scheduler.submit(runtime.storage, dag, "bench-submit-only", stream="bench:nobody")
+        submission.submit(runtime.storage, dag, "bench-submit-only", stream="bench:nobody")
     )
-    loop.run_until_complete(scheduler.cleanup(runtime.storage, spec, "cancelled"))
+    loop.run_until_complete(submission.cleanup(runtime.storage, spec, "cancelled"))
     t0 = time.perf_counter()
     value = loop.run_until_complete(client.compute(dag))
     total = time.perf_counter() - t0

@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 
 from .storage import RedisServer
-from .workers.worker import READY_LINE
+from .workers.lifecycle import READY_LINE
 
 __all__ = ["LocalCluster"]
 

@@ -1,6 +1,6 @@
 """The client side of the distributed runtime.
 
-``DistributedRuntime.run`` writes a DAG to storage (:func:`dagrt.scheduler.submit`),
+``DistributedRuntime.run`` writes a DAG to storage (:func:`dagrt.submission.submit`),
 blocks on the run's event stream until it finishes or fails (``XREAD BLOCK``,
 no polling), fetches the outputs, and deletes the run's keys, whatever happened
 (a cancelled run is stopped first, so workers dispatch nothing more of it).
@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 
 from . import keys as K
-from . import scheduler
+from . import submission
 from .cluster import LocalCluster
 from .exceptions import RunNotFoundError, StorageError, TaskError
 from .graph import DAG
@@ -50,7 +50,7 @@ class DistributedRuntime:
         threads: int | None = None,
         storage: Storage | None = None,
         secret: bytes | None = None,
-        ttl: float = scheduler.DEFAULT_TTL,
+        ttl: float = submission.DEFAULT_TTL,
         stream: str = K.tasks_stream(),
         worker_options: dict[str, Any] | None = None,
         worker_env: dict[str, str] | None = None,
@@ -124,7 +124,7 @@ class DistributedRuntime:
         ``on_submitted`` hears the seconds the submission took, once it is done."""
         storage = self.storage
         assert storage is not None
-        spec = await scheduler.submit(
+        spec = await submission.submit(
             storage,
             dag,
             run_id,
@@ -151,7 +151,7 @@ class DistributedRuntime:
                 # Workers dispatch nothing more of a run that is not running.
                 with anyio.CancelScope(shield=True):
                     try:
-                        await scheduler.stop(storage, spec.keys, status)
+                        await submission.stop(storage, spec.keys, status)
                     except StorageError:
                         pass
             raise
@@ -159,11 +159,11 @@ class DistributedRuntime:
             self._cancelled.discard(run_id)
             with anyio.CancelScope(shield=True):
                 try:
-                    await scheduler.cleanup(storage, spec, status)
+                    await submission.cleanup(storage, spec, status)
                 except StorageError as exc:  # the keys expire by their TTL anyway
                     log.warning("could not clean up run %s: %s", run_id, exc)
 
-    async def _wait(self, storage: Storage, spec: scheduler.RunSpec) -> None:
+    async def _wait(self, storage: Storage, spec: submission.RunSpec) -> None:
         """Block on the run's events until it finishes; raise its failure."""
         rk = spec.keys
         last: str | bytes = "0-0"
@@ -212,7 +212,7 @@ class DistributedRuntime:
         if not alive:
             log.warning("no live dagrt worker on %s: the run waits for one", storage)
 
-    async def _outputs(self, storage: Storage, spec: scheduler.RunSpec) -> list[Any]:
+    async def _outputs(self, storage: Storage, spec: submission.RunSpec) -> list[Any]:
         wanted = sorted(set(spec.outputs))
         frames = await storage.amget([spec.keys.output(i) for i in wanted])
         values: dict[int, Any] = {}

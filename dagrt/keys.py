@@ -15,6 +15,7 @@ import time
 __all__ = [
     "PREFIX",
     "RunKeys",
+    "control",
     "dead_letter",
     "entry_order",
     "events",
@@ -122,6 +123,12 @@ def function(digest: str) -> str:
 def tasks_stream(shard: int = 0) -> str:
     """The stream of ready tasks that workers consume."""
     return f"{PREFIX}:tasks" if shard == 0 else f"{PREFIX}:tasks:{shard}"
+
+
+def control() -> str:
+    """Stream on which clients say that a run ended (cancelled, failed, finished):
+    every worker follows it, so that no task of an ended run starts."""
+    return f"{PREFIX}:control"
 
 
 def dead_letter() -> str:

@@ -36,7 +36,7 @@ from helpers import (
 )
 
 import dagrt
-from dagrt import StorageConnectionError, TaskError, scheduler
+from dagrt import StorageConnectionError, TaskError, submission
 from dagrt import keys as K
 from dagrt.serialize import unpack
 from dagrt.storage import RedisStorage
@@ -402,7 +402,7 @@ async def test_runs_leave_no_keys_behind(pool: Pool, signals: Signals) -> None:
 
 async def test_abandoned_runs_expire(redis_url: str) -> None:
     storage = RedisStorage(redis_url)
-    spec = await scheduler.submit(
+    spec = await submission.submit(
         storage, dagrt.DAG(tree(5)), "abandoned-run", ttl=0.3, stream="test:tasks:nobody-reads"
     )
     assert run_keys_left(redis_url, "abandoned-run")

@@ -16,7 +16,7 @@ import pytest
 from helpers import add, collect, inc
 
 import dagrt
-from dagrt import TaskError, scheduler
+from dagrt import TaskError, scheduler, submission
 from dagrt import keys as K
 from dagrt.distributed import DistributedRuntime
 from dagrt.storage import InMemoryStorage, RedisStorage, Storage
@@ -78,7 +78,7 @@ async def test_failures_and_async_tasks(twin: tuple[dagrt.Client, Worker]) -> No
 async def test_burst_mode_drains_the_stream_and_returns() -> None:
     storage = InMemoryStorage()
     dag = dagrt.DAG(add(inc(1), inc(2)))
-    spec = await scheduler.submit(storage, dag, "burst-run")
+    spec = await submission.submit(storage, dag, "burst-run")
     worker = Worker(storage, burst=True)
     with anyio.fail_after(10):
         await worker.async_run()
@@ -95,7 +95,7 @@ async def test_completion_is_idempotent_and_remembered(redis_storage: RedisStora
     for storage in (InMemoryStorage(), redis_storage):
         a = inc(1)
         dag = dagrt.DAG(add(a, 1))
-        spec = await scheduler.submit(storage, dag, "idem")
+        spec = await submission.submit(storage, dag, "idem")
         rk = spec.keys
         await storage.aset(rk.output(0), dagrt.serialize.dumps(2))
         item = scheduler.Completion(0, [1], [], may_keep=True)
@@ -106,14 +106,14 @@ async def test_completion_is_idempotent_and_remembered(redis_storage: RedisStora
         assert [x.decode() if isinstance(x, bytes) else x for x in again] == ["dup", "1"]
         assert await storage.ahget(rk.deps, "1") == b"0"  # decremented once
         assert int(await storage.ahget(rk.meta, "left")) == 1
-        await scheduler.cleanup(storage, spec, "cancelled")
+        await submission.cleanup(storage, spec, "cancelled")
         await storage.aflushdb()
 
 
 async def test_a_counter_never_counts_a_missing_output(redis_storage: RedisStorage) -> None:
     for storage in (InMemoryStorage(), redis_storage):
         dag = dagrt.DAG(add(inc(1), 1))
-        spec = await scheduler.submit(storage, dag, "no-output")
+        spec = await submission.submit(storage, dag, "no-output")
         item = scheduler.Completion(0, [1], [], may_keep=False)
         cmd = scheduler.complete_cmd(spec.keys, [item], "w1", stream=K.tasks_stream())
         [reply] = (await storage.apipeline([cmd]))[0]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import keys as K
-from .. import scheduler
+from .. import submission
 from ..storage import Storage
 from ..storage import commands as C
 from ..storage.base import Flow
@@ -51,7 +51,7 @@ def _prune_flow(before: float, dry_run: bool) -> Flow:
             # No run-finished: it may be going on (a long task logs nothing for a
             # while), or its client died. Only once it could no longer be running (its
             # keys on the tasks server expire after a day) does it count as ended.
-            ended += scheduler.DEFAULT_TTL
+            ended += submission.DEFAULT_TTL
         if ended >= before:
             continue
         ids = yield C.lrange(K.run_entries(run_id), 0, -1)

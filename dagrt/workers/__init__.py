@@ -1,11 +1,12 @@
 """The worker process: consumes ready tasks from the stream and runs them.
 
-``dagrt worker --redis URL`` starts one; see :class:`Worker`.
+``dagrt worker --redis URL`` starts one; see :class:`Worker` (:mod:`.lifecycle`),
+whose module text tells what happens to one stream entry and where.
 """
 
 from __future__ import annotations
 
-from .worker import Worker as Worker
-from .worker import WorkerSettings as WorkerSettings
+from .lifecycle import Worker as Worker
+from .settings import WorkerSettings as WorkerSettings
 
 __all__ = ["Worker", "WorkerSettings"]

@@ -31,7 +31,7 @@ import anyio.to_thread
 from ..exceptions import exception_type_name, user_traceback
 from ..graph import _is_async_callable, retry_wait
 from ..pytree import unflatten
-from ..scheduler import TaskRecord
+from ..records import TaskRecord
 from ..serialize import Frame, dumps, dumps_frame
 
 __all__ = ["Executor", "Outcome", "error_record", "permanent"]

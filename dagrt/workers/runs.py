@@ -18,7 +18,7 @@ import anyio
 
 from .. import keys as K
 from ..exceptions import SerializationError
-from ..scheduler import TaskRecord, decode_functions, decode_record
+from ..records import TaskRecord, decode_functions, decode_record
 from ..serialize import loads_function
 from ..storage import Storage
 from ..storage import commands as C
@@ -49,7 +49,9 @@ class RunContext:
         self.keep_outputs = meta.get(b"keep_outputs", b"1") == b"1"
         self._raw = records
         self._decoded: dict[int, TaskRecord] = {}
-        self.stopped = False
+        # No task of a run that is not running starts here: set from its meta, by a
+        # completion's reply, or by the control stream (RunTable.follow_ends).
+        self.stopped = meta.get(b"status", b"running") != b"running"
 
     def record(self, index: int) -> TaskRecord:
         """The decoded record of task ``index`` (``KeyError`` if the run has no such task)."""
@@ -103,6 +105,24 @@ class RunTable:
     def forget(self, run_id: str) -> None:
         self._runs.pop(run_id, None)
 
+    async def follow_ends(self, on_end: Callable[[str], None], block: float = 5.0) -> None:
+        """Follow the control stream until cancelled: a run that ended (cancelled,
+        failed, finished and cleaned up) is stopped here at once, so that none of its
+        tasks starts after it ended, and ``on_end`` drops what the worker holds of it."""
+        stream = K.control()
+        newest = await self.storage.axrevrange(stream, count=1)
+        last: bytes | str = newest[0][0] if newest else "0-0"
+        while True:
+            reply = await self.storage.axread({stream: last}, count=1000, block=block)
+            for _, entries in reply:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    run_id = fields.get(b"r", b"").decode(errors="replace")
+                    ctx = self._runs.pop(run_id, None)
+                    if ctx is not None:
+                        ctx.stopped = True
+                    on_end(run_id)
+
 
 class FunctionCache:
     """Functions by digest, each fetched and unpickled once per worker."""
@@ -142,52 +162,3 @@ class FunctionCache:
         finally:
             del self._loading[digest]
             done.set()
-
-
-class ValueCache:
-    """Outputs produced here, by (run, task), kept within a byte budget (oldest out first)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._items: OrderedDict[tuple[str, int], tuple[Any, int]] = OrderedDict()
-        self._uses: dict[tuple[str, int], int] = {}
-
-    def put(self, run_id: str, index: int, value: Any, size: int) -> None:
-        if size > self.max_bytes:
-            return
-        key = (run_id, index)
-        old = self._items.pop(key, None)
-        if old is not None:
-            self.bytes -= old[1]
-        self._items[key] = (value, size)
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            oldest, (_, dropped) = self._items.popitem(last=False)
-            self._uses.pop(oldest, None)
-            self.bytes -= dropped
-
-    def get(self, run_id: str, index: int) -> tuple[bool, Any, int]:
-        """``(found, value, size in bytes)``."""
-        item = self._items.get((run_id, index))
-        if item is None:
-            return False, None, 0
-        return True, item[0], item[1]
-
-    def used(self, run_id: str, index: int, uses: int) -> None:
-        """A child here consumed the value; drop it once ``uses`` children have."""
-        key = (run_id, index)
-        item = self._items.get(key)
-        if item is None:
-            return
-        left = self._uses.get(key, uses) - 1
-        if left <= 0:
-            self._uses.pop(key, None)
-            self.bytes -= self._items.pop(key)[1]
-        else:
-            self._uses[key] = left
-
-    def drop_run(self, run_id: str) -> None:
-        for key in [k for k in self._items if k[0] == run_id]:
-            self.bytes -= self._items.pop(key)[1]
-            self._uses.pop(key, None)

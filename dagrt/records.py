@@ -1,0 +1,183 @@
+"""The task record: the contract between a client that submits a run and the workers.
+
+A run's task table (``RunKeys.tasks``) maps each task's index to a compact
+msgpack record, signed when the pool has a secret:
+
+``[key, function, parents, children, slots, mode, arguments]``
+
+* ``function`` indexes the run's function table (``RunKeys.meta`` field ``fns``,
+  signed too): ``(digest, name, retries, retry_delay)`` per distinct function,
+  whose pickled frame lives at ``dagrt:fn:<digest>``;
+* ``slots`` are flat ``(leaf index, parent position)`` pairs: where each parent's
+  value goes among the call's leaves;
+* ``arguments`` are the plain leaves (mode 0), a pickled ``(leaves, treedef)``
+  (mode 1), or the digest of that pickle stored apart (mode 2, for large specs).
+
+The client encodes (:func:`encode_record`, :func:`sign`); a worker verifies and
+decodes (:func:`verify`, :func:`decode_functions`, :func:`decode_record`) into a
+:class:`TaskRecord`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import keys as K
+from .serialize import Frame, dumps_frame, loads, unpack
+
+if TYPE_CHECKING:
+    from .graph import Node
+
+__all__ = [
+    "BIG_SPEC",
+    "FunctionEntry",
+    "TaskRecord",
+    "decode_functions",
+    "decode_record",
+    "encode_record",
+    "load_spec",
+    "sign",
+    "spec_digest",
+    "verify",
+]
+
+BIG_SPEC = 64 * 1024  # argument specs larger than this are stored apart, by content
+
+#: one entry of a run's function table: (digest, name, retries, retry_delay)
+FunctionEntry = tuple[str, str, int, float]
+
+_MSGPACK_LEAVES = frozenset({int, float, str, bytes, bool, type(None)})
+LEAVES, PICKLED, APART = 0, 1, 2  # how a record carries its arguments
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """What a worker needs to run one task (decoded from its stored record)."""
+
+    index: int
+    key: str
+    name: str
+    fn: str  # digest of the pickled function
+    parents: list[int]
+    children: list[int]
+    retries: int
+    retry_delay: float
+    leaves: list[Any] | None  # None until the spec is loaded (big specs live apart)
+    treedef: Any  # True: the leaves are the positional arguments
+    slots: list[int]  # flat (leaf index, parent position) pairs
+    spec_key: str | None = None
+
+
+# --------------------------------------------------------------------------- the client's side
+
+
+def encode_record(
+    node: Node, parents: Sequence[int], children: Sequence[int], fn_index: int
+) -> tuple[list[Any], bytes | Frame | None]:
+    """A node's record (a msgpack array), and its pickled arguments if too big to inline
+    (the caller stores them apart and puts their :func:`spec_digest` in the record)."""
+    leaves = node._leaves
+    slots: list[int] = []
+    if node._slots:
+        leaves = list(leaves)
+        for li, dj in node._slots:
+            leaves[li] = None
+            slots += (li, dj)
+    if node._treedef is True and all(type(x) in _MSGPACK_LEAVES for x in leaves):
+        return [node.key, fn_index, parents, children, slots, LEAVES, leaves], None
+    spec = dumps_frame((leaves, node._treedef), what=f"arguments of task {node.key}")
+    if isinstance(spec, bytes) and len(spec) <= BIG_SPEC:
+        return [node.key, fn_index, parents, children, slots, PICKLED, spec], None
+    return [node.key, fn_index, parents, children, slots, APART, None], spec
+
+
+def spec_digest(frame: bytes | Frame) -> str:
+    """The content address of an argument spec stored apart."""
+    h = hashlib.sha256()
+    for part in frame.parts if isinstance(frame, Frame) else (frame,):
+        h.update(part)
+    return h.hexdigest()[:32]
+
+
+def sign(payload: bytes, secret: bytes | None) -> bytes:
+    """A stored record: ``U`` + payload, or ``S`` + HMAC-SHA256 tag + payload."""
+    if secret is None:
+        return b"U" + payload
+    return b"S" + hmac.new(secret, payload, hashlib.sha256).digest() + payload
+
+
+# --------------------------------------------------------------------------- the worker's side
+
+
+def verify(stored: bytes, secret: bytes | None) -> bytes:
+    """The payload of a stored record; raises ``ValueError`` if it is forged or unsigned."""
+    head = stored[:1]
+    if head == b"S":
+        tag, payload = stored[1:33], stored[33:]
+        if secret is not None and not hmac.compare_digest(
+            tag, hmac.new(secret, payload, hashlib.sha256).digest()
+        ):
+            raise ValueError("task record signature does not match (forged, or another secret)")
+        return payload
+    if head == b"U":
+        if secret is not None:
+            raise ValueError("task record is not signed, but this worker requires signatures")
+        return stored[1:]
+    raise ValueError("not a dagrt task record")
+
+
+def decode_functions(stored: bytes, secret: bytes | None) -> list[FunctionEntry]:
+    """The run's function table: ``(digest, name, retries, retry_delay)`` per function."""
+    return [tuple(f) for f in unpack(verify(stored, secret), what="function table")]
+
+
+def decode_record(
+    index: int,
+    stored: bytes,
+    secret: bytes | None,
+    rk: K.RunKeys,
+    functions: Sequence[FunctionEntry],
+) -> TaskRecord:
+    """Task ``index``'s record, verified; a large argument spec is loaded later
+    (:func:`load_spec`) from ``spec_key``."""
+    key, fn_index, parents, children, slots, mode, arguments = unpack(
+        verify(stored, secret), what=f"record of task {index}"
+    )
+    digest, name, retries, retry_delay = functions[fn_index]
+    leaves: list[Any] | None = None
+    treedef: Any = True
+    spec_key = None
+    if mode == LEAVES:
+        leaves = arguments
+    elif mode == PICKLED:
+        leaves, treedef = _loaded_spec(arguments, key)
+    else:
+        spec_key = rk.spec(arguments)  # loaded on first use
+    return TaskRecord(
+        index=index,
+        key=key,
+        name=name,
+        fn=digest,
+        parents=parents,
+        children=children,
+        retries=retries,
+        retry_delay=retry_delay,
+        leaves=leaves,
+        treedef=treedef,
+        slots=slots,
+        spec_key=spec_key,
+    )
+
+
+def _loaded_spec(frame: bytes, key: str) -> tuple[list[Any], Any]:
+    leaves, treedef = loads(frame, what=f"arguments of task {key}")
+    return leaves, treedef
+
+
+def load_spec(record: TaskRecord, frame: bytes) -> None:
+    """Fill in a record's arguments from its spec stored apart."""
+    record.leaves, record.treedef = _loaded_spec(frame, record.key)

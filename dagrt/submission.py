@@ -1,0 +1,223 @@
+"""The client's side of a run in storage: submit it, keep it alive, stop it, clean it up.
+
+:func:`submit` writes a DAG as a run (functions by content, the signed task
+table, counters, the run's meta) and dispatches its roots, in pipelined chunks.
+:func:`renew` keeps the keys of a run that outlives their TTL. :func:`stop`
+ends a running run (cancelled, or failed on the client's side), and
+:func:`cleanup` deletes every key of an ended run; both tell the workers on the
+control stream, so that no task of the run starts after it ended.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from . import keys as K
+from .exceptions import SerializationError
+from .graph import DAG
+from .records import PICKLED, FunctionEntry, encode_record, sign, spec_digest
+from .scheduler import STOP
+from .serialize import dumps, dumps_function, pack
+from .storage import Storage
+from .storage import commands as C
+
+__all__ = [
+    "DEFAULT_TTL",
+    "FUNCTION_TTL",
+    "TOMBSTONE_TTL",
+    "RunSpec",
+    "cleanup",
+    "renew",
+    "stop",
+    "submit",
+]
+
+DEFAULT_TTL = 24 * 3600.0  # seconds a run's keys live if nobody renews or cleans them up
+TOMBSTONE_TTL = 3600.0  # seconds the end marker of a finished run stays
+FUNCTION_TTL = 30 * 24 * 3600.0  # seconds a stored function lives after its last submission
+CONTROL_MAXLEN = 10_000  # run ends kept on the control stream
+
+
+@dataclass
+class RunSpec:
+    """What the client keeps about a submitted run."""
+
+    run_id: str
+    keys: K.RunKeys
+    n_tasks: int
+    outputs: tuple[int, ...]
+    roots: int
+    functions: int  # functions stored by this submission (new, or gone from storage)
+    submit_seconds: float
+    spec_keys: list[str]
+    ttl: float = DEFAULT_TTL
+
+
+async def submit(
+    storage: Storage,
+    dag: DAG,
+    run_id: str,
+    *,
+    stream: str = K.tasks_stream(),
+    secret: bytes | None = None,
+    ttl: float = DEFAULT_TTL,
+    known_functions: set[str] | None = None,
+    client_id: str = "",
+    keep_children: bool = True,
+    keep_outputs: bool = True,
+) -> RunSpec:
+    """Write ``dag`` as run ``run_id`` and dispatch its roots, in pipelined chunks.
+
+    Functions go to content-addressed keys. ``known_functions`` remembers which
+    this client has stored: those are checked (and their TTL renewed) in one
+    round trip first, and stored again if they are gone (expired, or the server
+    was flushed), so that workers never meet a run whose function is missing.
+    Everything of the run gets a TTL, so a run whose client vanished expires.
+    ``keep_children`` (a worker runs a ready child whose input it holds) and
+    ``keep_outputs`` (an output whose one child runs there too is never
+    uploaded) are the run's locality switches.
+    """
+    t0 = time.perf_counter()
+    rk = K.RunKeys(run_id)
+    nodes = dag._nodes
+    n = len(nodes)
+    cmds: list[C.Cmd] = []
+
+    # functions, by content; the run's table names each once
+    table: list[FunctionEntry] = []
+    positions: dict[int, int] = {}
+    frames: dict[str, bytes] = {}
+    for node in nodes:
+        tf = node.func
+        if id(tf) in positions:
+            continue
+        try:
+            # The task function itself: by reference when its module is importable
+            # (workers then show real source lines in tracebacks), else by value.
+            digest, frame = dumps_function(tf)
+        except SerializationError as exc:
+            raise SerializationError(f"function of task {node.key} ({node.name}): {exc}") from exc
+        positions[id(tf)] = len(table)
+        table.append((digest, tf.name, tf.retries, tf.retry_delay))
+        frames[digest] = frame
+    missing = await _functions_to_store(storage, list(frames), known_functions)
+    for digest in missing:
+        cmds.append(C.set_(K.function(digest), frames[digest], ex=FUNCTION_TTL))
+        if known_functions is not None:
+            known_functions.add(digest)
+
+    # task records and counters
+    parents, children = dag._parents, dag._children
+    spec_keys: list[str] = []
+    fields: dict[str, bytes] = {}
+    deps: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        record, big = encode_record(node, parents[i], children[i], positions[id(node.func)])
+        if big is not None:
+            digest = spec_digest(big)
+            record[6] = digest
+            spec_keys.append(rk.spec(digest))
+            cmds.append(C.set_(spec_keys[-1], big, ex=ttl))
+        try:
+            packed = pack(record)
+        except SerializationError:  # an int beyond 64 bits: pickle the arguments
+            record[5:] = [PICKLED, dumps((record[6], True), what=f"arguments of {node.key}")]
+            packed = pack(record)
+        fields[str(i)] = sign(packed, secret)
+        if parents[i]:
+            deps[str(i)] = len(parents[i])
+    for chunk in C.chunks(list(fields.items()), 1000):
+        cmds.append(C.hset(rk.tasks, dict(chunk)))
+    for chunk in C.chunks(list(deps.items()), 5000):
+        cmds.append(C.hset(rk.deps, dict(chunk)))
+    outputs = dag._output_index
+    cmds.append(
+        C.hset(
+            rk.meta,
+            {
+                "status": "running",
+                "n": n,
+                "left": n,
+                "ttl_ms": int(ttl * 1000),
+                "created": time.time(),
+                "outputs": ",".join(map(str, outputs)),
+                "client": client_id,
+                "signed": "1" if secret is not None else "0",
+                "keep_children": "1" if keep_children else "0",
+                "keep_outputs": "1" if keep_outputs else "0",
+                "fns": sign(pack(table), secret),
+            },
+        )
+    )
+    cmds.append(C.hset(rk.done, {"-": "created"}))  # exists from the start, so it has a TTL
+    cmds.append(C.xadd(rk.progress, {"t": -1}))
+    cmds.append(C.xadd(rk.events, {"e": "submitted", "n": n}))
+    for key in rk.fixed():
+        cmds.append(C.expire(key, ttl))
+    # roots last: a worker may start at once, and everything it needs is there
+    roots = [i for i, ps in enumerate(parents) if not ps]
+    cmds += [C.Cmd(("XADD", stream, "*", "r", run_id, "t", i)) for i in roots]
+    await storage.apipeline(cmds)
+    return RunSpec(
+        run_id=run_id,
+        keys=rk,
+        n_tasks=n,
+        outputs=outputs,
+        roots=len(roots),
+        functions=len(missing),
+        submit_seconds=time.perf_counter() - t0,
+        spec_keys=spec_keys,
+        ttl=ttl,
+    )
+
+
+async def _functions_to_store(
+    storage: Storage, digests: list[str], known: set[str] | None
+) -> list[str]:
+    """The functions this submission must store: the new ones, and the known ones
+    that are gone from storage (their TTL is renewed in passing)."""
+    if known is None:
+        return digests
+    seen = [d for d in digests if d in known]
+    if not seen:
+        return digests
+    renewed = await storage.apipeline([C.expire(K.function(d), FUNCTION_TTL) for d in seen])
+    gone = {d for d, ok in zip(seen, renewed, strict=True) if not ok}
+    known.difference_update(gone)
+    return [d for d in digests if d not in known]
+
+
+async def renew(storage: Storage, spec: RunSpec) -> bool:
+    """Give every key of a running run its full TTL again (a run may outlive it);
+    False if the run's keys are gone (expired, deleted, or the server was flushed)."""
+    rk = spec.keys
+    keys = rk.fixed() + spec.spec_keys + [rk.output(i) for i in range(spec.n_tasks)]
+    replies = await storage.apipeline([C.expire(key, spec.ttl) for key in keys])
+    return bool(replies[0])  # the meta's
+
+
+async def stop(storage: Storage, rk: K.RunKeys, status: str = "cancelled") -> bool:
+    """Stop a running run (no completion dispatches anything more of it) and tell
+    the workers (no task of it starts any more); True if it was running."""
+    stopped = bool(await storage.arun_script(STOP, [rk.meta, rk.events], [status]))
+    await storage.apipeline([_ended(rk.run_id, status)])
+    return stopped
+
+
+async def cleanup(storage: Storage, spec: RunSpec, status: str) -> None:
+    """Delete every key of an ended run, leave a short-lived end marker, and tell
+    the workers (they drop what they hold of it)."""
+    rk = spec.keys
+    keys = rk.fixed() + spec.spec_keys
+    keys += [rk.output(i) for i in range(spec.n_tasks)]
+    keys += [rk.error(i) for i in range(spec.n_tasks)]
+    cmds = [C.set_(rk.end, status, ex=TOMBSTONE_TTL)]
+    cmds += [C.delete(chunk) for chunk in C.chunks(keys, 5000)]
+    cmds.append(_ended(spec.run_id, status))
+    await storage.apipeline(cmds)
+
+
+def _ended(run_id: str, status: str) -> C.Cmd:
+    """The control stream's entry for a run that ended."""
+    return C.xadd(K.control(), {"r": run_id, "s": status}, maxlen=CONTROL_MAXLEN)

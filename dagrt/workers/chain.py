@@ -1,0 +1,226 @@
+"""Chains: a task run apart, then each child its completion keeps, one after another.
+
+Everything that is not a tiny task goes this way, each chain in an asyncio task of
+its own: ``async def`` functions (on the loop), sync functions (in the executor's
+threads), tasks with retries and backoff, entries taken over from a worker that
+went silent. For each task: its inputs (:class:`~.inputs.Inputs`), the call with
+its retries (:class:`~.executor.Executor`), then its completion
+(:class:`~.completer.Completer`), whose reply may hand this worker a child (Wukong's
+"become"): the chain goes on with it, in the fast lane if it is tiny. The chain's
+stream entry is acknowledged (inside the ``complete`` script) only when the chain
+ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from ..exceptions import (
+    SerializationError,
+    StorageConnectionError,
+    StorageError,
+    WorkerLostError,
+)
+from ..graph import retry_wait
+from ..records import TaskRecord, load_spec
+from ..storage import Storage
+from ..storage import commands as C
+from .completer import Completer, traceback_of
+from .executor import Executor
+from .failpoints import Failpoints
+from .fast_lane import FastLane
+from .inputs import Inputs
+from .runs import FunctionCache, RunContext
+from .tasklog import TaskLog
+
+__all__ = ["MAX_LOST", "Chains"]
+
+MAX_LOST = 3  # deliveries of one task whose workers died before a task counts as lost
+
+
+class Chains:
+    """Runs chains for one worker (see the module's text)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        worker_id: str,
+        executor: Executor,
+        functions: FunctionCache,
+        inputs: Inputs,
+        completer: Completer,
+        fast: FastLane,
+        log: TaskLog,
+        failpoints: Failpoints,
+        running: dict[Any, str],
+        forget: Callable[[str], None],
+    ) -> None:
+        self.storage = storage
+        self.worker = worker_id
+        self.executor = executor
+        self.functions = functions
+        self.inputs = inputs
+        self.completer = completer
+        self.fast = fast
+        self.log = log
+        self.failpoints = failpoints
+        self.running = running  # entry id -> key of the task it runs now (heartbeats)
+        self.forget = forget  # drops what the worker holds of a run that ended
+
+    async def run(
+        self,
+        ctx: RunContext,
+        acks: list[Any],
+        index: int,
+        check_done: bool,
+        attempt: int = 1,
+        failed: int = 0,
+    ) -> None:
+        """Run a task, then each child the completion hands back, one at a time.
+
+        ``check_done``: the entry was taken over from a worker that went silent: its
+        chain's tasks that worker completed are found done (their decisions stand),
+        and the first that is not done is the one it was running; the tasks after
+        that one it never started, so they run as they are. ``attempt`` and
+        ``failed``: the first task's attempt, and its failures so far.
+        """
+        current: int | None = index
+        kept = False
+        while current is not None and not ctx.stopped:
+            current, was_done = await self._run_task(
+                ctx, current, acks, check_done, kept, attempt, failed
+            )
+            check_done = check_done and was_done
+            kept = True
+            attempt, failed = 1, 0
+            if current is not None and not check_done and self.fast.eligible(ctx, current):
+                handoffs = await self.fast.run(ctx, [(acks, current)], ran_kept={current})
+                current = None
+                if handoffs:
+                    _, current, attempt, failed = handoffs[0]
+        if ctx.stopped:
+            self.forget(ctx.run_id)
+
+    async def _run_task(
+        self,
+        ctx: RunContext,
+        index: int,
+        acks: list[Any],
+        check_done: bool,
+        kept: bool,
+        attempt: int = 1,
+        failed: int = 0,
+    ) -> tuple[int | None, bool]:
+        """Run one task and complete it; the child to run next, if the script kept one,
+        and whether the task was found done (``check_done``) rather than run.
+
+        ``attempt`` numbers its first attempt here and ``failed`` counts the failures
+        it had before (each uses up one of its retries, and the backoff goes on).
+        """
+        rec = ctx.record(index)
+        log = self.log
+        self.running[acks[0]] = rec.key
+        if check_done:
+            # A reclaimed entry: the task may be done already (its worker died
+            # later); then its output is stored and the remembered decision holds.
+            rk = ctx.keys
+            previous, lost, _ = await self.storage.apipeline(
+                [
+                    C.hget(rk.done, str(index)),
+                    C.hincrby(rk.lost, str(index), 1),
+                    C.expire(rk.lost, ctx.ttl_ms / 1000),
+                ]
+            )
+            if previous is not None:
+                return (await self.completer.again(ctx, rec, acks)).kept, True
+            if int(lost) > MAX_LOST:
+                exc = WorkerLostError(
+                    f"the worker running task {rec.key} died {int(lost) - 1} times"
+                )
+                await self.completer.fail_now(ctx, rec, exc, "", int(lost), acks)
+                return None, False
+            # The attempt of the worker that went silent ended with it: say so (its
+            # task-started may be in the log), and count this one as the next.
+            attempt = int(lost) + 1
+            lost_exc = WorkerLostError(
+                "the worker running this attempt went silent; "
+                f"worker {self.worker} took the task over"
+            )
+            log.emit([log.failed(ctx, rec, lost_exc, "", attempt - 1, final=False)])
+        if failed:  # the first attempt failed in the fast lane: its retry waits first
+            await anyio.sleep(retry_wait(rec.retry_delay, failed))
+        started = time.time()
+        log.emit([log.started(ctx, rec, started, attempt)])
+        if rec.leaves is None and rec.spec_key is not None:
+            frame = await self.storage.aget(rec.spec_key)
+            if frame is None:
+                return await self._run_ended(ctx, rec, attempt, acks)
+            load_spec(rec, frame)
+        moves = log.moves()
+        try:
+            fn = await self.functions.get(rec.fn)
+            [loaded] = await self.inputs.load(ctx, [rec], moves)
+        except SerializationError as exc:
+            cause = exc.__cause__ or exc
+            await self.completer.fail_now(ctx, rec, cause, traceback_of(exc), attempt, acks)
+            return None, False
+        if loaded is None:  # the run's data is gone: it ended
+            return await self._run_ended(ctx, rec, attempt, acks)
+        self.failpoints.hit("before_run", rec.name, self.worker)
+        outcome = await self.executor.run(
+            fn,
+            rec,
+            loaded.values,
+            on_retry=lambda rec, exc, tb, n: log.emit(
+                [log.failed(ctx, rec, exc, tb, n, final=False)]
+            ),
+            attempt=attempt,
+            retries=max(0, rec.retries - failed),
+            on_attempt=lambda n: log.emit([log.started(ctx, rec, time.time(), n)]),
+            alive=lambda: not ctx.stopped,
+        )
+        if outcome.stopped:  # the run ended while the task waited for a thread
+            return await self._run_ended(ctx, rec, attempt, acks)
+        if outcome.attempt != attempt:  # a retry: the task's span is its last attempt's
+            started = outcome.attempt_started
+        if not outcome.ok:
+            assert outcome.error is not None
+            await self.completer.fail_now(
+                ctx, rec, outcome.error, outcome.traceback, outcome.attempt, acks
+            )
+            return None, False
+        made = self.completer.made(
+            ctx, rec, acks, outcome.value, outcome.frame, attempt=outcome.attempt
+        )
+        sent = time.time()
+        try:
+            [decision] = await self.completer.complete(ctx, [made])
+        except StorageError as exc:
+            if isinstance(exc, StorageConnectionError):
+                raise
+            # The output cannot be stored (the server refused it).
+            await self.completer.fail_now(ctx, rec, exc, traceback_of(exc), outcome.attempt, acks)
+            return None, False
+        if decision is None:  # too large for the server: the task failed
+            return None, False
+        upload = 0.0
+        if not decision.local:  # (an output that stayed here moved nowhere)
+            upload = time.time() - sent
+            if moves is not None:
+                moves.add(len(outcome.frame), upload, "upload", index, None, False)
+        log.finished(ctx, rec, outcome, started, loaded, moves, upload, kept)
+        return decision.kept, False
+
+    async def _run_ended(
+        self, ctx: RunContext, rec: TaskRecord, attempt: int, acks: list[Any]
+    ) -> tuple[None, bool]:
+        """A task that did not run because its run ended (its data is gone, or the
+        worker heard it ended while the task waited)."""
+        ctx.stopped = True
+        self.log.emit([self.log.ended(ctx, rec, attempt)])
+        await self.completer.ack(acks)
+        return None, False

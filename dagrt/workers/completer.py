@@ -1,0 +1,255 @@
+"""Completing tasks: store their outputs, call the ``complete`` script, read its reply.
+
+Both lanes (:mod:`.fast_lane`, :mod:`.chain`) hand their results here as
+:class:`Made` items and get a :class:`Decision` per task back. One round trip
+carries every output that must be stored and one ``complete`` call for all of
+them (plus whatever else the lane sends along: failures, acknowledgements).
+
+Keep mode ``L`` (Wukong's delayed I/O, ``Client(locality={"keep_outputs": ...})``):
+an output of ``LOCAL_MIN`` bytes or more whose one child is not an output of the
+run is *not* stored; the script counts the task only if that child becomes ready
+now, and then this worker keeps the child and pins the output in memory until the
+child has read it (:class:`~.cache.ValueCache`). If the child is not ready, the
+script answers ``upload``: the output is stored and the task completed again.
+
+The failure of a task (``fail`` script) is built here too, with its events.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..exceptions import StorageError, ValueTooLargeError
+from ..records import TaskRecord
+from ..scheduler import Completion, complete_cmd, fail_cmd, send
+from ..serialize import Frame
+from ..storage import Storage
+from ..storage import commands as C
+from .cache import ValueCache
+from .executor import error_record
+from .failpoints import Failpoints
+from .runs import RunContext
+from .settings import WorkerSettings
+from .tasklog import TaskLog
+
+__all__ = ["LOCAL_MIN", "Completer", "Decision", "Made", "traceback_of"]
+
+# Outputs at least this large try to stay in memory (their one child running here);
+# smaller ones are cheaper to upload at once than to risk a second round trip.
+LOCAL_MIN = 64 * 1024
+
+
+@dataclass(slots=True)
+class Made:
+    """A task that ran: what completing it needs."""
+
+    rec: TaskRecord
+    acks: list[Any]  # stream entries acknowledged when no child is kept
+    value: Any
+    frame: bytes | Frame
+    may_keep: bool  # this worker may keep a child that becomes ready
+    local: bool  # try to keep the output in memory only (mode L)
+    attempt: int = 1
+    started_at: float | None = None  # when the attempt began, if no task-started says it
+
+
+@dataclass(slots=True)
+class Decision:
+    """What the ``complete`` script decided for one task."""
+
+    stop: bool  # the run is not running: nothing more of it here
+    kept: int | None  # the child this worker runs next
+    local: bool  # the output stayed in this worker's memory only (pinned)
+
+
+class Completer:
+    """Completes tasks for one worker (see the module's text)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        settings: WorkerSettings,
+        worker_id: str,
+        values: ValueCache,
+        log: TaskLog,
+        counts: dict[str, int],
+        failpoints: Failpoints,
+    ) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.worker = worker_id
+        self.values = values
+        self.log = log
+        self.counts = counts
+        self.failpoints = failpoints
+
+    def made(
+        self,
+        ctx: RunContext,
+        rec: TaskRecord,
+        acks: list[Any],
+        value: Any,
+        frame: bytes | Frame,
+        *,
+        attempt: int = 1,
+        started_at: float | None = None,
+    ) -> Made:
+        """A task's result as the lanes hand it over, its keep modes decided."""
+        may_keep = self.settings.keep_children and ctx.keep_children and bool(rec.children)
+        local = may_keep and len(frame) >= LOCAL_MIN and self._may_stay(ctx, rec)
+        return Made(rec, acks, value, frame, may_keep, local, attempt, started_at)
+
+    def _may_stay(self, ctx: RunContext, rec: TaskRecord) -> bool:
+        """May this task's output stay in memory here (keep mode "L")? Only for a task
+        with exactly one child that is not an output of the run, when the run allows
+        it (and no failpoint needs its upload)."""
+        return (
+            ctx.keep_outputs
+            and len(rec.children) == 1
+            and rec.index not in ctx.outputs
+            and not self.failpoints.around_upload(rec.name)
+        )
+
+    async def complete(
+        self, ctx: RunContext, made: Sequence[Made], extra: Sequence[C.Cmd] = ()
+    ) -> list[Decision | None]:
+        """Store what must be stored and complete ``made``, in one round trip with
+        ``extra``; a result too large for the server fails its task instead. The
+        decisions, in order (``None`` for a task that failed)."""
+        rk = ctx.keys
+        ttl = ctx.ttl_ms / 1000
+        cmds = list(extra)
+        limit = await self.storage.amax_value_size()
+        items: list[Made] = []
+        places: list[int] = []  # where each item is in ``made``
+        for place, m in enumerate(made):
+            if len(m.frame) > limit:
+                exc = ValueTooLargeError(
+                    f"value for {rk.output(m.rec.index)!r} is {len(m.frame):,} bytes; the "
+                    f"server accepts at most {limit:,} (proto-max-bulk-len)"
+                )
+                cmds.append(self.fail(ctx, m.rec, exc, "", m.attempt, m.acks, m.started_at))
+                continue
+            self.failpoints.hit("before_upload", m.rec.name, self.worker)
+            if not m.local:
+                cmds.append(C.set_(rk.output(m.rec.index), m.frame, ex=ttl))
+            items.append(m)
+            places.append(place)
+        if self.failpoints and items:  # crash tests need the gap between the two
+            await send(self.storage, [c for c in cmds if c.args[0] == "SET"])
+            for m in items:
+                self.failpoints.hit("after_upload", m.rec.name, self.worker)
+        if items:
+            cmds.append(self._complete_cmd(ctx, items))
+        decisions: list[Decision | None] = [None] * len(made)
+        if not cmds:
+            return decisions
+        replies = await send(self.storage, cmds)
+        if not items:
+            return decisions
+        answers = list(replies[-1])
+        # Outputs kept in memory whose child was not ready after all: store them and
+        # complete them again (the script changed nothing for them).
+        again = [j for j, answer in enumerate(answers) if _text(answer[0]) == "upload"]
+        if again:
+            second = []
+            for j in again:
+                items[j].local = False
+                second.append(C.set_(rk.output(items[j].rec.index), items[j].frame, ex=ttl))
+            second.append(self._complete_cmd(ctx, [items[j] for j in again]))
+            for j, answer in zip(again, (await send(self.storage, second))[-1], strict=True):
+                answers[j] = answer
+        for place, m, answer in zip(places, items, answers, strict=True):
+            decisions[place] = self._decide(ctx, m, answer)
+        return decisions
+
+    def _complete_cmd(self, ctx: RunContext, items: Sequence[Made]) -> C.Cmd:
+        s = self.settings
+        batch = [
+            Completion(m.rec.index, m.rec.children, m.acks, m.may_keep, m.local) for m in items
+        ]
+        return complete_cmd(ctx.keys, batch, self.worker, stream=s.stream, group=s.group)
+
+    def _decide(self, ctx: RunContext, m: Made, answer: Any) -> Decision:
+        """A completed task's decision; its value held for children that run here."""
+        self.counts["done"] += 1
+        self.counts["local"] += m.local
+        if m.rec.children:
+            self.values.put(ctx.run_id, m.rec.index, m.value, len(m.frame), pinned=m.local)
+        return self._read(ctx, m.rec, answer, m.local)
+
+    def _read(self, ctx: RunContext, rec: TaskRecord, answer: Any, local: bool) -> Decision:
+        """The script's answer for one task (``stop``: the run ended; kept: the child
+        this worker runs next, ``*`` marking an input held in memory only)."""
+        code, kept = _text(answer[0]), _text(answer[1])
+        if code == "missing":  # pragma: no cover - the output was sent in the same pipeline
+            raise StorageError(f"output of task {ctx.run_id}/{rec.index} vanished first")
+        if code == "stop":
+            ctx.stopped = True
+            return Decision(True, None, False)
+        if kept:
+            self.counts["kept"] += 1
+        return Decision(False, int(kept.rstrip("*")) if kept else None, local)
+
+    async def again(self, ctx: RunContext, rec: TaskRecord, acks: list[Any]) -> Decision:
+        """Complete a task found done (its output stored, its worker died after): the
+        decision the script remembered."""
+        item = Made(rec, acks, None, b"", may_keep=False, local=False)
+        [[answer]] = await send(self.storage, [self._complete_cmd(ctx, [item])])
+        return self._read(ctx, rec, answer, False)
+
+    def fail(
+        self,
+        ctx: RunContext,
+        rec: TaskRecord,
+        exc: BaseException,
+        tb: str,
+        attempt: int,
+        acks: list[Any],
+        started_at: float | None = None,
+    ) -> C.Cmd:
+        """The ``fail`` call for a task that failed for good, and its events (the
+        attempt's start too when ``started_at`` says when it began, not logged yet)."""
+        record = error_record(rec, exc, tb, worker=self.worker, attempt=attempt, run_id=ctx.run_id)
+        failed = self.log.failed(
+            ctx, rec, exc, tb, attempt, final=True, exc_type=record["exc_type"]
+        )
+        if started_at is not None:
+            self.log.emit([self.log.started(ctx, rec, started_at, attempt), failed])
+        else:
+            self.log.emit([failed])
+        ctx.stopped = True
+        self.counts["failed"] += 1
+        s = self.settings
+        return fail_cmd(
+            ctx.keys, rec.index, self.worker, record, acks=acks, stream=s.stream, group=s.group
+        )
+
+    async def ack(self, ids: list[Any]) -> None:
+        """Acknowledge and delete stream entries whose work is over without completion."""
+        s = self.settings
+        await self.storage.apipeline([C.xack(s.stream, s.group, ids), C.xdel(s.stream, ids)])
+
+    async def fail_now(
+        self,
+        ctx: RunContext,
+        rec: TaskRecord,
+        exc: BaseException,
+        tb: str,
+        attempt: int,
+        acks: list[Any],
+    ) -> None:
+        """Fail a task for good, now."""
+        await send(self.storage, [self.fail(ctx, rec, exc, tb, attempt, acks)])
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def traceback_of(exc: BaseException) -> str:
+    """The whole traceback of an error dagrt met (not one a task raised)."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

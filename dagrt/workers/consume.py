@@ -1,0 +1,387 @@
+"""Consuming the tasks stream: the read window, admission, dead letters, dispatch.
+
+The consumer reads entries ``{r: run, t: task}`` through the consumer group, as
+many as it has free slots (``concurrency``), but while chains that run in threads
+are in flight at most ``threads + 1`` of them, so heavy tasks spread over the
+pool's workers instead of piling up on the one that read first. A read that does
+not wait goes through the shared pipelined connection; only when the stream is
+empty does it block (on a connection of its own).
+
+Admission turns an entry into a run and a task: malformed entries and entries of
+unknown runs are acknowledged and written to the dead-letter stream with the
+reason; entries of a run that ended are acknowledged quietly; a record or
+function table that fails its signature is dead-lettered and fails its run. An
+admitted task goes to the fast lane (tiny, read together: one batch) or to a
+chain of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+
+from .. import keys as K
+from ..exceptions import SerializationError, StorageConnectionError, StorageError
+from ..scheduler import fail_cmd, send
+from ..storage import Storage
+from ..storage import commands as C
+from .chain import Chains
+from .completer import Completer
+from .fast_lane import FastLane
+from .runs import RunContext, RunTable
+from .settings import WorkerSettings
+from .tasklog import TaskLog
+
+__all__ = ["Consumer"]
+
+log = logging.getLogger("dagrt.worker")
+
+IDLE_FLUSH = 0.5  # seconds a worker with buffered events waits idle before writing them
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+class Consumer:
+    """Reads and admits entries for one worker, and runs them (see the module's text)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        settings: WorkerSettings,
+        worker_id: str,
+        runs: RunTable,
+        fast: FastLane,
+        chains: Chains,
+        completer: Completer,
+        log: TaskLog,
+        counts: dict[str, int],
+        running: dict[bytes, str],
+        forget: Callable[[str], None],
+    ) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.worker = worker_id
+        self.runs = runs
+        self.fast = fast
+        self.chains = chains
+        self.completer = completer
+        self.log = log
+        self.counts = counts
+        self.running = running  # entry id -> key of the task it runs now
+        self.forget = forget  # drops what the worker holds of a run that ended
+        self.in_flight: dict[bytes, float] = {}  # entry id -> time taken
+        self.slots = anyio.Semaphore(settings.concurrency)
+        self.stopping = anyio.Event()
+        self._threads = settings.thread_count
+        self._slow = 0  # chains in flight outside the fast lane
+        self._fast_seen = False  # the last entry admitted was a tiny task: read wide
+        self._slow_freed = anyio.Event()
+        self._owned: dict[bytes, bool] = {}  # entries whose chain runs in a task of its own
+        self._idle: anyio.Event | None = None
+        self._read_scope: anyio.CancelScope | None = None
+        self._grace: anyio.CancelScope | None = None  # the wait for tasks in flight at stop
+        self._hurried = False  # a second signal: no waiting for tasks in flight
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._task_group: asyncio.TaskGroup | None = None
+
+    # -- serving ------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Consume until stopped (in burst mode: until the stream is drained and nothing
+        is in flight), then give tasks in flight ``graceful_timeout`` and cancel them
+        (their entries stay pending, for another worker to take over)."""
+        # One task per stream entry, in asyncio's own task group: it costs a tenth
+        # of anyio's per spawn, which counts at 10k tasks/s.
+        async with asyncio.TaskGroup() as tasks:
+            self._task_group = tasks
+            try:
+                await self._consume()
+                with anyio.move_on_after(self.settings.graceful_timeout) as grace:
+                    self._grace = grace
+                    if not self._hurried:
+                        await self._drained()
+                self._grace = None
+                for task in list(self._tasks):
+                    task.cancel()
+            finally:
+                self._task_group = None
+
+    def stop(self) -> None:
+        """No new entries; tasks in flight get ``graceful_timeout`` (loop thread only)."""
+        self.stopping.set()
+        if self._read_scope is not None:
+            self._read_scope.cancel()  # a blocked read drops its connection
+
+    def hurry(self) -> None:
+        """Stop waiting for tasks in flight (a second signal)."""
+        self._hurried = True
+        if self._grace is not None:
+            self._grace.cancel()
+
+    async def _drained(self) -> None:
+        if self.in_flight:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+    async def _consume(self) -> None:
+        s = self.settings
+        # stop() cancels this scope: waiting for a slot, or a read the server does not
+        # answer (entries read and not yet admitted stay pending, for reclaim). One
+        # scope for the loop: entering one per read cost ~5 us a read.
+        with anyio.CancelScope() as scope:
+            self._read_scope = scope
+            while not self.stopping.is_set():
+                entries = [e for _, es in await self._read(s) for e in es]
+                if entries:
+                    for entry_id, _ in entries:
+                        try:  # a free slot is taken without a turn of the loop
+                            self.slots.acquire_nowait()
+                        except anyio.WouldBlock:
+                            await self.slots.acquire()
+                        self.in_flight[entry_id] = time.monotonic()
+                    self._spawn(self._process(entries))
+                if s.burst and not entries and not self.in_flight:
+                    return
+        self._read_scope = None
+
+    async def _read(self, s: WorkerSettings) -> list[Any]:
+        """The next entries to work on (after waiting for room for them), or none."""
+        # Wait for a free slot without holding it while the read blocks (the
+        # reclaimer takes free slots too).
+        if not self.slots.value:
+            await self.slots.acquire()
+            self.slots.release()
+        taken = max(1, self.slots.value)
+        if self._slow or not self._fast_seen:
+            # Heavy work in flight, or tasks of unknown cost: take one more entry
+            # than threads can run, so that other workers get their share.
+            room = self._threads + 1 - self._slow
+            if room <= 0:
+                self._slow_freed = anyio.Event()
+                await self._slow_freed.wait()
+                return []
+            taken = min(taken, room)
+        block = min(s.block, 0.2) if s.burst else s.block
+        reply: list[Any] = []
+        metrics = self.log.metrics
+        try:
+            reply = await self.storage.axreadgroup(
+                s.group, self.worker, {s.stream: ">"}, count=taken
+            )
+            if not reply:
+                # Idle with events buffered (a run just ended, most likely): wait a
+                # moment only, then write them, so the log is complete soon after.
+                idle = (
+                    metrics is not None
+                    and s.flush.when_idle
+                    and not self.in_flight
+                    and metrics.buffered > 0
+                )
+                reply = await self.storage.axreadgroup(
+                    s.group,
+                    self.worker,
+                    {s.stream: ">"},
+                    count=taken,
+                    block=min(block, IDLE_FLUSH) if idle else block,
+                )
+                if idle and not reply and metrics is not None:
+                    metrics.flush_soon()
+        except StorageConnectionError as exc:
+            log.warning("worker %s: reading the stream failed: %s", self.worker, exc)
+            reply = []
+            with anyio.move_on_after(1.0):
+                await self.stopping.wait()
+        except StorageError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream or group vanished (flushed, or a server without
+            # persistence restarted): make them again and go on.
+            log.warning("worker %s: %s; creating the group again", self.worker, exc)
+            await self.storage.axgroup_create(s.stream, s.group, "0")
+            reply = []
+        return reply
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._task_group is not None
+        task = self._task_group.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def start_reclaimed(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        """Run an entry taken over from a worker that went silent (its slot is taken)."""
+        self.in_flight[entry_id] = time.monotonic()
+        self._spawn(self._process([(entry_id, fields)], reclaimed=True))
+
+    def _finish(self, entry_id: bytes) -> None:
+        """An entry's work is over (done, failed, or left for reclaim): free its slot."""
+        self.running.pop(entry_id, None)
+        if self.in_flight.pop(entry_id, None) is not None:
+            self.slots.release()
+            if not self.in_flight and self._idle is not None:
+                self._idle.set()
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    async def _process(self, entries: list[Entry], reclaimed: bool = False) -> None:
+        """Admit entries read together; cheap tasks go through the fast lane as one
+        batch, the others each get a chain of their own."""
+        fast: dict[str, tuple[RunContext, list[tuple[list[bytes], int]]]] = {}
+        try:
+            for entry_id, fields in entries:
+                try:
+                    admitted = await self._admit(entry_id, fields)
+                except StorageError as exc:
+                    log.warning(
+                        "worker %s: entry %s left for reclaim: %s", self.worker, entry_id, exc
+                    )
+                    admitted = None
+                if admitted is None:
+                    self._finish(entry_id)
+                    continue
+                ctx, index = admitted
+                self.running[entry_id] = ctx.record(index).key
+                if not reclaimed and self.fast.eligible(ctx, index):
+                    fast.setdefault(ctx.run_id, (ctx, []))[1].append(([entry_id], index))
+                    self._fast_seen = True
+                else:
+                    self._fast_seen = False
+                    self._chain_apart(ctx, [entry_id], index, check_done=reclaimed)
+            for ctx, work in fast.values():
+                handoffs = await self._guarded(self.fast.run(ctx, work), [w[0][0] for w in work])
+                if ctx.stopped:
+                    self.forget(ctx.run_id)
+                for acks, index, attempt, failed in handoffs or []:
+                    self._chain_apart(ctx, acks, index, attempt=attempt, failed=failed)
+        except Exception:  # never let one batch take the worker down; entries await reclaim
+            log.exception("worker %s: internal error on a batch", self.worker)
+        finally:
+            for entry_id, _ in entries:
+                if entry_id in self.in_flight and not self._owned.get(entry_id):
+                    self._finish(entry_id)
+
+    async def _guarded(self, coro: Coroutine[Any, Any, Any], entry_ids: list[bytes]) -> Any:
+        try:
+            return await coro
+        except StorageError as exc:
+            # The entries stay pending; a worker takes them over after claim_timeout.
+            log.warning("worker %s: entries %s left for reclaim: %s", self.worker, entry_ids, exc)
+        except Exception:
+            log.exception("worker %s: internal error on entries %s", self.worker, entry_ids)
+
+    def _chain_apart(
+        self,
+        ctx: RunContext,
+        acks: list[bytes],
+        index: int,
+        *,
+        check_done: bool = False,
+        attempt: int = 1,
+        failed: int = 0,
+    ) -> None:
+        """Run a chain starting at ``index`` in a task of its own (it owns the entry);
+        ``attempt`` and ``failed``: the first task's attempt, and its failures so far."""
+        entry_id = acks[0]
+        self._owned[entry_id] = True
+        self._slow += 1
+
+        async def chain() -> None:
+            try:
+                await self._guarded(
+                    self.chains.run(ctx, acks, index, check_done, attempt, failed), [entry_id]
+                )
+            finally:
+                self._owned.pop(entry_id, None)
+                self._slow -= 1
+                self._slow_freed.set()
+                self._finish(entry_id)
+
+        self._spawn(chain())
+
+    # -- admission --------------------------------------------------------------------------
+
+    async def _admit(
+        self, entry_id: bytes, fields: dict[bytes, bytes]
+    ) -> tuple[RunContext, int] | None:
+        """The run and task an entry names, or ``None`` after acking or dead-lettering it."""
+        try:
+            run_id = fields[b"r"].decode()
+            index = int(fields[b"t"])
+            if not K.valid_run_id(run_id) or index < 0:
+                raise ValueError("bad run id or task index")
+        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+            await self._dead_letter(entry_id, fields, f"malformed entry: {exc}")
+            return None
+        try:
+            ctx = await self.runs.get(run_id)
+            if ctx is not None:
+                ctx.record(index)
+        except KeyError:
+            if await self.storage.aexists(K.RunKeys(run_id).end):
+                # The run ended while its table was loading (an empty table): no bad entry.
+                self.runs.forget(run_id)
+                await self.completer.ack([entry_id])
+            else:
+                await self._dead_letter(entry_id, fields, f"run {run_id} has no task {index}")
+            return None
+        except (ValueError, SerializationError) as exc:
+            await self._reject(run_id, index, entry_id, fields, exc)
+            return None
+        if ctx is None:
+            if await self.storage.aexists(K.RunKeys(run_id).end):
+                await self.completer.ack([entry_id])  # a run that just ended: nothing to do
+            else:
+                await self._dead_letter(entry_id, fields, f"unknown run {run_id}")
+            return None
+        if ctx.stopped:  # the run ended (cancelled, failed): none of its tasks starts
+            await self.completer.ack([entry_id])
+            return None
+        return ctx, index
+
+    async def _reject(
+        self, run_id: str, index: int, entry_id: bytes, fields: dict[bytes, bytes], exc: Exception
+    ) -> None:
+        """A record or function table that fails its signature: never run it, and fail
+        the run so that its client hears why at once."""
+        await self._dead_letter(entry_id, fields, f"rejected task record: {exc}")
+        record = {
+            "task": f"{run_id}#{index}",
+            "index": index,
+            "name": "?",
+            "exc_type": "dagrt.SignatureError",
+            "message": f"worker {self.worker} rejected the task record: {exc}",
+            "traceback": "",
+            "worker": self.worker,
+            "attempt": 1,
+            "run_id": run_id,
+        }
+        s = self.settings
+        cmd = fail_cmd(
+            K.RunKeys(run_id), index, self.worker, record, acks=[], stream=s.stream, group=s.group
+        )
+        await send(self.storage, [cmd])
+
+    async def _dead_letter(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
+        log.warning("worker %s: dead-lettering entry %s: %s", self.worker, entry_id, reason)
+        record: dict[str | bytes, Any] = {
+            "reason": reason,
+            "worker": self.worker,
+            "entry": entry_id,
+            "stream": self.settings.stream,
+            "at": time.time(),
+        }
+        for k, v in fields.items():
+            record[b"field:" + k] = v
+        s = self.settings
+        await self.storage.apipeline(
+            [
+                C.xadd(K.dead_letter(), record, maxlen=100_000),
+                C.xack(s.stream, s.group, [entry_id]),
+                C.xdel(s.stream, [entry_id]),
+            ]
+        )
+        self.counts["dead"] += 1

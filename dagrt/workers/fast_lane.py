@@ -1,0 +1,213 @@
+"""The fast lane: tiny tasks of one run, run as a batch on the event loop.
+
+A sync function this worker has measured tiny (:meth:`Executor.inline`) is called
+right on the loop: a hop to a thread would cost more than the task. Tiny tasks
+read together run as one batch: one ``MGET`` for every input not in memory, the
+calls one after another, then one round trip with every output and one
+``complete`` call for all (:class:`~.completer.Completer`); the children the
+script kept form the next batch. This is what makes 16k tiny tasks take about a
+second on two workers.
+
+What the lane cannot finish goes back to its caller to run apart (a chain): a kept
+child that is not tiny, and a task with retries whose first attempt failed (the
+next attempt waits for its backoff).
+
+In the log, the batch's span (from loading its inputs to its completion's reply)
+is shared out among its tasks in the order they ran: each gets its call, its share
+of the download and of the upload, and an equal share of the rest, so their spans
+tile the batch's. Their finished rows and transfers go to the run's batches
+(:class:`~dagrt.metrics.recorder.BatchRows`), not to an event each.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+from ..exceptions import user_traceback
+from ..metrics.recorder import UPLOAD
+from ..storage import commands as C
+from .completer import Completer, Made
+from .executor import Executor, permanent
+from .failpoints import Failpoints
+from .inputs import Inputs, Loaded
+from .runs import FunctionCache, RunContext
+from .settings import WorkerSettings
+from .tasklog import TaskLog
+
+__all__ = ["FastLane", "Handoff"]
+
+
+class Handoff(NamedTuple):
+    """A task to go on with outside the lane: its entries, index, the attempt it runs
+    as, and its failures so far."""
+
+    acks: list[Any]
+    task: int
+    attempt: int
+    failed: int
+
+
+class FastLane:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        executor: Executor,
+        functions: FunctionCache,
+        inputs: Inputs,
+        completer: Completer,
+        log: TaskLog,
+        failpoints: Failpoints,
+    ) -> None:
+        self.settings = settings
+        self.executor = executor
+        self.functions = functions
+        self.inputs = inputs
+        self.completer = completer
+        self.log = log
+        self.failpoints = failpoints
+
+    def eligible(self, ctx: RunContext, index: int) -> bool:
+        """Is the task's function measured tiny (and everything it needs at hand)?"""
+        if self.failpoints:
+            return False
+        rec = ctx.record(index)
+        if rec.leaves is None:
+            return False
+        fn = self.functions.cached(rec.fn)
+        return fn is not None and self.executor.inline(fn)
+
+    async def run(
+        self,
+        ctx: RunContext,
+        work: list[tuple[list[Any], int]],
+        ran_kept: set[int] | None = None,
+    ) -> list[Handoff]:
+        """Run ``work`` (``(entries, task)`` pairs of one run) and the children their
+        completions keep, batch after batch; what must go on apart. ``ran_kept``:
+        tasks of ``work`` this worker kept (they run after their parent)."""
+        handoffs: list[Handoff] = []
+        kept_now: set[int] = set(ran_kept or ())
+        log = self.log
+        while work and not ctx.stopped:
+            batch_start = time.time()
+            recs = [ctx.record(index) for _, index in work]
+            moves = log.run_moves(ctx) if log.on else None
+            inputs = await self.inputs.load(ctx, recs, moves)
+            extra: list[C.Cmd] = []
+            made: list[Made] = []
+            timings: list[tuple[float, Loaded]] = []
+            for (acks, index), rec, loaded in zip(work, recs, inputs, strict=True):
+                if loaded is None:  # the run's data is gone: it ended
+                    ctx.stopped = True
+                    extra.append(C.xack(self.settings.stream, self.settings.group, acks))
+                    continue
+                fn = self.functions.cached(rec.fn)
+                assert fn is not None  # eligible for the fast lane: loaded
+                began = time.time()
+                try:
+                    t0 = time.perf_counter()
+                    value, frame = self.executor.call_inline(fn, rec, loaded.values)
+                    elapsed = time.perf_counter() - t0
+                except Exception as exc:
+                    tb = user_traceback(exc)
+                    if rec.retries and not permanent(exc):
+                        # The next attempts wait (the retry delay): not in a batch.
+                        log.emit(
+                            [
+                                log.started(ctx, rec, began, 1),
+                                log.failed(ctx, rec, exc, tb, 1, final=False),
+                            ]
+                        )
+                        handoffs.append(Handoff(acks, index, 2, 1))
+                        continue
+                    extra.append(self.completer.fail(ctx, rec, exc, tb, 1, acks, began))
+                    continue
+                made.append(self.completer.made(ctx, rec, acks, value, frame, started_at=began))
+                timings.append((elapsed, loaded))
+            if not made and not extra:
+                break
+            sent = time.time()
+            decisions = await self.completer.complete(ctx, made, extra)
+            ended = time.time()
+            done = [
+                (m, decision, timing)
+                for m, decision, timing in zip(made, decisions, timings, strict=True)
+                if decision is not None
+            ]
+            upload_share = (ended - sent) / max(1, len(done))
+            if log.on:
+                self._log_rows(ctx, done, batch_start, ended, upload_share, kept_now)
+            nxt: list[tuple[list[Any], int]] = []
+            for m, decision, _ in done:
+                if decision.kept is None:
+                    continue
+                kept_now.add(decision.kept)
+                if self.eligible(ctx, decision.kept):
+                    nxt.append((list(m.acks), decision.kept))
+                else:
+                    handoffs.append(Handoff(list(m.acks), decision.kept, 1, 0))
+            log.tasks_added()
+            work = nxt
+        return handoffs
+
+    def _log_rows(
+        self,
+        ctx: RunContext,
+        done: list[Any],
+        batch_start: float,
+        ended: float,
+        upload_share: float,
+        kept_now: set[int],
+    ) -> None:
+        """The batch's finished rows and upload transfers (the numbers
+        ``FinishedBatch.add`` and ``TransferBatch.add`` append, inline: a call per
+        row costs here)."""
+        finished, moves = self.log.rows.of(ctx.run_id)
+        finish, move = finished.rows.extend, moves.rows.extend
+        spans = _shares(
+            batch_start,
+            ended,
+            [
+                elapsed + loaded.seconds + (0.0 if decision.local else upload_share)
+                for _, decision, (elapsed, loaded) in done
+            ],
+        )
+        for (m, decision, (elapsed, loaded)), (start, end) in zip(done, spans, strict=True):
+            index, size = m.rec.index, len(m.frame)
+            upload = 0.0 if decision.local else upload_share
+            finish(
+                (
+                    index,
+                    1,
+                    start,
+                    end,
+                    elapsed,
+                    loaded.nbytes,
+                    size,
+                    loaded.seconds,
+                    upload,
+                    index in kept_now,
+                )
+            )
+            if not decision.local:
+                move((size, upload_share, UPLOAD, index, -1, False))
+
+
+def _shares(start: float, end: float, parts: list[float]) -> list[tuple[float, float]]:
+    """``[start, end]`` cut into consecutive spans, one per part, each at least its part
+    (plus an equal share of what the parts leave; scaled down if they exceed it)."""
+    if not parts:
+        return []
+    total = end - start
+    used = sum(parts)
+    if used > total > 0:
+        parts = [p * total / used for p in parts]
+        used = total
+    rest = max(0.0, total - used) / len(parts)
+    out = []
+    at = start
+    for part in parts:
+        out.append((at, at + part + rest))
+        at += part + rest
+    return out

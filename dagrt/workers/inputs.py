@@ -1,0 +1,251 @@
+"""A task's inputs: from this worker's memory, else from storage, else made again.
+
+:meth:`Inputs.load` gives each task its parents' values: those held here
+(:class:`~.cache.ValueCache`) at once, the rest with one ``MGET`` for a whole
+batch of tasks. An output with several children is kept once downloaded (other
+children may run here), and a download already under way for another task here
+is waited for, not repeated. An output that is in neither place was kept in the
+memory of a worker that died (keep mode ``L``): :meth:`Inputs.restore` recomputes
+it, and the chain of such outputs above it, top down, into this worker's memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from ..metrics.recorder import DOWNLOAD, LOCAL, TransferBatch
+from ..records import TaskRecord
+from ..serialize import loads
+from ..storage import Storage
+from ..storage import commands as C
+from .cache import ValueCache
+from .executor import Executor
+from .runs import FunctionCache, RunContext
+from .tasklog import TaskLog
+
+__all__ = ["MISSING", "Inputs", "Loaded"]
+
+BIG_FRAME = 1 << 20  # frames larger than this are deserialized in a thread
+MISSING: Any = object()  # an output that is gone (its run ended)
+
+Moves = TransferBatch | Callable[[], TransferBatch] | None
+
+
+class Loaded:
+    """A task's inputs, with what loading them took."""
+
+    __slots__ = ("nbytes", "seconds", "values")
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+        self.nbytes = 0
+        self.seconds = 0.0
+
+
+class Inputs:
+    """Loads tasks' inputs for one worker (see the module's text)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        executor: Executor,
+        functions: FunctionCache,
+        values: ValueCache,
+        log: TaskLog,
+        counts: dict[str, int],
+    ) -> None:
+        self.storage = storage
+        self.executor = executor
+        self.functions = functions
+        self.values = values
+        self.log = log
+        self.counts = counts
+        # (run, task) -> set once the download of that output by another task here ended
+        self._fetching: dict[tuple[str, int], anyio.Event] = {}
+
+    async def load(
+        self, ctx: RunContext, recs: list[TaskRecord], moves: Moves
+    ) -> list[Loaded | None]:
+        """Parent values of each task: from memory, else one MGET for all of them.
+
+        ``None`` for a task whose parent's output is gone (the run ended). Notes a
+        transfer per input in ``moves`` (or the batch ``moves()`` gives, asked again
+        after the download): ``local`` when it was in memory here.
+        """
+        run_id = ctx.run_id
+        values = self.values
+        out: list[Loaded | None] = []
+        wanted: dict[int, None] = {}
+        move = _rows_of(moves)  # the rows TransferBatch.add appends, extended inline
+        for rec in recs:
+            loaded = Loaded([])
+            for p in rec.parents:
+                found, value, size = values.get(run_id, p)
+                if found:
+                    values.used(run_id, p, len(ctx.record(p).children))
+                    loaded.values.append(value)
+                    loaded.nbytes += size
+                    if move is not None:
+                        move((size, 0.0, LOCAL, p, rec.index, True))
+                else:
+                    loaded.values.append(MISSING)
+                    wanted[p] = None
+            out.append(loaded)
+        if not wanted:
+            return out
+        fetched = await self.fetch(ctx, list(wanted))
+        move = _rows_of(moves)
+        for j, rec in enumerate(recs):
+            partial = out[j]
+            assert partial is not None
+            for k, p in enumerate(rec.parents):
+                if partial.values[k] is not MISSING:
+                    continue
+                value, size, share, local = fetched[p]
+                if value is MISSING:  # a parent's output is gone: the run ended
+                    out[j] = None
+                    break
+                values.used(run_id, p, len(ctx.record(p).children))
+                partial.values[k] = value
+                partial.nbytes += size
+                partial.seconds += share
+                if move is not None:
+                    move((size, share, LOCAL if local else DOWNLOAD, p, rec.index, local))
+        return out
+
+    async def fetch(
+        self, ctx: RunContext, keys: list[int]
+    ) -> dict[int, tuple[Any, int, float, bool]]:
+        """Outputs of ``keys`` from storage (one MGET): ``{task: (value, bytes, seconds,
+        local)}``, ``MISSING`` for an output that is gone; ``local``: it came from
+        this worker's memory after all (another task here had just downloaded it).
+
+        An output with several children is kept in memory once downloaded (other
+        children may run here; the cache's budget bounds it), and a download of it
+        already under way for another task here is waited for, not repeated: a
+        72 MB matrix read by 4 tasks of one worker crossed the network 4 times.
+        """
+        run_id = ctx.run_id
+        mine: list[int] = []
+        theirs: list[tuple[int, anyio.Event]] = []
+        shared: set[int] = set()
+        for p in keys:
+            if len(ctx.record(p).children) > 1:
+                shared.add(p)
+                other = self._fetching.get((run_id, p))
+                if other is not None:
+                    theirs.append((p, other))
+                    continue
+                self._fetching[(run_id, p)] = anyio.Event()
+            mine.append(p)
+        fetched: dict[int, tuple[Any, int, float, bool]] = {}
+        try:
+            t0 = time.perf_counter()
+            frames = await self.storage.amget([ctx.keys.output(p) for p in mine]) if mine else []
+            seconds = time.perf_counter() - t0
+            total = sum(len(f) for f in frames if f is not None) or 1
+            for p, frame in zip(mine, frames, strict=True):
+                if frame is None:
+                    # Kept in memory by a worker that died? Then compute it again here.
+                    found, value, size = (
+                        self.values.get(run_id, p)
+                        if await self.restore(ctx, p)
+                        else (False, None, 0)
+                    )
+                    fetched[p] = (value, size, 0.0, True) if found else (MISSING, 0, 0.0, False)
+                    continue
+                what = f"output of task {p}"
+                if len(frame) > BIG_FRAME:
+                    value = await anyio.to_thread.run_sync(
+                        functools.partial(loads, frame, what=what), limiter=self.executor.limiter
+                    )
+                else:
+                    value = loads(frame, what=what)
+                fetched[p] = (value, len(frame), seconds * len(frame) / total, False)
+                if p in shared:
+                    self.values.put(run_id, p, value, len(frame))
+        finally:
+            for p in mine:
+                if p in shared:
+                    self._fetching.pop((run_id, p)).set()
+        for p, done in theirs:
+            await done.wait()
+            found, value, size = self.values.get(run_id, p)
+            if found:
+                fetched[p] = (value, size, 0.0, True)
+            else:  # that download failed, or the cache had no room: read it again
+                fetched.update(await self.fetch(ctx, [p]))
+        return fetched
+
+    async def restore(self, ctx: RunContext, index: int) -> bool:
+        """Recompute task ``index`` whose output was kept in memory only, by a worker
+        that died before its child finished (its done mark ends with ``*``).
+
+        Such outputs form a chain upwards (each was the last parent of the next), so
+        the chain is found first and recomputed top down into this worker's memory
+        (pinned: nowhere else holds it); no recursion, however long. False if the
+        output is gone for another reason (the run ended).
+        """
+        rk = ctx.keys
+        chain = [index]
+        while True:
+            rec = ctx.record(chain[-1])
+            here = [q for q in rec.parents if not self.values.get(ctx.run_id, q)[0]]
+            replies = await self.storage.apipeline(
+                [C.exists([rk.output(q)]) for q in here]
+                + [C.hmget(rk.done, [str(q) for q in chain[-1:] + here])]
+            )
+            marks = replies[-1]
+            if not (marks[0] or b"").endswith(b"*"):
+                return False  # not kept in memory: truly gone
+            local = [
+                q
+                for q, stored, mark in zip(here, replies[:-1], marks[1:], strict=True)
+                if not stored and (mark or b"").endswith(b"*")
+            ]
+            if not local:
+                break
+            chain.append(local[0])
+        log = self.log
+        for q in reversed(chain):
+            rec = ctx.record(q)
+            fn = await self.functions.get(rec.fn)
+            # Logged as the task's next attempt, here (its output is made again).
+            [lost, _] = await self.storage.apipeline(
+                [C.hincrby(rk.lost, str(q), 1), C.expire(rk.lost, ctx.ttl_ms / 1000)]
+            )
+            attempt = int(lost) + 1
+            started = time.time()
+            log.emit([log.started(ctx, rec, started, attempt)])
+            moves = log.moves()
+            [loaded] = await self.load(ctx, [rec], moves)
+            if loaded is None:
+                log.emit([log.ended(ctx, rec, attempt)])
+                return False
+            outcome = await self.executor.run(fn, rec, loaded.values, attempt=attempt)
+            if not outcome.ok:
+                assert outcome.error is not None
+                log.emit(
+                    [
+                        log.failed(
+                            ctx, rec, outcome.error, outcome.traceback, outcome.attempt, final=True
+                        )
+                    ]
+                )
+                return False
+            self.values.put(ctx.run_id, q, outcome.value, len(outcome.frame), pinned=True)
+            self.counts["restored"] = self.counts.get("restored", 0) + 1
+            log.finished(ctx, rec, outcome, started, loaded, moves, 0.0, False)
+        return True
+
+
+def _rows_of(moves: Moves) -> Any:
+    """The ``extend`` of a transfer batch's rows (``None`` without metrics)."""
+    if moves is None:
+        return None
+    return (moves() if callable(moves) else moves).rows.extend

@@ -1,0 +1,277 @@
+"""A worker's life: start, serve, stop. :class:`Worker` puts the parts together.
+
+``Worker.run()`` owns its event loop (the ``dagrt worker`` command);
+``Worker.async_run()`` runs inside one (tests, embedding); ``burst=True`` makes
+it return once the stream is drained and nothing is in flight.
+
+What happens to one stream entry, and where:
+
+1. :mod:`.consume` reads it (the read window) and admits it: its run's table
+   (:mod:`.runs`), or a dead letter;
+2. a lane runs it: :mod:`.fast_lane` (tiny tasks, in batches, on the loop) or
+   :mod:`.chain` (everything else, a task of its own), with its inputs from
+   :mod:`.inputs` (memory, storage, or made again) and the call in :mod:`.executor`;
+3. :mod:`.completer` stores the output and calls the ``complete`` script
+   (:mod:`dagrt.scheduler`), whose reply may hand the worker a child to run next;
+4. :mod:`.tasklog` logs what happened; :mod:`.liveness` keeps the worker's
+   heartbeat and takes over entries of workers that died.
+
+Stopping (SIGTERM/SIGINT, stdin closing with ``watch_stdin``, or :meth:`stop`):
+no new entries, tasks in flight get ``graceful_timeout`` (none after a second
+signal), then the last heartbeat and the last events, in a shielded scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ..exceptions import StorageConnectionError, StorageError
+from ..metrics.store import MetadataStorage
+from ..scheduler import load_scripts_cmds
+from ..storage import RedisStorage, Storage
+from .cache import ValueCache
+from .chain import Chains
+from .completer import Completer
+from .consume import Consumer
+from .executor import Executor
+from .failpoints import Failpoints
+from .fast_lane import FastLane
+from .inputs import Inputs
+from .liveness import Liveness
+from .runs import FunctionCache, RunTable
+from .settings import WorkerSettings
+from .tasklog import TaskLog
+
+__all__ = ["READY_LINE", "Worker"]
+
+log = logging.getLogger("dagrt.worker")
+
+READY_LINE = "dagrt-worker ready"
+STOP_TIMEOUT = 2.0  # seconds the last heartbeat ("stopped") may take
+
+
+class Worker:
+    """One worker: consumes the tasks stream of the server behind ``storage``."""
+
+    def __init__(
+        self, storage: Storage | str, settings: WorkerSettings | None = None, **options: Any
+    ) -> None:
+        if settings is None:
+            settings = WorkerSettings(**options)
+        elif options:
+            raise TypeError("pass either settings or keyword options, not both")
+        self.settings = settings
+        self.storage = RedisStorage(storage) if isinstance(storage, str) else storage
+        host = socket.gethostname().split(".")[0]
+        self.id = settings.name or f"{host}-{os.getpid()}-{os.urandom(2).hex()}"
+        self.counts = {"done": 0, "failed": 0, "kept": 0, "dead": 0, "claimed": 0, "local": 0}
+        self.ready = anyio.Event()  # set once the worker serves
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.metrics: MetadataStorage | None = None
+        if settings.metrics:
+            metrics_storage = (
+                RedisStorage(settings.metrics_url) if settings.metrics_url else self.storage
+            )
+            self.metrics = MetadataStorage(metrics_storage, settings.flush, source=self.id)
+
+        # the parts, each with what it needs
+        self.executor = Executor(settings.thread_count)
+        self.runs = RunTable(self.storage, settings.secret)
+        self.functions = FunctionCache(self.storage)
+        self.values = ValueCache(settings.cache_bytes)
+        failpoints = Failpoints()
+        running: dict[bytes, str] = {}  # entry id -> key of the task it runs now
+        self.log = TaskLog(self.id, self.metrics)
+        completer = Completer(
+            self.storage, settings, self.id, self.values, self.log, self.counts, failpoints
+        )
+        inputs = Inputs(
+            self.storage, self.executor, self.functions, self.values, self.log, self.counts
+        )
+        fast = FastLane(
+            settings, self.executor, self.functions, inputs, completer, self.log, failpoints
+        )
+        chains = Chains(
+            self.storage,
+            self.id,
+            self.executor,
+            self.functions,
+            inputs,
+            completer,
+            fast,
+            self.log,
+            failpoints,
+            running,
+            self._forget,
+        )
+        self.consumer = Consumer(
+            self.storage,
+            settings,
+            self.id,
+            self.runs,
+            fast,
+            chains,
+            completer,
+            self.log,
+            self.counts,
+            running,
+            self._forget,
+        )
+        self.liveness = Liveness(
+            self.storage, settings, self.id, self.consumer, self.log, self.counts
+        )
+
+    def __repr__(self) -> str:
+        return f"<dagrt.Worker {self.id} {self.storage!r}>"
+
+    def _forget(self, run_id: str) -> None:
+        """Drop what this worker holds of a run that ended."""
+        self.values.drop_run(run_id)
+        self.runs.forget(run_id)
+
+    # -- running -----------------------------------------------------------------------
+
+    def run(self, *, watch_stdin: bool = False) -> None:
+        """Run until SIGTERM/SIGINT (or stdin closes, with ``watch_stdin``)."""
+        gc.freeze()  # what start-up made lives for good: keep it out of collections
+        anyio.run(self._main, watch_stdin)
+        if self.executor.in_threads:
+            # Sync tasks past the graceful timeout: their entries stay pending and another
+            # worker takes them over. Python would wait for their threads at exit.
+            log.warning(
+                "worker %s: %d task(s) still running in threads: exiting without them",
+                self.id,
+                self.executor.in_threads,
+            )
+            logging.shutdown()
+            sys.stdout.flush()
+            os._exit(0)
+
+    async def _main(self, watch_stdin: bool) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_signals)
+            if watch_stdin:
+                tg.start_soon(_watch_stdin, self.stop)
+            await self.async_run(announce=True)
+            tg.cancel_scope.cancel()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if self.consumer.stopping.is_set():  # a second one: stop waiting
+                    log.warning("worker %s got signal %s again: stopping now", self.id, signum)
+                    self.consumer.hurry()
+                    continue
+                log.info("worker %s got signal %s: shutting down", self.id, signum)
+                self.stop()
+
+    def stop(self) -> None:
+        """Ask the worker to stop: no new entries; in-flight tasks get ``graceful_timeout``.
+
+        Thread-safe.
+        """
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:
+            loop.call_soon_threadsafe(self.consumer.stop)
+        else:
+            self.consumer.stop()
+
+    async def async_run(
+        self,
+        *,
+        announce: bool = False,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until stopped (or, in burst mode, until the stream is drained)."""
+        self._loop = asyncio.get_running_loop()
+        await self._connect()
+        if self.metrics is not None:
+            await self.metrics.start()
+        self.log.worker_started(self.settings.thread_count, self.settings.concurrency)
+        await self.liveness.beat(status="started")
+        if announce:
+            print(f"{READY_LINE} {self.id}", flush=True)
+        self.ready.set()
+        task_status.started()
+        try:
+            async with anyio.create_task_group() as service:
+                service.start_soon(self.liveness.heartbeats)
+                service.start_soon(self.liveness.reclaimer)
+                service.start_soon(self._follow_run_ends)
+                await self.consumer.serve()
+                service.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    with anyio.move_on_after(STOP_TIMEOUT):  # a server that does not answer
+                        await self.liveness.beat(status="stopped")
+                except StorageError:
+                    pass
+                if self.metrics is not None:  # the last events, always (SIGTERM too)
+                    self.log.worker_stopped(self.counts["done"], self.counts["failed"])
+                    await self.metrics.aclose()
+
+    async def _follow_run_ends(self) -> None:
+        """Hear of runs that ended (the control stream) until cancelled; a lost
+        connection is retried, as the stream reads are."""
+        while True:
+            try:
+                await self.runs.follow_ends(self._forget, block=self.settings.block)
+            except StorageError as exc:
+                log.warning("worker %s: following run ends failed: %s", self.id, exc)
+                with anyio.move_on_after(1.0):
+                    await self.consumer.stopping.wait()
+
+    async def _connect(self) -> None:
+        """Retry the first connection with warnings, so start order does not matter."""
+        s = self.settings
+        deadline = time.monotonic() + s.connect_timeout
+        delay = 0.2
+        stopping = self.consumer.stopping
+        while True:
+            try:
+                await self.storage.axgroup_create(s.stream, s.group, "0")
+                await self.storage.apipeline(load_scripts_cmds())
+                return
+            except StorageConnectionError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("worker %s: %s; retrying in %.1f s", self.id, exc, delay)
+                with anyio.move_on_after(delay):
+                    await stopping.wait()
+                if stopping.is_set():
+                    raise
+                delay = min(delay * 2, 5.0)
+
+
+async def _watch_stdin(stop: Any) -> None:
+    """Stop when stdin reaches its end: the parent that started us is gone."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+        )
+    except (OSError, ValueError):  # stdin is not a pipe: nothing to watch
+        return
+    try:
+        while await reader.read(65536):
+            pass
+        stop()
+    finally:
+        transport.close()
