@@ -20,6 +20,8 @@ import hashlib
 import linecache
 import pickle
 import struct
+import sys
+import threading
 import types
 import weakref
 from typing import Any
@@ -130,7 +132,9 @@ def loads(
     try:
         view = memoryview(data)
         if view[:4] != _MAGIC:
-            return pickle.loads(view)
+            if len(view) < _SMALL and _STACK_GLOBAL not in view.tobytes():
+                return pickle.loads(view)  # it names no global (an int, a str...): no import
+            return _unpickle(view, None)
         _, n, plen = _HEAD.unpack_from(view)
         offset = _HEAD.size
         lengths = [_LEN.unpack_from(view, offset + i * _LEN.size)[0] for i in range(n)]
@@ -144,9 +148,66 @@ def loads(
             offset += -offset % _ALIGN
             buffers.append(view[offset : offset + length])
             offset += length
-        return pickle.loads(payload, buffers=buffers)
+        return _unpickle(payload, buffers)
     except Exception as exc:
         raise SerializationError(f"cannot deserialize {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _unpickle(payload: memoryview, buffers: list[memoryview] | None) -> Any:
+    """``pickle.loads``, one first import at a time.
+
+    Values that arrive at once, unpickled in several threads, can make them import a
+    package for the first time together (numpy, in a fresh worker): Python then finds
+    a cycle of import locks and fails one thread, and a package like numpy cannot be
+    imported again after a failed import. So a module that a pickle names and that
+    is not imported yet (or is being imported) is imported under one lock.
+    """
+    return _Unpickler(_Reader(payload), buffers=buffers).load()
+
+
+_SMALL = 1 << 16  # pickles shorter than this are searched for a global first
+_STACK_GLOBAL = pickle.STACK_GLOBAL  # the opcode naming a module's global (protocol 4+)
+_IMPORTS = threading.RLock()
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        found = sys.modules.get(module)
+        if found is None or getattr(getattr(found, "__spec__", None), "_initializing", False):
+            with _IMPORTS:  # not imported yet, or being imported by another thread
+                return super().find_class(module, name)
+        return super().find_class(module, name)
+
+
+class _Reader:
+    """A file over a memoryview for the unpickler: large bytes are read straight into
+    their object (``readinto``), nothing is copied first (``io.BytesIO`` copies a
+    bytearray whole)."""
+
+    __slots__ = ("pos", "view")
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        start = self.pos
+        end = len(self.view) if n is None or n < 0 else min(start + n, len(self.view))
+        self.pos = end
+        return self.view[start:end].tobytes()
+
+    def readinto(self, buffer: Any) -> int:
+        start = self.pos
+        n = min(len(buffer), len(self.view) - start)
+        buffer[:n] = self.view[start : start + n]
+        self.pos = start + n
+        return n
+
+    def readline(self) -> bytes:
+        rest = self.view[self.pos :].tobytes()
+        end = rest.find(b"\n") + 1 or len(rest)
+        self.pos += end
+        return rest[:end]
 
 
 _FUNCTIONS: weakref.WeakKeyDictionary[Any, tuple[str, bytes]] = weakref.WeakKeyDictionary()

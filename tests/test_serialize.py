@@ -166,3 +166,41 @@ def test_an_importable_function_travels_by_name_without_its_source() -> None:
     fn, source = loads(dumps_function(add)[1])
     assert fn is add
     assert source is None
+
+
+_UNPICKLE_AT_ONCE = """
+import sys, threading
+from dagrt.serialize import loads
+frames = [bytes.fromhex(h) for h in sys.argv[1:]]
+errors, barrier = [], threading.Barrier(len(frames))
+def load(frame):
+    barrier.wait()
+    try:
+        loads(frame)
+    except Exception as exc:
+        errors.append(repr(exc.__cause__ or exc))
+threads = [threading.Thread(target=load, args=(f,)) for f in frames]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(errors)
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_values_unpickled_at_once_in_a_fresh_process_import_numpy_once(attempt: int) -> None:
+    """A fresh worker that gets several arrays at once unpickles them in several threads,
+    each importing numpy for the first time: Python's import locks then fail one of them
+    (a deadlock error, or numpy half initialized) unless the imports go one at a time."""
+    import subprocess
+
+    frames = [dumps(np.arange(10)), dumps(np.arange(4.0)), dumps(np.float64(3)), dumps(np.int32(2))]
+    out = subprocess.run(
+        [sys.executable, "-c", _UNPICKLE_AT_ONCE, *(f.hex() for f in frames)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]", out.stdout
