@@ -1,6 +1,6 @@
 """Metrics as events: models, the buffered writer, readers and the report.
 
-* :mod:`dagrt.metrics.events`: the event models (and their wire form).
+* :mod:`dagrt.metrics.events`: the event models; :mod:`dagrt.metrics.wire`: their wire form.
 * :class:`MetadataStorage` and :class:`FlushPolicy`: write events in batches.
 * :func:`read_run`, :func:`read_graph`, :func:`list_runs`, :func:`run_summary`,
   :func:`wait_for_run`, :func:`read_log`: read them back (each with an async twin);
@@ -25,8 +25,6 @@ from .events import Transfers as Transfers
 from .events import WorkerHeartbeat as WorkerHeartbeat
 from .events import WorkerStarted as WorkerStarted
 from .events import WorkerStopped as WorkerStopped
-from .events import expand as expand
-from .events import from_wire as from_wire
 from .prune import Pruned as Pruned
 from .prune import aprune as aprune
 from .prune import prune as prune
@@ -46,6 +44,8 @@ from .read import run_summary as run_summary
 from .read import wait_for_run as wait_for_run
 from .store import FlushPolicy as FlushPolicy
 from .store import MetadataStorage as MetadataStorage
+from .wire import expand as expand
+from .wire import from_wire as from_wire
 
 __all__ = [
     "RUN_ENDED",

@@ -30,7 +30,8 @@ from ..serialize import unpack
 from ..storage import RedisStorage, Script, Storage
 from ..storage import commands as C
 from ..storage.base import Flow, script_flow
-from .events import Event, expand, from_wire
+from .events import Event
+from .wire import expand, from_wire
 
 __all__ = [
     "RunGraph",

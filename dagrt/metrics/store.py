@@ -44,7 +44,6 @@ from ..storage import RedisStorage, Script, Storage
 from ..storage import commands as C
 from ..storage.base import NoScriptError
 from .events import (
-    FIELDS,
     RUN_ENDED,
     EventsDropped,
     RunFinished,
@@ -58,10 +57,8 @@ from .events import (
     WorkerHeartbeat,
     WorkerStarted,
     WorkerStopped,
-    wire,
-    wire_column,
-    wire_column_length,
 )
+from .wire import FIELDS, wire, wire_column, wire_column_length
 
 __all__ = ["ENTRY_EVENTS", "FlushPolicy", "MetadataStorage"]
 

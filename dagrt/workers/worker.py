@@ -43,7 +43,7 @@ from ..exceptions import (
     user_traceback,
 )
 from ..graph import retry_wait
-from ..metrics.events import RUN_ENDED, WorkerHeartbeat, WorkerStarted, WorkerStopped, wire
+from ..metrics.events import RUN_ENDED, WorkerHeartbeat, WorkerStarted, WorkerStopped
 from ..metrics.recorder import (
     DOWNLOAD,
     LOCAL,
@@ -55,6 +55,7 @@ from ..metrics.recorder import (
     task_started,
 )
 from ..metrics.store import FlushPolicy, MetadataStorage
+from ..metrics.wire import wire
 from ..scheduler import (
     Completion,
     complete_cmd,
