@@ -34,8 +34,8 @@ from dagrt.metrics import (
 from dagrt.metrics import events as ev
 from dagrt.metrics import recorder as rec
 from dagrt.metrics import wire as wf
-from dagrt.metrics.read import RunGraph, graph_record
 from dagrt.metrics.report import analyze, write_report
+from dagrt.metrics.run_graph import RunGraph, graph_record
 from dagrt.serialize import pack
 from dagrt.storage import InMemoryStorage, RedisServer, RedisStorage
 from dagrt.storage import commands as C

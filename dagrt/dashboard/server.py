@@ -43,7 +43,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import keys as K
 from ..exceptions import RunNotFoundError, StorageError
-from ..metrics.read import RunGraph, alist_runs, aread_graph, entries_page_flow
+from ..metrics.read import alist_runs, aread_graph, entries_page_flow
+from ..metrics.run_graph import RunGraph
 from ..metrics.wire import to_columns
 from ..serialize import unpack
 from ..storage import RedisStorage, Storage

@@ -28,7 +28,6 @@ from .events import WorkerStopped as WorkerStopped
 from .prune import Pruned as Pruned
 from .prune import aprune as aprune
 from .prune import prune as prune
-from .read import RunGraph as RunGraph
 from .read import RunSummary as RunSummary
 from .read import alist_runs as alist_runs
 from .read import aread_graph as aread_graph
@@ -42,6 +41,7 @@ from .read import read_log as read_log
 from .read import read_run as read_run
 from .read import run_summary as run_summary
 from .read import wait_for_run as wait_for_run
+from .run_graph import RunGraph as RunGraph
 from .store import FlushPolicy as FlushPolicy
 from .store import MetadataStorage as MetadataStorage
 from .wire import expand as expand

@@ -43,13 +43,13 @@ from .events import (
     Transfer,
 )
 from .read import (
-    RunGraph,
     RunSummary,
     _checked,
     read_graph,
     read_run,
     run_summary,
 )
+from .run_graph import RunGraph
 
 __all__ = ["Bar", "RunAnalysis", "analyze", "write_report"]
 
