@@ -34,7 +34,8 @@ from dagrt.metrics import (
 from dagrt.metrics import events as ev
 from dagrt.metrics import recorder as rec
 from dagrt.metrics import wire as wf
-from dagrt.metrics.report import analyze, write_report
+from dagrt.metrics.analysis import analyze
+from dagrt.metrics.report import write_report
 from dagrt.metrics.run_graph import RunGraph, graph_record
 from dagrt.serialize import pack
 from dagrt.storage import InMemoryStorage, RedisServer, RedisStorage

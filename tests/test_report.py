@@ -18,7 +18,8 @@ import dagrt
 from dagrt.metrics import RunFinished, RunSubmitted
 from dagrt.metrics import recorder as rec
 from dagrt.metrics import wire as wf
-from dagrt.metrics.report import analyze, write_report
+from dagrt.metrics.analysis import analyze
+from dagrt.metrics.report import write_report
 from dagrt.metrics.run_graph import RunGraph
 from dagrt.storage import RedisStorage
 from dagrt.workflows import pairwise

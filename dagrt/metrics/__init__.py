@@ -5,7 +5,8 @@
 * :func:`read_run`, :func:`read_graph`, :func:`list_runs`, :func:`run_summary`,
   :func:`wait_for_run`, :func:`read_log`: read them back (each with an async twin);
   :func:`prune` deletes old runs.
-* :mod:`dagrt.metrics.report`: the HTML report (``dagrt report RUN_ID``).
+* :mod:`dagrt.metrics.analysis`: a run's figures; :mod:`dagrt.metrics.report`: the
+  HTML report of them (``dagrt report RUN_ID``).
 """
 
 from __future__ import annotations
