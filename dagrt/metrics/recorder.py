@@ -24,7 +24,7 @@ from .wire import column
 
 if TYPE_CHECKING:
     from ..graph import DAG
-    from .store import MetadataStorage
+    from .writer import MetadataStorage
 
 __all__ = [
     "DOWNLOAD",

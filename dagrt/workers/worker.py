@@ -44,6 +44,7 @@ from ..exceptions import (
 )
 from ..graph import retry_wait
 from ..metrics.events import RUN_ENDED, WorkerHeartbeat, WorkerStarted, WorkerStopped
+from ..metrics.policy import FlushPolicy
 from ..metrics.recorder import (
     DOWNLOAD,
     LOCAL,
@@ -54,8 +55,8 @@ from ..metrics.recorder import (
     task_finished,
     task_started,
 )
-from ..metrics.store import FlushPolicy, MetadataStorage
 from ..metrics.wire import wire
+from ..metrics.writer import MetadataStorage
 from ..scheduler import (
     Completion,
     complete_cmd,
