@@ -10,6 +10,11 @@ when the buffer holds ``max_events``, any combination, and always when closed. R
 and worker events (submitted, finished, started, heartbeat, stopped) are written at
 once under every policy: they are few, and readers wait for them.
 
+The flusher belongs to a task group: the caller's (``start(task_group)``), the one
+``async with`` opens, or one the writer holds in a task of its own until
+``aclose()`` (plain ``start()``: a client may be closed from another task than the
+one that started it). Closing writes what is left in a shielded scope.
+
 A flush that fails (the metrics server is away) keeps the events and tries
 again later; the buffer is bounded (``max_buffer`` events, a batch counting as
 the events it holds): beyond it task events are dropped, newest first, and
@@ -29,9 +34,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from .. import keys as K
 from ..exceptions import StorageError
@@ -114,7 +121,9 @@ class MetadataStorage:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._woken = False  # a wake-up is on its way to the flusher: don't send another
-        self._flusher: asyncio.Task[None] | None = None
+        self._stopped: anyio.Event | None = None  # set when the flusher stops (started)
+        self._host: asyncio.Task[None] | None = None  # holds the flusher's group (start())
+        self._exit: AsyncExitStack | None = None  # closes the group ``async with`` opened
         self._flushing: asyncio.Lock | None = None  # made on the loop, by start()
         self._writing: anyio.CancelScope | None = None  # the write under way
         self._close_by = math.inf  # closing: no write goes on past this (anyio clock)
@@ -253,35 +262,75 @@ class MetadataStorage:
     # -- the flusher ----------------------------------------------------------------------
 
     async def __aenter__(self) -> MetadataStorage:
-        await self.start()
+        """Start the flusher in a task group of this block's own."""
+        async with AsyncExitStack() as stack:
+            group = await stack.enter_async_context(anyio.create_task_group())
+            await self.start(group)
+            self._exit = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+        exit_group, self._exit = self._exit, None
+        try:
+            await self.aclose()
+        finally:
+            if exit_group is not None:  # the flusher has stopped: the group closes empty,
+                await exit_group.aclose()  # and what the block raised goes on as it was
 
-    async def start(self) -> None:
-        """Start the flusher task (owned by this object; ``aclose()`` ends it)."""
-        if self._flusher is not None:
+    async def start(self, task_group: anyio.abc.TaskGroup | None = None) -> None:
+        """Start the flusher, a task of ``task_group`` (or, without one, of a task group
+        this writer holds in a task of its own); ``aclose()`` stops it and writes what is
+        left. Cancelling ``task_group`` stops the flusher too (then ``aclose()`` writes)."""
+        if self._stopped is not None:
             return
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._closing = False
         self._close_by = math.inf
-        self._flusher = asyncio.create_task(self._run(), name="dagrt metrics flusher")
+        self._stopped = anyio.Event()
+        if task_group is not None:
+            await task_group.start(self._flusher, name="dagrt metrics flusher")
+            return
+        # start() and aclose() may be called from different tasks (a client opened in a
+        # fixture's set-up and closed in its tear-down), so the group is held in a task.
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._host = asyncio.create_task(self._hold_group(ready), name="dagrt metrics writer")
+        await ready
 
-    async def _run(self) -> None:
-        assert self._wake is not None
+    async def _hold_group(self, ready: asyncio.Future[None]) -> None:
+        """The task group of the flusher, open until it stops."""
+        try:
+            async with anyio.create_task_group() as group:
+                await group.start(self._flusher, name="dagrt metrics flusher")
+                ready.set_result(None)
+        finally:
+            if not ready.done():
+                ready.cancel()
+
+    async def _flusher(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Write the buffer when the policy says, until ``aclose()`` asks it to stop."""
+        wake, stopped = self._wake, self._stopped
+        assert wake is not None
+        assert stopped is not None
+        task_status.started()
         interval = self.policy.interval
-        while not self._closing:
-            with anyio.move_on_after(interval if interval is not None else math.inf):
-                await self._wake.wait()
-            self._wake.clear()
-            self._woken = False  # before taking: a later trigger wakes the next round
-            try:
-                await self.flush()
-            except Exception:  # pragma: no cover - _write keeps or counts what fails
-                log.exception("metrics: a flush failed")
+        try:
+            while not self._closing:
+                with anyio.move_on_after(interval if interval is not None else math.inf):
+                    await wake.wait()
+                wake.clear()
+                self._woken = False  # before taking: a later trigger wakes the next round
+                try:
+                    await self.flush()
+                except Exception:  # pragma: no cover - _write keeps or counts what fails
+                    log.exception("metrics: a flush failed")
+        except Exception:  # pragma: no cover - flush() keeps its own errors
+            log.exception("metrics: the flusher failed")
+        finally:
+            stopped.set()
 
     async def aclose(self) -> None:
         """Stop the flusher and write what is buffered (also when cancelled).
@@ -290,19 +339,21 @@ class MetadataStorage:
         no write goes on past ``policy.close_timeout``; what is left then is lost
         (and logged as lost).
         """
-        flusher, self._flusher = self._flusher, None
+        stopped, self._stopped = self._stopped, None
+        host, self._host = self._host, None
         with anyio.CancelScope(shield=True):
             self._close_by = anyio.current_time() + self.policy.close_timeout
             if self._writing is not None:
                 self._writing.deadline = min(self._writing.deadline, self._close_by)
-            if flusher is not None:
+            if stopped is not None:
                 self._closing = True
                 if self._wake is not None:
                     self._wake.set()
-                try:
-                    await flusher
-                except Exception:  # pragma: no cover - flush() keeps its own errors
-                    log.exception("metrics: the flusher failed")
+                await stopped.wait()
+            if host is not None:  # its group closes as the flusher stops
+                await asyncio.wait([host])
+                if not host.cancelled() and host.exception() is not None:  # pragma: no cover
+                    log.error("metrics: the flusher failed", exc_info=host.exception())
             self._collect()  # then the closing events, which may count what it held
             for build in self._at_close:
                 self.emit_event(build())
