@@ -330,7 +330,13 @@ def expand(event: Event, graph: Any = None) -> list[Event]:
         model = Transfer
     else:
         return [event]
-    return [model.model_construct(**row) for row in _rows(vars(event), graph)]
+    rows = _rows(vars(event), graph)
+    if not rows:
+        return []
+    # Models as read (not validated again): the first made, the others copies of it
+    # with every field replaced (a copy costs half of ``model_construct``).
+    first = model.model_construct(**rows[0])
+    return [first, *[first.model_copy(update=row) for row in rows[1:]]]
 
 
 # per batch code: the fields the page gets (not ``key`` and ``name``: the graph has them)
