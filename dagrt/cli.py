@@ -154,7 +154,7 @@ def _cluster(args: argparse.Namespace) -> int:
     from .cluster import LocalCluster
 
     async def serve() -> None:
-        from .metrics.store import flush_options
+        from .metrics.policy import flush_options
 
         options = {"no-metrics": ""} if args.no_metrics else flush_options(args.flush)
         env = {"DAGRT_METRICS_URL": args.metrics_redis} if args.metrics_redis else {}

@@ -36,9 +36,10 @@ from .futures import RunFuture
 from .graph import DAG, Node, TaskFunction, plan_outputs, task
 from .keys import new_run_id
 from .metrics.events import RunFinished, RunSubmitted, WorkerStarted, WorkerStopped
-from .metrics.read import graph_record
+from .metrics.policy import FlushPolicy, flush_options
 from .metrics.recorder import RunRecorder
-from .metrics.store import FlushPolicy, MetadataStorage, flush_options
+from .metrics.run_graph import graph_record
+from .metrics.writer import MetadataStorage
 from .storage import InMemoryStorage, RedisStorage, Storage
 from .storage.redis import redact
 

@@ -109,7 +109,7 @@ def test_the_flush_policy_crosses_to_workers_whole() -> None:
     """What a client asks of its local cluster's workers comes back as the same policy."""
     from dagrt.cli import _flush_policy, _parser
     from dagrt.metrics import FlushPolicy
-    from dagrt.metrics.store import flush_options
+    from dagrt.metrics.policy import flush_options
 
     policy = FlushPolicy(
         after_each_task=True,

@@ -122,7 +122,7 @@ def log_ids(url: str, run_id: str) -> list[str]:
             continue
         n = 0
         for item in unpack(fields[b"d"]):
-            from dagrt.metrics.events import to_dicts
+            from dagrt.metrics.wire import to_dicts
 
             n += len(to_dicts(item))
         out += [f"{entry_id.decode()}/{k}" for k in range(n)]

@@ -33,8 +33,10 @@ from dagrt.metrics import (
 )
 from dagrt.metrics import events as ev
 from dagrt.metrics import recorder as rec
-from dagrt.metrics.read import RunGraph, graph_record
-from dagrt.metrics.report import analyze, write_report
+from dagrt.metrics import wire as wf
+from dagrt.metrics.analysis import analyze
+from dagrt.metrics.report import write_report
+from dagrt.metrics.run_graph import RunGraph, graph_record
 from dagrt.serialize import pack
 from dagrt.storage import InMemoryStorage, RedisServer, RedisStorage
 from dagrt.storage import commands as C
@@ -143,7 +145,7 @@ def test_every_event_round_trips_through_its_wire_form() -> None:
         ),
     ]
     for event in samples:
-        assert ev.from_wire(ev.wire(event)) == event
+        assert wf.from_wire(wf.wire(event)) == event
     assert {type(e).model_fields["kind"].default for e in samples} == set(ev.KINDS)
 
 
@@ -157,13 +159,13 @@ def test_batches_expand_into_single_events() -> None:
     moves.add(9, 0.0, "local", 1, 3, True)
 
     graph = RunGraph(["k0", "k1", "k2", "k3", "k4"], ["a", "b", "c", "f", "g"], [[]] * 5, [4])
-    one, two = ev.expand(ev.from_wire(done.wire(now + 2, "r", "w")), graph)
-    assert one == ev.from_wire(
+    one, two = wf.expand(wf.from_wire(done.wire(now + 2, "r", "w")), graph)
+    assert one == wf.from_wire(
         rec.task_finished("r", "w", 3, "k3", "f", 1, now, now + 1, 0.5, 10, 20, 0.1, 0.2, True)
     )
     assert (two.task, two.attempt, two.end, two.kept) == (4, 2, now + 2, False)
-    up, local = ev.expand(ev.from_wire(moves.wire(now, "r", "w")))
-    assert up == ev.from_wire(
+    up, local = wf.expand(wf.from_wire(moves.wire(now, "r", "w")))
+    assert up == wf.from_wire(
         rec.transfer(now, "r", "w", "dagrt:{r}:o:3", 20, 0.2, "upload", 3, None, False)
     )
     assert (local.direction, local.consumer, local.local) == ("local", 3, True)
@@ -188,20 +190,20 @@ def test_plain_dicts_say_what_the_models_say() -> None:
     items = [
         *sample_batches(now),
         rec.task_started(now, "r", "w", 1, "k1", "b", 1),
-        ev.wire(
+        wf.wire(
             RunFinished(kind="run-finished", ts=now, run_id="r", status="finished", makespan=1.0)
         ),
     ]
     for item in items:
-        expected = [e.model_dump() for e in ev.expand(ev.from_wire(item), graph)]
-        assert ev.to_dicts(item, graph) == expected
+        expected = [e.model_dump() for e in wf.expand(wf.from_wire(item), graph)]
+        assert wf.to_dicts(item, graph) == expected
 
 
 def test_a_batch_as_columns_says_what_its_events_say() -> None:
     """The dashboard's wire keeps a batch as one dict of columns: row j of it is
     event j of the batch (keys and names are the graph's, left out)."""
     now = time.time()
-    relative = ev.wire(  # the in-process form: start after `clock`, no end
+    relative = wf.wire(  # the in-process form: start after `clock`, no end
         ev.TasksFinished(
             kind="tasks-finished", ts=now, run_id="r", worker_id="w", task=[0, 1],
             attempt=[1, 1], start=[0.5, 1.5], end=[], execution_time=[0.25, 0.5],
@@ -210,8 +212,8 @@ def test_a_batch_as_columns_says_what_its_events_say() -> None:
         )
     )  # fmt: skip
     for item in (*sample_batches(now), relative):
-        columns, n = ev.to_columns(item)
-        rows = ev.to_dicts(item)
+        columns, n = wf.to_columns(item)
+        rows = wf.to_dicts(item)
         assert columns["n"] == n == len(rows)
         for j, row in enumerate(rows):
             for name, value in row.items():
@@ -228,13 +230,13 @@ def test_a_batch_as_columns_says_what_its_events_say() -> None:
                 assert got == pytest.approx(value), (name, j)
             if columns["kind"] == "tasks-finished" and columns["lane"]:
                 assert columns["workers"][columns["lane"][j]] == row["worker_id"]
-    single = ev.to_columns(rec.task_started(now, "r", "w", 1, "k1", "b", 1))
-    assert single == (ev.to_dicts(rec.task_started(now, "r", "w", 1, "k1", "b", 1))[0], 1)
+    single = wf.to_columns(rec.task_started(now, "r", "w", 1, "k1", "b", 1))
+    assert single == (wf.to_dicts(rec.task_started(now, "r", "w", 1, "k1", "b", 1))[0], 1)
 
 
 def test_hot_path_builders_agree_with_the_models() -> None:
     now = time.time()
-    built = ev.from_wire(
+    built = wf.from_wire(
         rec.task_finished("r", "w", 3, "k", "f", 2, now, now + 1, 0.5, 10, 20, 0.1, 0.2, True)
     )
     assert built == TaskExecutionMetrics(
@@ -255,11 +257,11 @@ def test_hot_path_builders_agree_with_the_models() -> None:
         upload_time=0.2,
         kept=True,
     )
-    assert ev.from_wire(rec.task_started(now, "r", "w", 3, "k", "f", 1)).kind == "task-started"
-    failed = ev.from_wire(rec.task_failed(now, "r", "w", 3, "k", "f", 1, "E", "m", "tb", False))
+    assert wf.from_wire(rec.task_started(now, "r", "w", 3, "k", "f", 1)).kind == "task-started"
+    failed = wf.from_wire(rec.task_failed(now, "r", "w", 3, "k", "f", 1, "E", "m", "tb", False))
     assert isinstance(failed, TaskFailed)
     assert failed.final is False
-    moved = ev.from_wire(rec.transfer(now, "r", "w", "key", 9, 0.1, "local", 1, 2, True))
+    moved = wf.from_wire(rec.transfer(now, "r", "w", "key", 9, 0.1, "local", 1, 2, True))
     assert isinstance(moved, Transfer)
     assert (moved.producer, moved.consumer, moved.local) == (1, 2, True)
 
@@ -335,7 +337,7 @@ def _all_events(storage: RedisStorage) -> list[Any]:
 
     out = []
     for _, fields in storage.xrange(K.events()):
-        out += [ev.from_wire(item) for item in unpack(fields[b"d"])]
+        out += [wf.from_wire(item) for item in unpack(fields[b"d"])]
     return out
 
 
@@ -424,7 +426,7 @@ def test_a_batch_may_leave_its_constant_columns_empty() -> None:
     """The in-process form leaves out what is the same for every task (attempt 1, no
     bytes moved, nothing kept): every reader fills it in."""
     now = time.time()
-    item = ev.wire(
+    item = wf.wire(
         ev.TasksFinished(
             kind="tasks-finished", ts=now, run_id="r", worker_id="w", task=[0, 1],
             attempt=[], start=[0.5, 1.5], end=[], execution_time=[0.25, 0.5],
@@ -432,26 +434,26 @@ def test_a_batch_may_leave_its_constant_columns_empty() -> None:
             clock=now,
         )
     )  # fmt: skip
-    one, two = ev.expand(ev.from_wire(item))
+    one, two = wf.expand(wf.from_wire(item))
     assert (one.attempt, one.kept, one.end) == (1, False, pytest.approx(now + 0.75))
     assert (two.task, two.attempt, two.input_bytes, two.output_bytes) == (1, 1, 0, 0)
     assert (two.download_time, two.upload_time, two.kept) == (0.0, 0.0, False)
     assert two.end == pytest.approx(now + 2.0)
-    columns, n = ev.to_columns(item)
+    columns, n = wf.to_columns(item)
     assert n == 2
     assert columns["attempt"] == [1, 1]
     assert columns["kept"] == [0, 0]
     assert columns["input_bytes"] == columns["upload_time"] == [0, 0]
-    assert [d["attempt"] for d in ev.to_dicts(item)] == [1, 1]
+    assert [d["attempt"] for d in wf.to_dicts(item)] == [1, 1]
     # a worker's batch leaves out the columns that turn out constant, and only those
     done = rec.FinishedBatch()
     done.add(3, 1, now, now + 1, 0.5, 0, 20, 0.0, 0.2, False)
     done.add(4, 1, now, now + 2, 1.5, 0, 7, 0.0, 0.3, False)
     item = done.wire(now + 2, "r", "w")
-    fields = dict(zip(ev.FIELDS[ev.TasksFinished.code], item[1:], strict=False))
+    fields = dict(zip(wf.FIELDS[ev.TasksFinished.code], item[1:], strict=False))
     empty = {name for name, value in fields.items() if value == b""}
     assert empty == {"attempt", "input_bytes", "download_time", "kept"}
-    one, two = ev.expand(ev.from_wire(item))
+    one, two = wf.expand(wf.from_wire(item))
     assert (one.task, one.attempt, one.output_bytes, one.upload_time, one.kept) == (
         3,
         1,
@@ -716,8 +718,8 @@ def test_analysis_of_events_alone() -> None:
     now = time.time()
     events = [
         RunSubmitted(kind="run-submitted", ts=now, run_id="r", n_tasks=2),
-        ev.from_wire(rec.task_finished("r", "w1", 0, "a", "f", 1, now, now + 1, 1.0)),
-        ev.from_wire(rec.task_finished("r", "w2", 1, "b", "g", 1, now + 1, now + 3, 2.0)),
+        wf.from_wire(rec.task_finished("r", "w1", 0, "a", "f", 1, now, now + 1, 1.0)),
+        wf.from_wire(rec.task_finished("r", "w2", 1, "b", "g", 1, now + 1, now + 3, 2.0)),
         RunFinished(kind="run-finished", ts=now + 3, run_id="r", status="finished", makespan=3),
     ]
 
@@ -749,7 +751,7 @@ def test_the_in_process_recorder_loses_no_task_while_threads_record() -> None:
         t.start()
     while any(t.is_alive() for t in threads) or recorder.rows:
         for item in recorder.collect():
-            seen += ev.expand(ev.from_wire(item))  # type: ignore[arg-type]
+            seen += wf.expand(wf.from_wire(item))  # type: ignore[arg-type]
     for t in threads:
         t.join()
     assert sorted(e.task for e in seen) == list(range(4 * per_thread))
@@ -853,4 +855,4 @@ def test_event_models_check_what_they_are_given_and_readers_take_the_log_as_writ
             TaskExecutionMetrics(**{**good, **bad})
     # a worker's tuple with a clock that stepped back reads all the same
     odd = rec.task_finished("r", "w", 3, "k", "f", 1, now, now - 0.01, -0.01)
-    assert ev.from_wire(odd).execution_time == pytest.approx(-0.01)  # type: ignore[attr-defined]
+    assert wf.from_wire(odd).execution_time == pytest.approx(-0.01)  # type: ignore[attr-defined]

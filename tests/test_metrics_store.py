@@ -169,7 +169,7 @@ async def test_a_healthy_store_takes_more_than_the_bound(redis_storage: RedisSto
 def test_a_workers_rows_go_as_one_pair_of_batches_per_run_and_flush() -> None:
     """Rows added batch after batch leave as one tasks-finished and one transfers event
     per run, stamped with the last task's end (not the flush's time), and are gone."""
-    from dagrt.metrics.events import expand, from_wire
+    from dagrt.metrics.wire import expand, from_wire
 
     rows = rec.BatchRows("w1")
     for batch_no in range(3):

@@ -16,10 +16,11 @@ from helpers import add, inc
 
 import dagrt
 from dagrt.metrics import RunFinished, RunSubmitted
-from dagrt.metrics import events as ev
 from dagrt.metrics import recorder as rec
-from dagrt.metrics.read import RunGraph
-from dagrt.metrics.report import analyze, write_report
+from dagrt.metrics import wire as wf
+from dagrt.metrics.analysis import analyze
+from dagrt.metrics.report import write_report
+from dagrt.metrics.run_graph import RunGraph
 from dagrt.storage import RedisStorage
 from dagrt.workflows import pairwise
 
@@ -27,7 +28,7 @@ T0 = 1_800_000_000.0
 
 
 def finished(task: int, worker: str, start: float, end: float, execute: float, **kw: Any) -> Any:
-    return ev.from_wire(
+    return wf.from_wire(
         rec.task_finished(
             "r", worker, task, "", "", kw.get("attempt", 1), T0 + start, T0 + end, execute
         )
@@ -35,11 +36,11 @@ def finished(task: int, worker: str, start: float, end: float, execute: float, *
 
 
 def started(task: int, worker: str, at: float, attempt: int = 1) -> Any:
-    return ev.from_wire(rec.task_started(T0 + at, "r", worker, task, "", "", attempt))
+    return wf.from_wire(rec.task_started(T0 + at, "r", worker, task, "", "", attempt))
 
 
 def failed(task: int, worker: str, at: float, attempt: int, final: bool, exc: str) -> Any:
-    return ev.from_wire(
+    return wf.from_wire(
         rec.task_failed(T0 + at, "r", worker, task, "", "", attempt, exc, "no", "tb", final)
     )
 
@@ -122,7 +123,7 @@ def test_the_breakdown_adds_up() -> None:
     submitted, end = run(3, 10.0)
     events = [
         submitted,
-        ev.from_wire(rec.task_finished("r", "w1", 0, "", "", 1, T0, T0 + 4, 2.0, 0, 0, 1.0, 0.5)),
+        wf.from_wire(rec.task_finished("r", "w1", 0, "", "", 1, T0, T0 + 4, 2.0, 0, 0, 1.0, 0.5)),
         finished(1, "w1", 2, 6, 3.0),
         finished(2, "w1", 8, 9, 1.0),
         end,

@@ -13,7 +13,7 @@ Events travel as JSON objects (``kind``, ``ts``, ``run_id``, ``worker_id`` and
 the kind's fields), each with its position ``[entry id, index in the entry]``;
 a batch of task-finished or transfer events stays one object of columns
 (``n`` long) standing for the positions from its index on (see
-:func:`dagrt.metrics.events.to_columns`): building, sending and parsing one dict
+:func:`dagrt.metrics.wire.to_columns`): building, sending and parsing one dict
 per event cost the server 0.28 s and the page as much again for a 16k-task run.
 """
 
@@ -43,8 +43,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import keys as K
 from ..exceptions import RunNotFoundError, StorageError
-from ..metrics.events import to_columns
-from ..metrics.read import RunGraph, alist_runs, aread_graph, entries_page_flow
+from ..metrics.read import alist_runs, aread_graph, entries_page_flow
+from ..metrics.run_graph import RunGraph
+from ..metrics.wire import to_columns
 from ..serialize import unpack
 from ..storage import RedisStorage, Storage
 from .trace import chrome_trace

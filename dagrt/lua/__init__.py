@@ -1,2 +1,2 @@
 """Lua scripts, loaded once: the scheduler's (:mod:`dagrt.scheduler`) and the runs index's
-(:mod:`dagrt.metrics.store`)."""
+(:mod:`dagrt.metrics.runs_index`)."""

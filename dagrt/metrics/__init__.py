@@ -1,11 +1,17 @@
-"""Metrics as events: models, the buffered writer, readers and the report.
+"""Metrics as events: models, their wire form, the buffered writer, readers and the report.
 
-* :mod:`dagrt.metrics.events`: the event models (and their wire form).
-* :class:`MetadataStorage` and :class:`FlushPolicy`: write events in batches.
+* :mod:`~dagrt.metrics.events`: the event models; :mod:`~dagrt.metrics.wire`: their
+  wire form (and the batch decoder every reader uses); :mod:`~dagrt.metrics.recorder`:
+  wire events built cheaply on hot paths.
+* :class:`MetadataStorage` (:mod:`~dagrt.metrics.writer`) and :class:`FlushPolicy`
+  (:mod:`~dagrt.metrics.policy`): write events in batches; :mod:`~dagrt.metrics.plan`
+  plans a write, :mod:`~dagrt.metrics.runs_index` says what it does to the runs index.
 * :func:`read_run`, :func:`read_graph`, :func:`list_runs`, :func:`run_summary`,
-  :func:`wait_for_run`, :func:`read_log`: read them back (each with an async twin);
+  :func:`wait_for_run`, :func:`read_log`: read them back (each with an async twin;
+  :mod:`~dagrt.metrics.read`); a run's graph record is :mod:`~dagrt.metrics.run_graph`;
   :func:`prune` deletes old runs.
-* :mod:`dagrt.metrics.report`: the HTML report (``dagrt report RUN_ID``).
+* :mod:`~dagrt.metrics.analysis`: a run's figures; :mod:`~dagrt.metrics.report`: the
+  HTML report (``dagrt report RUN_ID``).
 """
 
 from __future__ import annotations
@@ -25,12 +31,10 @@ from .events import Transfers as Transfers
 from .events import WorkerHeartbeat as WorkerHeartbeat
 from .events import WorkerStarted as WorkerStarted
 from .events import WorkerStopped as WorkerStopped
-from .events import expand as expand
-from .events import from_wire as from_wire
+from .policy import FlushPolicy as FlushPolicy
 from .prune import Pruned as Pruned
 from .prune import aprune as aprune
 from .prune import prune as prune
-from .read import RunGraph as RunGraph
 from .read import RunSummary as RunSummary
 from .read import alist_runs as alist_runs
 from .read import aread_graph as aread_graph
@@ -44,8 +48,10 @@ from .read import read_log as read_log
 from .read import read_run as read_run
 from .read import run_summary as run_summary
 from .read import wait_for_run as wait_for_run
-from .store import FlushPolicy as FlushPolicy
-from .store import MetadataStorage as MetadataStorage
+from .run_graph import RunGraph as RunGraph
+from .wire import expand as expand
+from .wire import from_wire as from_wire
+from .writer import MetadataStorage as MetadataStorage
 
 __all__ = [
     "RUN_ENDED",

@@ -17,31 +17,29 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from itertools import groupby
 from typing import Any
 
 import anyio
-import orjson
 
 from .. import keys as K
 from ..exceptions import RunNotFoundError, SerializationError
-from ..graph import DAG
 from ..serialize import unpack
 from ..storage import RedisStorage, Script, Storage
 from ..storage import commands as C
 from ..storage.base import Flow, script_flow
-from .events import Event, expand, from_wire
+from .events import Event
+from .run_graph import RunGraph, decode_graph
+from .wire import expand, from_wire
 
 __all__ = [
-    "RunGraph",
     "RunSummary",
+    "alist_runs",
     "aread_graph",
     "aread_log",
     "aread_run",
-    "alist_runs",
     "arun_summary",
     "await_for_run",
-    "graph_record",
+    "entries_page_flow",
     "list_runs",
     "read_graph",
     "read_log",
@@ -130,81 +128,6 @@ class RunSummary:
         )
 
 
-@dataclass
-class RunGraph:
-    """A run's structure: task keys, their function names, parents, outputs."""
-
-    keys: list[str]
-    names: list[str]
-    parents: list[list[int]]
-    outputs: list[int]
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def children(self) -> list[list[int]]:
-        out: list[list[int]] = [[] for _ in self.keys]
-        for i, ps in enumerate(self.parents):
-            for p in ps:
-                out[p].append(i)
-        return out
-
-
-def graph_record(dag: DAG) -> bytes:
-    """The stored form of a DAG's structure: JSON (orjson) of keys, function names,
-    parents and outputs.
-
-    Built once per run over every node, so in C-level passes (orjson writes the
-    16k parent tuples of a tree reduction in 0.2 ms, msgpack in 1.1 ms). Function
-    names go once, in a table; nodes refer to them by index, as runs of consecutive
-    nodes of one function (``fn_runs``: index, count, index, count, ...) when that
-    is shorter, else one index per node (``fn``).
-    """
-    funcs = dag._funcs  # each node's function, in topological order
-    runs = [(f, len(list(group))) for f, group in groupby(funcs)]
-    table = {f: j for j, f in enumerate(dict.fromkeys(f for f, _ in runs))}  # by identity
-    record: dict[str, Any] = {
-        "keys": list(dag._index),  # key -> index, filled in topological order
-        "names": [f.name for f in table],
-        "parents": dag._parents,
-        "outputs": dag._output_index,
-    }
-    if len(runs) * 4 <= len(funcs):
-        record["fn_runs"] = [x for f, count in runs for x in (table[f], count)]
-    else:
-        record["fn"] = list(map(table.__getitem__, funcs))
-    return orjson.dumps(record)
-
-
-def _graph(raw: bytes, run_id: str) -> RunGraph:
-    what = f"graph of run {run_id}"
-    try:
-        # JSON, or msgpack as earlier logs have it (keys then one newline-joined string)
-        data = orjson.loads(raw) if raw[:1] == b"{" else unpack(raw, what=what)
-        keys = data["keys"]
-        if isinstance(keys, str):
-            keys = keys.split("\n")
-        names = data["names"]
-        if "fn_runs" in data:
-            flat = data["fn_runs"]
-            fn = [j for j, count in zip(flat[0::2], flat[1::2], strict=True) for _ in range(count)]
-        else:
-            fn = data["fn"]
-        graph = RunGraph(
-            keys=list(keys),
-            names=[names[i] for i in fn],
-            parents=[list(ps) for ps in data["parents"]],
-            outputs=list(data["outputs"]),
-        )
-        if not len(graph.names) == len(graph.parents) == len(graph.keys):
-            raise ValueError("keys, functions and parents differ in length")
-    except SerializationError:
-        raise
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
-        raise SerializationError(f"cannot read {what}: {type(exc).__name__}: {exc}") from None
-    return graph
-
-
 def _read_entries_twin(redis: Any, keys: list[str], argv: list[Any]) -> Any:
     """``read_entries.lua`` for InMemoryStorage."""
     return [redis.call("XRANGE", keys[0], entry, entry) for entry in argv]
@@ -247,7 +170,7 @@ def _run_flow(run_id: str) -> Flow:
     graph = None
     if raw_graph is not None:
         try:
-            graph = _graph(raw_graph, run_id)
+            graph = decode_graph(raw_graph, run_id)
         except SerializationError as exc:  # the events still read, without keys and names
             log.warning("%s; reading the run's events without it", exc)
     events: list[Event] = []
@@ -302,7 +225,7 @@ def _graph_flow(run_id: str) -> Flow:
     raw = yield C.get(K.graph(run_id))
     if raw is None:
         raise RunNotFoundError(f"no graph of run {run_id!r} in the event log")
-    return _graph(raw, run_id)
+    return decode_graph(raw, run_id)
 
 
 def _log_flow(since: float | None, until: float | None, limit: int | None) -> Flow:
@@ -317,7 +240,7 @@ def _log_flow(since: float | None, until: float | None, limit: int | None) -> Fl
             if run_id and run_id not in graphs:
                 raw = yield C.get(K.graph(run_id))
                 try:
-                    graphs[run_id] = _graph(raw, run_id) if raw is not None else None
+                    graphs[run_id] = decode_graph(raw, run_id) if raw is not None else None
                 except SerializationError:
                     graphs[run_id] = None
             for item in unpack(fields[b"d"]):

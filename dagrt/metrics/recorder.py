@@ -1,6 +1,6 @@
 """Events in wire form, built cheaply on hot paths.
 
-Each builder returns the tuple that :func:`dagrt.metrics.events.wire` would
+Each builder returns the tuple that :func:`dagrt.metrics.wire.wire` would
 return for the same model, without making the model (a test checks that the
 two agree). ``RunRecorder`` is what the in-process runtime calls per task.
 """
@@ -19,14 +19,18 @@ from .events import (
     TaskStarted,
     Transfer,
     Transfers,
-    column,
 )
+from .wire import column
 
 if TYPE_CHECKING:
     from ..graph import DAG
-    from .store import MetadataStorage
+    from .writer import MetadataStorage
 
 __all__ = [
+    "DOWNLOAD",
+    "LOCAL",
+    "UPLOAD",
+    "BatchRows",
     "FinishedBatch",
     "RunRecorder",
     "TransferBatch",

@@ -37,7 +37,7 @@ import anyio
 import anyio.abc
 
 from ..exceptions import StorageConnectionError, StorageError
-from ..metrics.store import MetadataStorage
+from ..metrics.writer import MetadataStorage
 from ..scheduler import load_scripts_cmds
 from ..storage import RedisStorage, Storage
 from .cache import ValueCache

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from .. import keys as K
-from ..metrics.store import FlushPolicy
+from ..metrics.policy import FlushPolicy
 
 __all__ = ["WorkerSettings"]
 

@@ -17,12 +17,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import exception_type_name
-from ..metrics.events import RUN_ENDED, WorkerHeartbeat, WorkerStarted, WorkerStopped, wire
+from ..metrics.events import RUN_ENDED, WorkerHeartbeat, WorkerStarted, WorkerStopped
 from ..metrics.recorder import BatchRows, TransferBatch, task_failed, task_finished, task_started
+from ..metrics.wire import wire
 from ..records import TaskRecord
 
 if TYPE_CHECKING:
-    from ..metrics.store import MetadataStorage
+    from ..metrics.writer import MetadataStorage
     from .executor import Outcome
     from .inputs import Loaded
     from .runs import RunContext

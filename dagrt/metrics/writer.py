@@ -1,16 +1,19 @@
-"""``MetadataStorage``: buffer events, write them to the persistent event log in batches.
+"""``MetadataStorage``: the event log's writer. It buffers events and writes them in batches.
 
 Anything (a worker, a client, the in-process runtime, from any thread) calls
-``emit()`` with an event in wire form; it costs an append. A flusher task
-writes the buffer as one pipeline: entries of up to ``ENTRY_EVENTS`` events of
-one run on the stream ``dagrt:events``, plus the runs index that readers use
-(``dagrt:run:<id>`` hashes: first/last entry ids, status and counts; the list
-of the run's entries; the ``dagrt:runs`` sorted set by submission time). When
-task events are written is the :class:`FlushPolicy`: after each task, every
-``interval`` seconds, when the buffer holds ``max_events``, any combination,
-and always when closed. Run and worker events (submitted, finished, started,
-heartbeat, stopped) are written at once under every policy: they are few, and
-readers wait for them.
+``emit()`` with an event in wire form (:mod:`.wire`); it costs an append. A
+flusher task writes the buffer as one write (planned by :mod:`.plan`: entries of
+up to ``ENTRY_EVENTS`` events of one run on the stream ``dagrt:events``, and what
+they change in the runs index, :mod:`.runs_index`). When task events are written
+is the :class:`~.policy.FlushPolicy`: after each task, every ``interval`` seconds,
+when the buffer holds ``max_events``, any combination, and always when closed. Run
+and worker events (submitted, finished, started, heartbeat, stopped) are written at
+once under every policy: they are few, and readers wait for them.
+
+The flusher belongs to a task group: the caller's (``start(task_group)``), the one
+``async with`` opens, or one the writer holds in a task of its own until
+``aclose()`` (plain ``start()``: a client may be closed from another task than the
+one that started it). Closing writes what is left in a shielded scope.
 
 A flush that fails (the metrics server is away) keeps the events and tries
 again later; the buffer is bounded (``max_buffer`` events, a batch counting as
@@ -31,135 +34,46 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import anyio.abc
 
 from .. import keys as K
 from ..exceptions import StorageError
-from ..serialize import pack
-from ..storage import RedisStorage, Script, Storage
+from ..storage import RedisStorage, Storage
 from ..storage import commands as C
 from ..storage.base import NoScriptError
 from .events import (
-    FIELDS,
-    RUN_ENDED,
     EventsDropped,
     RunFinished,
     RunSubmitted,
     TaskExecutionMetrics,
     TaskFailed,
     TasksFinished,
-    TaskStarted,
-    Transfer,
-    Transfers,
     WorkerHeartbeat,
     WorkerStarted,
     WorkerStopped,
-    wire,
-    wire_column,
-    wire_column_length,
 )
+from .plan import PendingWrite, Record, build_records, plan_write
+from .policy import FlushPolicy
+from .runs_index import LOG_RUN
+from .wire import BATCH_ROWS, Item, event_count, position, wire
 
-__all__ = ["ENTRY_EVENTS", "FlushPolicy", "MetadataStorage"]
+__all__ = ["MAX_RECORDS", "MetadataStorage"]
 
 log = logging.getLogger("dagrt.metrics")
 
-ENTRY_EVENTS = 256  # events per stream entry, at most
 MAX_RECORDS = 1000  # graph records waiting for the store, at most (the oldest go first)
 
-
-def _pos(model: Any, field: str) -> int:
-    """Where ``field`` sits in the wire form of ``model``."""
-    return 1 + FIELDS[model.code].index(field)
-
-
-_WORKER = _pos(TaskExecutionMetrics, "worker_id")
-_FAILED_FINAL = _pos(TaskFailed, "final")
-_EXC_TYPE = _pos(TaskFailed, "exc_type")
-_BYTES, _LOCAL = _pos(Transfer, "bytes"), _pos(Transfer, "local")
-_STATUS, _MAKESPAN = _pos(RunFinished, "status"), _pos(RunFinished, "makespan")
-_TS, _N_TASKS, _CLIENT, _RUNTIME = (
-    _pos(RunSubmitted, f) for f in ("ts", "n_tasks", "client_id", "runtime")
-)
-_RUN = _pos(TaskExecutionMetrics, "run_id")
-_FINISHED = TaskExecutionMetrics.code
-_BATCH_FINISHED = TasksFinished.code
-_BATCH_TRANSFERS = Transfers.code
-_BATCH_WORKER = _pos(TasksFinished, "worker_id")
-
-_FAILED = TaskFailed.code
-_DROPPED = EventsDropped.code
-_DROPPED_COUNT = _pos(EventsDropped, "count")
-_STARTED = TaskStarted.code
-_TRANSFER = Transfer.code
-_SUBMITTED = RunSubmitted.code
-_RUN_FINISHED = RunFinished.code
-_TASK_CODES = frozenset({_FINISHED, _FAILED, _BATCH_FINISHED})
+_RUN = position(TaskExecutionMetrics, "run_id")
+_TASK_CODES = frozenset({TaskExecutionMetrics.code, TaskFailed.code, TasksFinished.code})
 # never dropped for a full buffer (a few per run or worker), and written at once
 _KEPT = frozenset(
     m.code for m in (RunSubmitted, RunFinished, WorkerStarted, WorkerStopped, EventsDropped)
 )
 _PROMPT = _KEPT | {WorkerHeartbeat.code}
-_BATCH_COLUMN = {_BATCH_FINISHED: "task", _BATCH_TRANSFERS: "bytes"}
-
-
-def _count(item: list[Any] | tuple[Any, ...]) -> int:
-    """How many events a wire item stands for (a batch: its rows)."""
-    column = _BATCH_COLUMN.get(item[0])
-    return 1 if column is None else max(1, wire_column_length(item, column))
-
-
-class FlushPolicy(BaseModel):
-    """When buffered task events are written. The conditions combine (any one flushes).
-    Run and worker events (a worker's heartbeats too) are written at once whatever the
-    policy, and what is buffered goes with them: with every condition off, task events
-    wait for the next of those, or for close. ``when_idle``: a worker writes what it
-    holds once it has been idle a moment (a run just ended)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-    after_each_task: bool = Field(False, description="flush after every finished/failed task")
-    interval: float | None = Field(
-        1.0, ge=0.01, allow_inf_nan=False, description="flush every this many seconds"
-    )
-    max_events: int | None = Field(2000, ge=1, description="flush when this many are buffered")
-    max_buffer: int = Field(500_000, ge=1, description="beyond this, drop (and count) events")
-    close_timeout: float = Field(
-        5.0, ge=0, allow_inf_nan=False, description="seconds the last write at close may take"
-    )
-    when_idle: bool = Field(
-        True, description="a worker that goes idle writes what it holds (runs' logs fill soon)"
-    )
-
-    @model_validator(mode="after")
-    def _size_within_bound(self) -> FlushPolicy:
-        if self.max_events is not None and self.max_events > self.max_buffer:
-            raise ValueError(
-                f"max_events ({self.max_events}) must not exceed max_buffer ({self.max_buffer}):"
-                " the buffer would drop events before the size threshold flushed them"
-            )
-        return self
-
-
-def flush_options(policy: FlushPolicy) -> dict[str, Any]:
-    """``dagrt worker`` flags that give a worker this policy (``""``: a flag alone)."""
-    options: dict[str, Any] = {
-        "flush-interval": policy.interval or 0,
-        "flush-size": policy.max_events or 0,
-        "flush-buffer": policy.max_buffer,
-        "flush-close-timeout": policy.close_timeout,
-    }
-    if policy.after_each_task:
-        options["flush-each-task"] = ""
-    if not policy.when_idle:
-        options["no-flush-when-idle"] = ""
-    return options
-
-
-Item = list[Any] | tuple[Any, ...]
 
 
 class MetadataStorage:
@@ -202,12 +116,14 @@ class MetadataStorage:
         self._sources: list[Any] = []  # objects whose collect() returns wire events
         self._ended: list[tuple[Any, Any]] = []  # removed sources, collected once more
         self._at_close: list[Callable[[], Any]] = []  # closing events' builders
-        self._records: list[tuple[str, bytes | Callable[[], bytes]]] = []  # written first
+        self._records: list[Record] = []  # written first
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._woken = False  # a wake-up is on its way to the flusher: don't send another
-        self._flusher: asyncio.Task[None] | None = None
+        self._stopped: anyio.Event | None = None  # set when the flusher stops (started)
+        self._host: asyncio.Task[None] | None = None  # holds the flusher's group (start())
+        self._exit: AsyncExitStack | None = None  # closes the group ``async with`` opened
         self._flushing: asyncio.Lock | None = None  # made on the loop, by start()
         self._writing: anyio.CancelScope | None = None  # the write under way
         self._close_by = math.inf  # closing: no write goes on past this (anyio clock)
@@ -216,7 +132,7 @@ class MetadataStorage:
         # Writes carry this writer's id and a sequence number: the log applies each once.
         self._writer = f"{source or 'writer'}-{os.getpid()}-{os.urandom(4).hex()}"
         self._seq = 0
-        self._unsent: _Write | None = None  # a write whose outcome is unknown: sent again
+        self._unsent: PendingWrite | None = None  # a write whose outcome is unknown: sent again
         self._held = 0  # what it holds against the bound
 
     def __repr__(self) -> str:
@@ -251,7 +167,7 @@ class MetadataStorage:
         with self._lock:
             for item in items:
                 code = item[0]
-                n = 1 if code not in _BATCH_COLUMN else _count(item)
+                n = 1 if code not in BATCH_ROWS else event_count(item)
                 if self._failing and self._size + self._held + n > bound and code not in _KEPT:
                     self._drop(item[_RUN], n)
                     continue
@@ -346,35 +262,75 @@ class MetadataStorage:
     # -- the flusher ----------------------------------------------------------------------
 
     async def __aenter__(self) -> MetadataStorage:
-        await self.start()
+        """Start the flusher in a task group of this block's own."""
+        async with AsyncExitStack() as stack:
+            group = await stack.enter_async_context(anyio.create_task_group())
+            await self.start(group)
+            self._exit = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+        exit_group, self._exit = self._exit, None
+        try:
+            await self.aclose()
+        finally:
+            if exit_group is not None:  # the flusher has stopped: the group closes empty,
+                await exit_group.aclose()  # and what the block raised goes on as it was
 
-    async def start(self) -> None:
-        """Start the flusher task (owned by this object; ``aclose()`` ends it)."""
-        if self._flusher is not None:
+    async def start(self, task_group: anyio.abc.TaskGroup | None = None) -> None:
+        """Start the flusher, a task of ``task_group`` (or, without one, of a task group
+        this writer holds in a task of its own); ``aclose()`` stops it and writes what is
+        left. Cancelling ``task_group`` stops the flusher too (then ``aclose()`` writes)."""
+        if self._stopped is not None:
             return
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._closing = False
         self._close_by = math.inf
-        self._flusher = asyncio.create_task(self._run(), name="dagrt metrics flusher")
+        self._stopped = anyio.Event()
+        if task_group is not None:
+            await task_group.start(self._flusher, name="dagrt metrics flusher")
+            return
+        # start() and aclose() may be called from different tasks (a client opened in a
+        # fixture's set-up and closed in its tear-down), so the group is held in a task.
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._host = asyncio.create_task(self._hold_group(ready), name="dagrt metrics writer")
+        await ready
 
-    async def _run(self) -> None:
-        assert self._wake is not None
+    async def _hold_group(self, ready: asyncio.Future[None]) -> None:
+        """The task group of the flusher, open until it stops."""
+        try:
+            async with anyio.create_task_group() as group:
+                await group.start(self._flusher, name="dagrt metrics flusher")
+                ready.set_result(None)
+        finally:
+            if not ready.done():
+                ready.cancel()
+
+    async def _flusher(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Write the buffer when the policy says, until ``aclose()`` asks it to stop."""
+        wake, stopped = self._wake, self._stopped
+        assert wake is not None
+        assert stopped is not None
+        task_status.started()
         interval = self.policy.interval
-        while not self._closing:
-            with anyio.move_on_after(interval if interval is not None else math.inf):
-                await self._wake.wait()
-            self._wake.clear()
-            self._woken = False  # before taking: a later trigger wakes the next round
-            try:
-                await self.flush()
-            except Exception:  # pragma: no cover - _write keeps or counts what fails
-                log.exception("metrics: a flush failed")
+        try:
+            while not self._closing:
+                with anyio.move_on_after(interval if interval is not None else math.inf):
+                    await wake.wait()
+                wake.clear()
+                self._woken = False  # before taking: a later trigger wakes the next round
+                try:
+                    await self.flush()
+                except Exception:  # pragma: no cover - _write keeps or counts what fails
+                    log.exception("metrics: a flush failed")
+        except Exception:  # pragma: no cover - flush() keeps its own errors
+            log.exception("metrics: the flusher failed")
+        finally:
+            stopped.set()
 
     async def aclose(self) -> None:
         """Stop the flusher and write what is buffered (also when cancelled).
@@ -383,19 +339,21 @@ class MetadataStorage:
         no write goes on past ``policy.close_timeout``; what is left then is lost
         (and logged as lost).
         """
-        flusher, self._flusher = self._flusher, None
+        stopped, self._stopped = self._stopped, None
+        host, self._host = self._host, None
         with anyio.CancelScope(shield=True):
             self._close_by = anyio.current_time() + self.policy.close_timeout
             if self._writing is not None:
                 self._writing.deadline = min(self._writing.deadline, self._close_by)
-            if flusher is not None:
+            if stopped is not None:
                 self._closing = True
                 if self._wake is not None:
                     self._wake.set()
-                try:
-                    await flusher
-                except Exception:  # pragma: no cover - flush() keeps its own errors
-                    log.exception("metrics: the flusher failed")
+                await stopped.wait()
+            if host is not None:  # its group closes as the flusher stops
+                await asyncio.wait([host])
+                if not host.cancelled() and host.exception() is not None:  # pragma: no cover
+                    log.error("metrics: the flusher failed", exc_info=host.exception())
             self._collect()  # then the closing events, which may count what it held
             for build in self._at_close:
                 self.emit_event(build())
@@ -447,11 +405,10 @@ class MetadataStorage:
             drops, self._drops = self._drops, {}
         return items, drops
 
-    def _with_drops(self, items: list[Item], drops: dict[str, int]) -> list[Item]:
-        if not drops:
-            return items
+    def _drop_notes(self, drops: dict[str, int]) -> list[Item]:
+        """An ``events-dropped`` event per run that lost events to the bound."""
         now = time.time()
-        notes = [
+        return [
             wire(
                 EventsDropped(
                     kind="events-dropped", ts=now, run_id=run, worker_id=self.source, count=n
@@ -459,7 +416,6 @@ class MetadataStorage:
             )
             for run, n in drops.items()
         ]
-        return [*items, *notes]
 
     async def flush(self) -> int:
         """Write every buffered event now; how many were written."""
@@ -470,7 +426,7 @@ class MetadataStorage:
             written = await self._flush_once()
         return written
 
-    def _next_write(self, limit: int) -> _Write | None:
+    def _next_write(self, limit: int) -> PendingWrite | None:
         """The write to send: one whose outcome is unknown (it is sent again as it
         was: the log skips what it applied already), else the buffer, planned."""
         with self._lock:
@@ -483,13 +439,14 @@ class MetadataStorage:
         items, drops = self._take()
         if not items and not drops and not records:
             return None
-        cmds, self._seq, lost = _plan(
-            self.stream, self._with_drops(items, drops), self._writer, self._seq, limit
+        notes = self._drop_notes(drops) if drops else []
+        pending, self._seq, lost = plan_write(
+            self.stream, items, notes, records, writer=self._writer, seq=self._seq, limit=limit
         )
         if lost:
             log.error("metrics: %d events cannot be written (too large, or not encodable)", lost)
             self.lost += lost
-        return _Write(records, cmds, len(items) - lost, sum(map(_count, items)))
+        return pending
 
     async def _flush_once(self) -> int:
         """Write what waits: a write to send again first, then (if it went) the buffer."""
@@ -513,7 +470,7 @@ class MetadataStorage:
             # (records wait as the bytes they are built into, not what they are built from)
             with self._lock:
                 records, self._records = self._records, []
-            built = await anyio.to_thread.run_sync(_build_records, records)
+            built = await anyio.to_thread.run_sync(build_records, records)
             with self._lock:
                 self._records[:0] = built
             return 0, False
@@ -536,15 +493,15 @@ class MetadataStorage:
             return 0, False
         return pending.count, True
 
-    def _hold(self, pending: _Write) -> None:
+    def _hold(self, pending: PendingWrite) -> None:
         """Keep a write that failed, to send as it is next time."""
         self._unsent = pending
         self._held = pending.size
 
-    async def _send(self, pending: _Write) -> bool:
+    async def _send(self, pending: PendingWrite) -> bool:
         try:
             if pending.records:
-                pending.records = await anyio.to_thread.run_sync(_build_records, pending.records)
+                pending.records = await anyio.to_thread.run_sync(build_records, pending.records)
             await self.storage._adrive(_send_flow(pending))
         except StorageError as exc:
             return self._failed(exc)
@@ -556,7 +513,7 @@ class MetadataStorage:
         self._failing = True
         return False
 
-    def _sent(self, pending: _Write) -> bool:
+    def _sent(self, pending: PendingWrite) -> bool:
         if self._failing:
             log.warning("metrics: the event log is reachable again")
         self._failing = False
@@ -576,7 +533,7 @@ class MetadataStorage:
         if pending is None:
             return 0
         try:
-            pending.records = _build_records(pending.records)
+            pending.records = build_records(pending.records)
             self.storage._drive(_send_flow(pending))
         except StorageError as exc:
             self._failed(exc)
@@ -586,38 +543,10 @@ class MetadataStorage:
         return pending.count
 
 
-@dataclass
-class _Write:
-    """One flush's writes, planned once: records still to write, then the log calls
-    (each with its writer's sequence number, so a write sent again after a reply that
-    never came is applied once)."""
-
-    records: list[tuple[str, bytes | Callable[[], bytes]]]
-    cmds: list[C.Cmd]
-    count: int  # events in it
-    size: int  # what it holds against the buffer's bound (a batch: its rows)
-
-
-def _build_records(
-    records: list[tuple[str, bytes | Callable[[], bytes]]],
-) -> list[tuple[str, bytes | Callable[[], bytes]]]:
-    """Each record's bytes (built once: a record given back keeps its bytes, not what
-    it was built from); one that cannot be built is logged and left out (the events
-    still go: a broken record must not stop the log)."""
-    built: list[tuple[str, bytes | Callable[[], bytes]]] = []
-    for key, build in records:
-        try:
-            value = build if isinstance(build, bytes | bytearray | memoryview) else build()
-            built.append((key, value if isinstance(value, bytes) else bytes(value)))
-        except Exception:
-            log.exception("metrics: cannot build the record %s (left out)", key)
-    return built
-
-
-def _send_flow(pending: _Write) -> Generator[Any, Any, None]:
-    """Sending a write (its records built by :func:`_build_records`): the records in
-    one pipeline, then the planned ``log_run`` calls in another (every command is that
-    script, so a server that forgot it refuses them all, and all are sent again)."""
+def _send_flow(pending: PendingWrite) -> Generator[Any, Any, None]:
+    """Sending a write (its records built by :func:`.plan.build_records`): the records
+    in one pipeline, then the planned ``log_run`` calls in another (every command is
+    that script, so a server that forgot it refuses them all, and all are sent again)."""
     if pending.records:
         yield [C.set_(key, value) for key, value in pending.records if isinstance(value, bytes)]
         pending.records = []
@@ -628,195 +557,3 @@ def _send_flow(pending: _Write) -> Generator[Any, Any, None]:
     except NoScriptError:  # the server forgot its scripts (a restart)
         yield [C.Cmd(("SCRIPT", "LOAD", LOG_RUN.source))]
         yield pending.cmds
-
-
-def _log_run_twin(redis: Any, keys: list[str], argv: list[Any]) -> Any:
-    """``log_run.lua`` for InMemoryStorage."""
-    stream, record, entries, runs, writer = keys
-    seq = int(argv[1])
-    if seq <= int(redis.call("GET", writer) or 0):
-        return []
-    redis.call("SET", writer, seq, "EX", 86400)
-    run = argv[0].decode() if isinstance(argv[0], bytes) else str(argv[0])
-    pos = 2
-    ids = []
-    for _ in range(int(argv[pos])):
-        n, data = argv[pos + 1], argv[pos + 2]
-        ids.append(redis.call("XADD", stream, "*", "r", run, "n", n, "d", data))
-        pos += 2
-    pos += 1
-    if run and ids:
-        if redis.call("HGET", record, "first") is None:
-            redis.call("HSET", record, "first", ids[0])
-        redis.call("HSET", record, "last", ids[-1])
-        redis.call("RPUSH", entries, *ids)
-    for _ in range(int(argv[pos])):
-        redis.call("HINCRBY", record, argv[pos + 1], argv[pos + 2])
-        pos += 2
-    pos += 1
-    n_fields = int(argv[pos])
-    if n_fields:
-        redis.call("HSET", record, *argv[pos + 1 : pos + 1 + 2 * n_fields])
-    pos += 1 + 2 * n_fields
-    score, how = argv[pos], argv[pos + 1]
-    if how == "S" or (how == "N" and not redis.call("ZSCORE", runs, run)):
-        redis.call("ZADD", runs, score, run)
-    return ids
-
-
-LOG_RUN = Script.from_package("log_run.lua", _log_run_twin)
-
-LONG_TEXT = 64 * 1024  # characters of a text field kept in an event too large to write
-
-
-def _plan(
-    stream: str, items: list[Item], writer: str, seq: int, limit: int
-) -> tuple[list[C.Cmd], int, int]:
-    """The ``log_run`` calls that log ``items``: per run, its entries (up to
-    ``ENTRY_EVENTS`` events each, fewer where that would exceed the server's
-    ``limit`` on one value) and what they change in the runs index, numbered from
-    ``seq + 1``. Also the last number used, and how many events could not be written
-    at all (an event with long texts keeps their first ``LONG_TEXT`` characters)."""
-    by_run: dict[str, list[Item]] = {}
-    for item in items:
-        by_run.setdefault(item[_RUN], []).append(item)
-    cmds: list[C.Cmd] = []
-    lost = 0
-    room = max(1024, limit - 4096)  # the script's other arguments travel beside
-    for run_id, events in by_run.items():
-        entries: list[tuple[int, bytes]] = []
-        for start in range(0, len(events), ENTRY_EVENTS):
-            lost += _fit(events[start : start + ENTRY_EVENTS], room, entries)
-        if not entries:
-            continue
-        seq += 1
-        argv: list[Any] = [run_id, seq, len(entries)]
-        for n, data in entries:
-            argv += [n, data]
-        counts, fields, listed, first_ts = (
-            _index_updates(events) if run_id else ({}, {}, None, None)
-        )
-        argv.append(len(counts))
-        for name, amount in counts.items():
-            argv += [name, amount]
-        argv.append(len(fields))
-        for name, value in fields.items():
-            argv += [name, value]
-        if listed is not None:
-            argv += [repr(listed), "S"]
-        elif first_ts is not None:
-            argv += [repr(first_ts), "N"]  # no submission seen yet: listed all the same
-        else:
-            argv += ["", ""]
-        keys = (
-            stream,
-            K.run_record(run_id),
-            K.run_entries(run_id),
-            K.runs_index(),
-            K.log_writer(writer),
-        )
-        largest = max(len(data) for _, data in entries)
-        cmds.append(C.Cmd(("EVALSHA", LOG_RUN.sha, len(keys), *keys, *argv), None, stream, largest))
-    return cmds, seq, lost
-
-
-def _fit(chunk: list[Item], room: int, out: list[tuple[int, bytes]]) -> int:
-    """Pack ``chunk`` into entries of at most ``room`` bytes (halving it as needed);
-    how many of its events could not be packed."""
-    try:
-        data = pack(chunk)
-    except Exception:  # something in it msgpack cannot encode: find it
-        data = None
-    if data is not None and len(data) <= room:
-        out.append((len(chunk), data))
-        return 0
-    if len(chunk) > 1:
-        mid = len(chunk) // 2
-        return _fit(chunk[:mid], room, out) + _fit(chunk[mid:], room, out)
-    item = _shortened(chunk[0])
-    try:
-        data = pack([item])
-    except Exception:
-        log.exception("metrics: an event cannot be encoded (left out): %r", chunk[0][:4])
-        return 1
-    if len(data) > room:
-        log.error("metrics: an event of %d bytes is too large for the log (left out)", len(data))
-        return 1
-    out.append((1, data))
-    return 0
-
-
-def _shortened(item: Item) -> Item:
-    """The event with its long texts (a huge error message or traceback) cut short."""
-    return [
-        x[:LONG_TEXT] + f"... ({len(x) - LONG_TEXT:,} characters cut)"
-        if isinstance(x, str) and len(x) > LONG_TEXT
-        else x
-        for x in item
-    ]
-
-
-def _index_updates(
-    events: list[Item],
-) -> tuple[dict[str, int], dict[str, Any], float | None, float]:
-    """What one run's new events change in the runs index: counters to add (tasks done
-    and failed, bytes moved, attempts started and ended, events dropped), fields to set
-    (status, times, workers), the submission time when the run is new, and the time of
-    the earliest of these events."""
-    done = failed = moved = started = ended = dropped = 0
-    workers: set[str] = set()
-    fields: dict[str, Any] = {}
-    listed: float | None = None
-    first_ts = min(item[_TS] for item in events)
-    for item in events:
-        code = item[0]
-        if code == _FINISHED:
-            done += 1
-            ended += 1
-            workers.add(item[_WORKER])
-        elif code == _STARTED:
-            started += 1
-        elif code == _FAILED:
-            ended += 1
-            final = len(item) <= _FAILED_FINAL or item[_FAILED_FINAL]  # else a retry follows
-            if final and item[_EXC_TYPE] != RUN_ENDED:  # (not run: its run had ended)
-                failed += 1
-            workers.add(item[_WORKER])
-        elif code == _TRANSFER:
-            if not item[_LOCAL]:  # the bytes crossed the network
-                moved += item[_BYTES]
-        elif code == _BATCH_FINISHED:  # columns read as they are, no model built
-            done += wire_column_length(item, "task")
-            workers.update(wire_column(item, "workers") or [item[_BATCH_WORKER]])
-        elif code == _BATCH_TRANSFERS:
-            sizes = wire_column(item, "bytes")
-            local = wire_column(item, "local")
-            moved += sum(b for b, here in zip(sizes, local, strict=True) if not here)
-        elif code == _SUBMITTED:
-            fields.update(
-                status="running",
-                submitted=item[_TS],
-                n_tasks=item[_N_TASKS],
-                client=item[_CLIENT] if len(item) > _CLIENT else "",
-                runtime=item[_RUNTIME] if len(item) > _RUNTIME else "",
-            )
-            listed = item[_TS]
-        elif code == _RUN_FINISHED:
-            fields.update(status=item[_STATUS], finished=item[_TS], makespan=item[_MAKESPAN])
-        elif code == _DROPPED:
-            dropped += item[_DROPPED_COUNT]
-    counts = {
-        name: n
-        for name, n in (
-            ("done", done),
-            ("failed", failed),
-            ("bytes", moved),
-            ("started", started),
-            ("ended", ended),
-            ("dropped", dropped),
-        )
-        if n
-    }
-    workers.discard("")
-    fields.update({f"w:{w}": 1 for w in workers})
-    return counts, fields, listed, first_ts

@@ -1,0 +1,323 @@
+"""What a run's time and bytes went to, computed from its events alone (and its graph).
+
+:func:`analyze` turns a run's events (as :func:`~dagrt.metrics.read_run` gives them)
+into a :class:`RunAnalysis`: a :class:`Bar` per task attempt (finished, retried,
+failed, lost or skipped), placed on rows of its worker that never overlap; the time
+breakdown per worker (task-seconds executing, downloading, uploading and waiting;
+wall-clock busy and idle); bytes moved per task and function, over the network and
+kept local; the critical path (:func:`critical_path`); the slowest, retried and
+failed tasks. No plotting here: :mod:`.report` draws and writes these figures.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import (
+    RUN_ENDED,
+    Event,
+    RunFinished,
+    RunSubmitted,
+    TaskExecutionMetrics,
+    TaskFailed,
+    TaskStarted,
+    Transfer,
+)
+from .run_graph import RunGraph
+
+__all__ = ["LOST", "MAX_ROWS", "Bar", "RunAnalysis", "analyze", "critical_path"]
+
+MAX_ROWS = 32  # rows per worker in the Gantt chart; more overlap shares the last row
+LOST = "dagrt.WorkerLostError"
+
+
+@dataclass
+class Bar:
+    """One attempt of a task: where and when it ran, and how it ended."""
+
+    task: int
+    key: str
+    name: str
+    worker: str
+    start: float  # seconds since the run was submitted
+    end: float
+    execute: float
+    download: float
+    upload: float
+    failed: bool = False  # the run's failure: this attempt failed and no retry followed
+    attempt: int = 1
+    # finished, retried (failed, another followed), failed, lost (its worker went silent:
+    # a mark at its start, its end unknown), skipped (not run: its run had ended)
+    outcome: str = "finished"
+    row: int = 0  # the worker's row in the Gantt chart
+
+    @property
+    def span(self) -> float:
+        return self.end - self.start
+
+    @property
+    def waiting(self) -> float:
+        """In flight but neither executing, downloading nor uploading."""
+        return max(0.0, self.span - self.execute - self.download - self.upload)
+
+
+@dataclass
+class RunAnalysis:
+    """The figures of one run, computed from its events (and its graph)."""
+
+    run_id: str
+    status: str
+    n_tasks: int
+    makespan: float
+    submitted: float
+    workers: list[str]
+    bars: list[Bar]
+    breakdown: dict[str, dict[str, float]]  # worker -> execute/download/upload/waiting/...
+    bytes_per_task: dict[int, int]  # task -> bytes it downloaded and uploaded
+    bytes_network: int
+    bytes_local: int
+    critical_path: list[int]
+    critical_seconds: float
+    slowest: list[Bar]
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    retried: list[dict[str, Any]] = field(default_factory=list)
+    bytes_per_function: dict[str, dict[str, int]] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # worker -> rows in the Gantt chart
+    tasks_logged: int = 0  # distinct tasks with a finished or failed attempt
+    notes: list[str] = field(default_factory=list)  # what the reader should know
+
+
+def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
+    """Compute a run's figures from its events (the graph adds names and the
+    critical path)."""
+    if not events:
+        raise ValueError("no events to analyze")
+    submitted = next((e for e in events if isinstance(e, RunSubmitted)), None)
+    finished = next((e for e in events if isinstance(e, RunFinished)), None)
+    # without its submission (its client died while submitting), the run starts with
+    # its first event
+    t0 = (
+        submitted.ts
+        if submitted is not None
+        else min(e.start if isinstance(e, TaskExecutionMetrics) else e.ts for e in events)
+    )
+    names = graph.names if graph is not None else None
+    keys = graph.keys if graph is not None else None
+
+    def key_of(task: int, key: str) -> str:
+        return key or (keys[task] if keys is not None and task < len(keys) else f"#{task}")
+
+    def name_of(task: int, name: str) -> str:
+        return name or (names[task] if names is not None and task < len(names) else "?")
+
+    bars = _attempts(events, t0, key_of, name_of)
+    end = max([b.end for b in bars] + [finished.ts - t0 if finished else 0.0])
+    makespan = finished.makespan if finished else end
+    workers = sorted({b.worker for b in bars if b.worker})
+    rows = _assign_rows(bars)
+    breakdown = {w: _breakdown([b for b in bars if b.worker == w], makespan) for w in workers}
+
+    per_task: dict[int, int] = {}
+    per_function: dict[str, dict[str, int]] = {}
+    network = local = 0
+    for event in events:
+        if isinstance(event, Transfer):
+            task = event.consumer if event.consumer is not None else event.producer
+            per_task[task] = per_task.get(task, 0) + event.bytes
+            moved = per_function.setdefault(name_of(task, ""), {"network": 0, "local": 0})
+            if event.local:
+                local += event.bytes
+                moved["local"] += event.bytes
+            else:
+                network += event.bytes
+                moved["network"] += event.bytes
+
+    done = [b for b in bars if b.outcome == "finished"]
+    last_done: dict[int, Bar] = {}
+    for b in done:  # a task finished twice (made again after its worker died): the last
+        if b.task not in last_done or b.end > last_done[b.task].end:
+            last_done[b.task] = b
+    path, seconds = critical_path(last_done, graph) if graph is not None else ([], 0.0)
+    slowest = sorted(done, key=lambda b: (b.execute, b.span), reverse=True)[:10]
+
+    failures = [
+        {
+            "task": key_of(e.task, e.key),
+            "name": name_of(e.task, e.name),
+            "worker": e.worker_id,
+            "attempt": e.attempt,
+            "exc_type": e.exc_type,
+            "message": e.message,
+            "traceback": e.traceback,
+        }
+        for e in events
+        if isinstance(e, TaskFailed) and e.final and e.exc_type != RUN_ENDED
+    ]
+    attempts: dict[int, list[Bar]] = {}
+    for b in bars:
+        attempts.setdefault(b.task, []).append(b)
+    retried = [
+        {
+            "task": group[0].key,
+            "name": group[0].name,
+            "attempts": [
+                {"attempt": b.attempt, "worker": b.worker, "outcome": b.outcome, "seconds": b.span}
+                for b in sorted(group, key=lambda b: b.attempt)
+            ],
+        }
+        for group in attempts.values()
+        if len(group) > 1
+    ]
+    logged = len({b.task for b in bars if b.outcome in ("finished", "failed")})
+    notes = []
+    if graph is None:
+        notes.append(
+            "The run's graph is not in the log: tasks logged in batches show no key or"
+            " function name, and there is no critical path."
+        )
+    return RunAnalysis(
+        run_id=submitted.run_id if submitted is not None else events[0].run_id,
+        status=finished.status if finished else "running" if submitted else "unknown",
+        n_tasks=submitted.n_tasks
+        if submitted is not None
+        else len(graph)
+        if graph is not None
+        else len({b.task for b in bars}),
+        makespan=makespan,
+        submitted=t0,
+        workers=workers,
+        bars=bars,
+        breakdown=breakdown,
+        bytes_per_task=per_task,
+        bytes_network=network,
+        bytes_local=local,
+        critical_path=path,
+        critical_seconds=seconds,
+        slowest=slowest,
+        failures=failures,
+        retried=retried,
+        bytes_per_function=per_function,
+        rows=rows,
+        tasks_logged=logged,
+        notes=notes,
+    )
+
+
+def _attempts(events: list[Event], t0: float, key_of: Any, name_of: Any) -> list[Bar]:
+    """A bar per attempt: finished ones from their task-finished event; failed, retried
+    and lost ones from their task-started to their task-failed event."""
+    starts: dict[tuple[int, int], TaskStarted] = {}
+    for e in events:
+        if isinstance(e, TaskStarted):
+            starts.setdefault((e.task, e.attempt), e)
+    bars = []
+    for e in events:
+        if isinstance(e, TaskExecutionMetrics):
+            bars.append(
+                Bar(
+                    e.task,
+                    key_of(e.task, e.key),
+                    name_of(e.task, e.name),
+                    e.worker_id,
+                    e.start - t0,
+                    e.end - t0,
+                    e.execution_time,
+                    e.download_time,
+                    e.upload_time,
+                    attempt=e.attempt,
+                )
+            )
+        elif isinstance(e, TaskFailed):
+            began = starts.get((e.task, e.attempt))
+            lost = e.exc_type == LOST and not e.final
+            if lost:
+                outcome = "lost"
+            elif e.exc_type == RUN_ENDED:
+                outcome = "skipped"  # it did not run: its run had ended
+            else:
+                outcome = "failed" if e.final else "retried"
+            # a lost attempt ran on the worker that went silent (its start says which);
+            # when it ended is unknown (the note is the takeover, much later): a mark
+            worker = began.worker_id if lost and began is not None else e.worker_id
+            start = began.ts if began is not None else e.ts
+            end = start if lost else e.ts
+            bars.append(
+                Bar(
+                    e.task,
+                    key_of(e.task, e.key),
+                    name_of(e.task, e.name),
+                    worker,
+                    start - t0,
+                    end - t0,
+                    0.0,
+                    0.0,
+                    0.0,
+                    failed=outcome == "failed",
+                    attempt=e.attempt,
+                    outcome=outcome,
+                )
+            )
+    bars.sort(key=lambda b: (b.worker, b.start, b.task))
+    return bars
+
+
+def _assign_rows(bars: list[Bar]) -> dict[str, int]:
+    """Give each bar a row of its worker so that bars of one row never overlap (the
+    fewest rows that do it, up to ``MAX_ROWS``); the rows each worker needs."""
+    rows: dict[str, int] = {}
+    by_worker: dict[str, list[Bar]] = {}
+    for b in bars:
+        by_worker.setdefault(b.worker, []).append(b)
+    for worker, mine in by_worker.items():
+        free: list[tuple[float, int]] = []  # (when the row frees, row)
+        used = 0
+        for b in sorted(mine, key=lambda b: (b.start, b.end)):
+            if free and free[0][0] <= b.start:
+                _, row = heapq.heappop(free)
+            elif used < MAX_ROWS:
+                row, used = used, used + 1
+            else:  # too much overlap to draw apart: the row that frees first takes it
+                _, row = heapq.heappop(free)
+            b.row = row
+            heapq.heappush(free, (b.end, row))
+        rows[worker] = max(1, used)
+    return rows
+
+
+def _breakdown(bars: list[Bar], makespan: float) -> dict[str, float]:
+    """Task-seconds by activity, and wall-clock seconds with some task in flight."""
+    busy = 0.0
+    reach = float("-inf")
+    for b in sorted(bars, key=lambda b: b.start):
+        if b.end > reach:
+            busy += b.end - max(b.start, reach)
+            reach = b.end
+    return {
+        "execute": sum(b.execute for b in bars),
+        "download": sum(b.download for b in bars),
+        "upload": sum(b.upload for b in bars),
+        "waiting": sum(b.waiting for b in bars),
+        "busy": busy,
+        "idle": max(0.0, makespan - busy),
+    }
+
+
+def critical_path(finished: dict[int, Bar], graph: RunGraph) -> tuple[list[int], float]:
+    """The chain that set the makespan: from the output that finished last, back through
+    the parent each task waited for (the one that finished last), to a root. Its
+    seconds: from the first task's start to the last one's end (waits included)."""
+    outputs = [i for i in graph.outputs if i in finished] or list(finished)
+    if not outputs:
+        return [], 0.0
+    node: int | None = max(outputs, key=lambda i: finished[i].end)
+    path = []
+    seen = set()
+    while node is not None and node not in seen:
+        seen.add(node)
+        path.append(node)
+        parents = [p for p in graph.parents[node] if p in finished]
+        node = max(parents, key=lambda p: finished[p].end, default=None)
+    path.reverse()
+    return path, finished[path[-1]].end - finished[path[0]].start
