@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import StorageError
-from ..memory import RETAIN_ENV
+from ..malloc import RETAIN_ENV
 from .redis import redact
 
 __all__ = ["RedisServer", "find_server_binary"]
@@ -94,7 +94,7 @@ class RedisServer:
     server if the thread that spawned it dies (start it from a long-lived thread).
     ``retain_memory`` (default) has a glibc-built server keep the memory it frees
     for its next values instead of faulting in fresh pages for each
-    (:mod:`dagrt.memory`; the server keeps its peak memory until it stops).
+    (:mod:`dagrt.malloc`; the server keeps its peak memory until it stops).
     """
 
     def __init__(
