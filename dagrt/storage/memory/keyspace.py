@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...exceptions import StorageError
 from .values import OK, WRONGTYPE, Status, ZSet, integer, key, text, to_bytes
 
-__all__ = ["COMMANDS", "Command", "Keyspace"]
+__all__ = ["COMMANDS", "Args", "Command", "Keyspace"]
 
 
 class Keyspace:
@@ -57,16 +57,17 @@ class Keyspace:
             self.expires.pop(name, None)
 
 
-Command = Callable[[Keyspace, list[Any]], Any]
+Args = Sequence[Any]  # a command's words after its name (a list, or a tuple from a script)
+Command = Callable[[Keyspace, Args], Any]
 
 # --------------------------------------------------------------------------- strings and expiry
 
 
-def get(db: Keyspace, a: list[Any]) -> Any:
+def get(db: Keyspace, a: Args) -> Any:
     return db.typed(key(a[0]), bytes)
 
 
-def set_(db: Keyspace, a: list[Any]) -> Any:
+def set_(db: Keyspace, a: Args) -> Any:
     name, value = key(a[0]), to_bytes(a[1])
     ttl_ms: int | None = None
     nx = xx = False
@@ -97,11 +98,11 @@ def set_(db: Keyspace, a: list[Any]) -> Any:
     return OK
 
 
-def mget(db: Keyspace, a: list[Any]) -> Any:
+def mget(db: Keyspace, a: Args) -> Any:
     return [v if type(v := db.alive(key(k))) is bytes else None for k in a]
 
 
-def delete(db: Keyspace, a: list[Any]) -> Any:
+def delete(db: Keyspace, a: Args) -> Any:
     n = 0
     for word in a:
         name = key(word)
@@ -112,11 +113,11 @@ def delete(db: Keyspace, a: list[Any]) -> Any:
     return n
 
 
-def exists(db: Keyspace, a: list[Any]) -> Any:
+def exists(db: Keyspace, a: Args) -> Any:
     return sum(1 for name in a if db.alive(key(name)) is not None)
 
 
-def incrby(db: Keyspace, a: list[Any]) -> Any:
+def incrby(db: Keyspace, a: Args) -> Any:
     name = key(a[0])
     current = db.typed(name, bytes)
     value = (integer(current) if current is not None else 0) + integer(a[1])
@@ -124,7 +125,7 @@ def incrby(db: Keyspace, a: list[Any]) -> Any:
     return value
 
 
-def pexpire(db: Keyspace, a: list[Any]) -> Any:
+def pexpire(db: Keyspace, a: Args) -> Any:
     name = key(a[0])
     if db.alive(name) is None:
         return 0
@@ -132,7 +133,7 @@ def pexpire(db: Keyspace, a: list[Any]) -> Any:
     return 1
 
 
-def pttl(db: Keyspace, a: list[Any]) -> Any:
+def pttl(db: Keyspace, a: Args) -> Any:
     name = key(a[0])
     if db.alive(name) is None:
         return -2
@@ -140,7 +141,7 @@ def pttl(db: Keyspace, a: list[Any]) -> Any:
     return -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
 
 
-def strlen(db: Keyspace, a: list[Any]) -> Any:
+def strlen(db: Keyspace, a: Args) -> Any:
     value = db.typed(key(a[0]), bytes)
     return 0 if value is None else len(value)
 
@@ -148,7 +149,7 @@ def strlen(db: Keyspace, a: list[Any]) -> Any:
 # --------------------------------------------------------------------------- hashes
 
 
-def hset(db: Keyspace, a: list[Any]) -> Any:
+def hset(db: Keyspace, a: Args) -> Any:
     if len(a) < 3 or len(a) % 2 == 0:
         raise StorageError("ERR wrong number of arguments for 'hset' command")
     h = db.typed(key(a[0]), dict, create=True)
@@ -160,7 +161,7 @@ def hset(db: Keyspace, a: list[Any]) -> Any:
     return new
 
 
-def hsetnx(db: Keyspace, a: list[Any]) -> Any:
+def hsetnx(db: Keyspace, a: Args) -> Any:
     h = db.typed(key(a[0]), dict, create=True)
     field = to_bytes(a[1])
     if field in h:
@@ -169,22 +170,22 @@ def hsetnx(db: Keyspace, a: list[Any]) -> Any:
     return 1
 
 
-def hget(db: Keyspace, a: list[Any]) -> Any:
+def hget(db: Keyspace, a: Args) -> Any:
     h = db.typed(key(a[0]), dict)
     return None if h is None else h.get(to_bytes(a[1]))
 
 
-def hmget(db: Keyspace, a: list[Any]) -> Any:
+def hmget(db: Keyspace, a: Args) -> Any:
     h = db.typed(key(a[0]), dict) or {}
     return [h.get(to_bytes(f)) for f in a[1:]]
 
 
-def hgetall(db: Keyspace, a: list[Any]) -> Any:
+def hgetall(db: Keyspace, a: Args) -> Any:
     h = db.typed(key(a[0]), dict) or {}
     return [x for kv in h.items() for x in kv]
 
 
-def hincrby(db: Keyspace, a: list[Any]) -> Any:
+def hincrby(db: Keyspace, a: Args) -> Any:
     h = db.typed(key(a[0]), dict, create=True)
     f = to_bytes(a[1])
     value = (integer(h[f]) if f in h else 0) + integer(a[2])
@@ -192,7 +193,7 @@ def hincrby(db: Keyspace, a: list[Any]) -> Any:
     return value
 
 
-def hdel(db: Keyspace, a: list[Any]) -> Any:
+def hdel(db: Keyspace, a: Args) -> Any:
     name = key(a[0])
     h = db.typed(name, dict)
     if h is None:
@@ -202,20 +203,20 @@ def hdel(db: Keyspace, a: list[Any]) -> Any:
     return n
 
 
-def hlen(db: Keyspace, a: list[Any]) -> Any:
+def hlen(db: Keyspace, a: Args) -> Any:
     return len(db.typed(key(a[0]), dict) or {})
 
 
 # --------------------------------------------------------------------------- lists
 
 
-def rpush(db: Keyspace, a: list[Any]) -> Any:
+def rpush(db: Keyspace, a: Args) -> Any:
     items = db.typed(key(a[0]), list, create=True)
     items.extend(to_bytes(x) for x in a[1:])
     return len(items)
 
 
-def lrange(db: Keyspace, a: list[Any]) -> Any:
+def lrange(db: Keyspace, a: Args) -> Any:
     items = db.typed(key(a[0]), list) or []
     n = len(items)
     start, stop = integer(a[1]), integer(a[2])
@@ -224,7 +225,7 @@ def lrange(db: Keyspace, a: list[Any]) -> Any:
     return list(items[start : stop + 1])
 
 
-def llen(db: Keyspace, a: list[Any]) -> Any:
+def llen(db: Keyspace, a: Args) -> Any:
     return len(db.typed(key(a[0]), list) or [])
 
 
@@ -235,7 +236,7 @@ def _score_text(score: float) -> bytes:
     return repr(score).encode()
 
 
-def zadd(db: Keyspace, a: list[Any]) -> Any:
+def zadd(db: Keyspace, a: Args) -> Any:
     name = key(a[0])
     flags: set[str] = set()
     i = 1
@@ -276,7 +277,7 @@ def zadd(db: Keyspace, a: list[Any]) -> Any:
     return added + changed if "CH" in flags else added
 
 
-def zrange(db: Keyspace, a: list[Any]) -> Any:
+def zrange(db: Keyspace, a: Args) -> Any:
     z = db.typed(key(a[0]), ZSet) or {}
     flags = {text(x).upper() for x in a[3:]}
     items = sorted(z.items(), key=lambda kv: (kv[1], kv[0]), reverse="REV" in flags)
@@ -293,13 +294,13 @@ def zrange(db: Keyspace, a: list[Any]) -> Any:
     return [m for m, _ in chosen]
 
 
-def zscore(db: Keyspace, a: list[Any]) -> Any:
+def zscore(db: Keyspace, a: Args) -> Any:
     z = db.typed(key(a[0]), ZSet) or {}
     score = z.get(to_bytes(a[1]))
     return None if score is None else _score_text(score)
 
 
-def zrem(db: Keyspace, a: list[Any]) -> Any:
+def zrem(db: Keyspace, a: Args) -> Any:
     name = key(a[0])
     z = db.typed(name, ZSet)
     if z is None:
@@ -309,14 +310,14 @@ def zrem(db: Keyspace, a: list[Any]) -> Any:
     return n
 
 
-def zcard(db: Keyspace, a: list[Any]) -> Any:
+def zcard(db: Keyspace, a: Args) -> Any:
     return len(db.typed(key(a[0]), ZSet) or {})
 
 
 # --------------------------------------------------------------------------- keys and server
 
 
-def scan(db: Keyspace, a: list[Any]) -> Any:
+def scan(db: Keyspace, a: Args) -> Any:
     cursor = integer(a[0])
     opts = {text(a[i]).upper(): a[i + 1] for i in range(1, len(a) - 1, 2)}
     match = text(opts["MATCH"]) if "MATCH" in opts else None
@@ -329,11 +330,11 @@ def scan(db: Keyspace, a: list[Any]) -> Any:
     return [str(nxt).encode(), [k.encode() for k in chunk]]
 
 
-def ping(db: Keyspace, a: list[Any]) -> Any:
+def ping(db: Keyspace, a: Args) -> Any:
     return Status(b"PONG")
 
 
-def flushdb(db: Keyspace, a: list[Any]) -> Any:
+def flushdb(db: Keyspace, a: Args) -> Any:
     db.data.clear()
     db.expires.clear()
     return OK

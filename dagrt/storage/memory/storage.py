@@ -9,7 +9,6 @@ woken by the writer (async, from any thread or loop), never by polling.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 import time
 from collections.abc import Sequence
@@ -19,10 +18,11 @@ import anyio
 
 from ...exceptions import StorageError, ValueTooLargeError
 from .._commands import Cmd
-from ..base import NoScriptError, Storage, registered_script
+from ..base import Storage
 from . import keyspace, streams
 from .keyspace import Command, Keyspace
-from .values import integer, key, text, to_bytes
+from .lua import scripts
+from .values import integer, text, to_bytes
 
 __all__ = ["InMemoryStorage"]
 
@@ -122,33 +122,25 @@ class InMemoryStorage(Storage):
         name = text(args[0]).upper()
         command = _COMMANDS.get(name)
         if command is not None:
-            return command(self._db, list(args[1:]))
+            return command(self._db, args[1:])
         if name == "EVALSHA":
             return self._evalsha(list(args[1:]))
         if name == "SCRIPT":
             return self._script(list(args[1:]))
         raise StorageError(f"ERR unknown command '{name}' for InMemoryStorage")
 
-    def call(self, *args: Any) -> Any:
-        """Run one command by its words, as Lua's ``redis.call`` (for script twins)."""
-        return self._dispatch(args)
-
-    # -- scripts -------------------------------------------------------------------
+    # -- scripts (the real Lua source, run by :mod:`.lua`) ---------------------------
 
     def _evalsha(self, a: list[Any]) -> Any:
-        script = registered_script(text(a[0]))
-        if script is None:
-            raise NoScriptError("NOSCRIPT No matching script")
-        if script.python is None:
-            raise StorageError(f"script {script.name} has no Python twin for InMemoryStorage")
         n = integer(a[1])
-        keys = [key(k) for k in a[2 : 2 + n]]
-        return script.python(self, keys, list(a[2 + n :]))
+        keys = [to_bytes(k) for k in a[2 : 2 + n]]
+        argv = [to_bytes(v) for v in a[2 + n :]]
+        return scripts().run(text(a[0]).lower(), keys, argv, self._db)
 
     def _script(self, a: list[Any]) -> Any:
         if text(a[0]).upper() != "LOAD":
             raise StorageError("ERR only SCRIPT LOAD is supported by InMemoryStorage")
-        return hashlib.sha1(to_bytes(a[1])).hexdigest().encode()
+        return scripts().load(to_bytes(a[1])).encode()
 
 
 _COMMANDS: dict[str, Command] = {**keyspace.COMMANDS, **streams.COMMANDS}

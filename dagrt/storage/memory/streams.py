@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ...exceptions import StorageError
-from .keyspace import Command, Keyspace
+from .keyspace import Args, Command, Keyspace
 from .values import OK, integer, key, text, to_bytes
 
 __all__ = ["COMMANDS", "Group", "Stream"]
@@ -100,7 +100,7 @@ def _group_of(db: Keyspace, name: str, group: str, command: str) -> tuple[Stream
 # --------------------------------------------------------------------------- writing and ranges
 
 
-def xadd(db: Keyspace, a: list[Any]) -> Any:
+def xadd(db: Keyspace, a: Args) -> Any:
     name = key(a[0])
     i = 1
     maxlen = None
@@ -131,7 +131,7 @@ def xadd(db: Keyspace, a: list[Any]) -> Any:
     return id_bytes(sid)
 
 
-def xlen(db: Keyspace, a: list[Any]) -> Any:
+def xlen(db: Keyspace, a: Args) -> Any:
     s = _stream(db, key(a[0]))
     return 0 if s is None else len(s.ids)
 
@@ -145,7 +145,7 @@ def _range_bounds(start: Any, end: Any) -> tuple[StreamId, StreamId, bool, bool]
     return lo, hi, lo_open, hi_open
 
 
-def xrange(db: Keyspace, a: list[Any], reverse: bool = False) -> Any:
+def xrange(db: Keyspace, a: Args, reverse: bool = False) -> Any:
     s = _stream(db, key(a[0]))
     if s is None:
         return []
@@ -164,18 +164,18 @@ def xrange(db: Keyspace, a: list[Any], reverse: bool = False) -> Any:
     return [s.entry(sid) for sid in ids]
 
 
-def xrevrange(db: Keyspace, a: list[Any]) -> Any:
+def xrevrange(db: Keyspace, a: Args) -> Any:
     return xrange(db, a, reverse=True)
 
 
-def xdel(db: Keyspace, a: list[Any]) -> Any:
+def xdel(db: Keyspace, a: Args) -> Any:
     s = _stream(db, key(a[0]))
     if s is None:
         return 0
     return sum(1 for x in a[1:] if s.delete(parse_id(x)))
 
 
-def xtrim(db: Keyspace, a: list[Any]) -> Any:
+def xtrim(db: Keyspace, a: Args) -> Any:
     s = _stream(db, key(a[0]))
     if s is None:
         return 0
@@ -189,7 +189,7 @@ def xtrim(db: Keyspace, a: list[Any]) -> Any:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_options(a: list[Any]) -> tuple[int | None, bool, list[Any], list[Any]]:
+def _read_options(a: Args) -> tuple[int | None, bool, Args, Args]:
     count = None
     noack = False
     i = 0
@@ -213,7 +213,7 @@ def _read_options(a: list[Any]) -> tuple[int | None, bool, list[Any], list[Any]]
             raise StorageError(f"ERR syntax error near {word!r}")
 
 
-def xread(db: Keyspace, a: list[Any]) -> Any:
+def xread(db: Keyspace, a: Args) -> Any:
     count, _, names, ids = _read_options(a)
     out = []
     for name, id_text in zip(names, ids, strict=True):
@@ -230,7 +230,7 @@ def xread(db: Keyspace, a: list[Any]) -> Any:
 # --------------------------------------------------------------------------- consumer groups
 
 
-def xgroup(db: Keyspace, a: list[Any]) -> Any:
+def xgroup(db: Keyspace, a: Args) -> Any:
     sub = text(a[0]).upper()
     if sub != "CREATE":
         raise StorageError(f"ERR unknown XGROUP subcommand {sub!r}")
@@ -248,7 +248,7 @@ def xgroup(db: Keyspace, a: list[Any]) -> Any:
     return OK
 
 
-def xreadgroup(db: Keyspace, a: list[Any]) -> Any:
+def xreadgroup(db: Keyspace, a: Args) -> Any:
     if text(a[0]).upper() != "GROUP":
         raise StorageError("ERR syntax error")
     group, consumer = text(a[1]), text(a[2])
@@ -276,7 +276,7 @@ def xreadgroup(db: Keyspace, a: list[Any]) -> Any:
     return out or None
 
 
-def xack(db: Keyspace, a: list[Any]) -> Any:
+def xack(db: Keyspace, a: Args) -> Any:
     s = _stream(db, key(a[0]))
     g = s.groups.get(text(a[1])) if s is not None else None
     if g is None:
@@ -284,7 +284,7 @@ def xack(db: Keyspace, a: list[Any]) -> Any:
     return sum(1 for x in a[2:] if g.pel.pop(parse_id(x), None) is not None)
 
 
-def xautoclaim(db: Keyspace, a: list[Any]) -> Any:
+def xautoclaim(db: Keyspace, a: Args) -> Any:
     name, group, consumer = key(a[0]), text(a[1]), text(a[2])
     min_idle, start = integer(a[3]), parse_id(a[4]) if text(a[4]) != "-" else (0, 0)
     count = integer(a[6]) if len(a) > 6 else 100
@@ -311,7 +311,7 @@ def xautoclaim(db: Keyspace, a: list[Any]) -> Any:
     return [next_id, claimed, deleted]
 
 
-def xclaim(db: Keyspace, a: list[Any]) -> Any:
+def xclaim(db: Keyspace, a: Args) -> Any:
     name, group, consumer, min_idle = key(a[0]), text(a[1]), text(a[2]), integer(a[3])
     rest = a[4:]
     justid = any(text(x).upper() == "JUSTID" for x in rest)
@@ -333,7 +333,7 @@ def xclaim(db: Keyspace, a: list[Any]) -> Any:
     return out
 
 
-def xpending(db: Keyspace, a: list[Any]) -> Any:
+def xpending(db: Keyspace, a: Args) -> Any:
     _, g = _group_of(db, key(a[0]), text(a[1]), "XPENDING")
     if not g.pel:
         return [0, None, None, None]
@@ -349,7 +349,7 @@ def xpending(db: Keyspace, a: list[Any]) -> Any:
     ]
 
 
-def xinfo(db: Keyspace, a: list[Any]) -> Any:
+def xinfo(db: Keyspace, a: Args) -> Any:
     if text(a[0]).upper() != "GROUPS":
         raise StorageError("ERR only XINFO GROUPS is supported by InMemoryStorage")
     s = _stream(db, key(a[1]))
