@@ -1,5 +1,5 @@
 """The keyspace: keys, expiry, and the commands on strings, hashes, lists and
-sorted sets (and SCAN, PING, FLUSHDB).
+sorted sets (and SCAN, TYPE, PING, FLUSHDB).
 
 Each command is a function of the keyspace and the command's words after its
 name, answering with the raw RESP2 reply Redis gives (bytes, integers, ``None``,
@@ -330,6 +330,14 @@ def scan(db: Keyspace, a: Args) -> Any:
     return [str(nxt).encode(), [k.encode() for k in chunk]]
 
 
+_TYPES = {"bytes": "string", "dict": "hash", "list": "list", "ZSet": "zset", "Stream": "stream"}
+
+
+def type_(db: Keyspace, a: Args) -> Any:
+    value = db.alive(key(a[0]))
+    return Status(b"none" if value is None else _TYPES[type(value).__name__].encode())
+
+
 def ping(db: Keyspace, a: Args) -> Any:
     return Status(b"PONG")
 
@@ -367,6 +375,7 @@ COMMANDS: dict[str, Command] = {
     "ZREM": zrem,
     "ZCARD": zcard,
     "SCAN": scan,
+    "TYPE": type_,
     "PING": ping,
     "FLUSHDB": flushdb,
 }
