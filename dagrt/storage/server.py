@@ -113,7 +113,8 @@ class RedisServer:
     ) -> None:
         self.die_with_parent = die_with_parent
         self.retain_memory = retain_memory
-        self._ready = threading.Event()
+        self._ready = threading.Event()  # the server said it is ready, or its log ended
+        self._accepting = threading.Event()  # the server said it is ready
         self._reader: threading.Thread | None = None
         self.executable = executable or find_server_binary()
         self.password = password
@@ -180,6 +181,7 @@ class RedisServer:
             return
         self._log = []
         self._ready = threading.Event()
+        self._accepting = threading.Event()
         self.process = subprocess.Popen(
             self._argv(),
             stdout=subprocess.PIPE,
@@ -191,7 +193,10 @@ class RedisServer:
             preexec_fn=die_with_parent() if self.die_with_parent else None,
         )
         self._reader = threading.Thread(
-            target=self._read_log, args=(self.process, self._ready), daemon=True, name="redis-log"
+            target=self._read_log,
+            args=(self.process, self._ready, self._accepting),
+            daemon=True,
+            name="redis-log",
         )
         self._reader.start()
 
@@ -204,20 +209,25 @@ class RedisServer:
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         """Block until the server logs that it accepts connections (or fail clearly)."""
-        if not self._ready.wait(timeout) or not self.running:
+        # A server that fails at start-up (say, asked for TLS it was built without) ends
+        # its log before it is reaped: the end of the log alone is no readiness.
+        if not self._ready.wait(timeout) or not self._accepting.is_set() or not self.running:
             self.kill()
             tail = "".join(self._log[-15:])
             raise StorageError(
                 f"the server {self.executable} did not start within {timeout} s:\n{tail}"
             )
 
-    def _read_log(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
+    def _read_log(
+        self, process: subprocess.Popen[str], ready: threading.Event, accepting: threading.Event
+    ) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             self._log.append(line)
             if len(self._log) > 200:
                 del self._log[:100]
             if any(marker in line for marker in _READY):
+                accepting.set()
                 ready.set()
         ready.set()  # the process ended: wake start() to report it
 
