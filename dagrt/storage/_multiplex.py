@@ -26,6 +26,7 @@ from redis.connection import parse_url
 
 from ..exceptions import AuthenticationError, StorageConnectionError, StorageError
 from ._resp import BIG, READ_SIZE, pack_pieces
+from ._tls import TLS
 
 SLICE = 1 << 20  # bytes of a large value handed to the transport at a time
 
@@ -59,7 +60,8 @@ class Pending:
 
 
 class Link:
-    """Where a connection goes and how it is opened: the URL's options, timeouts,
+    """Where a connection goes and how it is opened: the URL's options, TLS (read
+    from the URL by :func:`~._tls.split_tls`, as for redis-py's pools), timeouts,
     the handshake (AUTH, SELECT, CLIENT SETNAME) and its errors."""
 
     def __init__(
@@ -70,9 +72,12 @@ class Link:
         connect_timeout: float,
         reply_timeout: float | None,
         client_name: str | None = None,
+        tls: TLS | None = None,
     ) -> None:
         self.options = parse_url(url)
         self.url = url
+        self.tls = tls
+        self._ssl: ssl.SSLContext | None = None
         self.display_url = display_url
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout
@@ -110,8 +115,11 @@ class Link:
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        cls = self.options.get("connection_class")
-        return ssl.create_default_context() if cls is not None and "SSL" in str(cls) else None
+        """The TLS context of a ``rediss://`` URL (made once; it reads certificate files,
+        so an error here is a connection error)."""
+        if self.tls is not None and self._ssl is None:
+            self._ssl = self.tls.context()
+        return self._ssl
 
     def handshake(self, name_suffix: str = "") -> list[tuple[Any, ...]]:
         opts = self.options
