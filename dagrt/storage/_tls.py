@@ -100,8 +100,10 @@ def split_tls(url: str) -> tuple[str, TLS | None]:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     options = {name: value for name, value in query if name.startswith("ssl_")}
-    rest = [(name, value) for name, value in query if not name.startswith("ssl_")]
-    plain = urlunsplit(parts._replace(query=urlencode(rest)))
+    plain = url
+    if options:
+        rest = [(name, value) for name, value in query if not name.startswith("ssl_")]
+        plain = urlunsplit(parts._replace(query=urlencode(rest)))
     if parts.scheme != "rediss":
         if options:
             raise ValueError(f"{', '.join(sorted(options))}: TLS options need a rediss:// URL")
