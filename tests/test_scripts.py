@@ -439,6 +439,11 @@ CONVERSIONS = {
     ),
     "KEYS and ARGV are tables of strings": "return {#KEYS, #ARGV, ARGV[1], type(ARGV[2])}",
     "unpack is a global": "return {unpack({1, 2, 3})}",
+    "long replies cross in parts, both ways": (
+        "local t = {}; for i = 1, 4500 do t[i] = i end;"
+        " redis.call('RPUSH', KEYS[1], unpack(t));"
+        " local r = redis.call('LRANGE', KEYS[1], 0, -1); return {#r, r[4500], r}"
+    ),
     "hash replies keep their order": (
         "redis.call('HSET', KEYS[1], 'b', 1, 'a', 2); return redis.call('HGETALL', KEYS[1])"
     ),
@@ -485,6 +490,14 @@ def test_script_failures_raise_storage_errors_as_on_the_server(
     for word in ("boom", "boom two", "WRONGTYPE", "nosuchthing", "plain", "TABLE raised"):
         assert (word in in_memory) == (word in on_server), (in_memory, on_server)
     both.assert_same_keys()
+
+
+def test_many_keys_and_arguments_reach_the_script(server: RedisStorage) -> None:
+    both = Both(server)
+    script = Script("count", "return {#KEYS, #ARGV, KEYS[#KEYS], ARGV[#ARGV]}")
+    keys, args = [f"k{i}" for i in range(3000)], list(range(6000))
+    on_server, in_memory = (s.run_script(script, keys, args) for s in both.pair)
+    assert in_memory == on_server == [3000, 6000, b"k2999", b"5999"]
 
 
 def test_any_loaded_script_runs_by_its_sha_and_an_unknown_sha_is_noscript(
