@@ -124,7 +124,7 @@ def _worker(args: argparse.Namespace) -> int:
     from .workers import Worker, WorkerSettings
 
     if not args.release_memory:
-        from .memory import retain_freed_memory
+        from .malloc import retain_freed_memory
 
         retain_freed_memory()  # before any thread allocates
 

@@ -39,7 +39,7 @@ class LocalCluster:
     more ``dagrt worker`` flags, e.g. ``{"claim-timeout": 5}``, and ``worker_env``
     more environment variables for them (``DAGRT_METRICS_URL``). ``retain_memory``
     (default) has the server and the workers keep the memory they free for their
-    next large values (:mod:`dagrt.memory`: faster where fresh pages are slow to
+    next large values (:mod:`dagrt.malloc`: faster where fresh pages are slow to
     fault in; each process keeps its peak memory until the cluster stops).
     """
 

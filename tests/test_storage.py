@@ -176,14 +176,6 @@ async def test_a_group_on_a_missing_stream(store: Form) -> None:
         await store.xgroup_create("nostream", "g", "0", mkstream=False)
 
 
-def _swap_twin(redis: InMemoryStorage, keys: list[str], args: list) -> list:
-    a = redis.call("GET", keys[0])
-    b = redis.call("GET", keys[1])
-    redis.call("SET", keys[0], b if b is not None else args[0])
-    redis.call("SET", keys[1], a if a is not None else args[0])
-    return [a, b, redis.call("INCRBY", keys[2], 1)]
-
-
 SWAP = Script(
     "swap",
     """
@@ -193,7 +185,6 @@ redis.call('SET', KEYS[1], b or ARGV[1])
 redis.call('SET', KEYS[2], a or ARGV[1])
 return {a, b, redis.call('INCRBY', KEYS[3], 1)}
 """,
-    _swap_twin,
 )
 
 

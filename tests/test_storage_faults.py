@@ -12,6 +12,7 @@ import pytest
 
 from dagrt import AuthenticationError, StorageConnectionError, StorageError, ValueTooLargeError
 from dagrt.storage import RedisServer, RedisStorage, find_server_binary
+from dagrt.storage._commands import Cmd
 from dagrt.storage.server import free_port
 
 REDIS_CONF = Path(__file__).parent.parent / "storage" / "redis.conf"
@@ -80,6 +81,49 @@ async def test_a_server_that_stops_answering_is_noticed_on_an_idle_connection(
         server.process.send_signal(signal.SIGCONT)
     assert await storage.aget("k") == b"v"  # the next command connects again
     await storage.aclose()
+
+
+def _connection_tasks() -> set[str]:
+    return {t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("dagrt redis")}
+
+
+async def test_the_connections_reader_and_writer_end_with_it(redis_url: str) -> None:
+    """The auto-pipelined connection's reader and writer run in one task group held
+    for the connection's life: closing the storage ends all of them, and a caller
+    still waiting for a reply gets a clear error, not a hang."""
+    storage = RedisStorage(redis_url)
+    assert await storage.aset("k", b"v") is True
+    assert _connection_tasks() == {
+        "dagrt redis connection",
+        "dagrt redis reader",
+        "dagrt redis writer",
+    }
+    waiting = asyncio.create_task(storage._acall(Cmd(("BLPOP", "no-such-list", 5))))
+    await asyncio.sleep(0.05)
+    with anyio.fail_after(5):
+        await storage.aclose()
+        with pytest.raises(StorageConnectionError, match="closed"):
+            await waiting
+    assert _connection_tasks() == set()
+
+
+async def test_a_connection_cancelled_from_outside_fails_its_callers_and_reconnects(
+    redis_url: str,
+) -> None:
+    """Cancelling the connection's task (as a loop that shuts down does) closes the
+    socket and fails the callers waiting on it; the next command connects again."""
+    storage = RedisStorage(redis_url)
+    assert await storage.aset("k", b"v") is True
+    mux, _, _ = storage._async()
+    waiting = asyncio.create_task(storage._acall(Cmd(("BLPOP", "no-such-list", 5))))
+    await asyncio.sleep(0.05)
+    assert mux._life is not None
+    mux._life.cancel()
+    with anyio.fail_after(5), pytest.raises(StorageConnectionError, match="dropped"):
+        await waiting
+    assert await storage.aget("k") == b"v"
+    await storage.aclose()
+    assert _connection_tasks() == set()
 
 
 async def test_a_value_over_proto_max_bulk_len_names_the_key(server_factory) -> None:

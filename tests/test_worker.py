@@ -1,6 +1,6 @@
 """The worker and scheduler logic in one process, on InMemoryStorage.
 
-The scheduler's Lua scripts have Python twins that InMemoryStorage runs, so
+InMemoryStorage runs the scheduler's own Lua scripts (through lupa), so
 the whole protocol (submission, dispatch, completion, "become", failure,
 cancellation) runs here without a server, next to the same tests on Redis.
 """
@@ -54,7 +54,7 @@ def boom(x: int) -> int:
     raise ZeroDivisionError(f"no {x}")
 
 
-async def test_a_run_through_the_scripts_twins(twin: tuple[dagrt.Client, Worker]) -> None:
+async def test_a_run_through_the_scripts_in_one_process(twin: tuple[dagrt.Client, Worker]) -> None:
     client, worker = twin
     assert await client.compute(pairwise(add, [inc(i) for i in range(64)])) == sum(range(1, 65))
     assert worker.counts["done"] == 127

@@ -128,12 +128,7 @@ class RunSummary:
         )
 
 
-def _read_entries_twin(redis: Any, keys: list[str], argv: list[Any]) -> Any:
-    """``read_entries.lua`` for InMemoryStorage."""
-    return [redis.call("XRANGE", keys[0], entry, entry) for entry in argv]
-
-
-READ_ENTRIES = Script.from_package("read_entries.lua", _read_entries_twin)
+READ_ENTRIES = Script.from_package("read_entries.lua")
 
 
 def _fields(flat: list[Any]) -> dict[bytes, bytes]:

@@ -33,41 +33,7 @@ from .wire import Item, position, wire_column, wire_column_length
 __all__ = ["LOG_RUN", "index_updates", "log_run_call"]
 
 
-def _log_run_twin(redis: Any, keys: list[str], argv: list[Any]) -> Any:
-    """``log_run.lua`` for InMemoryStorage."""
-    stream, record, entries, runs, writer = keys
-    seq = int(argv[1])
-    if seq <= int(redis.call("GET", writer) or 0):
-        return []
-    redis.call("SET", writer, seq, "EX", 86400)
-    run = argv[0].decode() if isinstance(argv[0], bytes) else str(argv[0])
-    pos = 2
-    ids = []
-    for _ in range(int(argv[pos])):
-        n, data = argv[pos + 1], argv[pos + 2]
-        ids.append(redis.call("XADD", stream, "*", "r", run, "n", n, "d", data))
-        pos += 2
-    pos += 1
-    if run and ids:
-        if redis.call("HGET", record, "first") is None:
-            redis.call("HSET", record, "first", ids[0])
-        redis.call("HSET", record, "last", ids[-1])
-        redis.call("RPUSH", entries, *ids)
-    for _ in range(int(argv[pos])):
-        redis.call("HINCRBY", record, argv[pos + 1], argv[pos + 2])
-        pos += 2
-    pos += 1
-    n_fields = int(argv[pos])
-    if n_fields:
-        redis.call("HSET", record, *argv[pos + 1 : pos + 1 + 2 * n_fields])
-    pos += 1 + 2 * n_fields
-    score, how = argv[pos], argv[pos + 1]
-    if how == "S" or (how == "N" and not redis.call("ZSCORE", runs, run)):
-        redis.call("ZADD", runs, score, run)
-    return ids
-
-
-LOG_RUN = Script.from_package("log_run.lua", _log_run_twin)
+LOG_RUN = Script.from_package("log_run.lua")
 
 
 def log_run_call(

@@ -11,6 +11,13 @@ A caller that is cancelled leaves its replies to be read and dropped, so the
 connection stays in step. If the connection breaks, every caller waiting on it
 gets :class:`~dagrt.StorageConnectionError` (their commands may or may not have
 run); the next command connects again.
+
+The reader and the writer of a connection run in one task group, which one task
+per connection holds for the connection's life (the connection opens lazily, from
+whichever coroutine sends first, so no caller's scope can hold it): when either
+loop ends, the other is cancelled, and the socket is closed and the callers still
+waiting are failed in a shielded scope. ``aclose`` cancels that task and waits for
+it, shielded; the hot path (``execute`` and the two loops) is unchanged.
 """
 
 from __future__ import annotations
@@ -21,11 +28,14 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 import hiredis
+from anyio.abc import TaskGroup
 from redis.connection import parse_url
 
 from ..exceptions import AuthenticationError, StorageConnectionError, StorageError
 from ._resp import BIG, READ_SIZE, pack_pieces
+from ._tls import TLS
 
 SLICE = 1 << 20  # bytes of a large value handed to the transport at a time
 
@@ -59,7 +69,8 @@ class Pending:
 
 
 class Link:
-    """Where a connection goes and how it is opened: the URL's options, timeouts,
+    """Where a connection goes and how it is opened: the URL's options, TLS (read
+    from the URL by :func:`~._tls.split_tls`, as for redis-py's pools), timeouts,
     the handshake (AUTH, SELECT, CLIENT SETNAME) and its errors."""
 
     def __init__(
@@ -70,9 +81,12 @@ class Link:
         connect_timeout: float,
         reply_timeout: float | None,
         client_name: str | None = None,
+        tls: TLS | None = None,
     ) -> None:
         self.options = parse_url(url)
         self.url = url
+        self.tls = tls
+        self._ssl: ssl.SSLContext | None = None
         self.display_url = display_url
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout
@@ -110,8 +124,11 @@ class Link:
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        cls = self.options.get("connection_class")
-        return ssl.create_default_context() if cls is not None and "SSL" in str(cls) else None
+        """The TLS context of a ``rediss://`` URL (made once; it reads certificate files,
+        so an error here is a connection error)."""
+        if self.tls is not None and self._ssl is None:
+            self._ssl = self.tls.context()
+        return self._ssl
 
     def handshake(self, name_suffix: str = "") -> list[tuple[Any, ...]]:
         opts = self.options
@@ -144,7 +161,8 @@ class Multiplexer(Link):
         self._writer: asyncio.StreamWriter | None = None
         self._out: list[bytes | memoryview] = []
         self._wake: asyncio.Event = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._life: asyncio.Task[None] | None = None  # holds the connection's task group
+        self._group: TaskGroup | None = None  # the reader and the writer, while they run
         self._reader: asyncio.Task[None] | None = None  # the reader task, while it runs
         self._watchdog: asyncio.TimerHandle | None = None
         self._heard = 0.0  # when the reader last got bytes (loop clock)
@@ -195,10 +213,33 @@ class Multiplexer(Link):
         self._writer = writer
         self._wake = asyncio.Event()
         self._silent = False
-        self._tasks = [
-            asyncio.create_task(self._read_loop(reader, parser), name="dagrt redis reader"),
-            asyncio.create_task(self._write_loop(writer), name="dagrt redis writer"),
-        ]
+        self._life = asyncio.get_running_loop().create_task(
+            self._run(reader, writer, parser), name="dagrt redis connection"
+        )
+
+    async def _run(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, parser: hiredis.Reader
+    ) -> None:
+        """The connection's life: its reader and writer in one task group. Whichever
+        ends first (the connection broke, or it is closed) cancels the other; then the
+        socket is closed and, if this is still the current connection, every caller
+        waiting on it fails (shielded: this runs whatever cancelled it)."""
+        try:
+            async with anyio.create_task_group() as group:
+                self._group = group
+                group.start_soon(self._read_loop, reader, parser, writer, name="dagrt redis reader")
+                group.start_soon(self._write_loop, writer, name="dagrt redis writer")
+        except Exception as exc:  # a fault in a loop: the connection is dropped
+            self._broken(exc, writer)
+        finally:
+            with anyio.CancelScope(shield=True):
+                self._broken(ConnectionResetError("the connection was dropped"), writer)
+                writer.close()
+                with anyio.move_on_after(1):
+                    try:
+                        await writer.wait_closed()
+                    except (OSError, ConnectionError):
+                        pass
 
     # -- sending ---------------------------------------------------------------------
 
@@ -218,6 +259,7 @@ class Multiplexer(Link):
         return await future
 
     async def _write_loop(self, writer: asyncio.StreamWriter) -> None:
+        """Send what callers queued, in one write per wake-up (large values in slices)."""
         try:
             while True:
                 await self._wake.wait()
@@ -244,9 +286,11 @@ class Multiplexer(Link):
                     writer.writelines(small)
                 await writer.drain()
         except (OSError, ConnectionError) as exc:
-            self._broken(exc)
+            self._broken(exc, writer)
 
-    async def _read_loop(self, reader: asyncio.StreamReader, parser: hiredis.Reader) -> None:
+    async def _read_loop(
+        self, reader: asyncio.StreamReader, parser: hiredis.Reader, writer: asyncio.StreamWriter
+    ) -> None:
         expect = self.pending
         loop = asyncio.get_running_loop()
         self._reader = asyncio.current_task()
@@ -263,9 +307,9 @@ class Multiplexer(Link):
         except asyncio.CancelledError:
             if not self._silent:
                 raise
-            self._broken(TimeoutError(f"no reply within {self.reply_timeout:g} s"))
+            self._broken(TimeoutError(f"no reply within {self.reply_timeout:g} s"), writer)
         except (OSError, ConnectionError, IndexError, hiredis.ProtocolError) as exc:
-            self._broken(exc)
+            self._broken(exc, writer)
         finally:
             self._reader = None
 
@@ -294,42 +338,42 @@ class Multiplexer(Link):
         self._silent = True
         self._reader.cancel()
 
-    def _broken(self, exc: BaseException) -> None:
-        """Fail every waiting caller; the next command reconnects."""
+    def _broken(self, exc: BaseException, writer: asyncio.StreamWriter | None = None) -> None:
+        """Fail every waiting caller and stop the loops; the next command reconnects.
+        With ``writer``: only if that is still the current connection."""
+        if writer is not None and writer is not self._writer:
+            return  # an earlier connection, already accounted for
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
+        current, self._writer = self._writer, None
+        if current is not None:
+            current.close()
         self.fail_pending(self.unreachable(exc))
         self._out.clear()
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
-        self._tasks = []
+        group, self._group = self._group, None
+        if group is not None:
+            group.cancel_scope.cancel()
 
     async def aclose(self) -> None:
         self._closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
-        writer, self._writer = self._writer, None
+        writer, self._writer = self._writer, None  # the loops' cleanup leaves callers to us
         if writer is not None:
             writer.close()
-            try:
-                await writer.wait_closed()
-            except (OSError, ConnectionError):
-                pass
         self.fail_pending(
             StorageConnectionError(f"the connection to {self.display_url} was closed")
         )
+        group, self._group = self._group, None
+        if group is not None:
+            group.cancel_scope.cancel()
+        life, self._life = self._life, None
+        if life is not None:
+            life.cancel()
+            with anyio.CancelScope(shield=True):
+                try:
+                    await life
+                except (asyncio.CancelledError, Exception):
+                    pass

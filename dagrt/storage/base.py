@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -35,36 +35,25 @@ class NoScriptError(Exception):
 
 
 class Script:
-    """A Lua script for atomic multi-key updates, with an optional Python twin.
+    """A Lua script for atomic multi-key updates.
 
     ``RedisStorage`` runs ``source`` by SHA, loading it on ``NOSCRIPT``;
-    ``InMemoryStorage`` runs ``python(redis, keys, args)``, where ``redis.call``
-    behaves like Lua's ``redis.call``, so both read alike.
+    ``InMemoryStorage`` runs the same source in its own Lua (lupa), so a script
+    has one implementation. Every script made in this process is known by its SHA
+    (:func:`registered_script`), so ``InMemoryStorage`` runs it without a load.
     """
 
-    def __init__(
-        self,
-        name: str,
-        source: str,
-        python: Callable[[Any, list[str], list[Any]], Any] | None = None,
-    ) -> None:
+    def __init__(self, name: str, source: str) -> None:
         self.name = name
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
-        self.python = python
-        if python is not None:
-            _REGISTRY[self.sha] = self
+        _REGISTRY[self.sha] = self
 
     @classmethod
-    def from_package(
-        cls,
-        filename: str,
-        python: Callable[[Any, list[str], list[Any]], Any] | None = None,
-        package: str = "dagrt.lua",
-    ) -> Script:
+    def from_package(cls, filename: str, package: str = "dagrt.lua") -> Script:
         """Load ``filename`` from a package directory of ``.lua`` files (read once)."""
         source = resources.files(package).joinpath(filename).read_text()
-        return cls(filename.removesuffix(".lua"), source, python)
+        return cls(filename.removesuffix(".lua"), source)
 
     def __repr__(self) -> str:
         return f"<Script {self.name} {self.sha[:8]}>"
@@ -74,7 +63,7 @@ _REGISTRY: dict[str, Script] = {}
 
 
 def registered_script(sha: str) -> Script | None:
-    """The script with that SHA and a Python twin, if one was made in this process."""
+    """The script with that SHA, if one was made in this process."""
     return _REGISTRY.get(sha)
 
 

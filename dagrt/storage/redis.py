@@ -38,6 +38,7 @@ from . import _commands as c
 from ._commands import Cmd
 from ._multiplex import Multiplexer, ReplyError
 from ._resp import BIG, READ_SIZE, PiecePacker
+from ._tls import split_tls
 from ._values import ValueReader
 from .base import NoScriptError, Storage, _mget_cmds
 
@@ -48,10 +49,17 @@ _SCHEMES = ("redis", "rediss", "unix")
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    """``url`` with any password (also a client key's ``ssl_password``) replaced by
+    ``***`` (for messages and logs)."""
     parts = urlsplit(url)
+    if "ssl_password=" in parts.query:
+        query = "&".join(
+            "ssl_password=***" if item.startswith("ssl_password=") else item
+            for item in parts.query.split("&")
+        )
+        parts = parts._replace(query=query)
     if parts.password is None:
-        return url
+        return urlunsplit(parts)
     user = parts.username or ""
     host = parts.hostname or ""
     if parts.port:
@@ -82,6 +90,7 @@ class RedisConfig(BaseModel):
                 f"unsupported URL scheme {scheme!r} in {redact(url)!r}: "
                 "use redis://, rediss:// or unix://"
             )
+        split_tls(url)  # TLS options that do not read fail here, for both forms
         return url
 
     def pool_options(self, *, blocking: bool = False) -> dict[str, Any]:
@@ -112,6 +121,10 @@ class RedisStorage(Storage):
         else:
             raise TypeError(f"RedisStorage needs a redis:// URL or RedisConfig, got {url!r}")
         self.url = redact(self.config.url)
+        # The URL without its ssl_* options, and those options read once: redis-py's
+        # pools take them as keyword arguments, the asyncio links as an SSLContext.
+        self._plain_url, self._tls = split_tls(self.config.url)
+        self._tls_options = self._tls.pool_options() if self._tls is not None else {}
         self._client: redis_sync.Redis | None = None
         self._block_pool: redis_sync.ConnectionPool | None = None
         self._aclients: weakref.WeakKeyDictionary[
@@ -136,11 +149,12 @@ class RedisStorage(Storage):
     def _sync(self) -> redis_sync.Redis:
         if self._client is None:
             pool = redis_sync.ConnectionPool.from_url(
-                self.config.url,
+                self._plain_url,
                 retry=self._retry(),
                 command_packer=PiecePacker(),  # large values are sent, not copied first
                 socket_read_size=READ_SIZE,
                 **self.config.pool_options(),
+                **self._tls_options,
             )
             client = redis_sync.Redis(connection_pool=pool)
             client.response_callbacks.clear()  # raw replies: dagrt parses them
@@ -161,14 +175,18 @@ class RedisStorage(Storage):
                 "connect_timeout": self.config.socket_connect_timeout,
                 "reply_timeout": self.config.socket_timeout,
                 "client_name": self.config.client_name,
+                "tls": self._tls,
             }
             block_pool = redis_async.ConnectionPool.from_url(
-                self.config.url, retry=retry, **self.config.pool_options(blocking=True)
+                self._plain_url,
+                retry=retry,
+                **self.config.pool_options(blocking=True),
+                **self._tls_options,
             )
             found = self._aclients[loop] = (
-                Multiplexer(self.config.url, **link),
+                Multiplexer(self._plain_url, **link),
                 block_pool,
-                ValueReader(self.config.url, **link),
+                ValueReader(self._plain_url, **link),
             )
         return found
 
@@ -323,7 +341,10 @@ class RedisStorage(Storage):
     def _call_blocking(self, cmd: Cmd, block: float) -> Any:
         if self._block_pool is None:
             self._block_pool = redis_sync.ConnectionPool.from_url(
-                self.config.url, retry=self._retry(), **self.config.pool_options(blocking=True)
+                self._plain_url,
+                retry=self._retry(),
+                **self.config.pool_options(blocking=True),
+                **self._tls_options,
             )
         pool = self._block_pool
         conn = pool.get_connection()

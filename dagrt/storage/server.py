@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import StorageError
-from ..memory import RETAIN_ENV
+from ..malloc import RETAIN_ENV
 from .redis import redact
 
 __all__ = ["RedisServer", "find_server_binary"]
@@ -94,7 +94,7 @@ class RedisServer:
     server if the thread that spawned it dies (start it from a long-lived thread).
     ``retain_memory`` (default) has a glibc-built server keep the memory it frees
     for its next values instead of faulting in fresh pages for each
-    (:mod:`dagrt.memory`; the server keeps its peak memory until it stops).
+    (:mod:`dagrt.malloc`; the server keeps its peak memory until it stops).
     """
 
     def __init__(
@@ -113,7 +113,8 @@ class RedisServer:
     ) -> None:
         self.die_with_parent = die_with_parent
         self.retain_memory = retain_memory
-        self._ready = threading.Event()
+        self._ready = threading.Event()  # the server said it is ready, or its log ended
+        self._accepting = threading.Event()  # the server said it is ready
         self._reader: threading.Thread | None = None
         self.executable = executable or find_server_binary()
         self.password = password
@@ -180,6 +181,7 @@ class RedisServer:
             return
         self._log = []
         self._ready = threading.Event()
+        self._accepting = threading.Event()
         self.process = subprocess.Popen(
             self._argv(),
             stdout=subprocess.PIPE,
@@ -191,7 +193,10 @@ class RedisServer:
             preexec_fn=die_with_parent() if self.die_with_parent else None,
         )
         self._reader = threading.Thread(
-            target=self._read_log, args=(self.process, self._ready), daemon=True, name="redis-log"
+            target=self._read_log,
+            args=(self.process, self._ready, self._accepting),
+            daemon=True,
+            name="redis-log",
         )
         self._reader.start()
 
@@ -204,20 +209,25 @@ class RedisServer:
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         """Block until the server logs that it accepts connections (or fail clearly)."""
-        if not self._ready.wait(timeout) or not self.running:
+        # A server that fails at start-up (say, asked for TLS it was built without) ends
+        # its log before it is reaped: the end of the log alone is no readiness.
+        if not self._ready.wait(timeout) or not self._accepting.is_set() or not self.running:
             self.kill()
             tail = "".join(self._log[-15:])
             raise StorageError(
                 f"the server {self.executable} did not start within {timeout} s:\n{tail}"
             )
 
-    def _read_log(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
+    def _read_log(
+        self, process: subprocess.Popen[str], ready: threading.Event, accepting: threading.Event
+    ) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             self._log.append(line)
             if len(self._log) > 200:
                 del self._log[:100]
             if any(marker in line for marker in _READY):
+                accepting.set()
                 ready.set()
         ready.set()  # the process ended: wake start() to report it
 

@@ -15,7 +15,7 @@ from dagrt.storage import RedisServer, RedisStorage, find_server_binary
 
 _PROBE = """
 import sys, psutil
-from dagrt.memory import retain_freed_memory
+from dagrt.malloc import retain_freed_memory
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
 me = psutil.Process()

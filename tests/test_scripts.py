@@ -1,0 +1,515 @@
+"""dagrt's Lua scripts answer the same on InMemoryStorage as on a real server.
+
+``InMemoryStorage`` runs the very ``.lua`` source the server runs (through lupa),
+but on its own emulation of the commands the scripts call, and with its own
+conversions between Lua values and replies. These tests hold both to the server:
+random runs driven through the scheduler's own command builders (``complete``,
+``fail``, ``stop``), random event-log writes (``log_run``) and reads
+(``read_entries``), each sent to a real server and to an ``InMemoryStorage``, must
+get the same replies and leave the same keys: types, values, hash fields, list
+items, sorted-set scores, stream entries in order, consumer groups with their
+pending entries, and which keys have a time to live. Stream ids are made of the
+clock, so entries are compared by their fields and position, never by id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dagrt.metrics.store import LOG_RUN
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from dagrt import keys as K
+from dagrt.exceptions import StorageError
+from dagrt.metrics.read import READ_ENTRIES
+from dagrt.scheduler import STOP, Completion, complete_cmd, fail_cmd, load_scripts_cmds
+from dagrt.storage import InMemoryStorage, RedisStorage, Script, Storage
+from dagrt.storage import commands as C
+from dagrt.storage.base import NoScriptError
+
+STREAM = K.tasks_stream()
+GROUP = K.TASKS_GROUP
+RUN = "run-1"
+
+EXAMPLES = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,  # the same examples on every run: CI is deterministic
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture
+def server(redis_url: str) -> Iterator[RedisStorage]:
+    storage = RedisStorage(redis_url)
+    yield storage
+    storage.close()
+
+
+class Both:
+    """A real server and an InMemoryStorage, sent the same things."""
+
+    def __init__(self, server: RedisStorage) -> None:
+        server.flushdb()
+        self.server = server
+        self.memory = InMemoryStorage()
+
+    @property
+    def pair(self) -> tuple[Storage, Storage]:
+        return self.server, self.memory
+
+    def assert_same_keys(self) -> None:
+        assert snapshot(self.memory) == snapshot(self.server)
+
+
+# --------------------------------------------------------------------------- comparing keys
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def snapshot(storage: Storage) -> dict[str, Any]:
+    """Every key: its type, whether it has a time to live, and its contents. Stream
+    entries, and values that are ids of them (a run's first and last entry, its list
+    of entries), are given as (stream, position), never as ids."""
+    names = sorted(storage.scan_iter())
+    kinds = {key: _text(storage.pipeline([C.Cmd(("TYPE", key))])[0]) for key in names}
+    ids = {
+        eid: (key, i)
+        for key in names
+        if kinds[key] == "stream"
+        for i, (eid, _) in enumerate(storage.xrange(key))
+    }
+
+    def plain(value: Any) -> Any:
+        return ids.get(value, value) if isinstance(value, bytes) else value
+
+    out: dict[str, Any] = {}
+    for key in names:
+        kind = kinds[key]
+        value: Any
+        if kind == "string":
+            value = plain(storage.get(key))
+        elif kind == "hash":
+            value = {f: plain(v) for f, v in storage.hgetall(key).items()}
+        elif kind == "list":
+            value = [plain(v) for v in storage.pipeline([C.lrange(key)])[0]]
+        elif kind == "zset":
+            value = storage.zrange(key, withscores=True)
+        elif kind == "stream":
+            value = stream_state(storage, key)
+        else:
+            raise AssertionError(f"{key}: unexpected type {kind}")
+        out[key] = (kind, storage.ttl(key) is not None, value)
+    return out
+
+
+def positions(storage: Storage, stream: str) -> dict[bytes, int]:
+    return {eid: i for i, (eid, _) in enumerate(storage.xrange(stream))}
+
+
+def _where(at: dict[bytes, int], entry_id: Any) -> Any:
+    if entry_id is None:
+        return None
+    entry_id = entry_id if isinstance(entry_id, bytes) else str(entry_id).encode()
+    return at.get(entry_id, "0-0" if entry_id == b"0-0" else "gone")
+
+
+def stream_state(storage: Storage, stream: str) -> dict[str, Any]:
+    entries = storage.xrange(stream)
+    at = {eid: i for i, (eid, _) in enumerate(entries)}
+    groups = {}
+    for info in storage.xinfo_groups(stream):
+        name = _text(info["name"])
+        pending = storage.xpending(stream, name)
+        groups[name] = {
+            "consumers": int(info["consumers"]),
+            "pending": int(info["pending"]),
+            "last-delivered": _where(at, info["last-delivered-id"]),
+            "oldest pending": _where(at, pending["min"]),
+            "newest pending": _where(at, pending["max"]),
+            "pending by consumer": pending["consumers"],
+        }
+    return {
+        "length": storage.xlen(stream),
+        "entries": [fields for _, fields in entries],
+        "groups": groups,
+    }
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@st.composite
+def run_scenarios(draw: st.DrawFn) -> dict[str, Any]:
+    """A random DAG and a random sequence of what workers and the client do to its run."""
+    n = draw(st.integers(1, 7))
+    parents = [
+        sorted(draw(st.sets(st.integers(0, i - 1), max_size=min(i, 3)))) if i else []
+        for i in range(n)
+    ]
+    task = st.integers(0, n - 1)
+    worker = st.sampled_from(["w1", "w2"])
+    # index, keep mode, acknowledge its entries, output stored first (as a worker does)
+    item = st.tuples(task, st.sampled_from("110L"), st.booleans(), st.sampled_from([1, 1, 1, 0]))
+    batch = st.lists(item, min_size=1, max_size=3, unique_by=lambda x: x[0])
+    step = st.one_of(
+        st.tuples(st.just("deliver"), worker),
+        st.tuples(st.just("complete"), batch, worker),
+        st.tuples(st.just("complete"), batch, worker),
+        st.tuples(st.just("complete"), batch, worker),
+        st.tuples(st.just("complete"), batch, worker),
+        st.tuples(st.just("replay"), st.integers(0, 20)),
+        st.tuples(st.just("store"), task),
+        st.tuples(st.just("fail"), task, st.booleans(), worker),
+    )
+    return {
+        "parents": parents,
+        "ttl": draw(st.booleans()),  # the run's meta hash has a time to live
+        "steps": draw(st.lists(step, min_size=1, max_size=16))
+        + draw(st.lists(st.tuples(st.just("stop"), st.just("cancelled")), max_size=1))
+        + draw(st.lists(step, max_size=3)),
+    }
+
+
+def start_run(storage: Storage, parents: list[list[int]], ttl: bool) -> K.RunKeys:
+    """The keys ``submit`` writes that the scripts read, and the roots dispatched."""
+    rk = K.RunKeys(RUN)
+    n = len(parents)
+    cmds = [
+        C.hset(rk.meta, {"status": "running", "n": n, "left": n}),
+        C.hset(rk.done, {"-": "created"}),
+        C.xadd(rk.progress, {"t": -1}),
+        C.xadd(rk.events, {"e": "submitted", "n": n}),
+        C.xgroup_create(STREAM, GROUP, "0"),
+    ]
+    deps = {str(i): len(ps) for i, ps in enumerate(parents) if ps}
+    if deps:
+        cmds.append(C.hset(rk.deps, deps))
+    if ttl:
+        cmds.append(C.expire(rk.meta, 3600))
+    cmds += [C.xadd(STREAM, {"r": RUN, "t": i}) for i, ps in enumerate(parents) if not ps]
+    storage.pipeline(cmds)
+    return rk
+
+
+class Run:
+    """One backend's side of a scenario: the entries its workers were handed."""
+
+    def __init__(self, storage: Storage, parents: list[list[int]], ttl: bool) -> None:
+        self.storage = storage
+        self.rk = start_run(storage, parents, ttl)
+        self.children: list[list[int]] = [[] for _ in parents]
+        for child, ps in enumerate(parents):
+            for p in ps:
+                self.children[p].append(child)
+        self.delivered: dict[int, list[bytes]] = {}  # task -> its entries handed out
+        self.sent: list[C.Cmd] = []
+
+    def deliver(self, worker: str) -> list[dict[bytes, bytes]]:
+        got = self.storage.xreadgroup(GROUP, worker, {STREAM: ">"}, count=100)
+        entries = [e for _, es in got for e in es]
+        for eid, fields in entries:
+            self.delivered.setdefault(int(fields[b"t"]), []).append(eid)
+        return [fields for _, fields in entries]
+
+    def acks(self, index: int, ack: bool) -> list[bytes]:
+        return list(self.delivered.get(index, [])) if ack else []
+
+    def complete(self, items: list[tuple[int, str, bool, int]], worker: str) -> Any:
+        self.storage.mset({self.rk.output(index): b"output" for index, _, _, s in items if s})
+        completions = [
+            Completion(
+                index,
+                self.children[index],
+                self.acks(index, ack),
+                may_keep=mode == "1",
+                local=mode == "L",
+            )
+            for index, mode, ack, _ in items
+        ]
+        cmd = complete_cmd(self.rk, completions, worker, stream=STREAM)
+        self.sent.append(cmd)
+        return self.storage.pipeline([cmd])[0]
+
+    def replay(self, k: int) -> Any:
+        """A completion sent again, as after a lost reply: the decision remembered."""
+        return self.storage.pipeline([self.sent[k % len(self.sent)]])[0] if self.sent else None
+
+    def fail(self, index: int, ack: bool, worker: str) -> Any:
+        record = {"task": index, "error": "ValueError('boom')", "worker": worker}
+        cmd = fail_cmd(self.rk, index, worker, record, acks=self.acks(index, ack), stream=STREAM)
+        return self.storage.pipeline([cmd])[0]
+
+    def stop(self, status: str) -> Any:
+        return self.storage.run_script(STOP, [self.rk.meta, self.rk.events], [status])
+
+    def step(self, action: tuple[Any, ...]) -> Any:
+        kind, *args = action
+        if kind == "store":
+            return self.storage.set(self.rk.output(args[0]), b"output")
+        return getattr(self, kind)(*args)
+
+
+@settings(EXAMPLES, max_examples=40)
+@given(run_scenarios())
+def test_completions_failures_and_stops_answer_and_write_as_on_the_server(
+    server: RedisStorage, scenario: dict[str, Any]
+) -> None:
+    both = Both(server)
+    for storage in both.pair:  # as a worker does first (complete and fail go by EVALSHA)
+        storage.pipeline(load_scripts_cmds())
+    runs = [Run(s, scenario["parents"], scenario["ttl"]) for s in both.pair]
+    both.assert_same_keys()
+    for action in scenario["steps"]:
+        on_server, in_memory = (run.step(action) for run in runs)
+        assert in_memory == on_server, action
+        both.assert_same_keys()
+        if action[0] in ("complete", "replay") and on_server:
+            for code, kept in on_server:
+                kept_child = code in (b"ok", b"dup") and kept
+                event(f"complete: {code.decode()}" + (", a child kept" if kept_child else ""))
+        elif action[0] in ("fail", "stop"):
+            event(f"{action[0]}: {on_server!r}")
+    event(f"the run ends {both.server.hget(runs[0].rk.meta, 'status')!r}")
+
+
+# --------------------------------------------------------------------------- the event log: log_run
+
+
+@st.composite
+def log_calls(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Writes to the event log by several writers, some sent again (same sequence
+    number) or out of order, as ``metrics.store._plan`` shapes them."""
+    calls = []
+    last: dict[str, int] = {}
+    for _ in range(draw(st.integers(1, 10))):
+        writer = draw(st.sampled_from(["client", "w1", "w2"]))
+        seq = draw(
+            st.sampled_from(
+                [last.get(writer, 0) + 1, last.get(writer, 0) + 1, last.get(writer, 0) + 3]
+                + ([last[writer], max(1, last[writer] - 1)] if writer in last else [])
+            )
+        )
+        last[writer] = max(last.get(writer, 0), seq)
+        run = draw(st.sampled_from(["r1", "r2", ""]))
+        entries = draw(
+            st.lists(st.tuples(st.integers(1, 64), st.binary(min_size=1, max_size=12)), max_size=4)
+        )
+        name = st.sampled_from(["done", "failed", "events", "tasks"])
+        counters = draw(st.dictionaries(name, st.integers(-3, 50), max_size=3)) if run else {}
+        fields = (
+            draw(
+                st.dictionaries(
+                    st.sampled_from(["status", "client", "n"]),
+                    st.text("abc:1", min_size=0, max_size=5),
+                    max_size=2,
+                )
+            )
+            if run
+            else {}
+        )
+        how = draw(st.sampled_from(["S", "N", ""])) if run else ""
+        score = repr(draw(st.floats(0, 2e9, allow_nan=False))) if how else ""
+        calls.append(
+            {
+                "writer": writer,
+                "seq": seq,
+                "run": run,
+                "entries": entries,
+                "counters": counters,
+                "fields": fields,
+                "index": (score, how),
+            }
+        )
+    return calls
+
+
+def log_run(storage: Storage, call: dict[str, Any]) -> Any:
+    run = call["run"]
+    keys = [
+        K.events(),
+        K.run_record(run),
+        K.run_entries(run),
+        K.runs_index(),
+        K.log_writer(call["writer"]),
+    ]
+    argv: list[Any] = [run, call["seq"], len(call["entries"])]
+    for n, data in call["entries"]:
+        argv += [n, data]
+    argv.append(len(call["counters"]))
+    for name, amount in call["counters"].items():
+        argv += [name, amount]
+    argv.append(len(call["fields"]))
+    for name, value in call["fields"].items():
+        argv += [name, value]
+    argv += list(call["index"])
+    return storage.run_script(LOG_RUN, keys, argv)
+
+
+@EXAMPLES
+@given(log_calls())
+def test_event_log_writes_apply_once_and_index_as_on_the_server(
+    server: RedisStorage, calls: list[dict[str, Any]]
+) -> None:
+    both = Both(server)
+    for call in calls:
+        replies = [log_run(storage, call) for storage in both.pair]
+        # the ids written: as many, and the same entries of the log
+        on_server, in_memory = (
+            [positions(storage, K.events()).get(eid) for eid in reply]
+            for storage, reply in zip(both.pair, replies, strict=True)
+        )
+        assert in_memory == on_server, call
+        assert None not in in_memory
+        both.assert_same_keys()
+        event("a write applied" if on_server or not call["entries"] else "a write sent again")
+
+
+# --------------------------------------------------------------------------- reading entries by id
+
+
+@EXAMPLES
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from([b"r", b"n", b"d"]), st.binary(max_size=6), min_size=1),
+        max_size=10,
+    ),
+    st.sets(st.integers(0, 9)),
+    st.lists(st.integers(-2, 11), max_size=12),
+)
+def test_reading_entries_by_id_answers_as_on_the_server(
+    server: RedisStorage, entries: list[dict[bytes, bytes]], deleted: set[int], wanted: list[int]
+) -> None:
+    """Entries read by id, in the order asked: those deleted since, and ids before
+    the first entry or after the last, read as empty."""
+    both = Both(server)
+    replies = []
+    for storage in both.pair:
+        ids = storage.xadd_many(K.events(), entries) if entries else []
+        storage.xdel(K.events(), *[ids[i] for i in deleted if i < len(ids)])
+        asked = ["0-1" if i < 0 else ids[i] if i < len(ids) else "99999999999999-0" for i in wanted]
+        reply = storage.run_script(READ_ENTRIES, [K.events()], asked)
+        at = {eid: i for i, eid in enumerate(ids)}
+        replies.append([[(at[eid], fields) for eid, fields in found] for found in reply])
+    assert replies[1] == replies[0]
+    both.assert_same_keys()
+
+
+# --------------------------------------------------------------------------- conversions
+
+CONVERSIONS = {
+    "a number is truncated to an integer": "return {3.99, -3.99, 2^53, 0.5}",
+    "an array stops at its first nil": "return {1, 'x', {3, nil, 5}, nil, 9}",
+    "true is 1 and false is nil": "return {true, false, 'after'}",
+    "a status table is a status reply": "return redis.status_reply('FINE')",
+    "a status inside an array": "return {redis.status_reply('FINE'), 'x'}",
+    "an ok table that is not a string is an array": "return {ok = 5}",
+    "a reply of nil is nil": "return nil",
+    "a nil bulk is false in Lua": "return type(redis.call('GET', KEYS[1]))",
+    "a status reply is an ok table in Lua": (
+        "local r = redis.call('SET', KEYS[1], 'v'); return {type(r), r.ok}"
+    ),
+    "an integer reply is a number in Lua": "return redis.call('INCRBY', KEYS[1], 5) + 0.5",
+    "an array reply is a table in Lua": (
+        "redis.call('RPUSH', KEYS[1], 'a', 'b'); local t = redis.call('LRANGE', KEYS[1], 0, -1);"
+        " return {#t, t[2]}"
+    ),
+    "an empty array reply is an empty table": (
+        "return {#redis.call('XRANGE', KEYS[1], '-', '+'), 'next'}"
+    ),
+    "redis.pcall returns an error as an err table": (
+        "redis.call('SET', KEYS[1], 'x'); local r = redis.pcall('HGET', KEYS[1], 'f');"
+        " return {type(r), r.err}"
+    ),
+    "redis.call's error is caught by pcall as a string": (
+        "redis.call('SET', KEYS[1], 'x');"
+        " local ok, e = pcall(redis.call, 'HGET', KEYS[1], 'f'); return {tostring(ok), type(e)}"
+    ),
+    "numbers given to commands are written as Redis writes them": (
+        "local out = {}; for i, x in ipairs({0.1, 1/3, -0.5, 1e21, 1e-7, 123456789012, 2^63,"
+        " 1e16, 100, 0.000001}) do redis.call('SET', KEYS[1], x);"
+        " out[i] = redis.call('GET', KEYS[1]) end; return out"
+    ),
+    "KEYS and ARGV are tables of strings": "return {#KEYS, #ARGV, ARGV[1], type(ARGV[2])}",
+    "unpack is a global": "return {unpack({1, 2, 3})}",
+    "long replies cross in parts, both ways": (
+        "local t = {}; for i = 1, 4500 do t[i] = i end;"
+        " redis.call('RPUSH', KEYS[1], unpack(t));"
+        " local r = redis.call('LRANGE', KEYS[1], 0, -1); return {#r, r[4500], r}"
+    ),
+    "hash replies keep their order": (
+        "redis.call('HSET', KEYS[1], 'b', 1, 'a', 2); return redis.call('HGETALL', KEYS[1])"
+    ),
+}
+
+FAILURES = {
+    "an error reply returned": "return redis.error_reply('boom')",
+    "an err table returned": "return {err = 'boom two'}",
+    "an error raised by redis.call": (
+        "redis.call('SET', KEYS[1], 'x'); redis.call('HGET', KEYS[1], 'f')"
+    ),
+    "an unknown global": "return nosuchthing",
+    "a new global": "x = 1",
+    "a Lua error": "error('plain')",
+    "an error table raised": "error({err = 'TABLE raised'})",
+    "an unknown command": "return redis.call('NOSUCHCOMMAND')",
+    "a table given as an argument": "return redis.call('SET', KEYS[1], {})",
+    "no command at all": "return redis.call()",
+    "arithmetic on nil": "return ARGV[9] + 1",
+}
+
+
+@pytest.mark.parametrize("name", list(CONVERSIONS))
+def test_script_values_convert_as_on_the_server(server: RedisStorage, name: str) -> None:
+    both = Both(server)
+    script = Script(f"conversion {name}", CONVERSIONS[name])
+    on_server, in_memory = (s.run_script(script, ["k"], ["a1", 7]) for s in both.pair)
+    assert in_memory == on_server
+    both.assert_same_keys()
+
+
+@pytest.mark.parametrize("name", list(FAILURES))
+def test_script_failures_raise_storage_errors_as_on_the_server(
+    server: RedisStorage, name: str
+) -> None:
+    both = Both(server)
+    script = Script(f"failure {name}", FAILURES[name])
+    messages = []
+    for storage in both.pair:
+        with pytest.raises(StorageError) as caught:
+            storage.run_script(script, ["k"], ["a1"])
+        messages.append(str(caught.value))
+    on_server, in_memory = messages
+    for word in ("boom", "boom two", "WRONGTYPE", "nosuchthing", "plain", "TABLE raised"):
+        assert (word in in_memory) == (word in on_server), (in_memory, on_server)
+    both.assert_same_keys()
+
+
+def test_many_keys_and_arguments_reach_the_script(server: RedisStorage) -> None:
+    both = Both(server)
+    script = Script("count", "return {#KEYS, #ARGV, KEYS[#KEYS], ARGV[#ARGV]}")
+    keys, args = [f"k{i}" for i in range(3000)], list(range(6000))
+    on_server, in_memory = (s.run_script(script, keys, args) for s in both.pair)
+    assert in_memory == on_server == [3000, 6000, b"k2999", b"5999"]
+
+
+def test_any_loaded_script_runs_by_its_sha_and_an_unknown_sha_is_noscript(
+    server: RedisStorage,
+) -> None:
+    source = "return {'loaded', ARGV[1]}"
+    both = Both(server)
+    for storage in both.pair:
+        [sha] = storage.pipeline([C.Cmd(("SCRIPT", "LOAD", source))])
+        assert sha == hashlib.sha1(source.encode()).hexdigest().encode()
+        assert storage.pipeline([C.Cmd(("EVALSHA", sha, 0, "x"))]) == [[b"loaded", b"x"]]
+        with pytest.raises(NoScriptError):
+            storage.pipeline([C.Cmd(("EVALSHA", "0" * 40, 0))])
+        with pytest.raises(StorageError, match="compiling"):
+            storage.pipeline([C.Cmd(("SCRIPT", "LOAD", "return {"))])
