@@ -107,9 +107,10 @@ def test_the_runs_list_survives_a_reader_that_goes_away(redis_url: str) -> None:
 
 def test_the_flush_policy_crosses_to_workers_whole() -> None:
     """What a client asks of its local cluster's workers comes back as the same policy."""
-    from dagrt.cli import _flush_policy, _parser
+    from dagrt.cli import _parser
     from dagrt.metrics import FlushPolicy
-    from dagrt.metrics.store import flush_options
+    from dagrt.options import flush_policy as _flush_policy
+    from dagrt.options import log_args
 
     policy = FlushPolicy(
         after_each_task=True,
@@ -120,7 +121,8 @@ def test_the_flush_policy_crosses_to_workers_whole() -> None:
         when_idle=False,
     )
     argv = ["worker"]
-    for name, value in flush_options(policy).items():
+    flags, _ = log_args(flush=policy)
+    for name, value in flags.items():
         argv += [f"--{name}"] + ([] if value == "" else [str(value)])
     assert _flush_policy(_parser().parse_args(argv)) == policy
 

@@ -121,17 +121,26 @@ class FlushPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    after_each_task: bool = Field(False, description="flush after every finished/failed task")
-    interval: float | None = Field(
-        1.0, ge=0.01, allow_inf_nan=False, description="flush every this many seconds"
+    after_each_task: bool = Field(
+        False, description="write events after every finished or failed task"
     )
-    max_events: int | None = Field(2000, ge=1, description="flush when this many are buffered")
-    max_buffer: int = Field(500_000, ge=1, description="beyond this, drop (and count) events")
+    interval: float | None = Field(
+        1.0, ge=0.01, allow_inf_nan=False, description="write events every this many seconds"
+    )
+    max_events: int | None = Field(
+        2000, ge=1, description="write events when this many are buffered"
+    )
+    max_buffer: int = Field(
+        500_000,
+        ge=1,
+        description="events kept while the event log cannot be written; beyond, they are"
+        " dropped and counted",
+    )
     close_timeout: float = Field(
-        5.0, ge=0, allow_inf_nan=False, description="seconds the last write at close may take"
+        5.0, ge=0, allow_inf_nan=False, description="seconds the last write of events may take"
     )
     when_idle: bool = Field(
-        True, description="a worker that goes idle writes what it holds (runs' logs fill soon)"
+        True, description="a worker that goes idle writes the events it holds at once"
     )
 
     @model_validator(mode="after")
