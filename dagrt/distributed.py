@@ -2,8 +2,11 @@
 
 ``DistributedRuntime.run`` writes a DAG to storage (:func:`dagrt.submission.submit`),
 blocks on the run's event stream until it finishes or fails (``XREAD BLOCK``,
-no polling), fetches the outputs, and deletes the run's keys, whatever happened
-(a cancelled run is stopped first, so workers dispatch nothing more of it).
+no polling), fetches the outputs, and deletes the run's keys, whatever happened (a cancelled
+run is stopped first, so workers start nothing more of it).
+
+The runtime talks to a server that exists: a worker pool's, or the server of a
+:class:`~dagrt.LocalCluster` that its starter (the client) runs and stops.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import anyio
 
 from . import keys as K
 from . import submission
-from .cluster import LocalCluster
 from .exceptions import RunNotFoundError, StorageError, TaskError
 from .graph import DAG
 from .serialize import loads
@@ -34,60 +36,48 @@ log = logging.getLogger("dagrt.client")
 
 _BLOCK = 5.0  # seconds per blocking read of a run's events
 _BIG = 1 << 20
+_NO_WORKERS = 60.0  # seconds of a quiet run before checking that workers live
 
 
 class DistributedRuntime:
     """Runs DAGs on worker processes through a Redis-compatible server.
 
-    With ``address=None`` it starts (and at the end stops) a :class:`LocalCluster`.
+    ``address`` is the server's URL, or give ``storage`` (which the runtime does not
+    close). ``ttl``: seconds a run's keys live. A :class:`~dagrt.runtime.Runtime`.
     """
 
     def __init__(
         self,
         address: str | None = None,
         *,
-        n_workers: int | None = None,
-        threads: int | None = None,
         storage: Storage | None = None,
         secret: bytes | None = None,
         ttl: float = submission.DEFAULT_TTL,
         stream: str = K.tasks_stream(),
-        worker_options: dict[str, Any] | None = None,
-        worker_env: dict[str, str] | None = None,
         keep_children: bool = True,
         keep_outputs: bool = True,
+        client_id: str = "",
     ) -> None:
+        if address is None and storage is None:
+            raise ValueError("DistributedRuntime needs a server: an address or a storage")
+        if not ttl > 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
         self.address = address
         self.keep_children = keep_children
         self.keep_outputs = keep_outputs
-        self.worker_options = worker_options or {}
-        self.worker_env = worker_env or {}
-        self.n_workers = n_workers
-        self.threads = threads
         self.secret = secret if secret is not None else _env_secret()
         self.ttl = ttl
         self.stream = stream
         self.storage = storage
-        self.cluster: LocalCluster | None = None
-        self.client_id = f"client-{os.getpid()}-{os.urandom(2).hex()}"
+        self.client_id = client_id
         self._known_functions: set[str] = set()
         self._cancelled: set[str] = set()
         self._own_storage = storage is None
 
     async def __aenter__(self) -> DistributedRuntime:
         if self.storage is None:
-            url = self.address
-            if url is None:
-                self.cluster = LocalCluster(
-                    self.n_workers,
-                    threads=self.threads,
-                    secret=self.secret,
-                    worker_options=self.worker_options,
-                    worker_env=self.worker_env,
-                )
-                await self.cluster.__aenter__()
-                url = self.cluster.url
-            self.storage = RedisStorage(url)
+            assert self.address is not None
+            self.storage = RedisStorage(self.address)
         try:
             await self.storage.aping()
         except BaseException:
@@ -99,15 +89,22 @@ class DistributedRuntime:
         with anyio.CancelScope(shield=True):
             if self.storage is not None and self._own_storage:
                 await self.storage.aclose()
-            if self.cluster is not None:
-                await self.cluster.__aexit__(None, None, None)
-                self.cluster = None
+
+    @property
+    def threads(self) -> None:
+        """None: tasks run in the worker processes."""
+        return None
 
     @property
     def url(self) -> str | None:
-        if self.cluster is not None:
-            return self.cluster.url
-        return self.address
+        if self.address is not None:
+            return self.address
+        return self.storage.config.url if isinstance(self.storage, RedisStorage) else None
+
+    @property
+    def event_storage(self) -> Storage | None:
+        """The server's storage: workers log there too."""
+        return self.storage
 
     def cancel(self, run_id: str) -> None:
         """Note the cancellation; ``run()``, being cancelled, stops the run in storage."""
@@ -171,7 +168,7 @@ class DistributedRuntime:
         while True:
             reply = await storage.axread({rk.events: last}, count=100, block=_BLOCK)
             if not reply:
-                if time.monotonic() - quiet_since > 60:
+                if time.monotonic() - quiet_since > _NO_WORKERS:
                     await self._warn_if_no_workers(storage)
                     quiet_since = time.monotonic()
                 continue
