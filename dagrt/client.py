@@ -79,6 +79,9 @@ class Client:
         ``keep_children`` (a worker runs a child that became ready on its own
         completion, holding one of its inputs) and ``keep_outputs`` (the output
         of a task whose one child runs on the same worker is never uploaded).
+
+    Once started: ``client.cluster`` is the :class:`~dagrt.LocalCluster` it runs
+    (or ``None``), ``client.metrics`` the event log's writer (or ``None``).
     """
 
     def __init__(
