@@ -102,7 +102,7 @@ def main() -> None:
         save_json(rows, args.json)
         return
     runtime = client._runtime
-    cluster = runtime.cluster  # type: ignore[union-attr]
+    cluster = client.cluster
     dagrt_inc = dagrt.task(inc)
     half = args.big // 2
     t0 = time.perf_counter()

@@ -24,10 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dagrt.metrics.store import LOG_RUN
-
 from dagrt import keys as K
 from dagrt.metrics.read import READ_ENTRIES
+from dagrt.metrics.runs_index import LOG_RUN
 from dagrt.scheduler import STOP, Completion, complete_cmd
 from dagrt.storage import InMemoryStorage
 from dagrt.storage import commands as C

@@ -8,41 +8,16 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .options import add_log_options, add_worker_options, flush_policy, usage_error
+from .options import number as _number
+from .options import url as _url
 
 if TYPE_CHECKING:
-    from .metrics import FlushPolicy, RunSummary
+    from .metrics import RunSummary
 
 __all__ = ["main"]
-
-
-def _url(value: str) -> str:
-    """A server URL, checked as the storage will read it."""
-    from pydantic import ValidationError
-
-    from .storage.redis import RedisConfig
-
-    try:
-        RedisConfig(url=value)
-    except ValidationError as exc:
-        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise argparse.ArgumentTypeError(message) from None
-    return value
-
-
-def _number(kind: type, low: float, *, strict: bool = False) -> Any:
-    """An argparse type: a ``kind`` number >= ``low`` (> with ``strict``)."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value != value or (value <= low if strict else value < low):  # NaN, or too small
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}: {text}")
-        return value
-
-    return parse
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -62,88 +37,17 @@ def _age(text: str) -> float:
     return value
 
 
-def _flush_policy(args: argparse.Namespace) -> FlushPolicy:
-    from .metrics import FlushPolicy
-
-    return FlushPolicy(
-        after_each_task=args.flush_each_task,
-        interval=args.flush_interval or None,
-        max_events=args.flush_size or None,
-        max_buffer=args.flush_buffer,
-        close_timeout=args.flush_close_timeout,
-        when_idle=args.flush_when_idle,
-    )
-
-
-def _add_metrics_options(p: argparse.ArgumentParser, default_server: str) -> None:
-    """A worker's event log: off, its server, and the flush policy (``dagrt worker``,
-    and ``dagrt cluster`` for its workers)."""
-    p.add_argument("--no-metrics", action="store_true", help="log no events")
-    p.add_argument(
-        "--metrics-redis",
-        type=_url,
-        default=os.environ.get("DAGRT_METRICS_URL"),
-        help=f"server of the event log (default: $DAGRT_METRICS_URL or {default_server})",
-    )
-    p.add_argument(
-        "--flush-interval",
-        type=_number(float, 0),
-        default=1.0,
-        help="write buffered events every this many seconds (0: never by time)",
-    )
-    p.add_argument(
-        "--flush-size",
-        type=_number(int, 0),
-        default=2000,
-        help="write events when this many are buffered (0: never by size)",
-    )
-    p.add_argument(
-        "--flush-each-task", action="store_true", help="write events after every finished task"
-    )
-    p.add_argument(
-        "--flush-when-idle",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="write events once the worker is idle a moment (default: on)",
-    )
-    p.add_argument(
-        "--flush-buffer",
-        type=_number(int, 1),
-        default=500_000,
-        help="events kept while the event log is away; beyond, they are dropped and counted",
-    )
-    p.add_argument(
-        "--flush-close-timeout",
-        type=_number(float, 0),
-        default=5.0,
-        help="seconds the last write of events may take at shutdown",
-    )
-
-
 def _worker(args: argparse.Namespace) -> int:
-    from .workers import Worker, WorkerSettings
+    from .options import worker_settings
+    from .workers import Worker
 
     if not args.release_memory:
         from .malloc import retain_freed_memory
 
         retain_freed_memory()  # before any thread allocates
 
-    settings = WorkerSettings(
-        concurrency=args.concurrency,
-        threads=args.threads,
-        name=args.name,
-        claim_timeout=args.claim_timeout,
-        heartbeat=args.heartbeat,
-        burst=args.burst,
-        keep_children=not args.no_keep,
-        secret=os.environ["DAGRT_SECRET"].encode() if os.environ.get("DAGRT_SECRET") else None,
-        graceful_timeout=args.graceful_timeout,
-        connect_timeout=args.connect_timeout,
-        heartbeat_file=args.heartbeat_file,
-        metrics=not args.no_metrics,
-        metrics_url=args.metrics_redis,
-        flush=args.flush,
-    )
+    secret = os.environ.get("DAGRT_SECRET")
+    settings = worker_settings(args, secret=secret.encode() if secret else None)
     Worker(args.redis, settings).run(watch_stdin=args.watch_stdin)
     return 0
 
@@ -152,12 +56,11 @@ def _cluster(args: argparse.Namespace) -> int:
     import anyio
 
     from .cluster import LocalCluster
+    from .options import log_args
+
+    options, env = log_args(metrics=args.metrics, url=args.metrics_url, flush=args.flush)
 
     async def serve() -> None:
-        from .metrics.policy import flush_options
-
-        options = {"no-metrics": ""} if args.no_metrics else flush_options(args.flush)
-        env = {"DAGRT_METRICS_URL": args.metrics_redis} if args.metrics_redis else {}
         async with LocalCluster(
             args.workers, threads=args.threads, worker_options=options, worker_env=env
         ) as cluster:
@@ -184,50 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("DAGRT_REDIS_URL", "redis://localhost:6379/0"),
         help="server URL (default: $DAGRT_REDIS_URL or redis://localhost:6379/0)",
     )
-    w.add_argument(
-        "--concurrency",
-        type=_number(int, 1),
-        default=128,
-        help="stream entries in flight (tiny tasks run in batches; threaded ones are held "
-        "to threads + 1)",
-    )
-    w.add_argument(
-        "--threads", type=_number(int, 1), default=None, help="threads for sync task functions"
-    )
-    w.add_argument("--name", default=None, help="worker id (default: host-pid-random)")
-    w.add_argument(
-        "--claim-timeout",
-        type=_number(float, 0, strict=True),
-        default=30.0,
-        help="seconds before a silent worker's tasks are taken over",
-    )
-    w.add_argument(
-        "--heartbeat",
-        type=_number(float, 0, strict=True),
-        default=5.0,
-        help="seconds between heartbeats",
-    )
-    w.add_argument(
-        "--graceful-timeout",
-        type=_number(float, 0),
-        default=10.0,
-        help="seconds in-flight tasks get on SIGTERM",
-    )
-    w.add_argument(
-        "--connect-timeout",
-        type=_number(float, 0),
-        default=30.0,
-        help="seconds to keep retrying the first connection (compose start order)",
-    )
-    w.add_argument("--burst", action="store_true", help="exit once the stream is drained")
-    w.add_argument(
-        "--no-keep", action="store_true", help="dispatch every ready child (no Wukong 'become')"
-    )
-    w.add_argument(
-        "--heartbeat-file",
-        default=None,
-        help="touch this file on every heartbeat (for container health checks)",
-    )
+    add_worker_options(w)
     w.add_argument(
         "--watch-stdin", action="store_true", help="stop when stdin closes (used by LocalCluster)"
     )
@@ -237,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         help="give freed memory back to the OS at once (lower resident memory; each large "
         "value then lands on fresh pages, slow to fault in on many VMs)",
     )
-    _add_metrics_options(w, "--redis")
+    add_log_options(w)
     w.set_defaults(func=_worker)
 
     c = sub.add_parser("cluster", help="a private server and workers, in the foreground")
@@ -245,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=_number(int, 0), default=None, help="worker processes (default: cores)"
     )
     c.add_argument("--threads", type=_number(int, 1), default=None, help="threads per worker")
-    _add_metrics_options(c, "the cluster's server")
+    add_log_options(c)
     c.set_defaults(func=_cluster)
 
     r = sub.add_parser("report", help="write the HTML report of a run (needs only the event log)")
@@ -430,21 +290,15 @@ def _log_state(run: RunSummary, now: float) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
-    if hasattr(args, "flush_interval"):
+    if hasattr(args, "flush_interval"):  # the event log's options of a worker
         from pydantic import ValidationError
 
+        from .options import FLUSH_FLAGS
+
         try:
-            args.flush = _flush_policy(args)
+            args.flush = flush_policy(args)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            flags = {
-                "interval": "--flush-interval",
-                "max_events": "--flush-size",
-                "max_buffer": "--flush-buffer",
-                "close_timeout": "--flush-close-timeout",
-            }
-            where = flags.get(str(error["loc"][0]) if error["loc"] else "", "flush options")
-            parser.error(f"argument {where}: {error['msg'].removeprefix('Value error, ')}")
+            parser.error(usage_error(exc, FLUSH_FLAGS))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

@@ -5,12 +5,15 @@ runtime, ``client.submit(...)`` returns a :class:`~dagrt.RunFuture` at once,
 ``await client.compute(...)`` waits for the value. Every run is a task in the
 client's task group; leaving the ``async with`` cancels runs still going.
 
-Where it runs:
+Where it runs (a :class:`~dagrt.runtime.Runtime`):
 
 * ``Client(processes=False)``: in this process (:mod:`dagrt.local`).
 * ``Client()``: a :class:`~dagrt.LocalCluster` the client starts and stops
   (a private Redis-compatible server and ``n_workers`` worker processes).
 * ``Client("redis://...")``: an existing worker pool behind that server.
+
+What it logs is :mod:`dagrt.clientlog`'s; the dashboard it may serve runs in a
+process of its own (:mod:`dagrt.dashboard.process`).
 """
 
 from __future__ import annotations
@@ -19,48 +22,34 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.abc
 
 from . import futures as _futures
-from . import keys as K
+from .clientlog import ClientLog, Status
+from .cluster import LocalCluster
+from .dashboard.process import dashboard_process
+from .distributed import DistributedRuntime
 from .exceptions import ClientClosedError
 from .futures import RunFuture
-from .graph import DAG, Node, TaskFunction, plan_outputs, task
+from .graph import DAG, Node, TaskFunction, computes_nodes, plan_outputs, task
 from .keys import new_run_id
-from .metrics.events import RunFinished, RunSubmitted, WorkerStarted, WorkerStopped
-from .metrics.policy import FlushPolicy, flush_options
+from .local import LocalRuntime
+from .metrics.policy import FlushPolicy
 from .metrics.recorder import RunRecorder
-from .metrics.run_graph import graph_record
 from .metrics.writer import MetadataStorage
+from .options import log_args
+from .runtime import Runtime, new_client_id
 from .storage import InMemoryStorage, RedisStorage, Storage
 from .storage.redis import redact
 
 __all__ = ["Client", "compute"]
 
 log = logging.getLogger("dagrt.client")
-
-
-class Runtime(Protocol):
-    """What the client needs from the thing that executes runs."""
-
-    async def __aenter__(self) -> Any: ...
-    async def __aexit__(self, *exc_info: object) -> Any: ...
-    async def run(
-        self,
-        dag: DAG,
-        run_id: str,
-        recorder: Any = None,
-        on_submitted: Callable[[float], None] | None = None,
-    ) -> list[Any]: ...
-    def cancel(self, run_id: str) -> None: ...
 
 
 class Client:
@@ -91,6 +80,9 @@ class Client:
         ``keep_children`` (a worker runs a child that became ready on its own
         completion, holding one of its inputs) and ``keep_outputs`` (the output
         of a task whose one child runs on the same worker is never uploaded).
+
+    Once started: ``client.cluster`` is the :class:`~dagrt.LocalCluster` it runs
+    (or ``None``), ``client.metrics`` the event log's writer (or ``None``).
     """
 
     def __init__(
@@ -140,7 +132,6 @@ class Client:
             )
         self._dashboard_option = dashboard
         self.dashboard_url: str | None = None  # where the dashboard serves, once started
-        self._dashboard_process: subprocess.Popen[str] | None = None
         # the event log's own store, when it is not the runtime's (a URL is checked now)
         self._metrics_storage: Storage | None = None
         if isinstance(metrics, str):
@@ -159,15 +150,17 @@ class Client:
         self.processes = processes
         self.n_workers = n_workers
         self.threads = threads
+        #: The local cluster the client started (``Client()`` without an address).
+        self.cluster: LocalCluster | None = None
+        self._client_id = new_client_id()  # in its runs' meta and in its events
+        self._local_worker = f"local-{os.getpid()}"  # the in-process runtime's worker id
         self._runtime: Runtime | None = None
+        self._log: ClientLog | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._supervisor: asyncio.Task[None] | None = None
+        self._host: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._closed = False
-        self._client_id = f"client-{os.getpid()}-{os.urandom(2).hex()}"
-        self._local_worker = f"local-{os.getpid()}"  # the in-process runtime's worker id
-        self._counts = {"done": 0, "failed": 0}  # tasks this client's runs ran in-process
 
     def __repr__(self) -> str:
         if not self.processes:
@@ -180,107 +173,114 @@ class Client:
         return f"<dagrt.Client {where} {state}>"
 
     # -- lifecycle -----------------------------------------------------------------
+    #
+    # Everything the client holds is opened and closed by one task, the host: the
+    # local cluster, the runtime, the event log, the dashboard, and last the task
+    # group of the runs, nested in that order and closed in reverse (runs first,
+    # the cluster last). It is the one task a client starts outside a task group:
+    # a task group is left by the task that entered it, and a client may be
+    # closed from another task than the one that opened it (fixtures, application
+    # start-up and shut-down hooks do that). ``close()`` waits for it, shielded.
+
+    def _make_cluster(self) -> LocalCluster | None:
+        """The local cluster to start: for worker processes without an address. Its
+        workers log events as this client asks, where it asks."""
+        if not self.processes or self.address is not None:
+            return None
+        store = self._metrics_storage
+        flags, env = log_args(
+            metrics=self._metrics_option is not False,
+            url=store.config.url if isinstance(store, RedisStorage) else None,
+            flush=self._flush,
+        )
+        return LocalCluster(
+            self.n_workers, threads=self.threads, worker_options=flags, worker_env=env
+        )
 
     def _make_runtime(self) -> Runtime:
+        """The runtime, on the cluster if the client started one."""
         if not self.processes:
-            from .local import LocalRuntime
-
-            return LocalRuntime(threads=self.threads)
-        from .distributed import DistributedRuntime
-
-        # A local cluster's workers log events as this client asks, where it asks
-        # (the URL goes by environment: a password stays out of process listings).
-        options: dict[str, Any] = {}
-        env: dict[str, str] = {}
-        if self._metrics_option is False:
-            options["no-metrics"] = ""
-        else:
-            if isinstance(self._metrics_storage, RedisStorage):
-                env["DAGRT_METRICS_URL"] = self._metrics_storage.config.url
-            if self._flush is not None:
-                options.update(flush_options(self._flush))
+            return LocalRuntime(threads=self.threads, worker_id=self._local_worker)
         return DistributedRuntime(
-            self.address,
-            n_workers=self.n_workers,
-            threads=self.threads,
-            worker_options=options,
-            worker_env=env,
+            self.cluster.url if self.cluster is not None else self.address,
             keep_children=self._locality.get("keep_children", True),
             keep_outputs=self._locality.get("keep_outputs", True),
         )
 
-    def _make_metrics(self, runtime: Runtime) -> MetadataStorage | None:
-        option = self._metrics_option
-        if option is False:
+    def _make_log(self, runtime: Runtime) -> ClientLog | None:
+        if self._metrics_option is False:
             return None
-        if self._metrics_storage is not None:
-            storage: Storage = self._metrics_storage
-        elif not self.processes:
-            storage = InMemoryStorage()  # the in-process runtime's own event log
-        else:
-            storage = runtime.storage  # type: ignore[attr-defined]
-        return MetadataStorage(storage, self._flush, source=self._client_id)
+        # the client's own storage for the log, or the runtime's server, or memory
+        storage = self._metrics_storage or runtime.event_storage or InMemoryStorage()
+        threads = runtime.threads  # set when tasks run in this process: it is a worker too
+        return ClientLog(
+            storage,
+            self._flush,
+            client_id=self._client_id,
+            worker=self._local_worker if threads is not None else None,
+            threads=threads or 0,
+            owns_storage=isinstance(self._metrics_option, str),
+        )
+
+    def _dashboard_source(self, runtime: Runtime) -> str:
+        """The server whose event log the dashboard reads."""
+        store = self._metrics_storage
+        url = store.config.url if isinstance(store, RedisStorage) else runtime.url
+        if not url:
+            raise ValueError("the dashboard needs the event log on a server")
+        return url
 
     async def __aenter__(self) -> Client:
         if self._closed:
             raise ClientClosedError("this client was closed; make a new one")
-        if self._runtime is not None:
+        if self._host is not None:
             raise RuntimeError("this client is already started")
-        runtime = self._make_runtime()
-        await runtime.__aenter__()
-        self._runtime = runtime
-        self._loop = asyncio.get_running_loop()
-        try:
-            self.metrics = self._make_metrics(runtime)
-            if self.metrics is not None:
-                await self.metrics.start()
-                if not self.processes:  # this process is the worker: it says so too
-                    self.metrics.emit_event(
-                        WorkerStarted(
-                            kind="worker-started",
-                            ts=time.time(),
-                            worker_id=self._local_worker,
-                            host=socket.gethostname(),
-                            pid=os.getpid(),
-                            threads=runtime.threads,  # type: ignore[attr-defined]
-                            concurrency=runtime.threads,  # type: ignore[attr-defined]
-                        )
-                    )
-            if self._dashboard_option is not False:
-                await self._start_dashboard(runtime)
-        except BaseException:
-            await self.close()
-            raise
-        # Runs are tasks of one task group, held open by a supervisor task, so
-        # that the client may be closed from another task than the one that
-        # opened it (fixtures, app start-up and shut-down hooks do that).
-        started: asyncio.Future[anyio.abc.TaskGroup] = self._loop.create_future()
+        loop = self._loop = asyncio.get_running_loop()
         self._closing = asyncio.Event()
-        self._supervisor = asyncio.create_task(self._supervise(started), name="dagrt client")
+        started: asyncio.Future[None] = loop.create_future()
+        host = self._host = loop.create_task(self._serve(started), name="dagrt client")
         try:
-            self._task_group = await started
+            await started
         except BaseException:
+            host.cancel()  # a start cut short: what it opened is closed, shielded
             await self.close()
             raise
         return self
 
-    async def _start_dashboard(self, runtime: Runtime) -> None:
-        """Serve the dashboard (a separate process reading the event log) and say where."""
-        store = self._metrics_storage
-        url = store.config.url if isinstance(store, RedisStorage) else getattr(runtime, "url", None)
-        if not url:
-            raise ValueError("the dashboard needs the event log on a server")
-        port = 8787 if self._dashboard_option is True else int(self._dashboard_option)
-        process = await anyio.to_thread.run_sync(_spawn_dashboard, url, port)
-        self._dashboard_process = process
-        self.dashboard_url = f"http://127.0.0.1:{port}/"
-        print(f"dagrt dashboard: {self.dashboard_url}", flush=True)
-
-    async def _supervise(self, started: asyncio.Future[anyio.abc.TaskGroup]) -> None:
-        async with anyio.create_task_group() as task_group:
-            started.set_result(task_group)
-            await self._closing.wait()
-            task_group.cancel_scope.cancel()
+    async def _serve(self, started: asyncio.Future[None]) -> None:
+        """The host: open everything, serve runs until ``close()``, close everything."""
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                self.cluster = self._make_cluster()
+                if self.cluster is not None:
+                    await stack.enter_async_context(self.cluster)
+                runtime = self._make_runtime()
+                runtime.client_id = self._client_id  # one id: the client's
+                self._runtime = await stack.enter_async_context(runtime)
+                self._log = self._make_log(runtime)
+                if self._log is not None:
+                    self.metrics = (await stack.enter_async_context(self._log)).metrics
+                if self._dashboard_option is not False:
+                    port = 8787 if self._dashboard_option is True else int(self._dashboard_option)
+                    served = dashboard_process(self._dashboard_source(runtime), port)
+                    self.dashboard_url = await stack.enter_async_context(served)
+                    print(f"dagrt dashboard: {self.dashboard_url}", flush=True)
+                async with anyio.create_task_group() as task_group:
+                    self._task_group = task_group
+                    if not started.done():
+                        started.set_result(None)
+                    await self._closing.wait()
+                    task_group.cancel_scope.cancel()
+        except BaseException as exc:
+            if started.done():
+                raise
+            if isinstance(exc, asyncio.CancelledError):
+                started.cancel()
+                raise
+            started.set_exception(exc)  # __aenter__ raises it
+        finally:
+            self._task_group = None
+            self._runtime = None
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
@@ -290,37 +290,15 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        self._task_group = None
-        runtime, self._runtime = self._runtime, None
-        supervisor, self._supervisor = self._supervisor, None
+        host, self._host = self._host, None
+        if host is None:
+            return
+        self._closing.set()
         try:
-            if supervisor is not None:
-                self._closing.set()
-                await asyncio.shield(supervisor)
-        finally:
-            if self._dashboard_process is not None:
-                process, self._dashboard_process = self._dashboard_process, None
-                process.terminate()
-                await anyio.to_thread.run_sync(process.wait, 15)
-                if process.stdout is not None:
-                    process.stdout.close()
-            if self.metrics is not None:
-                if not self.processes:  # counted once the runs' tasks are collected
-                    self.metrics.at_close(
-                        lambda: WorkerStopped(
-                            kind="worker-stopped",
-                            ts=time.time(),
-                            worker_id=self._local_worker,
-                            done=self._counts["done"],
-                            failed=self._counts["failed"],
-                        )
-                    )
-                await self.metrics.aclose()  # the last events are written before anything stops
-                if isinstance(self._metrics_option, str):  # made here from the URL
-                    await self.metrics.storage.aclose()
-            if runtime is not None:
-                with anyio.CancelScope(shield=True):
-                    await runtime.__aexit__(None, None, None)
+            await asyncio.shield(host)  # its failure, if it failed, is raised here
+        except asyncio.CancelledError:
+            if not host.cancelled():  # this task is cancelled: the host goes on closing
+                raise
 
     # -- submitting ------------------------------------------------------------------
 
@@ -395,25 +373,34 @@ class Client:
         if not isinstance(future, RunFuture):
             raise TypeError(f"progress() takes a RunFuture, got {type(future).__name__}")
         total = len(future.dag) if future.dag is not None else 0
-        runtime = self._runtime
-        source = getattr(runtime, "progress", None)
-        if source is not None and not future.done():
-            updates: asyncio.Queue[int | None] = asyncio.Queue()
+        runtime, task_group = self._runtime, self._task_group
+        if runtime is not None and task_group is not None and not future.done():
+            # A task of the client's task group follows the runtime's progress, so that
+            # the run's end stops the following at once (the stream says nothing then).
+            updates: asyncio.Queue[int | Exception | None] = asyncio.Queue()
+            following = anyio.CancelScope()
 
-            async def follow() -> None:
+            async def follow(source: AsyncIterator[int]) -> None:
+                end: Exception | None = None
                 try:
-                    async for done in source(future.run_id, total):
-                        updates.put_nowait(done)
+                    with following:
+                        async for done in source:
+                            updates.put_nowait(done)
+                except Exception as exc:  # the reader's to raise, not the client's runs'
+                    end = exc
                 finally:
-                    updates.put_nowait(None)
+                    updates.put_nowait(end)
 
-            follower = asyncio.create_task(follow())
-            future.add_done_callback(lambda _: follower.cancel())
+            source = runtime.progress(future.run_id, total)
+            task_group.start_soon(follow, source, name=f"dagrt progress {future.run_id}")
+            future.add_done_callback(lambda _: following.cancel())
             try:
-                while (done := await updates.get()) is not None:
-                    yield done, total
+                while isinstance(update := await updates.get(), int):
+                    yield update, total
+                if update is not None:
+                    raise update
             finally:
-                follower.cancel()
+                following.cancel()
         with contextlib.suppress(BaseException):
             await future
         if future.status == "finished":
@@ -444,9 +431,12 @@ class Client:
         if fut.done():  # cancelled before it started
             return
         run_id = fut.run_id
-        metrics = self.metrics
+        log = self._log
         submitted = time.time()
-        recorder = await self._run_submitted(metrics, runtime, run_id, dag, submitted)
+        recorder: RunRecorder | None = None
+        if log is not None:
+            where = "in-process" if not self.processes else redact(runtime.url or "")
+            recorder = log.run_submitted(run_id, dag, submitted, where)
         finished = False
         submit_seconds = 0.0
 
@@ -454,32 +444,25 @@ class Client:
             nonlocal submit_seconds
             submit_seconds = seconds
 
-        def run_finished(status: str, failed_task: str | None = None) -> None:
+        def run_finished(status: Status, failed_task: str | None = None) -> None:
             """The run-finished event goes out before the future says so."""
             nonlocal finished
             finished = True
-            if metrics is None:
-                return
-            ended = time.time()
-            event = RunFinished(
-                kind="run-finished",
-                ts=ended,
-                run_id=run_id,
-                status=status,  # type: ignore[arg-type]
-                makespan=ended - submitted,
-                failed_task=failed_task,
-                submit_seconds=submit_seconds,
-            )
-            if recorder is not None:
-                metrics.remove_source(recorder, then=event)  # after the run's task events
-            else:
-                metrics.emit_event(event)
+            if log is not None:
+                log.run_finished(
+                    run_id,
+                    status,
+                    submitted=submitted,
+                    submit_seconds=submit_seconds,
+                    failed_task=failed_task,
+                    recorder=recorder,
+                )
 
         try:
             with anyio.CancelScope() as scope:
 
                 def cancel() -> None:
-                    runtime.cancel(run_id)  # no task of the run is dispatched after this
+                    runtime.cancel(run_id)  # no task of the run starts after this
                     scope.cancel()
 
                 fut._cancel_hook = cancel
@@ -504,67 +487,8 @@ class Client:
             if not fut.done():
                 fut._set_cancelled()
 
-    async def _run_submitted(
-        self,
-        metrics: MetadataStorage | None,
-        runtime: Runtime,
-        run_id: str,
-        dag: DAG,
-        submitted: float,
-    ) -> RunRecorder | None:
-        """Log the run's graph and its run-submitted event (at once: workers may run
-        its first tasks before the submission ends); the in-process task recorder."""
-        if metrics is None:
-            return None
-        graph_key = K.graph(run_id)
-        # Off the run's critical path: built and written by the metrics flusher,
-        # always before the run's events.
-        metrics.add_record(graph_key, lambda: graph_record(dag))
-        where = "in-process" if not self.processes else redact(getattr(runtime, "url", "") or "")
-        metrics.emit_event(
-            RunSubmitted(
-                kind="run-submitted",
-                ts=submitted,
-                run_id=run_id,
-                n_tasks=len(dag),
-                client_id=self._client_id,
-                graph_key=graph_key,
-                runtime=where,
-            )
-        )
-        if self.processes:
-            return None
-        recorder = RunRecorder(metrics, run_id, dag, worker=self._local_worker, counts=self._counts)
-        metrics.add_source(recorder)
-        return recorder
 
-
-def _spawn_dashboard(url: str, port: int) -> subprocess.Popen[str]:
-    import importlib.util
-
-    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ImportError(
-            f"Client(dashboard=...) needs the dashboard extra ({', '.join(missing)} missing): "
-            "pip install 'dagrt[dashboard]'"
-        )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dagrt", "dashboard", "--redis", url, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()  # printed once it listens
-    if "dagrt dashboard:" not in line:
-        process.kill()
-        process.wait()
-        process.stdout.close()
-        raise RuntimeError(
-            f"the dashboard did not start on port {port} (taken? its own message is above)"
-        )
-    return process
-
-
+@computes_nodes
 def compute(*xs: Any, **client_options: Any) -> Any:
     """Compute ``xs`` with a temporary :class:`Client` (for scripts, not async code).
 

@@ -6,7 +6,10 @@ free loopback port with a random password) and ``n_workers`` processes running
 Workers inherit this process's ``sys.path`` (so they import what the client
 imports) and stop when their stdin closes, so they end with this process even
 if it is killed; the server gets SIGTERM from Linux when this process dies.
-Leaving the ``async with`` stops everything, Ctrl-C included.
+Leaving the ``async with`` stops everything, Ctrl-C included: every worker gets
+SIGTERM at once and one grace period to finish, then SIGKILL. What workers print
+is passed on by relay tasks of the cluster's task group, so the cluster is closed
+by the task that entered it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 
 from .storage import RedisServer
@@ -75,7 +79,8 @@ class LocalCluster:
         self.server: RedisServer | None = None
         self.processes: list[asyncio.subprocess.Process] = []
         self.worker_ids: list[str] = []
-        self._relays: list[asyncio.Task[None]] = []
+        self._relays: anyio.abc.TaskGroup | None = None  # what the workers print goes on
+        self._closing = False
 
     def __repr__(self) -> str:
         return (
@@ -89,6 +94,8 @@ class LocalCluster:
         return self.server.url
 
     async def __aenter__(self) -> LocalCluster:
+        self._relays = anyio.create_task_group()
+        await self._relays.__aenter__()
         try:
             self.server = RedisServer(
                 password=self.password, die_with_parent=True, retain_memory=self.retain_memory
@@ -138,10 +145,12 @@ class LocalCluster:
 
     async def scale(self, n_workers: int) -> None:
         """Start workers until ``n_workers`` run (this cluster only grows)."""
+        if self._relays is None:
+            raise RuntimeError("the cluster is not started (use `async with`)")
         starting = [await self._spawn() for _ in range(n_workers - len(self.processes))]
         with anyio.fail_after(self.start_timeout):
-            for process in starting:
-                self.worker_ids.append(await self._wait_ready(process))
+            for process in starting:  # they start side by side; their ids in order
+                self.worker_ids.append(await self._relays.start(self._relay, process))
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
@@ -153,24 +162,29 @@ class LocalCluster:
         self.processes.append(process)
         return process
 
-    async def _wait_ready(self, process: asyncio.subprocess.Process) -> str:
+    async def _relay(
+        self,
+        process: asyncio.subprocess.Process,
+        *,
+        task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Say the worker's id once it is ready, then pass on what it prints (a full pipe
+        would stop it) until it exits."""
         assert process.stdout is not None
         while True:
             line = await process.stdout.readline()
             if not line:
                 code = await process.wait()
+                if self._closing:  # stopped while it started (start_timeout, Ctrl-C)
+                    return
                 raise RuntimeError(f"a dagrt worker exited with code {code} before it was ready")
             text = line.decode(errors="replace").rstrip()
             if text.startswith(READY_LINE):
-                self._relays.append(asyncio.create_task(self._relay(process)))
-                return text.split()[-1]
-            print(text, file=sys.stderr)
-
-    async def _relay(self, process: asyncio.subprocess.Process) -> None:
-        """Pass on what a worker prints (a full pipe would stop it)."""
-        assert process.stdout is not None
+                task_status.started(text.split()[-1])
+                break
+            _say(text)
         while line := await process.stdout.readline():
-            print(line.decode(errors="replace").rstrip(), file=sys.stderr)
+            _say(line.decode(errors="replace").rstrip())
 
     def kill_worker(self, index: int = 0) -> int:
         """SIGKILL one worker, as a crash would (tests). Its pid."""
@@ -179,29 +193,50 @@ class LocalCluster:
         return process.pid
 
     async def close(self, grace: float = 10.0) -> None:
-        """Stop the workers (SIGTERM, then SIGKILL after ``grace`` seconds) and the server."""
-        with anyio.CancelScope(shield=True):
-            for process in self.processes:
-                if process.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        process.send_signal(signal.SIGTERM)
-            for process in self.processes:
-                try:
-                    with anyio.fail_after(grace):
-                        await process.wait()
-                except TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        process.kill()
-                    await process.wait()
-                if process.stdin is not None:
-                    process.stdin.close()
-            for relay in self._relays:
-                relay.cancel()
-            for relay in self._relays:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await relay
-            self._relays.clear()
-            self.processes.clear()
-            if self.server is not None:
-                server, self.server = self.server, None
-                await anyio.to_thread.run_sync(server.cleanup)
+        """Stop the workers and the server. Every worker gets SIGTERM at once and
+        ``grace`` seconds, all together, to finish its tasks; those still running
+        then get SIGKILL. Call it from the task that entered the cluster."""
+        self._closing = True
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._stop_workers(grace)
+        finally:
+            try:
+                if self._relays is not None:
+                    relays, self._relays = self._relays, None
+                    # Relays end as their worker's output does; one whose pipe a child
+                    # of the worker still holds open is cancelled a moment later.
+                    relays.cancel_scope.deadline = anyio.current_time() + 1.0
+                    await relays.__aexit__(None, None, None)
+            finally:
+                self.processes.clear()
+                if self.server is not None:
+                    server, self.server = self.server, None
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(server.cleanup)
+
+    async def _stop_workers(self, grace: float) -> None:
+        running = [p for p in self.processes if p.returncode is None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(grace):
+            for process in running:
+                await process.wait()
+        for process in running:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        for process in self.processes:
+            await process.wait()
+            if process.stdin is not None:
+                process.stdin.close()
+
+
+def _say(text: str) -> None:
+    """Pass on a line a worker printed (an error writing it must not stop the relay:
+    the worker would block on a full pipe)."""
+    try:
+        print(text, file=sys.stderr)
+    except (OSError, ValueError):  # stderr closed or gone
+        pass

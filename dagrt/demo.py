@@ -89,7 +89,7 @@ async def run_demo(
         node = flow.build(**params)
         say(
             f"Running {name} ({flow.n_tasks(**params):,} tasks) on "
-            f"{len(runtime.cluster.processes)} workers"
+            f"{len(client.cluster.processes) if client.cluster else 0} workers"
         )
         started = time.perf_counter()
         fut = client.submit(node)

@@ -2,8 +2,12 @@
 
 ``DistributedRuntime.run`` writes a DAG to storage (:func:`dagrt.submission.submit`),
 blocks on the run's event stream until it finishes or fails (``XREAD BLOCK``,
-no polling), fetches the outputs, and deletes the run's keys, whatever happened
-(a cancelled run is stopped first, so workers dispatch nothing more of it).
+no polling), keeping the run's keys alive meanwhile (:func:`~dagrt.submission.renew`),
+fetches the outputs, and deletes the run's keys, whatever happened (a cancelled
+run is stopped first, so workers start nothing more of it).
+
+The runtime talks to a server that exists: a worker pool's, or the server of a
+:class:`~dagrt.LocalCluster` that its starter (the client) runs and stops.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import anyio
 
 from . import keys as K
 from . import submission
-from .cluster import LocalCluster
 from .exceptions import RunNotFoundError, StorageError, TaskError
 from .graph import DAG
 from .serialize import loads
@@ -34,60 +37,50 @@ log = logging.getLogger("dagrt.client")
 
 _BLOCK = 5.0  # seconds per blocking read of a run's events
 _BIG = 1 << 20
+_NO_WORKERS = 60.0  # seconds of a quiet run before checking that workers live
 
 
 class DistributedRuntime:
     """Runs DAGs on worker processes through a Redis-compatible server.
 
-    With ``address=None`` it starts (and at the end stops) a :class:`LocalCluster`.
+    ``address`` is the server's URL, or give ``storage`` (which the runtime does not
+    close). ``ttl``: seconds a run's keys live unless renewed; the runtime renews
+    them while it waits, so only the runs of a client that vanished expire.
+    A :class:`~dagrt.runtime.Runtime`.
     """
 
     def __init__(
         self,
         address: str | None = None,
         *,
-        n_workers: int | None = None,
-        threads: int | None = None,
         storage: Storage | None = None,
         secret: bytes | None = None,
         ttl: float = submission.DEFAULT_TTL,
         stream: str = K.tasks_stream(),
-        worker_options: dict[str, Any] | None = None,
-        worker_env: dict[str, str] | None = None,
         keep_children: bool = True,
         keep_outputs: bool = True,
+        client_id: str = "",
     ) -> None:
+        if address is None and storage is None:
+            raise ValueError("DistributedRuntime needs a server: an address or a storage")
+        if not ttl > 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
         self.address = address
         self.keep_children = keep_children
         self.keep_outputs = keep_outputs
-        self.worker_options = worker_options or {}
-        self.worker_env = worker_env or {}
-        self.n_workers = n_workers
-        self.threads = threads
         self.secret = secret if secret is not None else _env_secret()
         self.ttl = ttl
         self.stream = stream
         self.storage = storage
-        self.cluster: LocalCluster | None = None
-        self.client_id = f"client-{os.getpid()}-{os.urandom(2).hex()}"
+        self.client_id = client_id
         self._known_functions: set[str] = set()
-        self._cancelled: set[str] = set()
+        self._waits: dict[str, anyio.CancelScope] = {}  # run id -> its wait, for cancel()
         self._own_storage = storage is None
 
     async def __aenter__(self) -> DistributedRuntime:
         if self.storage is None:
-            url = self.address
-            if url is None:
-                self.cluster = LocalCluster(
-                    self.n_workers,
-                    threads=self.threads,
-                    secret=self.secret,
-                    worker_options=self.worker_options,
-                    worker_env=self.worker_env,
-                )
-                await self.cluster.__aenter__()
-                url = self.cluster.url
-            self.storage = RedisStorage(url)
+            assert self.address is not None
+            self.storage = RedisStorage(self.address)
         try:
             await self.storage.aping()
         except BaseException:
@@ -99,19 +92,29 @@ class DistributedRuntime:
         with anyio.CancelScope(shield=True):
             if self.storage is not None and self._own_storage:
                 await self.storage.aclose()
-            if self.cluster is not None:
-                await self.cluster.__aexit__(None, None, None)
-                self.cluster = None
+
+    @property
+    def threads(self) -> None:
+        """None: tasks run in the worker processes."""
+        return None
 
     @property
     def url(self) -> str | None:
-        if self.cluster is not None:
-            return self.cluster.url
-        return self.address
+        if self.address is not None:
+            return self.address
+        return self.storage.config.url if isinstance(self.storage, RedisStorage) else None
+
+    @property
+    def event_storage(self) -> Storage | None:
+        """The server's storage: workers log there too."""
+        return self.storage
 
     def cancel(self, run_id: str) -> None:
-        """Note the cancellation; ``run()``, being cancelled, stops the run in storage."""
-        self._cancelled.add(run_id)
+        """End the wait of ``run_id`` now: ``run()`` then stops the run on the server
+        (no task of it starts any more) and deletes it."""
+        wait = self._waits.get(run_id)
+        if wait is not None:
+            wait.cancel()
 
     async def run(
         self,
@@ -123,32 +126,49 @@ class DistributedRuntime:
         """Run ``dag`` on the workers (their events are their own: ``recorder`` is unused);
         ``on_submitted`` hears the seconds the submission took, once it is done."""
         storage = self.storage
-        assert storage is not None
-        spec = await submission.submit(
-            storage,
-            dag,
-            run_id,
-            stream=self.stream,
-            secret=self.secret,
-            ttl=self.ttl,
-            known_functions=self._known_functions,
-            client_id=self.client_id,
-            keep_children=self.keep_children,
-            keep_outputs=self.keep_outputs,
-        )
-        if on_submitted is not None:
-            on_submitted(spec.submit_seconds)
+        assert storage is not None, "DistributedRuntime is not started (use `async with`)"
+        wait = self._waits[run_id] = anyio.CancelScope()
+        try:
+            # Whole or not at all: a submission cut short would leave a run that workers
+            # may have begun, with nobody to stop it or clean it up.
+            with anyio.CancelScope(shield=True):
+                spec = await submission.submit(
+                    storage,
+                    dag,
+                    run_id,
+                    stream=self.stream,
+                    secret=self.secret,
+                    ttl=self.ttl,
+                    known_functions=self._known_functions,
+                    client_id=self.client_id,
+                    keep_children=self.keep_children,
+                    keep_outputs=self.keep_outputs,
+                )
+            if on_submitted is not None:
+                on_submitted(spec.submit_seconds)
+            return await self._follow(storage, spec, wait)
+        finally:
+            del self._waits[run_id]
+
+    async def _follow(
+        self, storage: Storage, spec: submission.RunSpec, wait: anyio.CancelScope
+    ) -> list[Any]:
+        """Wait for the run's end and fetch its outputs; stop it unless it ended by
+        itself; delete its keys whatever happened."""
         status = "failed"
         try:
-            await self._wait(storage, spec)
-            values = await self._outputs(storage, spec)
+            with wait:
+                await self._wait(storage, spec)
+                values = await self._outputs(storage, spec)
+            if wait.cancelled_caught:  # cancel()
+                raise asyncio.CancelledError(f"run {spec.run_id} was cancelled")
             status = "finished"
             return values
         except BaseException as exc:
             if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt):
                 status = "cancelled"
-            if not isinstance(exc, TaskError):
-                # Workers dispatch nothing more of a run that is not running.
+            if not isinstance(exc, TaskError):  # (a failed run stopped itself)
+                # Workers start nothing more of a run that is not running.
                 with anyio.CancelScope(shield=True):
                     try:
                         await submission.stop(storage, spec.keys, status)
@@ -156,24 +176,37 @@ class DistributedRuntime:
                         pass
             raise
         finally:
-            self._cancelled.discard(run_id)
             with anyio.CancelScope(shield=True):
                 try:
                     await submission.cleanup(storage, spec, status)
                 except StorageError as exc:  # the keys expire by their TTL anyway
-                    log.warning("could not clean up run %s: %s", run_id, exc)
+                    log.warning("could not clean up run %s: %s", spec.run_id, exc)
 
     async def _wait(self, storage: Storage, spec: submission.RunSpec) -> None:
-        """Block on the run's events until it finishes; raise its failure."""
+        """Block on the run's events until it finishes; raise its failure.
+
+        The run's keys get their TTL again every third of it (a run may outlive its
+        TTL); each quiet wake-up checks that they are still there. Keys that are gone
+        (expired, deleted, the server flushed) raise :class:`RunNotFoundError`.
+        """
         rk = spec.keys
         last: str | bytes = "0-0"
+        every = spec.ttl / 3
+        renewed = time.monotonic() - spec.submit_seconds  # the first keys' TTL began then
         quiet_since = time.monotonic()
         while True:
-            reply = await storage.axread({rk.events: last}, count=100, block=_BLOCK)
+            reply = await storage.axread({rk.events: last}, count=100, block=min(_BLOCK, every))
+            now = time.monotonic()
+            if now - renewed >= every:
+                if not await submission.renew(storage, spec):
+                    raise _gone(spec)
+                renewed = now
+            elif not reply and not await storage.aexists(rk.meta):
+                raise _gone(spec)
             if not reply:
-                if time.monotonic() - quiet_since > 60:
+                if now - quiet_since > _NO_WORKERS:
                     await self._warn_if_no_workers(storage)
-                    quiet_since = time.monotonic()
+                    quiet_since = now
                 continue
             for entry_id, fields in reply[0][1]:
                 last = entry_id
@@ -227,6 +260,13 @@ class DistributedRuntime:
             else:
                 values[i] = loads(frame, what=what)
         return [values[i] for i in spec.outputs]
+
+
+def _gone(spec: submission.RunSpec) -> RunNotFoundError:
+    return RunNotFoundError(
+        f"run {spec.run_id} is gone from the server: its keys expired (ttl {spec.ttl:g} s),"
+        " were deleted, or the server was flushed"
+    )
 
 
 def _task_error(fields: dict[bytes, bytes]) -> TaskError:

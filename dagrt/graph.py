@@ -361,9 +361,7 @@ class Node:
 
     def compute(self, **client_options: Any) -> Any:
         """Compute this node with a temporary client (see :func:`dagrt.compute`)."""
-        from .client import compute
-
-        return compute(self, **client_options)
+        return _compute(self, **client_options)
 
     def __repr__(self) -> str:
         return f"<Node {self.key} deps={len(self._deps)}>"
@@ -657,6 +655,23 @@ def _short(obj: Any) -> str:
 
 
 # --------------------------------------------------------------------------- what compute() returns
+
+
+def _no_client(*xs: Any, **client_options: Any) -> Any:
+    raise RuntimeError("node.compute() needs dagrt.client, which `import dagrt` loads")
+
+
+#: What ``Node.compute`` calls: :func:`dagrt.compute`. The client sits above this
+#: module (it builds on nodes and DAGs), so it hands its ``compute`` down when it is
+#: imported (:func:`computes_nodes`), rather than this module importing upwards.
+_compute: Callable[..., Any] = _no_client
+
+
+def computes_nodes(compute: Callable[..., Any]) -> Callable[..., Any]:
+    """Make ``compute`` what ``node.compute(**options)`` calls (a decorator)."""
+    global _compute
+    _compute = compute
+    return compute
 
 
 def plan_outputs(xs: tuple[Any, ...]) -> tuple[DAG | None, Callable[[list[Any]], Any]]:

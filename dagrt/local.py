@@ -19,7 +19,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from .pytree import unflatten
 if TYPE_CHECKING:
     from .graph import DAG, Node
     from .metrics.recorder import RunRecorder
+    from .storage import Storage
 
 __all__ = ["LocalRuntime"]
 
@@ -49,15 +50,19 @@ class LocalRuntime:
 
     ``threads`` bounds the threads that run sync task functions (all runs of
     the runtime share them). ``async def`` tasks run on the event loop.
+    ``worker_id`` names this process in task errors. A :class:`~dagrt.runtime.Runtime`.
     """
 
-    def __init__(self, *, threads: int | None = None, worker_id: str | None = None) -> None:
+    def __init__(
+        self, *, threads: int | None = None, worker_id: str | None = None, client_id: str = ""
+    ) -> None:
         if threads is None:
             threads = _default_threads()
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
         self.threads = threads
         self.worker_id = worker_id or f"local-{os.getpid()}"
+        self.client_id = client_id
         self._executor: ThreadPoolExecutor | None = None
         self._runs: dict[str, _Run] = {}
 
@@ -71,11 +76,26 @@ class LocalRuntime:
             # Threads still inside a task function finish it and stop; nothing waits here.
             executor.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def url(self) -> None:
+        """No server."""
+        return None
+
+    @property
+    def event_storage(self) -> Storage | None:
+        """None: the client keeps the event log of in-process runs in memory."""
+        return None
+
     def cancel(self, run_id: str) -> None:
-        """Stop starting tasks of ``run_id`` now (``run()`` then ends cancelled)."""
+        """Stop starting tasks of ``run_id`` now (``run()`` ends once its task is cancelled)."""
         run = self._runs.get(run_id)
         if run is not None:
             run.stop()
+
+    async def progress(self, run_id: str, total: int) -> AsyncIterator[int]:
+        """Nothing: an in-process run is fast to end, and its end says it all."""
+        return
+        yield  # an async generator
 
     async def run(
         self,

@@ -61,6 +61,8 @@ def test_an_unknown_run_is_one_clear_line(redis_url: str) -> None:
         (["runs", "--limit", "0"], "argument --limit: must be >= 1"),
         (["report", "r", "--wait", "soon"], "argument --wait: not a number"),
         (["cluster", "--flush-buffer", "0"], "argument --flush-buffer: must be >= 1"),
+        (["worker", "--heartbeat", "0"], "argument --heartbeat: must be > 0"),
+        (["worker", "--graceful-timeout", "-1"], "argument --graceful-timeout: must be >= 0"),
     ],
 )
 def test_bad_options_are_one_line_before_anything_starts(args: list[str], says: str) -> None:
@@ -107,9 +109,10 @@ def test_the_runs_list_survives_a_reader_that_goes_away(redis_url: str) -> None:
 
 def test_the_flush_policy_crosses_to_workers_whole() -> None:
     """What a client asks of its local cluster's workers comes back as the same policy."""
-    from dagrt.cli import _flush_policy, _parser
+    from dagrt.cli import _parser
     from dagrt.metrics import FlushPolicy
-    from dagrt.metrics.policy import flush_options
+    from dagrt.options import flush_policy as _flush_policy
+    from dagrt.options import log_args
 
     policy = FlushPolicy(
         after_each_task=True,
@@ -120,9 +123,71 @@ def test_the_flush_policy_crosses_to_workers_whole() -> None:
         when_idle=False,
     )
     argv = ["worker"]
-    for name, value in flush_options(policy).items():
+    flags, _ = log_args(flush=policy)
+    for name, value in flags.items():
         argv += [f"--{name}"] + ([] if value == "" else [str(value)])
     assert _flush_policy(_parser().parse_args(argv)) == policy
+
+
+def test_worker_options_are_the_settings_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dagrt worker``'s flags come from WorkerSettings and FlushPolicy: no flag given
+    is the models' defaults, and each flag's help says what its field says."""
+    from dagrt.cli import _parser
+    from dagrt.metrics import FlushPolicy
+    from dagrt.options import FLUSH_FLAGS, LOG_FLAGS, WORKER_FLAGS, flush_policy, worker_settings
+    from dagrt.workers import WorkerSettings
+
+    monkeypatch.delenv("DAGRT_METRICS_URL", raising=False)
+    args = _parser().parse_args(["worker"])
+    args.flush = flush_policy(args)
+    assert worker_settings(args) == WorkerSettings()
+    text = " ".join(dagrt_cli("worker", "--help").stdout.split())
+    for model, flags in ((WorkerSettings, WORKER_FLAGS | LOG_FLAGS), (FlushPolicy, FLUSH_FLAGS)):
+        for field, flag in flags.items():
+            described = model.model_fields[field].description
+            assert described, (model, field)
+            assert f"--{flag.name}" in text
+            assert " ".join(described.split()) in text, flag.name
+
+
+def test_worker_settings_cross_to_a_worker_command_line_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Settings turned into a worker's flags and environment (what LocalCluster starts)
+    parse back into the same settings."""
+    from dagrt.cli import _parser
+    from dagrt.metrics import FlushPolicy
+    from dagrt.options import LOG_FLAGS, WORKER_FLAGS, flush_policy, worker_args, worker_settings
+    from dagrt.workers import WorkerSettings
+
+    settings = WorkerSettings(
+        concurrency=7,
+        threads=3,
+        name="w-1",
+        claim_timeout=2.5,
+        heartbeat=0.5,
+        graceful_timeout=1.0,
+        connect_timeout=4.0,
+        burst=True,
+        keep_children=False,
+        heartbeat_file="/tmp/beat",
+        metrics=False,
+        metrics_url="redis://:secret@127.0.0.1:1/0",
+        flush=FlushPolicy(interval=None, max_events=None, after_each_task=True, when_idle=False),
+    )
+    fields = {field: getattr(settings, field) for field in WORKER_FLAGS | LOG_FLAGS}
+    flags, env = worker_args(**fields, flush=settings.flush)
+    assert env == {"DAGRT_METRICS_URL": "redis://:secret@127.0.0.1:1/0"}  # not in argv
+    argv = ["worker"]
+    for name, value in flags.items():
+        argv += [f"--{name}"] + ([] if value == "" else [str(value)])
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = _parser().parse_args(argv)
+    args.flush = flush_policy(args)
+    assert worker_settings(args) == settings
+    with pytest.raises(TypeError, match="not a dagrt worker option"):
+        worker_args(secret=b"x")
 
 
 CLIENT_THAT_DIES = """

@@ -283,12 +283,16 @@ async def test_eight_pages_are_live_and_rest_still_answers(
             await s.close()
 
 
-async def test_sigint_with_pages_open_exits_promptly(pool: Pool) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_a_signal_with_pages_open_exits_promptly(pool: Pool, sig: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM (docker stop): every page is told the server shuts down (the
+    dashboard's own close, 1001, not uvicorn's), then the process exits with 0."""
     board = Dashboard(pool.url).start()
     sockets = [await websockets.connect(board.ws) for _ in range(3)]
     for s in sockets:
         await s.send(json.dumps({"run": None, "from": None}))
-    seconds = await anyio.to_thread.run_sync(board.stop, signal.SIGINT)
+        assert json.loads(await s.recv())["type"] == "live"  # subscribed
+    seconds = await anyio.to_thread.run_sync(board.stop, sig)
     assert seconds < 3.0
     assert board.process is not None
     assert board.process.returncode == 0
@@ -296,7 +300,40 @@ async def test_sigint_with_pages_open_exits_promptly(pool: Pool) -> None:
         with anyio.fail_after(5), pytest.raises(websockets.ConnectionClosed) as closed:
             while True:
                 await s.recv()
-        assert closed.value.rcvd is None or closed.value.rcvd.code in (1001, 1000, 1012)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "server shutting down")
+
+
+async def test_uvicorns_exit_call_closes_the_pages_then_the_server(redis_url: str) -> None:
+    """uvicorn calls ``handle_exit`` on SIGINT/SIGTERM while it serves: that is the path
+    the dashboard's shutdown takes (pages first, then the server)."""
+    import socket
+
+    import uvicorn
+
+    from dagrt.dashboard.server import DashboardServer, create_app
+
+    app = create_app(redis_url)
+    config = uvicorn.Config(app, log_level="warning", ws_ping_interval=None)
+    server = DashboardServer(config, app.state.dashboard)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(server.serve, [sock])
+                page = await websockets.connect(f"ws://127.0.0.1:{port}/api/live")
+                await page.send(json.dumps({"run": None, "from": None}))
+                assert json.loads(await page.recv())["type"] == "live"
+                server.handle_exit(signal.SIGTERM, None)
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    while True:
+                        await page.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1001
+    assert server.should_exit
+    assert not server.force_exit
 
 
 def test_dashboard_needs_no_node_to_serve_its_page(dashboard: Dashboard) -> None:

@@ -76,7 +76,7 @@ def run_keys_left(url: str, run_id: str) -> list[str]:
 async def test_client_starts_a_local_cluster_and_stops_everything() -> None:
     before = children_pids()
     async with dagrt.Client(n_workers=3) as client:
-        cluster = client._runtime.cluster  # type: ignore[union-attr]
+        cluster = client.cluster
         assert len(cluster.processes) == 3
         assert await client.compute(tree(20)) == tree_value(20)
         storage = RedisStorage(cluster.url)
@@ -89,7 +89,7 @@ async def test_client_starts_a_local_cluster_and_stops_everything() -> None:
 
 async def test_the_default_client_uses_every_core() -> None:
     async with dagrt.Client() as client:
-        cluster = client._runtime.cluster  # type: ignore[union-attr]
+        cluster = client.cluster
         assert len(cluster.processes) == (os.cpu_count() or 1)
         assert await client.compute(add(inc(1), 2)) == 4
 
@@ -108,7 +108,7 @@ def test_ctrl_c_leaves_no_orphan_processes(tmp_path: Path) -> None:
 
         async def main():
             async with dagrt.Client(n_workers=2) as client:
-                cluster = client._runtime.cluster
+                cluster = client.cluster
                 pids = [p.pid for p in cluster.processes] + [cluster.server.process.pid]
                 print(" ".join(map(str, pids)), flush=True)
                 await client.compute(nap(1))

@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dagrt.metrics.store import LOG_RUN
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from dagrt import keys as K
 from dagrt.exceptions import StorageError
 from dagrt.metrics.read import READ_ENTRIES
+from dagrt.metrics.runs_index import LOG_RUN
 from dagrt.scheduler import STOP, Completion, complete_cmd, fail_cmd, load_scripts_cmds
 from dagrt.storage import InMemoryStorage, RedisStorage, Script, Storage
 from dagrt.storage import commands as C
@@ -286,7 +286,7 @@ def test_completions_failures_and_stops_answer_and_write_as_on_the_server(
 @st.composite
 def log_calls(draw: st.DrawFn) -> list[dict[str, Any]]:
     """Writes to the event log by several writers, some sent again (same sequence
-    number) or out of order, as ``metrics.store._plan`` shapes them."""
+    number) or out of order, as ``metrics.runs_index.log_run_call`` shapes them."""
     calls = []
     last: dict[str, int] = {}
     for _ in range(draw(st.integers(1, 10))):

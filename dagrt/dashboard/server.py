@@ -29,11 +29,13 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import anyio
 import anyio.abc
 import orjson
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -50,7 +52,7 @@ from ..serialize import unpack
 from ..storage import RedisStorage, Storage
 from .trace import chrome_trace
 
-__all__ = ["DashboardApp", "create_app", "serve"]
+__all__ = ["DashboardApp", "DashboardServer", "create_app", "serve"]
 
 log = logging.getLogger("dagrt.dashboard")
 
@@ -413,12 +415,54 @@ def create_app(storage: Storage | str) -> Starlette:
     return app
 
 
+class DashboardServer(uvicorn.Server):
+    """uvicorn's server, shut down the dashboard's way.
+
+    While it serves, uvicorn takes SIGINT and SIGTERM and calls :meth:`handle_exit`.
+    Here that asks the dashboard to stop first (its pages get a close, 1001, and
+    resume elsewhere or later), then uvicorn to stop serving; a second Ctrl-C forces
+    the exit, as in uvicorn. ``ready`` is printed once the server accepts pages.
+    """
+
+    def __init__(self, config: uvicorn.Config, dashboard: DashboardApp, ready: str = "") -> None:
+        super().__init__(config)
+        self.dashboard = dashboard
+        self.ready = ready
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exit = asyncio.Event()
+        self._exit_asked = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The signal handler (this runs between two bytecodes of the main thread)."""
+        if self._exit_asked:
+            if sig == signal.SIGINT:  # Ctrl-C again: do not wait for anything
+                self.force_exit = True
+                self.should_exit = True
+            return
+        self._exit_asked = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._exit.set)
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        async with anyio.create_task_group() as task_group:  # owns the stopper
+            task_group.start_soon(self._stop_when_asked, name="dagrt dashboard stop")
+            await super().serve(sockets)
+            task_group.cancel_scope.cancel()
+
+    async def _stop_when_asked(self) -> None:
+        await self._exit.wait()
+        await self.dashboard.stop()  # the pages' sockets close now (1001)
+        self.should_exit = True  # then uvicorn stops serving
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.ready and not self.should_exit:
+            print(self.ready, flush=True)
+
+
 def serve(url: str, *, host: str = "127.0.0.1", port: int = 8787) -> None:
     """Run the dashboard until SIGINT/SIGTERM (pages get a close, then the process ends)."""
-    try:
-        import uvicorn
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SystemExit("dagrt dashboard needs: pip install 'dagrt[dashboard]'") from exc
     app = create_app(url)
     config = uvicorn.Config(
         app,
@@ -428,28 +472,12 @@ def serve(url: str, *, host: str = "127.0.0.1", port: int = 8787) -> None:
         timeout_graceful_shutdown=2,
         ws_ping_interval=None,
     )
-    server = uvicorn.Server(config)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-
-        stopping: list[asyncio.Task[None]] = []
-
-        def stop(*_: Any) -> None:
-            dashboard: DashboardApp = app.state.dashboard
-            # close the pages' sockets (1001) now; uvicorn then stops serving
-            stopping.append(loop.create_task(dashboard.stop()))
-            server.should_exit = True
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop)
-        # Bound before saying so: a page that connects at once waits in the backlog.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        print(f"dagrt dashboard: http://{host}:{port}/", flush=True)
-        await server.serve(sockets=[sock])
-
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-    asyncio.run(main())
+    server = DashboardServer(
+        config, app.state.dashboard, ready=f"dagrt dashboard: http://{host}:{port}/"
+    )
+    # Bound before the server says it serves: a page that connects at once waits in the backlog.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    asyncio.run(server.serve(sockets=[sock]))

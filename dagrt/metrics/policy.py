@@ -1,17 +1,14 @@
 """``FlushPolicy``: when the event log's writer writes what it buffers.
 
-Its fields (with their defaults and descriptions) are the one statement of the
-policy; :func:`flush_options` gives the ``dagrt worker`` flags that hand a policy
-to a worker process (the client and ``dagrt cluster`` start workers that way).
+Its fields (with their defaults, bounds and descriptions) are the one statement of
+the policy: ``dagrt worker``'s flush flags are derived from them (:mod:`dagrt.options`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["FlushPolicy", "flush_options"]
+__all__ = ["FlushPolicy"]
 
 
 class FlushPolicy(BaseModel):
@@ -23,17 +20,26 @@ class FlushPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    after_each_task: bool = Field(False, description="flush after every finished/failed task")
-    interval: float | None = Field(
-        1.0, ge=0.01, allow_inf_nan=False, description="flush every this many seconds"
+    after_each_task: bool = Field(
+        False, description="write events after every finished or failed task"
     )
-    max_events: int | None = Field(2000, ge=1, description="flush when this many are buffered")
-    max_buffer: int = Field(500_000, ge=1, description="beyond this, drop (and count) events")
+    interval: float | None = Field(
+        1.0, ge=0.01, allow_inf_nan=False, description="write events every this many seconds"
+    )
+    max_events: int | None = Field(
+        2000, ge=1, description="write events when this many are buffered"
+    )
+    max_buffer: int = Field(
+        500_000,
+        ge=1,
+        description="events kept while the event log cannot be written; beyond, they are"
+        " dropped and counted",
+    )
     close_timeout: float = Field(
-        5.0, ge=0, allow_inf_nan=False, description="seconds the last write at close may take"
+        5.0, ge=0, allow_inf_nan=False, description="seconds the last write of events may take"
     )
     when_idle: bool = Field(
-        True, description="a worker that goes idle writes what it holds (runs' logs fill soon)"
+        True, description="a worker that goes idle writes the events it holds at once"
     )
 
     @model_validator(mode="after")
@@ -44,18 +50,3 @@ class FlushPolicy(BaseModel):
                 " the buffer would drop events before the size threshold flushed them"
             )
         return self
-
-
-def flush_options(policy: FlushPolicy) -> dict[str, Any]:
-    """``dagrt worker`` flags that give a worker this policy (``""``: a flag alone)."""
-    options: dict[str, Any] = {
-        "flush-interval": policy.interval or 0,
-        "flush-size": policy.max_events or 0,
-        "flush-buffer": policy.max_buffer,
-        "flush-close-timeout": policy.close_timeout,
-    }
-    if policy.after_each_task:
-        options["flush-each-task"] = ""
-    if not policy.when_idle:
-        options["no-flush-when-idle"] = ""
-    return options

@@ -1,9 +1,14 @@
-"""What a worker can be told: :class:`WorkerSettings` (``dagrt worker``'s options)."""
+"""What a worker can be told: :class:`WorkerSettings` (``dagrt worker``'s options).
+
+Each field carries its meaning and bounds: ``dagrt worker`` derives its flags,
+defaults and help from them (:mod:`dagrt.options`).
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import keys as K
 from ..metrics.policy import FlushPolicy
@@ -11,41 +16,57 @@ from ..metrics.policy import FlushPolicy
 __all__ = ["WorkerSettings"]
 
 
-@dataclass
-class WorkerSettings:
-    # Stream entries in flight at once. Tiny tasks are run in batches, so a large
-    # window is what makes them fast; tasks that run in threads are held to
-    # threads + 1 in flight, so that heavy work is not hoarded by one worker.
-    concurrency: int = 128
-    threads: int | None = None  # threads for sync task functions (default: cores)
-    name: str | None = None
-    stream: str = K.tasks_stream()
-    group: str = K.TASKS_GROUP
-    claim_timeout: float = 30.0  # idle seconds before another worker takes an entry over
-    heartbeat: float = 5.0
-    burst: bool = False
-    keep_children: bool = True  # run a ready child whose input is here (Wukong "become")
-    cache_bytes: int = 256 * 1024 * 1024  # outputs kept in memory for local children
-    secret: bytes | None = None
-    graceful_timeout: float = 10.0  # seconds in-flight tasks get at shutdown
-    connect_timeout: float = 30.0  # seconds to keep retrying the first connection
-    block: float = 2.0  # seconds one stream read waits
-    heartbeat_file: str | None = None  # touched on every heartbeat (container health checks)
-    metrics: bool = True  # log task, transfer and worker events
-    metrics_url: str | None = None  # the event log's server (default: the same as tasks)
-    flush: FlushPolicy = field(default_factory=FlushPolicy)
+class WorkerSettings(BaseModel):
+    """A worker's settings: ``WorkerSettings(concurrency=16, ...)``, checked when made
+    (a bad value raises :class:`pydantic.ValidationError`, a ``ValueError``)."""
 
-    def __post_init__(self) -> None:
-        for label in ("concurrency",):
-            value = getattr(self, label)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be an int >= 1, got {value!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ValueError(f"threads must be an int >= 1, got {self.threads!r}")
-        if self.claim_timeout <= 0 or self.heartbeat <= 0:
-            raise ValueError("claim_timeout and heartbeat must be > 0")
-        if not isinstance(self.flush, FlushPolicy):
-            raise TypeError(f"flush must be a dagrt.metrics.FlushPolicy, got {self.flush!r}")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    concurrency: int = Field(
+        128,
+        ge=1,
+        description="stream entries in flight: tiny tasks run in batches, threaded ones are"
+        " held to threads + 1 so that one worker does not hoard heavy work",
+    )
+    threads: int | None = Field(
+        None, ge=1, description="threads for sync task functions (default: one per core)"
+    )
+    name: str | None = Field(None, description="worker id (default: host-pid-random)")
+    stream: str = Field(K.tasks_stream(), description="the tasks stream")
+    group: str = Field(K.TASKS_GROUP, description="the workers' consumer group")
+    claim_timeout: float = Field(
+        30.0, gt=0, description="seconds before a silent worker's tasks are taken over"
+    )
+    heartbeat: float = Field(5.0, gt=0, description="seconds between heartbeats")
+    burst: bool = Field(False, description="exit once the stream is drained")
+    keep_children: bool = Field(
+        True,
+        description="keep a child that became ready on this worker to run it here, where its"
+        " input is (Wukong's 'become')",
+    )
+    cache_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="bytes of outputs kept in memory for local children"
+    )
+    secret: bytes | None = Field(None, description="key that signs task records (HMAC-SHA256)")
+    graceful_timeout: float = Field(
+        10.0, ge=0, description="seconds in-flight tasks get to finish on SIGTERM"
+    )
+    connect_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="seconds to keep retrying the first connection while the server starts",
+    )
+    block: float = Field(2.0, gt=0, description="seconds one read of the stream waits")
+    heartbeat_file: str | None = Field(
+        None, description="touch this file on every heartbeat (container health checks)"
+    )
+    metrics: bool = Field(True, description="log task, transfer and worker events")
+    metrics_url: str | None = Field(
+        None, description="server of the event log, if not the tasks' server"
+    )
+    flush: FlushPolicy = Field(
+        default_factory=FlushPolicy, description="when buffered events are written"
+    )
 
     @property
     def thread_count(self) -> int:

@@ -1,0 +1,39 @@
+"""``LocalCluster``: stopping its workers together, and what it owns."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+from helpers import Signals, gate
+
+import dagrt
+from dagrt import DAG, submission
+from dagrt.keys import new_run_id
+from dagrt.storage import RedisStorage
+
+
+async def test_close_gives_all_stuck_workers_one_grace_period(signals: Signals) -> None:
+    """Three workers busy with tasks that do not end: SIGTERM does not stop them (each
+    waits for its task), so every one is killed, after one grace period for them all,
+    not one each."""
+    grace = 3.0
+    cluster = dagrt.LocalCluster(3, concurrency=1, worker_options={"graceful-timeout": 60})
+    async with cluster:
+        storage = RedisStorage(cluster.url)
+        gates = [gate(signals, f"stuck-{i}", i) for i in range(3)]
+        await submission.submit(storage, DAG(*gates), new_run_id())
+        await storage.aclose()
+        with anyio.fail_after(60):
+            for i in range(3):  # one task in each worker (one entry in flight each)
+                await signals.started(f"stuck-{i}")
+        workers = list(cluster.processes)
+        started = time.monotonic()
+        await cluster.close(grace=grace)
+        seconds = time.monotonic() - started
+    for i in range(3):
+        await signals.release(f"stuck-{i}")
+    assert [w.returncode for w in workers] == [-9, -9, -9]  # they outlived SIGTERM
+    assert seconds < 2 * grace  # one grace period in all (one after another: 3 x grace)
+    assert cluster.processes == []
+    assert cluster.server is None
