@@ -24,8 +24,8 @@ from .exceptions import WorkerLostError as WorkerLostError
 from .futures import RunFuture as RunFuture
 from .graph import DAG as DAG
 from .graph import Node as Node
-from .graph import TaskFunction as TaskFunction
-from .graph import task as task
+from .tasks import TaskFunction as TaskFunction
+from .tasks import task as task
 
 __version__ = "0.1.0"
 

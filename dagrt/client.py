@@ -36,7 +36,7 @@ from .dashboard.process import dashboard_process
 from .distributed import DistributedRuntime
 from .exceptions import ClientClosedError
 from .futures import RunFuture
-from .graph import DAG, Node, TaskFunction, computes_nodes, plan_outputs, task
+from .graph import DAG, Node, computes_nodes, plan_outputs
 from .keys import new_run_id
 from .local import LocalRuntime
 from .metrics.policy import FlushPolicy
@@ -46,6 +46,7 @@ from .options import log_args
 from .runtime import Runtime, new_client_id
 from .storage import InMemoryStorage, RedisStorage, Storage
 from .storage.redis import redact
+from .tasks import TaskFunction, task
 
 __all__ = ["Client", "compute"]
 

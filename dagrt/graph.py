@@ -1,7 +1,7 @@
-"""Building graphs: ``@task``, ``Node`` and the frozen ``DAG``.
+"""Graphs: ``Node`` (one call of a task function) and the frozen ``DAG``.
 
-``@task`` turns a function into a :class:`TaskFunction`; calling it runs
-nothing and returns a :class:`Node`. A node's arguments may hold other nodes
+Calling a task function (:mod:`dagrt.tasks`) runs nothing and returns a
+:class:`Node`. A node's arguments may hold other nodes
 at any depth inside lists, tuples, dicts and sets (walked by
 :mod:`dagrt.pytree`); those nodes are its parents, each counted once however
 often it appears. :class:`DAG` walks the nodes reachable from its outputs once
@@ -16,22 +16,19 @@ hitting Python's recursion limit.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import itertools
 import operator
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import GraphError
 from .pytree import TreeDef, flatten, unflatten
 
-__all__ = ["DAG", "Node", "TaskFunction", "task"]
+if TYPE_CHECKING:
+    from .tasks import TaskFunction
 
-P = ParamSpec("P")
-R = TypeVar("R")
+__all__ = ["DAG", "Node", "computes_nodes", "plan_outputs"]
 
 # --------------------------------------------------------------------------- keys
 
@@ -46,227 +43,6 @@ def _reset_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
-
-
-def _key_prefix(name: str) -> str:
-    return _UNSAFE.sub("_", name).strip("_") or "task"
-
-
-# --------------------------------------------------------------------------- task
-
-
-def _is_async_callable(fn: Any) -> bool:
-    """Decide once whether calling ``fn`` returns a coroutine."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(type(fn), "__call__", None)  # noqa: B004 - the method of callable objects
-    return call is not None and not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
-
-
-def retry_wait(retry_delay: float, failures: int) -> float:
-    """Seconds before the attempt that follows a task's ``failures``-th failure:
-    ``retry_delay`` doubled with each failure (every runtime waits this)."""
-    return retry_delay * (2 ** (failures - 1))
-
-
-def _default_name(fn: Any) -> str:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    name = getattr(fn, "__name__", None) or type(fn).__name__
-    return "lambda" if name == "<lambda>" else str(name)
-
-
-class _ArgCheck:
-    """A cheap check of call arguments against the function's signature.
-
-    The common case (positional arguments within range) costs a comparison;
-    anything else goes through ``Signature.bind`` for Python's own message.
-    """
-
-    __slots__ = ("max_pos", "min_pos", "sig")
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        try:
-            sig = inspect.signature(fn)
-        except (TypeError, ValueError):  # some builtins have none
-            self.sig = None
-            return
-        self.sig = sig
-        kinds = [p.kind for p in sig.parameters.values()]
-        positional = [
-            p
-            for p in sig.parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        required_kwonly = any(
-            p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in sig.parameters.values()
-        )
-        self.min_pos = sum(1 for p in positional if p.default is p.empty)
-        self.max_pos = 1 << 30 if inspect.Parameter.VAR_POSITIONAL in kinds else len(positional)
-        if required_kwonly:
-            self.min_pos = 1 << 30  # always take the full check
-
-    def __call__(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if self.sig is None:
-            return
-        if not kwargs and self.min_pos <= len(args) <= self.max_pos:
-            return
-        try:
-            self.sig.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{name}(): {exc}") from None
-
-
-class TaskFunction(Generic[P, R]):
-    """A function whose calls build :class:`Node` objects instead of running.
-
-    Made by :func:`task`. ``fn`` is the plain function (call it directly to run
-    it eagerly); ``options(...)`` returns a copy with other options.
-    """
-
-    __slots__ = (
-        "__dict__",
-        "_check",
-        "_prefix",
-        "fn",
-        "is_async",
-        "name",
-        "retries",
-        "retry_delay",
-    )
-
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        *,
-        name: str | None = None,
-        retries: int = 0,
-        retry_delay: float = 0.0,
-    ) -> None:
-        if isinstance(fn, TaskFunction):  # re-wrapping a task takes its plain function
-            fn = fn.__dict__["__wrapped__"]
-        if not callable(fn):
-            raise TypeError(f"@dagrt.task needs a callable, got {type(fn).__name__} {fn!r}")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise TypeError(f"task name must be a non-empty string, got {name!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-        if (
-            isinstance(retry_delay, bool)
-            or not isinstance(retry_delay, int | float)
-            or not retry_delay >= 0
-        ):
-            raise ValueError(f"retry_delay must be a number of seconds >= 0, got {retry_delay!r}")
-        self.fn = fn
-        self.name = name or _default_name(fn)
-        try:  # the name travels in records and the event log as UTF-8
-            self.name.encode()
-        except UnicodeEncodeError:
-            raise ValueError(
-                f"task name {self.name!r} cannot be written as UTF-8 (a lone surrogate?)"
-            ) from None
-        self.retries = retries
-        self.retry_delay = float(retry_delay)
-        self.is_async = _is_async_callable(fn)
-        self._check = _ArgCheck(fn)
-        self._prefix = _key_prefix(self.name)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Node:
-        # Any argument may be a Node standing for a value of the declared type, so
-        # the function's parameter types (P) cannot apply to a call.
-        self._check(self.name, args, kwargs)
-        return Node._build(self, args, kwargs)
-
-    def options(
-        self,
-        *,
-        name: str | None = None,
-        retries: int | None = None,
-        retry_delay: float | None = None,
-    ) -> TaskFunction[P, R]:
-        """A copy of this task function with some options replaced."""
-        return TaskFunction(
-            self.fn,
-            name=self.name if name is None else name,
-            retries=self.retries if retries is None else retries,
-            retry_delay=self.retry_delay if retry_delay is None else retry_delay,
-        )
-
-    def __repr__(self) -> str:
-        kind = "async task" if self.is_async else "task"
-        return f"<dagrt {kind} {self.name}>"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # A module-level task (`@task def f` in an importable module) is pickled
-        # by reference, like any function; anything else by value (cloudpickle
-        # then carries the function's code).
-        module = getattr(self, "__module__", None)
-        qualname = getattr(self, "__qualname__", None)
-        if module and qualname and module != "__main__" and "<locals>" not in qualname:
-            try:
-                found = _lookup(module, qualname)
-            except (ImportError, AttributeError):
-                found = None
-            if found is self:
-                return (_lookup, (module, qualname))
-        return (
-            _make_task_function,
-            (self.fn, self.name, self.retries, self.retry_delay),
-        )
-
-
-def _lookup(module: str, qualname: str) -> Any:
-    import importlib
-
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _make_task_function(
-    fn: Callable[..., Any], name: str, retries: int, retry_delay: float
-) -> TaskFunction[..., Any]:
-    return TaskFunction(fn, name=name, retries=retries, retry_delay=retry_delay)
-
-
-@overload
-def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
-@overload
-def task(
-    fn: None = None,
-    /,
-    *,
-    name: str | None = None,
-    retries: int = 0,
-    retry_delay: float = 0.0,
-) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
-
-
-def task(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    retries: int = 0,
-    retry_delay: float = 0.0,
-) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
-    """Make ``fn`` a task: calling it builds a :class:`Node` instead of running.
-
-    Use bare (``@task``) or with options (``@task(name="load", retries=2)``).
-    ``retries`` re-runs a failing call up to that many more times, waiting
-    ``retry_delay * 2**(attempt-1)`` seconds between attempts. ``async def``
-    functions are awaited on the event loop; plain functions run in threads.
-    """
-    if fn is None:
-        return lambda f: TaskFunction(f, name=name, retries=retries, retry_delay=retry_delay)
-    return TaskFunction(fn, name=name, retries=retries, retry_delay=retry_delay)
-
 
 # --------------------------------------------------------------------------- node
 

@@ -27,8 +27,8 @@ import anyio
 import anyio.abc
 
 from .exceptions import TaskError, exception_type_name, user_traceback
-from .graph import retry_wait
 from .pytree import unflatten
+from .tasks import retry_wait
 
 if TYPE_CHECKING:
     from .graph import DAG, Node

@@ -25,10 +25,10 @@ from ..exceptions import (
     StorageError,
     WorkerLostError,
 )
-from ..graph import retry_wait
 from ..records import TaskRecord, load_spec
 from ..storage import Storage
 from ..storage import commands as C
+from ..tasks import retry_wait
 from .completer import Completer, traceback_of
 from .executor import Executor
 from .failpoints import Failpoints

@@ -29,10 +29,10 @@ import anyio
 import anyio.to_thread
 
 from ..exceptions import exception_type_name, user_traceback
-from ..graph import _is_async_callable, retry_wait
 from ..pytree import unflatten
 from ..records import TaskRecord
 from ..serialize import Frame, dumps, dumps_frame
+from ..tasks import is_async_callable, retry_wait
 
 __all__ = ["Executor", "Outcome", "error_record", "permanent"]
 
@@ -140,7 +140,7 @@ class Executor:
         key = id(fn)
         known = self._async.get(key)
         if known is None:
-            known = self._async[key] = _is_async_callable(fn) or inspect.isasyncgenfunction(fn)
+            known = self._async[key] = is_async_callable(fn) or inspect.isasyncgenfunction(fn)
         return known
 
     def inline(self, fn: Callable[..., Any]) -> bool:
