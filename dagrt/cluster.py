@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from . import native_threads
 from .storage import RedisServer
 from .workers.lifecycle import READY_LINE
 
@@ -39,7 +40,10 @@ class LocalCluster:
     """A server plus worker processes, started and stopped together.
 
     ``n_workers`` defaults to one per core; ``threads`` (threads per worker for
-    sync task functions) to cores / workers, at least 1; ``worker_options`` are
+    sync task functions) to cores / workers, at least 1; the workers' native
+    libraries (BLAS, OpenMP) get the cores they leave: cores // (workers * threads)
+    threads per task thread, at least 1 (:mod:`dagrt.native_threads`, where a
+    user's own ``OMP_NUM_THREADS`` and the like win); ``worker_options`` are
     more ``dagrt worker`` flags, e.g. ``{"claim-timeout": 5}``, and ``worker_env``
     more environment variables for them (``DAGRT_METRICS_URL``). ``retain_memory``
     (default) has the server and the workers keep the memory they free for their
@@ -60,7 +64,7 @@ class LocalCluster:
         start_timeout: float = 60.0,
         retain_memory: bool = True,
     ) -> None:
-        cores = os.cpu_count() or 1
+        cores = native_threads.cores()
         self.n_workers = n_workers if n_workers is not None else cores
         if (
             isinstance(self.n_workers, bool)
@@ -69,6 +73,7 @@ class LocalCluster:
         ):
             raise ValueError(f"n_workers must be an int >= 0, got {n_workers!r}")
         self.threads = threads or max(1, cores // max(1, self.n_workers))
+        self.native_threads = native_threads.budget(self.threads, self.n_workers, cores)
         self.concurrency = concurrency
         self.password = password if password is not None else secrets.token_hex(12)
         self.secret = secret
@@ -119,6 +124,8 @@ class LocalCluster:
             "worker",  # the server's URL (its password) goes by environment, not argv
             "--threads",
             str(self.threads),
+            "--native-threads",
+            str(self.native_threads),
             "--watch-stdin",
         ]
         if self.concurrency is not None:

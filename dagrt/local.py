@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from . import native_threads
 from .exceptions import TaskError, exception_type_name, user_traceback
 from .pytree import unflatten
 from .tasks import retry_wait
@@ -42,7 +43,7 @@ _PARALLEL_MIN = 2e-4  # tasks shorter than this (seconds) run in one thread per 
 
 
 def _default_threads() -> int:
-    return os.cpu_count() or 1
+    return native_threads.cores()
 
 
 class LocalRuntime:
@@ -63,10 +64,14 @@ class LocalRuntime:
         self.threads = threads
         self.worker_id = worker_id or f"local-{os.getpid()}"
         self.client_id = client_id
+        self._limits = native_threads.Limits(native_threads.budget(threads))
         self._executor: ThreadPoolExecutor | None = None
         self._runs: dict[str, _Run] = {}
 
     async def __aenter__(self) -> LocalRuntime:
+        # This process's native libraries get the cores the task threads leave, until
+        # the runtime closes (then their own limits again).
+        self._limits.__enter__()
         self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="dagrt-local")
         return self
 
@@ -75,6 +80,7 @@ class LocalRuntime:
         if executor is not None:
             # Threads still inside a task function finish it and stop; nothing waits here.
             executor.shutdown(wait=False, cancel_futures=True)
+            self._limits.__exit__(None, None, None)
 
     @property
     def url(self) -> None:
@@ -270,10 +276,14 @@ class _Run:
             values = self.values
             for li, dj in node._slots:
                 leaves[li] = values[ps[dj]]
+        func = node.func
+        if func.threads is not None and not func.is_async:  # it asked for native threads
+            with native_threads.widened(func.threads):
+                return _apply(func.fn, node, leaves)
         if node._treedef is True:
-            return node.func.fn(*leaves)
+            return func.fn(*leaves)
         args, kwargs = unflatten(node._treedef, leaves)  # type: ignore[arg-type]
-        return node.func.fn(*args, **kwargs)
+        return func.fn(*args, **kwargs)
 
     def _next_locked(self, deadline: float) -> int | None:
         """The next task for the calling drain, or ``None`` when it should stop.
@@ -385,6 +395,13 @@ class _Run:
                 return
             self._complete_locked(i, value, on_loop=True)
             self._spawn_locked()
+
+
+def _apply(fn: Callable[..., Any], node: Node, leaves: list[Any]) -> Any:
+    if node._treedef is True:
+        return fn(*leaves)
+    args, kwargs = unflatten(node._treedef, leaves)  # type: ignore[arg-type]
+    return fn(*args, **kwargs)
 
 
 def _task_error(

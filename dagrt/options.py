@@ -104,6 +104,7 @@ class Flag:
 WORKER_FLAGS: dict[str, Flag] = {
     "concurrency": Flag("concurrency"),
     "threads": Flag("threads"),
+    "native_threads": Flag("native-threads"),
     "name": Flag("name"),
     "claim_timeout": Flag("claim-timeout"),
     "heartbeat": Flag("heartbeat"),

@@ -6,7 +6,7 @@ msgpack record, signed when the pool has a secret:
 ``[key, function, parents, children, slots, mode, arguments]``
 
 * ``function`` indexes the run's function table (``RunKeys.meta`` field ``fns``,
-  signed too): ``(digest, name, retries, retry_delay)`` per distinct function,
+  signed too): ``(digest, name, retries, retry_delay, threads)`` per distinct function,
   whose pickled frame lives at ``dagrt:fn:<digest>``;
 * ``slots`` are flat ``(leaf index, parent position)`` pairs: where each parent's
   value goes among the call's leaves;
@@ -47,8 +47,8 @@ __all__ = [
 
 BIG_SPEC = 64 * 1024  # argument specs larger than this are stored apart, by content
 
-#: one entry of a run's function table: (digest, name, retries, retry_delay)
-FunctionEntry = tuple[str, str, int, float]
+#: one entry of a run's function table: (digest, name, retries, retry_delay, threads)
+FunctionEntry = tuple[str, str, int, float, int | None]
 
 _MSGPACK_LEAVES = frozenset({int, float, str, bytes, bool, type(None)})
 LEAVES, PICKLED, APART = 0, 1, 2  # how a record carries its arguments
@@ -66,6 +66,7 @@ class TaskRecord:
     children: list[int]
     retries: int
     retry_delay: float
+    threads: int | None  # native threads the task asked for (@task(threads=...))
     leaves: list[Any] | None  # None until the spec is loaded (big specs live apart)
     treedef: Any  # True: the leaves are the positional arguments
     slots: list[int]  # flat (leaf index, parent position) pairs
@@ -131,7 +132,8 @@ def verify(stored: bytes, secret: bytes | None) -> bytes:
 
 
 def decode_functions(stored: bytes, secret: bytes | None) -> list[FunctionEntry]:
-    """The run's function table: ``(digest, name, retries, retry_delay)`` per function."""
+    """The run's function table: ``(digest, name, retries, retry_delay, threads)`` per
+    function."""
     return [tuple(f) for f in unpack(verify(stored, secret), what="function table")]
 
 
@@ -147,7 +149,7 @@ def decode_record(
     key, fn_index, parents, children, slots, mode, arguments = unpack(
         verify(stored, secret), what=f"record of task {index}"
     )
-    digest, name, retries, retry_delay = functions[fn_index]
+    digest, name, retries, retry_delay, threads = functions[fn_index]
     leaves: list[Any] | None = None
     treedef: Any = True
     spec_key = None
@@ -166,6 +168,7 @@ def decode_record(
         children=children,
         retries=retries,
         retry_delay=retry_delay,
+        threads=threads,
         leaves=leaves,
         treedef=treedef,
         slots=slots,

@@ -99,7 +99,7 @@ async def submit(
         except SerializationError as exc:
             raise SerializationError(f"function of task {node.key} ({node.name}): {exc}") from exc
         positions[id(tf)] = len(table)
-        table.append((digest, tf.name, tf.retries, tf.retry_delay))
+        table.append((digest, tf.name, tf.retries, tf.retry_delay, tf.threads))
         frames[digest] = frame
     missing = await _functions_to_store(storage, list(frames), known_functions)
     for digest in missing:

@@ -110,6 +110,7 @@ class TaskFunction(Generic[P, R]):
         "name",
         "retries",
         "retry_delay",
+        "threads",
     )
 
     def __init__(
@@ -119,6 +120,7 @@ class TaskFunction(Generic[P, R]):
         name: str | None = None,
         retries: int = 0,
         retry_delay: float = 0.0,
+        threads: int | None = None,
     ) -> None:
         if isinstance(fn, TaskFunction):  # re-wrapping a task takes its plain function
             fn = fn.__dict__["__wrapped__"]
@@ -134,6 +136,10 @@ class TaskFunction(Generic[P, R]):
             or not retry_delay >= 0
         ):
             raise ValueError(f"retry_delay must be a number of seconds >= 0, got {retry_delay!r}")
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
         self.fn = fn
         self.name = name or _default_name(fn)
         try:  # the name travels in records and the event log as UTF-8
@@ -144,6 +150,7 @@ class TaskFunction(Generic[P, R]):
             ) from None
         self.retries = retries
         self.retry_delay = float(retry_delay)
+        self.threads = threads
         self.is_async = is_async_callable(fn)
         self._check = _ArgCheck(fn)
         self._prefix = _key_prefix(self.name)
@@ -161,6 +168,7 @@ class TaskFunction(Generic[P, R]):
         name: str | None = None,
         retries: int | None = None,
         retry_delay: float | None = None,
+        threads: int | None = None,
     ) -> TaskFunction[P, R]:
         """A copy of this task function with some options replaced."""
         return TaskFunction(
@@ -168,6 +176,7 @@ class TaskFunction(Generic[P, R]):
             name=self.name if name is None else name,
             retries=self.retries if retries is None else retries,
             retry_delay=self.retry_delay if retry_delay is None else retry_delay,
+            threads=self.threads if threads is None else threads,
         )
 
     def __repr__(self) -> str:
@@ -189,7 +198,7 @@ class TaskFunction(Generic[P, R]):
                 return (_lookup, (module, qualname))
         return (
             _make_task_function,
-            (self.fn, self.name, self.retries, self.retry_delay),
+            (self.fn, self.name, self.retries, self.retry_delay, self.threads),
         )
 
 
@@ -203,9 +212,13 @@ def _lookup(module: str, qualname: str) -> Any:
 
 
 def _make_task_function(
-    fn: Callable[..., Any], name: str, retries: int, retry_delay: float
+    fn: Callable[..., Any],
+    name: str,
+    retries: int,
+    retry_delay: float,
+    threads: int | None = None,
 ) -> TaskFunction[..., Any]:
-    return TaskFunction(fn, name=name, retries=retries, retry_delay=retry_delay)
+    return TaskFunction(fn, name=name, retries=retries, retry_delay=retry_delay, threads=threads)
 
 
 @overload
@@ -218,6 +231,7 @@ def task(
     name: str | None = None,
     retries: int = 0,
     retry_delay: float = 0.0,
+    threads: int | None = None,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -228,6 +242,7 @@ def task(
     name: str | None = None,
     retries: int = 0,
     retry_delay: float = 0.0,
+    threads: int | None = None,
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Make ``fn`` a task: calling it builds a :class:`Node` instead of running.
 
@@ -235,7 +250,12 @@ def task(
     ``retries`` re-runs a failing call up to that many more times, waiting
     ``retry_delay * 2**(attempt-1)`` seconds between attempts. ``async def``
     functions are awaited on the event loop; plain functions run in threads.
+    ``threads``: native threads (BLAS, OpenMP) the call may use, beyond the budget every
+    task gets (:mod:`dagrt.native_threads`): on a worker it also takes that many of the
+    worker's task threads, so that fewer tasks run beside it.
     """
-    if fn is None:
-        return lambda f: TaskFunction(f, name=name, retries=retries, retry_delay=retry_delay)
-    return TaskFunction(fn, name=name, retries=retries, retry_delay=retry_delay)
+
+    def make(f: Callable[P, R]) -> TaskFunction[P, R]:
+        return TaskFunction(f, name=name, retries=retries, retry_delay=retry_delay, threads=threads)
+
+    return make if fn is None else make(fn)

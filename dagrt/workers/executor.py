@@ -18,16 +18,18 @@ Serializing a result happens where the call ran.
 from __future__ import annotations
 
 import base64
+import contextlib
 import inspect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
+from .. import native_threads
 from ..exceptions import exception_type_name, user_traceback
 from ..pytree import unflatten
 from ..records import TaskRecord
@@ -129,8 +131,11 @@ def error_record(
 class Executor:
     """Runs task functions for one worker."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, native: int = 1) -> None:
+        self.threads = threads
+        self.native = native  # native threads per task thread (the budget)
         self.limiter = anyio.CapacityLimiter(threads)
+        self._gathering = anyio.Lock()  # one wide task gathers its threads at a time
         self.in_threads = 0  # calls running in threads now (abandoned ones included)
         self._counting = threading.Lock()
         self._profiles: dict[int, _Profile] = {}
@@ -261,8 +266,20 @@ class Executor:
                 with self._counting:
                     self.in_threads -= 1
 
-        if profile.inline:
+        wide = rec.threads is not None and rec.threads > self.native
+        if profile.inline and not wide:
             value, frame, elapsed, began, ended = call()
+        elif wide:
+            asked = rec.threads or 1
+
+            def wide_call() -> tuple[Any, bytes | Frame, float, float, float]:
+                with native_threads.widened(asked):
+                    return in_thread()
+
+            async with self._hold(asked):
+                value, frame, elapsed, began, ended = await anyio.to_thread.run_sync(
+                    wide_call, limiter=self.limiter, abandon_on_cancel=True
+                )
         else:
             # Cancelled (a worker shutting down past its graceful timeout), the waiter
             # leaves at once; the thread runs on, and the worker exits without it.
@@ -271,6 +288,23 @@ class Executor:
             )
         profile.measured(elapsed)
         return value, frame, began, ended
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, threads: int) -> AsyncIterator[None]:
+        """Hold ``threads - 1`` more of this worker's task threads (the call takes its
+        own), so that fewer tasks run beside a task that asked for native threads. Wide
+        tasks gather theirs one at a time: two gathering at once could each hold part."""
+        held: list[object] = []
+        try:
+            async with self._gathering:
+                for _ in range(min(threads, self.threads) - 1):
+                    borrower = object()
+                    await self.limiter.acquire_on_behalf_of(borrower)
+                    held.append(borrower)
+            yield
+        finally:
+            for borrower in held:
+                self.limiter.release_on_behalf_of(borrower)
 
 
 class _RunEnded(Exception):

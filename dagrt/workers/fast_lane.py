@@ -72,7 +72,7 @@ class FastLane:
         if self.failpoints:
             return False
         rec = ctx.record(index)
-        if rec.leaves is None:
+        if rec.leaves is None or rec.threads is not None:
             return False
         fn = self.functions.cached(rec.fn)
         return fn is not None and self.executor.inline(fn)

@@ -16,6 +16,9 @@ What happens to one stream entry, and where:
 4. :mod:`.tasklog` logs what happened; :mod:`.liveness` keeps the worker's
    heartbeat and takes over entries of workers that died.
 
+Native libraries (BLAS, OpenMP) of its tasks are held to ``native_threads`` threads per
+task thread while it serves (:mod:`dagrt.native_threads`).
+
 Stopping (SIGTERM/SIGINT, stdin closing with ``watch_stdin``, or :meth:`stop`):
 no new entries, tasks in flight get ``graceful_timeout`` (none after a second
 signal), then the last heartbeat and the last events, in a shielded scope.
@@ -36,6 +39,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from .. import native_threads
 from ..exceptions import StorageConnectionError, StorageError
 from ..metrics.writer import MetadataStorage
 from ..scheduler import load_scripts_cmds
@@ -86,7 +90,7 @@ class Worker:
             self.metrics = MetadataStorage(metrics_storage, settings.flush, source=self.id)
 
         # the parts, each with what it needs
-        self.executor = Executor(settings.thread_count)
+        self.executor = Executor(settings.thread_count, settings.native_budget)
         self.runs = RunTable(self.storage, settings.secret)
         self.functions = FunctionCache(self.storage)
         self.values = ValueCache(settings.cache_bytes)
@@ -199,6 +203,11 @@ class Worker:
     ) -> None:
         """Serve until stopped (or, in burst mode, until the stream is drained)."""
         self._loop = asyncio.get_running_loop()
+        # The native thread budget, before any task imports a library that reads it.
+        with native_threads.Limits(self.settings.native_budget):
+            await self._serve(announce, task_status)
+
+    async def _serve(self, announce: bool, task_status: anyio.abc.TaskStatus[None]) -> None:
         await self._connect()
         if self.metrics is not None:
             await self.metrics.start()

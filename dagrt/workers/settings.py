@@ -6,11 +6,10 @@ defaults and help from them (:mod:`dagrt.options`).
 
 from __future__ import annotations
 
-import os
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import keys as K
+from .. import native_threads
 from ..metrics.policy import FlushPolicy
 
 __all__ = ["WorkerSettings"]
@@ -30,6 +29,14 @@ class WorkerSettings(BaseModel):
     )
     threads: int | None = Field(
         None, ge=1, description="threads for sync task functions (default: one per core)"
+    )
+    native_threads: int | None = Field(
+        None,
+        ge=1,
+        description="threads each task's native libraries (BLAS, OpenMP) may use (default:"
+        " cores // threads; with several workers on a host, give each its share). Any of"
+        " OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS... set in the environment"
+        " wins",
     )
     name: str | None = Field(None, description="worker id (default: host-pid-random)")
     stream: str = Field(K.tasks_stream(), description="the tasks stream")
@@ -71,4 +78,9 @@ class WorkerSettings(BaseModel):
     @property
     def thread_count(self) -> int:
         """Threads for sync task functions: as set, else one per core."""
-        return self.threads or os.cpu_count() or 1
+        return self.threads or native_threads.cores()
+
+    @property
+    def native_budget(self) -> int:
+        """Native threads per task thread: as set, else this host's cores shared out."""
+        return self.native_threads or native_threads.budget(self.thread_count)
