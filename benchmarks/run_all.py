@@ -35,7 +35,7 @@ import dask_workflows
 from _harness import Result, save_json, table
 
 import dagrt
-from dagrt import workflows
+from dagrt import native_threads, workflows
 from dagrt.workflows.wordcount import generate as wordcount_text
 
 QUICK: dict[str, dict[str, Any]] = {
@@ -65,10 +65,19 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     cluster = dagrt.Client(n_workers=2, threads=1, metrics=False)
     loop.run_until_complete(cluster.__aenter__())
+    before = {name: os.environ.get(name) for name in native_threads.VARIABLES}
     dask_cluster = DaskCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     )
     dask_client = DaskClient(dask_cluster, set_as_default=False)
+    # Dask's nanny sets its workers' variables (OMP_NUM_THREADS=1, ...) in this process
+    # too, before it spawns them: put them back, so that the runs of this process (Dask's
+    # threaded scheduler, dagrt in-process) see the environment a user's process has.
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
     def inprocess(compute: Callable[[dagrt.Client], Any]) -> Any:
         """Time ``compute`` on an in-process client opened (and closed) around it."""
