@@ -194,12 +194,17 @@ def hincrby(db: Keyspace, a: Args) -> Any:
 
 
 def hdel(db: Keyspace, a: Args) -> Any:
+    return _remove(db, a, dict)
+
+
+def _remove(db: Keyspace, a: Args, kind: type) -> int:
+    """HDEL and ZREM: drop members of a dict-like value; the key goes once it is empty."""
     name = key(a[0])
-    h = db.typed(name, dict)
-    if h is None:
+    found = db.typed(name, kind)
+    if found is None:
         return 0
-    n = sum(1 for f in a[1:] if h.pop(to_bytes(f), None) is not None)
-    db.drop_if_empty(name, h)
+    n = sum(1 for m in a[1:] if found.pop(to_bytes(m), None) is not None)
+    db.drop_if_empty(name, found)
     return n
 
 
@@ -301,13 +306,7 @@ def zscore(db: Keyspace, a: Args) -> Any:
 
 
 def zrem(db: Keyspace, a: Args) -> Any:
-    name = key(a[0])
-    z = db.typed(name, ZSet)
-    if z is None:
-        return 0
-    n = sum(1 for m in a[1:] if z.pop(to_bytes(m), None) is not None)
-    db.drop_if_empty(name, z)
-    return n
+    return _remove(db, a, ZSet)
 
 
 def zcard(db: Keyspace, a: Args) -> Any:
