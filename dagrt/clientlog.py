@@ -57,9 +57,20 @@ class ClientLog:
         self.threads = threads
         self._owns_storage = owns_storage
         self._counts = {"done": 0, "failed": 0}  # tasks this process's runs ran
+        self._flusher_group: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> ClientLog:
-        await self.metrics.start()
+        # The writer's flusher is a task of a group this log holds: entered and left by
+        # the task that enters and leaves the log (the client's host).
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._flusher_group = group
+        try:
+            await self.metrics.start(group)
+        except BaseException:
+            self._flusher_group = None
+            await group.__aexit__(None, None, None)
+            raise
         if self.worker is not None:
             self.metrics.emit_event(
                 WorkerStarted(
@@ -88,12 +99,17 @@ class ClientLog:
                     failed=self._counts["failed"],
                 )
             )
-        with anyio.CancelScope(shield=True):
-            try:
-                await self.metrics.aclose()
-            finally:
-                if self._owns_storage:
-                    await self.metrics.storage.aclose()
+        try:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.metrics.aclose()  # the flusher stops
+                finally:
+                    if self._owns_storage:
+                        await self.metrics.storage.aclose()
+        finally:
+            group, self._flusher_group = self._flusher_group, None
+            if group is not None:  # (left in the scope it was entered in: it ends empty)
+                await group.__aexit__(None, None, None)
 
     def run_submitted(
         self, run_id: str, dag: DAG, submitted: float, runtime: str

@@ -209,31 +209,32 @@ class Worker:
 
     async def _serve(self, announce: bool, task_status: anyio.abc.TaskStatus[None]) -> None:
         await self._connect()
-        if self.metrics is not None:
-            await self.metrics.start()
-        self.log.worker_started(self.settings.thread_count, self.settings.concurrency)
-        await self.liveness.beat(status="started")
-        if announce:
-            print(f"{READY_LINE} {self.id}", flush=True)
-        self.ready.set()
-        task_status.started()
-        try:
-            async with anyio.create_task_group() as service:
-                service.start_soon(self.liveness.heartbeats)
-                service.start_soon(self.liveness.reclaimer)
-                service.start_soon(self._follow_run_ends)
-                await self.consumer.serve()
-                service.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    with anyio.move_on_after(STOP_TIMEOUT):  # a server that does not answer
-                        await self.liveness.beat(status="stopped")
-                except StorageError:
-                    pass
-                if self.metrics is not None:  # the last events, always (SIGTERM too)
-                    self.log.worker_stopped(self.counts["done"], self.counts["failed"])
-                    await self.metrics.aclose()
+        async with anyio.create_task_group() as log_writer:  # the event log's flusher
+            if self.metrics is not None:
+                await self.metrics.start(log_writer)
+            try:
+                self.log.worker_started(self.settings.thread_count, self.settings.concurrency)
+                await self.liveness.beat(status="started")
+                if announce:
+                    print(f"{READY_LINE} {self.id}", flush=True)
+                self.ready.set()
+                task_status.started()
+                async with anyio.create_task_group() as service:
+                    service.start_soon(self.liveness.heartbeats)
+                    service.start_soon(self.liveness.reclaimer)
+                    service.start_soon(self._follow_run_ends)
+                    await self.consumer.serve()
+                    service.cancel_scope.cancel()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        with anyio.move_on_after(STOP_TIMEOUT):  # a server that does not answer
+                            await self.liveness.beat(status="stopped")
+                    except StorageError:
+                        pass
+                    if self.metrics is not None:  # the last events, always (SIGTERM too)
+                        self.log.worker_stopped(self.counts["done"], self.counts["failed"])
+                        await self.metrics.aclose()  # (its flusher stops: the group ends)
 
     async def _follow_run_ends(self) -> None:
         """Hear of runs that ended (the control stream) until cancelled; a lost
