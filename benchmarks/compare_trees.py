@@ -3,7 +3,8 @@
 A change that must not slow dagrt down is measured against the code before it,
 side by side: each round runs the benchmark once with the base checkout's dagrt
 and once with this one's (the order turning every round), each with its own copy
-of the benchmark script, and reads the medians it saved (``--json``). The
+of the benchmark script (or this checkout's, ``--script-here``, for a script that
+uses only public API), and reads the medians it saved (``--json``). The
 machine's speed drifts between rounds; the pairs do not, and the peers the
 benchmark also times (Dask) show how much it drifted.
 
@@ -30,11 +31,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 
 
-def run(tree: Path, script: str, args: list[str], out: Path) -> dict[tuple[str, str], float]:
-    """One run of ``script`` from ``tree`` with that tree's dagrt: median per (workload, system)."""
+def run(tree: Path, script: Path, args: list[str], out: Path) -> dict[tuple[str, str], float]:
+    """One run of ``script`` with ``tree``'s dagrt: median per (workload, system)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     subprocess.run(
-        [sys.executable, str(tree / script), *args, "--json", str(out)],
+        [sys.executable, str(script), *args, "--json", str(out)],
         cwd=tree,
         env=env,
         check=True,
@@ -48,6 +49,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, required=True, help="checkout of the code before")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--script-here",
+        action="store_true",
+        help="run this checkout's copy of the script on both (it uses only public API)",
+    )
     parser.add_argument("script", help="benchmark script, relative to the checkout's root")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
     opts = parser.parse_args()
@@ -58,7 +64,8 @@ def main() -> None:
             order = ["base", "this"] if n % 2 == 0 else ["this", "base"]
             medians = {}
             for name in order:
-                medians[name] = run(trees[name], opts.script, opts.args, Path(tmp) / f"{name}.json")
+                script = (HERE if opts.script_here else trees[name]) / opts.script
+                medians[name] = run(trees[name], script, opts.args, Path(tmp) / f"{name}.json")
             rounds.append(medians)
             print(f"round {n + 1}/{opts.rounds} done", file=sys.stderr, flush=True)
     keys = sorted(set(rounds[0]["base"]) & set(rounds[0]["this"]))

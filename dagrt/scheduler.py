@@ -15,6 +15,7 @@ run on a Redis-compatible server and, through lupa, in
   when no child is kept, and finish the run when the last task is done.
 * ``fail``: store the error record, mark the run failed, tell the client.
 * ``stop``: cancel a running run.
+* ``requeue``: put entries a worker read but should not run at the end of the stream.
 
 Invariants (see docs/architecture.md): a counter only counts a parent whose
 output is stored; who runs a child is decided only by the reply of an atomic
@@ -42,10 +43,12 @@ __all__ = [
     "FAIL",
     "SCRIPTS",
     "STOP",
+    "REQUEUE",
     "Completion",
     "complete_cmd",
     "fail_cmd",
     "load_scripts_cmds",
+    "requeue_cmd",
     "send",
 ]
 
@@ -53,7 +56,8 @@ __all__ = [
 COMPLETE = Script.from_package("complete.lua")
 FAIL = Script.from_package("fail.lua")
 STOP = Script.from_package("stop.lua")
-SCRIPTS = (COMPLETE, FAIL, STOP)
+REQUEUE = Script.from_package("requeue.lua")
+SCRIPTS = (COMPLETE, FAIL, STOP, REQUEUE)
 
 
 @dataclass(slots=True)
@@ -102,6 +106,16 @@ def fail_cmd(
     keys = [rk.meta, rk.events, rk.error(index), stream]
     argv = [index, worker, json.dumps(record), group, *acks]
     return C.Cmd(("EVALSHA", FAIL.sha, len(keys), *keys, *argv))
+
+
+def requeue_cmd(
+    entries: Sequence[tuple[str | bytes, str, int]], *, stream: str, group: str = K.TASKS_GROUP
+) -> C.Cmd:
+    """One EVALSHA of ``requeue``: ``(entry id, run id, task)`` of each entry to give back."""
+    argv: list[Any] = [group]
+    for entry_id, run_id, index in entries:
+        argv += [entry_id, run_id, index]
+    return C.Cmd(("EVALSHA", REQUEUE.sha, 1, stream, *argv))
 
 
 def load_scripts_cmds() -> list[C.Cmd]:

@@ -26,7 +26,14 @@ from dagrt import keys as K
 from dagrt.exceptions import StorageError
 from dagrt.metrics.read import READ_ENTRIES
 from dagrt.metrics.runs_index import LOG_RUN
-from dagrt.scheduler import STOP, Completion, complete_cmd, fail_cmd, load_scripts_cmds
+from dagrt.scheduler import (
+    STOP,
+    Completion,
+    complete_cmd,
+    fail_cmd,
+    load_scripts_cmds,
+    requeue_cmd,
+)
 from dagrt.storage import InMemoryStorage, RedisStorage, Script, Storage
 from dagrt.storage import commands as C
 from dagrt.storage.base import NoScriptError
@@ -398,6 +405,29 @@ def test_reading_entries_by_id_answers_as_on_the_server(
         reply = storage.run_script(READ_ENTRIES, [K.events()], asked)
         at = {eid: i for i, eid in enumerate(ids)}
         replies.append([[(at[eid], fields) for eid, fields in found] for found in reply])
+    assert replies[1] == replies[0]
+    both.assert_same_keys()
+
+
+@EXAMPLES
+@given(st.integers(1, 8), st.integers(0, 3), st.lists(st.integers(0, 7), max_size=8))
+def test_entries_given_back_answer_and_write_as_on_the_server(
+    server: RedisStorage, read: int, more: int, back: list[int]
+) -> None:
+    """A worker reads entries and gives some back: they are acknowledged, deleted, and
+    appended anew with the same run and task; the others stay pending."""
+    both = Both(server)
+    stream = K.tasks_stream()
+    replies = []
+    for storage in both.pair:
+        storage.pipeline(load_scripts_cmds())
+        storage.xgroup_create(stream, K.TASKS_GROUP, "0")
+        for t in range(read + more):
+            storage.xadd(stream, {"r": "run", "t": t})
+        taken = storage.xreadgroup(K.TASKS_GROUP, "w1", {stream: ">"}, count=read)[0][1]
+        given = sorted({i for i in back if i < len(taken)})
+        cmd = requeue_cmd([(taken[i][0], "run", i) for i in given], stream=stream)
+        replies.append(storage.pipeline([cmd]))
     assert replies[1] == replies[0]
     both.assert_same_keys()
 

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import Pool
-from helpers import Signals, big, collect, gate, grow, inc, mark, shrink
+from helpers import Signals, big, collect, gate, grow, inc, mark, shrink, wait_for_events
 
 import dagrt
 from dagrt import keys as K
@@ -175,3 +175,49 @@ async def test_an_output_over_the_servers_limit_fails_its_task(
     assert error["exc_type"] == "dagrt.ValueTooLargeError"
     assert spec.keys.output(0) in error["message"]
     await storage.aclose()
+
+
+# --------------------------------------------------------------------------- heavy work is shared
+
+
+@dagrt.task
+def heavy(i: int, _: Any) -> int:
+    import time
+
+    time.sleep(0.3)  # holds a task thread, as a GEMM would
+    return i
+
+
+async def test_a_worker_that_read_wide_gives_heavy_tasks_back(redis_storage: Any) -> None:
+    """Two workers of one thread, both just done with tiny tasks (so they read as many
+    entries as they can): the eight heavy children of one root are shared out, not run
+    one after another by the worker whose read came first."""
+    from helpers import add
+
+    from dagrt.metrics import TaskExecutionMetrics
+    from dagrt.workflows import pairwise
+
+    workers = [Worker(redis_storage, threads=1, heartbeat=0.5) for _ in range(2)]
+    async with anyio.create_task_group() as tg:
+        for w in workers:
+            await tg.start(w.async_run)
+        for n in range(2):  # tiny tasks: both workers learn to read wide
+            tiny = dagrt.DAG(pairwise(add, range(256)))
+            spec = await submission.submit(redis_storage, tiny, f"tiny-{n}")
+            assert (await ended(redis_storage, spec))[b"e"] == b"finished"
+        root = inc(0)
+        spec = await submission.submit(
+            redis_storage, dagrt.DAG(collect(*[heavy(i, root) for i in range(8)])), "heavy"
+        )
+        assert (await ended(redis_storage, spec))[b"e"] == b"finished"
+
+        def finished(events: list[Any]) -> list[Any]:
+            return [e for e in events if isinstance(e, TaskExecutionMetrics) and "heavy" in e.key]
+
+        events = await wait_for_events(redis_storage, "heavy", lambda es: len(finished(es)) == 8)
+        for w in workers:
+            w.stop()
+    ran = {w.id: 0 for w in workers}
+    for event in finished(events):
+        ran[event.worker_id] += 1
+    assert min(ran.values()) >= 3, ran  # (a worker that kept them all: one against seven)

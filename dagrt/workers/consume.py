@@ -27,7 +27,7 @@ import anyio
 
 from .. import keys as K
 from ..exceptions import SerializationError, StorageConnectionError, StorageError
-from ..scheduler import fail_cmd, send
+from ..scheduler import fail_cmd, requeue_cmd, send
 from ..storage import Storage
 from ..storage import commands as C
 from .chain import Chains
@@ -231,6 +231,7 @@ class Consumer:
         """Admit entries read together; cheap tasks go through the fast lane as one
         batch, the others each get a chain of their own."""
         fast: dict[str, tuple[RunContext, list[tuple[list[bytes], int]]]] = {}
+        surplus: list[tuple[bytes, str, int]] = []  # heavy tasks beyond what it should hold
         try:
             for entry_id, fields in entries:
                 try:
@@ -248,9 +249,17 @@ class Consumer:
                 if not reclaimed and self.fast.eligible(ctx, index):
                     fast.setdefault(ctx.run_id, (ctx, []))[1].append(([entry_id], index))
                     self._fast_seen = True
+                elif not reclaimed and self._slow >= self._threads + 1:
+                    # A wide read (the last tasks were tiny) brought heavy ones: run no
+                    # more of them than threads + 1 here; the others go back to the
+                    # stream, for workers with room (or this one, later).
+                    surplus.append((entry_id, ctx.run_id, index))
                 else:
                     self._fast_seen = False
                     self._chain_apart(ctx, [entry_id], index, check_done=reclaimed)
+            if surplus:
+                self._fast_seen = False
+                await self._give_back(surplus)
             for ctx, work in fast.values():
                 handoffs = await self._guarded(self.fast.run(ctx, work), [w[0][0] for w in work])
                 if ctx.stopped:
@@ -263,6 +272,19 @@ class Consumer:
             for entry_id, _ in entries:
                 if entry_id in self.in_flight and not self._owned.get(entry_id):
                     self._finish(entry_id)
+
+    async def _give_back(self, surplus: list[tuple[bytes, str, int]]) -> None:
+        """Put entries at the end of the stream for other workers (atomically: see
+        ``requeue.lua``); on a storage error they stay pending here, for reclaim."""
+        s = self.settings
+        try:
+            await send(self.storage, [requeue_cmd(surplus, stream=s.stream, group=s.group)])
+        except StorageError as exc:
+            log.warning("worker %s: entries left for reclaim: %s", self.worker, exc)
+            return
+        for entry_id, _, _ in surplus:
+            self.running.pop(entry_id, None)
+        self.counts["requeued"] = self.counts.get("requeued", 0) + len(surplus)
 
     async def _guarded(self, coro: Coroutine[Any, Any, Any], entry_ids: list[bytes]) -> Any:
         try:
