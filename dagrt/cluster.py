@@ -48,7 +48,10 @@ class LocalCluster:
     more environment variables for them (``DAGRT_METRICS_URL``). ``retain_memory``
     (default) has the server and the workers keep the memory they free for their
     next large values (:mod:`dagrt.malloc`: faster where fresh pages are slow to
-    fault in; each process keeps its peak memory until the cluster stops).
+    fault in; each process keeps its peak memory until the cluster stops). ``store``
+    (default) gives the workers this host's object store (:mod:`dagrt.objects`, in
+    ``/dev/shm``): large outputs stay there and workers map them instead of moving
+    them through the server; ``worker_options={"store-bytes": N}`` bounds it.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class LocalCluster:
         worker_env: dict[str, str] | None = None,
         start_timeout: float = 60.0,
         retain_memory: bool = True,
+        store: bool = True,
     ) -> None:
         cores = native_threads.cores()
         self.n_workers = n_workers if n_workers is not None else cores
@@ -81,6 +85,7 @@ class LocalCluster:
         self.worker_env = dict(worker_env or {})
         self.start_timeout = start_timeout
         self.retain_memory = retain_memory
+        self.store = store
         self.server: RedisServer | None = None
         self.processes: list[asyncio.subprocess.Process] = []
         self.worker_ids: list[str] = []
@@ -132,6 +137,8 @@ class LocalCluster:
             argv += ["--concurrency", str(self.concurrency)]
         if not self.retain_memory:
             argv.append("--release-memory")
+        if self.store and "store" not in self.worker_options:
+            argv += ["--store", "auto"]
         for name, value in self.worker_options.items():
             argv.append(f"--{name}")
             if value != "":  # "" marks a flag without a value

@@ -113,6 +113,12 @@ WORKER_FLAGS: dict[str, Flag] = {
     "burst": Flag("burst", "on"),
     "keep_children": Flag("no-keep", "off"),
     "heartbeat_file": Flag("heartbeat-file"),
+    "store": Flag("store"),
+    "store_bytes": Flag("store-bytes"),
+    "store_min_bytes": Flag("store-min-bytes"),
+    "host_id": Flag("host-id"),
+    "data_bind": Flag("data-bind"),
+    "data_advertise": Flag("data-advertise"),
 }
 
 #: A worker's event log (``dagrt worker``, and ``dagrt cluster`` for its workers).

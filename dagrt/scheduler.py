@@ -10,8 +10,9 @@ run on a Redis-compatible server and, through lupa, in
 :class:`~dagrt.storage.InMemoryStorage`):
 
 * ``complete``: mark a task done (once: a repeat returns the remembered
-  decision), decrement its children, append the ready ones to the tasks stream
-  except one the worker keeps, append progress, acknowledge the worker's entries
+  decision), record where its output is when a host's store holds it,
+  decrement its children, append the ready ones to the tasks stream except one
+  the worker keeps, append progress, acknowledge the worker's entries
   when no child is kept, and finish the run when the last task is done.
 * ``fail``: store the error record, mark the run failed, tell the client.
 * ``stop``: cancel a running run.
@@ -64,7 +65,9 @@ SCRIPTS = (COMPLETE, FAIL, STOP, REQUEUE)
 class Completion:
     """One task to complete: what the ``complete`` script needs to know about it.
 
-    ``local``: the output was not stored (see the script's keep mode "L").
+    ``local``: the output was not stored (see the script's keep mode "L");
+    ``location``: it is in a host's object store, and this (an encoded
+    :class:`~dagrt.objects.Location`) is what its key records.
     """
 
     index: int
@@ -72,6 +75,7 @@ class Completion:
     acks: Sequence[str | bytes]
     may_keep: bool = True
     local: bool = False
+    location: bytes = b""
 
 
 def complete_cmd(
@@ -88,7 +92,7 @@ def complete_cmd(
     argv: list[Any] = [rk.run_id, worker, group, len(items)]
     for item in items:
         mode = "L" if item.local else ("1" if item.may_keep else "0")
-        argv += [item.index, mode, len(item.children), *item.children]
+        argv += [item.index, mode, item.location, len(item.children), *item.children]
         argv += [len(item.acks), *item.acks]
     return C.Cmd(("EVALSHA", COMPLETE.sha, len(keys), *keys, *argv))
 

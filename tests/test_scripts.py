@@ -26,6 +26,7 @@ from dagrt import keys as K
 from dagrt.exceptions import StorageError
 from dagrt.metrics.read import READ_ENTRIES
 from dagrt.metrics.runs_index import LOG_RUN
+from dagrt.objects import Location
 from dagrt.scheduler import (
     STOP,
     Completion,
@@ -163,8 +164,9 @@ def run_scenarios(draw: st.DrawFn) -> dict[str, Any]:
     ]
     task = st.integers(0, n - 1)
     worker = st.sampled_from(["w1", "w2"])
-    # index, keep mode, acknowledge its entries, output stored first (as a worker does)
-    item = st.tuples(task, st.sampled_from("110L"), st.booleans(), st.sampled_from([1, 1, 1, 0]))
+    # index, keep mode, acknowledge its entries, output stored first (as a worker does: 1),
+    # not stored (0), or in a host's object store, its location given to the script (2)
+    item = st.tuples(task, st.sampled_from("110L"), st.booleans(), st.sampled_from([1, 1, 1, 0, 2]))
     batch = st.lists(item, min_size=1, max_size=3, unique_by=lambda x: x[0])
     step = st.one_of(
         st.tuples(st.just("deliver"), worker),
@@ -230,7 +232,7 @@ class Run:
         return list(self.delivered.get(index, [])) if ack else []
 
     def complete(self, items: list[tuple[int, str, bool, int]], worker: str) -> Any:
-        self.storage.mset({self.rk.output(index): b"output" for index, _, _, s in items if s})
+        self.storage.mset({self.rk.output(index): b"output" for index, _, _, s in items if s == 1})
         completions = [
             Completion(
                 index,
@@ -238,8 +240,9 @@ class Run:
                 self.acks(index, ack),
                 may_keep=mode == "1",
                 local=mode == "L",
+                location=Location("host-a", 123, "127.0.0.1:1").encode() if s == 2 else b"",
             )
-            for index, mode, ack, _ in items
+            for index, mode, ack, s in items
         ]
         cmd = complete_cmd(self.rk, completions, worker, stream=STREAM)
         self.sent.append(cmd)

@@ -5,8 +5,11 @@
 -- KEYS[6 + j]           the output key of the j-th task completed here
 -- ARGV[1] run id        ARGV[2] worker id        ARGV[3] consumer group
 -- ARGV[4] number of tasks, then for each task:
---   index, keep mode, n children, the children,
+--   index, keep mode, location, n children, the children,
 --   n entries, the stream entries to acknowledge if no child is kept
+-- A location ("" for none) says the output is in a host's object store: it is
+-- written to the output key here (with the run's TTL), in the step that counts the
+-- task, so the key holds either the value or where the value is.
 -- Keep modes: "0" dispatch every ready child; "1" the worker may keep one ready
 -- child; "L" the output was NOT stored (it stays in the worker's memory): count
 -- the task only if its one child becomes ready now, and keep that child, marking
@@ -30,8 +33,9 @@ local pos = 5
 for j = 1, tonumber(ARGV[4]) do
   local index = ARGV[pos]
   local may_keep = ARGV[pos + 1]
-  local n_children = tonumber(ARGV[pos + 2])
-  local first_child = pos + 3
+  local location = ARGV[pos + 2]
+  local n_children = tonumber(ARGV[pos + 3])
+  local first_child = pos + 4
   local n_acks = tonumber(ARGV[first_child + n_children])
   local first_ack = first_child + n_children + 1
   pos = first_ack + n_acks
@@ -63,24 +67,35 @@ for j = 1, tonumber(ARGV[4]) do
       else
         replies[j] = {'upload', ''}
       end
-    elseif redis.call('EXISTS', output) == 0 then
-      -- Invariant: a counter only counts a parent whose output is stored.
-      replies[j] = {'missing', ''}
     else
-      local kept = ''
-      for c = first_child, first_child + n_children - 1 do
-        if redis.call('HINCRBY', KEYS[2], ARGV[c], -1) == 0 then
-          if kept == '' and may_keep == '1' then
-            kept = ARGV[c]
-          else
-            redis.call('XADD', KEYS[6], '*', 'r', ARGV[1], 't', ARGV[c])
-          end
+      if location ~= '' then
+        -- The output is in a host's store: its key records where, with the run's TTL.
+        local ttl = redis.call('PTTL', KEYS[1])
+        if ttl > 0 then
+          redis.call('SET', output, location, 'PX', ttl)
+        else
+          redis.call('SET', output, location)
         end
       end
-      redis.call('HSET', KEYS[3], index, kept)
-      counted[#counted + 1] = index
-      if kept == '' then ack() end
-      replies[j] = {'ok', kept}
+      if redis.call('EXISTS', output) == 0 then
+        -- Invariant: a counter only counts a parent whose output is stored.
+        replies[j] = {'missing', ''}
+      else
+        local kept = ''
+        for c = first_child, first_child + n_children - 1 do
+          if redis.call('HINCRBY', KEYS[2], ARGV[c], -1) == 0 then
+            if kept == '' and may_keep == '1' then
+              kept = ARGV[c]
+            else
+              redis.call('XADD', KEYS[6], '*', 'r', ARGV[1], 't', ARGV[c])
+            end
+          end
+        end
+        redis.call('HSET', KEYS[3], index, kept)
+        counted[#counted + 1] = index
+        if kept == '' then ack() end
+        replies[j] = {'ok', kept}
+      end
     end
   end
 end

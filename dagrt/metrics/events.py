@@ -121,14 +121,16 @@ RUN_ENDED = "dagrt.RunEnded"
 
 
 class Transfer(Event):
-    """One object moved for a task: uploaded, downloaded, or handed over in memory."""
+    """One object moved for a task: uploaded to Redis, downloaded from it, handed over
+    in memory (``local``), mapped from the host's object store (``map``), fetched
+    from another host's store (``direct``), or computed again (``recompute``)."""
 
     code: ClassVar[int] = 6
     kind: Literal["transfer"] = "transfer"
     key: str  # the storage key of the object
     bytes: int = Field(ge=0)
     seconds: float = Field(ge=0)
-    direction: Literal["upload", "download", "local"]
+    direction: Literal["upload", "download", "local", "map", "direct", "recompute"]
     producer: int  # task index that made the object
     consumer: int | None = None  # task index that read it (None for an upload)
     local: bool = False  # True: the bytes stayed on the worker (no network)
@@ -195,7 +197,7 @@ class TasksFinished(Event):
     clock: float = 0.0
 
 
-DIRECTIONS = ("upload", "download", "local")
+DIRECTIONS = ("upload", "download", "local", "map", "direct", "recompute")
 
 
 class Transfers(Event):

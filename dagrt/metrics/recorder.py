@@ -27,8 +27,11 @@ if TYPE_CHECKING:
     from .writer import MetadataStorage
 
 __all__ = [
+    "DIRECT",
     "DOWNLOAD",
     "LOCAL",
+    "MAP",
+    "RECOMPUTE",
     "UPLOAD",
     "BatchRows",
     "FinishedBatch",
@@ -223,6 +226,7 @@ class FinishedBatch(_Rows):
 _DIRECTION = {name: i for i, name in enumerate(DIRECTIONS)}
 #: direction codes of a TransferBatch row, for callers that extend ``rows`` inline
 UPLOAD, DOWNLOAD, LOCAL = (_DIRECTION[name] for name in ("upload", "download", "local"))
+MAP, DIRECT, RECOMPUTE = (_DIRECTION[name] for name in ("map", "direct", "recompute"))
 
 
 class TransferBatch(_Rows):

@@ -12,6 +12,13 @@ now, and then this worker keeps the child and pins the output in memory until th
 child has read it (:class:`~.cache.ValueCache`). If the child is not ready, the
 script answers ``upload``: the output is stored and the task completed again.
 
+Large outputs (``DataPlane.min_bytes`` or more) go to the host's object store
+instead of Redis when the worker has one (:mod:`dagrt.objects`): written there
+first, then the ``complete`` call records their location in their key. Outputs
+of the run (the client reads them) always go to Redis. A store without room
+leaves the output to Redis; an output too large for the server that the store
+does not take fails its task.
+
 The failure of a task (``fail`` script) is built here too, with its events.
 """
 
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..exceptions import StorageError, ValueTooLargeError
+from ..objects import DataPlane
 from ..records import TaskRecord
 from ..scheduler import Completion, complete_cmd, fail_cmd, send
 from ..serialize import Frame
@@ -54,6 +62,7 @@ class Made:
     local: bool  # try to keep the output in memory only (mode L)
     attempt: int = 1
     started_at: float | None = None  # when the attempt began, if no task-started says it
+    location: bytes = b""  # where the host's store holds the output (encoded Location)
 
 
 @dataclass(slots=True)
@@ -77,8 +86,10 @@ class Completer:
         log: TaskLog,
         counts: dict[str, int],
         failpoints: Failpoints,
+        plane: DataPlane | None = None,
     ) -> None:
         self.storage = storage
+        self.plane = plane
         self.settings = settings
         self.worker = worker_id
         self.values = values
@@ -126,15 +137,18 @@ class Completer:
         items: list[Made] = []
         places: list[int] = []  # where each item is in ``made``
         for place, m in enumerate(made):
-            if len(m.frame) > limit:
+            self.failpoints.hit("before_upload", m.rec.name, self.worker)
+            if not m.local:
+                await self._to_store(ctx, m)
+            if not m.location and len(m.frame) > limit:
                 exc = ValueTooLargeError(
                     f"value for {rk.output(m.rec.index)!r} is {len(m.frame):,} bytes; the "
                     f"server accepts at most {limit:,} (proto-max-bulk-len)"
+                    + (" and the host's object store has no room for it" if self.plane else "")
                 )
                 cmds.append(self.fail(ctx, m.rec, exc, "", m.attempt, m.acks, m.started_at))
                 continue
-            self.failpoints.hit("before_upload", m.rec.name, self.worker)
-            if not m.local:
+            if not m.local and not m.location:
                 cmds.append(C.set_(rk.output(m.rec.index), m.frame, ex=ttl))
             items.append(m)
             places.append(place)
@@ -158,18 +172,35 @@ class Completer:
             second = []
             for j in again:
                 items[j].local = False
-                second.append(C.set_(rk.output(items[j].rec.index), items[j].frame, ex=ttl))
+                await self._to_store(ctx, items[j])
+                if not items[j].location:
+                    second.append(C.set_(rk.output(items[j].rec.index), items[j].frame, ex=ttl))
             second.append(self._complete_cmd(ctx, [items[j] for j in again]))
             for j, answer in zip(again, (await send(self.storage, second))[-1], strict=True):
                 answers[j] = answer
+        if self.failpoints:  # a crash test: the output is recorded, its children released
+            for m in items:
+                self.failpoints.hit("after_complete", m.rec.name, self.worker)
         for place, m, answer in zip(places, items, answers, strict=True):
             decisions[place] = self._decide(ctx, m, answer)
         return decisions
 
+    async def _to_store(self, ctx: RunContext, m: Made) -> None:
+        """Put a large output in the host's store (its location then goes with the
+        completion), unless it is an output of the run or the store has no room."""
+        plane = self.plane
+        if plane is None or not plane.wants(len(m.frame)) or m.rec.index in ctx.outputs:
+            return
+        where = await plane.put(ctx.run_id, m.rec.index, m.frame)
+        if where is not None:
+            m.location = where.encode()
+            self.counts["stored"] = self.counts.get("stored", 0) + 1
+
     def _complete_cmd(self, ctx: RunContext, items: Sequence[Made]) -> C.Cmd:
         s = self.settings
         batch = [
-            Completion(m.rec.index, m.rec.children, m.acks, m.may_keep, m.local) for m in items
+            Completion(m.rec.index, m.rec.children, m.acks, m.may_keep, m.local, m.location)
+            for m in items
         ]
         return complete_cmd(ctx.keys, batch, self.worker, stream=s.stream, group=s.group)
 

@@ -1,7 +1,7 @@
 """Crash tests' failpoints: a worker SIGKILLs itself at a named point of a named task.
 
 Armed by ``DAGRT_FAILPOINTS="point:name,..."`` (points: ``before_run``,
-``before_upload``, ``after_upload``); each fires once per machine (a marker file
+``before_upload``, ``after_upload``, ``after_complete``); each fires once per machine (a marker file
 in ``DAGRT_FAILPOINT_DIR`` says it fired). With failpoints armed the fast lane is
 off and an upload is sent apart from its completion, so the gap between the two
 exists.

@@ -7,18 +7,25 @@ children may run here), and a download already under way for another task here
 is waited for, not repeated. An output that is in neither place was kept in the
 memory of a worker that died (keep mode ``L``): :meth:`Inputs.restore` recomputes
 it, and the chain of such outputs above it, top down, into this worker's memory.
+
+An output whose key records a location (:mod:`dagrt.objects`) is mapped from this
+host's object store, or fetched from the host that holds it (and kept in this
+host's store); one that cannot be had (its host gone, its object lost or
+corrupt) is computed again here (:meth:`Inputs.rerun`), the error logged.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 
-from ..metrics.recorder import DOWNLOAD, LOCAL, TransferBatch
+from ..metrics.recorder import DIRECT, DOWNLOAD, LOCAL, MAP, RECOMPUTE, TransferBatch
+from ..objects import DataPlane, Location, StoreError, fetch, is_location
 from ..records import TaskRecord
 from ..serialize import loads
 from ..storage import Storage
@@ -29,6 +36,8 @@ from .runs import FunctionCache, RunContext
 from .tasklog import TaskLog
 
 __all__ = ["MISSING", "Inputs", "Loaded"]
+
+log = logging.getLogger("dagrt.worker")
 
 BIG_FRAME = 1 << 20  # frames larger than this are deserialized in a thread
 MISSING: Any = object()  # an output that is gone (its run ended)
@@ -58,8 +67,10 @@ class Inputs:
         values: ValueCache,
         log: TaskLog,
         counts: dict[str, int],
+        plane: DataPlane | None = None,
     ) -> None:
         self.storage = storage
+        self.plane = plane
         self.executor = executor
         self.functions = functions
         self.values = values
@@ -106,7 +117,7 @@ class Inputs:
             for k, p in enumerate(rec.parents):
                 if partial.values[k] is not MISSING:
                     continue
-                value, size, share, local = fetched[p]
+                value, size, share, how = fetched[p]
                 if value is MISSING:  # a parent's output is gone: the run ended
                     out[j] = None
                     break
@@ -115,18 +126,20 @@ class Inputs:
                 partial.nbytes += size
                 partial.seconds += share
                 if move is not None:
-                    move((size, share, LOCAL if local else DOWNLOAD, p, rec.index, local))
+                    move((size, share, how, p, rec.index, how == LOCAL))
         return out
 
     async def fetch(
         self, ctx: RunContext, keys: list[int]
-    ) -> dict[int, tuple[Any, int, float, bool]]:
+    ) -> dict[int, tuple[Any, int, float, int]]:
         """Outputs of ``keys`` from storage (one MGET): ``{task: (value, bytes, seconds,
-        local)}``, ``MISSING`` for an output that is gone; ``local``: it came from
-        this worker's memory after all (another task here had just downloaded it).
+        how)}``, ``MISSING`` for an output that is gone; ``how`` the transfer's
+        direction code: ``DOWNLOAD`` (from Redis), ``MAP`` (this host's store),
+        ``DIRECT`` (from another host), ``RECOMPUTE``, or ``LOCAL`` (this worker's
+        memory after all: another task here had just read it).
 
-        An output with several children is kept in memory once downloaded (other
-        children may run here; the cache's budget bounds it), and a download of it
+        An output with several children is kept in memory once read (other
+        children may run here; the cache's budget bounds it), and a read of it
         already under way for another task here is waited for, not repeated: a
         72 MB matrix read by 4 tasks of one worker crossed the network 4 times.
         """
@@ -143,12 +156,13 @@ class Inputs:
                     continue
                 self._fetching[(run_id, p)] = anyio.Event()
             mine.append(p)
-        fetched: dict[int, tuple[Any, int, float, bool]] = {}
+        fetched: dict[int, tuple[Any, int, float, int]] = {}
         try:
             t0 = time.perf_counter()
             frames = await self.storage.amget([ctx.keys.output(p) for p in mine]) if mine else []
             seconds = time.perf_counter() - t0
             total = sum(len(f) for f in frames if f is not None) or 1
+            located: list[tuple[int, Location]] = []
             for p, frame in zip(mine, frames, strict=True):
                 if frame is None:
                     # Kept in memory by a worker that died? Then compute it again here.
@@ -157,7 +171,10 @@ class Inputs:
                         if await self.restore(ctx, p)
                         else (False, None, 0)
                     )
-                    fetched[p] = (value, size, 0.0, True) if found else (MISSING, 0, 0.0, False)
+                    fetched[p] = (value, size, 0.0, LOCAL) if found else (MISSING, 0, 0.0, LOCAL)
+                    continue
+                if is_location(frame):
+                    located.append((p, Location.decode(frame)))
                     continue
                 what = f"output of task {p}"
                 if len(frame) > BIG_FRAME:
@@ -166,9 +183,13 @@ class Inputs:
                     )
                 else:
                     value = loads(frame, what=what)
-                fetched[p] = (value, len(frame), seconds * len(frame) / total, False)
+                fetched[p] = (value, len(frame), seconds * len(frame) / total, DOWNLOAD)
                 if p in shared:
                     self.values.put(run_id, p, value, len(frame))
+            if located:
+                async with anyio.create_task_group() as tg:
+                    for p, where in located:
+                        tg.start_soon(self._located, ctx, p, where, p in shared, fetched)
         finally:
             for p in mine:
                 if p in shared:
@@ -177,10 +198,48 @@ class Inputs:
             await done.wait()
             found, value, size = self.values.get(run_id, p)
             if found:
-                fetched[p] = (value, size, 0.0, True)
-            else:  # that download failed, or the cache had no room: read it again
+                fetched[p] = (value, size, 0.0, LOCAL)
+            else:  # that read failed, or the cache had no room: read it again
                 fetched.update(await self.fetch(ctx, [p]))
         return fetched
+
+    async def _located(
+        self,
+        ctx: RunContext,
+        p: int,
+        where: Location,
+        shared: bool,
+        fetched: dict[int, tuple[Any, int, float, int]],
+    ) -> None:
+        """An output held by a host's store: mapped or fetched, else computed again."""
+        run_id = ctx.run_id
+        what = f"output of task {p}"
+        plane = self.plane
+        t0 = time.perf_counter()
+
+        def read() -> tuple[Any, str]:
+            if plane is not None:
+                view, how = plane.get_sync(run_id, p, where)
+            else:  # no store here: straight into memory
+                view = fetch(where.address, run_id, p, where.size, None)
+                how = "direct"
+            return loads(view, what=what), how
+
+        try:
+            value, how = await anyio.to_thread.run_sync(read, limiter=self.executor.limiter)
+        except StoreError as exc:
+            log.warning("%s of run %s: %s; computing it again here", what, run_id, exc)
+            self.counts["recomputed"] = self.counts.get("recomputed", 0) + 1
+            if await self.rerun(ctx, p):
+                found, value, size = self.values.get(run_id, p)
+                if found:
+                    fetched[p] = (value, size, time.perf_counter() - t0, RECOMPUTE)
+                    return
+            fetched[p] = (MISSING, 0, 0.0, RECOMPUTE)
+            return
+        fetched[p] = (value, where.size, time.perf_counter() - t0, MAP if how == "map" else DIRECT)
+        if shared:
+            self.values.put(run_id, p, value, where.size)
 
     async def restore(self, ctx: RunContext, index: int) -> bool:
         """Recompute task ``index`` whose output was kept in memory only, by a worker
@@ -211,36 +270,45 @@ class Inputs:
             if not local:
                 break
             chain.append(local[0])
-        log = self.log
         for q in reversed(chain):
-            rec = ctx.record(q)
-            fn = await self.functions.get(rec.fn)
-            # Logged as the task's next attempt, here (its output is made again).
-            [lost, _] = await self.storage.apipeline(
-                [C.hincrby(rk.lost, str(q), 1), C.expire(rk.lost, ctx.ttl_ms / 1000)]
+            if not await self.rerun(ctx, q):
+                return False
+        return True
+
+    async def rerun(self, ctx: RunContext, q: int) -> bool:
+        """Compute task ``q`` again here, its output pinned in this worker's memory
+        (its children here read it from there); False if it cannot be (its run
+        ended, or it failed: then the failure is logged)."""
+        rk = ctx.keys
+        log = self.log
+        rec = ctx.record(q)
+        fn = await self.functions.get(rec.fn)
+        # Logged as the task's next attempt, here (its output is made again).
+        [lost, _] = await self.storage.apipeline(
+            [C.hincrby(rk.lost, str(q), 1), C.expire(rk.lost, ctx.ttl_ms / 1000)]
+        )
+        attempt = int(lost) + 1
+        started = time.time()
+        log.emit([log.started(ctx, rec, started, attempt)])
+        moves = log.moves()
+        [loaded] = await self.load(ctx, [rec], moves)
+        if loaded is None:
+            log.emit([log.ended(ctx, rec, attempt)])
+            return False
+        outcome = await self.executor.run(fn, rec, loaded.values, attempt=attempt)
+        if not outcome.ok:
+            assert outcome.error is not None
+            log.emit(
+                [
+                    log.failed(
+                        ctx, rec, outcome.error, outcome.traceback, outcome.attempt, final=True
+                    )
+                ]
             )
-            attempt = int(lost) + 1
-            started = time.time()
-            log.emit([log.started(ctx, rec, started, attempt)])
-            moves = log.moves()
-            [loaded] = await self.load(ctx, [rec], moves)
-            if loaded is None:
-                log.emit([log.ended(ctx, rec, attempt)])
-                return False
-            outcome = await self.executor.run(fn, rec, loaded.values, attempt=attempt)
-            if not outcome.ok:
-                assert outcome.error is not None
-                log.emit(
-                    [
-                        log.failed(
-                            ctx, rec, outcome.error, outcome.traceback, outcome.attempt, final=True
-                        )
-                    ]
-                )
-                return False
-            self.values.put(ctx.run_id, q, outcome.value, len(outcome.frame), pinned=True)
-            self.counts["restored"] = self.counts.get("restored", 0) + 1
-            log.finished(ctx, rec, outcome, started, loaded, moves, 0.0, False)
+            return False
+        self.values.put(ctx.run_id, q, outcome.value, len(outcome.frame), pinned=True)
+        self.counts["restored"] = self.counts.get("restored", 0) + 1
+        log.finished(ctx, rec, outcome, started, loaded, moves, 0.0, False)
         return True
 
 

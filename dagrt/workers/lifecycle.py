@@ -16,6 +16,12 @@ What happens to one stream entry, and where:
 4. :mod:`.tasklog` logs what happened; :mod:`.liveness` keeps the worker's
    heartbeat and takes over entries of workers that died.
 
+With a host object store (``store``), large outputs stay on the host
+(:mod:`dagrt.objects`): the worker joins the host's store when it starts (the
+last process of the host to leave empties it), serves its objects to other hosts
+on a data endpoint, removes a run's objects when the run ends, and every minute
+removes those of runs whose keys are gone.
+
 Native libraries (BLAS, OpenMP) of its tasks are held to ``native_threads`` threads per
 task thread while it serves (:mod:`dagrt.native_threads`).
 
@@ -34,16 +40,21 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .. import keys as K
 from .. import native_threads
 from ..exceptions import StorageConnectionError, StorageError
 from ..metrics.writer import MetadataStorage
+from ..objects import DataPlane, DataServer, HostStore, default_root, namespace_of
 from ..scheduler import load_scripts_cmds
 from ..storage import RedisStorage, Storage
+from ..storage import commands as C
 from .cache import ValueCache
 from .chain import Chains
 from .completer import Completer
@@ -63,6 +74,7 @@ log = logging.getLogger("dagrt.worker")
 
 READY_LINE = "dagrt-worker ready"
 STOP_TIMEOUT = 2.0  # seconds the last heartbeat ("stopped") may take
+SWEEP_SECONDS = 60.0  # between sweeps of the host's store for runs whose keys are gone
 
 
 class Worker:
@@ -94,14 +106,43 @@ class Worker:
         self.runs = RunTable(self.storage, settings.secret)
         self.functions = FunctionCache(self.storage)
         self.values = ValueCache(settings.cache_bytes)
+        self.plane: DataPlane | None = None
+        self.data_server: DataServer | None = None
+        if settings.store:
+            if settings.store != "auto":
+                root = Path(settings.store)
+            elif isinstance(self.storage, RedisStorage):
+                root = default_root(namespace_of(self.storage.config.url))
+            else:  # a storage of this process only
+                root = default_root(f"process-{os.getpid()}")
+            store = HostStore(root, settings.store_bytes)
+            self.plane = DataPlane(
+                store, settings.host_id or host, min_bytes=settings.store_min_bytes
+            )
+            self.data_server = DataServer(store, settings.data_bind)
+        # runs whose objects the host's store must drop (while the worker serves)
+        self._ended_runs: MemoryObjectSendStream[str] | None = None
         failpoints = Failpoints()
         running: dict[bytes, str] = {}  # entry id -> key of the task it runs now
         self.log = TaskLog(self.id, self.metrics)
         completer = Completer(
-            self.storage, settings, self.id, self.values, self.log, self.counts, failpoints
+            self.storage,
+            settings,
+            self.id,
+            self.values,
+            self.log,
+            self.counts,
+            failpoints,
+            self.plane,
         )
         inputs = Inputs(
-            self.storage, self.executor, self.functions, self.values, self.log, self.counts
+            self.storage,
+            self.executor,
+            self.functions,
+            self.values,
+            self.log,
+            self.counts,
+            self.plane,
         )
         fast = FastLane(
             settings, self.executor, self.functions, inputs, completer, self.log, failpoints
@@ -143,6 +184,11 @@ class Worker:
         """Drop what this worker holds of a run that ended."""
         self.values.drop_run(run_id)
         self.runs.forget(run_id)
+        if self._ended_runs is not None:  # its objects in the host's store go too
+            try:
+                self._ended_runs.send_nowait(run_id)
+            except anyio.WouldBlock:  # the sweep will find them
+                pass
 
     # -- running -----------------------------------------------------------------------
 
@@ -213,13 +259,15 @@ class Worker:
             if self.metrics is not None:
                 await self.metrics.start(log_writer)
             try:
-                self.log.worker_started(self.settings.thread_count, self.settings.concurrency)
-                await self.liveness.beat(status="started")
-                if announce:
-                    print(f"{READY_LINE} {self.id}", flush=True)
-                self.ready.set()
-                task_status.started()
                 async with anyio.create_task_group() as service:
+                    if self.plane is not None:
+                        await self._join_store(service)
+                    self.log.worker_started(self.settings.thread_count, self.settings.concurrency)
+                    await self.liveness.beat(status="started")
+                    if announce:
+                        print(f"{READY_LINE} {self.id}", flush=True)
+                    self.ready.set()
+                    task_status.started()
                     service.start_soon(self.liveness.heartbeats)
                     service.start_soon(self.liveness.reclaimer)
                     service.start_soon(self._follow_run_ends)
@@ -235,6 +283,50 @@ class Worker:
                     if self.metrics is not None:  # the last events, always (SIGTERM too)
                         self.log.worker_stopped(self.counts["done"], self.counts["failed"])
                         await self.metrics.aclose()  # (its flusher stops: the group ends)
+                    if self.plane is not None:  # the host's last process empties its store
+                        await anyio.to_thread.run_sync(self.plane.store.close)
+
+    async def _join_store(self, service: anyio.abc.TaskGroup) -> None:
+        """Join the host's object store, serve it to other hosts, and keep it clean."""
+        assert self.plane is not None
+        assert self.data_server is not None
+        await anyio.to_thread.run_sync(self.plane.store.open)
+        self.plane.address = await service.start(
+            self.data_server.serve, self.settings.data_advertise
+        )
+        await self._sweep()
+        send, receive = anyio.create_memory_object_stream[str](1 << 16)
+        self._ended_runs = send
+        service.start_soon(self._drop_ended_runs, receive)
+
+    async def _drop_ended_runs(self, receive: MemoryObjectReceiveStream[str]) -> None:
+        """Remove the objects of runs that ended, as the worker hears of them, and
+        sweep the store for runs whose keys are gone every minute."""
+        assert self.plane is not None
+        try:
+            while True:
+                with anyio.move_on_after(SWEEP_SECONDS) as idle:
+                    run_id = await receive.receive()
+                if idle.cancelled_caught:
+                    await self._sweep()
+                else:
+                    await anyio.to_thread.run_sync(self.plane.drop_run, run_id)
+        finally:
+            sender, self._ended_runs = self._ended_runs, None
+            if sender is not None:
+                sender.close()
+            receive.close()
+
+    async def _sweep(self) -> None:
+        assert self.plane is not None
+        store = self.plane.store
+        try:
+            runs = await anyio.to_thread.run_sync(store.runs)
+            replies = await self.storage.apipeline([C.exists([K.RunKeys(r).meta]) for r in runs])
+            gone = [r for r, alive in zip(runs, replies, strict=True) if not alive]
+            await anyio.to_thread.run_sync(store.sweep, gone)
+        except (StorageError, OSError) as exc:
+            log.warning("worker %s: sweeping the object store failed: %s", self.id, exc)
 
     async def _follow_run_ends(self) -> None:
         """Hear of runs that ended (the control stream) until cancelled; a lost

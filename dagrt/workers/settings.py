@@ -54,6 +54,38 @@ class WorkerSettings(BaseModel):
     cache_bytes: int = Field(
         256 * 1024 * 1024, ge=0, description="bytes of outputs kept in memory for local children"
     )
+    store: str | None = Field(
+        None,
+        description="directory of this host's object store, shared by the host's workers"
+        " (a tmpfs such as /dev/shm/...; 'auto': one under /dev/shm/dagrt-<uid> for this"
+        " server's pool): large outputs stay"
+        " there and other hosts fetch them from this worker; unset: every output goes to"
+        " the server",
+    )
+    store_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="bytes the host's object store may hold (default: half of its"
+        " filesystem); beyond them outputs go to the server",
+    )
+    store_min_bytes: int = Field(
+        256 * 1024, ge=0, description="outputs at least this large go to the object store"
+    )
+    host_id: str | None = Field(
+        None,
+        description="this host's name in the data plane: workers with one host id share one"
+        " object store (default: the machine's host name)",
+    )
+    data_bind: str = Field(
+        "127.0.0.1:0",
+        description="address of this worker's data endpoint, host:port (port 0: any free"
+        " one); 0.0.0.0:PORT serves other machines",
+    )
+    data_advertise: str | None = Field(
+        None,
+        description="host name or IP other hosts reach the data endpoint by (default: the"
+        " bound address; this machine's address when bound to 0.0.0.0)",
+    )
     secret: bytes | None = Field(None, description="key that signs task records (HMAC-SHA256)")
     graceful_timeout: float = Field(
         10.0, ge=0, description="seconds in-flight tasks get to finish on SIGTERM"

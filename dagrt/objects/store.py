@@ -1,0 +1,394 @@
+"""The host object store: large task outputs as files every dagrt process on a host maps.
+
+A worker writes an output of at least ``min_bytes`` once, as the frame
+:func:`dagrt.serialize.dumps_frame` makes (pickle, then each out-of-band buffer
+64-byte aligned), into ``<root>/<run id>/<task>``: on a ``tmpfs`` such as
+``/dev/shm`` that is shared memory. A consumer on the same host maps the file
+copy-on-write (``MAP_PRIVATE``): no socket, no copy, no second pickle of the
+buffers; numpy arrays come back writable, and a task that writes into its
+input changes only its own pages.
+
+* **Bounded**: the bytes of every object of the host are counted in
+  ``<root>/.usage`` (an 8-byte counter, changed under ``lockf``); a put that
+  would pass ``max_bytes`` is refused (the caller stores the value in Redis
+  instead: never a failed run).
+* **Survives its writer**: files stay when the worker that wrote them dies; a
+  file removed while mapped stays readable by whoever mapped it.
+* **Emptied**: a run's directory when the run ends (:meth:`HostStore.drop_run`,
+  any worker of the host, once: the directory is first renamed away);
+  directories of runs whose keys are gone (:meth:`HostStore.sweep`, after a
+  crash); the whole store when the host's last dagrt process leaves, or when
+  the first one arrives and finds files that nobody holds (every process that
+  uses the store holds a shared ``flock`` on ``<root>/.lock``; the kernel drops
+  it when the process dies, SIGKILL included).
+
+Writes are atomic (a temporary name, then a rename), so a reader sees a whole
+object or none. Each object's size is recorded with its location (Redis), and a
+file whose size differs is reported as corrupt (:class:`ObjectCorrupt`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import os
+import shutil
+import struct
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..exceptions import DagrtError
+from ..serialize import Frame
+
+__all__ = [
+    "HostStore",
+    "ObjectCorrupt",
+    "ObjectMissing",
+    "StoreError",
+    "default_root",
+    "namespace_of",
+]
+
+_USAGE = struct.Struct("<q")
+_IOV_MAX = 512  # pieces per writev (the kernel's limit is 1024)
+
+
+class StoreError(DagrtError):
+    """An object of the host store cannot be read."""
+
+
+class ObjectMissing(StoreError):
+    """The object is not in this host's store."""
+
+
+class ObjectCorrupt(StoreError):
+    """The object's file does not have the size its location records."""
+
+
+def default_root(namespace: str = "") -> Path:
+    """Where a store lives by default: ``/dev/shm/dagrt-<uid>/<namespace>`` (shared
+    memory) if ``/dev/shm`` exists, else under the temporary directory. Pools of
+    different servers on one host get different namespaces (a store is swept of
+    runs its server does not know)."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(_tmpdir())
+    root = base / f"dagrt-{os.getuid()}"
+    return root / namespace if namespace else root
+
+
+def namespace_of(url: str) -> str:
+    """A store namespace for the pool of the server at ``url`` (its password left out)."""
+    import hashlib
+    import re
+
+    plain = re.sub(r"//[^@/]*@", "//", url)
+    return hashlib.sha256(plain.encode()).hexdigest()[:12]
+
+
+def _tmpdir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def _check_run(run_id: str) -> str:
+    if not run_id or run_id.startswith(".") or "/" in run_id or "\0" in run_id:
+        raise ValueError(f"not a run id for the host store: {run_id!r}")
+    return run_id
+
+
+class HostStore:
+    """One host's object store under ``root`` (see the module's text)."""
+
+    def __init__(self, root: str | os.PathLike[str], max_bytes: int | None = None) -> None:
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.root = Path(root)
+        self.max_bytes = max_bytes if max_bytes is not None else -1  # -1: set by open()
+        self._lock_fd: int | None = None
+        self._usage_fd: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<dagrt.HostStore {self.root} {self.max_bytes:,} bytes>"
+
+    # -- joining and leaving the host ---------------------------------------------------
+
+    def open(self) -> HostStore:
+        """Join the host's store: create it, empty it if no other process holds it
+        (what a crashed cluster left), and hold it (a shared lock) until :meth:`close`."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.max_bytes < 0:  # half of the filesystem it is on
+            fs = os.statvfs(self.root)
+            self.max_bytes = fs.f_blocks * fs.f_frsize // 2
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # others use it: join them
+            else:
+                self._empty()  # nobody holds it: whatever is here is left over
+            fcntl.flock(fd, fcntl.LOCK_SH)  # (an exclusive lock becomes shared)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+        self._usage_fd = os.open(self.root / ".usage", os.O_RDWR | os.O_CREAT, 0o600)
+        return self
+
+    def close(self) -> None:
+        """Leave the host's store; the last process to leave empties it."""
+        fd, self._lock_fd = self._lock_fd, None
+        if self._usage_fd is not None:
+            os.close(self._usage_fd)
+            self._usage_fd = None
+        if fd is None:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # others still use it
+            self._empty()
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> HostStore:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _empty(self) -> None:
+        for entry in os.scandir(self.root):
+            if entry.name in (".lock",):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+    # -- objects ------------------------------------------------------------------------
+
+    def path(self, run_id: str, index: int) -> Path:
+        return self.root / _check_run(run_id) / str(int(index))
+
+    def put(self, run_id: str, index: int, frame: bytes | Frame) -> bool:
+        """Write one object (blocking: call it from a thread for large ones); False
+        if the store has no room for it (nothing written)."""
+        size = len(frame)
+        if not self._reserve(size):
+            return False
+        final = self.path(run_id, index)
+        tmp = final.parent / f".{index}.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            final.parent.mkdir(exist_ok=True, mode=0o700)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _write_all(fd, frame.parts if isinstance(frame, Frame) else [frame])
+            finally:
+                os.close(fd)
+            os.rename(tmp, final)
+        except BaseException:
+            self._release(size)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return True
+
+    def receive(self, run_id: str, index: int, size: int) -> _Incoming | None:
+        """A file of ``size`` bytes to fill (a transfer from another host), mapped
+        writable; None if the store has no room. :meth:`_Incoming.commit` publishes it."""
+        if not self._reserve(size):
+            return None
+        final = self.path(run_id, index)
+        tmp = final.parent / f".{index}.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            final.parent.mkdir(exist_ok=True, mode=0o700)
+            return _Incoming(self, tmp, final, size)
+        except BaseException:
+            self._release(size)
+            raise
+
+    def map(self, run_id: str, index: int, size: int) -> memoryview:
+        """Map one object copy-on-write: a writable view of ``size`` bytes that copies
+        nothing until written. :class:`ObjectMissing` if it is not here,
+        :class:`ObjectCorrupt` if its size is not ``size``."""
+        path = self.path(run_id, index)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise ObjectMissing(
+                f"object {run_id}/{index} is not in the store {self.root}"
+            ) from None
+        try:
+            actual = os.fstat(fd).st_size
+            if actual != size:
+                raise ObjectCorrupt(
+                    f"object {run_id}/{index} in {self.root} has {actual:,} bytes,"
+                    f" its location records {size:,}"
+                )
+            if size == 0:
+                return memoryview(bytearray())
+            return memoryview(mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE))
+        finally:
+            os.close(fd)
+
+    def exists(self, run_id: str, index: int) -> bool:
+        return self.path(run_id, index).exists()
+
+    # -- emptying -----------------------------------------------------------------------
+
+    def drop_run(self, run_id: str) -> int:
+        """Remove a run's objects (its run ended); bytes freed. Safe to call from every
+        worker of the host at once: one of them removes them."""
+        try:
+            src = self.path(run_id, 0).parent
+        except ValueError:
+            return 0
+        trash = self.root / f".trash-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            os.rename(src, trash)
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        freed = 0
+        for entry in os.scandir(trash):
+            with contextlib.suppress(FileNotFoundError):
+                freed += entry.stat(follow_symlinks=False).st_size
+        shutil.rmtree(trash, ignore_errors=True)
+        self._release(freed)
+        return freed
+
+    def runs(self) -> list[str]:
+        """The runs that have objects here."""
+        return [
+            e.name
+            for e in os.scandir(self.root)
+            if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+        ]
+
+    def sweep(self, ended: Iterable[str], *, older_than: float = 60.0) -> int:
+        """Remove the objects of runs in ``ended`` (their keys are gone: the run ended
+        while no worker of this host listened), and leftovers of interrupted writes
+        older than ``older_than`` seconds; then count the bytes held again (a process
+        that died between counting and writing leaves the counter off). Bytes freed."""
+        freed = sum(self.drop_run(run_id) for run_id in ended)
+        cutoff = time.time() - older_than
+        for entry in os.scandir(self.root):
+            if entry.name.startswith(".trash-") and entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry.path, ignore_errors=True)
+        for run_id in self.runs():
+            for entry in os.scandir(self.root / run_id):
+                if entry.name.startswith(".") and entry.stat().st_mtime < cutoff:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+        self._recount()
+        return freed
+
+    # -- the byte budget ----------------------------------------------------------------
+
+    @property
+    def used(self) -> int:
+        """Bytes the host's objects hold (by the shared counter)."""
+        fd = self._fd()
+        fcntl.lockf(fd, fcntl.LOCK_SH)
+        try:
+            return _read_usage(fd)
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+
+    def _fd(self) -> int:
+        if self._usage_fd is None:
+            raise RuntimeError("the host store is not open")
+        return self._usage_fd
+
+    def _reserve(self, size: int) -> bool:
+        fd = self._fd()
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            used = _read_usage(fd)
+            if used + size > self.max_bytes:
+                return False
+            os.pwrite(fd, _USAGE.pack(used + size), 0)
+            return True
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+
+    def _release(self, size: int) -> None:
+        if size <= 0 or self._usage_fd is None:
+            return
+        fd = self._usage_fd
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            os.pwrite(fd, _USAGE.pack(max(0, _read_usage(fd) - size)), 0)
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+
+    def _recount(self) -> None:
+        fd = self._fd()
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            total = 0
+            for run_id in self.runs():
+                for entry in os.scandir(self.root / run_id):
+                    with contextlib.suppress(FileNotFoundError):
+                        total += entry.stat(follow_symlinks=False).st_size
+            os.pwrite(fd, _USAGE.pack(total), 0)
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+
+
+class _Incoming:
+    """A store file being filled: :attr:`view` to write into, then :meth:`commit`
+    (published under its name) or :meth:`abort` (removed, its bytes given back)."""
+
+    def __init__(self, store: HostStore, tmp: Path, final: Path, size: int) -> None:
+        self.store, self.tmp, self.final, self.size = store, tmp, final, size
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size) if size else None
+        finally:
+            os.close(fd)
+        self.view = memoryview(self._map) if self._map is not None else memoryview(bytearray())
+
+    def commit(self) -> None:
+        self._close()
+        os.rename(self.tmp, self.final)
+
+    def abort(self) -> None:
+        self._close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+        self.store._release(self.size)
+
+    def _close(self) -> None:
+        self.view.release()
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
+def _read_usage(fd: int) -> int:
+    raw = os.pread(fd, _USAGE.size, 0)
+    return _USAGE.unpack(raw)[0] if len(raw) == _USAGE.size else 0
+
+
+def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
+    """Write every piece, in order (``writev`` may write fewer bytes than asked)."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        batch = views[:_IOV_MAX]
+        written = os.writev(fd, batch)
+        while written:
+            head = views[0]
+            if written >= len(head):
+                written -= len(head)
+                views.pop(0)
+            else:
+                views[0] = head[written:]
+                written = 0

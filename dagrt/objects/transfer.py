@@ -1,0 +1,179 @@
+"""Direct transfers between hosts: a data endpoint per worker, and the fetch.
+
+:class:`DataServer` serves the objects of its host's store to workers of other
+hosts over TCP: one request per connection (``GET <run> <task>\\n``), answered
+with the object's size (8 bytes, little-endian; all ones: not here) and its
+bytes, sent from the file by ``sendfile`` (the kernel copies the shared-memory
+pages to the socket; nothing passes through Python). Any worker of a host can
+serve any object of that host's store, so an object outlives the worker that
+made it.
+
+:func:`fetch` (blocking: it runs in a thread) receives an object straight into
+a file of the fetching host's store (``recv_into`` a writable mapping: one copy,
+from the socket to shared memory), published there for the host's other
+consumers, and returns it mapped; without room in that store, into memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import struct
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+
+from .store import HostStore, ObjectCorrupt, ObjectMissing, StoreError
+
+__all__ = ["DataServer", "TransferError", "fetch"]
+
+log = logging.getLogger("dagrt.objects")
+
+_SIZE = struct.Struct("<Q")
+_ABSENT = (1 << 64) - 1
+REQUEST_TIMEOUT = 10.0  # seconds a connection may take to say what it wants
+
+
+class TransferError(StoreError):
+    """A direct transfer failed (the endpoint is gone, or the connection broke)."""
+
+
+class DataServer:
+    """Serves ``store``'s objects on ``bind`` (``host:port``, port 0: any free one)."""
+
+    def __init__(self, store: HostStore, bind: str = "127.0.0.1:0") -> None:
+        self.store = store
+        host, _, port = bind.rpartition(":")
+        self._bind = (host or "127.0.0.1", int(port or 0))
+        self.served = 0  # objects sent
+        self.address = ""
+
+    async def serve(
+        self,
+        advertise: str | None = None,
+        *,
+        task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until cancelled. Reports (``task_status``) and keeps in :attr:`address`
+        what other hosts connect to: ``advertise`` and the port, else the bound
+        address (this machine's address when bound to ``0.0.0.0``)."""
+        server = await asyncio.start_server(self._handle, *self._bind)
+        port = server.sockets[0].getsockname()[1]
+        host = advertise or self._bind[0]
+        if host in ("0.0.0.0", "::", ""):
+            host = await anyio.to_thread.run_sync(_this_machine)
+        self.address = f"{host}:{port}"
+        async with server:
+            task_status.started(self.address)
+            await server.serve_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+            words = line.split()
+            if len(words) != 3 or words[0] != b"GET":
+                return
+            run_id, index = words[1].decode(errors="replace"), int(words[2])
+            try:  # (a file on the host's tmpfs: opening it does not wait on a disk)
+                fd = os.open(self.store.path(run_id, index), os.O_RDONLY)
+            except (OSError, ValueError):
+                writer.write(_SIZE.pack(_ABSENT))
+                await writer.drain()
+                return
+            with os.fdopen(fd, "rb") as f:
+                writer.write(_SIZE.pack(os.fstat(f.fileno()).st_size))
+                await asyncio.get_running_loop().sendfile(writer.transport, f)
+            self.served += 1
+        except (TimeoutError, OSError, ValueError, ConnectionError) as exc:
+            log.debug("data endpoint: a transfer ended early: %s", exc)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+
+
+def fetch(
+    address: str,
+    run_id: str,
+    index: int,
+    size: int,
+    store: HostStore | None,
+    *,
+    timeout: float = 30.0,
+) -> memoryview:
+    """Object ``run_id/index`` of ``size`` bytes from the endpoint at ``address``,
+    kept in ``store`` when it has room (see the module's text). Blocking.
+
+    :class:`ObjectMissing` if the endpoint does not have it, :class:`ObjectCorrupt`
+    if its size is not ``size``, :class:`TransferError` if the endpoint cannot be
+    reached or the connection breaks (``timeout``: seconds without progress)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise TransferError(f"no data endpoint for object {run_id}/{index} ({address!r})")
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+    except OSError as exc:
+        raise TransferError(
+            f"cannot reach the data endpoint {address} for object {run_id}/{index}: {exc}"
+        ) from exc
+    with sock:
+        try:
+            sock.sendall(f"GET {run_id} {int(index)}\n".encode())
+            head = bytearray(_SIZE.size)
+            _recv_into(sock, memoryview(head))
+        except OSError as exc:
+            raise TransferError(
+                f"transfer of object {run_id}/{index} from {address}: {exc}"
+            ) from exc
+        (n,) = _SIZE.unpack(head)
+        if n == _ABSENT:
+            raise ObjectMissing(f"object {run_id}/{index} is not at {address}")
+        if n != size:
+            raise ObjectCorrupt(
+                f"object {run_id}/{index} at {address} has {n:,} bytes, its location records"
+                f" {size:,}"
+            )
+        incoming = store.receive(run_id, index, size) if store is not None else None
+        if incoming is None:
+            buffer = bytearray(size)
+            try:
+                _recv_into(sock, memoryview(buffer))
+            except OSError as exc:
+                raise TransferError(
+                    f"transfer of object {run_id}/{index} from {address}: {exc}"
+                ) from exc
+            return memoryview(buffer)
+        try:
+            _recv_into(sock, incoming.view)
+        except BaseException as exc:
+            incoming.abort()
+            if isinstance(exc, OSError):
+                raise TransferError(
+                    f"transfer of object {run_id}/{index} from {address}: {exc}"
+                ) from exc
+            raise
+        incoming.commit()
+    assert store is not None
+    return store.map(run_id, index, size)
+
+
+def _this_machine() -> str:
+    """This machine's address as others see it (its host name's address)."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def _recv_into(sock: socket.socket, view: memoryview) -> None:
+    got = 0
+    total = len(view)
+    while got < total:
+        n = sock.recv_into(view[got:], min(total - got, 1 << 22))
+        if n == 0:
+            raise ConnectionResetError(f"connection closed after {got:,} of {total:,} bytes")
+        got += n

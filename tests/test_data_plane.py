@@ -1,0 +1,420 @@
+"""The data plane: large outputs stay in their host's object store; consumers on that
+host map them, consumers on other hosts fetch them from a data endpoint, and what
+cannot be had any more is computed again.
+
+The store is tested on its own (files in a temporary directory, two "processes"
+being two opens of it), then with real worker processes: one host, and three hosts
+simulated on this machine (``--host-id`` and ``--store`` each their own), killed
+producers, a store that fills up, a corrupted object, and no files left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+from conftest import FAST, Pool, worker_env
+
+import dagrt
+from dagrt.metrics.read import aread_run, read_run
+from dagrt.objects import (
+    DataServer,
+    HostStore,
+    Location,
+    ObjectCorrupt,
+    ObjectMissing,
+    TransferError,
+    fetch,
+    is_location,
+)
+from dagrt.serialize import dumps_frame, loads
+
+RUN = "run-1"
+MB = 1 << 20
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def test_an_array_put_in_the_store_maps_back_without_a_copy(tmp_path: Path) -> None:
+    with HostStore(tmp_path / "s", 64 * MB) as store:
+        array = np.arange(MB // 8, dtype=np.float64)
+        frame = dumps_frame(array)
+        assert store.put(RUN, 3, frame)
+        view = store.map(RUN, 3, len(frame))
+        back = loads(view)
+        np.testing.assert_array_equal(back, array)
+        # the array's memory is the mapping: nothing was copied out of it
+        assert np.shares_memory(back, np.frombuffer(view, dtype=np.uint8))
+        assert store.used == len(frame)
+
+
+def test_a_mapped_array_is_writable_and_writing_it_changes_only_the_reader(
+    tmp_path: Path,
+) -> None:
+    with HostStore(tmp_path / "s", 64 * MB) as store:
+        frame = dumps_frame(np.zeros(MB // 8))
+        store.put(RUN, 0, frame)
+        first = loads(store.map(RUN, 0, len(frame)))
+        first += 1  # a task that writes into its input
+        second = loads(store.map(RUN, 0, len(frame)))
+        assert first[0] == 1
+        assert second[0] == 0
+
+
+def test_a_full_store_refuses_and_counts_nothing(tmp_path: Path) -> None:
+    with HostStore(tmp_path / "s", 3 * MB) as store:
+        frame = dumps_frame(np.zeros(MB // 8))  # just over 1 MB with its header
+        assert store.put(RUN, 0, frame)
+        assert store.put(RUN, 1, frame)
+        assert not store.put(RUN, 2, frame)
+        assert not store.exists(RUN, 2)
+        assert store.used == 2 * len(frame)
+        assert store.drop_run(RUN) == 2 * len(frame)
+        assert store.used == 0
+        assert store.put(RUN, 2, frame)  # room again
+
+
+def test_the_budget_is_shared_by_the_processes_of_a_host(tmp_path: Path) -> None:
+    """Two opens of one directory stand for two worker processes of one host."""
+    with HostStore(tmp_path / "s", 2 * MB) as a, HostStore(tmp_path / "s", 2 * MB) as b:
+        frame = dumps_frame(np.zeros(MB // 8))
+        assert a.put(RUN, 0, frame)
+        assert not b.put(RUN, 1, frame)  # a's object counts for b too
+        assert b.map(RUN, 0, len(frame)) is not None  # and b maps it
+
+
+def test_a_removed_object_stays_readable_by_who_mapped_it(tmp_path: Path) -> None:
+    with HostStore(tmp_path / "s", 64 * MB) as store:
+        frame = dumps_frame(np.arange(1000.0))
+        store.put(RUN, 0, frame)
+        held = loads(store.map(RUN, 0, len(frame)))
+        store.drop_run(RUN)
+        with pytest.raises(ObjectMissing):
+            store.map(RUN, 0, len(frame))
+        assert held[999] == 999.0
+
+
+def test_a_truncated_object_is_reported_as_corrupt(tmp_path: Path) -> None:
+    with HostStore(tmp_path / "s", 64 * MB) as store:
+        frame = dumps_frame(np.arange(1000.0))
+        store.put(RUN, 0, frame)
+        with open(store.path(RUN, 0), "r+b") as f:
+            f.truncate(100)
+        with pytest.raises(ObjectCorrupt, match=r"run-1/0 .* 100 bytes"):
+            store.map(RUN, 0, len(frame))
+
+
+def test_the_last_process_to_leave_empties_the_store(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    a = HostStore(root, MB).open()
+    b = HostStore(root, MB).open()
+    a.put(RUN, 0, b"x" * 1000)
+    a.close()
+    assert b.exists(RUN, 0)  # b still uses it
+    b.close()
+    assert list(root.iterdir()) == [root / ".lock"]
+
+
+def test_what_a_crashed_host_left_is_emptied_by_the_first_to_arrive(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    (root / "old-run").mkdir(parents=True)
+    (root / "old-run" / "7").write_bytes(b"left over")
+    with HostStore(root, MB) as store:
+        assert store.runs() == []
+        assert store.used == 0
+
+
+def test_run_ids_cannot_leave_the_store(tmp_path: Path) -> None:
+    with HostStore(tmp_path / "s", MB) as store:
+        for bad in ["..", ".", "../x", "a/b", ""]:
+            with pytest.raises(ValueError, match="not a run id"):
+                store.path(bad, 0)
+
+
+def test_a_sweep_removes_runs_that_ended_and_recounts(tmp_path: Path) -> None:
+    with HostStore(tmp_path / "s", 64 * MB) as store:
+        store.put("gone", 0, b"x" * 5000)
+        store.put("alive", 0, b"y" * 3000)
+        assert store.sweep(["gone"]) == 5000
+        assert store.runs() == ["alive"]
+        assert store.used == 3000
+
+
+def test_a_location_is_never_taken_for_a_value() -> None:
+    where = Location("host-a", 123, "10.0.0.1:5000")
+    assert Location.decode(where.encode()) == where
+    assert is_location(where.encode())
+    assert not is_location(dumps_frame(np.zeros(10)))
+    assert not is_location(bytes(dumps_frame(np.zeros(MB))))
+
+
+# --------------------------------------------------------------------------- transfers
+
+
+async def test_an_object_fetched_from_another_host_is_kept_in_this_hosts_store(
+    tmp_path: Path,
+) -> None:
+    with HostStore(tmp_path / "a", 64 * MB) as there, HostStore(tmp_path / "b", 64 * MB) as here:
+        frame = dumps_frame(np.arange(MB / 4))
+        there.put(RUN, 5, frame)
+        server = DataServer(there)
+        async with anyio.create_task_group() as tg:
+            address = await tg.start(server.serve)
+            view = await anyio.to_thread.run_sync(lambda: fetch(address, RUN, 5, len(frame), here))
+            np.testing.assert_array_equal(loads(view), np.arange(MB / 4))
+            assert here.exists(RUN, 5)  # for the other consumers of this host
+            with pytest.raises(ObjectMissing):
+                await anyio.to_thread.run_sync(lambda: fetch(address, RUN, 6, 10, here))
+            with pytest.raises(ObjectCorrupt):
+                await anyio.to_thread.run_sync(lambda: fetch(address, RUN, 5, 10, here))
+            tg.cancel_scope.cancel()
+
+
+async def test_an_endpoint_that_is_gone_is_a_transfer_error(tmp_path: Path) -> None:
+    with HostStore(tmp_path / "b", MB) as here:
+        server = DataServer(here)
+        async with anyio.create_task_group() as tg:
+            address = await tg.start(server.serve)
+            tg.cancel_scope.cancel()
+        with pytest.raises(TransferError, match="cannot reach"):
+            await anyio.to_thread.run_sync(lambda: fetch(address, RUN, 0, 10, here))
+
+
+async def test_a_transfer_cut_in_the_middle_leaves_nothing_behind(tmp_path: Path) -> None:
+    """An endpoint that dies after sending part of an object (a worker SIGKILLed in
+    the middle of a transfer): the fetch fails, and no partial file stays."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def half_a_transfer() -> None:
+        conn, _ = listener.accept()
+        conn.recv(100)
+        conn.sendall((10 * MB).to_bytes(8, "little") + b"z" * MB)
+        conn.close()
+
+    thread = threading.Thread(target=half_a_transfer)
+    thread.start()
+    with HostStore(tmp_path / "b", 64 * MB) as here:
+        with pytest.raises(TransferError, match="closed after"):
+            await anyio.to_thread.run_sync(
+                lambda: fetch(f"127.0.0.1:{port}", RUN, 0, 10 * MB, here)
+            )
+        assert not here.exists(RUN, 0)
+        assert here.used == 0
+        assert list((tmp_path / "b" / RUN).iterdir()) == []
+    thread.join()
+    listener.close()
+
+
+# --------------------------------------------------------------------------- workers
+
+
+@dagrt.task
+def node(seed: int, size: int, *parents: Any) -> Any:
+    """An array of ``size`` float64s whose value depends on every parent's."""
+    value = (seed + sum(float(np.asarray(p).sum()) % 1000 for p in parents)) % 1000
+    return np.full(size, value)
+
+
+@dagrt.task
+def sums(*arrays: Any) -> list[float]:
+    return [float(np.asarray(a).sum()) for a in arrays]
+
+
+def random_dag(seed: int, n: int = 40) -> Any:
+    """Random parents (0-3 earlier tasks), sizes on both sides of the threshold (4 kB)."""
+    rng = random.Random(seed)
+    nodes: list[Any] = []
+    for i in range(n):
+        parents = rng.sample(nodes, min(len(nodes), rng.randint(0, 3)))
+        size = rng.choice([1, 100, 600, 5_000, 50_000, 300_000])  # 8 B to 2.4 MB
+        nodes.append(node(i, size, *parents))
+    return sums(*nodes[-8:])
+
+
+def hosts_pool(pool_factory: Any, tmp_path: Path, hosts: list[str], **env: str) -> Pool:
+    """Workers of simulated hosts: one per name in ``hosts`` (a name twice: two workers
+    of that host), each host with a store of its own."""
+    pool: Pool = pool_factory(0)
+    for host in hosts:
+        pool.spawn(
+            *FAST,
+            "--host-id",
+            host,
+            "--store",
+            str(tmp_path / "stores" / host),
+            "--store-min-bytes",
+            "4096",
+            env=worker_env(**env),
+        )
+    return pool
+
+
+def transfer_paths(url: str, run_id: str) -> Counter[str]:
+    events = read_run(url, run_id, wait=30)  # the whole log
+    return Counter(e.direction for e in events if e.kind == "transfer")
+
+
+def store_files(tmp_path: Path) -> list[Path]:
+    return [p for p in (tmp_path / "stores").rglob("*") if p.is_file() and p.name[0] != "."]
+
+
+@pytest.mark.parametrize("hosts", [["h1", "h1"], ["h1", "h2", "h3"]], ids=["one", "three"])
+async def test_random_dags_give_what_the_in_process_runtime_gives(
+    pool_factory: Any, tmp_path: Path, hosts: list[str]
+) -> None:
+    pool = hosts_pool(pool_factory, tmp_path, hosts)
+    dags = [random_dag(seed) for seed in range(3)]
+    async with dagrt.Client(processes=False) as local:
+        expected = [await local.compute(d) for d in dags]
+    async with dagrt.Client(pool.url) as client:
+        futures = [client.submit(d) for d in dags]
+        with anyio.fail_after(90):
+            got = [await f for f in futures]
+        assert got == expected
+        paths: Counter[str] = Counter()
+        for f in futures:
+            events = await aread_run(pool.url, f.run_id, wait=30)  # the whole log
+            paths += Counter(e.direction for e in events if e.kind == "transfer")
+        assert paths["map"] + paths["direct"] > 0  # values went through the stores
+        if len(set(hosts)) == 1:
+            assert paths["direct"] == 0
+    # every run ended: the workers removed their objects
+    with anyio.fail_after(10):
+        while store_files(tmp_path):  # noqa: ASYNC110 (files: nothing to wait on)
+            await anyio.sleep(0.05)
+
+
+@dagrt.task
+def make(n: int) -> Any:
+    return np.arange(n, dtype=np.float64)
+
+
+@dagrt.task
+def part(x: Any, i: int, k: int) -> float:
+    m = len(x) // k
+    return float(x[i * m : (i + 1) * m].sum())
+
+
+@dagrt.task
+def total(*xs: float) -> float:
+    return sum(xs)
+
+
+def fan_out(n: int = 1 << 20, k: int = 8) -> Any:
+    """One 8 MB array, ``k`` children each summing a slice of it, one sink."""
+    array = make(n)
+    return total(*[part(array, i, k) for i in range(k)])
+
+
+EXPECTED = float(np.arange(1 << 20, dtype=np.float64).sum())
+
+
+@pytest.mark.parametrize(
+    ("hosts", "how"), [(["h1", "h1"], "map"), (["h1", "h2"], "recompute")], ids=["same", "other"]
+)
+async def test_a_producer_killed_after_its_output_is_recorded(
+    pool_factory: Any, tmp_path: Path, hosts: list[str], how: str
+) -> None:
+    """The worker that made the 8 MB array dies right after completing it. On its
+    host the object outlives it and is mapped; another host cannot reach it any more
+    and computes it again."""
+    pool = hosts_pool(
+        pool_factory,
+        tmp_path,
+        hosts,
+        DAGRT_FAILPOINTS="after_complete:make",
+        DAGRT_FAILPOINT_DIR=str(tmp_path),
+    )
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit(fan_out())
+        with anyio.fail_after(60):
+            assert await fut == EXPECTED
+    assert len(list(tmp_path.glob("dagrt-failpoint-*"))) == 1
+    assert sum(1 for w in pool.workers if w.poll() is not None) == 1
+    paths = transfer_paths(pool.url, fut.run_id)
+    assert paths[how] >= 1, paths
+
+
+async def test_a_full_store_sends_outputs_to_the_server(pool_factory: Any, tmp_path: Path) -> None:
+    pool: Pool = pool_factory(0)
+    for _ in range(2):
+        pool.spawn(*FAST, "--store", str(tmp_path / "s"), "--store-bytes", str(MB))
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit(fan_out())  # 8 MB: more than the whole store
+        with anyio.fail_after(60):
+            assert await fut == EXPECTED
+    assert transfer_paths(pool.url, fut.run_id)["map"] == 0
+
+
+async def test_a_corrupted_object_is_named_and_computed_again(
+    pool_factory: Any, tmp_path: Path
+) -> None:
+    """The producer's object is cut short under the consumers (a bad disk, a bug):
+    each consumer that meets it logs which task's output it was and computes it again."""
+    pool = hosts_pool(
+        pool_factory,
+        tmp_path,
+        ["h1"],
+        DAGRT_FAILPOINTS="after_complete:make",
+        DAGRT_FAILPOINT_DIR=str(tmp_path),
+    )
+
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit(fan_out())
+        with anyio.fail_after(30):
+            while not (tmp_path / "dagrt-failpoint-after_complete-make").exists():  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+        for path in store_files(tmp_path):
+            os.truncate(path, 1000)
+        pool.spawn(
+            *FAST,
+            "--host-id",
+            "h1",
+            "--store",
+            str(tmp_path / "stores" / "h1"),
+            "--store-min-bytes",
+            "4096",
+        )
+        with anyio.fail_after(60):
+            assert await fut == EXPECTED
+    assert transfer_paths(pool.url, fut.run_id)["recompute"] >= 1
+
+
+@dagrt.task
+def nap(x: Any, seconds: float) -> float:
+    time.sleep(seconds)
+    return 0.0
+
+
+async def test_a_killed_cluster_leaves_no_files_once_it_restarts(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+
+    def files() -> list[Path]:
+        return [p for p in store.rglob("*") if p.is_file() and p.name[0] != "."]
+
+    options = {"store": str(store), "store-min-bytes": "4096"}
+    cluster = dagrt.LocalCluster(1, worker_options=options)
+    async with cluster, dagrt.Client(cluster.url) as client:
+        array = make(1 << 20)
+        client.submit(total(part(array, 0, 1), nap(array, 60)))
+        with anyio.fail_after(30):
+            while not files():  # noqa: ASYNC110 (the array is stored, a task sleeps)
+                await anyio.sleep(0.02)
+        for process in cluster.processes:  # kill -9 the whole pool
+            process.kill()
+    assert files()  # nobody was left to remove it
+    async with dagrt.LocalCluster(1, worker_options=options):
+        assert files() == []
+    assert files() == []
