@@ -201,8 +201,8 @@ class HostStore:
         return True
 
     def receive(self, run_id: str, index: int, size: int) -> _Incoming | None:
-        """A file of ``size`` bytes to fill (a transfer from another host), mapped
-        writable; None if the store has no room. :meth:`_Incoming.commit` publishes it."""
+        """A file of ``size`` bytes to fill (a transfer from another host); None if
+        the store has no room. :meth:`_Incoming.commit` publishes it."""
         if not self._reserve(size):
             return None
         final = self.path(run_id, index)
@@ -343,20 +343,26 @@ class HostStore:
 
 
 class _Incoming:
-    """A store file being filled: :attr:`view` to write into, then :meth:`commit`
-    (published under its name) or :meth:`abort` (removed, its bytes given back)."""
+    """A store file being filled in order (:meth:`write`), then :meth:`commit`
+    (published under its name) or :meth:`abort` (removed, its bytes given back).
+
+    Written, not mapped: filling a fresh mapping faults its pages in one by one
+    (measured: 45-66 ms for 64 MiB from a socket, against 33 ms through ``write``)."""
 
     def __init__(self, store: HostStore, tmp: Path, final: Path, size: int) -> None:
         self.store, self.tmp, self.final, self.size = store, tmp, final, size
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, size)
-            self._map = mmap.mmap(fd, size) if size else None
-        finally:
-            os.close(fd)
-        self.view = memoryview(self._map) if self._map is not None else memoryview(bytearray())
+        self.fd: int | None = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.written = 0
+
+    def write(self, data: memoryview) -> None:
+        assert self.fd is not None
+        _write_all(self.fd, [data])
+        self.written += len(data)
 
     def commit(self) -> None:
+        if self.written != self.size:
+            self.abort()
+            raise ObjectCorrupt(f"{self.final}: {self.written:,} of {self.size:,} bytes written")
         self._close()
         os.rename(self.tmp, self.final)
 
@@ -367,10 +373,9 @@ class _Incoming:
         self.store._release(self.size)
 
     def _close(self) -> None:
-        self.view.release()
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _read_usage(fd: int) -> int:

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import struct
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -138,23 +139,21 @@ def fetch(
                 f" {size:,}"
             )
         incoming = store.receive(run_id, index, size) if store is not None else None
-        if incoming is None:
-            buffer = bytearray(size)
-            try:
-                _recv_into(sock, memoryview(buffer))
-            except OSError as exc:
-                raise TransferError(
-                    f"transfer of object {run_id}/{index} from {address}: {exc}"
-                ) from exc
-            return memoryview(buffer)
         try:
-            _recv_into(sock, incoming.view)
-        except BaseException as exc:
-            incoming.abort()
-            if isinstance(exc, OSError):
-                raise TransferError(
-                    f"transfer of object {run_id}/{index} from {address}: {exc}"
-                ) from exc
+            if incoming is None:
+                buffer = bytearray(size)
+                _recv_into(sock, memoryview(buffer))
+                return memoryview(buffer)
+            _recv_to(sock, incoming, size)
+        except OSError as exc:
+            if incoming is not None:
+                incoming.abort()
+            raise TransferError(
+                f"transfer of object {run_id}/{index} from {address}: {exc}"
+            ) from exc
+        except BaseException:
+            if incoming is not None:
+                incoming.abort()
             raise
         incoming.commit()
     assert store is not None
@@ -167,6 +166,21 @@ def _this_machine() -> str:
         return socket.gethostbyname(socket.gethostname())
     except OSError:
         return "127.0.0.1"
+
+
+_CHUNK = 1 << 22
+
+
+def _recv_to(sock: socket.socket, incoming: Any, size: int) -> None:
+    """Receive ``size`` bytes into a store file, a chunk at a time through one buffer."""
+    chunk = memoryview(bytearray(min(size, _CHUNK)))
+    got = 0
+    while got < size:
+        n = sock.recv_into(chunk, min(size - got, len(chunk)))
+        if n == 0:
+            raise ConnectionResetError(f"connection closed after {got:,} of {size:,} bytes")
+        incoming.write(chunk[:n])
+        got += n
 
 
 def _recv_into(sock: socket.socket, view: memoryview) -> None:

@@ -69,7 +69,7 @@ class WorkerSettings(BaseModel):
         " filesystem); beyond them outputs go to the server",
     )
     store_min_bytes: int = Field(
-        256 * 1024, ge=0, description="outputs at least this large go to the object store"
+        128 * 1024, ge=0, description="outputs at least this large go to the object store"
     )
     host_id: str | None = Field(
         None,
