@@ -44,6 +44,8 @@ from dagrt.storage import RedisServer
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import Result, save_json, table
 
+SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
 
 def make(n: int) -> Any:
     return np.ones(n, dtype=np.float64)
@@ -274,7 +276,7 @@ async def main() -> None:
     parser.add_argument("--skip-move", action="store_true", help="only part 2")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/data_plane.json"))
     args = parser.parse_args()
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    base = SHM
     results: list[Result] = []
     if not args.skip_move:
         with tempfile.TemporaryDirectory(prefix="dagrt-bench-", dir=base) as tmp:

@@ -80,7 +80,10 @@ class Client:
         Wukong's locality switches for runs on workers, both on by default:
         ``keep_children`` (a worker runs a child that became ready on its own
         completion, holding one of its inputs) and ``keep_outputs`` (the output
-        of a task whose one child runs on the same worker is never uploaded).
+        of a task whose one child runs on the same worker is never uploaded), and,
+        off by default, ``upload_all`` (an output kept in a host's object store is
+        uploaded to the server too: durability over speed; when its host is gone it
+        is read from there instead of computed again).
 
     Once started: ``client.cluster`` is the :class:`~dagrt.LocalCluster` it runs
     (or ``None``), ``client.metrics`` the event log's writer (or ``None``).
@@ -118,10 +121,11 @@ class Client:
         if flush is not None and not isinstance(flush, FlushPolicy):
             raise TypeError(f"flush must be a dagrt.metrics.FlushPolicy, got {flush!r}")
         locality = dict(locality or {})
-        unknown = set(locality) - {"keep_children", "keep_outputs"}
+        unknown = set(locality) - {"keep_children", "keep_outputs", "upload_all"}
         if unknown:
             raise ValueError(
-                f"unknown locality switches {sorted(unknown)}: use keep_children, keep_outputs"
+                f"unknown locality switches {sorted(unknown)}: use keep_children,"
+                " keep_outputs, upload_all"
             )
         self._locality = locality
         if not isinstance(dashboard, bool | int) or (dashboard is not False and dashboard < 0):
@@ -206,6 +210,7 @@ class Client:
             self.cluster.url if self.cluster is not None else self.address,
             keep_children=self._locality.get("keep_children", True),
             keep_outputs=self._locality.get("keep_outputs", True),
+            upload_all=self._locality.get("upload_all", False),
         )
 
     def _make_log(self, runtime: Runtime) -> ClientLog | None:

@@ -59,6 +59,7 @@ class DistributedRuntime:
         stream: str = K.tasks_stream(),
         keep_children: bool = True,
         keep_outputs: bool = True,
+        upload_all: bool = False,
         client_id: str = "",
     ) -> None:
         if address is None and storage is None:
@@ -68,6 +69,7 @@ class DistributedRuntime:
         self.address = address
         self.keep_children = keep_children
         self.keep_outputs = keep_outputs
+        self.upload_all = upload_all
         self.secret = secret if secret is not None else _env_secret()
         self.ttl = ttl
         self.stream = stream
@@ -143,6 +145,7 @@ class DistributedRuntime:
                     client_id=self.client_id,
                     keep_children=self.keep_children,
                     keep_outputs=self.keep_outputs,
+                    upload_all=self.upload_all,
                 )
             if on_submitted is not None:
                 on_submitted(spec.submit_seconds)

@@ -103,6 +103,10 @@ class RunKeys:
     def output(self, index: int | str) -> str:
         return f"{self._prefix}o:{index}"
 
+    def copy(self, index: int | str) -> str:
+        """The server's copy of an output kept in a host's store (``upload_all`` runs)."""
+        return f"{self._prefix}oc:{index}"
+
     def error(self, index: int | str) -> str:
         return f"{self._prefix}err:{index}"
 

@@ -52,6 +52,14 @@ class RunSpec:
     submit_seconds: float
     spec_keys: list[str]
     ttl: float = DEFAULT_TTL
+    upload_all: bool = False  # outputs in a host's store have a copy on the server
+
+    def output_keys(self) -> list[str]:
+        """Every key an output of the run may be in."""
+        keys = [self.keys.output(i) for i in range(self.n_tasks)]
+        if self.upload_all:
+            keys += [self.keys.copy(i) for i in range(self.n_tasks)]
+        return keys
 
 
 async def submit(
@@ -66,6 +74,7 @@ async def submit(
     client_id: str = "",
     keep_children: bool = True,
     keep_outputs: bool = True,
+    upload_all: bool = False,
 ) -> RunSpec:
     """Write ``dag`` as run ``run_id`` and dispatch its roots, in pipelined chunks.
 
@@ -76,7 +85,9 @@ async def submit(
     Everything of the run gets a TTL, so a run whose client vanished expires.
     ``keep_children`` (a worker runs a ready child whose input it holds) and
     ``keep_outputs`` (an output whose one child runs there too is never
-    uploaded) are the run's locality switches.
+    uploaded) are the run's locality switches; ``upload_all``: an output kept in a
+    host's object store is uploaded to the server too (read from there when its host
+    is gone, instead of being computed again).
     """
     t0 = time.perf_counter()
     rk = K.RunKeys(run_id)
@@ -146,6 +157,7 @@ async def submit(
                 "signed": "1" if secret is not None else "0",
                 "keep_children": "1" if keep_children else "0",
                 "keep_outputs": "1" if keep_outputs else "0",
+                "upload_all": "1" if upload_all else "0",
                 "fns": sign(pack(table), secret),
             },
         )
@@ -169,6 +181,7 @@ async def submit(
         submit_seconds=time.perf_counter() - t0,
         spec_keys=spec_keys,
         ttl=ttl,
+        upload_all=upload_all,
     )
 
 
@@ -192,7 +205,7 @@ async def renew(storage: Storage, spec: RunSpec) -> bool:
     """Give every key of a running run its full TTL again (a run may outlive it);
     False if the run's keys are gone (expired, deleted, or the server was flushed)."""
     rk = spec.keys
-    keys = rk.fixed() + spec.spec_keys + [rk.output(i) for i in range(spec.n_tasks)]
+    keys = rk.fixed() + spec.spec_keys + spec.output_keys()
     replies = await storage.apipeline([C.expire(key, spec.ttl) for key in keys])
     return bool(replies[0])  # the meta's
 
@@ -210,7 +223,7 @@ async def cleanup(storage: Storage, spec: RunSpec, status: str) -> None:
     the workers (they drop what they hold of it)."""
     rk = spec.keys
     keys = rk.fixed() + spec.spec_keys
-    keys += [rk.output(i) for i in range(spec.n_tasks)]
+    keys += spec.output_keys()
     keys += [rk.error(i) for i in range(spec.n_tasks)]
     cmds = [C.set_(rk.end, status, ex=TOMBSTONE_TTL)]
     cmds += [C.delete(chunk) for chunk in C.chunks(keys, 5000)]

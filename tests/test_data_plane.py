@@ -22,6 +22,7 @@ import anyio
 import numpy as np
 import pytest
 from conftest import FAST, Pool, worker_env
+from helpers import wait_for_events
 
 import dagrt
 from dagrt.metrics.read import aread_run, read_run
@@ -36,6 +37,7 @@ from dagrt.objects import (
     is_location,
 )
 from dagrt.serialize import dumps_frame, loads
+from dagrt.storage import RedisStorage
 
 RUN = "run-1"
 MB = 1 << 20
@@ -322,14 +324,25 @@ EXPECTED = float(np.arange(1 << 20, dtype=np.float64).sum())
 
 
 @pytest.mark.parametrize(
-    ("hosts", "how"), [(["h1", "h1"], "map"), (["h1", "h2"], "recompute")], ids=["same", "other"]
+    ("hosts", "upload_all", "how", "makes"),
+    [
+        (["h1", "h1"], False, "map", 0),  # its host's store still has it
+        (["h1", "h2"], False, "recompute", 1),  # nobody can serve it: made again
+        (["h1", "h2"], True, "download", 0),  # the server has a copy
+    ],
+    ids=["same-host", "other-host", "other-host-upload-all"],
 )
 async def test_a_producer_killed_after_its_output_is_recorded(
-    pool_factory: Any, tmp_path: Path, hosts: list[str], how: str
+    pool_factory: Any,
+    tmp_path: Path,
+    hosts: list[str],
+    upload_all: bool,
+    how: str,
+    makes: int,
 ) -> None:
     """The worker that made the 8 MB array dies right after completing it. On its
     host the object outlives it and is mapped; another host cannot reach it any more
-    and computes it again."""
+    and computes it again, unless the run uploads every output to the server too."""
     pool = hosts_pool(
         pool_factory,
         tmp_path,
@@ -337,14 +350,26 @@ async def test_a_producer_killed_after_its_output_is_recorded(
         DAGRT_FAILPOINTS="after_complete:make",
         DAGRT_FAILPOINT_DIR=str(tmp_path),
     )
-    async with dagrt.Client(pool.url) as client:
+    async with dagrt.Client(pool.url, locality={"upload_all": upload_all}) as client:
         fut = client.submit(fan_out())
         with anyio.fail_after(60):
             assert await fut == EXPECTED
     assert len(list(tmp_path.glob("dagrt-failpoint-*"))) == 1
     assert sum(1 for w in pool.workers if w.poll() is not None) == 1
-    paths = transfer_paths(pool.url, fut.run_id)
-    assert paths[how] >= 1, paths
+    # (the killed worker's attempt never ends in the log: wait for the sink's end)
+    storage = RedisStorage(pool.url)
+    try:
+        events = await wait_for_events(
+            storage,
+            fut.run_id,
+            lambda es: any(e.kind == "task-finished" and e.task == 9 for e in es),
+        )
+    finally:
+        await storage.aclose()
+    arrived = Counter(e.direction for e in events if e.kind == "transfer" and e.producer == 0)
+    assert arrived[how] >= 1, arrived
+    # made again after the crash (the killed worker logged nothing of its own run)
+    assert sum(1 for e in events if e.kind == "task-finished" and e.task == 0) == makes
 
 
 async def test_a_full_store_sends_outputs_to_the_server(pool_factory: Any, tmp_path: Path) -> None:

@@ -435,6 +435,18 @@ def test_the_compose_file_runs_what_the_pool_fixture_runs() -> None:
     )
     assert "RUN pip install -r /tmp/requirements.txt" in dockerfile
     assert (root / "workers" / "requirements.txt").exists()
+    # the workers share one tmpfs object store, and their flags are dagrt worker's
+    from dagrt.cli import _parser
+
+    command = [
+        os.path.expandvars(c).replace("${DAGRT_HOST_ID:-compose}", "compose")
+        for c in worker["command"]
+    ]
+    args = _parser().parse_args(["worker", *command])
+    assert args.store == "/dagrt-store"
+    assert args.data_bind == "0.0.0.0:0"
+    assert "dagrt-store:/dagrt-store" in worker["volumes"]
+    assert compose["volumes"]["dagrt-store"]["driver_opts"]["type"] == "tmpfs"
     board = compose["services"]["dashboard"]
     assert board["entrypoint"][:2] == ["dagrt", "dashboard"]
     assert board["environment"]["DAGRT_REDIS_URL"] == worker["environment"]["DAGRT_REDIS_URL"]

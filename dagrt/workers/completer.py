@@ -150,6 +150,8 @@ class Completer:
                 continue
             if not m.local and not m.location:
                 cmds.append(C.set_(rk.output(m.rec.index), m.frame, ex=ttl))
+            elif m.location and ctx.upload_all and len(m.frame) <= limit:
+                cmds.append(C.set_(rk.copy(m.rec.index), m.frame, ex=ttl))
             items.append(m)
             places.append(place)
         if self.failpoints and items:  # crash tests need the gap between the two
@@ -175,6 +177,8 @@ class Completer:
                 await self._to_store(ctx, items[j])
                 if not items[j].location:
                     second.append(C.set_(rk.output(items[j].rec.index), items[j].frame, ex=ttl))
+                elif ctx.upload_all and len(items[j].frame) <= limit:
+                    second.append(C.set_(rk.copy(items[j].rec.index), items[j].frame, ex=ttl))
             second.append(self._complete_cmd(ctx, [items[j] for j in again]))
             for j, answer in zip(again, (await send(self.storage, second))[-1], strict=True):
                 answers[j] = answer

@@ -228,6 +228,17 @@ class Inputs:
         try:
             value, how = await anyio.to_thread.run_sync(read, limiter=self.executor.limiter)
         except StoreError as exc:
+            if ctx.upload_all:  # the server has a copy
+                frame = await self.storage.aget(ctx.keys.copy(p))
+                if frame is not None:
+                    log.warning("%s of run %s: %s; read from the server", what, run_id, exc)
+                    value = await anyio.to_thread.run_sync(
+                        functools.partial(loads, frame, what=what), limiter=self.executor.limiter
+                    )
+                    fetched[p] = (value, len(frame), time.perf_counter() - t0, DOWNLOAD)
+                    if shared:
+                        self.values.put(run_id, p, value, len(frame))
+                    return
             log.warning("%s of run %s: %s; computing it again here", what, run_id, exc)
             self.counts["recomputed"] = self.counts.get("recomputed", 0) + 1
             if await self.rerun(ctx, p):

@@ -47,6 +47,7 @@ class RunContext:
         # the run's locality switches (Client(locality=...)), on unless turned off
         self.keep_children = meta.get(b"keep_children", b"1") == b"1"
         self.keep_outputs = meta.get(b"keep_outputs", b"1") == b"1"
+        self.upload_all = meta.get(b"upload_all", b"0") == b"1"
         self._raw = records
         self._decoded: dict[int, TaskRecord] = {}
         # No task of a run that is not running starts here: set from its meta, by a
