@@ -25,6 +25,7 @@ from conftest import FAST, Pool, worker_env
 from helpers import wait_for_events
 
 import dagrt
+from dagrt.metrics.analysis import analyze
 from dagrt.metrics.read import aread_run, read_run
 from dagrt.objects import (
     DataServer,
@@ -289,6 +290,15 @@ async def test_random_dags_give_what_the_in_process_runtime_gives(
         for f in futures:
             events = await aread_run(pool.url, f.run_id, wait=30)  # the whole log
             paths += Counter(e.direction for e in events if e.kind == "transfer")
+            # the report counts bytes by the path they took
+            by_path = analyze(events).bytes_by_path
+            moved = Counter(
+                {
+                    d: sum(e.bytes for e in events if e.kind == "transfer" and e.direction == d)
+                    for d in by_path
+                }
+            )
+            assert by_path == dict(moved)
         assert paths["map"] + paths["direct"] > 0  # values went through the stores
         if len(set(hosts)) == 1:
             assert paths["direct"] == 0

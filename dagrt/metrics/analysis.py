@@ -84,9 +84,15 @@ class RunAnalysis:
     failures: list[dict[str, Any]] = field(default_factory=list)
     retried: list[dict[str, Any]] = field(default_factory=list)
     bytes_per_function: dict[str, dict[str, int]] = field(default_factory=dict)
+    # bytes by how they came: upload, download, local, map, direct, recompute
+    bytes_by_path: dict[str, int] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)  # worker -> rows in the Gantt chart
     tasks_logged: int = 0  # distinct tasks with a finished or failed attempt
     notes: list[str] = field(default_factory=list)  # what the reader should know
+
+
+#: transfers that did not cross a socket: a worker's memory, its host's store, made again
+ON_THE_HOST = frozenset({"local", "map", "recompute"})
 
 
 def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
@@ -121,13 +127,15 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
 
     per_task: dict[int, int] = {}
     per_function: dict[str, dict[str, int]] = {}
+    by_path: dict[str, int] = {}
     network = local = 0
     for event in events:
         if isinstance(event, Transfer):
             task = event.consumer if event.consumer is not None else event.producer
             per_task[task] = per_task.get(task, 0) + event.bytes
             moved = per_function.setdefault(name_of(task, ""), {"network": 0, "local": 0})
-            if event.local:
+            by_path[event.direction] = by_path.get(event.direction, 0) + event.bytes
+            if event.local or event.direction in ON_THE_HOST:
                 local += event.bytes
                 moved["local"] += event.bytes
             else:
@@ -199,6 +207,7 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
         failures=failures,
         retried=retried,
         bytes_per_function=per_function,
+        bytes_by_path=by_path,
         rows=rows,
         tasks_logged=logged,
         notes=notes,

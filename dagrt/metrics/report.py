@@ -173,6 +173,23 @@ def plot_breakdown(a: RunAnalysis) -> str:
     return _png(fig)
 
 
+PATHS = {
+    "upload": "uploaded to the server",
+    "download": "downloaded from the server",
+    "local": "in the worker's memory",
+    "map": "mapped from the host's store",
+    "direct": "fetched from another host",
+    "recompute": "computed again",
+}
+
+
+def _paths(by_path: dict[str, int]) -> str:
+    """Bytes by how they came, in words (the paths that moved any)."""
+    if not by_path:
+        return "none"
+    return "; ".join(f"{PATHS.get(k, k)} {v:,}" for k, v in by_path.items() if v) or "none"
+
+
 def plot_bytes(a: RunAnalysis) -> str:
     plt = _plt()
     fig, (by_fn, top) = plt.subplots(1, 2, figsize=(11, 3.4), width_ratios=(2, 3))
@@ -180,7 +197,7 @@ def plot_bytes(a: RunAnalysis) -> str:
     net = [a.bytes_per_function[f]["network"] for f in functions]
     here = [a.bytes_per_function[f]["local"] for f in functions]
     by_fn.bar(functions, net, label="over the network")
-    by_fn.bar(functions, here, bottom=net, label="kept on the worker")
+    by_fn.bar(functions, here, bottom=net, label="on the host (memory, store)")
     by_fn.set_ylabel("bytes")
     by_fn.set_title("Bytes moved per function")
     by_fn.tick_params(axis="x", labelrotation=30)
@@ -190,7 +207,7 @@ def plot_bytes(a: RunAnalysis) -> str:
     top.set_xticks(range(len(most)), [str(t) for t in most], rotation=90, fontsize="x-small")
     top.set_xlabel(f"task (graph index), the {len(most)} that moved most")
     top.set_title(
-        f"Total: {a.bytes_network:,} bytes over the network, {a.bytes_local:,} kept local"
+        f"Total: {a.bytes_network:,} bytes over the network, {a.bytes_local:,} on the host"
     )
     if not most:
         for ax in (by_fn, top):
@@ -218,6 +235,7 @@ def _series(a: RunAnalysis) -> dict[str, Any]:
         "bytes_per_function": a.bytes_per_function,
         "bytes_network": a.bytes_network,
         "bytes_local": a.bytes_local,
+        "bytes_by_path": a.bytes_by_path,
         "critical_path": a.critical_path,
         "critical_seconds": a.critical_seconds,
         "slowest": [asdict(b) for b in a.slowest],
@@ -350,7 +368,9 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
 <tr><th>tasks</th><td>{a.n_tasks} ({a.tasks_logged} logged)</td></tr>
 <tr><th>makespan</th><td>{a.makespan:.3f} s</td></tr>
 <tr><th>workers</th><td>{e(", ".join(a.workers))}</td></tr>
-<tr><th>bytes moved</th><td>{a.bytes_network:,} over the network, {a.bytes_local:,} local</td></tr>
+<tr><th>bytes moved</th><td>{a.bytes_network:,} over the network, {
+        a.bytes_local:,} on the host</td></tr>
+<tr><th>bytes by path</th><td>{e(_paths(a.bytes_by_path))}</td></tr>
 <tr><th>critical path</th><td>{path_seconds}</td></tr>
 </table>
 <h2>Tasks per worker</h2>{_img("gantt", "Gantt chart", plots)}
