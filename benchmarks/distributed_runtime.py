@@ -1,8 +1,8 @@
 """Tree reduction on worker processes: dagrt Client() vs Dask distributed, plus a 100k DAG.
 
-Part 1: 16,384 leaves (16,383 `add` tasks), end to end (build + compute), on
-dagrt's LocalCluster with 2 workers and on Dask's LocalCluster(n_workers=2,
-threads_per_worker=1), alternating, several repetitions.
+Part 1: 16,384 leaves (16,383 `add` tasks), and 1,024 chains of 16 `inc` tasks,
+end to end (build + compute), on dagrt's LocalCluster with 2 workers and on Dask's
+LocalCluster(n_workers=2, threads_per_worker=1), alternating, several repetitions.
 
 Part 2: a 100,000-task DAG (a tree reduction of 50,000 leaves, plus their
 leaf tasks) on dagrt: submission time, end-to-end time, and the peak resident
@@ -77,23 +77,51 @@ def main() -> None:
         node = pairwise(dask_add, range(args.leaves))
         return dask.compute(node)[0]
 
-    results: dict[str, Result] = {
-        "dask-distributed": Result(f"tree_reduction[{n_tasks}]", "dask-distributed"),
-        "dagrt-cluster": Result(f"tree_reduction[{n_tasks}]", "dagrt-cluster"),
+    dagrt_inc_ = dagrt.task(inc)
+    dask_inc = delayed(inc)
+    n_chains, length = 1024, 16
+
+    def chains(inc_: object) -> list[object]:
+        ends = []
+        for c in range(n_chains):
+            x: object = c
+            for _ in range(length):
+                x = inc_(x)  # type: ignore[operator]
+            ends.append(x)
+        return ends
+
+    def run_dagrt_chains() -> int:
+        return sum(loop.run_until_complete(client.compute(chains(dagrt_inc_))))
+
+    def run_dask_chains() -> int:
+        return sum(dask.compute(*chains(dask_inc)))
+
+    chains_expected = sum(c + length for c in range(n_chains))
+    tree, chain = f"tree_reduction[{n_tasks}]", f"chains[{n_chains}x{length}]"
+    results: dict[tuple[str, str], Result] = {
+        (w, s): Result(w, s) for w in (tree, chain) for s in ("dask-distributed", "dagrt-cluster")
     }
-    run_dagrt(), run_dask()  # warm up both
+    cases = [
+        (tree, "dask-distributed", run_dask, expected),
+        (tree, "dagrt-cluster", run_dagrt, expected),
+        (chain, "dask-distributed", run_dask_chains, chains_expected),
+        (chain, "dagrt-cluster", run_dagrt_chains, chains_expected),
+    ]
+    for _, _, fn, _ in cases:  # warm up all
+        fn()
     for _ in range(args.repeat):
-        for name, fn in (("dask-distributed", run_dask), ("dagrt-cluster", run_dagrt)):
+        for workload, name, fn, want in cases:
             t0 = time.perf_counter()
             value = fn()
-            results[name].seconds.append(time.perf_counter() - t0)
-            assert value == expected, (name, value)
+            results[(workload, name)].seconds.append(time.perf_counter() - t0)
+            assert value == want, (name, value)
     dask_client.close()
     dask_cluster.close()
     rows = list(results.values())
     print(table(rows, baseline="dask-distributed"))
     for r in rows:
-        print(f"{r.system}: {r.median / n_tasks * 1e6:.1f} us per task, end to end")
+        tasks = n_tasks if r.workload == tree else n_chains * length
+        print(f"{r.workload} {r.system}: {r.median / tasks * 1e6:.1f} us per task, end to end")
 
     # -- the large DAG -----------------------------------------------------------------
     if args.big < 2:
