@@ -42,6 +42,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -294,6 +295,19 @@ class Worker:
         self.plane.address = await service.start(
             self.data_server.serve, self.settings.data_advertise
         )
+        server_host = (
+            urlsplit(self.storage.config.url).hostname
+            if isinstance(self.storage, RedisStorage)
+            else None
+        )
+        if _loopback(self.plane.address.rpartition(":")[0]) and not _loopback(server_host):
+            log.warning(
+                "worker %s: its data endpoint %s is on loopback but the server is not:"
+                " workers of other machines cannot fetch its outputs (they compute them"
+                " again); start it with --data-bind 0.0.0.0:PORT --data-advertise ADDRESS",
+                self.id,
+                self.plane.address,
+            )
         await self._sweep()
         send, receive = anyio.create_memory_object_stream[str](1 << 16)
         self._ended_runs = send
@@ -359,6 +373,11 @@ class Worker:
                 if stopping.is_set():
                     raise
                 delay = min(delay * 2, 5.0)
+
+
+def _loopback(host: str | None) -> bool:
+    """Is ``host`` this machine only (None: a Unix socket, or no network at all)?"""
+    return host is None or host in ("localhost", "::1") or host.startswith("127.")
 
 
 async def _watch_stdin(stop: Any) -> None:
