@@ -10,6 +10,7 @@ producers, a store that fills up, a corrupted object, and no files left behind.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import threading
@@ -269,8 +270,10 @@ def transfer_paths(url: str, run_id: str) -> Counter[str]:
     return Counter(e.direction for e in events if e.kind == "transfer")
 
 
-def store_files(tmp_path: Path) -> list[Path]:
-    return [p for p in (tmp_path / "stores").rglob("*") if p.is_file() and p.name[0] != "."]
+def store_files(path: Path) -> list[Path]:
+    """The objects under ``path`` (``tmp_path``: every host's; a host's store)."""
+    root = path / "stores" if (path / "stores").is_dir() else path
+    return [p for p in root.rglob("*") if p.is_file() and p.name[0] != "."]
 
 
 @pytest.mark.parametrize("hosts", [["h1", "h1"], ["h1", "h2", "h3"]], ids=["one", "three"])
@@ -333,6 +336,37 @@ def fan_out(n: int = 1 << 20, k: int = 8) -> Any:
 EXPECTED = float(np.arange(1 << 20, dtype=np.float64).sum())
 
 
+async def fan_out_with_a_failpoint(
+    pool_factory: Any, tmp_path: Path, hosts: list[str], failpoint: str, upload_all: bool
+) -> tuple[Pool, list[Any]]:
+    """Run :func:`fan_out` on workers of ``hosts`` with ``failpoint`` armed; it gives
+    the right sum, the failpoint fired and killed one worker. Returns the pool and
+    the run's log up to the sink's end (the killed worker's attempt never ends)."""
+    pool = hosts_pool(
+        pool_factory,
+        tmp_path,
+        hosts,
+        DAGRT_FAILPOINTS=failpoint,
+        DAGRT_FAILPOINT_DIR=str(tmp_path),
+    )
+    async with dagrt.Client(pool.url, locality={"upload_all": upload_all}) as client:
+        fut = client.submit(fan_out())
+        with anyio.fail_after(60):
+            assert await fut == EXPECTED
+    assert len(list(tmp_path.glob("dagrt-failpoint-*"))) == 1
+    assert sum(1 for w in pool.workers if w.poll() is not None) == 1
+    storage = RedisStorage(pool.url)
+    try:
+        events = await wait_for_events(
+            storage,
+            fut.run_id,
+            lambda es: any(e.kind == "task-finished" and e.task == 9 for e in es),
+        )
+    finally:
+        await storage.aclose()
+    return pool, events
+
+
 @pytest.mark.parametrize(
     ("hosts", "upload_all", "how", "makes"),
     [
@@ -353,33 +387,56 @@ async def test_a_producer_killed_after_its_output_is_recorded(
     """The worker that made the 8 MB array dies right after completing it. On its
     host the object outlives it and is mapped; another host cannot reach it any more
     and computes it again, unless the run uploads every output to the server too."""
-    pool = hosts_pool(
-        pool_factory,
-        tmp_path,
-        hosts,
-        DAGRT_FAILPOINTS="after_complete:make",
-        DAGRT_FAILPOINT_DIR=str(tmp_path),
+    _, events = await fan_out_with_a_failpoint(
+        pool_factory, tmp_path, hosts, "after_complete:make", upload_all
     )
-    async with dagrt.Client(pool.url, locality={"upload_all": upload_all}) as client:
-        fut = client.submit(fan_out())
-        with anyio.fail_after(60):
-            assert await fut == EXPECTED
-    assert len(list(tmp_path.glob("dagrt-failpoint-*"))) == 1
-    assert sum(1 for w in pool.workers if w.poll() is not None) == 1
-    # (the killed worker's attempt never ends in the log: wait for the sink's end)
-    storage = RedisStorage(pool.url)
-    try:
-        events = await wait_for_events(
-            storage,
-            fut.run_id,
-            lambda es: any(e.kind == "task-finished" and e.task == 9 for e in es),
-        )
-    finally:
-        await storage.aclose()
     arrived = Counter(e.direction for e in events if e.kind == "transfer" and e.producer == 0)
     assert arrived[how] >= 1, arrived
     # made again after the crash (the killed worker logged nothing of its own run)
     assert sum(1 for e in events if e.kind == "task-finished" and e.task == 0) == makes
+
+
+@pytest.mark.parametrize(
+    ("upload_all", "how"), [(False, "recompute"), (True, "download")], ids=["alone", "upload-all"]
+)
+async def test_a_worker_killed_in_the_middle_of_a_direct_transfer(
+    pool_factory: Any, tmp_path: Path, upload_all: bool, how: str
+) -> None:
+    """The worker serving the 8 MB array to the other host is SIGKILLed after sending
+    half of it: the fetch fails, the half-received object is not kept, and the
+    consumer takes the value from the server's copy or computes it again."""
+    pool, events = await fan_out_with_a_failpoint(
+        pool_factory, tmp_path, ["h1", "h2"], "mid_send:0", upload_all
+    )
+    arrived = Counter(e.direction for e in events if e.kind == "transfer" and e.producer == 0)
+    assert arrived[how] >= 1, arrived
+    assert arrived["direct"] == 0  # the only direct transfer was cut
+    killed = "h1" if pool.workers[0].poll() is not None else "h2"
+    survivor = {"h1": "h2", "h2": "h1"}[killed]
+    with anyio.fail_after(10):  # the survivor removed the run's objects, the half one too
+        while store_files(tmp_path / "stores" / survivor):  # noqa: ASYNC110 (files)
+            await anyio.sleep(0.05)
+    assert store_files(tmp_path / "stores" / killed)  # nobody of its host is left
+    pool.spawn(*FAST, "--host-id", killed, "--store", str(tmp_path / "stores" / killed))
+    with anyio.fail_after(30):  # the first to come back empties it
+        while store_files(tmp_path / "stores" / killed):  # noqa: ASYNC110 (files)
+            await anyio.sleep(0.05)
+
+
+async def test_a_cancelled_run_leaves_no_files(pool_factory: Any, tmp_path: Path) -> None:
+    pool = hosts_pool(pool_factory, tmp_path, ["h1", "h2"])
+    async with dagrt.Client(pool.url) as client:
+        array = make(1 << 20)
+        fut = client.submit(total(part(array, 0, 1), nap(array, 60)))
+        with anyio.fail_after(30):
+            while not store_files(tmp_path):  # noqa: ASYNC110 (the array is stored)
+                await anyio.sleep(0.02)
+        fut.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fut
+    with anyio.fail_after(10):
+        while store_files(tmp_path):  # noqa: ASYNC110 (files: nothing to wait on)
+            await anyio.sleep(0.05)
 
 
 async def test_a_full_store_sends_outputs_to_the_server(pool_factory: Any, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -46,8 +47,16 @@ class TransferError(StoreError):
 class DataServer:
     """Serves ``store``'s objects on ``bind`` (``host:port``, port 0: any free one)."""
 
-    def __init__(self, store: HostStore, bind: str = "127.0.0.1:0") -> None:
+    def __init__(
+        self,
+        store: HostStore,
+        bind: str = "127.0.0.1:0",
+        *,
+        mid_send: Callable[[int], None] | None = None,
+    ) -> None:
         self.store = store
+        # crash tests: called with the task's index halfway through sending its object
+        self._mid_send = mid_send
         host, _, port = bind.rpartition(":")
         self._bind = (host or "127.0.0.1", int(port or 0))
         self.served = 0  # objects sent
@@ -86,8 +95,16 @@ class DataServer:
                 await writer.drain()
                 return
             with os.fdopen(fd, "rb") as f:
-                writer.write(_SIZE.pack(os.fstat(f.fileno()).st_size))
-                await asyncio.get_running_loop().sendfile(writer.transport, f)
+                size = os.fstat(f.fileno()).st_size
+                writer.write(_SIZE.pack(size))
+                loop = asyncio.get_running_loop()
+                if self._mid_send is None:
+                    await loop.sendfile(writer.transport, f)
+                else:
+                    await loop.sendfile(writer.transport, f, 0, size // 2)
+                    await writer.drain()
+                    self._mid_send(index)
+                    await loop.sendfile(writer.transport, f, size // 2)
             self.served += 1
         except (TimeoutError, OSError, ValueError, ConnectionError) as exc:
             log.debug("data endpoint: a transfer ended early: %s", exc)

@@ -1,10 +1,11 @@
 """Crash tests' failpoints: a worker SIGKILLs itself at a named point of a named task.
 
 Armed by ``DAGRT_FAILPOINTS="point:name,..."`` (points: ``before_run``,
-``before_upload``, ``after_upload``, ``after_complete``); each fires once per machine (a marker file
-in ``DAGRT_FAILPOINT_DIR`` says it fired). With failpoints armed the fast lane is
-off and an upload is sent apart from its completion, so the gap between the two
-exists.
+``before_upload``, ``after_upload``, ``after_complete``, and ``mid_send``: the data
+endpoint, halfway through sending an object, named by its task's index); each fires
+once per machine (a marker file in ``DAGRT_FAILPOINT_DIR`` says it fired). With
+failpoints armed the fast lane is off and an upload is sent apart from its
+completion, so the gap between the two exists.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class Failpoints:
 
     def __bool__(self) -> bool:
         return bool(self._armed)
+
+    def armed(self, point: str) -> bool:
+        """Is ``point`` armed for any task?"""
+        return any(p == point for p, _ in self._armed)
 
     def around_upload(self, name: str) -> bool:
         """Is a failpoint armed at the upload of task ``name`` (which must happen)?"""

@@ -109,6 +109,7 @@ class Worker:
         self.values = ValueCache(settings.cache_bytes)
         self.plane: DataPlane | None = None
         self.data_server: DataServer | None = None
+        failpoints = Failpoints()
         if settings.store:
             if settings.store != "auto":
                 root = Path(settings.store)
@@ -120,10 +121,15 @@ class Worker:
             self.plane = DataPlane(
                 store, settings.host_id or host, min_bytes=settings.store_min_bytes
             )
-            self.data_server = DataServer(store, settings.data_bind)
+            self.data_server = DataServer(
+                store,
+                settings.data_bind,
+                mid_send=(lambda i: failpoints.hit("mid_send", str(i), self.id))
+                if failpoints.armed("mid_send")
+                else None,
+            )
         # runs whose objects the host's store must drop (while the worker serves)
         self._ended_runs: MemoryObjectSendStream[str] | None = None
-        failpoints = Failpoints()
         running: dict[bytes, str] = {}  # entry id -> key of the task it runs now
         self.log = TaskLog(self.id, self.metrics)
         completer = Completer(
