@@ -107,6 +107,60 @@ def test_a_removed_object_stays_readable_by_who_mapped_it(tmp_path: Path) -> Non
         assert held[999] == 999.0
 
 
+def test_the_next_object_is_written_into_the_pages_of_a_run_that_ended(
+    tmp_path: Path,
+) -> None:
+    """A run's files are kept as spares when it ends (still counted in the budget);
+    the next object of a similar size reuses one: same file, no fresh pages."""
+    with HostStore(tmp_path / "s", 64 * MB) as store:
+        store.put("a", 0, b"x" * (2 * MB))
+        inode = os.stat(store.path("a", 0)).st_ino
+        assert store.drop_run("a") == 0  # nothing freed: kept as a spare
+        assert store.used == 2 * MB
+        frame = dumps_frame(np.arange(MB // 8, dtype=np.float64))  # a bit over 1 MB
+        assert store.put("b", 0, frame)
+        assert os.stat(store.path("b", 0)).st_ino == inode
+        assert store.used == len(frame)  # the spare shrank to the object
+        np.testing.assert_array_equal(
+            loads(store.map("b", 0, len(frame))), np.arange(MB // 8, dtype=np.float64)
+        )
+
+
+def test_a_spare_that_somebody_still_maps_is_never_written(tmp_path: Path) -> None:
+    """A consumer still holds an array mapped from a run that ended (in this process
+    or another): its file is not reused, and the consumer's array does not change."""
+    with HostStore(tmp_path / "s", 64 * MB) as store:
+        frame = dumps_frame(np.full(MB // 4, 7.0))
+        store.put("a", 0, frame)
+        held = loads(store.map("a", 0, len(frame)))
+        inode = os.stat(store.path("a", 0)).st_ino
+        store.drop_run("a")
+        assert store.put("b", 0, dumps_frame(np.full(MB // 4, 9.0)))
+        assert os.stat(store.path("b", 0)).st_ino != inode
+        assert store.used == len(frame)  # the held spare was let go, not counted
+        assert float(held.min()) == float(held.max()) == 7.0
+
+
+def test_a_full_store_takes_room_from_its_spares_and_a_sweep_lets_idle_ones_go(
+    tmp_path: Path,
+) -> None:
+    with HostStore(tmp_path / "s", 16 * MB) as store:
+        for i in range(4):  # a quarter of the budget may be spares: all four stay
+            store.put("a", i, b"x" * MB)
+        store.drop_run("a")
+        assert store.used == 4 * MB
+        big, small = 12 * MB + MB // 2, 3 * MB // 4
+        assert store.put("b", 0, b"y" * big)  # one spare grows: 15.5 MB in use
+        assert store.used == big + 3 * MB
+        assert store.put("b", 1, b"z" * small)  # too small to reuse one: a spare goes
+        assert store.used == big + small + 2 * MB
+        for spare in (tmp_path / "s" / ".spare").iterdir():
+            os.utime(spare, (0, 0))  # unused for long
+        store.sweep([])
+        assert store.used == big + small
+        assert list((tmp_path / "s" / ".spare").iterdir()) == []
+
+
 def test_a_truncated_object_is_reported_as_corrupt(tmp_path: Path) -> None:
     with HostStore(tmp_path / "s", 64 * MB) as store:
         frame = dumps_frame(np.arange(1000.0))
@@ -271,9 +325,14 @@ def transfer_paths(url: str, run_id: str) -> Counter[str]:
 
 
 def store_files(path: Path) -> list[Path]:
-    """The objects under ``path`` (``tmp_path``: every host's; a host's store)."""
+    """The objects under ``path`` (``tmp_path``: every host's; a host's store), not
+    the spare files kept for their pages (``.spare``) nor the store's own."""
     root = path / "stores" if (path / "stores").is_dir() else path
-    return [p for p in root.rglob("*") if p.is_file() and p.name[0] != "."]
+    return [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part[0] == "." for part in p.relative_to(root).parts)
+    ]
 
 
 @pytest.mark.parametrize("hosts", [["h1", "h1"], ["h1", "h2", "h3"]], ids=["one", "three"])

@@ -22,6 +22,17 @@ input changes only its own pages.
   uses the store holds a shared ``flock`` on ``<root>/.lock``; the kernel drops
   it when the process dies, SIGKILL included).
 
+* **Warm pages**: the files of a run that ended are kept as spares
+  (``<root>/.spare``, counted in the budget, at most :data:`SPARE_SHARE` of it,
+  released after a minute unused) and the next object of a similar size is
+  written into one: its pages are already there, so writing it is a copy, not a
+  copy plus allocating and zeroing every page (on this project's VM, fresh pages
+  cost as much again as the copy, and far more when the hypervisor has taken them
+  back). A spare is only written when nobody has it open or mapped any more: a
+  write lease (``F_SETLEASE``), which the kernel refuses while any other file
+  description of it exists, mappings included; a spare that is refused is
+  removed instead (whoever maps it keeps its pages).
+
 Writes are atomic (a temporary name, then a rename), so a reader sees a whole
 object or none. Each object's size is recorded with its location (Redis), and a
 file whose size differs is reported as corrupt (:class:`ObjectCorrupt`).
@@ -52,6 +63,13 @@ __all__ = [
 ]
 
 _USAGE = struct.Struct("<q")
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", None)  # Linux
+SPARE = ".spare"
+#: the share of the byte budget that spare files may hold
+SPARE_SHARE = 0.25
+SPARE_MIN_BYTES = 1 << 20  # smaller files are not worth keeping
+SPARE_MAX_FILES = 64
+SPARE_IDLE_SECONDS = 60.0
 _IOV_MAX = 512  # pieces per writev (the kernel's limit is 1024)
 
 
@@ -180,39 +198,33 @@ class HostStore:
     def put(self, run_id: str, index: int, frame: bytes | Frame) -> bool:
         """Write one object (blocking: call it from a thread for large ones); False
         if the store has no room for it (nothing written)."""
-        size = len(frame)
-        if not self._reserve(size):
+        incoming = self.receive(run_id, index, len(frame))
+        if incoming is None:
             return False
-        final = self.path(run_id, index)
-        tmp = final.parent / f".{index}.{os.getpid()}.{os.urandom(4).hex()}"
         try:
-            final.parent.mkdir(exist_ok=True, mode=0o700)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                _write_all(fd, frame.parts if isinstance(frame, Frame) else [frame])
-            finally:
-                os.close(fd)
-            os.rename(tmp, final)
+            incoming.write_parts(frame.parts if isinstance(frame, Frame) else [frame])
         except BaseException:
-            self._release(size)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            incoming.abort()
             raise
+        incoming.commit()
         return True
 
     def receive(self, run_id: str, index: int, size: int) -> _Incoming | None:
-        """A file of ``size`` bytes to fill (a transfer from another host); None if
-        the store has no room. :meth:`_Incoming.commit` publishes it."""
-        if not self._reserve(size):
-            return None
+        """A file of ``size`` bytes to fill in order (a transfer from another host);
+        None if the store has no room. :meth:`_Incoming.commit` publishes it."""
         final = self.path(run_id, index)
+        final.parent.mkdir(exist_ok=True, mode=0o700)
         tmp = final.parent / f".{index}.{os.getpid()}.{os.urandom(4).hex()}"
-        try:
-            final.parent.mkdir(exist_ok=True, mode=0o700)
-            return _Incoming(self, tmp, final, size)
-        except BaseException:
-            self._release(size)
-            raise
+        fd = self._reuse_spare(tmp, size) if size >= SPARE_MIN_BYTES else None
+        if fd is None:
+            if not self._reserve(size):
+                return None
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except BaseException:
+                self._release(size)
+                raise
+        return _Incoming(self, fd, tmp, final, size)
 
     def map(self, run_id: str, index: int, size: int) -> memoryview:
         """Map one object copy-on-write: a writable view of ``size`` bytes that copies
@@ -256,10 +268,90 @@ class HostStore:
         except (FileNotFoundError, NotADirectoryError):
             return 0
         freed = 0
+        spares = self._spares()
+        room = int(self.max_bytes * SPARE_SHARE) - sum(size for _, size, _ in spares)
+        count = len(spares)
         for entry in os.scandir(trash):
-            with contextlib.suppress(FileNotFoundError):
-                freed += entry.stat(follow_symlinks=False).st_size
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+                if (
+                    _F_SETLEASE is not None
+                    and not entry.name.startswith(".")
+                    and SPARE_MIN_BYTES <= size <= room
+                    and count < SPARE_MAX_FILES
+                ):
+                    spare = self.root / SPARE / os.urandom(8).hex()
+                    spare.parent.mkdir(exist_ok=True, mode=0o700)
+                    os.utime(entry.path)  # (its idle time starts now)
+                    os.rename(entry.path, spare)  # its pages stay: still counted
+                    room -= size
+                    count += 1
+                else:
+                    freed += size
+            except FileNotFoundError:
+                pass
         shutil.rmtree(trash, ignore_errors=True)
+        self._release(freed)
+        return freed
+
+    # -- spares: files kept for their pages -------------------------------------------
+
+    def _spares(self) -> list[tuple[str, int, float]]:
+        """(path, size, last used) of each spare file."""
+        out = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.root / SPARE):
+                with contextlib.suppress(FileNotFoundError):
+                    st = entry.stat(follow_symlinks=False)
+                    out.append((entry.path, st.st_size, st.st_mtime))
+        return out
+
+    def _reuse_spare(self, tmp: Path, size: int) -> int | None:
+        """Take the spare closest in size to ``size`` as ``tmp`` and make it ``size``
+        bytes: an open descriptor to write it through, or None (no spare that
+        nobody holds; no room for what it must grow by)."""
+        spares = sorted(self._spares(), key=lambda s: (s[1] < size, abs(s[1] - size)))
+        for path, _, _ in spares[:3]:
+            try:
+                os.rename(path, tmp)  # ours now (another process may have been faster)
+            except FileNotFoundError:
+                continue
+            fd = os.open(tmp, os.O_RDWR)
+            try:
+                old = os.fstat(fd).st_size
+                if not _nobody_else_holds(fd) or (size > old and not self._reserve(size - old)):
+                    os.close(fd)
+                    os.unlink(tmp)
+                    self._release(old)
+                    continue
+                os.utime(fd)  # (a write in progress, not a leftover for sweep())
+                if size != old:
+                    os.ftruncate(fd, size)
+                    self._release(old - size)  # (a file that grew: reserved above)
+                return fd
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                self._release(old)
+                raise
+        return None
+
+    def _drop_spares(self, need: int = 0, *, idle: float | None = None) -> int:
+        """Remove spares: enough to free ``need`` bytes (the oldest first), or those
+        unused for ``idle`` seconds. Bytes freed."""
+        freed = 0
+        cutoff = time.time() - idle if idle is not None else None
+        for path, size, used in sorted(self._spares(), key=lambda s: s[2]):
+            if cutoff is not None and used >= cutoff:
+                continue
+            if cutoff is None and freed >= need:
+                break
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            freed += size
         self._release(freed)
         return freed
 
@@ -277,6 +369,7 @@ class HostStore:
         older than ``older_than`` seconds; then count the bytes held again (a process
         that died between counting and writing leaves the counter off). Bytes freed."""
         freed = sum(self.drop_run(run_id) for run_id in ended)
+        freed += self._drop_spares(idle=SPARE_IDLE_SECONDS)
         cutoff = time.time() - older_than
         for entry in os.scandir(self.root):
             if entry.name.startswith(".trash-") and entry.stat().st_mtime < cutoff:
@@ -307,6 +400,12 @@ class HostStore:
         return self._usage_fd
 
     def _reserve(self, size: int) -> bool:
+        """Count ``size`` more bytes if the budget allows, removing spares for room."""
+        if self._reserve_once(size):
+            return True
+        return self._drop_spares(size) > 0 and self._reserve_once(size)
+
+    def _reserve_once(self, size: int) -> bool:
         fd = self._fd()
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
@@ -332,7 +431,7 @@ class HostStore:
         fd = self._fd()
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
-            total = 0
+            total = sum(size for _, size, _ in self._spares())
             for run_id in self.runs():
                 for entry in os.scandir(self.root / run_id):
                     with contextlib.suppress(FileNotFoundError):
@@ -349,15 +448,17 @@ class _Incoming:
     Written, not mapped: filling a fresh mapping faults its pages in one by one
     (measured: 45-66 ms for 64 MiB from a socket, against 33 ms through ``write``)."""
 
-    def __init__(self, store: HostStore, tmp: Path, final: Path, size: int) -> None:
+    def __init__(self, store: HostStore, fd: int, tmp: Path, final: Path, size: int) -> None:
         self.store, self.tmp, self.final, self.size = store, tmp, final, size
-        self.fd: int | None = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.fd: int | None = fd
         self.written = 0
 
     def write(self, data: memoryview) -> None:
+        self.write_parts([data])
+
+    def write_parts(self, parts: list[bytes | memoryview]) -> None:
         assert self.fd is not None
-        _write_all(self.fd, [data])
-        self.written += len(data)
+        self.written += _write_all(self.fd, parts)
 
     def commit(self) -> None:
         if self.written != self.size:
@@ -378,14 +479,29 @@ class _Incoming:
             self.fd = None
 
 
+def _nobody_else_holds(fd: int) -> bool:
+    """Does no other file description of ``fd``'s file exist (no other process, nor
+    this one, has it open or mapped)? A write lease is granted only then."""
+    if _F_SETLEASE is None:
+        return False
+    try:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
+    except OSError:  # EAGAIN: held; EACCES/EINVAL: leases not allowed here
+        return False
+    fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+    return True
+
+
 def _read_usage(fd: int) -> int:
     raw = os.pread(fd, _USAGE.size, 0)
     return _USAGE.unpack(raw)[0] if len(raw) == _USAGE.size else 0
 
 
-def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
-    """Write every piece, in order (``writev`` may write fewer bytes than asked)."""
+def _write_all(fd: int, parts: list[bytes | memoryview]) -> int:
+    """Write every piece, in order (``writev`` may write fewer bytes than asked);
+    bytes written."""
     views = [memoryview(p).cast("B") for p in parts if len(p)]
+    total = sum(len(v) for v in views)
     while views:
         batch = views[:_IOV_MAX]
         written = os.writev(fd, batch)
@@ -397,3 +513,4 @@ def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
             else:
                 views[0] = head[written:]
                 written = 0
+    return total
