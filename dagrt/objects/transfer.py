@@ -22,10 +22,11 @@ import errno
 import fcntl
 import logging
 import os
+import select
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -40,6 +41,7 @@ log = logging.getLogger("dagrt.objects")
 _SIZE = struct.Struct("<Q")
 _ABSENT = (1 << 64) - 1
 REQUEST_TIMEOUT = 10.0  # seconds a connection may take to say what it wants
+SEND_STALL = 30.0  # seconds a reader may take nothing before its transfer is dropped
 
 
 class TransferError(StoreError):
@@ -96,17 +98,23 @@ class DataServer:
                 writer.write(_SIZE.pack(_ABSENT))
                 await writer.drain()
                 return
-            with os.fdopen(fd, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
+            try:
+                size = os.fstat(fd).st_size
                 writer.write(_SIZE.pack(size))
-                loop = asyncio.get_running_loop()
-                if self._mid_send is None:
-                    await loop.sendfile(writer.transport, f)
-                else:
-                    await loop.sendfile(writer.transport, f, 0, size // 2)
-                    await writer.drain()
+                await writer.drain()
+                # the bytes go from a thread (a blocking sendfile loop: fewer, larger
+                # calls than the event loop makes, and none of its turns); the
+                # transport neither reads nor writes meanwhile
+                cast(asyncio.Transport, writer.transport).pause_reading()
+                sock = writer.get_extra_info("socket").fileno()
+                half = size // 2 if self._mid_send is not None else size
+                await anyio.to_thread.run_sync(_send_file, sock, fd, 0, half)
+                if half < size:
+                    assert self._mid_send is not None
                     self._mid_send(index)
-                    await loop.sendfile(writer.transport, f, size // 2)
+                    await anyio.to_thread.run_sync(_send_file, sock, fd, half, size - half)
+            finally:
+                os.close(fd)
             self.served += 1
         except (TimeoutError, OSError, ValueError, ConnectionError) as exc:
             log.debug("data endpoint: a transfer ended early: %s", exc)
@@ -177,6 +185,24 @@ def fetch(
         incoming.commit()
     assert store is not None
     return store.map(run_id, index, size)
+
+
+def _send_file(sock: int, fd: int, offset: int, count: int) -> None:
+    """Send ``count`` bytes of file ``fd`` from ``offset`` on the non-blocking socket
+    ``sock`` (blocking: a thread's), waiting at most :data:`SEND_STALL` seconds
+    for room each time the socket is full."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    end = offset + count
+    while offset < end:
+        try:
+            sent = os.sendfile(sock, fd, offset, end - offset)
+            if sent == 0:
+                raise ValueError(f"the object ends {end - offset:,} bytes early")
+            offset += sent
+        except BlockingIOError:
+            if not poller.poll(SEND_STALL * 1000):
+                raise TimeoutError(f"the reader took nothing for {SEND_STALL:.0f} s") from None
 
 
 def _this_machine() -> str:
