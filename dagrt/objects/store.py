@@ -67,8 +67,8 @@ _F_SETLEASE = getattr(fcntl, "F_SETLEASE", None)  # Linux
 SPARE = ".spare"
 #: the share of the byte budget that spare files may hold
 SPARE_SHARE = 0.25
-SPARE_MIN_BYTES = 1 << 20  # smaller files are not worth keeping
-SPARE_MAX_FILES = 64
+SPARE_MIN_BYTES = 1 << 17  # smaller files are not worth keeping
+SPARE_MAX_FILES = 4096
 SPARE_IDLE_SECONDS = 60.0
 _IOV_MAX = 512  # pieces per writev (the kernel's limit is 1024)
 
@@ -269,7 +269,7 @@ class HostStore:
             return 0
         freed = 0
         spares = self._spares()
-        room = int(self.max_bytes * SPARE_SHARE) - sum(size for _, size, _ in spares)
+        room = int(self.max_bytes * SPARE_SHARE) - sum(size for _, size in spares)
         count = len(spares)
         for entry in os.scandir(trash):
             try:
@@ -280,7 +280,7 @@ class HostStore:
                     and SPARE_MIN_BYTES <= size <= room
                     and count < SPARE_MAX_FILES
                 ):
-                    spare = self.root / SPARE / os.urandom(8).hex()
+                    spare = self.root / SPARE / f"{size}.{os.urandom(6).hex()}"
                     spare.parent.mkdir(exist_ok=True, mode=0o700)
                     os.utime(entry.path)  # (its idle time starts now)
                     os.rename(entry.path, spare)  # its pages stay: still counted
@@ -296,14 +296,14 @@ class HostStore:
 
     # -- spares: files kept for their pages -------------------------------------------
 
-    def _spares(self) -> list[tuple[str, int, float]]:
-        """(path, size, last used) of each spare file."""
+    def _spares(self) -> list[tuple[str, int]]:
+        """(path, size) of each spare file: its size is in its name (no stat)."""
         out = []
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.root / SPARE):
-                with contextlib.suppress(FileNotFoundError):
-                    st = entry.stat(follow_symlinks=False)
-                    out.append((entry.path, st.st_size, st.st_mtime))
+                size, dot, _ = entry.name.partition(".")
+                if dot and size.isdigit():
+                    out.append((entry.path, int(size)))
         return out
 
     def _reuse_spare(self, tmp: Path, size: int) -> int | None:
@@ -311,7 +311,7 @@ class HostStore:
         bytes: an open descriptor to write it through, or None (no spare that
         nobody holds; no room for what it must grow by)."""
         spares = sorted(self._spares(), key=lambda s: (s[1] < size, abs(s[1] - size)))
-        for path, _, _ in spares[:3]:
+        for path, _ in spares[:3]:
             try:
                 os.rename(path, tmp)  # ours now (another process may have been faster)
             except FileNotFoundError:
@@ -338,16 +338,16 @@ class HostStore:
         return None
 
     def _drop_spares(self, need: int = 0, *, idle: float | None = None) -> int:
-        """Remove spares: enough to free ``need`` bytes (the oldest first), or those
-        unused for ``idle`` seconds. Bytes freed."""
+        """Remove spares: enough to free ``need`` bytes, or those unused for ``idle``
+        seconds. Bytes freed."""
         freed = 0
         cutoff = time.time() - idle if idle is not None else None
-        for path, size, used in sorted(self._spares(), key=lambda s: s[2]):
-            if cutoff is not None and used >= cutoff:
-                continue
+        for path, size in self._spares():
             if cutoff is None and freed >= need:
                 break
             try:
+                if cutoff is not None and os.stat(path).st_mtime >= cutoff:
+                    continue
                 os.unlink(path)
             except FileNotFoundError:
                 continue
@@ -431,7 +431,7 @@ class HostStore:
         fd = self._fd()
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
-            total = sum(size for _, size, _ in self._spares())
+            total = sum(size for _, size in self._spares())
             for run_id in self.runs():
                 for entry in os.scandir(self.root / run_id):
                     with contextlib.suppress(FileNotFoundError):
