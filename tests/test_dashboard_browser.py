@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import random
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REDIS_CONF, Pool
+from conftest import FAST, REDIS_CONF, Pool
 from helpers import add, collect, inc
 from test_dashboard import (  # the autouse fixture applies here too
     Dashboard,
@@ -35,6 +36,7 @@ import dagrt
 from dagrt import keys as K
 from dagrt import workflows
 from dagrt.metrics import FlushPolicy, read_graph, read_run
+from dagrt.metrics.analysis import ON_THE_HOST, analyze
 from dagrt.metrics.events import (
     RunSubmitted,
     TaskExecutionMetrics,
@@ -289,6 +291,51 @@ def test_a_live_run_matches_the_log(pool: Pool, pages: Callable[[], Page]) -> No
     edges = {(p, c) for c, ps in enumerate(graph.parents) for p in ps}
     assert local_edges == edges - downloaded
     assert page.errors == []
+
+
+@dagrt.task
+def array(n: int) -> Any:
+    import numpy as np
+
+    return np.ones(n)
+
+
+@dagrt.task
+def total_of(*parts: Any) -> float:
+    import numpy as np
+
+    return float(sum(np.sum(p) for p in parts))
+
+
+def test_bytes_by_path_match_the_report(
+    pool_factory: Callable[..., Pool], browser: Any, tmp_path: Path
+) -> None:
+    """Workers of two simulated hosts with stores: inputs mapped on a host, fetched
+    from the other; the page's bytes by path are the report's, figure for figure."""
+    pool = pool_factory(0)
+    for host in ("h1", "h2"):
+        pool.spawn(*FAST, "--host-id", host, "--store", str(tmp_path / host))
+    big = [array(1 << 17) for _ in range(6)]  # 1 MB each: kept in the stores
+    node = total_of(*[total_of(b, big[(i + 1) % 6]) for i, b in enumerate(big)])
+    run_id, value = submit(pool.url, node).result(60)
+    assert value == 12 * (1 << 17)
+    events = logged(pool.url, run_id, 13)
+    expected = analyze(events).bytes_by_path
+    assert expected.get("map", 0) + expected.get("direct", 0) > 0
+    with contextlib.contextmanager(running_dashboard)(pool.url) as board:
+        page = Page(browser, board).open(f"#/run/{run_id}")
+        try:
+            page.wait("window.__dagrt.status === 'finished'")
+            shown = page.eval("window.__dagrt.transfers()")
+            assert shown["byPath"] == {k: v for k, v in expected.items() if v}
+            host = sum(v for k, v in expected.items() if k in ON_THE_HOST)
+            assert shown["local"] == host
+            assert shown["network"] == sum(expected.values()) - host
+            for path in shown["byPath"]:
+                assert page.page.get_by_test_id(f"transfers-path-{path}").is_visible()
+            assert page.errors == []
+        finally:
+            page.close()
 
 
 def test_a_failing_task_is_red_with_its_error(pool: Pool, pages: Callable[[], Page]) -> None:

@@ -93,9 +93,12 @@ export function installDebug(app: AppModel): void {
     },
     transfers() {
       const s = store();
-      if (!s) return { network: 0, local: 0, perWorker: {}, edges: [] };
+      if (!s) return { network: 0, local: 0, perWorker: {}, byPath: {}, edges: [] };
       const t = transferTotals(s);
-      return { network: t.network, local: t.local, perWorker: { ...t.perWorker }, edges: transferEdges(s).slice() };
+      return {
+        network: t.network, local: t.local, perWorker: { ...t.perWorker }, byPath: { ...t.byPath },
+        edges: transferEdges(s).slice(),
+      };
     },
     failures() {
       const s = store();

@@ -8,6 +8,17 @@ import { transferEdges, transferTotals } from '../store/derive';
 
 const EDGE_ROWS = 50;
 
+/** Short names of the paths bytes took, and what each means (as the report says). */
+const PATH_LABELS: Record<string, string> = {
+  upload: 'uploaded', download: 'downloaded', local: 'in memory', map: 'mapped',
+  direct: 'from another host', recompute: 'computed again', other: 'other',
+};
+const PATH_TITLES: Record<string, string> = {
+  upload: 'uploaded to the server', download: 'downloaded from the server',
+  local: "in the worker's memory", map: "mapped from the host's store",
+  direct: 'fetched from another host', recompute: 'computed again', other: 'a path this page does not know',
+};
+
 export function TransfersPanel({ controller }: { controller: RunController }) {
   useSubscription(controller.store, 500);
   const store = controller.store!;
@@ -25,7 +36,15 @@ export function TransfersPanel({ controller }: { controller: RunController }) {
       <div class="totals">
         <span>network <b data-testid="transfers-network">{formatBytes(t.network)}</b></span>
         <span>local <b data-testid="transfers-local">{formatBytes(t.local)}</b></span>
-        <span class="muted">{t.count} transfers · {edges.length} edges ({localEdges} local, {edges.length - localEdges} via storage)</span>
+        <span class="muted">{t.count} transfers · {edges.length} edges ({localEdges} on the host, {edges.length - localEdges} over the network)</span>
+      </div>
+      <div class="totals" data-testid="transfers-by-path">
+        <span class="muted">by path</span>
+        {Object.entries(t.byPath).map(([path, bytes]) => (
+          <span key={path} title={PATH_TITLES[path] ?? path}>
+            {PATH_LABELS[path] ?? path} <b data-testid={`transfers-path-${path}`}>{formatBytes(bytes)}</b>
+          </span>
+        ))}
       </div>
       <table class="table compact">
         <thead>

@@ -1,5 +1,5 @@
 /** Views of a run's state at the replay time: transfers, failures, a node's record. */
-import { FLAG_FINAL, FLAG_KEPT, type ErrorRecord } from './events';
+import { DIRECTION_NAMES, FLAG_FINAL, FLAG_KEPT, type ErrorRecord } from './events';
 import { EdgeKind, STATE_NAMES, type StateName } from './reducer';
 import type { RunStore } from './runstore';
 
@@ -18,6 +18,9 @@ export interface TransferTotals {
   perWorker: Record<string, number>;
   perWorkerNetwork: Record<string, number>;
   perWorkerLocal: Record<string, number>;
+  /** Bytes by how they came ('upload', 'download', 'local', 'map', 'direct',
+   *  'recompute', 'other'), the ways that moved any: as the report's bytes by path. */
+  byPath: Record<string, number>;
 }
 
 /** Totals at the replay time (kept by the reducer as events apply). */
@@ -26,8 +29,11 @@ export function transferTotals(store: RunStore): TransferTotals {
     const r = store.reducer;
     const out: TransferTotals = {
       network: r.networkBytes, local: r.localBytes, count: r.transferCount,
-      perWorker: {}, perWorkerNetwork: {}, perWorkerLocal: {},
+      perWorker: {}, perWorkerNetwork: {}, perWorkerLocal: {}, byPath: {},
     };
+    DIRECTION_NAMES.forEach((name, d) => {
+      if (r.pathBytes[d] > 0) out.byPath[name] = r.pathBytes[d];
+    });
     const workers = Math.max(r.workerNetwork.length, r.workerLocal.length);
     for (let w = 0; w < workers; w++) {
       const net = r.workerNetwork[w] ?? 0;

@@ -34,10 +34,30 @@ const KIND_CODES: Record<string, Kind> = {
   'events-dropped': Kind.EventsDropped,
 };
 
+/** How a transfer's bytes came (the indexes of the log's DIRECTIONS; Other: a
+ *  direction this page does not know). */
 export const enum Direction {
   Upload = 0,
   Download = 1,
   Local = 2,
+  Map = 3,
+  Direct = 4,
+  Recompute = 5,
+  Other = 6,
+}
+
+/** Direction names, by index: the log's words ('other' for any it does not know). */
+export const DIRECTION_NAMES = ['upload', 'download', 'local', 'map', 'direct', 'recompute', 'other'] as const;
+
+/** Did bytes that came this way stay on the host (a worker's memory, the host's
+ *  store, made again)? As the report counts them. */
+export function onTheHost(d: number): boolean {
+  return d === Direction.Local || d === Direction.Map || d === Direction.Recompute;
+}
+
+/** A direction index from the wire: one this page knows, else Other. */
+function directionOf(d: unknown): Direction {
+  return typeof d === 'number' && Number.isInteger(d) && d >= 0 && d < Direction.Other ? (d as Direction) : Direction.Other;
 }
 
 /** Flag bits in the `flags` column. */
@@ -166,6 +186,9 @@ const DIRECTIONS: Record<string, Direction> = {
   upload: Direction.Upload,
   download: Direction.Download,
   local: Direction.Local,
+  map: Direction.Map,
+  direct: Direction.Direct,
+  recompute: Direction.Recompute,
 };
 
 /** JSON events → one chunk. `workers` assigns worker indexes (and remembers new names). */
@@ -251,10 +274,10 @@ function fillTransfers(col: Columns, i: number, ev: RawEvent, skip: number, work
     col.task[i] = num(producer[j], -1);
     col.a[i] = num(bytes[j]);
     col.b[i] = num(seconds[j]);
-    const d = num(direction[j]);
-    col.c[i] = d === Direction.Download || d === Direction.Local ? d : Direction.Upload;
+    const d = directionOf(direction[j]);
+    col.c[i] = d;
     col.d[i] = num(consumer[j], -1);
-    if (local[j] || d === Direction.Local) col.flags[i] |= FLAG_LOCAL;
+    if (local[j] || onTheHost(d)) col.flags[i] |= FLAG_LOCAL;
   }
 }
 
@@ -297,9 +320,9 @@ function fillRow(
       col.task[i] = num(ev.producer, -1);
       col.a[i] = num(ev.bytes);
       col.b[i] = num(ev.seconds);
-      col.c[i] = DIRECTIONS[str(ev.direction)] ?? Direction.Upload;
+      col.c[i] = Object.hasOwn(DIRECTIONS, str(ev.direction)) ? DIRECTIONS[str(ev.direction)] : Direction.Other;
       col.d[i] = ev.consumer == null ? -1 : num(ev.consumer, -1);
-      if (ev.local || ev.direction === 'local') col.flags[i] |= FLAG_LOCAL;
+      if (ev.local || onTheHost(col.c[i])) col.flags[i] |= FLAG_LOCAL;
       break;
     case Kind.RunSubmitted:
       extras.push([i, { nTasks: num(ev.n_tasks) }]);

@@ -5,7 +5,7 @@
  * compare, a finish is never undone by a late start) so that the same events give the
  * same state whatever order a replay step applies them in.
  */
-import { Direction, FLAG_FINAL, FLAG_LOCAL, Kind, type ErrorRecord } from './events';
+import { DIRECTION_NAMES, Direction, FLAG_FINAL, FLAG_LOCAL, Kind, type ErrorRecord } from './events';
 import type { EventLog } from './eventlog';
 import { EdgeIndex, type GraphData } from './graph';
 
@@ -58,6 +58,8 @@ export class Reducer {
   /** Transfer bytes in effect: over the network, kept local; per worker index. */
   networkBytes = 0;
   localBytes = 0;
+  /** Transfer bytes in effect by how they came (indexed by Direction). */
+  readonly pathBytes = new Float64Array(DIRECTION_NAMES.length);
   transferCount = 0;
   workerNetwork: number[] = [];
   workerLocal: number[] = [];
@@ -113,6 +115,7 @@ export class Reducer {
     this.edgeKind.fill(EdgeKind.Unknown);
     this.networkBytes = 0;
     this.localBytes = 0;
+    this.pathBytes.fill(0);
     this.transferCount = 0;
     this.workerNetwork = [];
     this.workerLocal = [];
@@ -177,6 +180,7 @@ export class Reducer {
         const bytes = c.a[p];
         const w = c.worker[p];
         this.transferCount++;
+        this.pathBytes[c.c[p]] += bytes;
         if (c.flags[p] & FLAG_LOCAL) {
           this.localBytes += bytes;
           if (w >= 0) this.workerLocal[w] = (this.workerLocal[w] ?? 0) + bytes;
@@ -189,8 +193,12 @@ export class Reducer {
         const e = this.edges.get(i, consumer);
         if (e < 0) return;
         this.edgeBytes[e] += bytes;
-        // An edge is local unless its consumer downloaded the object.
-        if (c.c[p] === Direction.Download) this.edgeKind[e] = EdgeKind.Storage;
+        // An edge is local unless its object crossed a socket to its consumer (from
+        // the server, or from another host).
+        const how = c.c[p];
+        if (how === Direction.Download || how === Direction.Direct || how === Direction.Other) {
+          this.edgeKind[e] = EdgeKind.Storage;
+        }
         else if (this.edgeKind[e] === EdgeKind.Unknown) this.edgeKind[e] = EdgeKind.Local;
         return;
       }
