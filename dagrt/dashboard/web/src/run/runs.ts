@@ -19,6 +19,7 @@ export class RunsModel extends Emitter {
   private socket: LiveSocket;
   private resumeFrom: string | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
+  private timerDue = 0;
   private fetching = false;
   private again = false;
   private lastFetch = 0;
@@ -53,6 +54,7 @@ export class RunsModel extends Emitter {
       this.resumeFrom = message.last;
     }
     let changed = false;
+    let unknown = false; // an event of a run without a row: the index has it, fetch it
     for (const [, , event] of message.events) {
       const runId = event.run_id;
       if (!runId) continue;
@@ -70,12 +72,12 @@ export class RunsModel extends Emitter {
         row.makespan = Number(event.makespan);
         this.runs = [...this.runs];
         changed = true;
+      } else if (!row) {
+        unknown = true;
       }
     }
-    if (changed) {
-      this.emit();
-      this.refreshSoon();
-    }
+    if (changed) this.emit();
+    if (changed || unknown) this.refreshSoon();
   }
 
   /** Re-fetch now or, if one was fetched less than a second ago, a second after it. */
@@ -85,9 +87,15 @@ export class RunsModel extends Emitter {
     else this.schedule(wait);
   }
 
+  /** Re-fetch in `ms`, unless a re-fetch is already due sooner (never put one off). */
   private schedule(ms: number): void {
     if (this.stopped) return;
-    if (this.timer !== null) clearTimeout(this.timer);
+    const due = performance.now() + ms;
+    if (this.timer !== null) {
+      if (this.timerDue <= due) return;
+      clearTimeout(this.timer);
+    }
+    this.timerDue = due;
     this.timer = setTimeout(() => {
       this.timer = null;
       void this.refresh();
@@ -96,6 +104,10 @@ export class RunsModel extends Emitter {
 
   async refresh(): Promise<void> {
     if (this.stopped) return;
+    if (this.timer !== null) { // this fetch is the one it was waiting for
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
     if (this.fetching) {
       this.again = true;
       return;
