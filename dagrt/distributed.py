@@ -28,6 +28,16 @@ from . import keys as K
 from . import submission
 from .exceptions import RunNotFoundError, StorageError, TaskError
 from .graph import DAG
+from .objects import (
+    HostStore,
+    Location,
+    StoreError,
+    default_root,
+    fetch,
+    is_location,
+    namespace_of,
+    this_host,
+)
 from .serialize import loads
 from .storage import RedisStorage, Storage
 
@@ -146,6 +156,7 @@ class DistributedRuntime:
                     keep_children=self.keep_children,
                     keep_outputs=self.keep_outputs,
                     upload_all=self.upload_all,
+                    outputs_store=self._outputs_store(),
                 )
             if on_submitted is not None:
                 on_submitted(spec.submit_seconds)
@@ -248,6 +259,16 @@ class DistributedRuntime:
         if not alive:
             log.warning("no live dagrt worker on %s: the run waits for one", storage)
 
+    def _outputs_store(self) -> tuple[str, str] | None:
+        """The store of this host for the server's pool, if there is one here: the
+        workers that keep their outputs there (``--store auto`` on this machine, as a
+        LocalCluster's do) leave the run's outputs in it, and this client maps them."""
+        url = self.url
+        if url is None:
+            return None
+        root = default_root(namespace_of(url))
+        return (this_host(), str(root)) if root.is_dir() else None
+
     async def _outputs(self, storage: Storage, spec: submission.RunSpec) -> list[Any]:
         wanted = sorted(set(spec.outputs))
         frames = await storage.amget([spec.keys.output(i) for i in wanted])
@@ -256,6 +277,8 @@ class DistributedRuntime:
             if frame is None:
                 raise RunNotFoundError(f"output {i} of run {spec.run_id} is missing")
             what = f"output {i} of run {spec.run_id}"
+            if is_location(frame):
+                frame = await self._stored_output(storage, spec, i, Location.decode(frame))
             if len(frame) > _BIG:
                 values[i] = await anyio.to_thread.run_sync(
                     functools.partial(loads, frame, what=what)
@@ -263,6 +286,32 @@ class DistributedRuntime:
             else:
                 values[i] = loads(frame, what=what)
         return [values[i] for i in spec.outputs]
+
+    async def _stored_output(
+        self, storage: Storage, spec: submission.RunSpec, index: int, where: Location
+    ) -> Any:
+        """An output a worker kept in this host's store (see :meth:`_outputs_store`):
+        mapped from there, else the server's copy (``upload_all``), else fetched
+        from the data endpoint of its host."""
+        assert spec.outputs_store is not None, "only workers of this host's store keep outputs"
+        store = HostStore(spec.outputs_store[1])
+        try:
+            return await anyio.to_thread.run_sync(store.map, spec.run_id, index, where.size)
+        except StoreError as exc:
+            mapped = exc
+        if spec.upload_all:
+            copy = await storage.aget(spec.keys.copy(index))
+            if copy is not None:
+                return copy
+        try:
+            return await anyio.to_thread.run_sync(
+                functools.partial(fetch, where.address, spec.run_id, index, where.size, None)
+            )
+        except StoreError as exc:
+            raise StoreError(
+                f"output {index} of run {spec.run_id} was kept in the store {store.root} of"
+                f" host {where.host} and cannot be read ({mapped}), nor fetched ({exc})"
+            ) from exc
 
 
 def _gone(spec: submission.RunSpec) -> RunNotFoundError:

@@ -53,6 +53,7 @@ class RunSpec:
     spec_keys: list[str]
     ttl: float = DEFAULT_TTL
     upload_all: bool = False  # outputs in a host's store have a copy on the server
+    outputs_store: tuple[str, str] | None = None  # (host, root): the client maps from it
 
     def output_keys(self) -> list[str]:
         """Every key an output of the run may be in."""
@@ -75,6 +76,7 @@ async def submit(
     keep_children: bool = True,
     keep_outputs: bool = True,
     upload_all: bool = False,
+    outputs_store: tuple[str, str] | None = None,
 ) -> RunSpec:
     """Write ``dag`` as run ``run_id`` and dispatch its roots, in pipelined chunks.
 
@@ -87,7 +89,9 @@ async def submit(
     ``keep_outputs`` (an output whose one child runs there too is never
     uploaded) are the run's locality switches; ``upload_all``: an output kept in a
     host's object store is uploaded to the server too (read from there when its host
-    is gone, instead of being computed again).
+    is gone, instead of being computed again). ``outputs_store``: the host id and
+    root of a store this client can map from (it runs on that host): outputs of
+    the run that workers of that store keep there are not sent through the server.
     """
     t0 = time.perf_counter()
     rk = K.RunKeys(run_id)
@@ -158,6 +162,8 @@ async def submit(
                 "keep_children": "1" if keep_children else "0",
                 "keep_outputs": "1" if keep_outputs else "0",
                 "upload_all": "1" if upload_all else "0",
+                "outputs_host": outputs_store[0] if outputs_store else "",
+                "outputs_root": outputs_store[1] if outputs_store else "",
                 "fns": sign(pack(table), secret),
             },
         )
@@ -182,6 +188,7 @@ async def submit(
         spec_keys=spec_keys,
         ttl=ttl,
         upload_all=upload_all,
+        outputs_store=outputs_store,
     )
 
 

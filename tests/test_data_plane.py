@@ -11,6 +11,7 @@ producers, a store that fills up, a corrupted object, and no files left behind.
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 import random
 import threading
@@ -35,8 +36,10 @@ from dagrt.objects import (
     ObjectCorrupt,
     ObjectMissing,
     TransferError,
+    default_root,
     fetch,
     is_location,
+    namespace_of,
 )
 from dagrt.serialize import dumps_frame, loads
 from dagrt.storage import RedisStorage
@@ -541,6 +544,42 @@ async def test_a_corrupted_object_is_named_and_computed_again(
         with anyio.fail_after(60):
             assert await fut == EXPECTED
     assert transfer_paths(pool.url, fut.run_id)["recompute"] >= 1
+
+
+def on_a_mapping(array: Any) -> bool:
+    """Is ``array``'s memory a mapping (of a store file), not the process's heap?"""
+    obj = array
+    while obj is not None:
+        if isinstance(obj, mmap.mmap):
+            return True
+        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
+    return False
+
+
+async def test_a_client_on_the_host_maps_the_runs_outputs_from_its_store() -> None:
+    """The workers of a local cluster leave large outputs of the run in the host's
+    store and the client maps them: they never cross the server."""
+    async with dagrt.LocalCluster(2) as cluster, dagrt.Client(cluster.url) as client:
+        root = default_root(namespace_of(cluster.url))
+        out, small = await client.compute([make(1 << 20), make(10)])
+        np.testing.assert_array_equal(out, np.arange(1 << 20, dtype=np.float64))
+        assert on_a_mapping(out)
+        assert not on_a_mapping(small)
+        out[0] = 5.0  # writable, copy-on-write
+        with anyio.fail_after(10):  # the run ended: its objects are gone from the store
+            while store_files(root):  # noqa: ASYNC110 (files: nothing to wait on)
+                await anyio.sleep(0.05)
+        assert out[1] == 1.0  # and the client's array is whole
+
+
+async def test_outputs_of_workers_of_another_store_come_through_the_server(
+    pool_factory: Any, tmp_path: Path
+) -> None:
+    pool = hosts_pool(pool_factory, tmp_path, ["h1"])
+    async with dagrt.Client(pool.url) as client:
+        out = await client.compute(make(1 << 20))
+    np.testing.assert_array_equal(out, np.arange(1 << 20, dtype=np.float64))
+    assert not on_a_mapping(out)
 
 
 @dagrt.task

@@ -2,7 +2,7 @@
 object store per host), consumers there map them, consumers elsewhere fetch them
 directly; Redis records where each one is (:mod:`.location`)."""
 
-from .location import Location, is_location
+from .location import Location, is_location, this_host
 from .plane import DataPlane
 from .store import HostStore, ObjectCorrupt, ObjectMissing, StoreError, default_root, namespace_of
 from .transfer import DataServer, TransferError, fetch
@@ -20,4 +20,5 @@ __all__ = [
     "fetch",
     "is_location",
     "namespace_of",
+    "this_host",
 ]

@@ -10,11 +10,12 @@ starts with ``0x80``, a frame with out-of-band buffers with ``DGB1``).
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 from ..serialize import pack, unpack
 
-__all__ = ["MAGIC", "Location", "is_location"]
+__all__ = ["MAGIC", "Location", "is_location", "this_host"]
 
 MAGIC = b"DGL1"
 
@@ -34,6 +35,11 @@ class Location:
     def decode(cls, data: bytes | memoryview) -> Location:
         host, size, address = unpack(bytes(data[len(MAGIC) :]), what="object location")
         return cls(str(host), int(size), str(address))
+
+
+def this_host() -> str:
+    """This machine's host id, as workers and clients name it by default."""
+    return socket.gethostname().split(".")[0]
 
 
 def is_location(data: bytes | memoryview | None) -> bool:

@@ -53,6 +53,10 @@ class DataPlane:
         self.timeout = timeout
         self.limiter = anyio.CapacityLimiter(4)  # transfers and writes at once
 
+    def is_at(self, host: str, root: str) -> bool:
+        """Is this the store ``root`` of host ``host`` (a client's, who maps from it)?"""
+        return host == self.host and root == str(self.store.root)
+
     def wants(self, nbytes: int) -> bool:
         return nbytes >= self.min_bytes
 

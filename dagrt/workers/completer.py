@@ -191,9 +191,12 @@ class Completer:
 
     async def _to_store(self, ctx: RunContext, m: Made) -> None:
         """Put a large output in the host's store (its location then goes with the
-        completion), unless it is an output of the run or the store has no room."""
+        completion), unless the store has no room, or it is an output of the run
+        and the client cannot map it from this store (it reads it from the server)."""
         plane = self.plane
-        if plane is None or not plane.wants(len(m.frame)) or m.rec.index in ctx.outputs:
+        if plane is None or not plane.wants(len(m.frame)):
+            return
+        if m.rec.index in ctx.outputs and not plane.is_at(ctx.outputs_host, ctx.outputs_root):
             return
         where = await plane.put(ctx.run_id, m.rec.index, m.frame)
         if where is not None:

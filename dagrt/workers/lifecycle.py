@@ -37,7 +37,6 @@ import gc
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ from .. import keys as K
 from .. import native_threads
 from ..exceptions import StorageConnectionError, StorageError
 from ..metrics.writer import MetadataStorage
-from ..objects import DataPlane, DataServer, HostStore, default_root, namespace_of
+from ..objects import DataPlane, DataServer, HostStore, default_root, namespace_of, this_host
 from ..scheduler import load_scripts_cmds
 from ..storage import RedisStorage, Storage
 from ..storage import commands as C
@@ -90,7 +89,7 @@ class Worker:
             raise TypeError("pass either settings or keyword options, not both")
         self.settings = settings
         self.storage = RedisStorage(storage) if isinstance(storage, str) else storage
-        host = socket.gethostname().split(".")[0]
+        host = this_host()
         self.id = settings.name or f"{host}-{os.getpid()}-{os.urandom(2).hex()}"
         self.counts = {"done": 0, "failed": 0, "kept": 0, "dead": 0, "claimed": 0, "local": 0}
         self.ready = anyio.Event()  # set once the worker serves
