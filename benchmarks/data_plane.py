@@ -274,8 +274,11 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--skip-move", action="store_true", help="only part 2")
+    parser.add_argument("--sweep", action="store_true", help="part 0 first: the threshold")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/data_plane.json"))
     args = parser.parse_args()
+    if args.sweep:
+        sweep()
     base = SHM
     results: list[Result] = []
     if not args.skip_move:
