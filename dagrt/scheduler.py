@@ -92,7 +92,11 @@ def complete_cmd(
     argv: list[Any] = [rk.run_id, worker, group, len(items)]
     for item in items:
         mode = "L" if item.local else ("1" if item.may_keep else "0")
-        argv += [item.index, mode, item.location, len(item.children), *item.children]
+        if item.location:  # (most outputs have none: no argument for it)
+            argv += [item.index, mode + "@", item.location]
+        else:
+            argv += [item.index, mode]
+        argv += [len(item.children), *item.children]
         argv += [len(item.acks), *item.acks]
     return C.Cmd(("EVALSHA", COMPLETE.sha, len(keys), *keys, *argv))
 

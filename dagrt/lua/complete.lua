@@ -5,11 +5,12 @@
 -- KEYS[6 + j]           the output key of the j-th task completed here
 -- ARGV[1] run id        ARGV[2] worker id        ARGV[3] consumer group
 -- ARGV[4] number of tasks, then for each task:
---   index, keep mode, location, n children, the children,
+--   index, keep mode [, location], n children, the children,
 --   n entries, the stream entries to acknowledge if no child is kept
--- A location ("" for none) says the output is in a host's object store: it is
--- written to the output key here (with the run's TTL), in the step that counts the
--- task, so the key holds either the value or where the value is.
+-- A location (after a keep mode "0@" or "1@"; none after a mode of one character)
+-- says the output is in a host's object store: it is written to the output key here
+-- (with the run's TTL), in the step that counts the task, so the key holds either the
+-- value or where the value is.
 -- Keep modes: "0" dispatch every ready child; "1" the worker may keep one ready
 -- child; "L" the output was NOT stored (it stays in the worker's memory): count
 -- the task only if its one child becomes ready now, and keep that child, marking
@@ -33,9 +34,15 @@ local pos = 5
 for j = 1, tonumber(ARGV[4]) do
   local index = ARGV[pos]
   local may_keep = ARGV[pos + 1]
-  local location = ARGV[pos + 2]
-  local n_children = tonumber(ARGV[pos + 3])
-  local first_child = pos + 4
+  local location = ''
+  local after = pos + 2
+  if #may_keep == 2 then -- "0@", "1@": a location follows
+    location = ARGV[after]
+    may_keep = string.sub(may_keep, 1, 1)
+    after = after + 1
+  end
+  local n_children = tonumber(ARGV[after])
+  local first_child = after + 1
   local n_acks = tonumber(ARGV[first_child + n_children])
   local first_ack = first_child + n_children + 1
   pos = first_ack + n_acks
