@@ -43,4 +43,4 @@ def this_host() -> str:
 
 
 def is_location(data: bytes | memoryview | None) -> bool:
-    return data is not None and bytes(data[: len(MAGIC)]) == MAGIC
+    return data is not None and data[:4] == MAGIC  # (memoryview == bytes compares bytes)

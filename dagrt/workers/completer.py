@@ -136,10 +136,11 @@ class Completer:
         limit = await self.storage.amax_value_size()
         items: list[Made] = []
         places: list[int] = []  # where each item is in ``made``
+        plane = self.plane
         for place, m in enumerate(made):
             self.failpoints.hit("before_upload", m.rec.name, self.worker)
-            if not m.local:
-                await self._to_store(ctx, m)
+            if not m.local and plane is not None and plane.wants(len(m.frame)):
+                await self._to_store(ctx, m)  # (small outputs: not even a coroutine)
             if not m.location and len(m.frame) > limit:
                 exc = ValueTooLargeError(
                     f"value for {rk.output(m.rec.index)!r} is {len(m.frame):,} bytes; the "
