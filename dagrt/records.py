@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BIG_SPEC",
     "FunctionEntry",
+    "MalformedRecord",
     "TaskRecord",
     "decode_functions",
     "decode_record",
@@ -49,6 +50,11 @@ BIG_SPEC = 64 * 1024  # argument specs larger than this are stored apart, by con
 
 #: one entry of a run's function table: (digest, name, retries, retry_delay, threads)
 FunctionEntry = tuple[str, str, int, float, int | None]
+
+
+class MalformedRecord(ValueError):
+    """A task record or function table that does not have the shape dagrt writes
+    (a third party wrote it, or it was damaged): its task is never run."""
 
 _MSGPACK_LEAVES = frozenset({int, float, str, bytes, bool, type(None)})
 LEAVES, PICKLED, APART = 0, 1, 2  # how a record carries its arguments
@@ -134,7 +140,17 @@ def verify(stored: bytes, secret: bytes | None) -> bytes:
 def decode_functions(stored: bytes, secret: bytes | None) -> list[FunctionEntry]:
     """The run's function table: ``(digest, name, retries, retry_delay, threads)`` per
     function."""
-    return [tuple(f) for f in unpack(verify(stored, secret), what="function table")]
+    table = unpack(verify(stored, secret), what="function table")
+    if not isinstance(table, list) or not all(
+        isinstance(f, list | tuple)
+        and len(f) == 5
+        and isinstance(f[0], str)
+        and isinstance(f[1], str)
+        and isinstance(f[2], int)
+        for f in table
+    ):
+        raise MalformedRecord(f"the run's function table is malformed: {table!r:.200}")
+    return [tuple(f) for f in table]
 
 
 def decode_record(
@@ -146,9 +162,23 @@ def decode_record(
 ) -> TaskRecord:
     """Task ``index``'s record, verified; a large argument spec is loaded later
     (:func:`load_spec`) from ``spec_key``."""
-    key, fn_index, parents, children, slots, mode, arguments = unpack(
-        verify(stored, secret), what=f"record of task {index}"
-    )
+    fields = unpack(verify(stored, secret), what=f"record of task {index}")
+    if not isinstance(fields, list | tuple) or len(fields) != 7:
+        raise MalformedRecord(f"record of task {index} is not a task record: {fields!r:.200}")
+    key, fn_index, parents, children, slots, mode, arguments = fields
+    if type(fn_index) is not int or not 0 <= fn_index < len(functions):
+        raise MalformedRecord(
+            f"record of task {index} names function {fn_index!r:.50}; the run's function"
+            f" table has {len(functions)}"
+        )
+    if not (
+        isinstance(key, str)
+        and isinstance(parents, list)
+        and isinstance(children, list)
+        and all(type(x) is int for x in parents + children)
+        and mode in (LEAVES, PICKLED, APART)
+    ):
+        raise MalformedRecord(f"record of task {index} is malformed: {fields!r:.200}")
     digest, name, retries, retry_delay, threads = functions[fn_index]
     leaves: list[Any] | None = None
     treedef: Any = True

@@ -20,7 +20,8 @@ from helpers import Signals, big, collect, gate, grow, inc, mark, shrink, wait_f
 import dagrt
 from dagrt import keys as K
 from dagrt import submission
-from dagrt.serialize import dumps_function, loads
+from dagrt.records import LEAVES, sign
+from dagrt.serialize import dumps_function, loads, pack
 from dagrt.storage import Storage
 from dagrt.workers import Worker
 from dagrt.workers.cache import ValueCache
@@ -72,6 +73,48 @@ async def test_entries_of_a_stopped_run_are_acknowledged_unrun(backend: Storage)
         await worker.async_run()
     assert worker.counts["done"] == 1  # inc(41) alone
     assert loads(await backend.aget(follow.keys.output(0))) == 42
+    assert (await backend.axpending(K.tasks_stream(), K.TASKS_GROUP))["pending"] == 0
+
+
+GARBAGE = {
+    # what a third party (or damage) left in place of a run's record or function table
+    "a function index out of the table": ("record", ["k", 7, [], [], 0, LEAVES, [1]]),
+    "a negative function index": ("record", ["k", -1, [], [], 0, LEAVES, [1]]),
+    "a record that is an integer": ("record", 5),
+    "a record of the wrong length": ("record", ["k", 0]),
+    "children that are not task indexes": ("record", ["k", 0, [], ["x"], 0, LEAVES, [1]]),
+    "no function table": ("fns", None),
+    "a function table that is an integer": ("fns", 7),
+    "a function table of strings": ("fns", ["f"]),
+}
+
+
+@pytest.mark.parametrize("garbage", list(GARBAGE))
+async def test_a_malformed_record_is_dead_lettered_and_fails_its_run(
+    backend: Storage, garbage: str
+) -> None:
+    """Never retried for ever: the entry goes to the dead letters with its reason, the
+    run fails with an error that says what was wrong, and other runs go on."""
+    spec = await submission.submit(backend, dagrt.DAG(inc(1)), "garbage")
+    where, value = GARBAGE[garbage]
+    if where == "record":
+        await backend.ahset(spec.keys.tasks, {"0": sign(pack(value), None)})
+    elif value is None:
+        await backend.ahdel(spec.keys.meta, "fns")
+    else:
+        await backend.ahset(spec.keys.meta, {"fns": sign(pack(value), None)})
+    follow = await submission.submit(backend, dagrt.DAG(inc(41)), "after-the-garbage")
+    worker = Worker(backend, burst=True, metrics=False)
+    with anyio.fail_after(30):
+        await worker.async_run()
+    assert worker.counts["dead"] == 1
+    assert worker.counts["done"] == 1  # inc(41) alone
+    assert loads(await backend.aget(follow.keys.output(0))) == 42
+    assert await backend.ahget(spec.keys.meta, "status") == b"failed"
+    [(_, letter)] = await backend.axrange(K.dead_letter())
+    assert b"rejected task record" in letter[b"reason"]
+    error = json.loads(await backend.aget(spec.keys.error(0)))
+    assert error["exc_type"] == "dagrt.MalformedRecord"
     assert (await backend.axpending(K.tasks_stream(), K.TASKS_GROUP))["pending"] == 0
 
 

@@ -27,6 +27,7 @@ import anyio
 
 from .. import keys as K
 from ..exceptions import SerializationError, StorageConnectionError, StorageError
+from ..records import MalformedRecord
 from ..scheduler import fail_cmd, requeue_cmd, send
 from ..storage import Storage
 from ..storage import commands as C
@@ -367,14 +368,19 @@ class Consumer:
     async def _reject(
         self, run_id: str, index: int, entry_id: bytes, fields: dict[bytes, bytes], exc: Exception
     ) -> None:
-        """A record or function table that fails its signature: never run it, and fail
-        the run so that its client hears why at once."""
+        """A record or function table that fails its signature, or does not have the
+        shape dagrt writes: never run it, and fail the run so that its client hears
+        why at once."""
         await self._dead_letter(entry_id, fields, f"rejected task record: {exc}")
         record = {
             "task": f"{run_id}#{index}",
             "index": index,
             "name": "?",
-            "exc_type": "dagrt.SignatureError",
+            "exc_type": (
+                "dagrt.MalformedRecord"
+                if isinstance(exc, MalformedRecord | SerializationError)
+                else "dagrt.SignatureError"
+            ),
             "message": f"worker {self.worker} rejected the task record: {exc}",
             "traceback": "",
             "worker": self.worker,
