@@ -56,6 +56,7 @@ class MalformedRecord(ValueError):
     """A task record or function table that does not have the shape dagrt writes
     (a third party wrote it, or it was damaged): its task is never run."""
 
+
 _MSGPACK_LEAVES = frozenset({int, float, str, bytes, bool, type(None)})
 LEAVES, PICKLED, APART = 0, 1, 2  # how a record carries its arguments
 
