@@ -191,6 +191,33 @@ async def test_a_worker_killed_at_each_step_loses_nothing(
     assert sum(1 for w in pool.workers if w.poll() is not None) == 1
 
 
+async def test_a_run_cancelled_after_its_worker_died_starts_nothing_and_leaves_no_key(
+    pool_factory: Any, tmp_path: Path
+) -> None:
+    """A worker dies running a task; the run is cancelled before the other worker takes
+    the task over. When it does, it runs nothing of the run and leaves no count of lost
+    deliveries behind: every key of the run but its end marker is gone."""
+    env = worker_env(DAGRT_FAILPOINTS="before_run:first", DAGRT_FAILPOINT_DIR=str(tmp_path))
+    pool: Pool = pool_factory(2, env=env)
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit([second(first(i)) for i in range(4)])  # both workers know it
+        with anyio.fail_after(30):
+            while not list(tmp_path.glob("dagrt-failpoint-*")):  # noqa: ASYNC110 (a file)
+                await anyio.sleep(0.02)
+        fut.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fut
+    storage = RedisStorage(pool.url)
+    try:
+        with anyio.fail_after(30):  # the survivor takes the dead worker's entry (2 s)
+            while (await storage.axpending(K.tasks_stream(), K.TASKS_GROUP))["pending"]:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+    finally:
+        await storage.aclose()
+    assert run_keys_left(pool.url, fut.run_id) == [K.RunKeys(fut.run_id).end]
+    assert sum(1 for w in pool.workers if w.poll() is not None) == 1
+
+
 @dagrt.task
 def third(x: int) -> int:
     return x * 2

@@ -128,13 +128,23 @@ class Chains:
             # A reclaimed entry: the task may be done already (its worker died
             # later); then its output is stored and the remembered decision holds.
             rk = ctx.keys
-            previous, lost, _ = await self.storage.apipeline(
+            status, previous, lost, _ = await self.storage.apipeline(
                 [
+                    C.hget(rk.meta, "status"),
                     C.hget(rk.done, str(index)),
                     C.hincrby(rk.lost, str(index), 1),
                     C.expire(rk.lost, ctx.ttl_ms / 1000),
                 ]
             )
+            if status != b"running":
+                # The run ended (cancelled, failed, cleaned up) since its worker went
+                # silent, and this worker has not heard yet: run nothing of it; a count
+                # of lost deliveries made for a run whose keys are gone goes too.
+                ctx.stopped = True
+                if status is None:
+                    await self.storage.adelete(rk.lost)
+                await self.completer.ack(acks)
+                return None, True
             if previous is not None:
                 return (await self.completer.again(ctx, rec, acks)).kept, True
             if int(lost) > MAX_LOST:
