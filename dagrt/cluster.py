@@ -35,6 +35,9 @@ __all__ = ["LocalCluster"]
 
 log = logging.getLogger("dagrt.cluster")
 
+RESTART_QUICK = 10.0  # seconds: a replacement that dies sooner is replaced more slowly
+RESTART_MAX_DELAY = 10.0  # seconds between replacements, at most
+
 
 class LocalCluster:
     """A server plus worker processes, started and stopped together.
@@ -52,6 +55,12 @@ class LocalCluster:
     (default) gives the workers this host's object store (:mod:`dagrt.objects`, in
     ``/dev/shm``): large outputs stay there and workers map them instead of moving
     them through the server; ``worker_options={"store-bytes": N}`` bounds it.
+    ``restart`` (default): a worker that exits while the cluster runs (a task called
+    ``os._exit``, the kernel killed it) is replaced, as a pool under compose or
+    Kubernetes would be; its task is taken over by another worker after the claim
+    timeout, and a task that kills every worker that runs it fails with
+    :class:`~dagrt.WorkerLostError`. Replacements that die at once are started
+    further and further apart (up to :data:`RESTART_MAX_DELAY` seconds).
     """
 
     def __init__(
@@ -67,6 +76,7 @@ class LocalCluster:
         start_timeout: float = 60.0,
         retain_memory: bool = True,
         store: bool = True,
+        restart: bool = True,
     ) -> None:
         cores = native_threads.cores()
         self.n_workers = n_workers if n_workers is not None else cores
@@ -86,6 +96,9 @@ class LocalCluster:
         self.start_timeout = start_timeout
         self.retain_memory = retain_memory
         self.store = store
+        self.restart = restart
+        self.restarts = 0  # workers replaced so far
+        self._quick_deaths = 0  # replacements in a row that died soon after starting
         self.server: RedisServer | None = None
         self.processes: list[asyncio.subprocess.Process] = []
         self.worker_ids: list[str] = []
@@ -166,14 +179,19 @@ class LocalCluster:
             for process in starting:  # they start side by side; their ids in order
                 self.worker_ids.append(await self._relays.start(self._relay, process))
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
+    async def _spawn(
+        self, replacing: asyncio.subprocess.Process | None = None
+    ) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
             *self._worker_argv(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=self._worker_env(),
         )
-        self.processes.append(process)
+        if replacing is not None and replacing in self.processes:
+            self.processes[self.processes.index(replacing)] = process
+        else:
+            self.processes.append(process)
         return process
 
     async def _relay(
@@ -197,8 +215,35 @@ class LocalCluster:
                 task_status.started(text.split()[-1])
                 break
             _say(text)
+        started = anyio.current_time()
         while line := await process.stdout.readline():
             _say(line.decode(errors="replace").rstrip())
+        code = await process.wait()
+        if process.stdin is not None:
+            process.stdin.close()
+        if self._closing or not self.restart:
+            return
+        # It died while the cluster runs: replace it (slower each time it dies at once).
+        quick = anyio.current_time() - started < RESTART_QUICK
+        self._quick_deaths = self._quick_deaths + 1 if quick else 0
+        delay = min(RESTART_MAX_DELAY, 0.5 * 2 ** (self._quick_deaths - 1)) if quick else 0.0
+        log.warning(
+            "a dagrt worker (pid %d) exited with code %s; starting another%s",
+            process.pid,
+            code,
+            f" in {delay:.1f} s" if delay else "",
+        )
+        await anyio.sleep(delay)
+        if self._closing or self._relays is None:
+            return
+        replacement = await self._spawn(replacing=process)
+        if self._closing:  # (closed while it started: close() kills it)
+            return
+        with anyio.fail_after(self.start_timeout):
+            worker_id = await self._relays.start(self._relay, replacement)
+        self.restarts += 1
+        if replacement in self.processes:
+            self.worker_ids[self.processes.index(replacement)] = worker_id
 
     def kill_worker(self, index: int = 0) -> int:
         """SIGKILL one worker, as a crash would (tests). Its pid."""
@@ -241,7 +286,10 @@ class LocalCluster:
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
-        for process in self.processes:
+        for process in list(self.processes):  # (a replacement started meanwhile too)
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
             await process.wait()
             if process.stdin is not None:
                 process.stdin.close()

@@ -595,7 +595,7 @@ async def test_a_killed_cluster_leaves_no_files_once_it_restarts(tmp_path: Path)
         return [p for p in store.rglob("*") if p.is_file() and p.name[0] != "."]
 
     options = {"store": str(store), "store-min-bytes": "4096"}
-    cluster = dagrt.LocalCluster(1, worker_options=options)
+    cluster = dagrt.LocalCluster(1, worker_options=options, restart=False)  # a dead pool
     async with cluster, dagrt.Client(cluster.url) as client:
         array = make(1 << 20)
         client.submit(total(part(array, 0, 1), nap(array, 60)))
