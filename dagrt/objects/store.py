@@ -271,6 +271,8 @@ class HostStore:
         spares = self._spares()
         room = int(self.max_bytes * SPARE_SHARE) - sum(size for _, size in spares)
         count = len(spares)
+        if _F_SETLEASE is not None:
+            (self.root / SPARE).mkdir(exist_ok=True, mode=0o700)
         for entry in os.scandir(trash):
             try:
                 size = entry.stat(follow_symlinks=False).st_size
@@ -281,7 +283,6 @@ class HostStore:
                     and count < SPARE_MAX_FILES
                 ):
                     spare = self.root / SPARE / f"{size}.{os.urandom(6).hex()}"
-                    spare.parent.mkdir(exist_ok=True, mode=0o700)
                     os.utime(entry.path)  # (its idle time starts now)
                     os.rename(entry.path, spare)  # its pages stay: still counted
                     room -= size
@@ -311,30 +312,25 @@ class HostStore:
         bytes: an open descriptor to write it through, or None (no spare that
         nobody holds; no room for what it must grow by)."""
         spares = sorted(self._spares(), key=lambda s: (s[1] < size, abs(s[1] - size)))
-        for path, _ in spares[:3]:
+        for path, old in spares[:3]:  # (``old``: the bytes the budget counts for it)
             try:
                 os.rename(path, tmp)  # ours now (another process may have been faster)
             except FileNotFoundError:
                 continue
             fd = os.open(tmp, os.O_RDWR)
             try:
-                old = os.fstat(fd).st_size
-                if not _nobody_else_holds(fd) or (size > old and not self._reserve(size - old)):
-                    os.close(fd)
-                    os.unlink(tmp)
-                    self._release(old)
-                    continue
-                os.utime(fd)  # (a write in progress, not a leftover for sweep())
-                if size != old:
-                    os.ftruncate(fd, size)
-                    self._release(old - size)  # (a file that grew: reserved above)
-                return fd
+                if _nobody_else_holds(fd) and (size <= old or self._reserve(size - old)):
+                    os.utime(fd)  # (a write in progress, not a leftover for sweep())
+                    if size != old:
+                        os.ftruncate(fd, size)
+                        self._release(old - size)  # (a file that grew: reserved above)
+                    return fd
             except BaseException:
-                os.close(fd)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+                _discard(fd, tmp)
                 self._release(old)
                 raise
+            _discard(fd, tmp)  # held by someone, or no room to grow: let it go
+            self._release(old)
         return None
 
     def _drop_spares(self, need: int = 0, *, idle: float | None = None) -> int:
@@ -490,6 +486,13 @@ def _nobody_else_holds(fd: int) -> bool:
         return False
     fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
     return True
+
+
+def _discard(fd: int, tmp: Path) -> None:
+    """Close and remove a file this process took (whoever maps it keeps its pages)."""
+    os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
 
 
 def _read_usage(fd: int) -> int:
