@@ -456,6 +456,15 @@ class _Incoming:
         assert self.fd is not None
         self.written += _write_all(self.fd, parts)
 
+    def splice_from(self, pipe: int, n: int) -> None:
+        """Move ``n`` bytes waiting in ``pipe`` into the file (``os.splice``: no copy
+        through this process)."""
+        assert self.fd is not None
+        moved = 0
+        while moved < n:
+            moved += os.splice(pipe, self.fd, n - moved)
+        self.written += n
+
     def commit(self) -> None:
         if self.written != self.size:
             self.abort()
