@@ -136,10 +136,9 @@ class Completer:
         limit = await self.storage.amax_value_size()
         items: list[Made] = []
         places: list[int] = []  # where each item is in ``made``
-        plane = self.plane
         for place, m in enumerate(made):
             self.failpoints.hit("before_upload", m.rec.name, self.worker)
-            if not m.local and plane is not None and plane.wants(len(m.frame)):
+            if not m.local and self._may_store(m):
                 await self._to_store(ctx, m)  # (small outputs: not even a coroutine)
             if not m.location and len(m.frame) > limit:
                 exc = ValueTooLargeError(
@@ -175,7 +174,8 @@ class Completer:
             second = []
             for j in again:
                 items[j].local = False
-                await self._to_store(ctx, items[j])
+                if self._may_store(items[j]):
+                    await self._to_store(ctx, items[j])
                 if not items[j].location:
                     second.append(C.set_(rk.output(items[j].rec.index), items[j].frame, ex=ttl))
                 elif ctx.upload_all and len(items[j].frame) <= limit:
@@ -190,13 +190,17 @@ class Completer:
             decisions[place] = self._decide(ctx, m, answer)
         return decisions
 
+    def _may_store(self, m: Made) -> bool:
+        """Is the output large enough for the host's store (on a worker with one)?"""
+        return self.plane is not None and self.plane.wants(len(m.frame))
+
     async def _to_store(self, ctx: RunContext, m: Made) -> None:
-        """Put a large output in the host's store (its location then goes with the
-        completion), unless the store has no room, or it is an output of the run
-        and the client cannot map it from this store (it reads it from the server)."""
+        """Put an output that :meth:`_may_store` in the host's store (its location then
+        goes with the completion), unless the store has no room, or it is an output of
+        the run and the client cannot map it from this store (it reads it from the
+        server)."""
         plane = self.plane
-        if plane is None or not plane.wants(len(m.frame)):
-            return
+        assert plane is not None
         if m.rec.index in ctx.outputs and not plane.is_at(ctx.outputs_host, ctx.outputs_root):
             return
         where = await plane.put(ctx.run_id, m.rec.index, m.frame)
