@@ -33,7 +33,6 @@ from .objects import (
     Location,
     StoreError,
     default_root,
-    fetch,
     is_location,
     namespace_of,
     this_host,
@@ -291,26 +290,21 @@ class DistributedRuntime:
         self, storage: Storage, spec: submission.RunSpec, index: int, where: Location
     ) -> Any:
         """An output a worker kept in this host's store (see :meth:`_outputs_store`):
-        mapped from there, else the server's copy (``upload_all``), else fetched
-        from the data endpoint of its host."""
+        mapped from there, else the server's copy (``upload_all``). (Workers keep a
+        run's outputs only in the store the client names: its data endpoints serve
+        the same files, so they have nothing to add when the mapping fails.)"""
         assert spec.outputs_store is not None, "only workers of this host's store keep outputs"
         store = HostStore(spec.outputs_store[1])
         try:
             return await anyio.to_thread.run_sync(store.map, spec.run_id, index, where.size)
         except StoreError as exc:
-            mapped = exc
-        if spec.upload_all:
-            copy = await storage.aget(spec.keys.copy(index))
-            if copy is not None:
-                return copy
-        try:
-            return await anyio.to_thread.run_sync(
-                functools.partial(fetch, where.address, spec.run_id, index, where.size, None)
-            )
-        except StoreError as exc:
+            if spec.upload_all:
+                copy = await storage.aget(spec.keys.copy(index))
+                if copy is not None:
+                    return copy
             raise StoreError(
                 f"output {index} of run {spec.run_id} was kept in the store {store.root} of"
-                f" host {where.host} and cannot be read ({mapped}), nor fetched ({exc})"
+                f" host {where.host} and cannot be read: {exc}"
             ) from exc
 
 
