@@ -282,14 +282,12 @@ class LocalCluster:
         with anyio.move_on_after(grace):
             for process in running:
                 await process.wait()
-        for process in running:
+        left = list(self.processes)  # (a replacement started meanwhile too)
+        for process in left:
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
-        for process in list(self.processes):  # (a replacement started meanwhile too)
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
+        for process in left:
             await process.wait()
             if process.stdin is not None:
                 process.stdin.close()
