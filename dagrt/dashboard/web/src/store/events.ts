@@ -182,14 +182,10 @@ function str(value: unknown): string {
   return typeof value === 'string' ? value : value == null ? '' : String(value);
 }
 
-const DIRECTIONS: Record<string, Direction> = {
-  upload: Direction.Upload,
-  download: Direction.Download,
-  local: Direction.Local,
-  map: Direction.Map,
-  direct: Direction.Direct,
-  recompute: Direction.Recompute,
-};
+/** The log's direction words to their indexes (every one this page knows). */
+const DIRECTIONS = new Map<string, Direction>(
+  DIRECTION_NAMES.slice(0, Direction.Other).map((name, d) => [name, d as Direction]),
+);
 
 /** JSON events → one chunk. `workers` assigns worker indexes (and remembers new names). */
 export function toChunk(events: WireEvent[], workers: NameTable, last: string): Chunk {
@@ -320,7 +316,7 @@ function fillRow(
       col.task[i] = num(ev.producer, -1);
       col.a[i] = num(ev.bytes);
       col.b[i] = num(ev.seconds);
-      col.c[i] = Object.hasOwn(DIRECTIONS, str(ev.direction)) ? DIRECTIONS[str(ev.direction)] : Direction.Other;
+      col.c[i] = DIRECTIONS.get(str(ev.direction)) ?? Direction.Other;
       col.d[i] = ev.consumer == null ? -1 : num(ev.consumer, -1);
       if (ev.local || onTheHost(col.c[i])) col.flags[i] |= FLAG_LOCAL;
       break;
