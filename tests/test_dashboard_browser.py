@@ -331,8 +331,10 @@ def test_bytes_by_path_match_the_report(
             host = sum(v for k, v in expected.items() if k in ON_THE_HOST)
             assert shown["local"] == host
             assert shown["network"] == sum(expected.values()) - host
-            for path in shown["byPath"]:
-                assert page.page.get_by_test_id(f"transfers-path-{path}").is_visible()
+            for path in shown["byPath"]:  # the panel redraws at most every 500 ms
+                page.page.get_by_test_id(f"transfers-path-{path}").wait_for(
+                    state="visible", timeout=10_000
+                )
             assert page.errors == []
         finally:
             page.close()
