@@ -17,6 +17,8 @@ run on a Redis-compatible server and, through lupa, in
 * ``fail``: store the error record, mark the run failed, tell the client.
 * ``stop``: cancel a running run.
 * ``requeue``: put entries a worker read but should not run at the end of the stream.
+* ``take``: read entries for a worker, screened: an entry of a task completed
+  before or of a run that ended is acknowledged without running anything.
 
 Invariants (see docs/architecture.md): a counter only counts a parent whose
 output is stored; who runs a child is decided only by the reply of an atomic
@@ -45,12 +47,15 @@ __all__ = [
     "SCRIPTS",
     "STOP",
     "REQUEUE",
+    "TAKE",
     "Completion",
+    "Taken",
     "complete_cmd",
     "fail_cmd",
     "load_scripts_cmds",
     "requeue_cmd",
     "send",
+    "take_cmd",
 ]
 
 
@@ -58,7 +63,8 @@ COMPLETE = Script.from_package("complete.lua")
 FAIL = Script.from_package("fail.lua")
 STOP = Script.from_package("stop.lua")
 REQUEUE = Script.from_package("requeue.lua")
-SCRIPTS = (COMPLETE, FAIL, STOP, REQUEUE)
+TAKE = Script.from_package("take.lua")
+SCRIPTS = (COMPLETE, FAIL, STOP, REQUEUE, TAKE)
 
 
 @dataclass(slots=True)
@@ -124,6 +130,73 @@ def requeue_cmd(
     for entry_id, run_id, index in entries:
         argv += [entry_id, run_id, index]
     return C.Cmd(("EVALSHA", REQUEUE.sha, 1, stream, *argv))
+
+
+@dataclass(slots=True)
+class Taken:
+    """What ``take`` answered: the entries to admit, and those it screened out.
+
+    ``run``: entries to admit (including ones the script cannot judge: unknown runs,
+    malformed fields); ``dropped``: acknowledged by the script (a task completed
+    before, a run that ended); ``early``: entries of
+    tasks whose parents are not all done (never written by dagrt: dead-letter them);
+    ``odd``: ids of entries with fields other than a run and a task (read them whole).
+    """
+
+    run: list[tuple[bytes, dict[bytes, bytes]]]
+    dropped: int
+    early: list[tuple[bytes, dict[bytes, bytes]]]
+    odd: list[bytes]
+
+
+_DROPPED = (b"ended", b"done")
+
+
+def _run_key_parts() -> list[str]:
+    """A run's key names around its id, as ``take`` builds them: the text before the
+    id, then the text after it of the run's meta, done and deps hashes."""
+    sentinel = "RUN-ID"
+    rk = K.RunKeys(sentinel)
+    head = rk.meta.partition(sentinel)[0]
+    return [head, *(getattr(rk, name)[len(head) + len(sentinel) :] for name in _TAKE_KEYS)]
+
+
+_TAKE_KEYS = ("meta", "done", "deps")
+_RUN_KEY_PARTS = _run_key_parts()
+
+
+def take_cmd(
+    stream: str,
+    group: str,
+    consumer: str,
+    count: int,
+    delivered: Sequence[tuple[bytes, dict[bytes, bytes]]] = (),
+) -> C.Cmd:
+    """One EVALSHA of ``take``: read up to ``count`` entries for ``consumer`` and screen
+    them; with ``count`` 0, screen the entries a blocking read ``delivered``."""
+    argv: list[Any] = [group, consumer, count, *_RUN_KEY_PARTS]
+    given = dict(delivered)
+    for entry_id, fields in delivered:
+        argv += [entry_id, fields.get(b"r", b""), fields.get(b"t", b"")]
+    return C.Cmd(("EVALSHA", TAKE.sha, 1, stream, *argv), lambda reply: _taken(reply, given))
+
+
+def _taken(reply: Sequence[Any], given: dict[bytes, dict[bytes, bytes]]) -> Taken:
+    out = Taken([], 0, [], [])
+    for i in range(0, len(reply), 4):
+        entry_id, verdict, run, task = reply[i : i + 4]
+        if verdict in _DROPPED:
+            out.dropped += 1
+            continue
+        if verdict == b"odd":
+            out.odd.append(entry_id)
+            continue
+        fields = given.get(entry_id) or {b"r": run, b"t": task}
+        if verdict == b"early":
+            out.early.append((entry_id, fields))
+        else:
+            out.run.append((entry_id, fields))
+    return out
 
 
 def load_scripts_cmds() -> list[C.Cmd]:

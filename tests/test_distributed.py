@@ -351,6 +351,9 @@ async def test_malformed_and_unknown_entries_are_dead_lettered(pool: Pool) -> No
     assert reasons[0].startswith("malformed entry")
     assert reasons[1].startswith("malformed entry")
     assert reasons[2] == "unknown run no-such-run"
+    # each letter carries the entry's fields as they were written
+    assert any(f.get(b"field:garbage") == b"x" for _, f in entries)
+    assert any(f.get(b"field:r") == b"bad id!" for _, f in entries)
     assert storage.xpending(K.tasks_stream(), K.TASKS_GROUP)["pending"] == 0
     await storage.aclose()
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from dagrt import keys as K
@@ -34,6 +34,7 @@ from dagrt.scheduler import (
     fail_cmd,
     load_scripts_cmds,
     requeue_cmd,
+    take_cmd,
 )
 from dagrt.storage import InMemoryStorage, RedisStorage, Script, Storage
 from dagrt.storage import commands as C
@@ -432,6 +433,102 @@ def test_entries_given_back_answer_and_write_as_on_the_server(
         cmd = requeue_cmd([(taken[i][0], "run", i) for i in given], stream=stream)
         replies.append(storage.pipeline([cmd]))
     assert replies[1] == replies[0]
+    both.assert_same_keys()
+
+
+ENTRY_FIELDS = st.one_of(
+    st.builds(
+        lambda r, t: {"r": r, "t": t},
+        st.sampled_from(["running"] * 4 + ["finished", "gone", "not}a:run", ""]),
+        st.one_of(st.integers(0, 5).map(str), st.sampled_from(["-1", "x", ""])),
+    ),
+    st.just({"x": "no run, no task"}),
+)
+
+
+EVERY_VERDICT = [
+    {"r": "running", "t": "0"},  # done before
+    {"r": "running", "t": "1"},  # early: 2 parents left
+    {"r": "running", "t": "2"},  # run
+    {"r": "running", "t": "2"},  # run (not done yet: the completion answers "dup")
+    {"r": "finished", "t": "0"},  # ended
+    {"r": "gone", "t": "1"},  # unknown: for the worker to judge
+    {"r": "not}a:run", "t": "1"},  # not a run id: for the worker to judge
+    {"x": "no run, no task"},
+    {"r": "running", "t": "3"},  # run
+]
+
+
+@EXAMPLES
+@given(
+    st.lists(ENTRY_FIELDS, min_size=1, max_size=10),
+    st.sets(st.integers(0, 5), min_size=1, max_size=3),
+    st.dictionaries(st.integers(0, 5), st.integers(0, 2), min_size=2, max_size=4),
+    st.integers(1, 12),
+    st.booleans(),
+)
+@example(EVERY_VERDICT, {0}, {1: 2, 2: 0}, 12, False)
+@example(EVERY_VERDICT, {0}, {1: 2, 2: 0}, 12, True)
+def test_entries_taken_are_screened_as_on_the_server(
+    server: RedisStorage,
+    entries: list[dict[str, str]],
+    done: set[int],
+    deps: dict[int, int],
+    count: int,
+    blocking: bool,
+) -> None:
+    """A worker takes entries (read by the script, or delivered by a blocking read):
+    entries of tasks done before and of ended runs are acknowledged; tasks with
+    parents left are "early"; entries with other fields are
+    "odd" (the worker reads them whole); the rest are the worker's."""
+    both = Both(server)
+    replies = []
+    for storage in both.pair:
+        storage.pipeline(load_scripts_cmds())
+        storage.xgroup_create(STREAM, GROUP, "0")
+        running, finished = K.RunKeys("running"), K.RunKeys("finished")
+        storage.hset(running.meta, {"status": "running"})
+        storage.hset(finished.meta, {"status": "finished"})
+        if done:
+            storage.hset(running.done, {str(i): "" for i in done})
+        if deps:
+            storage.hset(running.deps, {str(i): n for i, n in deps.items()})
+        ids = [storage.xadd(STREAM, fields) for fields in entries]
+        if blocking:
+            delivered = storage.xreadgroup(GROUP, "w1", {STREAM: ">"}, count=count)
+            taken = storage.pipeline(
+                [take_cmd(STREAM, GROUP, "w1", 0, delivered[0][1] if delivered else [])]
+            )[0]
+        else:
+            taken = storage.pipeline([take_cmd(STREAM, GROUP, "w1", count)])[0]
+        at = {eid: i for i, eid in enumerate(ids)}
+        replies.append(
+            (
+                [(at[eid], fields) for eid, fields in taken.run],
+                taken.dropped,
+                [(at[eid], fields) for eid, fields in taken.early],
+                [at[eid] for eid in taken.odd],
+            )
+        )
+        for eid, fields in taken.run + taken.early:  # the fields as they were written
+            assert fields == {k.encode(): v.encode() for k, v in entries[at[eid]].items()}
+        pending = storage.xpending(STREAM, GROUP)["pending"]
+        assert pending == len(taken.run) + len(taken.early) + len(taken.odd)
+    assert replies[1] == replies[0]
+    for i, _ in replies[0][0]:  # what the worker runs: never a done, ended or early task
+        fields = entries[i]
+        if fields.get("r") in ("running", "finished") and fields["t"].isdigit():
+            t = int(fields["t"])
+            assert fields["r"] == "running"
+            assert t not in done
+            assert not deps.get(t)
+    if entries is EVERY_VERDICT:  # an odd entry is read whole by the worker, or was
+        ran = [2, 3, 5, 6, 7, 8] if blocking else [2, 3, 5, 6, 8]
+        assert [i for i, _ in replies[0][0]] == ran
+        assert replies[0][3] == ([] if blocking else [7])
+        assert replies[0][1] == 2
+        assert [i for i, _ in replies[0][2]] == [1]
+    event(f"run {len(replies[0][0])}, dropped {replies[0][1]}, early {len(replies[0][2])}")
     both.assert_same_keys()
 
 

@@ -22,7 +22,7 @@ from dagrt import keys as K
 from dagrt import submission
 from dagrt.records import LEAVES, sign
 from dagrt.serialize import dumps_function, loads, pack
-from dagrt.storage import Storage
+from dagrt.storage import RedisStorage, Storage
 from dagrt.workers import Worker
 from dagrt.workers.cache import ValueCache
 
@@ -74,6 +74,39 @@ async def test_entries_of_a_stopped_run_are_acknowledged_unrun(backend: Storage)
     assert worker.counts["done"] == 1  # inc(41) alone
     assert loads(await backend.aget(follow.keys.output(0))) == 42
     assert (await backend.axpending(K.tasks_stream(), K.TASKS_GROUP))["pending"] == 0
+
+
+async def test_entries_of_done_or_unready_tasks_never_run(
+    pool_factory: Any, signals: Signals
+) -> None:
+    """While a run goes on, an entry for a task it completed (a redelivery, or written
+    by hand) is acknowledged and never runs again (``mark`` raises on a second run),
+    and an entry for a task whose parents are not done is dead-lettered, never run
+    early."""
+    pool: Pool = pool_factory(1, "--threads", "2")
+    storage = RedisStorage(pool.url)
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit(collect(mark(signals, "m"), gate(signals, "g")))
+        await signals.started("g")
+        rk = K.RunKeys(fut.run_id)
+        progress: list[Any] = []
+        with anyio.fail_after(30):  # the mark's completion, counted
+            while not progress:
+                [(_, entries)] = await storage.axread({rk.progress: "0-0"}, block=30)
+                progress = [f[b"t"] for _, f in entries if f.get(b"t", b"-1") != b"-1"]
+        [done] = [int(t) for t in progress if int(t) >= 0]  # (-1: the run was created)
+        [sink] = [int(i) for i, left in (await storage.ahgetall(rk.deps)).items() if int(left)]
+        for index in (done, sink):
+            await storage.axadd(K.tasks_stream(), {"r": fut.run_id, "t": index})
+        with anyio.fail_after(30):
+            [(_, [(_, letter)])] = await storage.axread({K.dead_letter(): "0-0"}, block=30)
+        assert letter[b"field:t"] == str(sink).encode()
+        assert b"parents are not all done" in letter[b"reason"]
+        await signals.release("g")
+        assert await fut == ["m", None]
+    assert signals.marks() == ["m"]
+    assert (await storage.axpending(K.tasks_stream(), K.TASKS_GROUP))["pending"] == 0
+    await storage.aclose()
 
 
 GARBAGE = {

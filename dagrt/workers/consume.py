@@ -28,7 +28,7 @@ import anyio
 from .. import keys as K
 from ..exceptions import SerializationError, StorageConnectionError, StorageError
 from ..records import MalformedRecord
-from ..scheduler import fail_cmd, requeue_cmd, send
+from ..scheduler import Taken, fail_cmd, requeue_cmd, send, take_cmd
 from ..storage import Storage
 from ..storage import commands as C
 from .chain import Chains
@@ -81,6 +81,7 @@ class Consumer:
         self._threads = settings.thread_count
         self._slow = 0  # chains in flight outside the fast lane
         self._fast_seen = False  # the last entry admitted was a tiny task: read wide
+        self._stream_empty = False  # the last read found no entry at all
         self._slow_freed = anyio.Event()
         self._owned: dict[bytes, bool] = {}  # entries whose chain runs in a task of its own
         self._idle: anyio.Event | None = None
@@ -137,7 +138,7 @@ class Consumer:
         with anyio.CancelScope() as scope:
             self._read_scope = scope
             while not self.stopping.is_set():
-                entries = [e for _, es in await self._read(s) for e in es]
+                entries = await self._read(s)
                 if entries:
                     for entry_id, _ in entries:
                         try:  # a free slot is taken without a turn of the loop
@@ -146,18 +147,22 @@ class Consumer:
                             await self.slots.acquire()
                         self.in_flight[entry_id] = time.monotonic()
                     self._spawn(self._process(entries))
-                if s.burst and not entries and not self.in_flight:
+                if s.burst and self._stream_empty and not self.in_flight:
                     return
         self._read_scope = None
 
-    async def _read(self, s: WorkerSettings) -> list[Any]:
-        """The next entries to work on (after waiting for room for them), or none."""
+    async def _read(self, s: WorkerSettings) -> list[Entry]:
+        """The next entries to work on (after waiting for room for them), or none.
+
+        Entries are screened as they are read (``take.lua``): one of a task completed
+        before or of a run that ended is acknowledged there and never reaches the
+        worker; one of a task whose parents are not all done is dead-lettered."""
         # Wait for a free slot without holding it while the read blocks (the
         # reclaimer takes free slots too).
         if not self.slots.value:
             await self.slots.acquire()
             self.slots.release()
-        taken = max(1, self.slots.value)
+        count = max(1, self.slots.value)
         if self._slow or not self._fast_seen:
             # Heavy work in flight, or tasks of unknown cost: take one more entry
             # than threads can run, so that other workers get their share.
@@ -166,15 +171,12 @@ class Consumer:
                 self._slow_freed = anyio.Event()
                 await self._slow_freed.wait()
                 return []
-            taken = min(taken, room)
+            count = min(count, room)
         block = min(s.block, 0.2) if s.burst else s.block
-        reply: list[Any] = []
         metrics = self.log.metrics
         try:
-            reply = await self.storage.axreadgroup(
-                s.group, self.worker, {s.stream: ">"}, count=taken
-            )
-            if not reply:
+            taken = await self._take(take_cmd(s.stream, s.group, self.worker, count))
+            if not (taken.run or taken.dropped or taken.early or taken.odd):
                 # Idle with events buffered (a run just ended, most likely): wait a
                 # moment only, then write them, so the log is complete soon after.
                 idle = (
@@ -187,16 +189,23 @@ class Consumer:
                     s.group,
                     self.worker,
                     {s.stream: ">"},
-                    count=taken,
+                    count=count,
                     block=min(block, IDLE_FLUSH) if idle else block,
                 )
                 if idle and not reply and metrics is not None:
                     metrics.flush_soon()
+                delivered = [e for _, es in reply for e in es]
+                if delivered:  # screened as the script screens what it reads itself
+                    taken = await self._take(take_cmd(s.stream, s.group, self.worker, 0, delivered))
+            for entry_id in taken.odd:  # fields dagrt does not write: admission dead-letters
+                eid = entry_id.decode()
+                whole = await self.storage.axrange(s.stream, eid, eid)
+                taken.run += whole or [(entry_id, {})]
         except StorageConnectionError as exc:
             log.warning("worker %s: reading the stream failed: %s", self.worker, exc)
-            reply = []
             with anyio.move_on_after(1.0):
                 await self.stopping.wait()
+            return []
         except StorageError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -204,8 +213,18 @@ class Consumer:
             # persistence restarted): make them again and go on.
             log.warning("worker %s: %s; creating the group again", self.worker, exc)
             await self.storage.axgroup_create(s.stream, s.group, "0")
-            reply = []
-        return reply
+            return []
+        self._stream_empty = not (taken.run or taken.dropped or taken.early or taken.odd)
+        if taken.dropped:
+            self.counts["screened"] += taken.dropped
+        for entry_id, fields in taken.early:
+            await self._dead_letter(
+                entry_id, fields, "the task's parents are not all done (dagrt wrote no such entry)"
+            )
+        return taken.run
+
+    async def _take(self, cmd: C.Cmd) -> Taken:
+        return (await send(self.storage, [cmd]))[0]
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self._task_group is not None

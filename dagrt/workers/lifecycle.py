@@ -91,7 +91,15 @@ class Worker:
         self.storage = RedisStorage(storage) if isinstance(storage, str) else storage
         host = this_host()
         self.id = settings.name or f"{host}-{os.getpid()}-{os.urandom(2).hex()}"
-        self.counts = {"done": 0, "failed": 0, "kept": 0, "dead": 0, "claimed": 0, "local": 0}
+        self.counts = {
+            "done": 0,
+            "failed": 0,
+            "kept": 0,
+            "dead": 0,
+            "claimed": 0,
+            "local": 0,
+            "screened": 0,
+        }
         self.ready = anyio.Event()  # set once the worker serves
         self._loop: asyncio.AbstractEventLoop | None = None
         self.metrics: MetadataStorage | None = None
