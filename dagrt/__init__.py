@@ -14,6 +14,7 @@ from .exceptions import ClientClosedError as ClientClosedError
 from .exceptions import DagrtError as DagrtError
 from .exceptions import GraphError as GraphError
 from .exceptions import RunNotFoundError as RunNotFoundError
+from .exceptions import RunStalledError as RunStalledError
 from .exceptions import SerializationError as SerializationError
 from .exceptions import SignatureError as SignatureError
 from .exceptions import StorageConnectionError as StorageConnectionError
@@ -40,6 +41,7 @@ __all__ = [
     "Node",
     "RunFuture",
     "RunNotFoundError",
+    "RunStalledError",
     "SerializationError",
     "SignatureError",
     "StorageConnectionError",

@@ -33,7 +33,7 @@ from . import futures as _futures
 from .clientlog import ClientLog, Status
 from .cluster import LocalCluster
 from .dashboard.process import dashboard_process
-from .distributed import DistributedRuntime
+from .distributed import DEFAULT_STALL_TIMEOUT, DistributedRuntime, check_stall_timeout
 from .exceptions import ClientClosedError
 from .futures import RunFuture
 from .graph import DAG, Node, computes_nodes, plan_outputs
@@ -84,6 +84,12 @@ class Client:
         off by default, ``upload_all`` (an output kept in a host's object store is
         uploaded to the server too: durability over speed; when its host is gone it
         is read from there instead of computed again).
+    stall_timeout:
+        Runs on workers: seconds a run may go without a task completing before the
+        client checks that it still has work queued, running or waiting for a
+        retry; one with tasks left and none of that can never finish, and fails
+        with :class:`~dagrt.RunStalledError` (default 30; a long task never trips
+        it). ``float("inf")`` turns the check off.
 
     Once started: ``client.cluster`` is the :class:`~dagrt.LocalCluster` it runs
     (or ``None``), ``client.metrics`` the event log's writer (or ``None``).
@@ -100,6 +106,7 @@ class Client:
         flush: FlushPolicy | None = None,
         locality: dict[str, bool] | None = None,
         dashboard: bool | int = False,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     ) -> None:
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a redis:// URL string or None, got {address!r}")
@@ -128,6 +135,8 @@ class Client:
                 " keep_outputs, upload_all"
             )
         self._locality = locality
+        check_stall_timeout(stall_timeout)
+        self.stall_timeout = float(stall_timeout)
         if not isinstance(dashboard, bool | int) or (dashboard is not False and dashboard < 0):
             raise ValueError(f"dashboard must be True/False or a port number, got {dashboard!r}")
         if dashboard is not False and not processes and not isinstance(metrics, str | RedisStorage):
@@ -211,6 +220,7 @@ class Client:
             keep_children=self._locality.get("keep_children", True),
             keep_outputs=self._locality.get("keep_outputs", True),
             upload_all=self._locality.get("upload_all", False),
+            stall_timeout=self.stall_timeout,
         )
 
     def _make_log(self, runtime: Runtime) -> ClientLog | None:

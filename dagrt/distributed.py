@@ -20,13 +20,14 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from . import keys as K
 from . import submission
-from .exceptions import RunNotFoundError, StorageError, TaskError
+from .exceptions import RunNotFoundError, RunStalledError, StorageError, TaskError
 from .graph import DAG
 from .objects import (
     HostStore,
@@ -47,6 +48,7 @@ log = logging.getLogger("dagrt.client")
 _BLOCK = 5.0  # seconds per blocking read of a run's events
 _BIG = 1 << 20
 _NO_WORKERS = 60.0  # seconds of a quiet run before checking that workers live
+DEFAULT_STALL_TIMEOUT = 30.0  # seconds without progress before the watchdog looks
 
 
 class DistributedRuntime:
@@ -55,6 +57,10 @@ class DistributedRuntime:
     ``address`` is the server's URL, or give ``storage`` (which the runtime does not
     close). ``ttl``: seconds a run's keys live unless renewed; the runtime renews
     them while it waits, so only the runs of a client that vanished expire.
+    ``stall_timeout``: seconds a run may go without a task completing before the
+    watchdog checks that it still has work queued, running or waiting for a retry;
+    a run with tasks left and none of that is stopped with
+    :class:`~dagrt.RunStalledError` (a long task is never one: its entry is pending).
     A :class:`~dagrt.runtime.Runtime`.
     """
 
@@ -70,11 +76,14 @@ class DistributedRuntime:
         keep_outputs: bool = True,
         upload_all: bool = False,
         client_id: str = "",
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     ) -> None:
         if address is None and storage is None:
             raise ValueError("DistributedRuntime needs a server: an address or a storage")
         if not ttl > 0:
             raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
+        check_stall_timeout(stall_timeout)
+        self.stall_timeout = float(stall_timeout)
         self.address = address
         self.keep_children = keep_children
         self.keep_outputs = keep_outputs
@@ -200,15 +209,19 @@ class DistributedRuntime:
 
         The run's keys get their TTL again every third of it (a run may outlive its
         TTL); each quiet wake-up checks that they are still there. Keys that are gone
-        (expired, deleted, the server flushed) raise :class:`RunNotFoundError`.
+        (expired, deleted, the server flushed) raise :class:`RunNotFoundError`. A run
+        that went ``stall_timeout`` without progress is checked for work in the tasks
+        stream (:meth:`_stalled`).
         """
         rk = spec.keys
         last: str | bytes = "0-0"
         every = spec.ttl / 3
         renewed = time.monotonic() - spec.submit_seconds  # the first keys' TTL began then
         quiet_since = time.monotonic()
+        watch = _Watch(time.monotonic())
+        block = min(_BLOCK, every, self.stall_timeout / 2)
         while True:
-            reply = await storage.axread({rk.events: last}, count=100, block=min(_BLOCK, every))
+            reply = await storage.axread({rk.events: last}, count=100, block=block)
             now = time.monotonic()
             if now - renewed >= every:
                 if not await submission.renew(storage, spec):
@@ -220,6 +233,7 @@ class DistributedRuntime:
                 if now - quiet_since > _NO_WORKERS:
                     await self._warn_if_no_workers(storage)
                     quiet_since = now
+                await self._stalled(storage, spec, watch, now)
                 continue
             for entry_id, fields in reply[0][1]:
                 last = entry_id
@@ -230,6 +244,36 @@ class DistributedRuntime:
                     raise _task_error(fields)
                 if kind == "cancelled":
                     raise asyncio.CancelledError(f"run {spec.run_id} was cancelled")
+
+    async def _stalled(
+        self, storage: Storage, spec: submission.RunSpec, watch: _Watch, now: float
+    ) -> None:
+        """The watchdog, at a quiet wake-up: when no task completed for
+        ``stall_timeout``, raise :class:`RunStalledError` if the run has tasks left and
+        no entry in the tasks stream (pending: running, waiting for a retry, holding a
+        kept child; or not delivered yet). Its progress is the last entry of its
+        progress stream (one read a wake-up)."""
+        if self.stall_timeout == float("inf"):
+            return
+        rk = spec.keys
+        head = await storage.axrevrange(rk.progress, count=1)
+        newest = head[0][0] if head else None
+        if newest != watch.newest:
+            watch.newest, watch.since = newest, now
+            return
+        if now - watch.since < self.stall_timeout or now - watch.checked < self.stall_timeout:
+            return
+        watch.checked = now
+        if await submission.outstanding(storage, rk, self.stream) != 0:
+            return
+        left = await storage.ahget(rk.meta, "left")
+        raise RunStalledError(
+            f"run {spec.run_id} stalled: {int(left or 0)} of its {spec.n_tasks} tasks are"
+            f" left, and none is queued, running or waiting for a retry (no entry of the"
+            f" run is pending or undelivered in the tasks stream {self.stream!r}); no task"
+            f" completed for {now - watch.since:.0f} s. An entry was lost or removed from"
+            f" the stream; the run was stopped."
+        )
 
     async def progress(self, run_id: str, total: int) -> AsyncIterator[int]:
         """Tasks done so far, each time workers complete some (blocks on the run's
@@ -306,6 +350,21 @@ class DistributedRuntime:
                 f"output {index} of run {spec.run_id} was kept in the store {store.root} of"
                 f" host {where.host} and cannot be read: {exc}"
             ) from exc
+
+
+@dataclass(slots=True)
+class _Watch:
+    """What the watchdog knows of a run: the newest progress entry seen, since when,
+    and when it last looked for the run's work."""
+
+    since: float
+    newest: bytes | None = None
+    checked: float = float("-inf")
+
+
+def check_stall_timeout(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"stall_timeout must be a number of seconds > 0, got {value!r}")
 
 
 def _gone(spec: submission.RunSpec) -> RunNotFoundError:

@@ -9,6 +9,7 @@ The tree::
     ├── RunNotFoundError        no run with that id is known to the server
     ├── ClientClosedError       the client is not started, or already closed
     ├── WorkerLostError         a worker died and the task ran out of attempts
+    ├── RunStalledError         a run has tasks left and no work queued, running or waiting
     ├── SignatureError          a task record is unsigned or forged (shared secret)
     └── StorageError            the storage server refused or could not be reached
         ├── StorageConnectionError   unreachable, or the connection broke
@@ -32,6 +33,7 @@ __all__ = [
     "DagrtError",
     "GraphError",
     "RunNotFoundError",
+    "RunStalledError",
     "SerializationError",
     "SignatureError",
     "StorageConnectionError",
@@ -145,6 +147,12 @@ class ClientClosedError(DagrtError, RuntimeError):
 
 class WorkerLostError(DagrtError):
     """A task's worker died on every attempt."""
+
+
+class RunStalledError(DagrtError):
+    """A running run has tasks left, yet nothing of it is queued, running, or waiting
+    for a retry: it can never finish (a stream entry was lost or removed). The
+    client's watchdog stops the run and raises this instead of waiting for ever."""
 
 
 class SignatureError(DagrtError):

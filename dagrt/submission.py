@@ -19,7 +19,7 @@ from .graph import DAG
 from .records import PICKLED, FunctionEntry, encode_record, sign, spec_digest
 from .scheduler import STOP
 from .serialize import dumps, dumps_function, pack
-from .storage import Storage
+from .storage import Script, Storage
 from .storage import commands as C
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "TOMBSTONE_TTL",
     "RunSpec",
     "cleanup",
+    "outstanding",
     "renew",
     "stop",
     "submit",
@@ -37,6 +38,8 @@ DEFAULT_TTL = 24 * 3600.0  # seconds a run's keys live if nobody renews or clean
 TOMBSTONE_TTL = 3600.0  # seconds the end marker of a finished run stays
 FUNCTION_TTL = 30 * 24 * 3600.0  # seconds a stored function lives after its last submission
 CONTROL_MAXLEN = 10_000  # run ends kept on the control stream
+OUTSTANDING = Script.from_package("outstanding.lua")
+OUTSTANDING_CAP = 200_000  # stream entries the watchdog looks at in one call, at most
 
 
 @dataclass
@@ -215,6 +218,18 @@ async def renew(storage: Storage, spec: RunSpec) -> bool:
     keys = rk.fixed() + spec.spec_keys + spec.output_keys()
     replies = await storage.apipeline([C.expire(key, spec.ttl) for key in keys])
     return bool(replies[0])  # the meta's
+
+
+async def outstanding(storage: Storage, rk: K.RunKeys, stream: str) -> int | None:
+    """Whether a running run has work in the tasks stream (an entry of it pending or
+    not delivered yet): 1 or 0; None when the run is not running or has no task left,
+    or when the stream is too long to tell (see ``outstanding.lua``)."""
+    reply = int(
+        await storage.arun_script(
+            OUTSTANDING, [stream, rk.meta], [K.TASKS_GROUP, rk.run_id, OUTSTANDING_CAP]
+        )
+    )
+    return reply if reply in (0, 1) else None
 
 
 async def stop(storage: Storage, rk: K.RunKeys, status: str = "cancelled") -> bool:

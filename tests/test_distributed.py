@@ -40,6 +40,7 @@ from dagrt import StorageConnectionError, TaskError, submission
 from dagrt import keys as K
 from dagrt.serialize import unpack
 from dagrt.storage import RedisStorage
+from dagrt.storage import commands as C
 from dagrt.workflows import pairwise
 
 
@@ -327,6 +328,60 @@ async def test_an_unreachable_server_fails_at_start() -> None:
     with anyio.fail_after(30), pytest.raises(StorageConnectionError, match=r"127\.0\.0\.1"):
         async with dagrt.Client(f"redis://127.0.0.1:{free_port()}/0"):
             pass
+
+
+# --------------------------------------------------------------------------- the watchdog
+
+
+async def test_a_run_whose_entries_were_lost_fails_as_stalled(pool_factory: Any) -> None:
+    """No worker yet; the run's one ready entry is removed from the stream by hand. The
+    run can never finish: the client says so within the stall timeout (instead of
+    waiting for ever), stops the run, and leaves only its end marker."""
+    pool: Pool = pool_factory(0)
+    storage = RedisStorage(pool.url)
+    async with dagrt.Client(pool.url, stall_timeout=1) as client:
+        fut = client.submit(inc(inc(1)))
+        with anyio.fail_after(30):  # the submission dispatched the root
+            [(_, [(entry_id, fields)])] = await storage.axread({K.tasks_stream(): "0-0"}, block=30)
+        assert fields[b"r"] == fut.run_id.encode()
+        await storage.apipeline([C.xdel(K.tasks_stream(), [entry_id])])
+        started = time.monotonic()
+        with pytest.raises(dagrt.RunStalledError, match="2 of its 2 tasks are left"):
+            await fut
+        assert time.monotonic() - started < 10  # (1 s, seen at the next wake-up)
+    await storage.aclose()
+    assert run_keys_left(pool.url, fut.run_id) == [K.RunKeys(fut.run_id).end]
+
+
+@dagrt.task(retries=1, retry_delay=2.5)
+def fails_once(signals: Signals, x: int) -> int:
+    with signals._redis() as r:
+        if r.incr(f"{signals.prefix}:fails_once") == 1:
+            raise RuntimeError("the first attempt fails")
+    return x
+
+
+async def test_long_tasks_and_waiting_retries_are_not_stalls(
+    pool_factory: Any, signals: Signals
+) -> None:
+    """Nothing completes for longer than the stall timeout, yet the run has work: a task
+    that runs (held by a gate for 2.5 s) and a retry waiting 2.5 s for its backoff.
+    Their entries are pending: the watchdog looks, finds them, and lets the runs be."""
+    pool: Pool = pool_factory(1, "--threads", "2")
+    async with dagrt.Client(pool.url, stall_timeout=0.5) as client:
+        held = client.submit(inc(gate(signals, "g", 1)))
+        waiting = client.submit(inc(fails_once(signals, 2)))
+        await signals.started("g")
+        await anyio.sleep(2.5)  # (a task that runs for 2.5 s)
+        await signals.release("g")
+        assert await held == 2
+        assert await waiting == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), "30", True])
+def test_a_stall_timeout_must_be_positive_seconds(bad: Any) -> None:
+    with pytest.raises(ValueError, match="stall_timeout"):
+        dagrt.Client("redis://localhost:1", stall_timeout=bad)
 
 
 # --------------------------------------------------------------------------- bad entries

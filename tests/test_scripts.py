@@ -39,6 +39,7 @@ from dagrt.scheduler import (
 from dagrt.storage import InMemoryStorage, RedisStorage, Script, Storage
 from dagrt.storage import commands as C
 from dagrt.storage.base import NoScriptError
+from dagrt.submission import OUTSTANDING
 
 STREAM = K.tasks_stream()
 GROUP = K.TASKS_GROUP
@@ -529,6 +530,73 @@ def test_entries_taken_are_screened_as_on_the_server(
         assert replies[0][1] == 2
         assert [i for i, _ in replies[0][2]] == [1]
     event(f"run {len(replies[0][0])}, dropped {replies[0][1]}, early {len(replies[0][2])}")
+    both.assert_same_keys()
+
+
+@EXAMPLES
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["mine", "other"]), st.sampled_from(["new", "read", "acked", "gone"])
+        ),
+        max_size=12,
+    ),
+    st.sampled_from(["running", "finished"]),
+    st.integers(0, 2),
+    st.booleans(),
+)
+def test_outstanding_work_is_found_as_on_the_server(
+    server: RedisStorage, entries: list[tuple[str, str]], status: str, left: int, group: bool
+) -> None:
+    """The watchdog's question: has a running run with tasks left an entry that is
+    pending or not delivered yet? Entries acknowledged or deleted are not work."""
+    both = Both(server)
+    replies = []
+    rk = K.RunKeys("mine")
+    for storage in both.pair:
+        storage.pipeline(load_scripts_cmds())
+        storage.hset(rk.meta, {"status": status, "left": left})
+        if group:
+            storage.xgroup_create(STREAM, GROUP, "0")
+        ids = [storage.xadd(STREAM, {"r": run, "t": i}) for i, (run, _) in enumerate(entries)]
+        if group:  # read up to the last entry not left new; ack and delete as drawn
+            read = max((i for i, (_, how) in enumerate(entries) if how != "new"), default=-1)
+            if read >= 0:
+                storage.xreadgroup(GROUP, "w1", {STREAM: ">"}, count=read + 1)
+            for i, (_, how) in enumerate(entries):
+                if how in ("acked", "gone") and i <= read:
+                    storage.xack(STREAM, GROUP, ids[i])
+                if how == "gone":
+                    storage.xdel(STREAM, ids[i])
+        replies.append(storage.run_script(OUTSTANDING, [STREAM, rk.meta], [GROUP, "mine", 100]))
+    assert replies[1] == replies[0]
+    if status != "running" or not left:
+        expected = 2
+    elif not group:  # nothing delivered: every entry is new
+        expected = int(any(run == "mine" for run, _ in entries))
+    else:  # pending (read, not acked) or new (never read): both are work
+        expected = int(any(run == "mine" and how in ("new", "read") for run, how in entries))
+    assert replies[0] == expected
+    both.assert_same_keys()
+
+
+def test_outstanding_work_is_found_past_a_page_and_gives_up_past_the_cap(
+    server: RedisStorage,
+) -> None:
+    """2,100 pending entries of another run (three pages), then one new entry of the
+    run: found; the same beyond the cap: "cannot tell" (-1), never "no work"."""
+    both = Both(server)
+    rk = K.RunKeys("mine")
+    for storage in both.pair:
+        storage.pipeline(load_scripts_cmds())
+        storage.hset(rk.meta, {"status": "running", "left": 1})
+        storage.xgroup_create(STREAM, GROUP, "0")
+        storage.xadd_many(STREAM, [{"r": "other", "t": i} for i in range(2100)])
+        storage.xreadgroup(GROUP, "w1", {STREAM: ">"}, count=2100)
+        assert storage.run_script(OUTSTANDING, [STREAM, rk.meta], [GROUP, "mine", 10_000]) == 0
+        storage.xadd(STREAM, {"r": "mine", "t": 0})
+        assert storage.run_script(OUTSTANDING, [STREAM, rk.meta], [GROUP, "mine", 10_000]) == 1
+        assert storage.run_script(OUTSTANDING, [STREAM, rk.meta], [GROUP, "mine", 1500]) == -1
     both.assert_same_keys()
 
 

@@ -335,6 +335,8 @@ def xclaim(db: Keyspace, a: Args) -> Any:
 
 def xpending(db: Keyspace, a: Args) -> Any:
     _, g = _group_of(db, key(a[0]), text(a[1]), "XPENDING")
+    if len(a) > 2:
+        return _pending_entries(g, a[2:])
     if not g.pel:
         return [0, None, None, None]
     ids = sorted(g.pel)
@@ -347,6 +349,31 @@ def xpending(db: Keyspace, a: Args) -> Any:
         id_bytes(ids[-1]),
         [[c.encode(), str(n).encode()] for c, n in sorted(per.items())],
     ]
+
+
+def _pending_entries(g: Group, a: Args) -> Any:
+    """The extended form: ``[IDLE min-idle] start end count [consumer]``; each entry as
+    ``[id, consumer, ms since its last delivery, deliveries]``, in id order."""
+    min_idle = 0
+    if text(a[0]).upper() == "IDLE":
+        min_idle, a = integer(a[1]), a[2:]
+    if len(a) not in (3, 4):
+        raise StorageError("ERR syntax error")
+    lo, hi, lo_open, hi_open = _range_bounds(a[0], a[1])
+    count = integer(a[2])
+    consumer = text(a[3]) if len(a) == 4 else None
+    now = time.monotonic() * 1000
+    out: list[Any] = []
+    for sid in sorted(g.pel):
+        if len(out) >= count:
+            break
+        if sid < lo or (lo_open and sid == lo) or sid > hi or (hi_open and sid == hi):
+            continue
+        who, at, n = g.pel[sid]
+        idle = int(now - at)
+        if (consumer is None or who == consumer) and idle >= min_idle:
+            out.append([id_bytes(sid), who.encode(), idle, n])
+    return out
 
 
 def xinfo(db: Keyspace, a: Args) -> Any:
