@@ -355,8 +355,10 @@ async def test_a_run_whose_entries_were_lost_fails_as_stalled(pool_factory: Any)
 
 @dagrt.task(retries=1, retry_delay=2.5)
 def fails_once(signals: Signals, x: int) -> int:
+    """Fails on its first attempt (and says "started" then), then returns ``x``."""
     with signals._redis() as r:
         if r.incr(f"{signals.prefix}:fails_once") == 1:
+            r.rpush(f"{signals.prefix}:started:fails_once", 1)
             raise RuntimeError("the first attempt fails")
     return x
 
@@ -376,6 +378,25 @@ async def test_long_tasks_and_waiting_retries_are_not_stalls(
         await signals.release("g")
         assert await held == 2
         assert await waiting == 3
+
+
+async def test_a_stray_entry_while_a_retry_waits_leaves_the_run_to_finish(
+    pool_factory: Any, signals: Signals
+) -> None:
+    """A task fails once and waits 2.5 s for its retry; meanwhile a second entry for it
+    is written by hand. Whichever attempt completes first counts; the other is a
+    repeat; the waiting retry is never lost and the run ends with its value."""
+    pool: Pool = pool_factory(1, "--threads", "2")
+    storage = RedisStorage(pool.url)
+    async with dagrt.Client(pool.url, stall_timeout=1) as client:
+        fut = client.submit(inc(fails_once(signals, 2)))
+        with anyio.fail_after(30):
+            [(_, [(_, root)])] = await storage.axread({K.tasks_stream(): "0-0"}, count=1, block=30)
+        await signals.started("fails_once")  # the first attempt failed: the retry waits
+        await storage.axadd(K.tasks_stream(), {"r": fut.run_id, "t": root[b"t"].decode()})
+        with anyio.fail_after(30):
+            assert await fut == 3
+    await storage.aclose()
 
 
 @pytest.mark.parametrize("bad", [0, -1, float("nan"), "30", True])
