@@ -155,14 +155,16 @@ def submit(
 
 
 def logged(url: str, run_id: str, n_tasks: int, *, failed: bool = False) -> list[Any]:
-    """The run's events once its workers have flushed them all."""
+    """The run's events once its workers have flushed them all (``failed``: up to the
+    task-failed that ended the run)."""
     storage = RedisStorage(url)
     deadline = time.monotonic() + 30
     while True:
         events = read_run(storage, run_id)
         finished = {e.task for e in events if isinstance(e, TaskExecutionMetrics)}
         ended = any(e.kind == "run-finished" for e in events)
-        if ended and (failed or len(finished) >= n_tasks):
+        final = any(e.kind == "task-failed" and e.final for e in events)
+        if ended and (final if failed else len(finished) >= n_tasks):
             storage.close()
             return events
         if time.monotonic() > deadline:

@@ -365,6 +365,7 @@ async def test_random_dags_give_what_the_in_process_runtime_gives(
             )
             assert by_path == dict(moved)
         assert paths["map"] + paths["direct"] > 0  # values went through the stores
+        assert paths["store"] > 0  # (logged as written to a store, not as uploaded)
         if len(set(hosts)) == 1:
             assert paths["direct"] == 0
     # every run ended: the workers removed their objects
@@ -509,7 +510,9 @@ async def test_a_full_store_sends_outputs_to_the_server(pool_factory: Any, tmp_p
         fut = client.submit(fan_out())  # 8 MB: more than the whole store
         with anyio.fail_after(60):
             assert await fut == EXPECTED
-    assert transfer_paths(pool.url, fut.run_id)["map"] == 0
+    paths = transfer_paths(pool.url, fut.run_id)
+    assert paths["map"] == paths["store"] == 0
+    assert paths["upload"] > 0
 
 
 async def test_a_corrupted_object_is_named_and_computed_again(

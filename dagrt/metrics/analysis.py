@@ -92,7 +92,7 @@ class RunAnalysis:
 
 
 #: transfers that did not cross a socket: a worker's memory, its host's store, made again
-ON_THE_HOST = frozenset({"local", "map", "recompute"})
+ON_THE_HOST = frozenset({"local", "map", "recompute", "store"})
 
 
 def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:

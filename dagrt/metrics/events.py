@@ -123,14 +123,15 @@ RUN_ENDED = "dagrt.RunEnded"
 class Transfer(Event):
     """One object moved for a task: uploaded to Redis, downloaded from it, handed over
     in memory (``local``), mapped from the host's object store (``map``), fetched
-    from another host's store (``direct``), or computed again (``recompute``)."""
+    from another host's store (``direct``), or computed again (``recompute``); an
+    output written to the host's object store, not to the server, is ``store``."""
 
     code: ClassVar[int] = 6
     kind: Literal["transfer"] = "transfer"
     key: str  # the storage key of the object
     bytes: int = Field(ge=0)
     seconds: float = Field(ge=0)
-    direction: Literal["upload", "download", "local", "map", "direct", "recompute"]
+    direction: Literal["upload", "download", "local", "map", "direct", "recompute", "store"]
     producer: int  # task index that made the object
     consumer: int | None = None  # task index that read it (None for an upload)
     local: bool = False  # True: the bytes stayed on the worker (no network)
@@ -197,7 +198,7 @@ class TasksFinished(Event):
     clock: float = 0.0
 
 
-DIRECTIONS = ("upload", "download", "local", "map", "direct", "recompute")
+DIRECTIONS = ("upload", "download", "local", "map", "direct", "recompute", "store")
 
 
 class Transfers(Event):

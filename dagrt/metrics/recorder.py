@@ -227,6 +227,7 @@ _DIRECTION = {name: i for i, name in enumerate(DIRECTIONS)}
 #: direction codes of a TransferBatch row, for callers that extend ``rows`` inline
 UPLOAD, DOWNLOAD, LOCAL = (_DIRECTION[name] for name in ("upload", "download", "local"))
 MAP, DIRECT, RECOMPUTE = (_DIRECTION[name] for name in ("map", "direct", "recompute"))
+STORE = _DIRECTION["store"]
 
 
 class TransferBatch(_Rows):

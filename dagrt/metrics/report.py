@@ -180,6 +180,7 @@ PATHS = {
     "map": "mapped from the host's store",
     "direct": "fetched from another host",
     "recompute": "computed again",
+    "store": "written to the host's store",
 }
 
 

@@ -221,7 +221,8 @@ class Chains:
         if not decision.local:  # (an output that stayed here moved nowhere)
             upload = time.time() - sent
             if moves is not None:
-                moves.add(len(outcome.frame), upload, "upload", index, None, False)
+                how = "store" if made.location and not ctx.upload_all else "upload"
+                moves.add(len(outcome.frame), upload, how, index, None, False)
         log.finished(ctx, rec, outcome, started, loaded, moves, upload, kept)
         return decision.kept, False
 

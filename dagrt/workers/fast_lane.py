@@ -25,7 +25,7 @@ import time
 from typing import Any, NamedTuple
 
 from ..exceptions import user_traceback
-from ..metrics.recorder import UPLOAD
+from ..metrics.recorder import STORE, UPLOAD
 from ..storage import commands as C
 from .completer import Completer, Made
 from .executor import Executor, permanent
@@ -190,8 +190,9 @@ class FastLane:
                     index in kept_now,
                 )
             )
-            if not decision.local:
-                move((size, upload_share, UPLOAD, index, -1, False))
+            if not decision.local:  # into the host's store, or to the server
+                how = STORE if m.location and not ctx.upload_all else UPLOAD
+                move((size, upload_share, how, index, -1, False))
 
 
 def _shares(start: float, end: float, parts: list[float]) -> list[tuple[float, float]]:

@@ -11,12 +11,13 @@ const EDGE_ROWS = 50;
 /** Short names of the paths bytes took, and what each means (as the report says). */
 const PATH_LABELS: Record<string, string> = {
   upload: 'uploaded', download: 'downloaded', local: 'in memory', map: 'mapped',
-  direct: 'from another host', recompute: 'computed again', other: 'other',
+  direct: 'from another host', recompute: 'computed again', store: 'into the store', other: 'other',
 };
 const PATH_TITLES: Record<string, string> = {
   upload: 'uploaded to the server', download: 'downloaded from the server',
   local: "in the worker's memory", map: "mapped from the host's store",
-  direct: 'fetched from another host', recompute: 'computed again', other: 'a path this page does not know',
+  direct: 'fetched from another host', recompute: 'computed again',
+  store: "written to the host's store", other: 'a path this page does not know',
 };
 
 export function TransfersPanel({ controller }: { controller: RunController }) {

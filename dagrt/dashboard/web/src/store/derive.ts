@@ -19,7 +19,7 @@ export interface TransferTotals {
   perWorkerNetwork: Record<string, number>;
   perWorkerLocal: Record<string, number>;
   /** Bytes by how they came ('upload', 'download', 'local', 'map', 'direct',
-   *  'recompute', 'other'), the ways that moved any: as the report's bytes by path. */
+   *  'recompute', 'store', 'other'), the ways that moved any: as the report's bytes by path. */
   byPath: Record<string, number>;
 }
 

@@ -43,16 +43,17 @@ export const enum Direction {
   Map = 3,
   Direct = 4,
   Recompute = 5,
-  Other = 6,
+  Store = 6,
+  Other = 7,
 }
 
 /** Direction names, by index: the log's words ('other' for any it does not know). */
-export const DIRECTION_NAMES = ['upload', 'download', 'local', 'map', 'direct', 'recompute', 'other'] as const;
+export const DIRECTION_NAMES = ['upload', 'download', 'local', 'map', 'direct', 'recompute', 'store', 'other'] as const;
 
 /** Did bytes that came this way stay on the host (a worker's memory, the host's
  *  store, made again)? As the report counts them. */
 export function onTheHost(d: number): boolean {
-  return d === Direction.Local || d === Direction.Map || d === Direction.Recompute;
+  return d === Direction.Local || d === Direction.Map || d === Direction.Recompute || d === Direction.Store;
 }
 
 /** A direction index from the wire: one this page knows, else Other. */

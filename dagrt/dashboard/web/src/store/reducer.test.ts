@@ -133,22 +133,24 @@ describe('reducer: states over a sequence of events', () => {
 
 describe('reducer: bytes by the path they took', () => {
   // a's output: mapped by b from the host's store, fetched by c from another host,
-  // computed again for d; an upload; a direction this page does not know
+  // computed again for d; an upload; an output written to the host's store; a
+  // direction this page does not know
   const PATHS: RawEvent[] = [
     ev('run-submitted', { ts: T0, n_tasks: 4 }),
     transfer(0, null, 1000, 'upload', 'w1', 1),
+    transfer(3, null, 11, 'store', 'w2', 3),
     transfer(0, 1, 1000, 'map', 'w1', 2),
     transfer(0, 2, 1000, 'direct', 'w2', 2),
     transfer(1, 3, 7, 'recompute', 'w2', 3),
     transfer(2, 3, 5, 'teleport', 'w2', 3),
   ];
 
-  it('counts each path as the report does: mapped and computed again on the host', () => {
+  it('counts each path as the report does: mapped, stored and computed again on the host', () => {
     const { store, names } = makeStore();
     feed(store, names, wire(PATHS));
     const t = transferTotals(store);
-    expect(t.byPath).toEqual({ upload: 1000, map: 1000, direct: 1000, recompute: 7, other: 5 });
-    expect(t.local).toBe(1007);
+    expect(t.byPath).toEqual({ upload: 1000, map: 1000, direct: 1000, recompute: 7, store: 11, other: 5 });
+    expect(t.local).toBe(1018);
     expect(t.network).toBe(2005);
     const edges = transferEdges(store).sort((x, y) => x.consumer - y.consumer || x.producer - y.producer);
     expect(edges.map((e) => [e.producer, e.consumer, e.local])).toEqual([
@@ -159,14 +161,14 @@ describe('reducer: bytes by the path they took', () => {
   it('reads the same from a batch of transfers (directions as indexes)', () => {
     const { store, names } = makeStore();
     const batch = ev('transfers', {
-      ts: T0 + 2, worker_id: 'w2', n: 5, bytes: [1000, 1000, 1000, 7, 5], seconds: [0, 0, 0, 0, 0],
-      direction: [0, 3, 4, 5, 42], producer: [0, 0, 0, 1, 2], consumer: [-1, 1, 2, 3, 3],
-      local: [0, 0, 0, 0, 0],
+      ts: T0 + 2, worker_id: 'w2', n: 6, bytes: [1000, 1000, 1000, 7, 5, 11],
+      seconds: [0, 0, 0, 0, 0, 0], direction: [0, 3, 4, 5, 42, 6], producer: [0, 0, 0, 1, 2, 3],
+      consumer: [-1, 1, 2, 3, 3, -1], local: [0, 0, 0, 0, 0, 0],
     });
     feed(store, names, wire([PATHS[0], batch]));
     const t = transferTotals(store);
-    expect(t.byPath).toEqual({ upload: 1000, map: 1000, direct: 1000, recompute: 7, other: 5 });
-    expect([t.local, t.network]).toEqual([1007, 2005]);
+    expect(t.byPath).toEqual({ upload: 1000, map: 1000, direct: 1000, recompute: 7, store: 11, other: 5 });
+    expect([t.local, t.network]).toEqual([1018, 2005]);
   });
 });
 
