@@ -113,6 +113,7 @@ WORKER_FLAGS: dict[str, Flag] = {
     "burst": Flag("burst", "on"),
     "keep_children": Flag("no-keep", "off"),
     "heartbeat_file": Flag("heartbeat-file"),
+    "preload": Flag("preload"),
     "store": Flag("store"),
     "store_bytes": Flag("store-bytes"),
     "store_min_bytes": Flag("store-min-bytes"),

@@ -43,6 +43,17 @@ def test_a_dead_server_is_one_clear_line(command: list[str]) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_module_that_cannot_be_preloaded_is_one_clear_line() -> None:
+    """Before it connects: the worker names the module and why."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    done = dagrt_cli("worker", "--redis", url, "--preload", "json,no_such_module_x")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "dagrt worker: cannot preload module 'no_such_module_x':"
+        " No module named 'no_such_module_x'"
+    )
+
+
 def test_an_unknown_run_is_one_clear_line(redis_url: str) -> None:
     done = dagrt_cli("report", "no-such-run", "--redis", redis_url)
     assert done.returncode == 1
@@ -171,6 +182,7 @@ def test_worker_settings_cross_to_a_worker_command_line_whole(
         burst=True,
         keep_children=False,
         heartbeat_file="/tmp/beat",
+        preload="json,none",
         metrics=False,
         metrics_url="redis://:secret@127.0.0.1:1/0",
         flush=FlushPolicy(interval=None, max_events=None, after_each_task=True, when_idle=False),

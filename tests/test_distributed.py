@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import psutil
 import pytest
+from conftest import FAST as FAST_FLAGS
 from conftest import Pool, worker_env
 from helpers import (
     Signals,
@@ -328,6 +329,66 @@ async def test_an_unreachable_server_fails_at_start() -> None:
     with anyio.fail_after(30), pytest.raises(StorageConnectionError, match=r"127\.0\.0\.1"):
         async with dagrt.Client(f"redis://127.0.0.1:{free_port()}/0"):
             pass
+
+
+@dagrt.task
+def dies_once(log: str, x: int, key: str, die: bool) -> int:
+    """Appends ``key`` to the file ``log`` (a few µs: the fast lane takes it); with
+    ``die``, kills its worker the first time."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, f"{key}\n".encode())
+    finally:
+        os.close(fd)
+    if die and not os.path.exists(log + ".died"):
+        open(log + ".died", "w").close()
+        os._exit(1)
+    return x + 1
+
+
+async def test_a_worker_killed_in_the_middle_of_a_fused_chain(
+    pool_factory: Any, tmp_path: Path
+) -> None:
+    """Tiny links of a chain run in one go (chain fusion), counted together at its end;
+    the worker dies at the fifth link, so nothing of the chain was counted. Its entry
+    is taken over: the chain runs again from its first link (the four links before
+    the fifth ran twice: the proof they were fused) and the run ends right."""
+    pool: Pool = pool_factory(2)
+    log = str(tmp_path / "calls")
+    async with dagrt.Client(pool.url) as client:
+        warm = [dies_once(log, inc(i), "w", False) for i in range(32)]
+        for _ in range(3):
+            warm = [dies_once(log, w, "w", False) for w in warm]
+        assert await client.compute(warm) == [i + 5 for i in range(32)]  # measured tiny
+        x = inc(0)
+        for k in range(8):
+            x = dies_once(log, x, f"c{k}", k == 4)
+        with anyio.fail_after(60):
+            assert await client.compute(x) == 9
+    lines = Path(log).read_text().split()
+    calls = [lines.count(f"c{k}") for k in range(8)]
+    assert calls == [2, 2, 2, 2, 2, 1, 1, 1]
+    assert sum(1 for w in pool.workers if w.poll() is not None) == 1
+
+
+@dagrt.task
+def imported(module: str) -> bool:
+    return module in sys.modules
+
+
+async def test_a_worker_imports_numpy_before_its_first_task(pool_factory: Any) -> None:
+    """Preloaded at start (``--preload``; default: numpy when installed), so two task
+    threads of a fresh worker never import it at once and see it half-made (seen in
+    the stress test: ``ImportError ... partially initialized module``)."""
+    pool: Pool = pool_factory(0)
+    pool.spawn(*FAST_FLAGS)
+    async with dagrt.Client(pool.url) as client:
+        assert await client.compute(imported("numpy")) is True
+    pool.stop()
+    pool = pool_factory(0)
+    pool.spawn(*FAST_FLAGS, "--preload", "none")
+    async with dagrt.Client(pool.url) as client:
+        assert await client.compute(imported("numpy")) is False
 
 
 # --------------------------------------------------------------------------- the watchdog

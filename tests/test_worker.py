@@ -75,6 +75,56 @@ async def test_failures_and_async_tasks(twin: tuple[dagrt.Client, Worker]) -> No
     assert isinstance(info.value.exception, ZeroDivisionError)
 
 
+FAILS_LEFT: dict[str, int] = {}  # key -> failures still to raise (this process)
+CALLS: dict[str, int] = {}
+
+
+@dagrt.task(retries=1, retry_delay=0.05)
+def flaky(x: int, key: str) -> int:
+    CALLS[key] = CALLS.get(key, 0) + 1
+    if FAILS_LEFT.get(key, 0) > 0:
+        FAILS_LEFT[key] -= 1
+        raise RuntimeError(f"{key} fails this time")
+    return x + 1
+
+
+def chain(start: int, links: int, key: str = "") -> dagrt.Node:
+    x = inc(start)
+    for i in range(links - 1):
+        x = flaky(x, f"{key}{i}") if key else inc(x)
+    return x
+
+
+async def test_a_chain_of_tiny_tasks_runs_as_one_completion(
+    twin: tuple[dagrt.Client, Worker],
+) -> None:
+    """Chain fusion: once ``inc`` is measured tiny, each chain of 16 runs in one go on
+    the worker that read its first task, every link but the last kept in memory
+    (never stored), and all 16 are counted by one completion."""
+    client, worker = twin
+    assert await client.compute([inc(i) for i in range(8)]) == list(range(1, 9))  # measured
+    before = worker.counts["fused"]
+    assert await client.compute([chain(i, 16) for i in range(8)]) == [i + 16 for i in range(8)]
+    assert worker.counts["fused"] - before == 8 * 15
+
+
+async def test_a_link_of_a_fused_chain_that_fails_is_retried_once(
+    twin: tuple[dagrt.Client, Worker],
+) -> None:
+    """A link fails in the middle of a fused chain: the links before it are counted,
+    it is retried on its own (its input held for it), and the chain goes on; no link
+    runs twice but the failed one."""
+    client, worker = twin
+    tag = f"{id(client)}-"
+    assert await client.compute([chain(i, 4, f"warm{tag}") for i in range(4)]) == [4, 5, 6, 7]
+    FAILS_LEFT[f"{tag}5"] = 1
+    before = worker.counts["fused"]
+    assert await client.compute(chain(10, 10, tag)) == 20
+    assert worker.counts["fused"] - before >= 6  # the links up to the failed one, fused
+    assert CALLS[f"{tag}5"] == 2
+    assert all(CALLS[f"{tag}{i}"] == 1 for i in range(9) if i != 5)
+
+
 async def test_burst_mode_drains_the_stream_and_returns() -> None:
     storage = InMemoryStorage()
     dag = dagrt.DAG(add(inc(1), inc(2)))

@@ -63,6 +63,7 @@ class Made:
     attempt: int = 1
     started_at: float | None = None  # when the attempt began, if no task-started says it
     location: bytes = b""  # where the host's store holds the output (encoded Location)
+    fused: bool = False  # its one child already ran from its value (mode L): keep none
 
 
 @dataclass(slots=True)
@@ -220,7 +221,8 @@ class Completer:
         """A completed task's decision; its value held for children that run here."""
         self.counts["done"] += 1
         self.counts["local"] += m.local
-        if m.rec.children:
+        self.counts["fused"] += m.fused
+        if m.rec.children and not m.fused:
             self.values.put(ctx.run_id, m.rec.index, m.value, len(m.frame), pinned=m.local)
         return self._read(ctx, m.rec, answer, m.local)
 

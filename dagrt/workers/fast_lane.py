@@ -26,6 +26,8 @@ from typing import Any, NamedTuple
 
 from ..exceptions import user_traceback
 from ..metrics.recorder import STORE, UPLOAD
+from ..records import TaskRecord
+from ..serialize import Frame
 from ..storage import commands as C
 from .completer import Completer, Made
 from .executor import Executor, permanent
@@ -35,7 +37,9 @@ from .runs import FunctionCache, RunContext
 from .settings import WorkerSettings
 from .tasklog import TaskLog
 
-__all__ = ["FastLane", "Handoff"]
+__all__ = ["FUSE_MAX", "FastLane", "Handoff"]
+
+FUSE_MAX = 64  # links of a chain run one after another in a batch, at most
 
 
 class Handoff(NamedTuple):
@@ -88,6 +92,7 @@ class FastLane:
         tasks of ``work`` this worker kept (they run after their parent)."""
         handoffs: list[Handoff] = []
         kept_now: set[int] = set(ran_kept or ())
+        ran: set[int] = set()  # children run right after their parent (chain fusion)
         log = self.log
         while work and not ctx.stopped:
             batch_start = time.time()
@@ -97,34 +102,20 @@ class FastLane:
             extra: list[C.Cmd] = []
             made: list[Made] = []
             timings: list[tuple[float, Loaded]] = []
-            for (acks, index), rec, loaded in zip(work, recs, inputs, strict=True):
+            for (acks, _), rec, loaded in zip(work, recs, inputs, strict=True):
                 if loaded is None:  # the run's data is gone: it ended
                     ctx.stopped = True
                     extra.append(C.xack(self.settings.stream, self.settings.group, acks))
                     continue
-                fn = self.functions.cached(rec.fn)
-                assert fn is not None  # eligible for the fast lane: loaded
                 began = time.time()
-                try:
-                    t0 = time.perf_counter()
-                    value, frame = self.executor.call_inline(fn, rec, loaded.values)
-                    elapsed = time.perf_counter() - t0
-                except Exception as exc:
-                    tb = user_traceback(exc)
-                    if rec.retries and not permanent(exc):
-                        # The next attempts wait (the retry delay): not in a batch.
-                        log.emit(
-                            [
-                                log.started(ctx, rec, began, 1),
-                                log.failed(ctx, rec, exc, tb, 1, final=False),
-                            ]
-                        )
-                        handoffs.append(Handoff(acks, index, 2, 1))
-                        continue
-                    extra.append(self.completer.fail(ctx, rec, exc, tb, 1, acks, began))
+                called = self._call(ctx, rec, loaded, acks, began, extra, handoffs)
+                if called is None:
                     continue
-                made.append(self.completer.made(ctx, rec, acks, value, frame, started_at=began))
+                value, frame, elapsed = called
+                m = self.completer.made(ctx, rec, acks, value, frame, started_at=began)
+                made.append(m)
                 timings.append((elapsed, loaded))
+                self._fuse(ctx, m, made, timings, extra, handoffs, ran, kept_now)
             if not made and not extra:
                 break
             sent = time.time()
@@ -140,7 +131,7 @@ class FastLane:
                 self._log_rows(ctx, done, batch_start, ended, upload_share, kept_now)
             nxt: list[tuple[list[Any], int]] = []
             for m, decision, _ in done:
-                if decision.kept is None:
+                if decision.kept is None or decision.kept in ran:  # (fused: it ran)
                     continue
                 kept_now.add(decision.kept)
                 if self.eligible(ctx, decision.kept):
@@ -150,6 +141,90 @@ class FastLane:
             log.tasks_added()
             work = nxt
         return handoffs
+
+    def _call(
+        self,
+        ctx: RunContext,
+        rec: TaskRecord,
+        loaded: Loaded,
+        acks: list[Any],
+        began: float,
+        extra: list[C.Cmd],
+        handoffs: list[Handoff],
+    ) -> tuple[Any, bytes | Frame, float] | None:
+        """Call a task of the batch: its value, frame and call time; ``None`` if it
+        raised (a retry is handed off: the next attempts wait for their delay, not in a
+        batch; a final failure goes with the batch's completion, in ``extra``)."""
+        fn = self.functions.cached(rec.fn)
+        assert fn is not None  # eligible for the fast lane: loaded
+        try:
+            t0 = time.perf_counter()
+            value, frame = self.executor.call_inline(fn, rec, loaded.values)
+            return value, frame, time.perf_counter() - t0
+        except Exception as exc:
+            tb = user_traceback(exc)
+            if rec.retries and not permanent(exc):
+                log = self.log
+                log.emit(
+                    [
+                        log.started(ctx, rec, began, 1),
+                        log.failed(ctx, rec, exc, tb, 1, final=False),
+                    ]
+                )
+                handoffs.append(Handoff(acks, rec.index, 2, 1))
+            else:
+                extra.append(self.completer.fail(ctx, rec, exc, tb, 1, acks, began))
+            return None
+
+    def _fusible(self, ctx: RunContext, m: Made) -> int | None:
+        """The child to run right after ``m``'s task, from its value: the task's one
+        child, whose one parent it is, tiny too, when the run lets outputs stay in
+        memory (keep mode L) and the task is not an output of the run."""
+        rec = m.rec
+        if not (m.may_keep and ctx.keep_outputs and len(rec.children) == 1):
+            return None
+        child = rec.children[0]
+        if rec.index in ctx.outputs or not self.eligible(ctx, child):
+            return None
+        crec = ctx.record(child)
+        return child if crec.parents == [rec.index] else None
+
+    def _fuse(
+        self,
+        ctx: RunContext,
+        m: Made,
+        made: list[Made],
+        timings: list[tuple[float, Loaded]],
+        extra: list[C.Cmd],
+        handoffs: list[Handoff],
+        ran: set[int],
+        kept_now: set[int],
+    ) -> None:
+        """Chain fusion: run the links of a chain that starts at ``m`` one after another,
+        each from its parent's value, up to ``FUSE_MAX`` of them; every link but the
+        last completes in keep mode L (its output is never stored), all in the batch's
+        one ``complete`` call, which counts them in order (all or nothing: a worker
+        that dies first leaves the entry to be taken over, and the chain runs again)."""
+        for _ in range(FUSE_MAX):
+            child = self._fusible(ctx, m)
+            if child is None:
+                return
+            rec = ctx.record(child)
+            m.local = True  # the parent's output stays here: its child is ready now
+            ran.add(child)
+            kept_now.add(child)
+            loaded = Loaded([m.value])
+            began = time.time()
+            called = self._call(ctx, rec, loaded, list(m.acks), began, extra, handoffs)
+            if called is None:
+                # The parent completes as usual (kept in memory for this child, which
+                # the completion keeps): the child's failure took its usual path.
+                return
+            value, frame, elapsed = called
+            m.fused = True
+            m = self.completer.made(ctx, rec, list(m.acks), value, frame, started_at=began)
+            made.append(m)
+            timings.append((elapsed, loaded))
 
     def _log_rows(
         self,

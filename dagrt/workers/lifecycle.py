@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -49,7 +51,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .. import keys as K
 from .. import native_threads
-from ..exceptions import StorageConnectionError, StorageError
+from ..exceptions import DagrtError, StorageConnectionError, StorageError
 from ..metrics.writer import MetadataStorage
 from ..objects import DataPlane, DataServer, HostStore, default_root, namespace_of, this_host
 from ..scheduler import load_scripts_cmds
@@ -73,6 +75,29 @@ __all__ = ["READY_LINE", "Worker"]
 log = logging.getLogger("dagrt.worker")
 
 READY_LINE = "dagrt-worker ready"
+DEFAULT_PRELOAD = ("numpy",)  # imported at start when installed (``preload`` unset)
+
+
+def preload(modules: str | None) -> None:
+    """Import ``modules`` (comma-separated; ``None``: numpy if it is installed) before
+    any task runs: Python lets a thread that would deadlock on an import in progress
+    see the module half-initialized (seen: numpy's ``ImportError: cannot import name
+    ... partially initialized module`` in a fresh worker whose two task threads
+    imported it while an array was unpickled)."""
+    if modules is None:
+        for name in DEFAULT_PRELOAD:
+            if importlib.util.find_spec(name) is not None:
+                importlib.import_module(name)
+        return
+    for name in filter(None, (m.strip() for m in modules.split(","))):
+        if name == "none":
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # (a DagrtError: `dagrt worker` says it in one line)
+            raise DagrtError(f"cannot preload module {name!r}: {exc}") from exc
+
+
 STOP_TIMEOUT = 2.0  # seconds the last heartbeat ("stopped") may take
 SWEEP_SECONDS = 60.0  # between sweeps of the host's store for runs whose keys are gone
 
@@ -99,6 +124,7 @@ class Worker:
             "claimed": 0,
             "local": 0,
             "screened": 0,
+            "fused": 0,
         }
         self.ready = anyio.Event()  # set once the worker serves
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -265,6 +291,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         # The native thread budget, before any task imports a library that reads it.
         with native_threads.Limits(self.settings.native_budget):
+            await anyio.to_thread.run_sync(preload, self.settings.preload)
             await self._serve(announce, task_status)
 
     async def _serve(self, announce: bool, task_status: anyio.abc.TaskStatus[None]) -> None:

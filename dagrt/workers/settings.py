@@ -86,6 +86,13 @@ class WorkerSettings(BaseModel):
         description="host name or IP other hosts reach the data endpoint by (default: the"
         " bound address; this machine's address when bound to 0.0.0.0)",
     )
+    preload: str | None = Field(
+        None,
+        description="modules to import when the worker starts, joined by commas (default:"
+        " numpy, if it is installed; 'none': none). A module that two task threads import for"
+        " the first time at once (or a task while an input of its kind is unpickled) can"
+        " be seen half-initialized",
+    )
     secret: bytes | None = Field(None, description="key that signs task records (HMAC-SHA256)")
     graceful_timeout: float = Field(
         10.0, ge=0, description="seconds in-flight tasks get to finish on SIGTERM"
