@@ -1,8 +1,8 @@
 """Locality on and off, side by side: the cases of the locality notes (C1-C8).
 
 Two ``dagrt worker`` processes (one thread each) on a private server, with locality
-on (dagrt's defaults) and off (``keep_children`` and ``keep_outputs`` off: every ready
-child is dispatched and every output with a consumer is stored), on three data
+on (dagrt's defaults) and off (``LocalityOptions(enabled=False)``: every ready child
+is dispatched, every output with a consumer is stored, no chain fused), on three data
 planes: ``redis`` (no store: every value through the server), ``store`` (the two
 workers share one host's object store: a consumer maps) and ``2hosts`` (two
 simulated hosts, each with its store: a direct transfer between them). Per case
@@ -140,7 +140,7 @@ CASES: dict[str, Callable[[], Any]] = {
     "C7": c7,
     "C8": c8,
 }
-LOCALITY = {"on": {}, "off": {"keep_children": False, "keep_outputs": False}}
+LOCALITY = {"on": {}, "off": {"enabled": False}}
 
 
 def setups(root: Path) -> dict[str, list[list[str]]]:

@@ -25,6 +25,7 @@ from .exceptions import WorkerLostError as WorkerLostError
 from .futures import RunFuture as RunFuture
 from .graph import DAG as DAG
 from .graph import Node as Node
+from .locality import LocalityOptions as LocalityOptions
 from .tasks import TaskFunction as TaskFunction
 from .tasks import task as task
 
@@ -38,6 +39,7 @@ __all__ = [
     "DagrtError",
     "GraphError",
     "LocalCluster",
+    "LocalityOptions",
     "Node",
     "RunFuture",
     "RunNotFoundError",

@@ -39,6 +39,7 @@ from .futures import RunFuture
 from .graph import DAG, Node, computes_nodes, plan_outputs
 from .keys import new_run_id
 from .local import LocalRuntime
+from .locality import LocalityOptions
 from .metrics.policy import FlushPolicy
 from .metrics.recorder import RunRecorder
 from .metrics.writer import MetadataStorage
@@ -77,13 +78,11 @@ class Client:
         Serve the web dashboard on this port (``True``: 8787) while the client is
         open, and print its address (see ``client.dashboard_url``).
     locality:
-        Wukong's locality switches for runs on workers, both on by default:
-        ``keep_children`` (a worker runs a child that became ready on its own
-        completion, holding one of its inputs) and ``keep_outputs`` (the output
-        of a task whose one child runs on the same worker is never uploaded), and,
-        off by default, ``upload_all`` (an output kept in a host's object store is
-        uploaded to the server too: durability over speed; when its host is gone it
-        is read from there instead of computed again).
+        Where tasks run and what their outputs cross, for runs on workers: a
+        :class:`~dagrt.LocalityOptions` or a dict of its fields (``keep_children``,
+        ``keep_outputs``, ``fuse_chains``, ``max_chain_length``, ``upload_all``,
+        and ``enabled=False`` to turn them all off for a comparison). The
+        in-process runtime accepts it (it has nothing to move).
     stall_timeout:
         Runs on workers: seconds a run may go without a task completing before the
         client checks that it still has work queued, running or waiting for a
@@ -104,7 +103,7 @@ class Client:
         threads: int | None = None,
         metrics: bool | str | Storage = True,
         flush: FlushPolicy | None = None,
-        locality: dict[str, bool] | None = None,
+        locality: LocalityOptions | dict[str, Any] | None = None,
         dashboard: bool | int = False,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     ) -> None:
@@ -127,14 +126,7 @@ class Client:
             )
         if flush is not None and not isinstance(flush, FlushPolicy):
             raise TypeError(f"flush must be a dagrt.metrics.FlushPolicy, got {flush!r}")
-        locality = dict(locality or {})
-        unknown = set(locality) - {"keep_children", "keep_outputs", "upload_all"}
-        if unknown:
-            raise ValueError(
-                f"unknown locality switches {sorted(unknown)}: use keep_children,"
-                " keep_outputs, upload_all"
-            )
-        self._locality = locality
+        self.locality = LocalityOptions.of(locality)
         check_stall_timeout(stall_timeout)
         self.stall_timeout = float(stall_timeout)
         if not isinstance(dashboard, bool | int) or (dashboard is not False and dashboard < 0):
@@ -217,9 +209,7 @@ class Client:
             return LocalRuntime(threads=self.threads, worker_id=self._local_worker)
         return DistributedRuntime(
             self.cluster.url if self.cluster is not None else self.address,
-            keep_children=self._locality.get("keep_children", True),
-            keep_outputs=self._locality.get("keep_outputs", True),
-            upload_all=self._locality.get("upload_all", False),
+            locality=self.locality,
             stall_timeout=self.stall_timeout,
         )
 

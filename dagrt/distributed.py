@@ -29,6 +29,7 @@ from . import keys as K
 from . import submission
 from .exceptions import RunNotFoundError, RunStalledError, StorageError, TaskError
 from .graph import DAG
+from .locality import LocalityOptions
 from .objects import (
     HostStore,
     Location,
@@ -72,9 +73,7 @@ class DistributedRuntime:
         secret: bytes | None = None,
         ttl: float = submission.DEFAULT_TTL,
         stream: str = K.tasks_stream(),
-        keep_children: bool = True,
-        keep_outputs: bool = True,
-        upload_all: bool = False,
+        locality: LocalityOptions | dict[str, Any] | None = None,
         client_id: str = "",
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     ) -> None:
@@ -85,9 +84,7 @@ class DistributedRuntime:
         check_stall_timeout(stall_timeout)
         self.stall_timeout = float(stall_timeout)
         self.address = address
-        self.keep_children = keep_children
-        self.keep_outputs = keep_outputs
-        self.upload_all = upload_all
+        self.locality = LocalityOptions.of(locality)
         self.secret = secret if secret is not None else _env_secret()
         self.ttl = ttl
         self.stream = stream
@@ -161,9 +158,7 @@ class DistributedRuntime:
                     ttl=self.ttl,
                     known_functions=self._known_functions,
                     client_id=self.client_id,
-                    keep_children=self.keep_children,
-                    keep_outputs=self.keep_outputs,
-                    upload_all=self.upload_all,
+                    locality=self.locality,
                     outputs_store=self._outputs_store(),
                 )
             if on_submitted is not None:

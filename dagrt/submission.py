@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from . import keys as K
 from .exceptions import SerializationError
 from .graph import DAG
+from .locality import LocalityOptions
 from .records import PICKLED, FunctionEntry, encode_record, sign, spec_digest
 from .scheduler import STOP
 from .serialize import dumps, dumps_function, pack
@@ -76,9 +77,7 @@ async def submit(
     ttl: float = DEFAULT_TTL,
     known_functions: set[str] | None = None,
     client_id: str = "",
-    keep_children: bool = True,
-    keep_outputs: bool = True,
-    upload_all: bool = False,
+    locality: LocalityOptions | None = None,
     outputs_store: tuple[str, str] | None = None,
 ) -> RunSpec:
     """Write ``dag`` as run ``run_id`` and dispatch its roots, in pipelined chunks.
@@ -88,16 +87,14 @@ async def submit(
     round trip first, and stored again if they are gone (expired, or the server
     was flushed), so that workers never meet a run whose function is missing.
     Everything of the run gets a TTL, so a run whose client vanished expires.
-    ``keep_children`` (a worker runs a ready child whose input it holds) and
-    ``keep_outputs`` (an output whose one child runs there too is never
-    uploaded) are the run's locality switches; ``upload_all``: an output kept in a
-    host's object store is uploaded to the server too (read from there when its host
-    is gone, instead of being computed again). ``outputs_store``: the host id and
+    ``locality``: the run's :class:`~dagrt.LocalityOptions` (default: all on but
+    ``upload_all``), written to its meta for the workers. ``outputs_store``: the host id and
     root of a store this client can map from (it runs on that host): outputs of
     the run that workers of that store keep there are not sent through the server.
     """
     t0 = time.perf_counter()
     rk = K.RunKeys(run_id)
+    locality = (locality or LocalityOptions()).effective()
     nodes = dag._nodes
     n = len(nodes)
     cmds: list[C.Cmd] = []
@@ -162,9 +159,7 @@ async def submit(
                 "outputs": ",".join(map(str, outputs)),
                 "client": client_id,
                 "signed": "1" if secret is not None else "0",
-                "keep_children": "1" if keep_children else "0",
-                "keep_outputs": "1" if keep_outputs else "0",
-                "upload_all": "1" if upload_all else "0",
+                **locality.meta(),
                 "outputs_host": outputs_store[0] if outputs_store else "",
                 "outputs_root": outputs_store[1] if outputs_store else "",
                 "fns": sign(pack(table), secret),
@@ -190,7 +185,7 @@ async def submit(
         submit_seconds=time.perf_counter() - t0,
         spec_keys=spec_keys,
         ttl=ttl,
-        upload_all=upload_all,
+        upload_all=locality.upload_all,
         outputs_store=outputs_store,
     )
 

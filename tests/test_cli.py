@@ -49,8 +49,7 @@ def test_a_module_that_cannot_be_preloaded_is_one_clear_line() -> None:
     done = dagrt_cli("worker", "--redis", url, "--preload", "json,no_such_module_x")
     assert done.returncode == 1
     assert done.stderr.strip() == (
-        "dagrt worker: cannot preload module 'no_such_module_x':"
-        " No module named 'no_such_module_x'"
+        "dagrt worker: cannot preload module 'no_such_module_x': No module named 'no_such_module_x'"
     )
 
 

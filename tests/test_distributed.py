@@ -265,7 +265,7 @@ async def test_locality_switches_change_what_moves(pool: Pool) -> None:
     uploads, downloads, local = moved["off"]
     assert uploads == 18  # every output stored
     assert downloads + local == 12  # every edge read (from storage or this worker's cache)
-    with pytest.raises(ValueError, match="unknown locality"):
+    with pytest.raises(ValueError, match="bad locality options"):
         dagrt.Client(pool.url, locality={"fuse": True})
 
 

@@ -27,12 +27,12 @@ from dagrt.workflows import pairwise
 class TwinClient(dagrt.Client):
     """A client whose runs go through ``storage`` to workers in this process."""
 
-    def __init__(self, storage: Storage) -> None:
-        super().__init__("memory://")
+    def __init__(self, storage: Storage, **options: Any) -> None:
+        super().__init__("memory://", **options)
         self.storage = storage
 
     def _make_runtime(self) -> Any:
-        return DistributedRuntime(storage=self.storage)
+        return DistributedRuntime(storage=self.storage, locality=self.locality)
 
 
 @pytest.fixture
@@ -106,6 +106,49 @@ async def test_a_chain_of_tiny_tasks_runs_as_one_completion(
     before = worker.counts["fused"]
     assert await client.compute([chain(i, 16) for i in range(8)]) == [i + 16 for i in range(8)]
     assert worker.counts["fused"] - before == 8 * 15
+
+
+@pytest.mark.parametrize(
+    ("locality", "links"),
+    [
+        ({"fuse_chains": False}, 0),
+        ({"enabled": False}, 0),
+        ({"keep_outputs": False}, 0),
+        (dagrt.LocalityOptions(max_chain_length=4), 8 * 12),  # 4 groups of 4 links a chain
+    ],
+)
+async def test_the_runs_locality_options_decide_what_is_fused(
+    twin: tuple[dagrt.Client, Worker], locality: Any, links: int
+) -> None:
+    client, worker = twin
+    assert await client.compute([inc(i) for i in range(8)]) == list(range(1, 9))  # measured
+    async with TwinClient(client.storage, locality=locality) as other:  # type: ignore[attr-defined]
+        before = worker.counts["fused"]
+        assert await other.compute([chain(i, 16) for i in range(8)]) == [i + 16 for i in range(8)]
+        assert worker.counts["fused"] - before == links
+
+
+def test_locality_options_name_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match=r"bad locality options \(fuse: Extra inputs"):
+        dagrt.Client(processes=False, locality={"fuse": True})
+    with pytest.raises(ValueError, match="keep_children: Input should be a valid boolean"):
+        dagrt.LocalityOptions.of({"keep_children": "no"})
+    with pytest.raises(ValueError, match="max_chain_length"):
+        dagrt.LocalityOptions.of({"max_chain_length": 0})
+    with pytest.raises(TypeError, match="locality must be"):
+        dagrt.LocalityOptions.of([("keep_children", False)])  # type: ignore[arg-type]
+    off = dagrt.LocalityOptions(enabled=False, upload_all=True).effective()
+    assert (off.keep_children, off.keep_outputs, off.fuse_chains, off.upload_all) == (
+        False,
+        False,
+        False,
+        True,
+    )
+
+
+async def test_the_in_process_runtime_accepts_locality_options() -> None:
+    async with dagrt.Client(processes=False, locality={"enabled": False}) as client:
+        assert await client.compute(chain(0, 4)) == 4
 
 
 async def test_a_link_of_a_fused_chain_that_fails_is_retried_once(

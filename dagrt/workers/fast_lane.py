@@ -39,7 +39,7 @@ from .tasklog import TaskLog
 
 __all__ = ["FUSE_MAX", "FastLane", "Handoff"]
 
-FUSE_MAX = 64  # links of a chain run one after another in a batch, at most
+FUSE_MAX = 4096  # links of a chain run one after another, at most (the run says fewer)
 
 
 class Handoff(NamedTuple):
@@ -181,7 +181,7 @@ class FastLane:
         child, whose one parent it is, tiny too, when the run lets outputs stay in
         memory (keep mode L) and the task is not an output of the run."""
         rec = m.rec
-        if not (m.may_keep and ctx.keep_outputs and len(rec.children) == 1):
+        if not (m.may_keep and ctx.fuse_chains and ctx.keep_outputs and len(rec.children) == 1):
             return None
         child = rec.children[0]
         if rec.index in ctx.outputs or not self.eligible(ctx, child):
@@ -205,7 +205,7 @@ class FastLane:
         last completes in keep mode L (its output is never stored), all in the batch's
         one ``complete`` call, which counts them in order (all or nothing: a worker
         that dies first leaves the entry to be taken over, and the chain runs again)."""
-        for _ in range(FUSE_MAX):
+        for _ in range(min(FUSE_MAX, ctx.max_chain - 1)):
             child = self._fusible(ctx, m)
             if child is None:
                 return

@@ -48,6 +48,11 @@ class RunContext:
         self.keep_children = meta.get(b"keep_children", b"1") == b"1"
         self.keep_outputs = meta.get(b"keep_outputs", b"1") == b"1"
         self.upload_all = meta.get(b"upload_all", b"0") == b"1"
+        self.fuse_chains = meta.get(b"fuse_chains", b"1") == b"1"
+        try:
+            self.max_chain = max(1, int(meta.get(b"max_chain", b"64")))
+        except ValueError:
+            self.max_chain = 64
         # a client that maps outputs of the run from the store of this host and root
         self.outputs_host = meta.get(b"outputs_host", b"").decode(errors="replace")
         self.outputs_root = meta.get(b"outputs_root", b"").decode(errors="replace")

@@ -1,0 +1,96 @@
+"""Where tasks run and what their outputs cross: the locality options of a run.
+
+One model, :class:`LocalityOptions`, given to ``Client(locality=...)`` (or as a dict
+of its fields). It travels with each run (the run's meta) to the workers, which read
+it per run; the in-process runtime accepts it and has nothing to do with it (every
+value is in its one process already). What each switch saves, measured, is in
+``docs/architecture.md`` ("Locality, measured again with the object store") and
+``benchmarks/locality.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["LocalityOptions"]
+
+
+class LocalityOptions(BaseModel):
+    """The locality switches of a run on workers.
+
+    ``enabled=False`` turns every switch below off but ``upload_all`` (every ready
+    child is dispatched, every output with a consumer is stored, no chain is fused):
+    the baseline to compare with.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    enabled: bool = Field(True, description="master switch: False turns the switches below off")
+    keep_children: bool = Field(
+        True,
+        description="a worker runs a child that became ready on its own completion, where one"
+        " of its inputs is (Wukong's 'become')",
+    )
+    keep_outputs: bool = Field(
+        True,
+        description="the output of a task whose one child runs on the same worker is not"
+        " stored (keep mode L): it stays in that worker's memory",
+    )
+    fuse_chains: bool = Field(
+        True,
+        description="a tiny task's one child that has no other parent runs right after it"
+        " from its value, and all the links are counted by one completion (needs"
+        " keep_children and keep_outputs)",
+    )
+    max_chain_length: int = Field(
+        64, ge=1, le=4096, description="links of a chain run one after another, at most"
+    )
+    upload_all: bool = Field(
+        False,
+        description="an output kept in a host's object store is also uploaded to the server"
+        " (durability over speed: when its host is gone it is read from there, not made"
+        " again)",
+    )
+
+    @classmethod
+    def of(cls, value: LocalityOptions | dict[str, Any] | None) -> LocalityOptions:
+        """``value`` as options: the model itself, a dict of its fields, or the defaults;
+        a wrong name or type is a ``ValueError`` that names it."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise TypeError(
+                f"locality must be a dagrt.LocalityOptions or a dict of its fields, got {value!r}"
+            )
+        try:
+            return cls(**value)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'locality'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(
+                f"bad locality options ({problems}); the fields are {', '.join(cls.model_fields)}"
+            ) from None
+
+    def effective(self) -> LocalityOptions:
+        """The switches a run goes by: all off but ``upload_all`` when not enabled."""
+        if self.enabled:
+            return self
+        return self.model_copy(
+            update={"keep_children": False, "keep_outputs": False, "fuse_chains": False}
+        )
+
+    def meta(self) -> dict[str, str]:
+        """The run meta's fields that carry the options to the workers."""
+        e = self.effective()
+        return {
+            "keep_children": "1" if e.keep_children else "0",
+            "keep_outputs": "1" if e.keep_outputs else "0",
+            "fuse_chains": "1" if e.fuse_chains else "0",
+            "max_chain": str(e.max_chain_length),
+            "upload_all": "1" if e.upload_all else "0",
+        }
