@@ -19,6 +19,7 @@ import dagrt
 from dagrt import TaskError, scheduler, submission
 from dagrt import keys as K
 from dagrt.distributed import DistributedRuntime
+from dagrt.metrics.read import aread_run
 from dagrt.storage import InMemoryStorage, RedisStorage, Storage
 from dagrt.workers import Worker
 from dagrt.workflows import pairwise
@@ -104,8 +105,17 @@ async def test_a_chain_of_tiny_tasks_runs_as_one_completion(
     client, worker = twin
     assert await client.compute([inc(i) for i in range(8)]) == list(range(1, 9))  # measured
     before = worker.counts["fused"]
-    assert await client.compute([chain(i, 16) for i in range(8)]) == [i + 16 for i in range(8)]
+    fut = client.submit([chain(i, 16) for i in range(8)])
+    assert await fut == [i + 16 for i in range(8)]
     assert worker.counts["fused"] - before == 8 * 15
+    # the log says so: each fused edge is a transfer in memory, each link ran kept
+    events = await aread_run(client.storage, fut.run_id, wait=10)  # type: ignore[attr-defined]
+    local = [e for e in events if e.kind == "transfer" and e.direction == "local"]
+    assert len(local) == 8 * 15
+    assert all(e.local and e.bytes > 0 for e in local)
+    finished = [e for e in events if e.kind == "task-finished"]
+    assert len(finished) == 8 * 16
+    assert sum(e.kept for e in finished) >= 8 * 15
 
 
 @pytest.mark.parametrize(

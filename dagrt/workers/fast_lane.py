@@ -25,7 +25,7 @@ import time
 from typing import Any, NamedTuple
 
 from ..exceptions import user_traceback
-from ..metrics.recorder import STORE, UPLOAD
+from ..metrics.recorder import LOCAL, STORE, UPLOAD
 from ..records import TaskRecord
 from ..serialize import Frame
 from ..storage import commands as C
@@ -214,6 +214,7 @@ class FastLane:
             ran.add(child)
             kept_now.add(child)
             loaded = Loaded([m.value])
+            loaded.nbytes = len(m.frame)
             began = time.time()
             called = self._call(ctx, rec, loaded, list(m.acks), began, extra, handoffs)
             if called is None:
@@ -268,6 +269,8 @@ class FastLane:
             if not decision.local:  # into the host's store, or to the server
                 how = STORE if m.location and not ctx.upload_all else UPLOAD
                 move((size, upload_share, how, index, -1, False))
+            elif m.fused:  # its child ran from its value, in this worker's memory
+                move((size, 0.0, LOCAL, index, m.rec.children[0], True))
 
 
 def _shares(start: float, end: float, parts: list[float]) -> list[tuple[float, float]]:
