@@ -13,7 +13,12 @@ threaded scheduler leaves them alone. The in-process client is opened around eac
 of its runs only, so that Dask's threaded scheduler, in this same process, keeps
 its own limits. The limits each side ran with are printed first (threadpoolctl).
 
-    python benchmarks/run_all.py [--repeat 3] [--quick] [--only gemm,svd1]
+``--locality-off`` adds a fifth system, ``dagrt-cluster-off``: a second client on the
+same workers with ``LocalityOptions(enabled=False)`` (every ready child dispatched,
+every output with a consumer stored, no chain fused), to show what locality gives on
+each workflow.
+
+    python benchmarks/run_all.py [--repeat 3] [--quick] [--only gemm,svd1] [--locality-off]
 """
 
 from __future__ import annotations
@@ -56,7 +61,11 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated workflow names")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/workflows.json"))
     parser.add_argument("--png", type=Path, default=Path("benchmarks/results/workflows.png"))
+    parser.add_argument(
+        "--locality-off", action="store_true", help="also run dagrt-cluster with locality off"
+    )
     args = parser.parse_args()
+    systems = SYSTEMS + (("dagrt-cluster-off",) if args.locality_off else ())
     names = [n for n in workflows.NAMES if not args.only or n in args.only.split(",")]
 
     from distributed import Client as DaskClient
@@ -65,6 +74,9 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     cluster = dagrt.Client(n_workers=2, threads=1, metrics=False)
     loop.run_until_complete(cluster.__aenter__())
+    assert cluster.cluster is not None
+    off = dagrt.Client(cluster.cluster.url, metrics=False, locality={"enabled": False})
+    loop.run_until_complete(off.__aenter__())
     before = {name: os.environ.get(name) for name in native_threads.VARIABLES}
     dask_cluster = DaskCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -131,11 +143,14 @@ def main() -> None:
                 "dagrt-cluster": lambda: loop.run_until_complete(
                     cluster.compute(flow.build(**params))
                 ),
+                "dagrt-cluster-off": lambda: loop.run_until_complete(
+                    off.compute(flow.build(**params))
+                ),
             }
-            times: dict[str, list[float]] = {s: [] for s in SYSTEMS}
+            times: dict[str, list[float]] = {s: [] for s in systems}
             print(f"{name} {params} ...", flush=True)
             for round_ in range(args.repeat + 1):  # round 0 warms up every system
-                for system in SYSTEMS:
+                for system in systems:
                     t0 = time.perf_counter()
                     value = runs[system]()
                     elapsed = time.perf_counter() - t0
@@ -145,13 +160,14 @@ def main() -> None:
                         raise SystemExit(f"{system} gave a wrong result for {name}")
                     if round_:
                         times[system].append(elapsed)
-            for system in SYSTEMS:
+            for system in systems:
                 results.append(Result(name, system, times[system], {"params": params}))
-            row = {s: statistics.median(times[s]) for s in SYSTEMS}
-            print("  " + "  ".join(f"{s} {row[s] * 1e3:.0f} ms" for s in SYSTEMS), flush=True)
+            row = {s: statistics.median(times[s]) for s in systems}
+            print("  " + "  ".join(f"{s} {row[s] * 1e3:.0f} ms" for s in systems), flush=True)
     finally:
         dask_client.close()
         dask_cluster.close()
+        loop.run_until_complete(off.close())
         loop.run_until_complete(cluster.close())
         loop.close()
 
@@ -160,7 +176,7 @@ def main() -> None:
     print()
     print(table(results, baseline="dask-threads"))
     save_json(results, args.json, quick=args.quick, repeat=args.repeat, native=native)
-    chart(results, args.png)
+    chart([r for r in results if r.system in SYSTEMS], args.png)
     print(f"\nraw figures: {args.json}  chart: {args.png}")
 
 
