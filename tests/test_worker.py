@@ -19,6 +19,7 @@ import dagrt
 from dagrt import TaskError, scheduler, submission
 from dagrt import keys as K
 from dagrt.distributed import DistributedRuntime
+from dagrt.metrics.analysis import analyze
 from dagrt.metrics.read import aread_run
 from dagrt.storage import InMemoryStorage, RedisStorage, Storage
 from dagrt.workers import Worker
@@ -116,6 +117,10 @@ async def test_a_chain_of_tiny_tasks_runs_as_one_completion(
     finished = [e for e in events if e.kind == "task-finished"]
     assert len(finished) == 8 * 16
     assert sum(e.kept for e in finished) >= 8 * 15
+    # what that kept from moving, from what happened: each link's output was read where
+    # it was made, and none but the last of each chain was ever stored
+    edges = sum(e.bytes for e in local)
+    assert analyze(events).bytes_avoided == {"read": edges, "stored": edges}
 
 
 @pytest.mark.parametrize(
@@ -134,8 +139,13 @@ async def test_the_runs_locality_options_decide_what_is_fused(
     assert await client.compute([inc(i) for i in range(8)]) == list(range(1, 9))  # measured
     async with TwinClient(client.storage, locality=locality) as other:  # type: ignore[attr-defined]
         before = worker.counts["fused"]
-        assert await other.compute([chain(i, 16) for i in range(8)]) == [i + 16 for i in range(8)]
+        fut = other.submit([chain(i, 16) for i in range(8)])
+        assert await fut == [i + 16 for i in range(8)]
         assert worker.counts["fused"] - before == links
+    if locality == {"enabled": False}:  # every output stored (a child that happens to
+        # run where its input is still reads it from memory: a read avoided all the same)
+        events = await aread_run(client.storage, fut.run_id, wait=10)  # type: ignore[attr-defined]
+        assert "stored" not in analyze(events).bytes_avoided
 
 
 def test_locality_options_name_what_is_wrong() -> None:

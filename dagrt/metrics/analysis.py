@@ -86,6 +86,11 @@ class RunAnalysis:
     bytes_per_function: dict[str, dict[str, int]] = field(default_factory=dict)
     # bytes by how they came: upload, download, local, map, direct, recompute
     bytes_by_path: dict[str, int] = field(default_factory=dict)
+    # bytes that did not move because of where tasks ran, from what happened: "read"
+    # (a child read its input in the memory of the worker that made it, kept there for
+    # it or still in its cache: a read avoided), "stored" (an output never stored: its
+    # children all read it there)
+    bytes_avoided: dict[str, int] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)  # worker -> rows in the Gantt chart
     tasks_logged: int = 0  # distinct tasks with a finished or failed attempt
     notes: list[str] = field(default_factory=list)  # what the reader should know
@@ -93,6 +98,24 @@ class RunAnalysis:
 
 #: transfers that did not cross a socket: a worker's memory, its host's store, made again
 ON_THE_HOST = frozenset({"local", "map", "recompute", "store"})
+
+
+def _avoided(transfers: list[Transfer]) -> dict[str, int]:
+    """Bytes locality kept from moving, counted from the transfers that happened: each
+    child that read its input from the memory of the worker that made it avoided one
+    read ("read"); an output that was never uploaded nor put in a store, yet read
+    there, avoided its one write ("stored")."""
+    written = {t.producer for t in transfers if t.direction in ("upload", "store")}
+    out = {"read": 0, "stored": 0}
+    seen: set[int] = set()
+    for t in transfers:
+        if t.direction != "local" or t.consumer is None:
+            continue
+        out["read"] += t.bytes
+        if t.producer not in written and t.producer not in seen:
+            seen.add(t.producer)
+            out["stored"] += t.bytes
+    return {k: v for k, v in out.items() if v}
 
 
 def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
@@ -141,6 +164,8 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
             else:
                 network += event.bytes
                 moved["network"] += event.bytes
+
+    avoided = _avoided([e for e in events if isinstance(e, Transfer)])
 
     done = [b for b in bars if b.outcome == "finished"]
     last_done: dict[int, Bar] = {}
@@ -208,6 +233,7 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
         retried=retried,
         bytes_per_function=per_function,
         bytes_by_path=by_path,
+        bytes_avoided=avoided,
         rows=rows,
         tasks_logged=logged,
         notes=notes,

@@ -191,6 +191,16 @@ def _paths(by_path: dict[str, int]) -> str:
     return "; ".join(f"{PATHS.get(k, k)} {v:,}" for k, v in by_path.items() if v) or "none"
 
 
+def _avoided(avoided: dict[str, int]) -> str:
+    """What locality saved, in words (from the transfers that did not happen)."""
+    parts = []
+    if avoided.get("read"):
+        parts.append(f"{avoided['read']:,} not read again (children ran where it was)")
+    if avoided.get("stored"):
+        parts.append(f"{avoided['stored']:,} never stored (read only where it was made)")
+    return "; ".join(parts) or "none"
+
+
 def plot_bytes(a: RunAnalysis) -> str:
     plt = _plt()
     fig, (by_fn, top) = plt.subplots(1, 2, figsize=(11, 3.4), width_ratios=(2, 3))
@@ -237,6 +247,7 @@ def _series(a: RunAnalysis) -> dict[str, Any]:
         "bytes_network": a.bytes_network,
         "bytes_local": a.bytes_local,
         "bytes_by_path": a.bytes_by_path,
+        "bytes_avoided": a.bytes_avoided,
         "critical_path": a.critical_path,
         "critical_seconds": a.critical_seconds,
         "slowest": [asdict(b) for b in a.slowest],
@@ -372,6 +383,7 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
 <tr><th>bytes moved</th><td>{a.bytes_network:,} over the network, {
         a.bytes_local:,} on the host</td></tr>
 <tr><th>bytes by path</th><td>{e(_paths(a.bytes_by_path))}</td></tr>
+<tr><th>bytes locality kept from moving</th><td>{e(_avoided(a.bytes_avoided))}</td></tr>
 <tr><th>critical path</th><td>{path_seconds}</td></tr>
 </table>
 <h2>Tasks per worker</h2>{_img("gantt", "Gantt chart", plots)}
