@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["LocalityOptions"]
+__all__ = ["MAX_CHAIN_LENGTH", "LocalityOptions"]
+
+MAX_CHAIN_LENGTH = 4096  # the most links of a chain a worker runs one after another
 
 
 class LocalityOptions(BaseModel):
@@ -45,7 +47,7 @@ class LocalityOptions(BaseModel):
         " keep_children and keep_outputs)",
     )
     max_chain_length: int = Field(
-        64, ge=1, le=4096, description="links of a chain run one after another, at most"
+        64, ge=1, le=MAX_CHAIN_LENGTH, description="links of a chain run one after another, at most"
     )
     upload_all: bool = Field(
         False,

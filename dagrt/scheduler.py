@@ -148,6 +148,11 @@ class Taken:
     early: list[tuple[bytes, dict[bytes, bytes]]]
     odd: list[bytes]
 
+    @property
+    def empty(self) -> bool:
+        """Nothing was read (or given) at all."""
+        return not (self.run or self.dropped or self.early or self.odd)
+
 
 _DROPPED = (b"ended", b"done")
 

@@ -35,19 +35,21 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
   if info['name'] == group then last = info['last-delivered-id'] end
 end
 
--- Pending entries (each read by id: XPENDING does not give the fields).
+-- Pending entries (each read by id: XPENDING does not give the fields); with no group
+-- yet (no worker ever started), none is pending and every entry is new.
 local start = '-'
-repeat
-  if not last then break end -- no group yet (no worker ever started): all are new
-  local page = redis.call('XPENDING', stream, group, start, '+', PAGE)
-  for _, p in ipairs(page) do
-    local entry = redis.call('XRANGE', stream, p[1], p[1])[1]
-    if entry and names_run(entry[2]) then return 1 end
-  end
-  seen = seen + #page
-  if seen > cap then return -1 end
-  if #page > 0 then start = '(' .. page[#page][1] end
-until #page < PAGE
+if last then
+  repeat
+    local page = redis.call('XPENDING', stream, group, start, '+', PAGE)
+    for _, p in ipairs(page) do
+      local entry = redis.call('XRANGE', stream, p[1], p[1])[1]
+      if entry and names_run(entry[2]) then return 1 end
+    end
+    seen = seen + #page
+    if seen > cap then return -1 end
+    if #page > 0 then start = '(' .. page[#page][1] end
+  until #page < PAGE
+end
 
 -- Entries not delivered yet: after the group's last delivered id (workers make the
 -- group at id 0: before there is one, every entry is new).

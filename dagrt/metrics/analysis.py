@@ -84,7 +84,7 @@ class RunAnalysis:
     failures: list[dict[str, Any]] = field(default_factory=list)
     retried: list[dict[str, Any]] = field(default_factory=list)
     bytes_per_function: dict[str, dict[str, int]] = field(default_factory=dict)
-    # bytes by how they came: upload, download, local, map, direct, recompute
+    # bytes by how they came: upload, download, local, map, direct, recompute, store
     bytes_by_path: dict[str, int] = field(default_factory=dict)
     # bytes that did not move because of where tasks ran, from what happened: "read"
     # (a child read its input in the memory of the worker that made it, kept there for
@@ -151,9 +151,11 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
     per_task: dict[int, int] = {}
     per_function: dict[str, dict[str, int]] = {}
     by_path: dict[str, int] = {}
+    transfers: list[Transfer] = []
     network = local = 0
     for event in events:
         if isinstance(event, Transfer):
+            transfers.append(event)
             task = event.consumer if event.consumer is not None else event.producer
             per_task[task] = per_task.get(task, 0) + event.bytes
             moved = per_function.setdefault(name_of(task, ""), {"network": 0, "local": 0})
@@ -165,7 +167,7 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
                 network += event.bytes
                 moved["network"] += event.bytes
 
-    avoided = _avoided([e for e in events if isinstance(e, Transfer)])
+    avoided = _avoided(transfers)
 
     done = [b for b in bars if b.outcome == "finished"]
     last_done: dict[int, Bar] = {}

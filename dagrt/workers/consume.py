@@ -176,7 +176,7 @@ class Consumer:
         metrics = self.log.metrics
         try:
             taken = await self._take(take_cmd(s.stream, s.group, self.worker, count))
-            if not (taken.run or taken.dropped or taken.early or taken.odd):
+            if taken.empty:
                 # Idle with events buffered (a run just ended, most likely): wait a
                 # moment only, then write them, so the log is complete soon after.
                 idle = (
@@ -214,7 +214,7 @@ class Consumer:
             log.warning("worker %s: %s; creating the group again", self.worker, exc)
             await self.storage.axgroup_create(s.stream, s.group, "0")
             return []
-        self._stream_empty = not (taken.run or taken.dropped or taken.early or taken.odd)
+        self._stream_empty = taken.empty
         if taken.dropped:
             self.counts["screened"] += taken.dropped
         for entry_id, fields in taken.early:

@@ -25,6 +25,7 @@ import time
 from typing import Any, NamedTuple
 
 from ..exceptions import user_traceback
+from ..locality import MAX_CHAIN_LENGTH
 from ..metrics.recorder import LOCAL, STORE, UPLOAD
 from ..records import TaskRecord
 from ..serialize import Frame
@@ -37,9 +38,7 @@ from .runs import FunctionCache, RunContext
 from .settings import WorkerSettings
 from .tasklog import TaskLog
 
-__all__ = ["FUSE_MAX", "FastLane", "Handoff"]
-
-FUSE_MAX = 4096  # links of a chain run one after another, at most (the run says fewer)
+__all__ = ["FastLane", "Handoff"]
 
 
 class Handoff(NamedTuple):
@@ -201,11 +200,12 @@ class FastLane:
         kept_now: set[int],
     ) -> None:
         """Chain fusion: run the links of a chain that starts at ``m`` one after another,
-        each from its parent's value, up to ``FUSE_MAX`` of them; every link but the
+        each from its parent's value, as many as the run allows (``max_chain``, never
+        more than ``MAX_CHAIN_LENGTH``); every link but the
         last completes in keep mode L (its output is never stored), all in the batch's
         one ``complete`` call, which counts them in order (all or nothing: a worker
         that dies first leaves the entry to be taken over, and the chain runs again)."""
-        for _ in range(min(FUSE_MAX, ctx.max_chain - 1)):
+        for _ in range(min(MAX_CHAIN_LENGTH, ctx.max_chain) - 1):
             child = self._fusible(ctx, m)
             if child is None:
                 return

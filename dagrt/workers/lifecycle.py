@@ -76,6 +76,8 @@ log = logging.getLogger("dagrt.worker")
 
 READY_LINE = "dagrt-worker ready"
 DEFAULT_PRELOAD = ("numpy",)  # imported at start when installed (``preload`` unset)
+STOP_TIMEOUT = 2.0  # seconds the last heartbeat ("stopped") may take
+SWEEP_SECONDS = 60.0  # between sweeps of the host's store for runs whose keys are gone
 
 
 def preload(modules: str | None) -> None:
@@ -96,10 +98,6 @@ def preload(modules: str | None) -> None:
             importlib.import_module(name)
         except ImportError as exc:  # (a DagrtError: `dagrt worker` says it in one line)
             raise DagrtError(f"cannot preload module {name!r}: {exc}") from exc
-
-
-STOP_TIMEOUT = 2.0  # seconds the last heartbeat ("stopped") may take
-SWEEP_SECONDS = 60.0  # between sweeps of the host's store for runs whose keys are gone
 
 
 class Worker:

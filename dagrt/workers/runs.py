@@ -18,12 +18,15 @@ import anyio
 
 from .. import keys as K
 from ..exceptions import SerializationError
+from ..locality import LocalityOptions
 from ..records import TaskRecord, decode_functions, decode_record
 from ..serialize import loads_function
 from ..storage import Storage
 from ..storage import commands as C
 
 __all__ = ["FunctionCache", "RunContext", "RunTable"]
+
+DEFAULT_MAX_CHAIN: int = LocalityOptions.model_fields["max_chain_length"].default
 
 
 class RunContext:
@@ -50,9 +53,9 @@ class RunContext:
         self.upload_all = meta.get(b"upload_all", b"0") == b"1"
         self.fuse_chains = meta.get(b"fuse_chains", b"1") == b"1"
         try:
-            self.max_chain = max(1, int(meta.get(b"max_chain", b"64")))
-        except ValueError:
-            self.max_chain = 64
+            self.max_chain = max(1, int(meta[b"max_chain"]))
+        except (KeyError, ValueError):  # (a run written without it, or damaged)
+            self.max_chain = DEFAULT_MAX_CHAIN
         # a client that maps outputs of the run from the store of this host and root
         self.outputs_host = meta.get(b"outputs_host", b"").decode(errors="replace")
         self.outputs_root = meta.get(b"outputs_root", b"").decode(errors="replace")
