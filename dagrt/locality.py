@@ -14,9 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["MAX_CHAIN_LENGTH", "LocalityOptions"]
+__all__ = ["CLUSTER_MIN_BYTES", "MAX_CHAIN_LENGTH", "MAX_CLUSTER", "LocalityOptions"]
 
 MAX_CHAIN_LENGTH = 4096  # the most links of a chain a worker runs one after another
+MAX_CLUSTER = 1024  # the most children of one output clustered on its worker
+CLUSTER_MIN_BYTES = 4 * 2**20  # an output this large is "large" (see the sweep in the docs)
 
 
 class LocalityOptions(BaseModel):
@@ -48,6 +50,29 @@ class LocalityOptions(BaseModel):
     )
     max_chain_length: int = Field(
         64, ge=1, le=MAX_CHAIN_LENGTH, description="links of a chain run one after another, at most"
+    )
+    cluster_fanout: bool = Field(
+        True,
+        description="fan-out clustering: the children that a large output (cluster_min_bytes"
+        " or more) makes ready run on the worker that holds it, as many as"
+        " cluster_max_children; those that have not started after spill_after_s go back to"
+        " the pool (needs keep_children)",
+    )
+    cluster_min_bytes: int = Field(
+        CLUSTER_MIN_BYTES,
+        ge=0,
+        description="an output this large (its serialized size) is large: its children are"
+        " clustered on its worker",
+    )
+    cluster_max_children: int = Field(
+        16, ge=2, le=MAX_CLUSTER, description="children of one output clustered, at most"
+    )
+    spill_after_s: float | None = Field(
+        None,
+        ge=0,
+        description="a clustered child that has not started this long after its parent"
+        " completed goes back to the pool; None: the time this worker takes to read that"
+        " many bytes from elsewhere (its reads, measured; 1 GB/s until it has read any)",
     )
     upload_all: bool = Field(
         False,
@@ -83,7 +108,12 @@ class LocalityOptions(BaseModel):
         if self.enabled:
             return self
         return self.model_copy(
-            update={"keep_children": False, "keep_outputs": False, "fuse_chains": False}
+            update={
+                "keep_children": False,
+                "keep_outputs": False,
+                "fuse_chains": False,
+                "cluster_fanout": False,
+            }
         )
 
     def meta(self) -> dict[str, str]:
@@ -95,4 +125,7 @@ class LocalityOptions(BaseModel):
             "fuse_chains": "1" if e.fuse_chains else "0",
             "max_chain": str(e.max_chain_length),
             "upload_all": "1" if e.upload_all else "0",
+            "cluster": str(e.cluster_max_children if e.cluster_fanout and e.keep_children else 0),
+            "cluster_min": str(e.cluster_min_bytes),
+            "spill_after": "" if e.spill_after_s is None else repr(e.spill_after_s),
         }

@@ -73,7 +73,9 @@ class Completion:
 
     ``local``: the output was not stored (see the script's keep mode "L");
     ``location``: it is in a host's object store, and this (an encoded
-    :class:`~dagrt.objects.Location`) is what its key records.
+    :class:`~dagrt.objects.Location`) is what its key records; ``cluster``: fan-out
+    clustering (keep mode "C"), how many of the children that become ready the worker
+    may keep or claim (2 or more; 0 or 1: keep one at most, as ``may_keep`` says).
     """
 
     index: int
@@ -82,6 +84,7 @@ class Completion:
     may_keep: bool = True
     local: bool = False
     location: bytes = b""
+    cluster: int = 0
 
 
 def complete_cmd(
@@ -97,7 +100,12 @@ def complete_cmd(
     keys += [rk.output(item.index) for item in items]
     argv: list[Any] = [rk.run_id, worker, group, len(items)]
     for item in items:
-        mode = "L" if item.local else ("1" if item.may_keep else "0")
+        if item.local:
+            mode = "L"
+        elif item.may_keep and item.cluster > 1:
+            mode = f"C{item.cluster}"
+        else:
+            mode = "1" if item.may_keep else "0"
         if item.location:  # (most outputs have none: no argument for it)
             argv += [item.index, mode + "@", item.location]
         else:
@@ -125,8 +133,9 @@ def fail_cmd(
 def requeue_cmd(
     entries: Sequence[tuple[str | bytes, str, int]], *, stream: str, group: str = K.TASKS_GROUP
 ) -> C.Cmd:
-    """One EVALSHA of ``requeue``: ``(entry id, run id, task)`` of each entry to give back."""
-    argv: list[Any] = [group]
+    """One EVALSHA of ``requeue``: ``(entry id, run id, task)`` of each entry to give back
+    (a claim on the task is cleared)."""
+    argv: list[Any] = [group, _RUN_KEY_PARTS[0], _RUN_KEY_PARTS[3]]
     for entry_id, run_id, index in entries:
         argv += [entry_id, run_id, index]
     return C.Cmd(("EVALSHA", REQUEUE.sha, 1, stream, *argv))
@@ -140,18 +149,20 @@ class Taken:
     malformed fields); ``dropped``: acknowledged by the script (a task completed
     before, a run that ended); ``early``: entries of
     tasks whose parents are not all done (never written by dagrt: dead-letter them);
-    ``odd``: ids of entries with fields other than a run and a task (read them whole).
+    ``odd``: ids of entries with fields other than a run and a task (read them whole);
+    ``claimed``: entries of tasks another worker (or this one) claimed, left to it.
     """
 
     run: list[tuple[bytes, dict[bytes, bytes]]]
     dropped: int
     early: list[tuple[bytes, dict[bytes, bytes]]]
     odd: list[bytes]
+    claimed: int = 0
 
     @property
     def empty(self) -> bool:
         """Nothing was read (or given) at all."""
-        return not (self.run or self.dropped or self.early or self.odd)
+        return not (self.run or self.dropped or self.early or self.odd or self.claimed)
 
 
 _DROPPED = (b"ended", b"done")
@@ -168,6 +179,7 @@ def _run_key_parts() -> list[str]:
 
 _TAKE_KEYS = ("meta", "done", "deps")
 _RUN_KEY_PARTS = _run_key_parts()
+_ALIVE_HEAD = K.worker_alive("WORKER-ID").removesuffix("WORKER-ID")
 
 
 def take_cmd(
@@ -179,7 +191,7 @@ def take_cmd(
 ) -> C.Cmd:
     """One EVALSHA of ``take``: read up to ``count`` entries for ``consumer`` and screen
     them; with ``count`` 0, screen the entries a blocking read ``delivered``."""
-    argv: list[Any] = [group, consumer, count, *_RUN_KEY_PARTS]
+    argv: list[Any] = [group, consumer, count, *_RUN_KEY_PARTS, _ALIVE_HEAD]
     given = dict(delivered)
     for entry_id, fields in delivered:
         argv += [entry_id, fields.get(b"r", b""), fields.get(b"t", b"")]
@@ -195,6 +207,9 @@ def _taken(reply: Sequence[Any], given: dict[bytes, dict[bytes, bytes]]) -> Take
             continue
         if verdict == b"odd":
             out.odd.append(entry_id)
+            continue
+        if verdict == b"claimed":
+            out.claimed += 1
             continue
         fields = given.get(entry_id) or {b"r": run, b"t": task}
         if verdict == b"early":

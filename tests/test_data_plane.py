@@ -412,7 +412,9 @@ async def fan_out_with_a_failpoint(
         DAGRT_FAILPOINTS=failpoint,
         DAGRT_FAILPOINT_DIR=str(tmp_path),
     )
-    async with dagrt.Client(pool.url, locality={"upload_all": upload_all}) as client:
+    # (no fan-out clustering: the children must read the array, some from the other host)
+    locality = {"upload_all": upload_all, "cluster_fanout": False}
+    async with dagrt.Client(pool.url, locality=locality) as client:
         fut = client.submit(fan_out())
         with anyio.fail_after(60):
             assert await fut == EXPECTED

@@ -32,6 +32,7 @@ from helpers import (
     grow,
     inc,
     interrupt_and_reap,
+    note_call,
     second,
     shrink,
 )
@@ -333,16 +334,8 @@ async def test_an_unreachable_server_fails_at_start() -> None:
 
 @dagrt.task
 def dies_once(log: str, x: int, key: str, die: bool) -> int:
-    """Appends ``key`` to the file ``log`` (a few µs: the fast lane takes it); with
-    ``die``, kills its worker the first time."""
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, f"{key}\n".encode())
-    finally:
-        os.close(fd)
-    if die and not os.path.exists(log + ".died"):
-        open(log + ".died", "w").close()
-        os._exit(1)
+    """Notes ``key`` in the file ``log``; with ``die``, kills its worker the first time."""
+    note_call(log, key, die)
     return x + 1
 
 

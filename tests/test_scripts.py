@@ -168,7 +168,10 @@ def run_scenarios(draw: st.DrawFn) -> dict[str, Any]:
     worker = st.sampled_from(["w1", "w2"])
     # index, keep mode, acknowledge its entries, output stored first (as a worker does: 1),
     # not stored (0), or in a host's object store, its location given to the script (2)
-    item = st.tuples(task, st.sampled_from("110L"), st.booleans(), st.sampled_from([1, 1, 1, 0, 2]))
+    # (keep modes: "1" keep a child, "0" none, "L" output in memory, "C" claim up to 3)
+    item = st.tuples(
+        task, st.sampled_from("110LC"), st.booleans(), st.sampled_from([1, 1, 1, 0, 2])
+    )
     batch = st.lists(item, min_size=1, max_size=3, unique_by=lambda x: x[0])
     step = st.one_of(
         st.tuples(st.just("deliver"), worker),
@@ -240,19 +243,31 @@ class Run:
                 index,
                 self.children[index],
                 self.acks(index, ack),
-                may_keep=mode == "1",
+                may_keep=mode in "1C",
                 local=mode == "L",
                 location=Location("host-a", 123, "127.0.0.1:1").encode() if s == 2 else b"",
+                cluster=3 if mode == "C" else 0,
             )
             for index, mode, ack, s in items
         ]
         cmd = complete_cmd(self.rk, completions, worker, stream=STREAM)
         self.sent.append(cmd)
-        return self.storage.pipeline([cmd])[0]
+        return self.plain(self.storage.pipeline([cmd])[0])
+
+    def plain(self, replies: list[Any]) -> list[Any]:
+        """Replies with the ids of the entries of claimed children as their positions in
+        the stream (ids are made of the clock)."""
+        at = positions(self.storage, STREAM)
+        return [
+            [*reply[:2], *(at.get(x, x) if i % 2 == 0 else x for i, x in enumerate(reply[2:]))]
+            for reply in replies
+        ]
 
     def replay(self, k: int) -> Any:
         """A completion sent again, as after a lost reply: the decision remembered."""
-        return self.storage.pipeline([self.sent[k % len(self.sent)]])[0] if self.sent else None
+        if not self.sent:
+            return None
+        return self.plain(self.storage.pipeline([self.sent[k % len(self.sent)]])[0])
 
     def fail(self, index: int, ack: bool, worker: str) -> Any:
         record = {"task": index, "error": "ValueError('boom')", "worker": worker}
@@ -284,9 +299,11 @@ def test_completions_failures_and_stops_answer_and_write_as_on_the_server(
         assert in_memory == on_server, action
         both.assert_same_keys()
         if action[0] in ("complete", "replay") and on_server:
-            for code, kept in on_server:
+            for code, kept, *claimed in on_server:
                 kept_child = code in (b"ok", b"dup") and kept
                 event(f"complete: {code.decode()}" + (", a child kept" if kept_child else ""))
+                if claimed:
+                    event("complete: children claimed")
         elif action[0] in ("fail", "stop"):
             event(f"{action[0]}: {on_server!r}")
     event(f"the run ends {both.server.hget(runs[0].rk.meta, 'status')!r}")
@@ -411,6 +428,52 @@ def test_reading_entries_by_id_answers_as_on_the_server(
         at = {eid: i for i, eid in enumerate(ids)}
         replies.append([[(at[eid], fields) for eid, fields in found] for found in reply])
     assert replies[1] == replies[0]
+    both.assert_same_keys()
+
+
+def test_children_claimed_by_a_large_output_stay_with_their_worker(server: RedisStorage) -> None:
+    """Fan-out clustering: a completion in keep mode "C3" keeps one ready child and
+    claims two more (their entries pending for that worker at once); a fourth is
+    dispatched. Another worker that reads a claimed entry hands it back while the
+    claimant lives and runs it once the claimant is gone; giving a claimed entry back
+    clears the claim, so that whoever reads the new entry runs it."""
+    both = Both(server)
+    for storage in both.pair:
+        storage.pipeline(load_scripts_cmds())
+        rk = start_run(storage, [[], [0], [0], [0], [0]], ttl=False)
+        storage.set(rk.output(0), b"big")
+        storage.set(K.worker_alive("w1"), b"1")
+        entry = storage.xreadgroup(GROUP, "w1", {STREAM: ">"}, count=1)[0][1][0][0]
+        done = Completion(0, [1, 2, 3, 4], [entry], may_keep=True, cluster=3)
+        [reply] = storage.pipeline([complete_cmd(rk, [done], "w1", stream=STREAM)])[0]
+        assert reply[:2] == [b"ok", b"1"]
+        claimed = dict(zip(reply[3::2], reply[2::2], strict=True))
+        assert sorted(claimed) == [b"2", b"3"]
+        for child in (b"2", b"3"):
+            assert storage.hget(rk.deps, child.decode()) == b"@w1"
+        assert storage.hget(rk.deps, "4") == b"0"
+        # pending for w1 at once; the dispatched child is not delivered yet
+        assert storage.xpending(STREAM, GROUP)["consumers"] == {"w1": 3}
+        # a replay (a lost reply) claims nothing more and dispatches nothing more
+        [again] = storage.pipeline([complete_cmd(rk, [done], "w1", stream=STREAM)])[0]
+        assert again == [b"dup", b"1"]
+        assert storage.xlen(STREAM) == 4
+        # w2 reads on: a claimed entry goes back to w1 while w1 lives
+        taken = storage.pipeline([take_cmd(STREAM, GROUP, "w2", 1)])[0]
+        assert (taken.run, taken.claimed) == ([], 1)
+        assert storage.xpending(STREAM, GROUP)["consumers"] == {"w1": 3}
+        # w1 is gone (its live key expired): w2 runs the next claimed entry it reads
+        storage.delete(K.worker_alive("w1"))
+        taken = storage.pipeline([take_cmd(STREAM, GROUP, "w2", 10)])[0]
+        assert [f[b"t"] for _, f in taken.run] == [b"3", b"4"]
+        assert storage.xpending(STREAM, GROUP)["consumers"] == {"w1": 2, "w2": 2}
+        # a claimed entry given back: the claim is cleared, whoever reads it runs it
+        [back] = storage.pipeline([requeue_cmd([(claimed[b"2"], RUN, 2)], stream=STREAM)])
+        assert back == 1
+        assert storage.hget(rk.deps, "2") == b"0"
+        storage.set(K.worker_alive("w1"), b"1")
+        taken = storage.pipeline([take_cmd(STREAM, GROUP, "w2", 10)])[0]
+        assert [f[b"t"] for _, f in taken.run] == [b"2"]
     both.assert_same_keys()
 
 

@@ -6,22 +6,27 @@
 --
 -- KEYS[1] the tasks stream
 -- ARGV[1] the consumer group   ARGV[2] the consumer   ARGV[3] how many entries to read
---   (0: read none; the entries a blocking read has just delivered follow ARGV[7], each
+--   (0: read none; the entries a blocking read has just delivered follow ARGV[8], each
 --   as its id, its run id and its task index)
 -- ARGV[4] a run's keys up to its id ("dagrt:{"); ARGV[5], ARGV[6], ARGV[7] after it,
 --   of its meta, done and deps hashes ("}:meta", "}:done", "}:deps")
+-- ARGV[8] the key of a live worker up to its id ("dagrt:worker:")
 -- Reply: four values per entry: its id, its verdict, its run id and its task index (false
 -- if it has none). Verdicts: "run"; "ended" (the run is not running: acked);
 -- "done" (the task's completion is remembered: acked); "early" (parents not done);
 -- "unknown" (no such run, or a run id dagrt never makes: the worker decides); "odd"
--- (fields other than the run and the task, in that order: the worker reads them whole).
+-- (fields other than the run and the task, in that order: the worker reads them whole);
+-- "claimed" (fan-out clustering: the worker that made the task's large input claimed
+-- it, and its deps field says "@<worker>"): the entry is that worker's, handed back to
+-- it (XCLAIM) when another reads it, unless that worker is gone (its live key expired):
+-- then the reader runs it ("run").
 -- Two entries of one task not done yet both run (the second completion answers "dup").
 -- Cost: every read of a worker goes through here, so it is kept lean: four flat values
 -- per entry (the fields as XREADGROUP gives them cost the server a third more), one
 -- HGET per run and two per entry.
 
-local stream, group = KEYS[1], ARGV[1]
-local head, meta, done, deps = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local stream, group, me = KEYS[1], ARGV[1], ARGV[2]
+local head, meta, done, deps, alive = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local runs = {} -- run id -> {status, done key, deps key}, or false: no such run
 local out, acks = {}, {}
 
@@ -40,8 +45,19 @@ local function screen(id, run, task)
   elseif type(redis.pcall('HGET', r[2], task)) == 'string' then
     v = 'done'
   else
-    local left = tonumber(redis.pcall('HGET', r[3], task))
-    if left and left > 0 then v = 'early' end
+    local d = redis.pcall('HGET', r[3], task)
+    if type(d) == 'string' and string.byte(d, 1) == 64 then -- "@<worker>": claimed
+      local owner = string.sub(d, 2)
+      if owner == me then
+        v = 'claimed' -- (it runs here already)
+      elseif redis.call('EXISTS', alive .. owner) == 1 then
+        redis.call('XCLAIM', stream, group, owner, 0, id, 'JUSTID')
+        v = 'claimed'
+      end
+    else
+      local left = tonumber(d)
+      if left and left > 0 then v = 'early' end
+    end
   end
   if v == 'ended' or v == 'done' then acks[#acks + 1] = id end
   local n = #out
@@ -63,7 +79,7 @@ if tonumber(ARGV[3]) > 0 then
     end
   end
 else
-  for i = 8, #ARGV, 3 do
+  for i = 9, #ARGV, 3 do
     screen(ARGV[i], ARGV[i + 1], ARGV[i + 2])
   end
 end

@@ -25,8 +25,8 @@ The failure of a task (``fail`` script) is built here too, with its events.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import StorageError, ValueTooLargeError
@@ -64,6 +64,7 @@ class Made:
     started_at: float | None = None  # when the attempt began, if no task-started says it
     location: bytes = b""  # where the host's store holds the output (encoded Location)
     fused: bool = False  # its one child already ran from its value (mode L): keep none
+    cluster: int = 0  # fan-out clustering: children to keep or claim, at most (mode C)
 
 
 @dataclass(slots=True)
@@ -73,6 +74,7 @@ class Decision:
     stop: bool  # the run is not running: nothing more of it here
     kept: int | None  # the child this worker runs next
     local: bool  # the output stayed in this worker's memory only (pinned)
+    claimed: list[tuple[bytes, int]] = field(default_factory=list)  # (entry, child) claimed
 
 
 class Completer:
@@ -97,6 +99,9 @@ class Completer:
         self.log = log
         self.counts = counts
         self.failpoints = failpoints
+        # Runs the children a completion claimed (fan-out clustering): the consumer's
+        # ``adopt(ctx, claimed, nbytes)``; none: no clustering on this worker.
+        self.adopt: Callable[[RunContext, list[tuple[bytes, int]], int], None] | None = None
 
     def made(
         self,
@@ -112,7 +117,16 @@ class Completer:
         """A task's result as the lanes hand it over, its keep modes decided."""
         may_keep = self.settings.keep_children and ctx.keep_children and bool(rec.children)
         local = may_keep and len(frame) >= LOCAL_MIN and self._may_stay(ctx, rec)
-        return Made(rec, acks, value, frame, may_keep, local, attempt, started_at)
+        made = Made(rec, acks, value, frame, may_keep, local, attempt, started_at)
+        if (
+            may_keep
+            and ctx.cluster > 1
+            and len(rec.children) > 1
+            and len(frame) >= ctx.cluster_min
+            and self.adopt is not None
+        ):
+            made.cluster = min(ctx.cluster, len(rec.children))
+        return made
 
     def _may_stay(self, ctx: RunContext, rec: TaskRecord) -> bool:
         """May this task's output stay in memory here (keep mode "L")? Only for a task
@@ -212,7 +226,9 @@ class Completer:
     def _complete_cmd(self, ctx: RunContext, items: Sequence[Made]) -> C.Cmd:
         s = self.settings
         batch = [
-            Completion(m.rec.index, m.rec.children, m.acks, m.may_keep, m.local, m.location)
+            Completion(
+                m.rec.index, m.rec.children, m.acks, m.may_keep, m.local, m.location, m.cluster
+            )
             for m in items
         ]
         return complete_cmd(ctx.keys, batch, self.worker, stream=s.stream, group=s.group)
@@ -224,7 +240,11 @@ class Completer:
         self.counts["fused"] += m.fused
         if m.rec.children and not m.fused:
             self.values.put(ctx.run_id, m.rec.index, m.value, len(m.frame), pinned=m.local)
-        return self._read(ctx, m.rec, answer, m.local)
+        decision = self._read(ctx, m.rec, answer, m.local)
+        if decision.claimed and self.adopt is not None:
+            self.counts["claimed"] = self.counts.get("claimed", 0) + len(decision.claimed)
+            self.adopt(ctx, decision.claimed, len(m.frame))
+        return decision
 
     def _read(self, ctx: RunContext, rec: TaskRecord, answer: Any, local: bool) -> Decision:
         """The script's answer for one task (``stop``: the run ended; kept: the child
@@ -237,7 +257,8 @@ class Completer:
             return Decision(True, None, False)
         if kept:
             self.counts["kept"] += 1
-        return Decision(False, int(kept.rstrip("*")) if kept else None, local)
+        claimed = [(answer[i], int(answer[i + 1])) for i in range(2, len(answer) - 1, 2)]
+        return Decision(False, int(kept.rstrip("*")) if kept else None, local, claimed)
 
     async def again(self, ctx: RunContext, rec: TaskRecord, acks: list[Any]) -> Decision:
         """Complete a task found done (its output stored, its worker died after): the

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -80,6 +81,7 @@ class Consumer:
         self.stopping = anyio.Event()
         self._threads = settings.thread_count
         self._slow = 0  # chains in flight outside the fast lane
+        self._queued = 0  # claimed children waiting here for a thread (fan-out clustering)
         self._fast_seen = False  # the last entry admitted was a tiny task: read wide
         self._stream_empty = False  # the last read found no entry at all
         self._slow_freed = anyio.Event()
@@ -90,6 +92,8 @@ class Consumer:
         self._hurried = False  # a second signal: no waiting for tasks in flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._task_group: asyncio.TaskGroup | None = None
+        self._wakeups: set[anyio.Event] = set()  # clusters waiting for a chain to end
+        completer.adopt = self.adopt
 
     # -- serving ------------------------------------------------------------------------
 
@@ -166,7 +170,7 @@ class Consumer:
         if self._slow or not self._fast_seen:
             # Heavy work in flight, or tasks of unknown cost: take one more entry
             # than threads can run, so that other workers get their share.
-            room = self._threads + 1 - self._slow
+            room = self._threads + 1 - self._slow - self._queued
             if room <= 0:
                 self._slow_freed = anyio.Event()
                 await self._slow_freed.wait()
@@ -340,9 +344,96 @@ class Consumer:
                 self._owned.pop(entry_id, None)
                 self._slow -= 1
                 self._slow_freed.set()
+                for wake in self._wakeups:
+                    wake.set()
                 self._finish(entry_id)
 
         self._spawn(chain())
+
+    # -- fan-out clustering -------------------------------------------------------------
+
+    def adopt(self, ctx: RunContext, claimed: list[tuple[bytes, int]], nbytes: int) -> None:
+        """Run children that a completion here claimed (their entries are pending for
+        this worker already): their large input is in this worker's memory. Tiny ones
+        run at once, as a batch; the others each as a chain when a thread is free.
+        Those that have not started ``spill_after`` seconds from now (the run's
+        ``spill_after_s``, or the time this worker takes to read ``nbytes``) go back to
+        the stream for the other workers, and so do those beyond this worker's slots."""
+        if self._task_group is None or self.stopping.is_set():
+            return  # (stopping: their entries stay pending, for another worker)
+        now = time.monotonic()
+        mine: list[tuple[bytes, int]] = []
+        back: list[tuple[bytes, str, int]] = []
+        for entry_id, child in claimed:
+            try:
+                self.slots.acquire_nowait()
+            except anyio.WouldBlock:
+                back.append((entry_id, ctx.run_id, child))
+                continue
+            self.in_flight[entry_id] = now
+            self.running[entry_id] = ctx.record(child).key
+            mine.append((entry_id, child))
+        wait = ctx.spill_after
+        if wait is None:
+            wait = self.chains.inputs.rate.seconds(nbytes)
+        self._spawn(self._cluster(ctx, mine, back, wait))
+
+    async def _cluster(
+        self,
+        ctx: RunContext,
+        mine: list[tuple[bytes, int]],
+        back: list[tuple[bytes, str, int]],
+        wait: float,
+    ) -> None:
+        """Run the children :meth:`adopt` took (see there)."""
+        heavy: deque[tuple[bytes, int]] = deque()
+        queued = False  # the children in ``heavy`` count in ``_queued``
+        try:
+            if back:
+                self.counts["spilled"] = self.counts.get("spilled", 0) + len(back)
+                await self._give_back(back)
+            fast: list[tuple[list[bytes], int]] = []
+            for entry_id, child in mine:
+                if self.fast.eligible(ctx, child):
+                    fast.append(([entry_id], child))
+                else:
+                    heavy.append((entry_id, child))
+            if fast:
+                handoffs = await self._guarded(self.fast.run(ctx, fast), [e for (e,), _ in fast])
+                for acks, index, attempt, failed in handoffs or []:
+                    self._chain_apart(ctx, acks, index, attempt=attempt, failed=failed)
+            deadline = anyio.current_time() + wait
+            self._queued += len(heavy)
+            queued = True
+            while heavy and not ctx.stopped:
+                if self._slow < self._threads:  # a thread is free: start the next child
+                    entry_id, child = heavy.popleft()
+                    self._queued -= 1
+                    self._chain_apart(ctx, [entry_id], child)
+                    continue
+                wake = anyio.Event()
+                self._wakeups.add(wake)
+                try:
+                    with anyio.move_on_after(deadline - anyio.current_time()):
+                        await wake.wait()
+                finally:
+                    self._wakeups.discard(wake)
+                if anyio.current_time() >= deadline:
+                    break
+            if heavy and not ctx.stopped:
+                # Waiting longer costs more than moving their input: spill them.
+                self.counts["spilled"] = self.counts.get("spilled", 0) + len(heavy)
+                await self._give_back([(e, ctx.run_id, c) for e, c in heavy])
+            elif heavy:  # the run ended: nothing of it runs here
+                await self.completer.ack([e for e, _ in heavy])
+        except Exception:
+            log.exception("worker %s: internal error on claimed children", self.worker)
+        finally:
+            if queued:
+                self._queued -= len(heavy)
+            for entry_id, _ in mine:
+                if entry_id in self.in_flight and not self._owned.get(entry_id):
+                    self._finish(entry_id)
 
     # -- admission --------------------------------------------------------------------------
 

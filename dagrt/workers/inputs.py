@@ -35,7 +35,7 @@ from .executor import Executor
 from .runs import FunctionCache, RunContext
 from .tasklog import TaskLog
 
-__all__ = ["MISSING", "Inputs", "Loaded"]
+__all__ = ["MISSING", "Inputs", "Loaded", "ReadRate"]
 
 log = logging.getLogger("dagrt.worker")
 
@@ -54,6 +54,31 @@ class Loaded:
         self.values = values
         self.nbytes = 0
         self.seconds = 0.0
+
+
+class ReadRate:
+    """How fast this worker reads values it did not make (bytes per second): an average
+    of its reads of ``MIN_BYTES`` or more that weighs the recent ones most (a map of
+    this host's store, a transfer from another host, a download from the server).
+    Fan-out clustering waits for a thread no longer than such a read would take."""
+
+    MIN_BYTES = 1 << 20
+    WEIGHT = 0.3  # of the newest read
+
+    def __init__(self, initial: float = 1e9) -> None:
+        self.value = initial
+        self.reads = 0
+
+    def add(self, nbytes: int, seconds: float) -> None:
+        if nbytes < self.MIN_BYTES or seconds <= 0:
+            return
+        rate = nbytes / seconds
+        self.value = rate if not self.reads else self.value + self.WEIGHT * (rate - self.value)
+        self.reads += 1
+
+    def seconds(self, nbytes: int) -> float:
+        """How long reading ``nbytes`` takes, by this measure."""
+        return nbytes / self.value
 
 
 class Inputs:
@@ -78,6 +103,7 @@ class Inputs:
         self.counts = counts
         # (run, task) -> set once the download of that output by another task here ended
         self._fetching: dict[tuple[str, int], anyio.Event] = {}
+        self.rate = ReadRate()
 
     async def load(
         self, ctx: RunContext, recs: list[TaskRecord], moves: Moves
@@ -184,6 +210,7 @@ class Inputs:
                 else:
                     value = loads(frame, what=what)
                 fetched[p] = (value, len(frame), seconds * len(frame) / total, DOWNLOAD)
+                self.rate.add(len(frame), fetched[p][2])
                 if p in shared:
                     self.values.put(run_id, p, value, len(frame))
             if located:
@@ -249,6 +276,7 @@ class Inputs:
             fetched[p] = (MISSING, 0, 0.0, RECOMPUTE)
             return
         fetched[p] = (value, where.size, time.perf_counter() - t0, MAP if how == "map" else DIRECT)
+        self.rate.add(where.size, fetched[p][2])
         if shared:
             self.values.put(run_id, p, value, where.size)
 

@@ -18,7 +18,7 @@ import anyio
 
 from .. import keys as K
 from ..exceptions import SerializationError
-from ..locality import LocalityOptions
+from ..locality import CLUSTER_MIN_BYTES, LocalityOptions
 from ..records import TaskRecord, decode_functions, decode_record
 from ..serialize import loads_function
 from ..storage import Storage
@@ -27,6 +27,14 @@ from ..storage import commands as C
 __all__ = ["FunctionCache", "RunContext", "RunTable"]
 
 DEFAULT_MAX_CHAIN: int = LocalityOptions.model_fields["max_chain_length"].default
+
+
+def _int(raw: bytes | None, default: int) -> int:
+    """A whole number from a run's meta (``default`` when absent or damaged)."""
+    try:
+        return max(0, int(raw)) if raw is not None else default
+    except ValueError:
+        return default
 
 
 class RunContext:
@@ -56,6 +64,13 @@ class RunContext:
             self.max_chain = max(1, int(meta[b"max_chain"]))
         except (KeyError, ValueError):  # (a run written without it, or damaged)
             self.max_chain = DEFAULT_MAX_CHAIN
+        # fan-out clustering: children of one large output kept here, at most (0: off)
+        self.cluster = _int(meta.get(b"cluster"), 0)
+        self.cluster_min = _int(meta.get(b"cluster_min"), CLUSTER_MIN_BYTES)
+        try:
+            self.spill_after: float | None = float(meta[b"spill_after"])
+        except (KeyError, ValueError):  # (automatic, or a run written without it)
+            self.spill_after = None
         # a client that maps outputs of the run from the store of this host and root
         self.outputs_host = meta.get(b"outputs_host", b"").decode(errors="replace")
         self.outputs_root = meta.get(b"outputs_root", b"").decode(errors="replace")

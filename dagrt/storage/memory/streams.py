@@ -314,14 +314,18 @@ def xautoclaim(db: Keyspace, a: Args) -> Any:
 def xclaim(db: Keyspace, a: Args) -> Any:
     name, group, consumer, min_idle = key(a[0]), text(a[1]), text(a[2]), integer(a[3])
     rest = a[4:]
-    justid = any(text(x).upper() == "JUSTID" for x in rest)
-    ids = [x for x in rest if text(x).upper() != "JUSTID"]
+    flags = {text(x).upper() for x in rest} & {"JUSTID", "FORCE"}
+    justid, force = "JUSTID" in flags, "FORCE" in flags
+    ids = [x for x in rest if text(x).upper() not in flags]
     s, g = _group_of(db, name, group, "XCLAIM")
     now = time.monotonic() * 1000
     out: list[Any] = []
     for x in ids:
         sid = parse_id(x)
         pending = g.pel.get(sid)
+        if pending is None and force and sid in s.fields:
+            # FORCE: an entry not delivered yet becomes pending for this consumer
+            pending = g.pel[sid] = [consumer, now, 1]
         if pending is None or now - pending[1] < min_idle:
             continue
         if sid not in s.fields:
