@@ -17,6 +17,7 @@ __all__ = [
     "RunKeys",
     "control",
     "dead_letter",
+    "inbox",
     "entry_order",
     "events",
     "function",
@@ -71,8 +72,9 @@ class RunKeys:
     record), ``deps`` hash (task index -> parents not yet done), ``done`` hash
     (task index -> the completion's decision, remembered), ``progress`` stream
     (one entry per finished task), ``events`` stream (run-level: finished,
-    failed, cancelled), ``output(i)`` and ``error(i)`` strings, and ``end``, a
-    short-lived tombstone left after the run's keys are deleted.
+    failed, cancelled), ``wait`` hash (task index -> the worker waiting to run it
+    where its large input is: delayed I/O), ``output(i)`` and ``error(i)`` strings,
+    and ``end``, a short-lived tombstone left after the run's keys are deleted.
     """
 
     __slots__ = (
@@ -86,6 +88,7 @@ class RunKeys:
         "progress",
         "run_id",
         "tasks",
+        "wait",
     )
 
     def __init__(self, run_id: str) -> None:
@@ -99,6 +102,7 @@ class RunKeys:
         self.events = run_key(run_id, "events")
         self.end = run_key(run_id, "end")
         self.lost = run_key(run_id, "lost")  # task index -> deliveries taken over
+        self.wait = run_key(run_id, "wait")  # task index -> the worker that waits for it
 
     def output(self, index: int | str) -> str:
         return f"{self._prefix}o:{index}"
@@ -116,7 +120,16 @@ class RunKeys:
 
     def fixed(self) -> list[str]:
         """Every key of the run except outputs and error records."""
-        return [self.meta, self.tasks, self.deps, self.done, self.progress, self.events, self.lost]
+        return [
+            self.meta,
+            self.tasks,
+            self.deps,
+            self.done,
+            self.progress,
+            self.events,
+            self.lost,
+            self.wait,
+        ]
 
 
 def function(digest: str) -> str:
@@ -133,6 +146,13 @@ def control() -> str:
     """Stream on which clients say that a run ended (cancelled, failed, finished):
     every worker follows it, so that no task of an ended run starts."""
     return f"{PREFIX}:control"
+
+
+def inbox(worker_id: str) -> str:
+    """A worker's doorbell: a stream of notes ``{r: run, t: task, e: entry}``, each
+    telling it that an entry of the tasks stream is pending for it now (a task it
+    waited for became ready: delayed I/O)."""
+    return f"{PREFIX}:inbox:{worker_id}"
 
 
 def dead_letter() -> str:

@@ -74,6 +74,17 @@ class LocalityOptions(BaseModel):
         " completed goes back to the pool; None: the time this worker takes to read that"
         " many bytes from elsewhere (its reads, measured; 1 GB/s until it has read any)",
     )
+    delayed_io: bool = Field(
+        True,
+        description="delayed I/O (fan-in clustering): a worker that made a large output"
+        " (cluster_min_bytes or more) waits to run each of its children that is not ready"
+        " yet, as its one waiter (the first large parent to ask), for delayed_io_max_wait_s;"
+        " the completion that makes the child ready hands it to that worker (needs"
+        " keep_children)",
+    )
+    delayed_io_max_wait_s: float = Field(
+        5.0, ge=0, le=3600, description="how long a worker waits for such a child, at most"
+    )
     upload_all: bool = Field(
         False,
         description="an output kept in a host's object store is also uploaded to the server"
@@ -113,6 +124,7 @@ class LocalityOptions(BaseModel):
                 "keep_outputs": False,
                 "fuse_chains": False,
                 "cluster_fanout": False,
+                "delayed_io": False,
             }
         )
 
@@ -128,4 +140,5 @@ class LocalityOptions(BaseModel):
             "cluster": str(e.cluster_max_children if e.cluster_fanout and e.keep_children else 0),
             "cluster_min": str(e.cluster_min_bytes),
             "spill_after": "" if e.spill_after_s is None else repr(e.spill_after_s),
+            "wait": repr(e.delayed_io_max_wait_s if e.delayed_io and e.keep_children else 0.0),
         }

@@ -19,6 +19,7 @@ run on a Redis-compatible server and, through lupa, in
 * ``requeue``: put entries a worker read but should not run at the end of the stream.
 * ``take``: read entries for a worker, screened: an entry of a task completed
   before or of a run that ended is acknowledged without running anything.
+* ``unwait``: a worker stops waiting for children of a large output (delayed I/O).
 
 Invariants (see docs/architecture.md): a counter only counts a parent whose
 output is stored; who runs a child is decided only by the reply of an atomic
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import keys as K
@@ -48,6 +49,7 @@ __all__ = [
     "STOP",
     "REQUEUE",
     "TAKE",
+    "UNWAIT",
     "Completion",
     "Taken",
     "complete_cmd",
@@ -56,6 +58,7 @@ __all__ = [
     "requeue_cmd",
     "send",
     "take_cmd",
+    "unwait_cmd",
 ]
 
 
@@ -64,7 +67,8 @@ FAIL = Script.from_package("fail.lua")
 STOP = Script.from_package("stop.lua")
 REQUEUE = Script.from_package("requeue.lua")
 TAKE = Script.from_package("take.lua")
-SCRIPTS = (COMPLETE, FAIL, STOP, REQUEUE, TAKE)
+UNWAIT = Script.from_package("unwait.lua")
+SCRIPTS = (COMPLETE, FAIL, STOP, REQUEUE, TAKE, UNWAIT)
 
 
 @dataclass(slots=True)
@@ -75,7 +79,9 @@ class Completion:
     ``location``: it is in a host's object store, and this (an encoded
     :class:`~dagrt.objects.Location`) is what its key records; ``cluster``: fan-out
     clustering (keep mode "C"), how many of the children that become ready the worker
-    may keep or claim (2 or more; 0 or 1: keep one at most, as ``may_keep`` says).
+    may keep or claim (2 or more; 0 or 1: keep one at most, as ``may_keep`` says);
+    ``wait``: delayed I/O (keep mode "W"), the worker waits for the children that are
+    not ready yet, to run them where this large output is.
     """
 
     index: int
@@ -85,6 +91,7 @@ class Completion:
     local: bool = False
     location: bytes = b""
     cluster: int = 0
+    wait: bool = False
 
 
 def complete_cmd(
@@ -96,9 +103,9 @@ def complete_cmd(
     group: str = K.TASKS_GROUP,
 ) -> C.Cmd:
     """One EVALSHA of ``complete`` for tasks of one run (sent in a pipeline)."""
-    keys = [rk.meta, rk.deps, rk.done, rk.progress, rk.events, stream]
+    keys = [rk.meta, rk.deps, rk.done, rk.progress, rk.events, stream, rk.wait]
     keys += [rk.output(item.index) for item in items]
-    argv: list[Any] = [rk.run_id, worker, group, len(items)]
+    argv: list[Any] = [rk.run_id, worker, group, len(items), _ALIVE_HEAD, _INBOX_HEAD]
     for item in items:
         if item.local:
             mode = "L"
@@ -106,6 +113,8 @@ def complete_cmd(
             mode = f"C{item.cluster}"
         else:
             mode = "1" if item.may_keep else "0"
+        if item.wait and not item.local:
+            mode += "W"
         if item.location:  # (most outputs have none: no argument for it)
             argv += [item.index, mode + "@", item.location]
         else:
@@ -150,7 +159,9 @@ class Taken:
     before, a run that ended); ``early``: entries of
     tasks whose parents are not all done (never written by dagrt: dead-letter them);
     ``odd``: ids of entries with fields other than a run and a task (read them whole);
-    ``claimed``: entries of tasks another worker (or this one) claimed, left to it.
+    ``claimed``: entries of tasks another worker (or this one) claimed, left to it;
+    ``woken``: ids of entries in ``run`` that notes of the inbox brought (tasks this
+    worker waited for: delayed I/O).
     """
 
     run: list[tuple[bytes, dict[bytes, bytes]]]
@@ -158,6 +169,7 @@ class Taken:
     early: list[tuple[bytes, dict[bytes, bytes]]]
     odd: list[bytes]
     claimed: int = 0
+    woken: set[bytes] = field(default_factory=set)
 
     @property
     def empty(self) -> bool:
@@ -180,6 +192,7 @@ def _run_key_parts() -> list[str]:
 _TAKE_KEYS = ("meta", "done", "deps")
 _RUN_KEY_PARTS = _run_key_parts()
 _ALIVE_HEAD = K.worker_alive("WORKER-ID").removesuffix("WORKER-ID")
+_INBOX_HEAD = K.inbox("WORKER-ID").removesuffix("WORKER-ID")
 
 
 def take_cmd(
@@ -188,13 +201,18 @@ def take_cmd(
     consumer: str,
     count: int,
     delivered: Sequence[tuple[bytes, dict[bytes, bytes]]] = (),
+    notes: Sequence[tuple[bytes, dict[bytes, bytes]]] = (),
 ) -> C.Cmd:
-    """One EVALSHA of ``take``: read up to ``count`` entries for ``consumer`` and screen
-    them; with ``count`` 0, screen the entries a blocking read ``delivered``."""
-    argv: list[Any] = [group, consumer, count, *_RUN_KEY_PARTS, _ALIVE_HEAD]
+    """One EVALSHA of ``take``: read up to ``count`` entries for ``consumer`` (and as
+    many notes of its inbox) and screen them; with ``count`` 0, screen the entries and
+    the inbox notes a blocking read ``delivered``."""
+    argv: list[Any] = [group, consumer, count, *_RUN_KEY_PARTS, _ALIVE_HEAD, K.inbox(consumer)]
     given = dict(delivered)
     for entry_id, fields in delivered:
-        argv += [entry_id, fields.get(b"r", b""), fields.get(b"t", b"")]
+        argv += [entry_id, fields.get(b"r", b""), fields.get(b"t", b""), b""]
+    for note_id, fields in notes:
+        if b"e" in fields:
+            argv += [fields[b"e"], fields.get(b"r", b""), fields.get(b"t", b""), note_id]
     return C.Cmd(("EVALSHA", TAKE.sha, 1, stream, *argv), lambda reply: _taken(reply, given))
 
 
@@ -211,12 +229,19 @@ def _taken(reply: Sequence[Any], given: dict[bytes, dict[bytes, bytes]]) -> Take
         if verdict == b"claimed":
             out.claimed += 1
             continue
+        if verdict == b"woken":
+            out.woken.add(entry_id)
         fields = given.get(entry_id) or {b"r": run, b"t": task}
         if verdict == b"early":
             out.early.append((entry_id, fields))
         else:
             out.run.append((entry_id, fields))
     return out
+
+
+def unwait_cmd(rk: K.RunKeys, worker: str, children: Sequence[int]) -> C.Cmd:
+    """One EVALSHA of ``unwait``: ``worker`` waits no more for ``children``."""
+    return C.Cmd(("EVALSHA", UNWAIT.sha, 1, rk.wait, worker, *children))
 
 
 def load_scripts_cmds() -> list[C.Cmd]:

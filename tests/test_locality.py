@@ -8,6 +8,9 @@ ran each task. A crash test kills a real worker process in a clustered child.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +24,7 @@ from test_worker import TwinClient
 
 import dagrt
 from dagrt.metrics.read import aread_run
-from dagrt.storage import Storage
+from dagrt.storage import RedisStorage, Storage
 from dagrt.storage import commands as C
 from dagrt.workers import Worker
 
@@ -56,23 +59,36 @@ def expected(n_children: int, size: int = MiB) -> float:
     return float(sum(a[i::8].sum() for i in range(n_children)))
 
 
-@pytest.fixture
-async def pair(backend: Storage) -> AsyncIterator[tuple[TwinClient, list[Worker]]]:
-    """Two workers, one thread each, on one storage."""
+@contextlib.asynccontextmanager
+async def two_workers(
+    storage: Storage, concurrency: int
+) -> AsyncIterator[tuple[TwinClient, list[Worker]]]:
+    """Two workers, one thread each, on one storage, and a client."""
     workers = [
         Worker(
-            backend, concurrency=8, threads=1, heartbeat=0.2, claim_timeout=2, graceful_timeout=1
+            storage,
+            concurrency=concurrency,
+            threads=1,
+            heartbeat=0.2,
+            claim_timeout=2,
+            graceful_timeout=1,
         )
         for _ in range(2)
     ]
     running = [asyncio.create_task(w.async_run()) for w in workers]
     for w in workers:
         await w.ready.wait()
-    async with TwinClient(backend) as client:
+    async with TwinClient(storage) as client:
         yield client, workers
     for w in workers:
         w.stop()
     await asyncio.gather(*running)
+
+
+@pytest.fixture
+async def pair(backend: Storage) -> AsyncIterator[tuple[TwinClient, list[Worker]]]:
+    async with two_workers(backend, 8) as both:
+        yield both
 
 
 async def placement(client: TwinClient, fut: Any) -> dict[str, str]:
@@ -208,4 +224,126 @@ async def test_a_worker_killed_in_a_clustered_child(pool_factory: Any, tmp_path:
     calls = Path(log).read_text().split()
     assert sorted(set(calls)) == [str(i) for i in range(6)]
     assert calls.count("3") == 2  # killed once, then run by the other worker
+    assert sum(1 for w in pool.workers if w.poll() is not None) == 1
+
+
+# --------------------------------------------------------------------------- delayed I/O
+
+
+@dagrt.task
+def small(pause: float) -> float:
+    time.sleep(pause)
+    return 1.0
+
+
+@dagrt.task
+def join(*xs: Any) -> float:
+    return float(sum(float(np.sum(x)) for x in xs))
+
+
+@pytest.fixture
+async def narrow(backend: Storage) -> AsyncIterator[tuple[TwinClient, list[Worker]]]:
+    """Two workers that each take one entry at a time (so that two roots run apart)."""
+    async with two_workers(backend, 1) as both:
+        yield both
+
+
+def ran(where: dict[str, str], prefix: str) -> list[str]:
+    return [w for k, w in where.items() if k.startswith(prefix)]
+
+
+async def test_a_child_waited_for_runs_where_its_large_input_is(
+    narrow: tuple[TwinClient, list[Worker]],
+) -> None:
+    """Delayed I/O: ``make`` (8 MiB) completes while ``small`` still sleeps, so its
+    worker becomes the waiter of ``join``; the completion of ``small`` on the other
+    worker hands ``join`` to it (a note in its inbox), and it runs there, reading the
+    large input from memory."""
+    client, workers = narrow
+    fut = client.submit(join(make(MiB), small(0.4)))
+    assert await fut == float(np.arange(MiB, dtype=np.float64).sum()) + 1.0
+    where = await placement(client, fut)
+    assert ran(where, "small") != ran(where, "make")  # (one root on each worker)
+    assert ran(where, "join") == ran(where, "make")
+    assert (counts(workers, "held"), counts(workers, "woken")) == (1, 1)
+    assert counts(workers, "hold_timeout") == 0
+
+
+async def test_a_wait_that_times_out_leaves_the_child_to_its_last_parent(
+    narrow: tuple[TwinClient, list[Worker]],
+) -> None:
+    client, workers = narrow
+    async with TwinClient(client.storage, locality={"delayed_io_max_wait_s": 0.05}) as c:
+        fut = c.submit(join(make(MiB), small(0.5)))
+        assert await fut == float(np.arange(MiB, dtype=np.float64).sum()) + 1.0
+        where = await placement(c, fut)
+    assert ran(where, "join") == ran(where, "small")  # Wukong's "become", as without
+    assert (counts(workers, "held"), counts(workers, "hold_timeout")) == (1, 1)
+    assert counts(workers, "woken") == 0
+
+
+@pytest.mark.parametrize("n_large", [2, 3])
+async def test_several_large_parents_of_one_child_never_wait_for_each_other(
+    narrow: tuple[TwinClient, list[Worker]], n_large: int
+) -> None:
+    """Only the first large parent to complete waits for the child; the others
+    complete at once; the child runs once, on the worker of one of them."""
+    client, workers = narrow
+    fut = client.submit(join(*[make(MiB) for _ in range(n_large)], small(0.2)))
+    expected = n_large * float(np.arange(MiB, dtype=np.float64).sum()) + 1.0
+    with anyio.fail_after(30):
+        assert await fut == expected
+    events = await aread_run(client.storage, fut.run_id, wait=10)
+    finished = [e.key for e in events if e.kind == "task-finished"]
+    assert len(finished) == len(set(finished)) == n_large + 2
+    assert counts(workers, "held") <= 1
+
+
+async def test_the_in_process_runtime_accepts_the_delayed_io_options() -> None:
+    options = dagrt.LocalityOptions(delayed_io=True, delayed_io_max_wait_s=0.1)
+    async with dagrt.Client(processes=False, locality=options) as client:
+        assert await client.compute(join(make(16), small(0.0))) == float(sum(range(16))) + 1.0
+    with pytest.raises(ValueError, match="delayed_io_max_wait_s"):
+        dagrt.LocalityOptions.of({"delayed_io_max_wait_s": -1})
+
+
+@dagrt.task
+def make_and_tell(signals: Signals, n: int) -> Any:
+    """``make``, that says which process ran it (on the list ``<prefix>:made``)."""
+    with signals._redis() as r:
+        r.rpush(f"{signals.prefix}:made", os.getpid())
+    return np.arange(n, dtype=np.float64)
+
+
+async def test_a_worker_killed_while_it_waits_for_a_child(
+    pool_factory: Any, signals: Signals
+) -> None:
+    """The worker that holds the large output and waits for its child (delayed I/O)
+    is SIGKILLed; the other parent is then released. The child is handed to the dead
+    worker (its live key has not expired yet) or, once it has, dispatched: either way
+    the other worker runs it (taking the entry over, or reading it) and the run ends
+    right."""
+    pool = pool_factory(2, "--concurrency", "1", "--threads", "1")  # a root on each
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit(join(make_and_tell(signals, MiB), gate(signals, "held0", 1.0)))
+        storage = RedisStorage(pool.url)
+
+        def made() -> int:
+            with signals._redis() as r:
+                reply = r.blpop(f"{signals.prefix}:made", 30)
+            assert reply is not None, "make_and_tell did not run"
+            return int(reply[1])
+
+        pid = await anyio.to_thread.run_sync(made)
+        rk = dagrt.keys.RunKeys(fut.run_id)
+        with anyio.fail_after(30):  # its completion registered it as the child's waiter
+            last = "0-0"
+            while not await storage.ahget(rk.wait, "2"):
+                reply = await storage.axread({rk.progress: last}, block=5)
+                last = reply[0][1][-1][0] if reply else last
+        os.kill(pid, signal.SIGKILL)
+        await signals.release("held0")
+        with anyio.fail_after(60):
+            assert await fut == float(np.arange(MiB, dtype=np.float64).sum()) + 1.0
+        await storage.aclose()
     assert sum(1 for w in pool.workers if w.poll() is not None) == 1

@@ -14,6 +14,7 @@ clock, so entries are compared by their fields and position, never by id.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from typing import Any
@@ -113,7 +114,8 @@ def snapshot(storage: Storage) -> dict[str, Any]:
         elif kind == "zset":
             value = storage.zrange(key, withscores=True)
         elif kind == "stream":
-            value = stream_state(storage, key)
+            value = stream_state(storage, key)  # (a note names an entry: as its position)
+            value["entries"] = [{f: plain(v) for f, v in e.items()} for e in value["entries"]]
         else:
             raise AssertionError(f"{key}: unexpected type {kind}")
         out[key] = (kind, storage.ttl(key) is not None, value)
@@ -168,9 +170,10 @@ def run_scenarios(draw: st.DrawFn) -> dict[str, Any]:
     worker = st.sampled_from(["w1", "w2"])
     # index, keep mode, acknowledge its entries, output stored first (as a worker does: 1),
     # not stored (0), or in a host's object store, its location given to the script (2)
-    # (keep modes: "1" keep a child, "0" none, "L" output in memory, "C" claim up to 3)
+    # (keep modes: "1" keep a child, "0" none, "L" output in memory, "C" claim up to 3,
+    # "W" keep a child and wait for the others: delayed I/O)
     item = st.tuples(
-        task, st.sampled_from("110LC"), st.booleans(), st.sampled_from([1, 1, 1, 0, 2])
+        task, st.sampled_from("110LCW"), st.booleans(), st.sampled_from([1, 1, 1, 0, 2])
     )
     batch = st.lists(item, min_size=1, max_size=3, unique_by=lambda x: x[0])
     step = st.one_of(
@@ -209,6 +212,7 @@ def start_run(storage: Storage, parents: list[list[int]], ttl: bool) -> K.RunKey
     if ttl:
         cmds.append(C.expire(rk.meta, 3600))
     cmds += [C.xadd(STREAM, {"r": RUN, "t": i}) for i, ps in enumerate(parents) if not ps]
+    cmds.append(C.set_(K.worker_alive("w1"), b"alive"))  # (w2 is gone: no claim for it)
     storage.pipeline(cmds)
     return rk
 
@@ -243,10 +247,11 @@ class Run:
                 index,
                 self.children[index],
                 self.acks(index, ack),
-                may_keep=mode in "1C",
+                may_keep=mode in "1CW",
                 local=mode == "L",
                 location=Location("host-a", 123, "127.0.0.1:1").encode() if s == 2 else b"",
                 cluster=3 if mode == "C" else 0,
+                wait=mode == "W",
             )
             for index, mode, ack, s in items
         ]
@@ -302,8 +307,10 @@ def test_completions_failures_and_stops_answer_and_write_as_on_the_server(
             for code, kept, *claimed in on_server:
                 kept_child = code in (b"ok", b"dup") and kept
                 event(f"complete: {code.decode()}" + (", a child kept" if kept_child else ""))
-                if claimed:
+                if any(claimed[0::2]):
                     event("complete: children claimed")
+                if not all(claimed[0::2]):
+                    event("complete: children waited for")
         elif action[0] in ("fail", "stop"):
             event(f"{action[0]}: {on_server!r}")
     event(f"the run ends {both.server.hget(runs[0].rk.meta, 'status')!r}")
@@ -475,6 +482,90 @@ def test_children_claimed_by_a_large_output_stay_with_their_worker(server: Redis
         taken = storage.pipeline([take_cmd(STREAM, GROUP, "w2", 10)])[0]
         assert [f[b"t"] for _, f in taken.run] == [b"2"]
     both.assert_same_keys()
+
+
+def race_cmds(run: str) -> tuple[list[C.Cmd], C.Cmd, C.Cmd]:
+    """A run whose child C has a large parent A (worker w1, which may wait) and a small
+    one B (w2): the commands that write it, and A's and B's completions."""
+    rk = K.RunKeys(run)
+    setup = [
+        C.hset(rk.meta, {"status": "running", "n": 3, "left": 3}),
+        C.hset(rk.deps, {"2": 2}),
+        C.set_(rk.output(0), b"A"),
+        C.set_(rk.output(1), b"B"),
+    ]
+    a = complete_cmd(rk, [Completion(0, [2], [], wait=True)], "w1", stream=STREAM)
+    b = complete_cmd(rk, [Completion(1, [2], [])], "w2", stream=STREAM)
+    return setup, a, b
+
+
+def race(storage: Storage, run: str, a_first: bool) -> tuple[list[Any], list[Any]]:
+    """A and B of :func:`race_cmds` complete in the order given: their replies."""
+    setup, a, b = race_cmds(run)
+    storage.pipeline(setup)
+    first, second = (a, b) if a_first else (b, a)
+    one, two = storage.pipeline([first]), storage.pipeline([second])
+    return (one[0][0], two[0][0]) if a_first else (two[0][0], one[0][0])
+
+
+@pytest.mark.parametrize("backend_kind", ["memory", "redis"])
+def test_no_wake_up_is_lost_whichever_parent_completes_first(
+    server: RedisStorage, backend_kind: str
+) -> None:
+    """Delayed I/O's race, in both orders, a thousand times each: the child of a large
+    parent (whose worker may wait) and a small one always ends up with the large
+    parent's worker (kept by it, or claimed for it with a note in its inbox), never in
+    the open stream, never twice."""
+    storage: Storage = InMemoryStorage() if backend_kind == "memory" else server
+    storage.flushdb()
+    storage.pipeline(load_scripts_cmds())
+    storage.xgroup_create(STREAM, GROUP, "0")
+    storage.set(K.worker_alive("w1"), b"1")
+    storage.xgroup_create(K.inbox("w1"), GROUP, "0")
+    for i in range(2000):
+        a_first = i % 2 == 0
+        a, b = race(storage, f"race-{i}", a_first)
+        if a_first:  # A waits for C; B makes C ready: claimed for w1, and a note
+            assert (a, b) == ([b"ok", b"", b"", b"2"], [b"ok", b""])
+        else:  # B first: A's completion makes C ready and w1 keeps it ("become")
+            assert (a, b) == ([b"ok", b"2"], [b"ok", b""])
+    notes = storage.xrange(K.inbox("w1"))
+    assert len(notes) == 1000
+    assert all(f[b"t"] == b"2" for _, f in notes)
+    entries = storage.xrange(STREAM)
+    assert len(entries) == 1000  # one entry for each claim, none for the kept ones
+    pending = storage.pipeline([C.Cmd(("XPENDING", STREAM, GROUP, "-", "+", 2000))])[0]
+    assert {p[1] for p in pending} == {b"w1"}
+    assert len(pending) == 1000
+    assert {f[b"e"] for _, f in notes} == {eid for eid, _ in entries}
+
+
+async def test_no_wake_up_is_lost_when_both_parents_complete_at_once(redis_url: str) -> None:
+    """The same race with the two completions sent at the same moment on two
+    connections: whichever the server runs first, the child ends up with w1."""
+    one, two = RedisStorage(redis_url), RedisStorage(redis_url)
+    try:
+        await one.aflushdb()
+        await one.apipeline(load_scripts_cmds())
+        await one.axgroup_create(STREAM, GROUP, "0")
+        await one.aset(K.worker_alive("w1"), b"1")
+        await one.axgroup_create(K.inbox("w1"), GROUP, "0")
+        waited = 0
+        for i in range(500):
+            setup, a, b = race_cmds(f"at-once-{i}")
+            await one.apipeline(setup)
+            [ra], [rb] = await asyncio.gather(one.apipeline([a]), two.apipeline([b]))
+            assert rb[0] == [b"ok", b""]
+            assert ra[0] in ([b"ok", b"", b"", b"2"], [b"ok", b"2"])
+            waited += ra[0][1] == b""
+        notes = await one.axrange(K.inbox("w1"))
+        entries = await one.axrange(STREAM)
+        # every wait ended in a claim with its note; every other run's child was kept
+        assert len(notes) == len(entries) == waited
+        assert {f[b"e"] for _, f in notes} == {eid for eid, _ in entries}
+    finally:
+        await one.aclose()
+        await two.aclose()
 
 
 @EXAMPLES

@@ -2,15 +2,17 @@
 --
 -- KEYS[1] meta hash     KEYS[2] deps hash        KEYS[3] done hash
 -- KEYS[4] progress      KEYS[5] events stream    KEYS[6] tasks stream
--- KEYS[6 + j]           the output key of the j-th task completed here
--- ARGV[1] run id        ARGV[2] worker id (its consumer name)        ARGV[3] consumer group
--- ARGV[4] number of tasks, then for each task:
+-- KEYS[7] wait hash (task -> the worker waiting to run it: delayed I/O)
+-- KEYS[7 + j]           the output key of the j-th task completed here
+-- ARGV[1] run id        ARGV[2] worker id (its consumer name)   ARGV[3] consumer group
+-- ARGV[4] number of tasks   ARGV[5] a live worker's key up to its id ("dagrt:worker:")
+-- ARGV[6] a worker's inbox key up to its id ("dagrt:inbox:"), then for each task:
 --   index, keep mode [, location], n children, the children,
 --   n entries, the stream entries to acknowledge if no child is kept
--- A location (after a keep mode ending in "@": "0@", "1@", "C8@") says the output is
--- in a host's object store: it is written to the output key here (with the run's
--- TTL), in the step that counts the task, so the key holds either the value or where
--- the value is.
+-- A keep mode is "0", "1", "L" or "C<n>", then "W" if the worker may wait for children
+-- (delayed I/O), then "@" if a location follows. A location says the output is in a
+-- host's object store: it is written to the output key here (with the run's TTL), in
+-- the step that counts the task, so the key holds either the value or where it is.
 -- Keep modes: "0" dispatch every ready child; "1" the worker may keep one ready
 -- child; "C<n>" (fan-out clustering: a large output) the worker may keep one ready
 -- child and claim up to n - 1 more: each claimed child gets its own stream entry,
@@ -20,22 +22,40 @@
 -- the task only if its one child becomes ready now, and keep that child, marking
 -- the decision "<child>*" (a re-run after a crash recomputes this task first);
 -- otherwise answer "upload" and change nothing.
+-- "W" (delayed I/O, a large output): each child that is not ready yet and has no
+-- waiter gets this worker as its waiter (one per child, set here: two large parents
+-- never wait for each other). When the completion of its last parent makes such a
+-- child ready (here or in a later call, on any worker), it is claimed for its waiter,
+-- if that worker lives (its live key), and a note {r, t, e: entry} on the waiter's
+-- inbox stream wakes it; a child this worker waited for is kept or claimed here. Both
+-- sides are in one script each, so no wake-up is lost between them.
 --
 -- One progress entry lists the tasks counted by this call ("t": "3,5,8").
--- Reply: one {code, kept, claimed entry id, claimed child, ...} per task: code "ok" (counted now), "dup" (counted
--- before: the same decision again), "stop" (the run is not running; the output
--- is deleted), "missing" (no output stored: nothing counted), "upload" (mode "L"
--- and the child is not ready: store the output and complete again); kept is the
+-- Reply: one {code, kept, entry, child, ...} per task: code "ok" (counted now), "dup"
+-- (counted before: the same decision again), "stop" (the run is not running; the
+-- output is deleted), "missing" (no output stored: nothing counted), "upload" (mode
+-- "L" and the child is not ready: store the output and complete again); kept is the
 -- child the worker must run next ("*" appended: its input is in memory only), or "";
--- then, for mode "C" on "ok", the entry and index of each child claimed (a "dup" does
--- not repeat them: their entries are pending, and reclaimed if the worker died).
+-- then, on "ok", each child claimed for this worker with its entry, and each child it
+-- now waits for with an empty entry (a "dup" repeats none of them: claimed entries are
+-- pending, and taken over if the worker died; a dead waiter is passed over).
 
-local status = redis.call('HGET', KEYS[1], 'status')
+local meta = redis.call('HMGET', KEYS[1], 'status', 'waits')
+local status, waits = meta[1], meta[2]
 local running = status == 'running'
 local replies = {}
 local acks = {}    -- entries to acknowledge, in one XACK at the end
 local counted = {} -- tasks counted now, in one progress entry at the end
-local pos = 5
+local worker, alive, inbox = ARGV[2], ARGV[5], ARGV[6]
+local pos = 7
+
+-- A new entry for a ready child, pending at once for worker ``w`` (it claims it).
+local function claim(child, w)
+  local id = redis.call('XADD', KEYS[6], '*', 'r', ARGV[1], 't', child)
+  redis.call('XCLAIM', KEYS[6], ARGV[3], w, 0, id, 'FORCE', 'JUSTID')
+  redis.call('HSET', KEYS[2], child, '@' .. w)
+  return id
+end
 
 for j = 1, tonumber(ARGV[4]) do
   local index = ARGV[pos]
@@ -47,6 +67,8 @@ for j = 1, tonumber(ARGV[4]) do
     may_keep = string.sub(may_keep, 1, -2)
     after = after + 1
   end
+  local may_wait = string.byte(may_keep, -1) == 87 -- "W"
+  if may_wait then may_keep = string.sub(may_keep, 1, -2) end
   local cluster = 0 -- children this worker may claim besides the one it keeps
   if string.byte(may_keep, 1) == 67 then -- "C<n>"
     cluster = (tonumber(string.sub(may_keep, 2)) or 1) - 1
@@ -57,7 +79,7 @@ for j = 1, tonumber(ARGV[4]) do
   local n_acks = tonumber(ARGV[first_child + n_children])
   local first_ack = first_child + n_children + 1
   pos = first_ack + n_acks
-  local output = KEYS[6 + j]
+  local output = KEYS[7 + j]
 
   local function ack()
     for a = first_ack, first_ack + n_acks - 1 do
@@ -79,6 +101,7 @@ for j = 1, tonumber(ARGV[4]) do
       local child = ARGV[first_child]
       if n_children == 1 and tonumber(redis.call('HGET', KEYS[2], child)) == 1 then
         redis.call('HSET', KEYS[2], child, 0)
+        if waits then redis.call('HDEL', KEYS[7], child) end -- (kept here instead)
         redis.call('HSET', KEYS[3], index, child .. '*')
         counted[#counted + 1] = index
         replies[j] = {'ok', child .. '*'}
@@ -102,19 +125,34 @@ for j = 1, tonumber(ARGV[4]) do
         local kept = ''
         local reply = {'ok', ''}
         for c = first_child, first_child + n_children - 1 do
-          if redis.call('HINCRBY', KEYS[2], ARGV[c], -1) == 0 then
-            if kept == '' and may_keep == '1' then
-              kept = ARGV[c]
+          local child = ARGV[c]
+          local left = redis.call('HINCRBY', KEYS[2], child, -1)
+          if left == 0 then
+            local waiter = waits and redis.call('HGET', KEYS[7], child)
+            if waiter then redis.call('HDEL', KEYS[7], child) end
+            if waiter and waiter ~= worker and redis.call('EXISTS', alive .. waiter) == 1 then
+              -- delayed I/O: the child runs where its large input waits for it
+              local id = claim(child, waiter)
+              redis.call('XADD', inbox .. waiter, 'MAXLEN', '~', 1000, '*',
+                'r', ARGV[1], 't', child, 'e', id)
+            elseif kept == '' and may_keep == '1' then
+              kept = child
+            elseif cluster > 0 or waiter == worker then
+              reply[#reply + 1] = claim(child, worker)
+              reply[#reply + 1] = child
+              if waiter ~= worker then cluster = cluster - 1 end
             else
-              local id = redis.call('XADD', KEYS[6], '*', 'r', ARGV[1], 't', ARGV[c])
-              if cluster > 0 then -- claimed: pending for this worker from now on
-                redis.call('XCLAIM', KEYS[6], ARGV[3], ARGV[2], 0, id, 'FORCE', 'JUSTID')
-                redis.call('HSET', KEYS[2], ARGV[c], '@' .. ARGV[2])
-                reply[#reply + 1] = id
-                reply[#reply + 1] = ARGV[c]
-                cluster = cluster - 1
-              end
+              redis.call('XADD', KEYS[6], '*', 'r', ARGV[1], 't', child)
             end
+          elseif may_wait and left > 0 and redis.call('HSETNX', KEYS[7], child, worker) == 1 then
+            if not waits then -- the run's first waiter: completions look from now on
+              waits = '1'
+              redis.call('HSET', KEYS[1], 'waits', 1)
+              local ttl = redis.call('PTTL', KEYS[1])
+              if ttl > 0 then redis.call('PEXPIRE', KEYS[7], ttl) end
+            end
+            reply[#reply + 1] = ''
+            reply[#reply + 1] = child
           end
         end
         redis.call('HSET', KEYS[3], index, kept)

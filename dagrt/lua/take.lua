@@ -6,11 +6,15 @@
 --
 -- KEYS[1] the tasks stream
 -- ARGV[1] the consumer group   ARGV[2] the consumer   ARGV[3] how many entries to read
---   (0: read none; the entries a blocking read has just delivered follow ARGV[8], each
---   as its id, its run id and its task index)
+--   from the tasks stream and as many notes from the consumer's inbox (0: read none;
+--   the entries a blocking read has just delivered follow ARGV[9], each as its id, its
+--   run id, its task index and, for a note of the inbox, the note's id, else "")
 -- ARGV[4] a run's keys up to its id ("dagrt:{"); ARGV[5], ARGV[6], ARGV[7] after it,
 --   of its meta, done and deps hashes ("}:meta", "}:done", "}:deps")
 -- ARGV[8] the key of a live worker up to its id ("dagrt:worker:")
+-- ARGV[9] the consumer's inbox: notes {r, t, e} that an entry of the tasks stream, e,
+--   is pending for it now (a task it waited for became ready: delayed I/O). A note is
+--   acknowledged and deleted as it is read, and its entry screened in its stead.
 -- Reply: four values per entry: its id, its verdict, its run id and its task index (false
 -- if it has none). Verdicts: "run"; "ended" (the run is not running: acked);
 -- "done" (the task's completion is remembered: acked); "early" (parents not done);
@@ -19,7 +23,8 @@
 -- "claimed" (fan-out clustering: the worker that made the task's large input claimed
 -- it, and its deps field says "@<worker>"): the entry is that worker's, handed back to
 -- it (XCLAIM) when another reads it, unless that worker is gone (its live key expired):
--- then the reader runs it ("run").
+-- then the reader runs it ("run"); "woken": the entry of a note of this worker's inbox,
+-- claimed for it (run it: a task it waited for).
 -- Two entries of one task not done yet both run (the second completion answers "dup").
 -- Cost: every read of a worker goes through here, so it is kept lean: four flat values
 -- per entry (the fields as XREADGROUP gives them cost the server a third more), one
@@ -27,10 +32,12 @@
 
 local stream, group, me = KEYS[1], ARGV[1], ARGV[2]
 local head, meta, done, deps, alive = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local inbox = ARGV[9]
 local runs = {} -- run id -> {status, done key, deps key}, or false: no such run
 local out, acks = {}, {}
 
-local function screen(id, run, task)
+-- ``woken``: the entry comes with a note of the inbox (a claim for this worker: run it)
+local function screen(id, run, task, woken)
   local r = runs[run]
   if r == nil then
     local status = redis.pcall('HGET', head .. run .. meta, 'status')
@@ -49,7 +56,7 @@ local function screen(id, run, task)
     if type(d) == 'string' and string.byte(d, 1) == 64 then -- "@<worker>": claimed
       local owner = string.sub(d, 2)
       if owner == me then
-        v = 'claimed' -- (it runs here already)
+        v = woken and 'woken' or 'claimed' -- (else it runs here already, or its note will)
       elseif redis.call('EXISTS', alive .. owner) == 1 then
         redis.call('XCLAIM', stream, group, owner, 0, id, 'JUSTID')
         v = 'claimed'
@@ -64,23 +71,47 @@ local function screen(id, run, task)
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, v, run, task
 end
 
+-- A note of the inbox: gone once read; its entry is screened instead.
+local function note(id, f)
+  redis.call('XACK', inbox, group, id)
+  redis.call('XDEL', inbox, id)
+  if #f == 6 and f[1] == 'r' and f[3] == 't' and f[5] == 'e' then
+    screen(f[6], f[2], f[4], true)
+  end
+end
+
 if tonumber(ARGV[3]) > 0 then
-  local reply = redis.call('XREADGROUP', 'GROUP', group, ARGV[2], 'COUNT', ARGV[3],
-    'STREAMS', stream, '>')
-  if reply then
-    for _, entry in ipairs(reply[1][2]) do
-      local f = entry[2]
-      if #f == 4 and f[1] == 'r' and f[3] == 't' then -- the shape dagrt writes
-        screen(entry[1], f[2], f[4])
-      else -- the worker reads it whole and dead-letters it
-        local n = #out
-        out[n + 1], out[n + 2], out[n + 3], out[n + 4] = entry[1], 'odd', false, false
+  local read = {'XREADGROUP', 'GROUP', group, me, 'COUNT', ARGV[3], 'STREAMS', stream, inbox,
+    '>', '>'}
+  local reply = redis.pcall(unpack(read))
+  if type(reply) == 'table' and reply.err then
+    -- No inbox group (a new worker, a flushed server): make it, then read again (a
+    -- missing tasks group is for the worker to make: the error goes to it).
+    redis.pcall('XGROUP', 'CREATE', inbox, group, '0', 'MKSTREAM')
+    reply = redis.call(unpack(read))
+  end
+  for _, read in ipairs(reply or {}) do
+    if read[1] == inbox then
+      for _, entry in ipairs(read[2]) do note(entry[1], entry[2]) end
+    else
+      for _, entry in ipairs(read[2]) do
+        local f = entry[2]
+        if #f == 4 and f[1] == 'r' and f[3] == 't' then -- the shape dagrt writes
+          screen(entry[1], f[2], f[4], false)
+        else -- the worker reads it whole and dead-letters it
+          local n = #out
+          out[n + 1], out[n + 2], out[n + 3], out[n + 4] = entry[1], 'odd', false, false
+        end
       end
     end
   end
 else
-  for i = 9, #ARGV, 3 do
-    screen(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  for i = 10, #ARGV, 4 do
+    if ARGV[i + 3] ~= '' then
+      note(ARGV[i + 3], {'r', ARGV[i + 1], 't', ARGV[i + 2], 'e', ARGV[i]})
+    else
+      screen(ARGV[i], ARGV[i + 1], ARGV[i + 2], false)
+    end
   end
 end
 

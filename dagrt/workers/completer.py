@@ -65,6 +65,7 @@ class Made:
     location: bytes = b""  # where the host's store holds the output (encoded Location)
     fused: bool = False  # its one child already ran from its value (mode L): keep none
     cluster: int = 0  # fan-out clustering: children to keep or claim, at most (mode C)
+    wait: bool = False  # delayed I/O: wait for the children not ready yet (mode W)
 
 
 @dataclass(slots=True)
@@ -75,6 +76,7 @@ class Decision:
     kept: int | None  # the child this worker runs next
     local: bool  # the output stayed in this worker's memory only (pinned)
     claimed: list[tuple[bytes, int]] = field(default_factory=list)  # (entry, child) claimed
+    waiting: list[int] = field(default_factory=list)  # children this worker now waits for
 
 
 class Completer:
@@ -102,6 +104,9 @@ class Completer:
         # Runs the children a completion claimed (fan-out clustering): the consumer's
         # ``adopt(ctx, claimed, nbytes)``; none: no clustering on this worker.
         self.adopt: Callable[[RunContext, list[tuple[bytes, int]], int], None] | None = None
+        # Waits for children of a large output (delayed I/O): the consumer's
+        # ``hold(ctx, task, children, nbytes)``; none: this worker waits for none.
+        self.hold: Callable[[RunContext, int, list[int], int], None] | None = None
 
     def made(
         self,
@@ -126,6 +131,8 @@ class Completer:
             and self.adopt is not None
         ):
             made.cluster = min(ctx.cluster, len(rec.children))
+        if may_keep and ctx.wait > 0 and len(frame) >= ctx.cluster_min and self.hold is not None:
+            made.wait = True
         return made
 
     def _may_stay(self, ctx: RunContext, rec: TaskRecord) -> bool:
@@ -227,7 +234,14 @@ class Completer:
         s = self.settings
         batch = [
             Completion(
-                m.rec.index, m.rec.children, m.acks, m.may_keep, m.local, m.location, m.cluster
+                m.rec.index,
+                m.rec.children,
+                m.acks,
+                m.may_keep,
+                m.local,
+                m.location,
+                m.cluster,
+                m.wait,
             )
             for m in items
         ]
@@ -244,6 +258,8 @@ class Completer:
         if decision.claimed and self.adopt is not None:
             self.counts["claimed"] = self.counts.get("claimed", 0) + len(decision.claimed)
             self.adopt(ctx, decision.claimed, len(m.frame))
+        if decision.waiting and self.hold is not None:
+            self.hold(ctx, m.rec.index, decision.waiting, len(m.frame))
         return decision
 
     def _read(self, ctx: RunContext, rec: TaskRecord, answer: Any, local: bool) -> Decision:
@@ -257,8 +273,14 @@ class Completer:
             return Decision(True, None, False)
         if kept:
             self.counts["kept"] += 1
-        claimed = [(answer[i], int(answer[i + 1])) for i in range(2, len(answer) - 1, 2)]
-        return Decision(False, int(kept.rstrip("*")) if kept else None, local, claimed)
+        claimed: list[tuple[bytes, int]] = []
+        waiting: list[int] = []
+        for i in range(2, len(answer) - 1, 2):  # (entry, child) claimed, ("", child) waited
+            if answer[i]:
+                claimed.append((answer[i], int(answer[i + 1])))
+            else:
+                waiting.append(int(answer[i + 1]))
+        return Decision(False, int(kept.rstrip("*")) if kept else None, local, claimed, waiting)
 
     async def again(self, ctx: RunContext, rec: TaskRecord, acks: list[Any]) -> Decision:
         """Complete a task found done (its output stored, its worker died after): the

@@ -22,6 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -29,7 +30,7 @@ import anyio
 from .. import keys as K
 from ..exceptions import SerializationError, StorageConnectionError, StorageError
 from ..records import MalformedRecord
-from ..scheduler import Taken, fail_cmd, requeue_cmd, send, take_cmd
+from ..scheduler import Taken, fail_cmd, requeue_cmd, send, take_cmd, unwait_cmd
 from ..storage import Storage
 from ..storage import commands as C
 from .chain import Chains
@@ -46,6 +47,18 @@ log = logging.getLogger("dagrt.worker")
 IDLE_FLUSH = 0.5  # seconds a worker with buffered events waits idle before writing them
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class _Hold:
+    """Children of one large output that this worker waits for (delayed I/O)."""
+
+    task: int
+    waiting: set[int]
+    nbytes: int
+    since: float
+    hits: int = 0
+    over: anyio.Event = field(default_factory=anyio.Event)  # every child came
 
 
 class Consumer:
@@ -93,6 +106,10 @@ class Consumer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._task_group: asyncio.TaskGroup | None = None
         self._wakeups: set[anyio.Event] = set()  # clusters waiting for a chain to end
+        self.inbox = K.inbox(worker_id)  # notes: a task this worker waited for is ready
+        self._woken: set[bytes] = set()  # entries read from notes, not admitted yet
+        self._holds: dict[tuple[str, int], _Hold] = {}  # (run, child) -> what waits for it
+        completer.hold = self.hold
         completer.adopt = self.adopt
 
     # -- serving ------------------------------------------------------------------------
@@ -192,15 +209,18 @@ class Consumer:
                 reply = await self.storage.axreadgroup(
                     s.group,
                     self.worker,
-                    {s.stream: ">"},
+                    {s.stream: ">", self.inbox: ">"},
                     count=count,
                     block=min(block, IDLE_FLUSH) if idle else block,
                 )
                 if idle and not reply and metrics is not None:
                     metrics.flush_soon()
-                delivered = [e for _, es in reply for e in es]
-                if delivered:  # screened as the script screens what it reads itself
-                    taken = await self._take(take_cmd(s.stream, s.group, self.worker, 0, delivered))
+                delivered = [e for name, es in reply if name == s.stream for e in es]
+                notes = [e for name, es in reply if name != s.stream for e in es]
+                if delivered or notes:  # screened as the script screens what it reads
+                    taken = await self._take(
+                        take_cmd(s.stream, s.group, self.worker, 0, delivered, notes)
+                    )
             for entry_id in taken.odd:  # fields dagrt does not write: admission dead-letters
                 eid = entry_id.decode()
                 whole = await self.storage.axrange(s.stream, eid, eid)
@@ -216,9 +236,11 @@ class Consumer:
             # The stream or group vanished (flushed, or a server without
             # persistence restarted): make them again and go on.
             log.warning("worker %s: %s; creating the group again", self.worker, exc)
-            await self.storage.axgroup_create(s.stream, s.group, "0")
+            await self.make_groups()
             return []
         self._stream_empty = taken.empty
+        if taken.woken:
+            self._woken |= taken.woken
         if taken.dropped:
             self.counts["screened"] += taken.dropped
         for entry_id, fields in taken.early:
@@ -226,6 +248,13 @@ class Consumer:
                 entry_id, fields, "the task's parents are not all done (dagrt wrote no such entry)"
             )
         return taken.run
+
+    async def make_groups(self) -> None:
+        """The consumer group on the tasks stream and on this worker's inbox (both
+        made with their stream if need be; one that exists is left as it is)."""
+        s = self.settings
+        await self.storage.axgroup_create(s.stream, s.group, "0")
+        await self.storage.axgroup_create(self.inbox, s.group, "0")
 
     async def _take(self, cmd: C.Cmd) -> Taken:
         return (await send(self.storage, [cmd]))[0]
@@ -270,6 +299,8 @@ class Consumer:
                     continue
                 ctx, index = admitted
                 self.running[entry_id] = ctx.record(index).key
+                if self._woken and entry_id in self._woken:
+                    self._woke(ctx, entry_id, index)
                 if not reclaimed and self.fast.eligible(ctx, index):
                     fast.setdefault(ctx.run_id, (ctx, []))[1].append(([entry_id], index))
                     self._fast_seen = True
@@ -349,6 +380,47 @@ class Consumer:
                 self._finish(entry_id)
 
         self._spawn(chain())
+
+    # -- delayed I/O ----------------------------------------------------------------------
+
+    def hold(self, ctx: RunContext, task: int, children: list[int], nbytes: int) -> None:
+        """This worker is now the waiter of ``children`` of ``task`` (whose large output
+        it holds in memory): the completion of the last parent of each hands it here,
+        through a note of the inbox. After the run's ``delayed_io_max_wait_s`` it waits
+        no more for those that did not come (``unwait``)."""
+        if self._task_group is None:
+            return  # (the registrations lapse: completions pass over a dead waiter)
+        held = _Hold(task, set(children), nbytes, time.monotonic())
+        for child in children:
+            self._holds[(ctx.run_id, child)] = held
+        self.counts["held"] = self.counts.get("held", 0) + len(children)
+        self._spawn(self._wait(ctx, held))
+
+    def _woke(self, ctx: RunContext, entry_id: bytes, index: int) -> None:
+        """A task this worker waited for came (its entry, from a note)."""
+        self._woken.discard(entry_id)
+        self.counts["woken"] = self.counts.get("woken", 0) + 1
+        held = self._holds.pop((ctx.run_id, index), None)
+        if held is not None:
+            held.waiting.discard(index)
+            held.hits += 1
+            if not held.waiting:
+                held.over.set()
+
+    async def _wait(self, ctx: RunContext, held: _Hold) -> None:
+        with anyio.move_on_after(ctx.wait):
+            await held.over.wait()
+        late = sorted(held.waiting)
+        for child in late:
+            self._holds.pop((ctx.run_id, child), None)
+        if not late or ctx.stopped:
+            return
+        try:
+            [gone] = await send(self.storage, [unwait_cmd(ctx.keys, self.worker, late)])
+        except StorageError as exc:  # (the registrations stay: harmless, see unwait.lua)
+            log.warning("worker %s: could not stop waiting: %s", self.worker, exc)
+            return
+        self.counts["hold_timeout"] = self.counts.get("hold_timeout", 0) + len(gone)
 
     # -- fan-out clustering -------------------------------------------------------------
 

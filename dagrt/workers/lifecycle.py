@@ -399,7 +399,7 @@ class Worker:
         stopping = self.consumer.stopping
         while True:
             try:
-                await self.storage.axgroup_create(s.stream, s.group, "0")
+                await self.consumer.make_groups()
                 await self.storage.apipeline(load_scripts_cmds())
                 return
             except StorageConnectionError as exc:

@@ -69,7 +69,7 @@ class Liveness:
             C.hset(K.workers(), {self.worker: pack(info)}),
             C.set_(K.worker_alive(self.worker), status, ex=3 * s.heartbeat)
             if status != "stopped"
-            else C.delete([K.worker_alive(self.worker)]),
+            else C.delete([K.worker_alive(self.worker), K.inbox(self.worker)]),
         ]
         if status == "alive":
             running = list(self.consumer.running.values())[:20]

@@ -71,6 +71,11 @@ class RunContext:
             self.spill_after: float | None = float(meta[b"spill_after"])
         except (KeyError, ValueError):  # (automatic, or a run written without it)
             self.spill_after = None
+        # delayed I/O: how long to wait for a child of a large output made here (0: off)
+        try:
+            self.wait = max(0.0, float(meta.get(b"wait", b"0")))
+        except ValueError:
+            self.wait = 0.0
         # a client that maps outputs of the run from the store of this host and root
         self.outputs_host = meta.get(b"outputs_host", b"").decode(errors="replace")
         self.outputs_root = meta.get(b"outputs_root", b"").decode(errors="replace")

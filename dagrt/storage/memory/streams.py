@@ -255,8 +255,10 @@ def xreadgroup(db: Keyspace, a: Args) -> Any:
     count, noack, names, ids = _read_options(a[3:])
     now = time.monotonic() * 1000
     out = []
-    for name, id_text in zip(names, ids, strict=True):
-        s, g = _group_of(db, key(name), group, "XREADGROUP")
+    # every stream and group is checked first: a missing one fails the read, which then
+    # delivers nothing (as on the server)
+    groups = [_group_of(db, key(name), group, "XREADGROUP") for name in names]
+    for name, id_text, (s, g) in zip(names, ids, groups, strict=True):
         g.consumers.add(consumer)
         if text(id_text) == ">":
             entries = s.after(g.last, count)
