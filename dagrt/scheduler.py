@@ -202,11 +202,14 @@ def take_cmd(
     count: int,
     delivered: Sequence[tuple[bytes, dict[bytes, bytes]]] = (),
     notes: Sequence[tuple[bytes, dict[bytes, bytes]]] = (),
+    *,
+    inbox: bool = True,
 ) -> C.Cmd:
-    """One EVALSHA of ``take``: read up to ``count`` entries for ``consumer`` (and as
-    many notes of its inbox) and screen them; with ``count`` 0, screen the entries and
-    the inbox notes a blocking read ``delivered``."""
-    argv: list[Any] = [group, consumer, count, *_RUN_KEY_PARTS, _ALIVE_HEAD, K.inbox(consumer)]
+    """One EVALSHA of ``take``: read up to ``count`` entries for ``consumer`` (and, with
+    ``inbox``, as many notes of its inbox) and screen them; with ``count`` 0, screen the
+    entries and the inbox notes a blocking read ``delivered``."""
+    box = K.inbox(consumer) if inbox or notes else ""
+    argv: list[Any] = [group, consumer, count, *_RUN_KEY_PARTS, _ALIVE_HEAD, box]
     given = dict(delivered)
     for entry_id, fields in delivered:
         argv += [entry_id, fields.get(b"r", b""), fields.get(b"t", b""), b""]

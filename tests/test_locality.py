@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ import anyio
 import numpy as np
 import pytest
 from helpers import Signals, gate, note_call
+from test_data_plane import hosts_pool
 from test_worker import TwinClient
 
 import dagrt
@@ -347,3 +349,62 @@ async def test_a_worker_killed_while_it_waits_for_a_child(
             assert await fut == float(np.arange(MiB, dtype=np.float64).sum()) + 1.0
         await storage.aclose()
     assert sum(1 for w in pool.workers if w.poll() is not None) == 1
+
+
+# --------------------------------------------------------------------------- random DAGs
+
+
+@dagrt.task
+def node(seed: int, size: int, pause: float, *parents: Any) -> Any:
+    """An array of ``size`` float64s whose value depends on every parent's, after
+    ``pause`` seconds."""
+    time.sleep(pause)
+    value = (seed + sum(float(np.asarray(p).sum()) % 1000 for p in parents)) % 1000
+    return np.full(size, value)
+
+
+@dagrt.task
+def sums(*arrays: Any) -> list[float]:
+    return [float(np.asarray(a).sum()) for a in arrays]
+
+
+def random_dag(seed: int, n: int = 30) -> Any:
+    """Random parents (0-3 earlier tasks, a few with many children), output sizes on
+    both sides of the threshold used below (64 KiB), random pauses."""
+    rng = random.Random(seed)
+    nodes: list[Any] = []
+    for i in range(n):
+        pool = nodes[:3] * 3 + nodes  # (the first ones get more children: fan-outs)
+        parents = list(dict.fromkeys(rng.sample(pool, min(len(pool), rng.randint(0, 3)))))
+        size = rng.choice([1, 100, 5_000, 20_000, 300_000])  # 8 B to 2.4 MB
+        pause = rng.choice([0.0, 0.0, 0.01, 0.05])
+        nodes.append(node(i, size, pause, *parents))
+    return sums(*nodes[-6:])
+
+
+LOCALITY_CASES = {
+    "on": {"cluster_min_bytes": 64 * 1024, "delayed_io_max_wait_s": 0.3},
+    "spill at once": {"cluster_min_bytes": 64 * 1024, "spill_after_s": 0.0},
+    "off": {"enabled": False},
+}
+
+
+async def test_random_dags_give_the_same_results_with_locality_on_and_off(
+    pool_factory: Any, tmp_path: Path
+) -> None:
+    """Random DAGs on two simulated hosts: with locality on (clustering and delayed I/O
+    at a low threshold), with every claimed child spilled at once, and off, the
+    results are the in-process runtime's, and every task finishes exactly once."""
+    pool = hosts_pool(pool_factory, tmp_path, ["h1", "h2"])
+    dags = [random_dag(seed) for seed in range(4)]
+    async with dagrt.Client(processes=False) as local:
+        expected = [await local.compute(d) for d in dags]
+    for name, locality in LOCALITY_CASES.items():
+        async with dagrt.Client(pool.url, locality=locality) as client:
+            futures = [client.submit(d) for d in dags]
+            with anyio.fail_after(120):
+                assert [await f for f in futures] == expected, name
+            for f in futures:
+                events = await aread_run(pool.url, f.run_id, wait=30)
+                finished = [e.task for e in events if e.kind == "task-finished"]
+                assert sorted(finished) == list(range(31)), name

@@ -14,7 +14,9 @@
 -- ARGV[8] the key of a live worker up to its id ("dagrt:worker:")
 -- ARGV[9] the consumer's inbox: notes {r, t, e} that an entry of the tasks stream, e,
 --   is pending for it now (a task it waited for became ready: delayed I/O). A note is
---   acknowledged and deleted as it is read, and its entry screened in its stead.
+--   acknowledged and deleted as it is read, and its entry screened in its stead. ""
+--   when the consumer waits for no task: the inbox is not read (it costs 2-3% of a
+--   tree reduction's time to read two streams every time).
 -- Reply: four values per entry: its id, its verdict, its run id and its task index (false
 -- if it has none). Verdicts: "run"; "ended" (the run is not running: acked);
 -- "done" (the task's completion is remembered: acked); "early" (parents not done);
@@ -81,10 +83,13 @@ local function note(id, f)
 end
 
 if tonumber(ARGV[3]) > 0 then
-  local read = {'XREADGROUP', 'GROUP', group, me, 'COUNT', ARGV[3], 'STREAMS', stream, inbox,
-    '>', '>'}
+  local read = {'XREADGROUP', 'GROUP', group, me, 'COUNT', ARGV[3], 'STREAMS', stream, '>'}
+  if inbox ~= '' then
+    read = {'XREADGROUP', 'GROUP', group, me, 'COUNT', ARGV[3], 'STREAMS', stream, inbox,
+      '>', '>'}
+  end
   local reply = redis.pcall(unpack(read))
-  if type(reply) == 'table' and reply.err then
+  if type(reply) == 'table' and reply.err and inbox ~= '' then
     -- No inbox group (a new worker, a flushed server): make it, then read again (a
     -- missing tasks group is for the worker to make: the error goes to it).
     redis.pcall('XGROUP', 'CREATE', inbox, group, '0', 'MKSTREAM')

@@ -196,7 +196,8 @@ class Consumer:
         block = min(s.block, 0.2) if s.burst else s.block
         metrics = self.log.metrics
         try:
-            taken = await self._take(take_cmd(s.stream, s.group, self.worker, count))
+            watch = bool(self._holds)  # (no note can come for this worker without one)
+            taken = await self._take(take_cmd(s.stream, s.group, self.worker, count, inbox=watch))
             if taken.empty:
                 # Idle with events buffered (a run just ended, most likely): wait a
                 # moment only, then write them, so the log is complete soon after.
@@ -209,7 +210,7 @@ class Consumer:
                 reply = await self.storage.axreadgroup(
                     s.group,
                     self.worker,
-                    {s.stream: ">", self.inbox: ">"},
+                    {s.stream: ">", self.inbox: ">"} if watch else {s.stream: ">"},
                     count=count,
                     block=min(block, IDLE_FLUSH) if idle else block,
                 )
@@ -408,19 +409,31 @@ class Consumer:
                 held.over.set()
 
     async def _wait(self, ctx: RunContext, held: _Hold) -> None:
-        with anyio.move_on_after(ctx.wait):
-            await held.over.wait()
-        late = sorted(held.waiting)
-        for child in late:
-            self._holds.pop((ctx.run_id, child), None)
-        if not late or ctx.stopped:
-            return
+        """The wait's timer: after the run's wait, end it for the children that did not
+        come (a child already handed here keeps its place until its note is read, or
+        as long again at most: while this worker holds anything, it reads its inbox)."""
         try:
-            [gone] = await send(self.storage, [unwait_cmd(ctx.keys, self.worker, late)])
-        except StorageError as exc:  # (the registrations stay: harmless, see unwait.lua)
-            log.warning("worker %s: could not stop waiting: %s", self.worker, exc)
-            return
-        self.counts["hold_timeout"] = self.counts.get("hold_timeout", 0) + len(gone)
+            with anyio.move_on_after(ctx.wait):
+                await held.over.wait()
+            late = sorted(held.waiting)
+            if not late or ctx.stopped:
+                return
+            try:
+                [gone] = await send(self.storage, [unwait_cmd(ctx.keys, self.worker, late)])
+            except StorageError as exc:  # (the registrations stay: harmless, see unwait.lua)
+                log.warning("worker %s: could not stop waiting: %s", self.worker, exc)
+                return
+            for child in gone:
+                held.waiting.discard(int(child))
+                self._holds.pop((ctx.run_id, int(child)), None)
+            self.counts["hold_timeout"] = self.counts.get("hold_timeout", 0) + len(gone)
+            if held.waiting:
+                held.over = anyio.Event()
+                with anyio.move_on_after(ctx.wait):
+                    await held.over.wait()
+        finally:
+            for child in held.waiting:
+                self._holds.pop((ctx.run_id, child), None)
 
     # -- fan-out clustering -------------------------------------------------------------
 
