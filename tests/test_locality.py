@@ -25,7 +25,8 @@ from test_data_plane import hosts_pool
 from test_worker import TwinClient
 
 import dagrt
-from dagrt.metrics.read import aread_run
+from dagrt.metrics.analysis import analyze
+from dagrt.metrics.read import aread_run, arun_summary
 from dagrt.storage import RedisStorage, Storage
 from dagrt.storage import commands as C
 from dagrt.workers import Worker
@@ -118,6 +119,12 @@ async def test_children_of_a_large_output_run_on_the_worker_that_made_it(
     assert {w for k, w in where.items() if k.startswith("part")} == {maker}
     assert counts(workers, "claimed") == 5
     assert counts(workers, "spilled") == 0
+    # the log says why each ran there, and what that kept from moving
+    a = analyze(await aread_run(c.storage, fut.run_id, wait=10))
+    assert a.placements["cluster"] == 5
+    assert a.placements["become"] >= 1
+    assert a.bytes_avoided_by["cluster"] >= 5 * 8 * MiB  # five reads of the array
+    assert a.bytes_avoided_by["become"] >= 8 * MiB  # (one more, and the sink's small ones)
 
 
 async def test_clustering_takes_no_more_children_than_its_cap(
@@ -269,6 +276,10 @@ async def test_a_child_waited_for_runs_where_its_large_input_is(
     assert ran(where, "join") == ran(where, "make")
     assert (counts(workers, "held"), counts(workers, "woken")) == (1, 1)
     assert counts(workers, "hold_timeout") == 0
+    a = analyze(await aread_run(client.storage, fut.run_id, wait=10))
+    assert a.placements["delayed"] == 1
+    assert a.holds == {"hit": 1}
+    assert a.bytes_avoided_by["delayed"] >= 8 * MiB
 
 
 async def test_a_wait_that_times_out_leaves_the_child_to_its_last_parent(
@@ -282,6 +293,9 @@ async def test_a_wait_that_times_out_leaves_the_child_to_its_last_parent(
     assert ran(where, "join") == ran(where, "small")  # Wukong's "become", as without
     assert (counts(workers, "held"), counts(workers, "hold_timeout")) == (1, 1)
     assert counts(workers, "woken") == 0
+    a = analyze(await aread_run(client.storage, fut.run_id, wait=10))
+    assert a.holds == {"timeout": 1}
+    assert a.placements["become"] == 1
 
 
 @pytest.mark.parametrize("n_large", [2, 3])
@@ -406,5 +420,7 @@ async def test_random_dags_give_the_same_results_with_locality_on_and_off(
                 assert [await f for f in futures] == expected, name
             for f in futures:
                 events = await aread_run(pool.url, f.run_id, wait=30)
-                finished = [e.task for e in events if e.kind == "task-finished"]
-                assert sorted(finished) == list(range(31)), name  # (30 nodes and the sink)
+                finished = sorted(e.task for e in events if e.kind == "task-finished")
+                summary = await arun_summary(pool.url, f.run_id)
+                # (30 nodes and the sink)
+                assert finished == list(range(31)), (name, finished, summary)

@@ -129,6 +129,18 @@ def test_every_event_round_trips_through_its_wire_form() -> None:
             download_time=[0.0, 0.1],
             upload_time=[0.1, 0.1],
             kept=[False, True],
+            placed=[1, 3],
+        ),
+        ev.HoldEnded(
+            kind="hold-ended",
+            ts=now,
+            run_id="r",
+            worker_id="w",
+            task=0,
+            child=2,
+            bytes=8,
+            outcome="timeout",
+            waited=5.0,
         ),
         ev.Transfers(
             kind="transfers",
@@ -175,7 +187,7 @@ def sample_batches(now: float) -> list[list[Any]]:
     """A tasks-finished batch of 3 and a transfers batch of 2, in wire form."""
     done = rec.FinishedBatch()
     for i in range(3):
-        done.add(i, 1, now, now + i, 0.5, i, 2 * i, 0.1, 0.2, bool(i % 2))
+        done.add(i, 1, now, now + i, 0.5, i, 2 * i, 0.1, 0.2, bool(i % 2), i)
     moves = rec.TransferBatch()
     moves.add(20, 0.2, "upload", 3, None, False)
     moves.add(9, 0.0, "local", 1, 2, True)
@@ -222,6 +234,8 @@ def test_a_batch_as_columns_says_what_its_events_say() -> None:
                 got = columns[name][j]
                 if name == "direction":
                     got = ev.DIRECTIONS[got]
+                elif name == "placed":
+                    got = ev.PLACEMENTS[got]
                 elif name == "consumer":
                     got = None if got < 0 else got
                 elif name in ("kept", "local"):

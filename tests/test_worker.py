@@ -117,6 +117,7 @@ async def test_a_chain_of_tiny_tasks_runs_as_one_completion(
     finished = [e for e in events if e.kind == "task-finished"]
     assert len(finished) == 8 * 16
     assert sum(e.kept for e in finished) >= 8 * 15
+    assert sum(e.placed == "chain" for e in finished) == 8 * 15  # why: chain fusion
     # what that kept from moving, from what happened: each link's output was read where
     # it was made, and none but the last of each chain was ever stored
     edges = sum(e.bytes for e in local)

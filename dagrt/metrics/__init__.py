@@ -19,6 +19,7 @@ from __future__ import annotations
 from .events import RUN_ENDED as RUN_ENDED
 from .events import Event as Event
 from .events import EventsDropped as EventsDropped
+from .events import HoldEnded as HoldEnded
 from .events import RunFinished as RunFinished
 from .events import RunSubmitted as RunSubmitted
 from .events import TaskExecutionMetrics as TaskExecutionMetrics
@@ -58,6 +59,7 @@ __all__ = [
     "Event",
     "EventsDropped",
     "FlushPolicy",
+    "HoldEnded",
     "MetadataStorage",
     "Pruned",
     "RunFinished",

@@ -18,6 +18,7 @@ from typing import Any
 from .events import (
     RUN_ENDED,
     Event,
+    HoldEnded,
     RunFinished,
     RunSubmitted,
     TaskExecutionMetrics,
@@ -91,6 +92,16 @@ class RunAnalysis:
     # it or still in its cache: a read avoided), "stored" (an output never stored: its
     # children all read it there)
     bytes_avoided: dict[str, int] = field(default_factory=dict)
+    # the "read" bytes above by why their reader ran there (a placement: "become",
+    # "cluster", "delayed", "chain"; "dispatched": it found the input in the cache of
+    # the worker that read the task)
+    bytes_avoided_by: dict[str, int] = field(default_factory=dict)
+    # finished tasks by why they ran on their worker (dagrt.metrics.events.PLACEMENTS;
+    # "" for logs that do not say)
+    placements: dict[str, int] = field(default_factory=dict)
+    # waits for a child of a large output (delayed I/O) by how they ended: hit, miss,
+    # timeout
+    holds: dict[str, int] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)  # worker -> rows in the Gantt chart
     tasks_logged: int = 0  # distinct tasks with a finished or failed attempt
     notes: list[str] = field(default_factory=list)  # what the reader should know
@@ -100,22 +111,28 @@ class RunAnalysis:
 ON_THE_HOST = frozenset({"local", "map", "recompute", "store"})
 
 
-def _avoided(transfers: list[Transfer]) -> dict[str, int]:
+def _avoided(
+    transfers: list[Transfer], placed: dict[int, str]
+) -> tuple[dict[str, int], dict[str, int]]:
     """Bytes locality kept from moving, counted from the transfers that happened: each
     child that read its input from the memory of the worker that made it avoided one
     read ("read"); an output that was never uploaded nor put in a store, yet read
-    there, avoided its one write ("stored")."""
+    there, avoided its one write ("stored"). And the reads by why the child ran there
+    (``placed``: task -> placement)."""
     written = {t.producer for t in transfers if t.direction in ("upload", "store")}
     out = {"read": 0, "stored": 0}
+    by: dict[str, int] = {}
     seen: set[int] = set()
     for t in transfers:
         if t.direction != "local" or t.consumer is None:
             continue
         out["read"] += t.bytes
+        why = placed.get(t.consumer) or "not said"
+        by[why] = by.get(why, 0) + t.bytes
         if t.producer not in written and t.producer not in seen:
             seen.add(t.producer)
             out["stored"] += t.bytes
-    return {k: v for k, v in out.items() if v}
+    return {k: v for k, v in out.items() if v}, by
 
 
 def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
@@ -152,9 +169,16 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
     per_function: dict[str, dict[str, int]] = {}
     by_path: dict[str, int] = {}
     transfers: list[Transfer] = []
+    placed: dict[int, tuple[float, str]] = {}  # task -> (end, placement) of its last finish
+    holds: dict[str, int] = {}
     network = local = 0
     for event in events:
-        if isinstance(event, Transfer):
+        if isinstance(event, TaskExecutionMetrics):
+            if event.task not in placed or event.end >= placed[event.task][0]:
+                placed[event.task] = (event.end, event.placed)
+        elif isinstance(event, HoldEnded):
+            holds[event.outcome] = holds.get(event.outcome, 0) + 1
+        elif isinstance(event, Transfer):
             transfers.append(event)
             task = event.consumer if event.consumer is not None else event.producer
             per_task[task] = per_task.get(task, 0) + event.bytes
@@ -167,7 +191,11 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
                 network += event.bytes
                 moved["network"] += event.bytes
 
-    avoided = _avoided(transfers)
+    why = {task: p for task, (_, p) in placed.items()}
+    avoided, avoided_by = _avoided(transfers, why)
+    placements: dict[str, int] = {}
+    for p in why.values():
+        placements[p] = placements.get(p, 0) + 1
 
     done = [b for b in bars if b.outcome == "finished"]
     last_done: dict[int, Bar] = {}
@@ -236,6 +264,9 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
         bytes_per_function=per_function,
         bytes_by_path=by_path,
         bytes_avoided=avoided,
+        bytes_avoided_by=avoided_by,
+        placements=placements,
+        holds=holds,
         rows=rows,
         tasks_logged=logged,
         notes=notes,

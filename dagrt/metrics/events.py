@@ -3,7 +3,8 @@
 Events are pydantic models with a ``kind`` and a wire ``code``. Kinds:
 ``run-submitted``, ``run-finished``, ``task-started``, ``task-finished`` (with
 :class:`TaskExecutionMetrics`), ``task-failed``, ``transfer``, ``worker-started``,
-``worker-heartbeat``, ``worker-stopped``, ``events-dropped``; and two batch kinds,
+``worker-heartbeat``, ``worker-stopped``, ``events-dropped``, ``hold-ended``; and two
+batch kinds,
 ``tasks-finished`` and ``transfers``, which carry many task-finished or transfer
 events as columns (hot paths log these; readers expand them, see
 :func:`dagrt.metrics.wire.expand`).
@@ -20,11 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "DIRECTIONS",
+    "HOLD_OUTCOMES",
     "KINDS",
     "MODELS",
+    "NEAR_PLACEMENTS",
+    "PLACEMENTS",
     "RUN_ENDED",
     "Event",
     "EventsDropped",
+    "HoldEnded",
     "RunFinished",
     "RunSubmitted",
     "TaskExecutionMetrics",
@@ -97,9 +102,31 @@ class TaskExecutionMetrics(Event):
     download_time: float = Field(0.0, ge=0)  # seconds loading inputs from storage
     upload_time: float = Field(0.0, ge=0)  # seconds storing the output (and completing)
     kept: bool = False  # ran where its parent's output was (Wukong "become")
+    placed: str = ""  # why it ran on this worker: one of PLACEMENTS ("": not said)
 
 
 TaskFinished = TaskExecutionMetrics
+
+#: why a task ran on the worker that ran it (``placed`` of a task-finished; a batch
+#: gives the index): "dispatched" (it read the task from the stream), "become" (its
+#: parent's completion there kept it), "cluster" (claimed with other children of a
+#: large output there: fan-out clustering), "delayed" (handed to the worker that waited
+#: for it with a large input: delayed I/O), "chain" (run right after its one parent,
+#: from its value: chain fusion), "taken-over" (its first worker went silent),
+#: "recomputed" (made again where a child needed its output, lost with the worker that
+#: held it); "": not said (the in-process runtime, logs written before dagrt said it)
+PLACEMENTS = (
+    "",
+    "dispatched",
+    "become",
+    "cluster",
+    "delayed",
+    "chain",
+    "taken-over",
+    "recomputed",
+)
+#: placements of a task that ran where one of its parents' outputs was (``kept``)
+NEAR_PLACEMENTS = frozenset({"become", "cluster", "delayed", "chain"})
 
 
 class TaskFailed(Event):
@@ -196,6 +223,7 @@ class TasksFinished(Event):
     lane: list[int] = []
     workers: list[str] = []
     clock: float = 0.0
+    placed: list[int] = []  # indexes into PLACEMENTS (empty: not said)
 
 
 DIRECTIONS = ("upload", "download", "local", "map", "direct", "recompute", "store")
@@ -217,6 +245,26 @@ class Transfers(Event):
     consumer: list[int]
     local: list[bool]
     key: list[str] = []
+
+
+#: how a wait for a child ended (``outcome`` of hold-ended): "hit" (the child came and
+#: ran here, its large input read from memory), "miss" (it came, but its input had
+#: left the worker's cache meanwhile: read from the store), "timeout" (it did not come
+#: within the run's ``delayed_io_max_wait_s``)
+HOLD_OUTCOMES = ("hit", "miss", "timeout")
+
+
+class HoldEnded(Event):
+    """A worker that waited for ``child`` of ``task`` (delayed I/O: it holds the task's
+    large output) stopped waiting."""
+
+    code: ClassVar[int] = 13
+    kind: Literal["hold-ended"] = "hold-ended"
+    task: int
+    child: int
+    bytes: int = Field(0, ge=0)  # the output held for it
+    outcome: Literal["hit", "miss", "timeout"]
+    waited: float = Field(0.0, ge=0)  # seconds from the wait's start to its end
 
 
 class EventsDropped(Event):
@@ -243,6 +291,7 @@ MODELS: dict[int, type[Event]] = {
         EventsDropped,
         TasksFinished,
         Transfers,
+        HoldEnded,
     )
 }
 #: each model by its kind

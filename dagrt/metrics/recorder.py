@@ -70,6 +70,7 @@ def task_finished(
     download_time: float = 0.0,
     upload_time: float = 0.0,
     kept: bool = False,
+    placed: str = "",
 ) -> tuple[Any, ...]:
     return (
         _FINISHED,
@@ -88,6 +89,7 @@ def task_finished(
         download_time,
         upload_time,
         kept,
+        placed,
     )
 
 
@@ -170,10 +172,11 @@ class _Rows:
 
 class FinishedBatch(_Rows):
     """Columns of a ``tasks-finished`` batch, filled one task at a time (a hot loop
-    may extend :attr:`rows` itself with the ten numbers :meth:`add` appends)."""
+    may extend :attr:`rows` itself with the eleven numbers :meth:`add` appends; the
+    last is the index of the task's placement in ``PLACEMENTS``)."""
 
     __slots__ = ()
-    WIDTH = 10
+    WIDTH = 11
 
     def add(
         self,
@@ -187,6 +190,7 @@ class FinishedBatch(_Rows):
         download: float,
         upload: float,
         kept: bool,
+        placed: int = 0,
     ) -> None:
         self.rows.extend(
             (
@@ -200,6 +204,7 @@ class FinishedBatch(_Rows):
                 download,
                 upload,
                 kept,
+                placed,
             )
         )
 
@@ -220,7 +225,14 @@ class FinishedBatch(_Rows):
             c(7, "d", 0.0),
             c(8, "d", 0.0),
             c(9, "b", False),
+            *self._placed(),
         )
+
+    def _placed(self) -> tuple[Any, ...]:
+        """The trailing fields up to ``placed`` (key, name, lane, workers and clock left
+        empty), or none when no row says where its task was placed."""
+        placed = self._column(10, "B", 0)
+        return ([], [], [], [], 0.0, placed) if placed else ()
 
 
 _DIRECTION = {name: i for i, name in enumerate(DIRECTIONS)}

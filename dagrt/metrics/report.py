@@ -191,14 +191,24 @@ def _paths(by_path: dict[str, int]) -> str:
     return "; ".join(f"{PATHS.get(k, k)} {v:,}" for k, v in by_path.items() if v) or "none"
 
 
-def _avoided(avoided: dict[str, int]) -> str:
+def _avoided(avoided: dict[str, int], by: dict[str, int]) -> str:
     """What locality saved, in words (from the transfers that did not happen)."""
     parts = []
     if avoided.get("read"):
-        parts.append(f"{avoided['read']:,} not read again (children ran where it was)")
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(by.items(), key=lambda kv: -kv[1]))
+        parts.append(
+            f"{avoided['read']:,} not read again (children ran where it was"
+            + (f": {reasons})" if reasons else ")")
+        )
     if avoided.get("stored"):
         parts.append(f"{avoided['stored']:,} never stored (read only where it was made)")
     return "; ".join(parts) or "none"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """Counts by name, the largest first (``""`` reads "not said")."""
+    items = sorted(counts.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k or 'not said'} {v:,}" for k, v in items) or "none"
 
 
 def plot_bytes(a: RunAnalysis) -> str:
@@ -248,6 +258,9 @@ def _series(a: RunAnalysis) -> dict[str, Any]:
         "bytes_local": a.bytes_local,
         "bytes_by_path": a.bytes_by_path,
         "bytes_avoided": a.bytes_avoided,
+        "bytes_avoided_by": a.bytes_avoided_by,
+        "placements": a.placements,
+        "holds": a.holds,
         "critical_path": a.critical_path,
         "critical_seconds": a.critical_seconds,
         "slowest": [asdict(b) for b in a.slowest],
@@ -383,7 +396,11 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
 <tr><th>bytes moved</th><td>{a.bytes_network:,} over the network, {
         a.bytes_local:,} on the host</td></tr>
 <tr><th>bytes by path</th><td>{e(_paths(a.bytes_by_path))}</td></tr>
-<tr><th>bytes locality kept from moving</th><td>{e(_avoided(a.bytes_avoided))}</td></tr>
+<tr><th>bytes locality kept from moving</th><td>{
+        e(_avoided(a.bytes_avoided, a.bytes_avoided_by))
+    }</td></tr>
+<tr><th>why tasks ran where they did</th><td>{e(_counts(a.placements))}</td></tr>
+<tr><th>waits for a child (delayed I/O)</th><td>{e(_counts(a.holds))}</td></tr>
 <tr><th>critical path</th><td>{path_seconds}</td></tr>
 </table>
 <h2>Tasks per worker</h2>{_img("gantt", "Gantt chart", plots)}

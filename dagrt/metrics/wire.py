@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from .events import (
     DIRECTIONS,
     MODELS,
+    PLACEMENTS,
     Event,
     TaskExecutionMetrics,
     TasksFinished,
@@ -103,6 +104,7 @@ _COLUMNS: dict[int, dict[str, str]] = {
         "upload_time": "d",
         "kept": "b",
         "lane": "q",
+        "placed": "B",
     },
     Transfers.code: {
         "bytes": "q",
@@ -185,6 +187,7 @@ _CONSTANT = {
     "download_time": 0.0,
     "upload_time": 0.0,
     "kept": False,
+    "placed": 0,
 }
 
 
@@ -262,8 +265,9 @@ def _rows(c: Mapping[str, Any], graph: Any) -> list[dict[str, Any]]:
                 "download_time": dl,
                 "upload_time": ul,
                 "kept": kp,
+                "placed": PLACEMENTS[pl] if 0 <= pl < len(PLACEMENTS) else "",
             }
-            for t, k, nm, w, a, st, end, ex, ib, ob, dl, ul, kp in zip(
+            for t, k, nm, w, a, st, end, ex, ib, ob, dl, ul, kp, pl in zip(
                 tasks,
                 keys,
                 names,
@@ -277,6 +281,7 @@ def _rows(c: Mapping[str, Any], graph: Any) -> list[dict[str, Any]]:
                 c["download_time"],
                 c["upload_time"],
                 c["kept"],
+                c["placed"] or [0] * n,  # (a batch model built without them)
                 strict=True,
             )
         ]

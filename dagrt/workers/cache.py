@@ -60,6 +60,11 @@ class ValueCache:
             return False, None, 0
         return True, item[0], item[1]
 
+    def holds(self, run_id: str, index: int) -> bool:
+        """Is the value here (cached or pinned)?"""
+        key = (run_id, index)
+        return key in self._items or key in self._pinned
+
     def used(self, run_id: str, index: int, uses: int) -> None:
         """A child here consumed the value; drop it once ``uses`` children have."""
         key = (run_id, index)

@@ -79,6 +79,7 @@ class Chains:
         check_done: bool,
         attempt: int = 1,
         failed: int = 0,
+        placed: str = "dispatched",
     ) -> None:
         """Run a task, then each child the completion hands back, one at a time.
 
@@ -86,22 +87,24 @@ class Chains:
         chain's tasks that worker completed are found done (their decisions stand),
         and the first that is not done is the one it was running; the tasks after
         that one it never started, so they run as they are. ``attempt`` and
-        ``failed``: the first task's attempt, and its failures so far.
+        ``failed``: the first task's attempt, and its failures so far; ``placed``: why
+        the first task runs on this worker (the log says it; the others are kept).
         """
         current: int | None = index
-        kept = False
+        if check_done:
+            placed = "taken-over"
         while current is not None and not ctx.stopped:
             current, was_done = await self._run_task(
-                ctx, current, acks, check_done, kept, attempt, failed
+                ctx, current, acks, check_done, placed, attempt, failed
             )
             check_done = check_done and was_done
-            kept = True
+            placed = "become"
             attempt, failed = 1, 0
             if current is not None and not check_done and self.fast.eligible(ctx, current):
                 handoffs = await self.fast.run(ctx, [(acks, current)], ran_kept={current})
                 current = None
                 if handoffs:
-                    _, current, attempt, failed = handoffs[0]
+                    _, current, attempt, failed, placed = handoffs[0]
         if ctx.stopped:
             self.forget(ctx.run_id)
 
@@ -111,7 +114,7 @@ class Chains:
         index: int,
         acks: list[Any],
         check_done: bool,
-        kept: bool,
+        placed: str,
         attempt: int = 1,
         failed: int = 0,
     ) -> tuple[int | None, bool]:
@@ -223,7 +226,7 @@ class Chains:
             if moves is not None:
                 how = "store" if made.location and not ctx.upload_all else "upload"
                 moves.add(len(outcome.frame), upload, how, index, None, False)
-        log.finished(ctx, rec, outcome, started, loaded, moves, upload, kept)
+        log.finished(ctx, rec, outcome, started, loaded, moves, upload, placed)
         return decision.kept, False
 
     async def _run_ended(

@@ -35,7 +35,7 @@ from ..storage import Storage
 from ..storage import commands as C
 from .chain import Chains
 from .completer import Completer
-from .fast_lane import FastLane
+from .fast_lane import FastLane, Handoff
 from .runs import RunContext, RunTable
 from .settings import WorkerSettings
 from .tasklog import TaskLog
@@ -285,6 +285,7 @@ class Consumer:
         """Admit entries read together; cheap tasks go through the fast lane as one
         batch, the others each get a chain of their own."""
         fast: dict[str, tuple[RunContext, list[tuple[list[bytes], int]]]] = {}
+        woken: dict[int, str] = {}  # tasks this worker waited for (delayed I/O)
         surplus: list[tuple[bytes, str, int]] = []  # heavy tasks beyond what it should hold
         try:
             for entry_id, fields in entries:
@@ -300,8 +301,10 @@ class Consumer:
                     continue
                 ctx, index = admitted
                 self.running[entry_id] = ctx.record(index).key
+                placed = "dispatched"
                 if self._woken and entry_id in self._woken:
                     self._woke(ctx, entry_id, index)
+                    placed = woken[index] = "delayed"
                 if not reclaimed and self.fast.eligible(ctx, index):
                     fast.setdefault(ctx.run_id, (ctx, []))[1].append(([entry_id], index))
                     self._fast_seen = True
@@ -312,22 +315,28 @@ class Consumer:
                     surplus.append((entry_id, ctx.run_id, index))
                 else:
                     self._fast_seen = False
-                    self._chain_apart(ctx, [entry_id], index, check_done=reclaimed)
+                    self._chain_apart(ctx, [entry_id], index, check_done=reclaimed, placed=placed)
             if surplus:
                 self._fast_seen = False
                 await self._give_back(surplus)
             for ctx, work in fast.values():
-                handoffs = await self._guarded(self.fast.run(ctx, work), [w[0][0] for w in work])
+                handoffs = await self._guarded(
+                    self.fast.run(ctx, work, placed=woken), [w[0][0] for w in work]
+                )
                 if ctx.stopped:
                     self.forget(ctx.run_id)
-                for acks, index, attempt, failed in handoffs or []:
-                    self._chain_apart(ctx, acks, index, attempt=attempt, failed=failed)
+                self._hand_off(ctx, handoffs)
         except Exception:  # never let one batch take the worker down; entries await reclaim
             log.exception("worker %s: internal error on a batch", self.worker)
         finally:
             for entry_id, _ in entries:
                 if entry_id in self.in_flight and not self._owned.get(entry_id):
                     self._finish(entry_id)
+
+    def _hand_off(self, ctx: RunContext, handoffs: list[Handoff] | None) -> None:
+        """What the fast lane could not finish: each goes on as a chain."""
+        for acks, index, attempt, failed, placed in handoffs or []:
+            self._chain_apart(ctx, acks, index, attempt=attempt, failed=failed, placed=placed)
 
     async def _give_back(self, surplus: list[tuple[bytes, str, int]]) -> None:
         """Put entries at the end of the stream for other workers (atomically: see
@@ -360,9 +369,11 @@ class Consumer:
         check_done: bool = False,
         attempt: int = 1,
         failed: int = 0,
+        placed: str = "dispatched",
     ) -> None:
         """Run a chain starting at ``index`` in a task of its own (it owns the entry);
-        ``attempt`` and ``failed``: the first task's attempt, and its failures so far."""
+        ``attempt`` and ``failed``: the first task's attempt, and its failures so far;
+        ``placed``: why it runs on this worker."""
         entry_id = acks[0]
         self._owned[entry_id] = True
         self._slow += 1
@@ -370,7 +381,8 @@ class Consumer:
         async def chain() -> None:
             try:
                 await self._guarded(
-                    self.chains.run(ctx, acks, index, check_done, attempt, failed), [entry_id]
+                    self.chains.run(ctx, acks, index, check_done, attempt, failed, placed),
+                    [entry_id],
                 )
             finally:
                 self._owned.pop(entry_id, None)
@@ -407,6 +419,16 @@ class Consumer:
             held.hits += 1
             if not held.waiting:
                 held.over.set()
+            # a hit, unless the held output left the cache meanwhile (its byte budget)
+            found = self.completer.values.holds(ctx.run_id, held.task)
+            self.log.hold_ended(
+                ctx,
+                held.task,
+                index,
+                held.nbytes,
+                "hit" if found else "miss",
+                time.monotonic() - held.since,
+            )
 
     async def _wait(self, ctx: RunContext, held: _Hold) -> None:
         """The wait's timer: after the run's wait, end it for the children that did not
@@ -423,9 +445,11 @@ class Consumer:
             except StorageError as exc:  # (the registrations stay: harmless, see unwait.lua)
                 log.warning("worker %s: could not stop waiting: %s", self.worker, exc)
                 return
-            for child in gone:
-                held.waiting.discard(int(child))
-                self._holds.pop((ctx.run_id, int(child)), None)
+            waited = time.monotonic() - held.since
+            for child in map(int, gone):
+                held.waiting.discard(child)
+                self._holds.pop((ctx.run_id, child), None)
+                self.log.hold_ended(ctx, held.task, child, held.nbytes, "timeout", waited)
             self.counts["hold_timeout"] = self.counts.get("hold_timeout", 0) + len(gone)
             if held.waiting:
                 held.over = anyio.Event()
@@ -484,9 +508,11 @@ class Consumer:
                 else:
                     heavy.append((entry_id, child))
             if fast:
-                handoffs = await self._guarded(self.fast.run(ctx, fast), [e for (e,), _ in fast])
-                for acks, index, attempt, failed in handoffs or []:
-                    self._chain_apart(ctx, acks, index, attempt=attempt, failed=failed)
+                handoffs = await self._guarded(
+                    self.fast.run(ctx, fast, placed={c: "cluster" for _, c in fast}),
+                    [e for (e,), _ in fast],
+                )
+                self._hand_off(ctx, handoffs)
             deadline = anyio.current_time() + wait
             self._queued += len(heavy)
             queued = True
@@ -494,7 +520,7 @@ class Consumer:
                 if self._slow < self._threads:  # a thread is free: start the next child
                     entry_id, child = heavy.popleft()
                     self._queued -= 1
-                    self._chain_apart(ctx, [entry_id], child)
+                    self._chain_apart(ctx, [entry_id], child, placed="cluster")
                     continue
                 wake = anyio.Event()
                 self._wakeups.add(wake)

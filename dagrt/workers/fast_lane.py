@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 from ..exceptions import user_traceback
 from ..locality import MAX_CHAIN_LENGTH
+from ..metrics.events import NEAR_PLACEMENTS, PLACEMENTS
 from ..metrics.recorder import LOCAL, STORE, UPLOAD
 from ..records import TaskRecord
 from ..serialize import Frame
@@ -40,15 +41,20 @@ from .tasklog import TaskLog
 
 __all__ = ["FastLane", "Handoff"]
 
+PLACED = {name: i for i, name in enumerate(PLACEMENTS)}  # a placement's code in the log
+DISPATCHED, BECOME, CHAIN = PLACED["dispatched"], PLACED["become"], PLACED["chain"]
+NEAR = frozenset(PLACED[name] for name in NEAR_PLACEMENTS)  # (logged as kept)
+
 
 class Handoff(NamedTuple):
     """A task to go on with outside the lane: its entries, index, the attempt it runs
-    as, and its failures so far."""
+    as, its failures so far, and why it runs on this worker (``PLACEMENTS``)."""
 
     acks: list[Any]
     task: int
     attempt: int
     failed: int
+    placed: str = "dispatched"
 
 
 class FastLane:
@@ -85,10 +91,13 @@ class FastLane:
         ctx: RunContext,
         work: list[tuple[list[Any], int]],
         ran_kept: set[int] | None = None,
+        placed: dict[int, str] | None = None,
     ) -> list[Handoff]:
         """Run ``work`` (``(entries, task)`` pairs of one run) and the children their
         completions keep, batch after batch; what must go on apart. ``ran_kept``:
-        tasks of ``work`` this worker kept (they run after their parent)."""
+        tasks of ``work`` this worker kept (they run after their parent); ``placed``:
+        why tasks of ``work`` run here, if not "dispatched" (the log says it)."""
+        placed = placed or {}
         handoffs: list[Handoff] = []
         kept_now: set[int] = set(ran_kept or ())
         ran: set[int] = set()  # children run right after their parent (chain fusion)
@@ -107,7 +116,9 @@ class FastLane:
                     extra.append(C.xack(self.settings.stream, self.settings.group, acks))
                     continue
                 began = time.time()
-                called = self._call(ctx, rec, loaded, acks, began, extra, handoffs)
+                called = self._call(
+                    ctx, rec, loaded, acks, began, extra, handoffs, placed.get(rec.index)
+                )
                 if called is None:
                     continue
                 value, frame, elapsed = called
@@ -127,7 +138,7 @@ class FastLane:
             ]
             upload_share = (ended - sent) / max(1, len(done))
             if log.on:
-                self._log_rows(ctx, done, batch_start, ended, upload_share, kept_now)
+                self._log_rows(ctx, done, batch_start, ended, upload_share, kept_now, ran, placed)
             nxt: list[tuple[list[Any], int]] = []
             for m, decision, _ in done:
                 if decision.kept is None or decision.kept in ran:  # (fused: it ran)
@@ -136,7 +147,7 @@ class FastLane:
                 if self.eligible(ctx, decision.kept):
                     nxt.append((list(m.acks), decision.kept))
                 else:
-                    handoffs.append(Handoff(list(m.acks), decision.kept, 1, 0))
+                    handoffs.append(Handoff(list(m.acks), decision.kept, 1, 0, "become"))
             log.tasks_added()
             work = nxt
         return handoffs
@@ -150,10 +161,12 @@ class FastLane:
         began: float,
         extra: list[C.Cmd],
         handoffs: list[Handoff],
+        placed: str | None = None,
     ) -> tuple[Any, bytes | Frame, float] | None:
         """Call a task of the batch: its value, frame and call time; ``None`` if it
-        raised (a retry is handed off: the next attempts wait for their delay, not in a
-        batch; a final failure goes with the batch's completion, in ``extra``)."""
+        raised (a retry is handed off, ``placed`` as the task was: the next attempts
+        wait for their delay, not in a batch; a final failure goes with the batch's
+        completion, in ``extra``)."""
         fn = self.functions.cached(rec.fn)
         assert fn is not None  # eligible for the fast lane: loaded
         try:
@@ -170,7 +183,7 @@ class FastLane:
                         log.failed(ctx, rec, exc, tb, 1, final=False),
                     ]
                 )
-                handoffs.append(Handoff(acks, rec.index, 2, 1))
+                handoffs.append(Handoff(acks, rec.index, 2, 1, placed or "dispatched"))
             else:
                 extra.append(self.completer.fail(ctx, rec, exc, tb, 1, acks, began))
             return None
@@ -216,7 +229,7 @@ class FastLane:
             loaded = Loaded([m.value])
             loaded.nbytes = len(m.frame)
             began = time.time()
-            called = self._call(ctx, rec, loaded, list(m.acks), began, extra, handoffs)
+            called = self._call(ctx, rec, loaded, list(m.acks), began, extra, handoffs, "chain")
             if called is None:
                 # The parent completes as usual (kept in memory for this child, which
                 # the completion keeps): the child's failure took its usual path.
@@ -235,6 +248,8 @@ class FastLane:
         ended: float,
         upload_share: float,
         kept_now: set[int],
+        ran: set[int],
+        placed: dict[int, str],
     ) -> None:
         """The batch's finished rows and upload transfers (the numbers
         ``FinishedBatch.add`` and ``TransferBatch.add`` append, inline: a call per
@@ -252,6 +267,12 @@ class FastLane:
         for (m, decision, (elapsed, loaded)), (start, end) in zip(done, spans, strict=True):
             index, size = m.rec.index, len(m.frame)
             upload = 0.0 if decision.local else upload_share
+            if index in ran:
+                why = CHAIN
+            elif index in kept_now:
+                why = BECOME
+            else:
+                why = PLACED[placed.get(index, "dispatched")]
             finish(
                 (
                     index,
@@ -263,7 +284,8 @@ class FastLane:
                     size,
                     loaded.seconds,
                     upload,
-                    index in kept_now,
+                    why in NEAR,
+                    why,
                 )
             )
             if not decision.local:  # into the host's store, or to the server

@@ -347,7 +347,7 @@ class Inputs:
             return False
         self.values.put(ctx.run_id, q, outcome.value, len(outcome.frame), pinned=True)
         self.counts["restored"] = self.counts.get("restored", 0) + 1
-        log.finished(ctx, rec, outcome, started, loaded, moves, 0.0, False)
+        log.finished(ctx, rec, outcome, started, loaded, moves, 0.0, "recomputed")
         return True
 
 

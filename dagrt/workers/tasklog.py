@@ -17,7 +17,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import exception_type_name
-from ..metrics.events import RUN_ENDED, WorkerHeartbeat, WorkerStarted, WorkerStopped
+from ..metrics.events import (
+    NEAR_PLACEMENTS,
+    RUN_ENDED,
+    HoldEnded,
+    WorkerHeartbeat,
+    WorkerStarted,
+    WorkerStopped,
+)
 from ..metrics.recorder import BatchRows, TransferBatch, task_failed, task_finished, task_started
 from ..metrics.wire import wire
 from ..records import TaskRecord
@@ -96,9 +103,10 @@ class TaskLog:
         loaded: Loaded,
         moves: TransferBatch | None,
         upload: float,
-        kept: bool,
+        placed: str,
     ) -> None:
-        """The task-finished event of a task run apart (a chain), with its transfers."""
+        """The task-finished event of a task run apart (a chain), with its transfers;
+        ``placed``: why it ran on this worker (``PLACEMENTS``)."""
         if moves is None or self.metrics is None:
             return
         ended = time.time()
@@ -118,7 +126,8 @@ class TaskLog:
                     len(outcome.frame),
                     loaded.seconds,
                     upload,
-                    kept,
+                    placed in NEAR_PLACEMENTS,
+                    placed,
                 ),
                 moves.wire(ended, ctx.run_id, self.worker),
             ]
@@ -138,6 +147,25 @@ class TaskLog:
         """Rows were added: the size policy may want a flush."""
         if self.metrics is not None:
             self.metrics.tasks_added()
+
+    def hold_ended(
+        self, ctx: RunContext, task: int, child: int, nbytes: int, outcome: str, waited: float
+    ) -> None:
+        """A wait for ``child`` of ``task`` (delayed I/O) ended: how (``HOLD_OUTCOMES``)."""
+        if self.metrics is None:
+            return
+        ended = HoldEnded(
+            kind="hold-ended",
+            ts=time.time(),
+            run_id=ctx.run_id,
+            worker_id=self.worker,
+            task=task,
+            child=child,
+            bytes=nbytes,
+            outcome=outcome,  # type: ignore[arg-type]
+            waited=max(0.0, waited),
+        )
+        self.metrics.emit_many([wire(ended)])
 
     # -- the worker itself -------------------------------------------------------------
 
