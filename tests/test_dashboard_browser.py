@@ -342,6 +342,39 @@ def test_bytes_by_path_match_the_report(
             page.close()
 
 
+@dagrt.task
+def slice_sum(a: Any, i: int) -> float:
+    import numpy as np
+
+    return float(np.sum(a[i::4]))
+
+
+def test_why_tasks_ran_where_they_did_and_what_it_saved(
+    pool: Pool, browser: Any, pages: Callable[[], Page]
+) -> None:
+    """Fan-out clustering at a low threshold: the children of a 1 MB array run on the
+    worker that made it; the page says why each task ran there ("cluster" for the
+    claimed ones) and the bytes kept from moving by reason, as the report does."""
+    big = array(1 << 17)
+    node = total_of(*[slice_sum(big, i) for i in range(4)])
+    locality = {"cluster_min_bytes": 64 * 1024, "spill_after_s": 30}
+    run_id, value = submit(pool.url, node, locality=locality).result(60)
+    assert value == float(1 << 17)
+    events = logged(pool.url, run_id, 6)
+    a = analyze(events)
+    assert a.placements.get("cluster", 0) == 3
+    page = pages().open(f"#/run/{run_id}")
+    page.wait("window.__dagrt.status === 'finished'")
+    shown = page.eval("window.__dagrt.transfers()")
+    assert shown["avoidedBy"] == a.bytes_avoided_by
+    assert shown["avoidedBy"]["cluster"] >= 3 * 8 * (1 << 17)
+    page.page.get_by_test_id("transfers-avoided-cluster").wait_for(state="visible", timeout=10_000)
+    placed = [page.eval(f"window.__dagrt.node({i})")["placed"] for i in range(6)]
+    assert sorted(placed) == sorted(e.placed for e in events if e.kind == "task-finished")
+    assert placed.count("cluster") == 3
+    assert page.errors == []
+
+
 def test_a_failing_task_is_red_with_its_error(pool: Pool, pages: Callable[[], Page]) -> None:
     @dagrt.task
     def boom(x: int) -> int:

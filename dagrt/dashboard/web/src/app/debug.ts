@@ -65,6 +65,7 @@ export function installDebug(app: AppModel): void {
         worker: record.worker, start: record.start, end: record.end, attempt: record.attempt,
         inputBytes: record.inputBytes, outputBytes: record.outputBytes,
         downloadTime: record.downloadTime, uploadTime: record.uploadTime, error: record.error,
+        kept: record.kept, placed: record.placed,
       };
     },
     nodeCenter(index: number) {
@@ -93,11 +94,11 @@ export function installDebug(app: AppModel): void {
     },
     transfers() {
       const s = store();
-      if (!s) return { network: 0, local: 0, perWorker: {}, byPath: {}, edges: [] };
+      if (!s) return { network: 0, local: 0, perWorker: {}, byPath: {}, avoidedBy: {}, edges: [] };
       const t = transferTotals(s);
       return {
         network: t.network, local: t.local, perWorker: { ...t.perWorker }, byPath: { ...t.byPath },
-        edges: transferEdges(s).slice(),
+        avoidedBy: { ...t.avoidedBy }, edges: transferEdges(s).slice(),
       };
     },
     failures() {

@@ -5,6 +5,7 @@ import { STATE_COLORS } from '../colors';
 import { formatBytes, formatSeconds } from '../format';
 import type { RunController } from '../run/controller';
 import { nodeRecord } from '../store/derive';
+import { PLACEMENT_TITLES } from '../store/events';
 import { STATE_NAMES } from '../store/reducer';
 
 export function NodeDetails({ controller }: { controller: RunController }) {
@@ -45,6 +46,7 @@ export function NodeDetails({ controller }: { controller: RunController }) {
         <dt>bytes in</dt><dd>{formatBytes(record.inputBytes)}</dd>
         <dt>bytes out</dt><dd>{formatBytes(record.outputBytes)}</dd>
         <dt>kept</dt><dd>{record.kept ? 'yes (ran where a parent’s output was)' : 'no'}</dd>
+        <dt>placed</dt><dd data-testid="node-placed" title={PLACEMENT_TITLES[record.placed] ?? ''}>{record.placed || '—'}</dd>
         <dt>parents</dt><dd>{record.parents}</dd>
         <dt>children</dt><dd>{record.children}</dd>
       </dl>

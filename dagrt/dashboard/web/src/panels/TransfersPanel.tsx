@@ -5,6 +5,7 @@ import { formatBytes } from '../format';
 import type { RunController } from '../run/controller';
 import type { TransferEdge } from '../store/derive';
 import { transferEdges, transferTotals } from '../store/derive';
+import { PLACEMENT_TITLES } from '../store/events';
 
 const EDGE_ROWS = 50;
 
@@ -47,6 +48,16 @@ export function TransfersPanel({ controller }: { controller: RunController }) {
           </span>
         ))}
       </div>
+      {Object.keys(t.avoidedBy).length > 0 && (
+        <div class="totals" data-testid="transfers-avoided">
+          <span class="muted" title="bytes children read in the memory of the worker that made them: reads that did not happen">kept from moving</span>
+          {Object.entries(t.avoidedBy).sort((a, b) => b[1] - a[1]).map(([why, bytes]) => (
+            <span key={why} title={PLACEMENT_TITLES[why] ?? why}>
+              {why} <b data-testid={`transfers-avoided-${why}`}>{formatBytes(bytes)}</b>
+            </span>
+          ))}
+        </div>
+      )}
       <table class="table compact">
         <thead>
           <tr><th>worker</th><th class="num">network</th><th class="num">local</th><th class="num">total</th></tr>

@@ -1,5 +1,5 @@
 /** Views of a run's state at the replay time: transfers, failures, a node's record. */
-import { DIRECTION_NAMES, FLAG_FINAL, FLAG_KEPT, type ErrorRecord } from './events';
+import { DIRECTION_NAMES, FLAG_FINAL, FLAG_KEPT, placementOf, type ErrorRecord } from './events';
 import { EdgeKind, STATE_NAMES, type StateName } from './reducer';
 import type { RunStore } from './runstore';
 
@@ -21,6 +21,11 @@ export interface TransferTotals {
   /** Bytes by how they came ('upload', 'download', 'local', 'map', 'direct',
    *  'recompute', 'store', 'other'), the ways that moved any: as the report's bytes by path. */
   byPath: Record<string, number>;
+  /** Bytes children read from the memory of the worker that made them (a read
+   *  avoided), by why the child ran there ('become', 'cluster', 'delayed', 'chain';
+   *  'dispatched': it found the input in that worker's cache; 'not said': a log that
+   *  does not say): as the report's bytes kept from moving. */
+  avoidedBy: Record<string, number>;
 }
 
 /** Totals at the replay time (kept by the reducer as events apply). */
@@ -29,11 +34,18 @@ export function transferTotals(store: RunStore): TransferTotals {
     const r = store.reducer;
     const out: TransferTotals = {
       network: r.networkBytes, local: r.localBytes, count: r.transferCount,
-      perWorker: {}, perWorkerNetwork: {}, perWorkerLocal: {}, byPath: {},
+      perWorker: {}, perWorkerNetwork: {}, perWorkerLocal: {}, byPath: {}, avoidedBy: {},
     };
     DIRECTION_NAMES.forEach((name, d) => {
       if (r.pathBytes[d] > 0) out.byPath[name] = r.pathBytes[d];
     });
+    const flags = store.log.columns.flags;
+    for (let i = 0; i < r.n; i++) {
+      const bytes = r.memoryRead[i];
+      if (bytes <= 0) continue;
+      const why = (r.finishAt[i] >= 0 && placementOf(flags[r.finishAt[i]])) || 'not said';
+      out.avoidedBy[why] = (out.avoidedBy[why] ?? 0) + bytes;
+    }
     const workers = Math.max(r.workerNetwork.length, r.workerLocal.length);
     for (let w = 0; w < workers; w++) {
       const net = r.workerNetwork[w] ?? 0;
@@ -126,6 +138,8 @@ export interface NodeRecord {
   uploadTime: number;
   executionTime: number;
   kept: boolean;
+  /** Why it ran on its worker ('' if the log does not say, or it has not finished). */
+  placed: string;
   parents: number;
   children: number;
   error: ErrorRecord | null;
@@ -155,6 +169,7 @@ export function nodeRecord(store: RunStore, i: number): NodeRecord | null {
     uploadTime: r.uploadTime[i],
     executionTime: r.executionTime[i],
     kept: r.finishAt[i] >= 0 && (log.columns.flags[r.finishAt[i]] & FLAG_KEPT) !== 0,
+    placed: r.finishAt[i] >= 0 ? placementOf(log.columns.flags[r.finishAt[i]]) : '',
     parents: graph.parentOff[i + 1] - graph.parentOff[i],
     children: graph.childOff[i + 1] - graph.childOff[i],
     error: r.error(log, i),

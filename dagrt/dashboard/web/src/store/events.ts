@@ -65,6 +65,44 @@ function directionOf(d: unknown): Direction {
 export const FLAG_KEPT = 1; // task-finished: ran where a parent's output was
 export const FLAG_LOCAL = 2; // transfer: the bytes stayed on the worker
 export const FLAG_FINAL = 4; // task-failed: no retry follows
+/** task-finished: why the task ran on its worker, an index of PLACEMENT_NAMES, in the
+ *  three bits from this one up. */
+export const PLACED_SHIFT = 3;
+/** task-failed: the attempt did not run because its run had ended (exc_type
+ *  dagrt.RunEnded): not a failure of the task, as the report counts. */
+export const FLAG_RUN_ENDED = 64;
+/** The exc_type of such an attempt (dagrt.metrics.events.RUN_ENDED). */
+export const RUN_ENDED = 'dagrt.RunEnded';
+
+/** Why a task ran where it did, by the log's index ('' when the log does not say):
+ *  as dagrt.metrics.events.PLACEMENTS. */
+export const PLACEMENT_NAMES = [
+  '', 'dispatched', 'become', 'cluster', 'delayed', 'chain', 'taken-over', 'recomputed',
+] as const;
+const PLACEMENTS = new Map<string, number>(PLACEMENT_NAMES.map((name, i) => [name, i]));
+
+/** What each placement means, in words (as the report and the docs say). */
+export const PLACEMENT_TITLES: Record<string, string> = {
+  dispatched: 'read from the tasks stream',
+  become: "kept by its parent's completion on that worker",
+  cluster: 'claimed with other children of a large output on that worker (fan-out clustering)',
+  delayed: 'handed to the worker that waited for it with a large input (delayed I/O)',
+  chain: 'run right after its one parent, from its value (chain fusion)',
+  'taken-over': 'its first worker went silent',
+  recomputed: 'made again: its output was lost with the worker that held it',
+  'not said': 'a log that does not say',
+};
+
+/** The flag bits of a placement index from the wire (0 for one this page does not know). */
+function placedBits(code: unknown): number {
+  const i = typeof code === 'number' && Number.isInteger(code) && code >= 0 && code < PLACEMENT_NAMES.length ? code : 0;
+  return i << PLACED_SHIFT;
+}
+
+/** A task-finished row's placement name, from its flags. */
+export function placementOf(flags: number): string {
+  return PLACEMENT_NAMES[(flags >> PLACED_SHIFT) & 7] ?? '';
+}
 
 /**
  * Column meanings per kind:
@@ -231,6 +269,7 @@ function fillFinished(col: Columns, i: number, ev: RawEvent, skip: number, worke
   const upload = numbers(ev.upload_time);
   const execution = numbers(ev.execution_time);
   const kept = numbers(ev.kept);
+  const placed = numbers(ev.placed);
   const lane = numbers(ev.lane);
   const table = Array.isArray(ev.workers) ? (ev.workers as string[]).map((w) => workers.id(str(w))) : [];
   const own = workers.id(str(ev.worker_id));
@@ -249,6 +288,7 @@ function fillFinished(col: Columns, i: number, ev: RawEvent, skip: number, worke
     col.d[i] = num(upload[j]);
     col.e[i] = num(execution[j]);
     if (kept[j]) col.flags[i] |= FLAG_KEPT;
+    col.flags[i] |= placedBits(placed[j]);
   }
 }
 
@@ -304,11 +344,13 @@ function fillRow(
       col.d[i] = num(ev.upload_time);
       col.e[i] = num(ev.execution_time);
       if (ev.kept) col.flags[i] |= FLAG_KEPT;
+      col.flags[i] |= placedBits(PLACEMENTS.get(str(ev.placed)));
       break;
     }
     case Kind.TaskFailed:
       col.task[i] = num(ev.task, -1);
       if (ev.final !== false) col.flags[i] |= FLAG_FINAL;
+      if (ev.exc_type === RUN_ENDED) col.flags[i] |= FLAG_RUN_ENDED;
       extras.push([i, {
         error: { exc_type: str(ev.exc_type), message: str(ev.message), traceback: str(ev.traceback) },
       }]);

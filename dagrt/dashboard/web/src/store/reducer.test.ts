@@ -172,6 +172,58 @@ describe('reducer: bytes by the path they took', () => {
   });
 });
 
+describe('reducer: why tasks ran where they did', () => {
+  it('says each placement and the bytes kept from moving by it', () => {
+    const { store, names } = makeStore();
+    const batch = ev('tasks-finished', {
+      ts: T0 + 3, worker_id: 'w1', n: 2, task: [1, 2], attempt: [1, 1], start: [T0 + 2, T0 + 2],
+      end: [T0 + 3, T0 + 3], execution_time: [1, 1], input_bytes: [20, 20], output_bytes: [8, 8],
+      download_time: [0, 0], upload_time: [0, 0], kept: [1, 1], placed: [3, 3], // cluster
+    });
+    feed(store, names, wire([
+      ev('run-submitted', { ts: T0, n_tasks: 4 }),
+      finished(0, 'w1', 1, 2, { placed: 'dispatched' }),
+      transfer(0, 1, 20, 'local', 'w1', 2),
+      transfer(0, 2, 20, 'local', 'w1', 2),
+      batch,
+      finished(3, 'w2', 4, 5, { placed: 'delayed' }),
+      transfer(1, 3, 8, 'local', 'w2', 4),
+      transfer(2, 3, 8, 'download', 'w2', 4),
+    ]));
+    expect([0, 1, 2, 3].map((i) => nodeRecord(store, i)!.placed)).toEqual(['dispatched', 'cluster', 'cluster', 'delayed']);
+    expect(transferTotals(store).avoidedBy).toEqual({ cluster: 40, delayed: 8 });
+  });
+
+  it('says nothing for a log that does not say', () => {
+    const { store, names } = makeStore();
+    feed(store, names, wire(EVENTS));
+    expect(nodeRecord(store, 1)!.placed).toBe('');
+    expect(transferTotals(store).avoidedBy).toEqual({ 'not said': 20 });
+  });
+});
+
+describe('reducer: attempts that did not run because the run ended', () => {
+  it('are not failures of their tasks (as the report counts)', () => {
+    const { store, names } = makeStore();
+    feed(store, names, wire([
+      ev('run-submitted', { ts: T0, n_tasks: 4 }),
+      ev('task-started', { ts: T0 + 1, worker_id: 'w1', task: 1, key: 'b', name: 'inc', attempt: 1 }),
+      ev('task-failed', {
+        ts: T0 + 2, worker_id: 'w1', task: 0, key: 'a', name: 'load', attempt: 1,
+        exc_type: 'ValueError', message: 'boom', traceback: '', final: true,
+      }),
+      ev('task-failed', {
+        ts: T0 + 2.1, worker_id: 'w1', task: 1, key: 'b', name: 'inc', attempt: 1,
+        exc_type: 'dagrt.RunEnded', message: 'its run ended', traceback: '', final: true,
+      }),
+      ev('run-finished', { ts: T0 + 2.2, status: 'failed', makespan: 2.2, failed_task: 'a' }),
+    ]));
+    expect(store.counts().failed).toBe(1);
+    expect(failures(store).map((f) => f.key)).toEqual(['a']);
+    expect(nodeRecord(store, 1)!.state).not.toBe('failed');
+  });
+});
+
 describe('reducer: replay to a time t', () => {
   it('shows a task running between its start and end, done after', () => {
     const { store, names } = makeStore();

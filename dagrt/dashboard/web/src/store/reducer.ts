@@ -5,7 +5,7 @@
  * compare, a finish is never undone by a late start) so that the same events give the
  * same state whatever order a replay step applies them in.
  */
-import { DIRECTION_NAMES, Direction, FLAG_FINAL, FLAG_LOCAL, Kind, type ErrorRecord } from './events';
+import { DIRECTION_NAMES, Direction, FLAG_FINAL, FLAG_LOCAL, FLAG_RUN_ENDED, Kind, type ErrorRecord } from './events';
 import type { EventLog } from './eventlog';
 import { EdgeIndex, type GraphData } from './graph';
 
@@ -54,6 +54,8 @@ export class Reducer {
   readonly lastFailureAt: Int32Array;
   readonly edgeBytes: Float64Array;
   readonly edgeKind: Uint8Array;
+  /** Bytes each task read from a worker's memory (transfers 'local' to it). */
+  readonly memoryRead: Float64Array;
 
   /** Transfer bytes in effect: over the network, kept local; per worker index. */
   networkBytes = 0;
@@ -92,6 +94,7 @@ export class Reducer {
     this.finishAt = new Int32Array(n);
     this.edgeBytes = new Float64Array(m);
     this.edgeKind = new Uint8Array(m);
+    this.memoryRead = new Float64Array(n);
     this.edges = new EdgeIndex(graph);
     this.reset();
   }
@@ -113,6 +116,7 @@ export class Reducer {
     this.finishAt.fill(-1);
     this.edgeBytes.fill(0);
     this.edgeKind.fill(EdgeKind.Unknown);
+    this.memoryRead.fill(0);
     this.networkBytes = 0;
     this.localBytes = 0;
     this.pathBytes.fill(0);
@@ -161,6 +165,11 @@ export class Reducer {
       case Kind.TaskFailed: {
         if (i < 0 || i >= this.n) return;
         const a = c.attempt[p];
+        if (c.flags[p] & FLAG_RUN_ENDED) {
+          // its run ended before it ran: no failure of the task (it stays unfinished)
+          if (a >= this.attempt[i] && !(this.flags[i] & (FINISHED | FAILED))) this.flags[i] &= ~STARTED;
+          return;
+        }
         this.lastFailureAt[i] = p;
         if (c.flags[p] & FLAG_FINAL) {
           if (this.flags[i] & FINISHED && a < this.attempt[i]) return; // an older attempt
@@ -190,6 +199,7 @@ export class Reducer {
         }
         const consumer = c.d[p];
         if (consumer < 0) return;
+        if (c.c[p] === Direction.Local && consumer < this.n) this.memoryRead[consumer] += bytes;
         const e = this.edges.get(i, consumer);
         if (e < 0) return;
         this.edgeBytes[e] += bytes;
