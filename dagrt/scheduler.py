@@ -177,7 +177,7 @@ class Taken:
         return not (self.run or self.dropped or self.early or self.odd or self.claimed)
 
 
-_DROPPED = (b"ended", b"done")
+_DROPPED = (b"ended", b"done", b"gone")
 
 
 def _run_key_parts() -> list[str]:

@@ -484,6 +484,32 @@ def test_children_claimed_by_a_large_output_stay_with_their_worker(server: Redis
     both.assert_same_keys()
 
 
+def test_an_entry_given_back_after_a_blocking_read_delivered_it_does_not_run(
+    server: RedisStorage,
+) -> None:
+    """A blocking read delivers a claimed entry; before the worker screens it, the
+    claimant gives it back (its claim cleared, a new entry made): the delivered one is
+    "gone" and does not run; the new one does (else the task ran twice: seen with
+    claimed children given back at once)."""
+    both = Both(server)
+    for storage in both.pair:
+        storage.pipeline(load_scripts_cmds())
+        rk = start_run(storage, [[], [0], [0]], ttl=False)
+        storage.set(rk.output(0), b"big")
+        entry = storage.xreadgroup(GROUP, "w1", {STREAM: ">"}, count=1)[0][1][0][0]
+        done = Completion(0, [1, 2], [entry], may_keep=True, cluster=2)
+        [reply] = storage.pipeline([complete_cmd(rk, [done], "w1", stream=STREAM)])[0]
+        claimed = reply[2]
+        delivered = storage.xreadgroup(GROUP, "w2", {STREAM: ">"}, count=10)[0][1]
+        assert [eid for eid, _ in delivered] == [claimed]
+        storage.pipeline([requeue_cmd([(claimed, RUN, 2)], stream=STREAM)])
+        taken = storage.pipeline([take_cmd(STREAM, GROUP, "w2", 0, delivered)])[0]
+        assert (taken.run, taken.dropped) == ([], 1)
+        taken = storage.pipeline([take_cmd(STREAM, GROUP, "w2", 10)])[0]
+        assert [f[b"t"] for _, f in taken.run] == [b"2"]
+    both.assert_same_keys()
+
+
 def race_cmds(run: str) -> tuple[list[C.Cmd], C.Cmd, C.Cmd]:
     """A run whose child C has a large parent A (worker w1, which may wait) and a small
     one B (w2): the commands that write it, and A's and B's completions."""

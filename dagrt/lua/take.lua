@@ -26,7 +26,8 @@
 -- it, and its deps field says "@<worker>"): the entry is that worker's, handed back to
 -- it (XCLAIM) when another reads it, unless that worker is gone (its live key expired):
 -- then the reader runs it ("run"); "woken": the entry of a note of this worker's inbox,
--- claimed for it (run it: a task it waited for).
+-- claimed for it (run it: a task it waited for); "gone": an entry a blocking read
+-- delivered that was deleted before this call (given back: its new entry runs it).
 -- Two entries of one task not done yet both run (the second completion answers "dup").
 -- Cost: every read of a worker goes through here, so it is kept lean: four flat values
 -- per entry (the fields as XREADGROUP gives them cost the server a third more), one
@@ -114,6 +115,11 @@ else
   for i = 10, #ARGV, 4 do
     if ARGV[i + 3] ~= '' then
       note(ARGV[i + 3], {'r', ARGV[i + 1], 't', ARGV[i + 2], 'e', ARGV[i]})
+    elseif #redis.call('XRANGE', stream, ARGV[i], ARGV[i]) == 0 then
+      -- Deleted since the read delivered it (given back meanwhile, with its claim
+      -- cleared: its new entry runs it): nothing to run.
+      local n = #out
+      out[n + 1], out[n + 2], out[n + 3], out[n + 4] = ARGV[i], 'gone', ARGV[i + 1], ARGV[i + 2]
     else
       screen(ARGV[i], ARGV[i + 1], ARGV[i + 2], false)
     end

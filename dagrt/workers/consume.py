@@ -210,7 +210,9 @@ class Consumer:
                 reply = await self.storage.axreadgroup(
                     s.group,
                     self.worker,
-                    {s.stream: ">", self.inbox: ">"} if watch else {s.stream: ">"},
+                    # (the inbox too, always: a hold registered while this read waits
+                    # must not wait for its timeout; a read that blocks costs nothing)
+                    {s.stream: ">", self.inbox: ">"},
                     count=count,
                     block=min(block, IDLE_FLUSH) if idle else block,
                 )
@@ -308,10 +310,11 @@ class Consumer:
                 if not reclaimed and self.fast.eligible(ctx, index):
                     fast.setdefault(ctx.run_id, (ctx, []))[1].append(([entry_id], index))
                     self._fast_seen = True
-                elif not reclaimed and self._slow >= self._threads + 1:
+                elif not reclaimed and placed != "delayed" and self._slow >= self._threads + 1:
                     # A wide read (the last tasks were tiny) brought heavy ones: run no
                     # more of them than threads + 1 here; the others go back to the
-                    # stream, for workers with room (or this one, later).
+                    # stream, for workers with room (or this one, later). (Not a task
+                    # this worker waited for: its large input is here.)
                     surplus.append((entry_id, ctx.run_id, index))
                 else:
                     self._fast_seen = False
