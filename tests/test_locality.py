@@ -64,12 +64,13 @@ def expected(n_children: int, size: int = MiB) -> float:
 
 @contextlib.asynccontextmanager
 async def two_workers(
-    storage: Storage, concurrency: int
+    storage: Storage, concurrency: int, **settings: Any
 ) -> AsyncIterator[tuple[TwinClient, list[Worker]]]:
     """Two workers, one thread each, on one storage, and a client."""
     workers = [
         Worker(
             storage,
+            **settings,
             concurrency=concurrency,
             threads=1,
             heartbeat=0.2,
@@ -296,6 +297,45 @@ async def test_a_wait_that_times_out_leaves_the_child_to_its_last_parent(
     a = analyze(await aread_run(client.storage, fut.run_id, wait=10))
     assert a.holds == {"timeout": 1}
     assert a.placements["become"] == 1
+
+
+async def test_a_wait_whose_output_left_the_cache_is_a_miss(backend: Storage) -> None:
+    """The hold budget: a worker whose value cache cannot hold the 8 MiB output still
+    waits for its child and runs it (reading its input from storage); the log calls
+    that wait a miss, not a hit."""
+    async with two_workers(backend, 1, cache_bytes=MiB) as (client, _):
+        fut = client.submit(join(make(MiB), small(0.4)))
+        assert await fut == float(np.arange(MiB, dtype=np.float64).sum()) + 1.0
+        a = analyze(await aread_run(client.storage, fut.run_id, wait=10))
+    assert a.holds == {"miss": 1}
+    assert a.placements["delayed"] == 1
+    assert "delayed" not in a.bytes_avoided_by  # (its input came from storage)
+
+
+async def test_a_wait_longer_than_the_claim_timeout_runs_nothing_twice(
+    pool_factory: Any, tmp_path: Path
+) -> None:
+    """Workers take over entries idle for 2 s; a worker waits 3 s for a child (its
+    large parent done, the other parent sleeping): nothing it holds is an entry, so
+    nothing is taken over, and every task runs once."""
+    pool = pool_factory(2, "--concurrency", "1", "--threads", "1")  # a root on each
+    log = str(tmp_path / "calls")
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit(join(make(MiB), slow_note(log, 3.0)))
+        with anyio.fail_after(60):
+            assert await fut == float(np.arange(MiB, dtype=np.float64).sum()) + 1.0
+        events = await aread_run(pool.url, fut.run_id, wait=30)
+    finished = [e.key for e in events if e.kind == "task-finished"]
+    assert len(finished) == len(set(finished)) == 3
+    assert Path(log).read_text().split() == ["slow"]
+    assert analyze(events).holds == {"hit": 1}
+
+
+@dagrt.task
+def slow_note(log: str, pause: float) -> float:
+    note_call(log, "slow", False)
+    time.sleep(pause)
+    return 1.0
 
 
 @pytest.mark.parametrize("n_large", [2, 3])

@@ -522,7 +522,7 @@ class Consumer:
             while heavy and not ctx.stopped:
                 if self._slow < self._threads:  # a thread is free: start the next child
                     entry_id, child = heavy.popleft()
-                    self._queued -= 1
+                    self._queued -= 1  # (and a chain more: the read window stays as it was)
                     self._chain_apart(ctx, [entry_id], child, placed="cluster")
                     continue
                 wake = anyio.Event()
@@ -545,6 +545,10 @@ class Consumer:
         finally:
             if queued:
                 self._queued -= len(heavy)
+                # The read window counted them: a read that waits for room must hear
+                # that there is room again (none may come from a chain ending: a run
+                # hung so, its spilled children in the stream, both workers waiting).
+                self._slow_freed.set()
             for entry_id, _ in mine:
                 if entry_id in self.in_flight and not self._owned.get(entry_id):
                     self._finish(entry_id)
