@@ -21,7 +21,7 @@ import anyio
 import numpy as np
 import pytest
 from helpers import Signals, gate, note_call
-from test_data_plane import hosts_pool
+from test_data_plane import hosts_pool, sums
 from test_worker import TwinClient
 
 import dagrt
@@ -415,11 +415,6 @@ def node(seed: int, size: int, pause: float, *parents: Any) -> Any:
     time.sleep(pause)
     value = (seed + sum(float(np.asarray(p).sum()) % 1000 for p in parents)) % 1000
     return np.full(size, value)
-
-
-@dagrt.task
-def sums(*arrays: Any) -> list[float]:
-    return [float(np.asarray(a).sum()) for a in arrays]
 
 
 def random_dag(seed: int, n: int = 30) -> Any:

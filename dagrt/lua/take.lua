@@ -39,6 +39,12 @@ local inbox = ARGV[9]
 local runs = {} -- run id -> {status, done key, deps key}, or false: no such run
 local out, acks = {}, {}
 
+-- One entry of the reply: its id, its verdict, its run id and its task index.
+local function answer(id, v, run, task)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, v, run, task
+end
+
 -- ``woken``: the entry comes with a note of the inbox (a claim for this worker: run it)
 local function screen(id, run, task, woken)
   local r = runs[run]
@@ -70,8 +76,7 @@ local function screen(id, run, task, woken)
     end
   end
   if v == 'ended' or v == 'done' then acks[#acks + 1] = id end
-  local n = #out
-  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, v, run, task
+  answer(id, v, run, task)
 end
 
 -- A note of the inbox: gone once read; its entry is screened instead.
@@ -105,8 +110,7 @@ if tonumber(ARGV[3]) > 0 then
         if #f == 4 and f[1] == 'r' and f[3] == 't' then -- the shape dagrt writes
           screen(entry[1], f[2], f[4], false)
         else -- the worker reads it whole and dead-letters it
-          local n = #out
-          out[n + 1], out[n + 2], out[n + 3], out[n + 4] = entry[1], 'odd', false, false
+          answer(entry[1], 'odd', false, false)
         end
       end
     end
@@ -118,8 +122,7 @@ else
     elseif #redis.call('XRANGE', stream, ARGV[i], ARGV[i]) == 0 then
       -- Deleted since the read delivered it (given back meanwhile, with its claim
       -- cleared: its new entry runs it): nothing to run.
-      local n = #out
-      out[n + 1], out[n + 2], out[n + 3], out[n + 4] = ARGV[i], 'gone', ARGV[i + 1], ARGV[i + 2]
+      answer(ARGV[i], 'gone', ARGV[i + 1], ARGV[i + 2])
     else
       screen(ARGV[i], ARGV[i + 1], ARGV[i + 2], false)
     end

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .events import (
     DIRECTIONS,
+    PLACEMENTS,
     TaskExecutionMetrics,
     TaskFailed,
     TasksFinished,
@@ -31,6 +32,7 @@ __all__ = [
     "DOWNLOAD",
     "LOCAL",
     "MAP",
+    "PLACED",
     "RECOMPUTE",
     "UPLOAD",
     "BatchRows",
@@ -240,6 +242,9 @@ _DIRECTION = {name: i for i, name in enumerate(DIRECTIONS)}
 UPLOAD, DOWNLOAD, LOCAL = (_DIRECTION[name] for name in ("upload", "download", "local"))
 MAP, DIRECT, RECOMPUTE = (_DIRECTION[name] for name in ("map", "direct", "recompute"))
 STORE = _DIRECTION["store"]
+
+#: placement codes of a FinishedBatch row (indexes of ``PLACEMENTS``), by name
+PLACED = {name: i for i, name in enumerate(PLACEMENTS)}
 
 
 class TransferBatch(_Rows):

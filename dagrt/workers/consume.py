@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,6 @@ class _Hold:
     waiting: set[int]
     nbytes: int
     since: float
-    hits: int = 0
     over: anyio.Event = field(default_factory=anyio.Event)  # every child came
 
 
@@ -332,9 +331,14 @@ class Consumer:
         except Exception:  # never let one batch take the worker down; entries await reclaim
             log.exception("worker %s: internal error on a batch", self.worker)
         finally:
-            for entry_id, _ in entries:
-                if entry_id in self.in_flight and not self._owned.get(entry_id):
-                    self._finish(entry_id)
+            self._finish_unowned(entry_id for entry_id, _ in entries)
+
+    def _finish_unowned(self, entry_ids: Iterable[bytes]) -> None:
+        """Free the slots of entries whose work is over here: those still in flight
+        that no chain of their own took over (a chain frees its entry when it ends)."""
+        for entry_id in entry_ids:
+            if entry_id in self.in_flight and not self._owned.get(entry_id):
+                self._finish(entry_id)
 
     def _hand_off(self, ctx: RunContext, handoffs: list[Handoff] | None) -> None:
         """What the fast lane could not finish: each goes on as a chain."""
@@ -419,7 +423,6 @@ class Consumer:
         held = self._holds.pop((ctx.run_id, index), None)
         if held is not None:
             held.waiting.discard(index)
-            held.hits += 1
             if not held.waiting:
                 held.over.set()
             # a hit, unless the held output left the cache meanwhile (its byte budget)
@@ -549,9 +552,7 @@ class Consumer:
                 # that there is room again (none may come from a chain ending: a run
                 # hung so, its spilled children in the stream, both workers waiting).
                 self._slow_freed.set()
-            for entry_id, _ in mine:
-                if entry_id in self.in_flight and not self._owned.get(entry_id):
-                    self._finish(entry_id)
+            self._finish_unowned(entry_id for entry_id, _ in mine)
 
     # -- admission --------------------------------------------------------------------------
 

@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 
 from ..exceptions import user_traceback
 from ..locality import MAX_CHAIN_LENGTH
-from ..metrics.events import NEAR_PLACEMENTS, PLACEMENTS
-from ..metrics.recorder import LOCAL, STORE, UPLOAD
+from ..metrics.events import NEAR_PLACEMENTS
+from ..metrics.recorder import LOCAL, PLACED, STORE, UPLOAD
 from ..records import TaskRecord
 from ..serialize import Frame
 from ..storage import commands as C
@@ -41,8 +41,7 @@ from .tasklog import TaskLog
 
 __all__ = ["FastLane", "Handoff"]
 
-PLACED = {name: i for i, name in enumerate(PLACEMENTS)}  # a placement's code in the log
-DISPATCHED, BECOME, CHAIN = PLACED["dispatched"], PLACED["become"], PLACED["chain"]
+BECOME, CHAIN = PLACED["become"], PLACED["chain"]  # placement codes of a row
 NEAR = frozenset(PLACED[name] for name in NEAR_PLACEMENTS)  # (logged as kept)
 
 

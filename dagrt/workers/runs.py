@@ -30,9 +30,18 @@ DEFAULT_MAX_CHAIN: int = LocalityOptions.model_fields["max_chain_length"].defaul
 
 
 def _int(raw: bytes | None, default: int) -> int:
-    """A whole number from a run's meta (``default`` when absent or damaged)."""
+    """A whole number from a run's meta, at least 0 (``default`` when absent or
+    damaged: a run written before the field, or by a third party)."""
     try:
         return max(0, int(raw)) if raw is not None else default
+    except ValueError:
+        return default
+
+
+def _float(raw: bytes | None, default: float | None) -> float | None:
+    """A number of seconds from a run's meta, at least 0 (``default`` as for ``_int``)."""
+    try:
+        return max(0.0, float(raw)) if raw is not None else default
     except ValueError:
         return default
 
@@ -60,22 +69,14 @@ class RunContext:
         self.keep_outputs = meta.get(b"keep_outputs", b"1") == b"1"
         self.upload_all = meta.get(b"upload_all", b"0") == b"1"
         self.fuse_chains = meta.get(b"fuse_chains", b"1") == b"1"
-        try:
-            self.max_chain = max(1, int(meta[b"max_chain"]))
-        except (KeyError, ValueError):  # (a run written without it, or damaged)
-            self.max_chain = DEFAULT_MAX_CHAIN
+        self.max_chain = max(1, _int(meta.get(b"max_chain"), DEFAULT_MAX_CHAIN))
         # fan-out clustering: children of one large output kept here, at most (0: off)
         self.cluster = _int(meta.get(b"cluster"), 0)
         self.cluster_min = _int(meta.get(b"cluster_min"), CLUSTER_MIN_BYTES)
-        try:
-            self.spill_after: float | None = float(meta[b"spill_after"])
-        except (KeyError, ValueError):  # (automatic, or a run written without it)
-            self.spill_after = None
+        # how long a claimed child waits for a thread (None, or "": this worker's reads)
+        self.spill_after = _float(meta.get(b"spill_after"), None)
         # delayed I/O: how long to wait for a child of a large output made here (0: off)
-        try:
-            self.wait = max(0.0, float(meta.get(b"wait", b"0")))
-        except ValueError:
-            self.wait = 0.0
+        self.wait = _float(meta.get(b"wait"), 0.0) or 0.0
         # a client that maps outputs of the run from the store of this host and root
         self.outputs_host = meta.get(b"outputs_host", b"").decode(errors="replace")
         self.outputs_root = meta.get(b"outputs_root", b"").decode(errors="replace")
