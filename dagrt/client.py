@@ -79,9 +79,10 @@ class Client:
         open, and print its address (see ``client.dashboard_url``).
     locality:
         Where tasks run and what their outputs cross, for runs on workers: a
-        :class:`~dagrt.LocalityOptions` or a dict of its fields (``keep_children``,
-        ``keep_outputs``, ``fuse_chains``, ``max_chain_length``, ``upload_all``,
-        and ``enabled=False`` to turn them all off for a comparison). The
+        :class:`~dagrt.LocalityOptions`, a dict of its fields (``keep_children``,
+        ``keep_outputs``, ``fuse_chains``, ``cluster_fanout``, ``delayed_io``, ...),
+        or ``False`` (``enabled=False``: all off, for a comparison). A task function
+        may replace some of them for its tasks: ``@task(locality=...)``. The
         in-process runtime accepts it (it has nothing to move).
     stall_timeout:
         Runs on workers: seconds a run may go without a task completing before the
@@ -103,7 +104,7 @@ class Client:
         threads: int | None = None,
         metrics: bool | str | Storage = True,
         flush: FlushPolicy | None = None,
-        locality: LocalityOptions | dict[str, Any] | None = None,
+        locality: LocalityOptions | dict[str, Any] | bool | None = None,
         dashboard: bool | int = False,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     ) -> None:

@@ -93,16 +93,20 @@ class LocalityOptions(BaseModel):
     )
 
     @classmethod
-    def of(cls, value: LocalityOptions | dict[str, Any] | None) -> LocalityOptions:
-        """``value`` as options: the model itself, a dict of its fields, or the defaults;
-        a wrong name or type is a ``ValueError`` that names it."""
+    def of(cls, value: LocalityOptions | dict[str, Any] | bool | None) -> LocalityOptions:
+        """``value`` as options: the model itself, a dict of its fields, ``True`` or
+        ``False`` for ``enabled``, or the defaults; a wrong name or type is a
+        ``ValueError`` that names it."""
         if value is None:
             return cls()
         if isinstance(value, cls):
             return value
+        if isinstance(value, bool):
+            return cls(enabled=value)
         if not isinstance(value, dict):
             raise TypeError(
-                f"locality must be a dagrt.LocalityOptions or a dict of its fields, got {value!r}"
+                "locality must be a dagrt.LocalityOptions, a dict of its fields, True or"
+                f" False, got {value!r}"
             )
         try:
             return cls(**value)
@@ -127,6 +131,12 @@ class LocalityOptions(BaseModel):
                 "delayed_io": False,
             }
         )
+
+    def under(self, run: LocalityOptions) -> LocalityOptions:
+        """These options as one task's over the run's: the fields set here (given when
+        they were made) replace the run's, the others are the run's."""
+        given = {name: getattr(self, name) for name in self.model_fields_set}
+        return run.model_copy(update=given) if given else run
 
     def meta(self) -> dict[str, str]:
         """The run meta's fields that carry the options to the workers."""

@@ -6,8 +6,9 @@ msgpack record, signed when the pool has a secret:
 ``[key, function, parents, children, slots, mode, arguments]``
 
 * ``function`` indexes the run's function table (``RunKeys.meta`` field ``fns``,
-  signed too): ``(digest, name, retries, retry_delay, threads)`` per distinct function,
-  whose pickled frame lives at ``dagrt:fn:<digest>``;
+  signed too): ``(digest, name, retries, retry_delay, threads[, locality])`` per
+  distinct function, whose pickled frame lives at ``dagrt:fn:<digest>`` (``locality``:
+  the run meta's locality fields that differ for its tasks, ``@task(locality=...)``);
 * ``slots`` are flat ``(leaf index, parent position)`` pairs: where each parent's
   value goes among the call's leaves;
 * ``arguments`` are the plain leaves (mode 0), a pickled ``(leaves, treedef)``
@@ -48,8 +49,13 @@ __all__ = [
 
 BIG_SPEC = 64 * 1024  # argument specs larger than this are stored apart, by content
 
-#: one entry of a run's function table: (digest, name, retries, retry_delay, threads)
-FunctionEntry = tuple[str, str, int, float, int | None]
+#: one entry of a run's function table: (digest, name, retries, retry_delay, threads),
+#: then, for a task function with its own locality options, the run meta's locality
+#: fields that differ for its tasks (``{"cluster": "0", ...}``)
+FunctionEntry = (
+    tuple[str, str, int, float, int | None]
+    | tuple[str, str, int, float, int | None, dict[str, str]]
+)
 
 
 class MalformedRecord(ValueError):
@@ -78,6 +84,7 @@ class TaskRecord:
     treedef: Any  # True: the leaves are the positional arguments
     slots: list[int]  # flat (leaf index, parent position) pairs
     spec_key: str | None = None
+    function: int = 0  # its entry in the run's function table
 
 
 # --------------------------------------------------------------------------- the client's side
@@ -140,14 +147,21 @@ def verify(stored: bytes, secret: bytes | None) -> bytes:
 
 def decode_functions(stored: bytes, secret: bytes | None) -> list[FunctionEntry]:
     """The run's function table: ``(digest, name, retries, retry_delay, threads)`` per
-    function."""
+    function, and the locality fields of its own if it has any."""
     table = unpack(verify(stored, secret), what="function table")
     if not isinstance(table, list) or not all(
         isinstance(f, list | tuple)
-        and len(f) == 5
+        and len(f) in (5, 6)
         and isinstance(f[0], str)
         and isinstance(f[1], str)
         and isinstance(f[2], int)
+        and (
+            len(f) == 5
+            or (
+                isinstance(f[5], dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in f[5].items())
+            )
+        )
         for f in table
     ):
         raise MalformedRecord(f"the run's function table is malformed: {table!r:.200}")
@@ -180,7 +194,7 @@ def decode_record(
         and mode in (LEAVES, PICKLED, APART)
     ):
         raise MalformedRecord(f"record of task {index} is malformed: {fields!r:.200}")
-    digest, name, retries, retry_delay, threads = functions[fn_index]
+    digest, name, retries, retry_delay, threads = functions[fn_index][:5]
     leaves: list[Any] | None = None
     treedef: Any = True
     spec_key = None
@@ -204,6 +218,7 @@ def decode_record(
         treedef=treedef,
         slots=slots,
         spec_key=spec_key,
+        function=fn_index,
     )
 
 

@@ -88,13 +88,18 @@ async def submit(
     was flushed), so that workers never meet a run whose function is missing.
     Everything of the run gets a TTL, so a run whose client vanished expires.
     ``locality``: the run's :class:`~dagrt.LocalityOptions` (default: all on but
-    ``upload_all``), written to its meta for the workers. ``outputs_store``: the host id and
+    ``upload_all``), written to its meta for the workers; a task function's own
+    (``@task(locality=...)``) goes with it in the function table, as the switches
+    that differ from the run's. ``outputs_store``: the host id and
     root of a store this client can map from (it runs on that host): outputs of
     the run that workers of that store keep there are not sent through the server.
     """
     t0 = time.perf_counter()
     rk = K.RunKeys(run_id)
-    locality = (locality or LocalityOptions()).effective()
+    chosen = locality or LocalityOptions()
+    locality = chosen.effective()
+    run_meta = locality.meta()
+    upload_all = locality.upload_all
     nodes = dag._nodes
     n = len(nodes)
     cmds: list[C.Cmd] = []
@@ -114,7 +119,14 @@ async def submit(
         except SerializationError as exc:
             raise SerializationError(f"function of task {node.key} ({node.name}): {exc}") from exc
         positions[id(tf)] = len(table)
-        table.append((digest, tf.name, tf.retries, tf.retry_delay, tf.threads))
+        entry: FunctionEntry = (digest, tf.name, tf.retries, tf.retry_delay, tf.threads)
+        if tf.locality is not None:  # the task's switches that differ from the run's
+            mine = tf.locality.under(chosen).effective()
+            upload_all = upload_all or mine.upload_all
+            differ = {k: v for k, v in mine.meta().items() if run_meta[k] != v}
+            if differ:
+                entry = (*entry, differ)
+        table.append(entry)
         frames[digest] = frame
     missing = await _functions_to_store(storage, list(frames), known_functions)
     for digest in missing:
@@ -159,7 +171,7 @@ async def submit(
                 "outputs": ",".join(map(str, outputs)),
                 "client": client_id,
                 "signed": "1" if secret is not None else "0",
-                **locality.meta(),
+                **run_meta,
                 "outputs_host": outputs_store[0] if outputs_store else "",
                 "outputs_root": outputs_store[1] if outputs_store else "",
                 "fns": sign(pack(table), secret),
@@ -185,7 +197,7 @@ async def submit(
         submit_seconds=time.perf_counter() - t0,
         spec_keys=spec_keys,
         ttl=ttl,
-        upload_all=locality.upload_all,
+        upload_all=upload_all,
         outputs_store=outputs_store,
     )
 

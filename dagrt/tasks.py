@@ -1,6 +1,7 @@
 """``@task`` and :class:`TaskFunction`: plain functions whose calls build graph nodes.
 
-``@task`` (bare, or with options: ``name``, ``retries``, ``retry_delay``) wraps a
+``@task`` (bare, or with options: ``name``, ``retries``, ``retry_delay``, ``threads``,
+``locality``) wraps a
 function; calling the result runs nothing and returns a :class:`~dagrt.graph.Node`
 (see :mod:`dagrt.graph`). Whether a function is ``async`` is decided once, here;
 arguments are checked against its signature at the call site, so a wrong call fails
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from .graph import Node
+from .locality import LocalityOptions
 
 __all__ = ["TaskFunction", "is_async_callable", "retry_wait", "task"]
 
@@ -107,6 +109,7 @@ class TaskFunction(Generic[P, R]):
         "_prefix",
         "fn",
         "is_async",
+        "locality",
         "name",
         "retries",
         "retry_delay",
@@ -121,6 +124,7 @@ class TaskFunction(Generic[P, R]):
         retries: int = 0,
         retry_delay: float = 0.0,
         threads: int | None = None,
+        locality: LocalityOptions | dict[str, Any] | bool | None = None,
     ) -> None:
         if isinstance(fn, TaskFunction):  # re-wrapping a task takes its plain function
             fn = fn.__dict__["__wrapped__"]
@@ -151,6 +155,8 @@ class TaskFunction(Generic[P, R]):
         self.retries = retries
         self.retry_delay = float(retry_delay)
         self.threads = threads
+        # only the fields given count: the others are the run's (Client(locality=...))
+        self.locality = None if locality is None else LocalityOptions.of(locality)
         self.is_async = is_async_callable(fn)
         self._check = _ArgCheck(fn)
         self._prefix = _key_prefix(self.name)
@@ -169,6 +175,7 @@ class TaskFunction(Generic[P, R]):
         retries: int | None = None,
         retry_delay: float | None = None,
         threads: int | None = None,
+        locality: LocalityOptions | dict[str, Any] | bool | None = None,
     ) -> TaskFunction[P, R]:
         """A copy of this task function with some options replaced."""
         return TaskFunction(
@@ -177,6 +184,7 @@ class TaskFunction(Generic[P, R]):
             retries=self.retries if retries is None else retries,
             retry_delay=self.retry_delay if retry_delay is None else retry_delay,
             threads=self.threads if threads is None else threads,
+            locality=self.locality if locality is None else locality,
         )
 
     def __repr__(self) -> str:
@@ -198,7 +206,7 @@ class TaskFunction(Generic[P, R]):
                 return (_lookup, (module, qualname))
         return (
             _make_task_function,
-            (self.fn, self.name, self.retries, self.retry_delay, self.threads),
+            (self.fn, self.name, self.retries, self.retry_delay, self.threads, self.locality),
         )
 
 
@@ -217,8 +225,16 @@ def _make_task_function(
     retries: int,
     retry_delay: float,
     threads: int | None = None,
+    locality: LocalityOptions | None = None,
 ) -> TaskFunction[..., Any]:
-    return TaskFunction(fn, name=name, retries=retries, retry_delay=retry_delay, threads=threads)
+    return TaskFunction(
+        fn,
+        name=name,
+        retries=retries,
+        retry_delay=retry_delay,
+        threads=threads,
+        locality=locality,
+    )
 
 
 @overload
@@ -232,6 +248,7 @@ def task(
     retries: int = 0,
     retry_delay: float = 0.0,
     threads: int | None = None,
+    locality: LocalityOptions | dict[str, Any] | bool | None = None,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -243,6 +260,7 @@ def task(
     retries: int = 0,
     retry_delay: float = 0.0,
     threads: int | None = None,
+    locality: LocalityOptions | dict[str, Any] | bool | None = None,
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Make ``fn`` a task: calling it builds a :class:`Node` instead of running.
 
@@ -253,9 +271,21 @@ def task(
     ``threads``: native threads (BLAS, OpenMP) the call may use, beyond the budget every
     task gets (:mod:`dagrt.native_threads`): on a worker it also takes that many of the
     worker's task threads, so that fewer tasks run beside it.
+    ``locality``: :class:`~dagrt.LocalityOptions` (or a dict of its fields, or ``False``
+    for ``enabled=False``) for what happens at this task's completion on a worker:
+    whether its output may stay in memory, whether its children may run where it ran
+    (kept, clustered, waited for) and whether a chain may be fused from it. The fields
+    given replace the run's (``Client(locality=...)``); the others stay the run's.
     """
 
     def make(f: Callable[P, R]) -> TaskFunction[P, R]:
-        return TaskFunction(f, name=name, retries=retries, retry_delay=retry_delay, threads=threads)
+        return TaskFunction(
+            f,
+            name=name,
+            retries=retries,
+            retry_delay=retry_delay,
+            threads=threads,
+            locality=locality,
+        )
 
     return make if fn is None else make(fn)

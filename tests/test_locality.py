@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pickle
 import random
 import signal
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import cloudpickle
 import numpy as np
 import pytest
 from helpers import Signals, gate, note_call
@@ -156,6 +158,56 @@ async def test_options_that_turn_clustering_off(
     assert counts(workers, "claimed") == 0
 
 
+@pytest.mark.parametrize(
+    ("run", "own", "claimed"),
+    [
+        (None, {"cluster_fanout": False}, 0),  # the task turns off what the run has on
+        (None, False, 0),  # (False: enabled=False)
+        (None, {"cluster_min_bytes": 64 * MiB}, 0),
+        (None, {"cluster_max_children": 3}, 2),
+        (False, {"enabled": True}, 5),  # and turns on what the run has off
+        ({"cluster_fanout": False}, {"cluster_fanout": True}, 5),
+        (False, {"cluster_fanout": True}, 0),  # enabled stays the run's: False
+    ],
+)
+async def test_a_task_function_replaces_the_locality_options_it_names(
+    pair: tuple[TwinClient, list[Worker]], run: Any, own: Any, claimed: int
+) -> None:
+    """``@task(locality=...)`` (here ``make.options(...)``) applies to what happens at
+    its tasks' completion; the fields it does not name stay the run's. The other task
+    functions of the run go by the run's options."""
+    client, workers = pair
+    own_make = make.options(locality=own)
+    if isinstance(own, dict):  # (only the fields given count)
+        assert own_make.locality is not None
+        assert own_make.locality.model_fields_set == set(own)
+    async with TwinClient(client.storage, locality=run) as c:
+        a = own_make(MiB)
+        fut = c.submit(tally(*[part(a, i, 0.0) for i in range(6)]))
+        assert await fut == expected(6)
+    assert counts(workers, "claimed") == claimed
+
+
+def test_a_task_functions_locality_options_are_checked_where_they_are_written() -> None:
+    with pytest.raises(ValueError, match=r"bad locality options \(fanout: Extra inputs"):
+        dagrt.task(locality={"fanout": False})(tally)
+    with pytest.raises(ValueError, match="cluster_max_children"):
+        make.options(locality={"cluster_max_children": 1})
+    with pytest.raises(TypeError, match="locality must be"):
+        dagrt.task(locality="off")(tally)  # type: ignore[arg-type]
+    # a task function with its own options travels by value with them
+    local = dagrt.task(locality={"delayed_io": False})(lambda x: x)
+    again = pickle.loads(cloudpickle.dumps(local))
+    assert again.locality == local.locality
+    assert again.locality.model_fields_set == {"delayed_io"}
+
+
+async def test_the_in_process_runtime_accepts_a_task_functions_locality_options() -> None:
+    own = make.options(locality={"enabled": False})
+    async with dagrt.Client(processes=False, locality=False) as client:
+        assert await client.compute(tally(part(own(16), 0, 0.0))) == float(sum(range(0, 16, 8)))
+
+
 async def test_claimed_children_that_wait_too_long_go_back_to_the_pool(
     pair: tuple[TwinClient, list[Worker]],
 ) -> None:
@@ -281,6 +333,19 @@ async def test_a_child_waited_for_runs_where_its_large_input_is(
     assert a.placements["delayed"] == 1
     assert a.holds == {"hit": 1}
     assert a.bytes_avoided_by["delayed"] >= 8 * MiB
+
+
+@pytest.mark.parametrize("own", [{"delayed_io": False}, {"delayed_io_max_wait_s": 0.0}])
+async def test_a_task_function_may_turn_delayed_io_off_for_its_outputs(
+    narrow: tuple[TwinClient, list[Worker]], own: dict[str, Any]
+) -> None:
+    client, workers = narrow
+    fut = client.submit(join(make.options(locality=own)(MiB), small(0.4)))
+    assert await fut == float(np.arange(MiB, dtype=np.float64).sum()) + 1.0
+    assert counts(workers, "held") == 0
+    a = analyze(await aread_run(client.storage, fut.run_id, wait=10))
+    assert "delayed" not in a.placements
+    assert not a.holds
 
 
 async def test_a_wait_that_times_out_leaves_the_child_to_its_last_parent(

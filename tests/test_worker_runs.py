@@ -119,6 +119,8 @@ GARBAGE = {
     "no function table": ("fns", None),
     "a function table that is an integer": ("fns", 7),
     "a function table of strings": ("fns", ["f"]),
+    "a function's locality that is not a map": ("fns", [["d", "inc", 0, 0.0, None, "off"]]),
+    "a function's locality of numbers": ("fns", [["d", "inc", 0, 0.0, None, {"cluster": 0}]]),
 }
 
 

@@ -224,7 +224,7 @@ class Chains:
         if not decision.local:  # (an output that stayed here moved nowhere)
             upload = time.time() - sent
             if moves is not None:
-                how = "store" if made.location and not ctx.upload_all else "upload"
+                how = "store" if made.location and not ctx.switches(rec).upload_all else "upload"
                 moves.add(len(outcome.frame), upload, how, index, None, False)
         log.finished(ctx, rec, outcome, started, loaded, moves, upload, placed)
         return decision.kept, False

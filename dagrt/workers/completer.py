@@ -102,8 +102,8 @@ class Completer:
         self.counts = counts
         self.failpoints = failpoints
         # Runs the children a completion claimed (fan-out clustering): the consumer's
-        # ``adopt(ctx, claimed, nbytes)``; none: no clustering on this worker.
-        self.adopt: Callable[[RunContext, list[tuple[bytes, int]], int], None] | None = None
+        # ``adopt(ctx, parent, claimed, nbytes)``; none: no clustering on this worker.
+        self.adopt: Callable[[RunContext, int, list[tuple[bytes, int]], int], None] | None = None
         # Waits for children of a large output (delayed I/O): the consumer's
         # ``hold(ctx, task, children, nbytes)``; none: this worker waits for none.
         self.hold: Callable[[RunContext, int, list[int], int], None] | None = None
@@ -120,18 +120,20 @@ class Completer:
         started_at: float | None = None,
     ) -> Made:
         """A task's result as the lanes hand it over, its keep modes decided."""
-        may_keep = self.settings.keep_children and ctx.keep_children and bool(rec.children)
+        switches = ctx.switches(rec)
+        may_keep = self.settings.keep_children and switches.keep_children and bool(rec.children)
         local = may_keep and len(frame) >= LOCAL_MIN and self._may_stay(ctx, rec)
         made = Made(rec, acks, value, frame, may_keep, local, attempt, started_at)
+        large = len(frame) >= switches.cluster_min
         if (
             may_keep
-            and ctx.cluster > 1
+            and switches.cluster > 1
             and len(rec.children) > 1
-            and len(frame) >= ctx.cluster_min
+            and large
             and self.adopt is not None
         ):
-            made.cluster = min(ctx.cluster, len(rec.children))
-        if may_keep and ctx.wait > 0 and len(frame) >= ctx.cluster_min and self.hold is not None:
+            made.cluster = min(switches.cluster, len(rec.children))
+        if may_keep and switches.wait > 0 and large and self.hold is not None:
             made.wait = True
         return made
 
@@ -140,7 +142,7 @@ class Completer:
         with exactly one child that is not an output of the run, when the run allows
         it (and no failpoint needs its upload)."""
         return (
-            ctx.keep_outputs
+            ctx.switches(rec).keep_outputs
             and len(rec.children) == 1
             and rec.index not in ctx.outputs
             and not self.failpoints.around_upload(rec.name)
@@ -172,7 +174,7 @@ class Completer:
                 continue
             if not m.local and not m.location:
                 cmds.append(C.set_(rk.output(m.rec.index), m.frame, ex=ttl))
-            elif m.location and ctx.upload_all and len(m.frame) <= limit:
+            elif m.location and ctx.switches(m.rec).upload_all and len(m.frame) <= limit:
                 cmds.append(C.set_(rk.copy(m.rec.index), m.frame, ex=ttl))
             items.append(m)
             places.append(place)
@@ -200,7 +202,7 @@ class Completer:
                     await self._to_store(ctx, items[j])
                 if not items[j].location:
                     second.append(C.set_(rk.output(items[j].rec.index), items[j].frame, ex=ttl))
-                elif ctx.upload_all and len(items[j].frame) <= limit:
+                elif ctx.switches(items[j].rec).upload_all and len(items[j].frame) <= limit:
                     second.append(C.set_(rk.copy(items[j].rec.index), items[j].frame, ex=ttl))
             second.append(self._complete_cmd(ctx, [items[j] for j in again]))
             for j, answer in zip(again, (await send(self.storage, second))[-1], strict=True):
@@ -257,7 +259,7 @@ class Completer:
         decision = self._read(ctx, m.rec, answer, m.local)
         if decision.claimed and self.adopt is not None:
             self.counts["claimed"] = self.counts.get("claimed", 0) + len(decision.claimed)
-            self.adopt(ctx, decision.claimed, len(m.frame))
+            self.adopt(ctx, m.rec.index, decision.claimed, len(m.frame))
         if decision.waiting and self.hold is not None:
             self.hold(ctx, m.rec.index, decision.waiting, len(m.frame))
         return decision

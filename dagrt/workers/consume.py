@@ -437,11 +437,13 @@ class Consumer:
             )
 
     async def _wait(self, ctx: RunContext, held: _Hold) -> None:
-        """The wait's timer: after the run's wait, end it for the children that did not
-        come (a child already handed here keeps its place until its note is read, or
-        as long again at most: while this worker holds anything, it reads its inbox)."""
+        """The wait's timer: after the task's wait (its switches), end it for the children
+        that did not come (a child already handed here keeps its place until its note is
+        read, or as long again at most: while this worker holds anything, it reads its
+        inbox)."""
+        wait = ctx.switches(ctx.record(held.task)).wait
         try:
-            with anyio.move_on_after(ctx.wait):
+            with anyio.move_on_after(wait):
                 await held.over.wait()
             late = sorted(held.waiting)
             if not late or ctx.stopped:
@@ -459,7 +461,7 @@ class Consumer:
             self.counts["hold_timeout"] = self.counts.get("hold_timeout", 0) + len(gone)
             if held.waiting:
                 held.over = anyio.Event()
-                with anyio.move_on_after(ctx.wait):
+                with anyio.move_on_after(wait):
                     await held.over.wait()
         finally:
             for child in held.waiting:
@@ -467,11 +469,13 @@ class Consumer:
 
     # -- fan-out clustering -------------------------------------------------------------
 
-    def adopt(self, ctx: RunContext, claimed: list[tuple[bytes, int]], nbytes: int) -> None:
+    def adopt(
+        self, ctx: RunContext, parent: int, claimed: list[tuple[bytes, int]], nbytes: int
+    ) -> None:
         """Run children that a completion here claimed (their entries are pending for
         this worker already): their large input is in this worker's memory. Tiny ones
         run at once, as a batch; the others each as a chain when a thread is free.
-        Those that have not started ``spill_after`` seconds from now (the run's
+        Those that have not started ``spill_after`` seconds from now (the parent's
         ``spill_after_s``, or the time this worker takes to read ``nbytes``) go back to
         the stream for the other workers, and so do those beyond this worker's slots."""
         if self._task_group is None or self.stopping.is_set():
@@ -488,7 +492,7 @@ class Consumer:
             self.in_flight[entry_id] = now
             self.running[entry_id] = ctx.record(child).key
             mine.append((entry_id, child))
-        wait = ctx.spill_after
+        wait = ctx.switches(ctx.record(parent)).spill_after
         if wait is None:
             wait = self.chains.inputs.rate.seconds(nbytes)
         self._spawn(self._cluster(ctx, mine, back, wait))

@@ -192,7 +192,10 @@ class FastLane:
         child, whose one parent it is, tiny too, when the run lets outputs stay in
         memory (keep mode L) and the task is not an output of the run."""
         rec = m.rec
-        if not (m.may_keep and ctx.fuse_chains and ctx.keep_outputs and len(rec.children) == 1):
+        switches = ctx.switches(rec)
+        if not (
+            m.may_keep and switches.fuse_chains and switches.keep_outputs and len(rec.children) == 1
+        ):
             return None
         child = rec.children[0]
         if rec.index in ctx.outputs or not self.eligible(ctx, child):
@@ -217,7 +220,7 @@ class FastLane:
         last completes in keep mode L (its output is never stored), all in the batch's
         one ``complete`` call, which counts them in order (all or nothing: a worker
         that dies first leaves the entry to be taken over, and the chain runs again)."""
-        for _ in range(min(MAX_CHAIN_LENGTH, ctx.max_chain) - 1):
+        for _ in range(min(MAX_CHAIN_LENGTH, ctx.switches(m.rec).max_chain) - 1):
             child = self._fusible(ctx, m)
             if child is None:
                 return
@@ -288,7 +291,7 @@ class FastLane:
                 )
             )
             if not decision.local:  # into the host's store, or to the server
-                how = STORE if m.location and not ctx.upload_all else UPLOAD
+                how = STORE if m.location and not ctx.switches(m.rec).upload_all else UPLOAD
                 move((size, upload_share, how, index, -1, False))
             elif m.fused:  # its child ran from its value, in this worker's memory
                 move((size, 0.0, LOCAL, index, m.rec.children[0], True))

@@ -255,7 +255,7 @@ class Inputs:
         try:
             value, how = await anyio.to_thread.run_sync(read, limiter=self.executor.limiter)
         except StoreError as exc:
-            if ctx.upload_all:  # the server has a copy
+            if ctx.switches(ctx.record(p)).upload_all:  # the server has a copy
                 frame = await self.storage.aget(ctx.keys.copy(p))
                 if frame is not None:
                     log.warning("%s of run %s: %s; read from the server", what, run_id, exc)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -24,7 +24,7 @@ from ..serialize import loads_function
 from ..storage import Storage
 from ..storage import commands as C
 
-__all__ = ["FunctionCache", "RunContext", "RunTable"]
+__all__ = ["FunctionCache", "RunContext", "RunTable", "Switches"]
 
 DEFAULT_MAX_CHAIN: int = LocalityOptions.model_fields["max_chain_length"].default
 
@@ -46,6 +46,38 @@ def _float(raw: bytes | None, default: float | None) -> float | None:
         return default
 
 
+class Switches:
+    """The locality switches that a task's completion goes by (its run's, or its
+    function's own: ``@task(locality=...)``), read from the run's meta fields
+    (:meth:`dagrt.LocalityOptions.meta`); a switch the meta lacks is on."""
+
+    __slots__ = (
+        "cluster",
+        "cluster_min",
+        "fuse_chains",
+        "keep_children",
+        "keep_outputs",
+        "max_chain",
+        "spill_after",
+        "upload_all",
+        "wait",
+    )
+
+    def __init__(self, meta: Mapping[bytes, bytes]) -> None:
+        self.keep_children = meta.get(b"keep_children", b"1") == b"1"
+        self.keep_outputs = meta.get(b"keep_outputs", b"1") == b"1"
+        self.upload_all = meta.get(b"upload_all", b"0") == b"1"
+        self.fuse_chains = meta.get(b"fuse_chains", b"1") == b"1"
+        self.max_chain = max(1, _int(meta.get(b"max_chain"), DEFAULT_MAX_CHAIN))
+        # fan-out clustering: children of one large output kept here, at most (0: off)
+        self.cluster = _int(meta.get(b"cluster"), 0)
+        self.cluster_min = _int(meta.get(b"cluster_min"), CLUSTER_MIN_BYTES)
+        # how long a claimed child waits for a thread (None, or "": this worker's reads)
+        self.spill_after = _float(meta.get(b"spill_after"), None)
+        # delayed I/O: how long to wait for a child of a large output made here (0: off)
+        self.wait = _float(meta.get(b"wait"), 0.0) or 0.0
+
+
 class RunContext:
     """One run as a worker sees it."""
 
@@ -64,19 +96,15 @@ class RunContext:
         self.functions = decode_functions(meta[b"fns"], secret) if b"fns" in meta else []
         outputs = meta.get(b"outputs", b"").decode()
         self.outputs = {int(x) for x in outputs.split(",") if x}
-        # the run's locality switches (Client(locality=...)), on unless turned off
-        self.keep_children = meta.get(b"keep_children", b"1") == b"1"
-        self.keep_outputs = meta.get(b"keep_outputs", b"1") == b"1"
-        self.upload_all = meta.get(b"upload_all", b"0") == b"1"
-        self.fuse_chains = meta.get(b"fuse_chains", b"1") == b"1"
-        self.max_chain = max(1, _int(meta.get(b"max_chain"), DEFAULT_MAX_CHAIN))
-        # fan-out clustering: children of one large output kept here, at most (0: off)
-        self.cluster = _int(meta.get(b"cluster"), 0)
-        self.cluster_min = _int(meta.get(b"cluster_min"), CLUSTER_MIN_BYTES)
-        # how long a claimed child waits for a thread (None, or "": this worker's reads)
-        self.spill_after = _float(meta.get(b"spill_after"), None)
-        # delayed I/O: how long to wait for a child of a large output made here (0: off)
-        self.wait = _float(meta.get(b"wait"), 0.0) or 0.0
+        # the run's locality switches (Client(locality=...)), on unless turned off, and
+        # those of each function that has its own (@task(locality=...))
+        self.run_switches = Switches(meta)
+        self._switches = [
+            Switches({**meta, **{k.encode(): v.encode() for k, v in f[5].items()}})
+            if len(f) > 5
+            else self.run_switches
+            for f in self.functions
+        ]
         # a client that maps outputs of the run from the store of this host and root
         self.outputs_host = meta.get(b"outputs_host", b"").decode(errors="replace")
         self.outputs_root = meta.get(b"outputs_root", b"").decode(errors="replace")
@@ -85,6 +113,10 @@ class RunContext:
         # No task of a run that is not running starts here: set from its meta, by a
         # completion's reply, or by the control stream (RunTable.follow_ends).
         self.stopped = meta.get(b"status", b"running") != b"running"
+
+    def switches(self, rec: TaskRecord) -> Switches:
+        """The locality switches of ``rec``'s completion."""
+        return self._switches[rec.function] if self._switches else self.run_switches
 
     def record(self, index: int) -> TaskRecord:
         """The decoded record of task ``index`` (``KeyError`` if the run has no such task)."""
