@@ -20,14 +20,20 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from . import keys as K
 from . import submission
-from .exceptions import RunNotFoundError, RunStalledError, StorageError, TaskError
+from .exceptions import (
+    RunNotFoundError,
+    RunStalledError,
+    SerializationError,
+    StorageError,
+    TaskError,
+)
 from .graph import DAG
 from .locality import LocalityOptions
 from .objects import (
@@ -39,8 +45,9 @@ from .objects import (
     namespace_of,
     this_host,
 )
-from .serialize import loads
+from .serialize import loads, unpack
 from .storage import RedisStorage, Storage
+from .storage import commands as C
 
 __all__ = ["DistributedRuntime"]
 
@@ -246,8 +253,9 @@ class DistributedRuntime:
         """The watchdog, at a quiet wake-up: when no task completed for
         ``stall_timeout``, raise :class:`RunStalledError` if the run has tasks left and
         no entry in the tasks stream (pending: running, waiting for a retry, holding a
-        kept child; or not delivered yet). Its progress is the last entry of its
-        progress stream (one read a wake-up)."""
+        kept child; or not delivered yet), or if its entries wait undelivered while a
+        live worker of the stream reads nothing with nothing to do (:meth:`_stuck`).
+        Its progress is the last entry of its progress stream (one read a wake-up)."""
         if self.stall_timeout == float("inf"):
             return
         rk = spec.keys
@@ -259,7 +267,13 @@ class DistributedRuntime:
         if now - watch.since < self.stall_timeout or now - watch.checked < self.stall_timeout:
             return
         watch.checked = now
-        if await submission.outstanding(storage, rk, self.stream) != 0:
+        found = await submission.outstanding(storage, rk, self.stream)
+        if isinstance(found, str):  # only entries not delivered yet: look again soon
+            watch.checked = float("-inf")
+            await self._stuck(storage, spec, watch, found, now)
+            return
+        watch.undelivered = None
+        if found != 0:
             return
         left = await storage.ahget(rk.meta, "left")
         raise RunStalledError(
@@ -269,6 +283,59 @@ class DistributedRuntime:
             f" completed for {now - watch.since:.0f} s. An entry was lost or removed from"
             f" the stream; the run was stopped."
         )
+
+    async def _stuck(
+        self, storage: Storage, spec: submission.RunSpec, watch: _Watch, entry: str, now: float
+    ) -> None:
+        """The run's entry ``entry`` waits undelivered and nothing of the run is pending:
+        raise :class:`RunStalledError` if it is the same entry as at an earlier look and
+        a live worker of this stream had nothing in flight then, and since then has
+        beaten twice more with nothing in flight and no entry read. (Such a worker reads
+        at once what waits: one that reads nothing for two heartbeats is stuck. Busy
+        workers, none at all, or a stream without workers: the run waits.)"""
+        states = await self._stream_workers(storage)
+        if watch.undelivered != entry:
+            watch.undelivered = entry
+            watch.idle = {w: s for w, s in states.items() if s[2] == 0}
+            return
+        stuck = [
+            w
+            for w, (beats, reads, in_flight) in states.items()
+            if w in watch.idle
+            and in_flight == 0
+            and reads == watch.idle[w][1]
+            and beats >= watch.idle[w][0] + 2
+        ]
+        if not stuck:
+            return
+        left = await storage.ahget(spec.keys.meta, "left")
+        raise RunStalledError(
+            f"run {spec.run_id} stalled: {int(left or 0)} of its {spec.n_tasks} tasks are"
+            f" left; its entry {entry} waits undelivered in the tasks stream"
+            f" {self.stream!r}, and worker(s) {', '.join(sorted(stuck))} beat with nothing"
+            f" in flight yet read no entry: their read loop is stuck (a fault in dagrt;"
+            f" their log may say more). No task completed for {now - watch.since:.0f} s;"
+            f" the run was stopped."
+        )
+
+    async def _stream_workers(self, storage: Storage) -> dict[str, tuple[int, int, int]]:
+        """The live workers of this client's stream: id -> (beats, entries read, entries
+        in flight), as their last heartbeat says."""
+        records = await storage.ahgetall(K.workers())
+        ids = [w.decode() for w in records]
+        alive = await storage.apipeline([C.exists([K.worker_alive(w)]) for w in ids])
+        states: dict[str, tuple[int, int, int]] = {}
+        for w, raw, live in zip(ids, records.values(), alive, strict=True):
+            try:
+                info = unpack(raw, what="a worker's record")
+            except SerializationError:
+                continue
+            if live and isinstance(info, dict) and info.get("stream") == self.stream:
+                try:
+                    states[w] = (int(info["beats"]), int(info["reads"]), int(info["in_flight"]))
+                except (KeyError, TypeError, ValueError):
+                    continue  # (a worker of an older dagrt)
+        return states
 
     async def progress(self, run_id: str, total: int) -> AsyncIterator[int]:
         """Tasks done so far, each time workers complete some (blocks on the run's
@@ -292,10 +359,12 @@ class DistributedRuntime:
             yield done
 
     async def _warn_if_no_workers(self, storage: Storage) -> None:
-        workers = await storage.ahgetall(K.workers())
-        alive = [w for w in workers if await storage.aexists(K.worker_alive(w.decode()))]
-        if not alive:
-            log.warning("no live dagrt worker on %s: the run waits for one", storage)
+        if not await self._stream_workers(storage):
+            log.warning(
+                "no live dagrt worker reads the tasks stream %r on %s: the run waits for one",
+                self.stream,
+                storage,
+            )
 
     def _outputs_store(self) -> tuple[str, str] | None:
         """The store of this host for the server's pool, if there is one here: the
@@ -350,11 +419,13 @@ class DistributedRuntime:
 @dataclass(slots=True)
 class _Watch:
     """What the watchdog knows of a run: the newest progress entry seen, since when,
-    and when it last looked for the run's work."""
+    when it last looked for the run's work, and what it saw of entries that wait."""
 
     since: float
     newest: bytes | None = None
     checked: float = float("-inf")
+    undelivered: str | None = None  # the run's first entry not delivered, at the last look
+    idle: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # workers then idle
 
 
 def check_stall_timeout(value: object) -> None:

@@ -227,16 +227,17 @@ async def renew(storage: Storage, spec: RunSpec) -> bool:
     return bool(replies[0])  # the meta's
 
 
-async def outstanding(storage: Storage, rk: K.RunKeys, stream: str) -> int | None:
-    """Whether a running run has work in the tasks stream (an entry of it pending or
-    not delivered yet): 1 or 0; None when the run is not running or has no task left,
-    or when the stream is too long to tell (see ``outstanding.lua``)."""
-    reply = int(
-        await storage.arun_script(
-            OUTSTANDING, [stream, rk.meta], [K.TASKS_GROUP, rk.run_id, OUTSTANDING_CAP]
-        )
+async def outstanding(storage: Storage, rk: K.RunKeys, stream: str) -> int | str | None:
+    """Whether a running run has work in the tasks stream: 1 when an entry of it is
+    pending, else the id of its first entry not delivered yet, else 0; None when the
+    run is not running or has no task left, or when the stream is too long to tell
+    (see ``outstanding.lua``)."""
+    reply = await storage.arun_script(
+        OUTSTANDING, [stream, rk.meta], [K.TASKS_GROUP, rk.run_id, OUTSTANDING_CAP]
     )
-    return reply if reply in (0, 1) else None
+    if isinstance(reply, bytes | str):
+        return reply.decode() if isinstance(reply, bytes) else reply
+    return int(reply) if int(reply) in (0, 1) else None
 
 
 async def stop(storage: Storage, rk: K.RunKeys, status: str = "cancelled") -> bool:

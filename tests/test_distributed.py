@@ -407,6 +407,54 @@ async def test_a_run_whose_entries_were_lost_fails_as_stalled(pool_factory: Any)
     assert run_keys_left(pool.url, fut.run_id) == [K.RunKeys(fut.run_id).end]
 
 
+async def test_a_worker_that_stops_reading_is_found_by_the_watchdog(
+    pool_factory: Any, tmp_path: Path
+) -> None:
+    """A worker whose read loop is stuck (a failpoint: it beats, but never reads the
+    stream again) with the run's entries waiting: no task completes, and the entries
+    are there, undelivered. The watchdog sees the worker beat with nothing in flight
+    and no entry read, and fails the run, naming it (a hang, loud)."""
+    pool: Pool = pool_factory(
+        1, env={"DAGRT_FAILPOINTS": "stop_reading:any", "DAGRT_FAILPOINT_DIR": str(tmp_path)}
+    )
+    async with dagrt.Client(pool.url, stall_timeout=1) as client:
+        fut = client.submit(inc(inc(1)))
+        started = time.monotonic()
+        with pytest.raises(dagrt.RunStalledError, match="read loop is stuck") as caught:
+            await fut
+        assert time.monotonic() - started < 20  # (1 s, then two heartbeats of 0.5 s)
+    [worker] = unpack_workers(pool.url)
+    assert worker in str(caught.value)
+    assert "2 of its 2 tasks are left" in str(caught.value)
+
+
+async def test_entries_that_wait_for_busy_workers_are_not_a_stall(
+    pool_factory: Any, signals: Signals
+) -> None:
+    """One worker, one slot, busy for 3 s with another run's task: this run's entry
+    waits undelivered, nothing of it completes for longer than the stall timeout, and
+    the worker reads nothing meanwhile. It is busy, not stuck: the run waits, and ends."""
+    pool: Pool = pool_factory(1, "--concurrency", "1", "--threads", "1")
+    async with dagrt.Client(pool.url, stall_timeout=0.5) as client:
+        busy = client.submit(inc(gate(signals, "g", 1)))
+        await signals.started("g")
+        waiting = client.submit(inc(inc(1)))
+        await anyio.sleep(3)
+        await signals.release("g")
+        assert await busy == 2
+        with anyio.fail_after(30):
+            assert await waiting == 3
+
+
+def unpack_workers(url: str) -> list[str]:
+    """The ids of the workers that ever beat on the server at ``url``."""
+    storage = RedisStorage(url)
+    try:
+        return [w.decode() for w in storage.hgetall(K.workers())]
+    finally:
+        storage.close()
+
+
 @dagrt.task(retries=1, retry_delay=2.5)
 def fails_once(signals: Signals, x: int) -> int:
     """Fails on its first attempt (and says "started" then), then returns ``x``."""

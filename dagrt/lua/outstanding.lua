@@ -9,8 +9,8 @@
 -- KEYS[1] the tasks stream   KEYS[2] the run's meta hash
 -- ARGV[1] the consumer group   ARGV[2] the run id   ARGV[3] entries to look at, at most
 -- Reply: 2 when the run is not running or has no task left (nothing to watch), 1 when
--- an entry of the run is pending or not delivered yet, 0 when none is, -1 when there
--- are more entries than that to look at.
+-- an entry of the run is pending, else the id of its first entry not delivered yet,
+-- 0 when there is none, -1 when there are more entries than that to look at.
 
 local stream, group, run, cap = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
 local status = redis.call('HGET', KEYS[2], 'status')
@@ -57,7 +57,7 @@ start = last and ('(' .. last) or '-'
 repeat
   local page = redis.call('XRANGE', stream, start, '+', 'COUNT', PAGE)
   for _, entry in ipairs(page) do
-    if names_run(entry[2]) then return 1 end
+    if names_run(entry[2]) then return entry[1] end
   end
   seen = seen + #page
   if seen > cap then return -1 end

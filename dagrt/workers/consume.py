@@ -89,6 +89,7 @@ class Consumer:
         self.running = running  # entry id -> key of the task it runs now
         self.forget = forget  # drops what the worker holds of a run that ended
         self.in_flight: dict[bytes, float] = {}  # entry id -> time taken
+        self.reads = 0  # entries read (the heartbeat says: a watchdog sees reads stop)
         self.slots = anyio.Semaphore(settings.concurrency)
         self.stopping = anyio.Event()
         self._threads = settings.thread_count
@@ -157,9 +158,12 @@ class Consumer:
         # scope for the loop: entering one per read cost ~5 us a read.
         with anyio.CancelScope() as scope:
             self._read_scope = scope
+            if self.completer.failpoints.armed("stop_reading"):
+                await self.stopping.wait()  # (a crash test's stuck read loop)
             while not self.stopping.is_set():
                 entries = await self._read(s)
                 if entries:
+                    self.reads += len(entries)
                     for entry_id, _ in entries:
                         try:  # a free slot is taken without a turn of the loop
                             self.slots.acquire_nowait()

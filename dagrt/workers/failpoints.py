@@ -3,7 +3,10 @@
 Armed by ``DAGRT_FAILPOINTS="point:name,..."`` (points: ``before_run``,
 ``before_upload``, ``after_upload``, ``after_complete``, and ``mid_send``: the data
 endpoint, halfway through sending an object, named by its task's index); each fires
-once per machine (a marker file in ``DAGRT_FAILPOINT_DIR`` says it fired). With
+once per machine (a marker file in ``DAGRT_FAILPOINT_DIR`` says it fired). One more
+kills nothing: ``stop_reading:<any name>`` leaves a worker alive (it beats, and
+finishes what it has) that never reads the tasks stream again: a stuck read loop,
+for the client's watchdog to find. With
 failpoints armed the fast lane is off and an upload is sent apart from its
 completion, so the gap between the two exists.
 """

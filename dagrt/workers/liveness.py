@@ -50,12 +50,14 @@ class Liveness:
         self.consumer = consumer
         self.log = tasklog
         self.counts = counts
+        self._beats = 0
 
     async def beat(self, status: str = "alive") -> None:
         """One heartbeat (``started``, ``alive``, or ``stopped``: the record stays,
         the liveness key goes)."""
         s = self.settings
         in_flight = self.consumer.in_flight
+        self._beats += 1
         info = {
             "id": self.worker,
             "pid": os.getpid(),
@@ -63,6 +65,11 @@ class Liveness:
             "status": status,
             "ts": time.time(),
             "in_flight": len(in_flight),
+            # what the client's watchdog compares from beat to beat (a worker alive,
+            # with nothing in flight, that reads nothing while entries wait: stuck)
+            "stream": s.stream,
+            "reads": self.consumer.reads,
+            "beats": self._beats,
             **self.counts,
         }
         cmds = [
