@@ -4,7 +4,8 @@ Two ``dagrt worker`` processes (one thread each) on a private server, with local
 on (dagrt's defaults), off (``LocalityOptions(enabled=False)``: every ready child is
 dispatched, every output with a consumer is stored, no chain fused) and, with
 ``--modes``, ``nocluster`` (on, but no fan-out clustering and no delayed I/O: what
-dagrt did before them), on three data planes: ``redis`` (no store: every value
+dagrt did before them) and ``noinline`` (on, but no small input inline in entries), on
+three data planes: ``redis`` (no store: every value
 through the server), ``store`` (the two workers share one host's object store: a
 consumer maps) and ``2hosts`` (two simulated hosts, each with its store: a direct
 transfer between them). Per case and setup: the median makespan, and the bytes each
@@ -23,10 +24,12 @@ Cases (sizes for 2 cores):
 * C7 chain-big: 16 chains of 8 elementwise steps on 16 MiB arrays;
 * C8 tree: a pairwise tree reduction of 8,192 leaves (16,383 tasks);
 * C9, C10, C11: the GEMM, SVD1 (tall-skinny) and SVD2 (square) workflows at their
-  benchmark sizes (``dagrt.workflows``).
+  benchmark sizes (``dagrt.workflows``);
+* C12 stencil-tiny: 9 levels of 2,048 tiny tasks, each reading two neighbours of the
+  level above (18,433 tasks): children dispatched with a small input inline.
 
     python benchmarks/locality.py [--repeat 5] [--only C1,C6] [--setups redis,store,2hosts]
-        [--modes on,off,nocluster] [--sweep 0.25,1,4,16,64]
+        [--modes on,off,nocluster,noinline] [--sweep 0.25,1,4,16,64]
 
 ``--sweep`` runs the cases once per threshold of a large output (``cluster_min_bytes``,
 in MiB) instead of the modes. Prints on/off ratios of the makespan (above 1: on is
@@ -163,6 +166,13 @@ def c8() -> Any:
     return level[0]
 
 
+def c12() -> Any:
+    level = [inc(i) for i in range(2048)]
+    for _ in range(8):  # each task reads its two neighbours of the level above
+        level = [add(level[i], level[(i + 1) % len(level)]) for i in range(len(level))]
+    return total(*level)
+
+
 def workflow(name: str) -> Callable[[], Any]:
     flow = workflows.get(name)
     return lambda: flow.build(**flow.BENCH)
@@ -180,12 +190,14 @@ CASES: dict[str, Callable[[], Any]] = {
     "C9": workflow("gemm"),
     "C10": workflow("svd1"),
     "C11": workflow("svd2"),
+    "C12": c12,
 }
 DEFAULT_CASES = ("C1", "C2", "C3", "C5", "C6", "C7", "C8", "C9", "C10", "C11")
 MODES: dict[str, dict[str, Any]] = {
     "on": {},
     "off": {"enabled": False},
     "nocluster": {"cluster_fanout": False, "delayed_io": False},
+    "noinline": {"inline_inputs": False},
 }
 
 

@@ -14,11 +14,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["CLUSTER_MIN_BYTES", "MAX_CHAIN_LENGTH", "MAX_CLUSTER", "LocalityOptions"]
+__all__ = [
+    "CLUSTER_MIN_BYTES",
+    "INLINE_BUDGET",
+    "INLINE_MAX_BYTES",
+    "MAX_CHAIN_LENGTH",
+    "MAX_CLUSTER",
+    "LocalityOptions",
+]
 
 MAX_CHAIN_LENGTH = 4096  # the most links of a chain a worker runs one after another
 MAX_CLUSTER = 1024  # the most children of one output clustered on its worker
 CLUSTER_MIN_BYTES = 4 * 2**20  # an output this large is "large" (see the sweep in the docs)
+INLINE_MAX_BYTES = 16 * 2**10  # an output this small travels in its children's entries
+INLINE_LIMIT = 512 * 2**10  # ... and inline_max_bytes may be this much at most
+INLINE_BUDGET = 2**20  # bytes one completion writes inline in its children's entries, at most
 
 
 class LocalityOptions(BaseModel):
@@ -85,6 +95,20 @@ class LocalityOptions(BaseModel):
     delayed_io_max_wait_s: float = Field(
         5.0, ge=0, le=3600, description="how long a worker waits for such a child, at most"
     )
+    inline_inputs: bool = Field(
+        True,
+        description="an output of at most inline_max_bytes (or the location of one in a"
+        " host's store) is written into the stream entry of each child that its"
+        " completion dispatches: a worker that reads the entry has that input without"
+        " asking the server for it (a child whose other inputs are stored elsewhere still"
+        " reads those)",
+    )
+    inline_max_bytes: int = Field(
+        INLINE_MAX_BYTES,
+        ge=0,
+        le=INLINE_LIMIT,
+        description="an output this small travels inside its children's entries",
+    )
     upload_all: bool = Field(
         False,
         description="an output kept in a host's object store is also uploaded to the server"
@@ -129,6 +153,7 @@ class LocalityOptions(BaseModel):
                 "fuse_chains": False,
                 "cluster_fanout": False,
                 "delayed_io": False,
+                "inline_inputs": False,
             }
         )
 
@@ -151,4 +176,5 @@ class LocalityOptions(BaseModel):
             "cluster_min": str(e.cluster_min_bytes),
             "spill_after": "" if e.spill_after_s is None else repr(e.spill_after_s),
             "wait": repr(e.delayed_io_max_wait_s if e.delayed_io and e.keep_children else 0.0),
+            "inline": str(e.inline_max_bytes if e.inline_inputs else 0),
         }

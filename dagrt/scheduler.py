@@ -81,7 +81,9 @@ class Completion:
     clustering (keep mode "C"), how many of the children that become ready the worker
     may keep or claim (2 or more; 0 or 1: keep one at most, as ``may_keep`` says);
     ``wait``: delayed I/O (keep mode "W"), the worker waits for the children that are
-    not ready yet, to run them where this large output is.
+    not ready yet, to run them where this large output is; ``inline``: the output key's
+    value (a small output, or a location) goes into the entries of the children this
+    completion dispatches (mode "V").
     """
 
     index: int
@@ -92,6 +94,7 @@ class Completion:
     location: bytes = b""
     cluster: int = 0
     wait: bool = False
+    inline: bool = False
 
 
 def complete_cmd(
@@ -115,6 +118,8 @@ def complete_cmd(
             mode = "1" if item.may_keep else "0"
         if item.wait and not item.local:
             mode += "W"
+        if item.inline and not item.local:
+            mode += "V"
         if item.location:  # (most outputs have none: no argument for it)
             argv += [item.index, mode + "@", item.location]
         else:
@@ -221,8 +226,8 @@ def take_cmd(
 
 def _taken(reply: Sequence[Any], given: dict[bytes, dict[bytes, bytes]]) -> Taken:
     out = Taken([], 0, [], [])
-    for i in range(0, len(reply), 4):
-        entry_id, verdict, run, task = reply[i : i + 4]
+    for i in range(0, len(reply), 6):
+        entry_id, verdict, run, task, parent, value = reply[i : i + 6]
         if verdict in _DROPPED:
             out.dropped += 1
             continue
@@ -234,7 +239,11 @@ def _taken(reply: Sequence[Any], given: dict[bytes, dict[bytes, bytes]]) -> Take
             continue
         if verdict == b"woken":
             out.woken.add(entry_id)
-        fields = given.get(entry_id) or {b"r": run, b"t": task}
+        fields = given.get(entry_id) or (
+            {b"r": run, b"t": task, b"i": parent, b"v": value}
+            if value is not None
+            else {b"r": run, b"t": task}
+        )
         if verdict == b"early":
             out.early.append((entry_id, fields))
         else:

@@ -348,6 +348,29 @@ async def test_a_task_function_may_turn_delayed_io_off_for_its_outputs(
     assert not a.holds
 
 
+@pytest.mark.parametrize(
+    ("locality", "inline"),
+    [(None, True), ({"inline_inputs": False}, False), ({"inline_max_bytes": 64}, False)],
+)
+async def test_a_small_output_travels_inside_the_entries_of_its_children(
+    narrow: tuple[TwinClient, list[Worker]], locality: Any, inline: bool
+) -> None:
+    """``make(16)`` (a few hundred bytes) has six children: its worker keeps one, the
+    other five are dispatched with the output in their entries, so the other worker
+    (one entry at a time, each child sleeps) runs those it takes without reading it;
+    the same results with it off, or with a bound below the output's size."""
+    client, workers = narrow
+    async with TwinClient(client.storage, locality=locality) as c:
+        fut = c.submit(fan(6, 0.1, size=16))
+        assert await fut == expected(6, size=16)
+        where = await placement(c, fut)
+    maker = ran(where, "make")
+    elsewhere = [w for w in ran(where, "part") if w not in maker]
+    assert elsewhere  # (the other worker took some)
+    # (one read there: an output with several children stays in its memory once read)
+    assert (counts(workers, "inline") > 0) == inline
+
+
 async def test_a_wait_that_times_out_leaves_the_child_to_its_last_parent(
     narrow: tuple[TwinClient, list[Worker]],
 ) -> None:

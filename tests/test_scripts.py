@@ -252,6 +252,7 @@ class Run:
                 location=Location("host-a", 123, "127.0.0.1:1").encode() if s == 2 else b"",
                 cluster=3 if mode == "C" else 0,
                 wait=mode == "W",
+                inline=index % 3 == 0,  # (its dispatched children's entries carry it)
             )
             for index, mode, ack, s in items
         ]
@@ -481,6 +482,31 @@ def test_children_claimed_by_a_large_output_stay_with_their_worker(server: Redis
         storage.set(K.worker_alive("w1"), b"1")
         taken = storage.pipeline([take_cmd(STREAM, GROUP, "w2", 10)])[0]
         assert [f[b"t"] for _, f in taken.run] == [b"2"]
+    both.assert_same_keys()
+
+
+def test_a_small_output_travels_inline_in_the_entries_it_dispatches(
+    server: RedisStorage,
+) -> None:
+    """Mode "V": each child the completion dispatches gets the output key's value in
+    its entry (the child kept gets no entry); ``take`` hands it to the worker that
+    reads the entry, as the blocking read does; a replay writes nothing more."""
+    both = Both(server)
+    for storage in both.pair:
+        storage.pipeline(load_scripts_cmds())
+        rk = start_run(storage, [[], [0], [0], [0, 4], []], ttl=False)
+        storage.set(rk.output(0), b"small")
+        entry = storage.xreadgroup(GROUP, "w1", {STREAM: ">"}, count=1)[0][1][0][0]
+        done = Completion(0, [1, 2, 3], [entry], may_keep=True, inline=True)
+        cmd = complete_cmd(rk, [done], "w1", stream=STREAM)
+        [reply] = storage.pipeline([cmd])[0]
+        assert reply[:2] == [b"ok", b"1"]  # child 1 kept; 2 dispatched; 3 waits for 4
+        assert storage.pipeline([cmd])[0] == [[b"dup", b"1"]]
+        [(_, fields)] = storage.xrange(STREAM)[-1:]
+        assert fields == {b"r": rk.run_id.encode(), b"t": b"2", b"i": b"0", b"v": b"small"}
+        taken = storage.pipeline([take_cmd(STREAM, GROUP, "w2", 5)])[0]
+        root = {b"r": rk.run_id.encode(), b"t": b"4"}  # (the other root: nothing inline)
+        assert [f for _, f in taken.run] == [root, fields]
     both.assert_same_keys()
 
 

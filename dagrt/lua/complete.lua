@@ -10,7 +10,11 @@
 --   index, keep mode [, location], n children, the children,
 --   n entries, the stream entries to acknowledge if no child is kept
 -- A keep mode is "0", "1", "L" or "C<n>", then "W" if the worker may wait for children
--- (delayed I/O), then "@" if a location follows. A location says the output is in a
+-- (delayed I/O), then "V" if the output is small enough to travel inline, then "@" if a
+-- location follows. "V": each child this call dispatches (a new entry for any worker)
+-- gets the output key's value in its entry, as fields {i: this task, v: the value},
+-- so the worker that reads it has that input without a read of its own (outputs are
+-- written once: the value is what that read would give). A location says the output is in a
 -- host's object store: it is written to the output key here (with the run's TTL), in
 -- the step that counts the task, so the key holds either the value or where it is.
 -- Keep modes: "0" dispatch every ready child; "1" the worker may keep one ready
@@ -67,6 +71,8 @@ for j = 1, tonumber(ARGV[4]) do
     may_keep = string.sub(may_keep, 1, -2)
     after = after + 1
   end
+  local inline = string.byte(may_keep, -1) == 86 -- "V"
+  if inline then may_keep = string.sub(may_keep, 1, -2) end
   local may_wait = string.byte(may_keep, -1) == 87 -- "W"
   if may_wait then may_keep = string.sub(may_keep, 1, -2) end
   local cluster = 0 -- children this worker may claim besides the one it keeps
@@ -141,6 +147,9 @@ for j = 1, tonumber(ARGV[4]) do
               reply[#reply + 1] = claim(child, worker)
               reply[#reply + 1] = child
               if waiter ~= worker then cluster = cluster - 1 end
+            elseif inline then
+              if inline == true then inline = redis.call('GET', output) end
+              redis.call('XADD', KEYS[6], '*', 'r', ARGV[1], 't', child, 'i', index, 'v', inline)
             else
               redis.call('XADD', KEYS[6], '*', 'r', ARGV[1], 't', child)
             end

@@ -17,8 +17,9 @@
 --   acknowledged and deleted as it is read, and its entry screened in its stead. ""
 --   when the consumer waits for no task: the inbox is not read (it costs 2-3% of a
 --   tree reduction's time to read two streams every time).
--- Reply: four values per entry: its id, its verdict, its run id and its task index (false
--- if it has none). Verdicts: "run"; "ended" (the run is not running: acked);
+-- Reply: six values per entry: its id, its verdict, its run id, its task index (false
+-- if it has none), and the input that came inline in the entry (``complete``'s mode
+-- "V": the index of the parent and its output key's value; false and false if none). Verdicts: "run"; "ended" (the run is not running: acked);
 -- "done" (the task's completion is remembered: acked); "early" (parents not done);
 -- "unknown" (no such run, or a run id dagrt never makes: the worker decides); "odd"
 -- (fields other than the run and the task, in that order: the worker reads them whole);
@@ -29,7 +30,7 @@
 -- claimed for it (run it: a task it waited for); "gone": an entry a blocking read
 -- delivered that was deleted before this call (given back: its new entry runs it).
 -- Two entries of one task not done yet both run (the second completion answers "dup").
--- Cost: every read of a worker goes through here, so it is kept lean: four flat values
+-- Cost: every read of a worker goes through here, so it is kept lean: six flat values
 -- per entry (the fields as XREADGROUP gives them cost the server a third more), one
 -- HGET per run and two per entry.
 
@@ -39,14 +40,17 @@ local inbox = ARGV[9]
 local runs = {} -- run id -> {status, done key, deps key}, or false: no such run
 local out, acks = {}, {}
 
--- One entry of the reply: its id, its verdict, its run id and its task index.
-local function answer(id, v, run, task)
+-- One entry of the reply: its id, its verdict, its run id, its task index, and the
+-- parent and value of an input inline in it (or false).
+local function answer(id, v, run, task, parent, value)
   local n = #out
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, v, run, task
+  out[n + 5], out[n + 6] = parent or false, value or false
 end
 
--- ``woken``: the entry comes with a note of the inbox (a claim for this worker: run it)
-local function screen(id, run, task, woken)
+-- ``woken``: the entry comes with a note of the inbox (a claim for this worker: run it);
+-- ``parent``, ``value``: an input inline in the entry
+local function screen(id, run, task, woken, parent, value)
   local r = runs[run]
   if r == nil then
     local status = redis.pcall('HGET', head .. run .. meta, 'status')
@@ -76,7 +80,11 @@ local function screen(id, run, task, woken)
     end
   end
   if v == 'ended' or v == 'done' then acks[#acks + 1] = id end
-  answer(id, v, run, task)
+  if v == 'run' then
+    answer(id, v, run, task, parent, value)
+  else
+    answer(id, v, run, task)
+  end
 end
 
 -- A note of the inbox: gone once read; its entry is screened instead.
@@ -109,6 +117,8 @@ if tonumber(ARGV[3]) > 0 then
         local f = entry[2]
         if #f == 4 and f[1] == 'r' and f[3] == 't' then -- the shape dagrt writes
           screen(entry[1], f[2], f[4], false)
+        elseif #f == 8 and f[1] == 'r' and f[3] == 't' and f[5] == 'i' and f[7] == 'v' then
+          screen(entry[1], f[2], f[4], false, f[6], f[8]) -- (with an input inline)
         else -- the worker reads it whole and dead-letters it
           answer(entry[1], 'odd', false, false)
         end

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import StorageError, ValueTooLargeError
+from ..locality import INLINE_BUDGET
 from ..objects import DataPlane
 from ..records import TaskRecord
 from ..scheduler import Completion, complete_cmd, fail_cmd, send
@@ -244,10 +245,22 @@ class Completer:
                 m.location,
                 m.cluster,
                 m.wait,
+                self._inline(ctx, m),
             )
             for m in items
         ]
         return complete_cmd(ctx.keys, batch, self.worker, stream=s.stream, group=s.group)
+
+    @staticmethod
+    def _inline(ctx: RunContext, m: Made) -> bool:
+        """Does ``m``'s output key's value (the output, or where it is) go inline into
+        the entries of the children its completion dispatches? When it is at most the
+        task's ``inline_max_bytes``, and the copies, one per child but the one kept, are
+        at most ``INLINE_BUDGET`` bytes together."""
+        limit = ctx.switches(m.rec).inline
+        size = len(m.location) if m.location else len(m.frame)
+        copies = len(m.rec.children) - (1 if m.may_keep else 0)
+        return 0 < size <= limit and copies > 0 and size * copies <= INLINE_BUDGET
 
     def _decide(self, ctx: RunContext, m: Made, answer: Any) -> Decision:
         """A completed task's decision; its value held for children that run here."""

@@ -600,6 +600,8 @@ class Consumer:
         if ctx.stopped:  # the run ended (cancelled, failed): none of its tasks starts
             await self.completer.ack([entry_id])
             return None
+        if b"v" in fields:  # an input came inline in the entry
+            self.chains.inputs.give(ctx, ctx.record(index), fields)
         return ctx, index
 
     async def _reject(

@@ -173,7 +173,7 @@ class Worker:
             failpoints,
             self.plane,
         )
-        inputs = Inputs(
+        self.inputs = inputs = Inputs(
             self.storage,
             self.executor,
             self.functions,
@@ -221,6 +221,7 @@ class Worker:
     def _forget(self, run_id: str) -> None:
         """Drop what this worker holds of a run that ended."""
         self.values.drop_run(run_id)
+        self.inputs.drop_run(run_id)
         self.runs.forget(run_id)
         if self._ended_runs is not None:  # its objects in the host's store go too
             try:

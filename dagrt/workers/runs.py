@@ -18,7 +18,7 @@ import anyio
 
 from .. import keys as K
 from ..exceptions import SerializationError
-from ..locality import CLUSTER_MIN_BYTES, LocalityOptions
+from ..locality import CLUSTER_MIN_BYTES, INLINE_MAX_BYTES, LocalityOptions
 from ..records import TaskRecord, decode_functions, decode_record
 from ..serialize import loads_function
 from ..storage import Storage
@@ -55,6 +55,7 @@ class Switches:
         "cluster",
         "cluster_min",
         "fuse_chains",
+        "inline",
         "keep_children",
         "keep_outputs",
         "max_chain",
@@ -76,6 +77,8 @@ class Switches:
         self.spill_after = _float(meta.get(b"spill_after"), None)
         # delayed I/O: how long to wait for a child of a large output made here (0: off)
         self.wait = _float(meta.get(b"wait"), 0.0) or 0.0
+        # outputs this small go inline in the entries of the children they dispatch
+        self.inline = _int(meta.get(b"inline"), INLINE_MAX_BYTES)
 
 
 class RunContext:
