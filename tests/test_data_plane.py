@@ -390,9 +390,14 @@ def total(*xs: float) -> float:
     return sum(xs)
 
 
-def fan_out(n: int = 1 << 20, k: int = 8) -> Any:
+#: ``make`` whose output is always stored (its children are its alone, so fan-out
+#: clustering would otherwise keep it in its worker's memory only)
+make_stored = make.options(locality={"keep_outputs": False})
+
+
+def fan_out(n: int = 1 << 20, k: int = 8, *, stored: bool = False) -> Any:
     """One 8 MB array, ``k`` children each summing a slice of it, one sink."""
-    array = make(n)
+    array = (make_stored if stored else make)(n)
     return total(*[part(array, i, k) for i in range(k)])
 
 
@@ -491,7 +496,7 @@ async def test_a_worker_killed_in_the_middle_of_a_direct_transfer(
 async def test_a_cancelled_run_leaves_no_files(pool_factory: Any, tmp_path: Path) -> None:
     pool = hosts_pool(pool_factory, tmp_path, ["h1", "h2"])
     async with dagrt.Client(pool.url) as client:
-        array = make(1 << 20)
+        array = make_stored(1 << 20)
         fut = client.submit(total(part(array, 0, 1), nap(array, 60)))
         with anyio.fail_after(30):
             while not store_files(tmp_path):  # noqa: ASYNC110 (the array is stored)
@@ -531,7 +536,7 @@ async def test_a_corrupted_object_is_named_and_computed_again(
     )
 
     async with dagrt.Client(pool.url) as client:
-        fut = client.submit(fan_out())
+        fut = client.submit(fan_out(stored=True))
         with anyio.fail_after(30):
             while not (tmp_path / "dagrt-failpoint-after_complete-make").exists():  # noqa: ASYNC110
                 await anyio.sleep(0.02)
@@ -602,7 +607,7 @@ async def test_a_killed_cluster_leaves_no_files_once_it_restarts(tmp_path: Path)
     options = {"store": str(store), "store-min-bytes": "4096"}
     cluster = dagrt.LocalCluster(1, worker_options=options, restart=False)  # a dead pool
     async with cluster, dagrt.Client(cluster.url) as client:
-        array = make(1 << 20)
+        array = make_stored(1 << 20)
         client.submit(total(part(array, 0, 1), nap(array, 60)))
         with anyio.fail_after(30):
             while not files():  # noqa: ASYNC110 (the array is stored, a task sleeps)

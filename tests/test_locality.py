@@ -223,6 +223,34 @@ async def test_claimed_children_that_wait_too_long_go_back_to_the_pool(
     assert len(finished) == len(set(finished)) == 8
     assert counts(workers, "spilled") >= 1
     assert len({e.worker_id for e in events if e.kind == "task-finished"}) == 2
+    # the array stayed in its worker's memory until then: stored once, before the first
+    # child went back (the other worker read it; nothing was computed twice)
+    assert counts(workers, "stored_late") == 1
+    assert counts(workers, "recomputed") == 0
+
+
+async def test_an_output_whose_children_all_run_on_its_worker_is_never_stored(
+    pair: tuple[TwinClient, list[Worker]],
+) -> None:
+    """Each of the six children has the array as its one input and all run where it
+    was made (one kept, five claimed): the array is never stored (keep mode L for a
+    fan-out), and the log says so. With keep_outputs off for ``make`` it is stored."""
+    client, workers = pair
+    for own in (None, {"keep_outputs": False}):
+        async with TwinClient(client.storage, locality={"spill_after_s": 30}) as c:
+            a = make.options(locality=own)(MiB)
+            fut = c.submit(tally(*[part(a, i, 0.0) for i in range(6)]))
+            assert await fut == expected(6)
+            where = await placement(c, fut)
+            run = analyze(await aread_run(c.storage, fut.run_id, wait=10))
+        assert len(set(ran(where, "part")) | set(ran(where, "make"))) == 1
+        stored = run.bytes_by_path.get("upload", 0) + run.bytes_by_path.get("store", 0)
+        if own is None:
+            assert run.bytes_avoided.get("stored", 0) >= 8 * MiB
+            assert stored < MiB  # (the small sums only)
+        else:
+            assert stored >= 8 * MiB
+    assert counts(workers, "stored_late") == 0
 
 
 @dagrt.task

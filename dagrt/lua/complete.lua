@@ -25,7 +25,10 @@
 -- reads it); "L" the output was NOT stored (it stays in the worker's memory): count
 -- the task only if its one child becomes ready now, and keep that child, marking
 -- the decision "<child>*" (a re-run after a crash recomputes this task first);
--- otherwise answer "upload" and change nothing.
+-- otherwise answer "upload" and change nothing. With several children (fan-out
+-- clustering of an output that is each child's one input) the same, when all of them
+-- become ready now: the first kept, the others claimed for this worker (a worker that
+-- gives one back stores the output first).
 -- "W" (delayed I/O, a large output): each child that is not ready yet and has no
 -- waiter gets this worker as its waiter (one per child, set here: two large parents
 -- never wait for each other). When the completion of its last parent makes such a
@@ -104,13 +107,24 @@ for j = 1, tonumber(ARGV[4]) do
       if previous == '' then ack() end
       replies[j] = {'dup', previous}
     elseif may_keep == 'L' then
-      local child = ARGV[first_child]
-      if n_children == 1 and tonumber(redis.call('HGET', KEYS[2], child)) == 1 then
+      local ready = n_children > 0
+      for c = first_child, first_child + n_children - 1 do
+        if tonumber(redis.call('HGET', KEYS[2], ARGV[c])) ~= 1 then ready = false end
+      end
+      if ready then -- every child becomes ready now: the first kept, the others claimed
+        local child = ARGV[first_child]
+        local reply = {'ok', child .. '*'}
         redis.call('HSET', KEYS[2], child, 0)
-        if waits then redis.call('HDEL', KEYS[7], child) end -- (kept here instead)
+        for c = first_child, first_child + n_children - 1 do
+          if waits then redis.call('HDEL', KEYS[7], ARGV[c]) end -- (kept here instead)
+          if c > first_child then
+            reply[#reply + 1] = claim(ARGV[c], worker)
+            reply[#reply + 1] = ARGV[c]
+          end
+        end
         redis.call('HSET', KEYS[3], index, child .. '*')
         counted[#counted + 1] = index
-        replies[j] = {'ok', child .. '*'}
+        replies[j] = reply
       else
         replies[j] = {'upload', ''}
       end

@@ -76,6 +76,12 @@ class ValueCache:
         else:
             self._uses[key] = left
 
+    def unpin(self, run_id: str, index: int) -> None:
+        """A pinned value is stored now: it is cached like any other from here on."""
+        item = self._pinned.get((run_id, index))
+        if item is not None:
+            self.put(run_id, index, item[0], item[1])
+
     def drop_run(self, run_id: str) -> None:
         """Forget every value of a run that ended."""
         for key in [k for k in self._items if k[0] == run_id]:

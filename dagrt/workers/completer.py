@@ -24,17 +24,20 @@ The failure of a task (``fail`` script) is built here too, with its events.
 
 from __future__ import annotations
 
+import functools
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import anyio
 
 from ..exceptions import StorageError, ValueTooLargeError
 from ..locality import INLINE_BUDGET
 from ..objects import DataPlane
 from ..records import TaskRecord
 from ..scheduler import Completion, complete_cmd, fail_cmd, send
-from ..serialize import Frame
+from ..serialize import Frame, dumps_frame
 from ..storage import Storage
 from ..storage import commands as C
 from .cache import ValueCache
@@ -103,8 +106,11 @@ class Completer:
         self.counts = counts
         self.failpoints = failpoints
         # Runs the children a completion claimed (fan-out clustering): the consumer's
-        # ``adopt(ctx, parent, claimed, nbytes)``; none: no clustering on this worker.
-        self.adopt: Callable[[RunContext, int, list[tuple[bytes, int]], int], None] | None = None
+        # ``adopt(ctx, parent, claimed, nbytes, only_here)``; none: no clustering on this
+        # worker.
+        self.adopt: Callable[[RunContext, int, list[tuple[bytes, int]], int, bool], None] | None = (
+            None
+        )
         # Waits for children of a large output (delayed I/O): the consumer's
         # ``hold(ctx, task, children, nbytes)``; none: this worker waits for none.
         self.hold: Callable[[RunContext, int, list[int], int], None] | None = None
@@ -134,20 +140,59 @@ class Completer:
             and self.adopt is not None
         ):
             made.cluster = min(switches.cluster, len(rec.children))
+            # every child is this output's alone and may be kept or claimed here: the
+            # output need not be stored at all (mode L; given back, it is stored first)
+            if (
+                not local
+                and made.cluster == len(rec.children)
+                and self._may_stay(ctx, rec, every_child=True)
+            ):
+                made.local = True
         if may_keep and switches.wait > 0 and large and self.hold is not None:
             made.wait = True
         return made
 
-    def _may_stay(self, ctx: RunContext, rec: TaskRecord) -> bool:
+    def _may_stay(self, ctx: RunContext, rec: TaskRecord, every_child: bool = False) -> bool:
         """May this task's output stay in memory here (keep mode "L")? Only for a task
-        with exactly one child that is not an output of the run, when the run allows
-        it (and no failpoint needs its upload)."""
+        that is not an output of the run, with exactly one child (or, ``every_child``:
+        fan-out clustering will keep or claim all its children here, each of which has
+        no other parent), when its switches allow it (and no failpoint needs its
+        upload)."""
+        if every_child:
+            alone = all(ctx.record(c).parents == [rec.index] for c in rec.children)
+        else:
+            alone = len(rec.children) == 1
         return (
-            ctx.switches(rec).keep_outputs
-            and len(rec.children) == 1
+            alone
+            and ctx.switches(rec).keep_outputs
             and rec.index not in ctx.outputs
             and not self.failpoints.around_upload(rec.name)
         )
+
+    async def store_late(self, ctx: RunContext, rec: TaskRecord) -> bool:
+        """Store an output that was kept in this worker's memory only (mode L), as its
+        completion would have (before a child of it goes to another worker). False if
+        it is no longer here or cannot be stored (the children then stay here)."""
+        found, value, _ = self.values.get(ctx.run_id, rec.index)
+        if not found:
+            return False
+        frame = await anyio.to_thread.run_sync(
+            functools.partial(dumps_frame, value, what=f"output of task {rec.key}")
+        )
+        m = Made(rec, [], value, frame, False, False)
+        if self._may_store(m):
+            await self._to_store(ctx, m)
+        ttl = ctx.ttl_ms / 1000
+        if m.location:
+            cmd = C.set_(ctx.keys.output(rec.index), m.location, ex=ttl)
+        elif len(frame) <= await self.storage.amax_value_size():
+            cmd = C.set_(ctx.keys.output(rec.index), frame, ex=ttl)
+        else:
+            return False
+        await send(self.storage, [cmd])
+        self.values.unpin(ctx.run_id, rec.index)
+        self.counts["stored_late"] = self.counts.get("stored_late", 0) + 1
+        return True
 
     async def complete(
         self, ctx: RunContext, made: Sequence[Made], extra: Sequence[C.Cmd] = ()
@@ -272,7 +317,7 @@ class Completer:
         decision = self._read(ctx, m.rec, answer, m.local)
         if decision.claimed and self.adopt is not None:
             self.counts["claimed"] = self.counts.get("claimed", 0) + len(decision.claimed)
-            self.adopt(ctx, m.rec.index, decision.claimed, len(m.frame))
+            self.adopt(ctx, m.rec.index, decision.claimed, len(m.frame), decision.local)
         if decision.waiting and self.hold is not None:
             self.hold(ctx, m.rec.index, decision.waiting, len(m.frame))
         return decision

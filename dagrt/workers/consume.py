@@ -474,14 +474,21 @@ class Consumer:
     # -- fan-out clustering -------------------------------------------------------------
 
     def adopt(
-        self, ctx: RunContext, parent: int, claimed: list[tuple[bytes, int]], nbytes: int
+        self,
+        ctx: RunContext,
+        parent: int,
+        claimed: list[tuple[bytes, int]],
+        nbytes: int,
+        only_here: bool = False,
     ) -> None:
         """Run children that a completion here claimed (their entries are pending for
         this worker already): their large input is in this worker's memory. Tiny ones
         run at once, as a batch; the others each as a chain when a thread is free.
         Those that have not started ``spill_after`` seconds from now (the parent's
         ``spill_after_s``, or the time this worker takes to read ``nbytes``) go back to
-        the stream for the other workers, and so do those beyond this worker's slots."""
+        the stream for the other workers, and so do those beyond this worker's slots.
+        ``only_here``: the parent's output is in this worker's memory only (mode L): it
+        is stored before any child goes back (if it cannot be, they all run here)."""
         if self._task_group is None or self.stopping.is_set():
             return  # (stopping: their entries stay pending, for another worker)
         now = time.monotonic()
@@ -499,7 +506,7 @@ class Consumer:
         wait = ctx.switches(ctx.record(parent)).spill_after
         if wait is None:
             wait = self.chains.inputs.rate.seconds(nbytes)
-        self._spawn(self._cluster(ctx, mine, back, wait))
+        self._spawn(self._cluster(ctx, mine, back, wait, parent if only_here else None))
 
     async def _cluster(
         self,
@@ -507,11 +514,24 @@ class Consumer:
         mine: list[tuple[bytes, int]],
         back: list[tuple[bytes, str, int]],
         wait: float,
+        unstored: int | None = None,
     ) -> None:
-        """Run the children :meth:`adopt` took (see there)."""
+        """Run the children :meth:`adopt` took (see there); ``unstored``: their parent,
+        if its output is in this worker's memory only."""
         heavy: deque[tuple[bytes, int]] = deque()
         queued = False  # the children in ``heavy`` count in ``_queued``
         try:
+            if back and unstored is not None:
+                if await self.completer.store_late(ctx, ctx.record(unstored)):
+                    unstored = None
+                else:  # (no slot for them, yet none can go: they wait for one here)
+                    wait = float("inf")
+                    for entry_id, _, child in back:
+                        await self.slots.acquire()
+                        self.in_flight[entry_id] = time.monotonic()
+                        self.running[entry_id] = ctx.record(child).key
+                        mine.append((entry_id, child))
+                    back = []
             if back:
                 self.counts["spilled"] = self.counts.get("spilled", 0) + len(back)
                 await self._give_back(back)
@@ -527,24 +547,14 @@ class Consumer:
                     [e for (e,), _ in fast],
                 )
                 self._hand_off(ctx, handoffs)
-            deadline = anyio.current_time() + wait
             self._queued += len(heavy)
             queued = True
-            while heavy and not ctx.stopped:
-                if self._slow < self._threads:  # a thread is free: start the next child
-                    entry_id, child = heavy.popleft()
-                    self._queued -= 1  # (and a chain more: the read window stays as it was)
-                    self._chain_apart(ctx, [entry_id], child, placed="cluster")
-                    continue
-                wake = anyio.Event()
-                self._wakeups.add(wake)
-                try:
-                    with anyio.move_on_after(deadline - anyio.current_time()):
-                        await wake.wait()
-                finally:
-                    self._wakeups.discard(wake)
-                if anyio.current_time() >= deadline:
-                    break
+            await self._start_when_free(ctx, heavy, anyio.current_time() + wait)
+            if heavy and not ctx.stopped and unstored is not None:
+                if await self.completer.store_late(ctx, ctx.record(unstored)):
+                    unstored = None
+                else:  # their input cannot be stored: they run here, one after another
+                    await self._start_when_free(ctx, heavy, float("inf"))
             if heavy and not ctx.stopped:
                 # Waiting longer costs more than moving their input: spill them.
                 self.counts["spilled"] = self.counts.get("spilled", 0) + len(heavy)
@@ -561,6 +571,27 @@ class Consumer:
                 # hung so, its spilled children in the stream, both workers waiting).
                 self._slow_freed.set()
             self._finish_unowned(entry_id for entry_id, _ in mine)
+
+    async def _start_when_free(
+        self, ctx: RunContext, heavy: deque[tuple[bytes, int]], deadline: float
+    ) -> None:
+        """Start the children of ``heavy`` one by one as threads come free, until the
+        deadline (the loop's clock) or the run's end; those not started stay in it."""
+        while heavy and not ctx.stopped:
+            if self._slow < self._threads:  # a thread is free: start the next child
+                entry_id, child = heavy.popleft()
+                self._queued -= 1  # (and a chain more: the read window stays as it was)
+                self._chain_apart(ctx, [entry_id], child, placed="cluster")
+                continue
+            wake = anyio.Event()
+            self._wakeups.add(wake)
+            try:
+                with anyio.move_on_after(deadline - anyio.current_time()):
+                    await wake.wait()
+            finally:
+                self._wakeups.discard(wake)
+            if anyio.current_time() >= deadline:
+                return
 
     # -- admission --------------------------------------------------------------------------
 
