@@ -300,21 +300,31 @@ def part_dies(log: str, a: Any, i: int, die: bool) -> float:
     return float(a[i::8].sum())
 
 
-async def test_a_worker_killed_in_a_clustered_child(pool_factory: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stored", [False, True])
+async def test_a_worker_killed_in_a_clustered_child(
+    pool_factory: Any, tmp_path: Path, stored: bool
+) -> None:
     """The worker that holds the large output dies while it runs one of its claimed
     children: their entries were pending for it, so the other worker takes them over
-    after the claim timeout and the run ends right; no child is lost."""
+    after the claim timeout and the run ends right; no child is lost. The output was
+    in that worker's memory only (its children are its alone): the other worker makes
+    it again, once; stored (keep_outputs off for ``make``), it is read."""
     pool = pool_factory(2)
     log = str(tmp_path / "calls")
     async with dagrt.Client(pool.url, locality={"spill_after_s": 30}) as client:
-        a = make(MiB)
-        dag = tally(*[part_dies(log, a, i, i == 3) for i in range(6)])
+        a = make.options(locality={"keep_outputs": not stored})(MiB)
+        fut = client.submit(tally(*[part_dies(log, a, i, i == 3) for i in range(6)]))
         with anyio.fail_after(60):
-            assert await client.compute(dag) == expected(6)
+            assert await fut == expected(6)
+        storage = RedisStorage(pool.url)
+        events = await aread_run(storage, fut.run_id, wait=10)
+        await storage.aclose()
     calls = Path(log).read_text().split()
     assert sorted(set(calls)) == [str(i) for i in range(6)]
     assert calls.count("3") == 2  # killed once, then run by the other worker
     assert sum(1 for w in pool.workers if w.poll() is not None) == 1
+    made = [e for e in events if e.kind == "task-finished" and e.key.startswith("make")]
+    assert len(made) == (1 if stored else 2)
 
 
 # --------------------------------------------------------------------------- delayed I/O
