@@ -227,6 +227,7 @@ async def test_claimed_children_that_wait_too_long_go_back_to_the_pool(
     # child went back (the other worker read it; nothing was computed twice)
     assert counts(workers, "stored_late") == 1
     assert counts(workers, "recomputed") == 0
+    assert analyze(events).bytes_by_path["upload"] >= 8 * MiB  # (the log says so too)
 
 
 async def test_an_output_whose_children_all_run_on_its_worker_is_never_stored(

@@ -25,6 +25,7 @@ The failure of a task (``fail`` script) is built here too, with its events.
 from __future__ import annotations
 
 import functools
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -180,6 +181,7 @@ class Completer:
             functools.partial(dumps_frame, value, what=f"output of task {rec.key}")
         )
         m = Made(rec, [], value, frame, False, False)
+        t0 = time.perf_counter()
         if self._may_store(m):
             await self._to_store(ctx, m)
         ttl = ctx.ttl_ms / 1000
@@ -190,6 +192,10 @@ class Completer:
         else:
             return False
         await send(self.storage, [cmd])
+        if self.log.on:  # (the log's proof: these bytes moved after all)
+            how = "store" if m.location else "upload"
+            moves = self.log.run_moves(ctx)()
+            moves.add(len(frame), time.perf_counter() - t0, how, rec.index, None, False)
         self.values.unpin(ctx.run_id, rec.index)
         self.counts["stored_late"] = self.counts.get("stored_late", 0) + 1
         return True
