@@ -324,8 +324,8 @@ async def test_a_worker_killed_in_a_clustered_child(
     assert sorted(set(calls)) == [str(i) for i in range(6)]
     assert calls.count("3") == 2  # killed once, then run by the other worker
     assert sum(1 for w in pool.workers if w.poll() is not None) == 1
-    made = [e for e in events if e.kind == "task-finished" and e.key.startswith("make")]
-    assert len(made) == (1 if stored else 2)
+    # (the killed worker's own events may be lost with it: count what the other logged)
+    assert analyze(events).placements.get("recomputed", 0) == (0 if stored else 1)
 
 
 # --------------------------------------------------------------------------- delayed I/O
