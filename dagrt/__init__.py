@@ -15,11 +15,14 @@ from .exceptions import DagrtError as DagrtError
 from .exceptions import GraphError as GraphError
 from .exceptions import RunNotFoundError as RunNotFoundError
 from .exceptions import RunStalledError as RunStalledError
+from .exceptions import RunTimeoutError as RunTimeoutError
 from .exceptions import SerializationError as SerializationError
 from .exceptions import SignatureError as SignatureError
 from .exceptions import StorageConnectionError as StorageConnectionError
 from .exceptions import StorageError as StorageError
 from .exceptions import TaskError as TaskError
+from .exceptions import TaskTimeout as TaskTimeout
+from .exceptions import TaskTimeoutError as TaskTimeoutError
 from .exceptions import ValueTooLargeError as ValueTooLargeError
 from .exceptions import WorkerLostError as WorkerLostError
 from .futures import RunFuture as RunFuture
@@ -44,11 +47,14 @@ __all__ = [
     "RunFuture",
     "RunNotFoundError",
     "RunStalledError",
+    "RunTimeoutError",
     "SerializationError",
     "SignatureError",
     "StorageConnectionError",
     "StorageError",
     "TaskError",
+    "TaskTimeout",
+    "TaskTimeoutError",
     "TaskFunction",
     "ValueTooLargeError",
     "WorkerLostError",

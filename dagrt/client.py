@@ -34,7 +34,7 @@ from .clientlog import ClientLog, Status
 from .cluster import LocalCluster
 from .dashboard.process import dashboard_process
 from .distributed import DEFAULT_STALL_TIMEOUT, DistributedRuntime, check_stall_timeout
-from .exceptions import ClientClosedError
+from .exceptions import ClientClosedError, RunTimeoutError
 from .futures import RunFuture
 from .graph import DAG, Node, computes_nodes, plan_outputs
 from .keys import new_run_id
@@ -47,7 +47,7 @@ from .options import log_args
 from .runtime import Runtime, new_client_id
 from .storage import InMemoryStorage, RedisStorage, Storage
 from .storage.redis import redact
-from .tasks import TaskFunction, task
+from .tasks import TaskFunction, check_timeout, task
 
 __all__ = ["Client", "compute"]
 
@@ -90,6 +90,9 @@ class Client:
         retry; one with tasks left and none of that can never finish, and fails
         with :class:`~dagrt.RunStalledError` (default 30; a long task never trips
         it). ``float("inf")`` turns the check off.
+    task_timeout:
+        Seconds one call of a task may take, for task functions that do not say
+        (``@task(timeout=...)``); default none. See :func:`~dagrt.task`.
 
     Once started: ``client.cluster`` is the :class:`~dagrt.LocalCluster` it runs
     (or ``None``), ``client.metrics`` the event log's writer (or ``None``).
@@ -107,6 +110,7 @@ class Client:
         locality: LocalityOptions | dict[str, Any] | bool | None = None,
         dashboard: bool | int = False,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        task_timeout: float | None = None,
     ) -> None:
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a redis:// URL string or None, got {address!r}")
@@ -130,6 +134,7 @@ class Client:
         self.locality = LocalityOptions.of(locality)
         check_stall_timeout(stall_timeout)
         self.stall_timeout = float(stall_timeout)
+        self.task_timeout = check_timeout(task_timeout, "task_timeout")
         if not isinstance(dashboard, bool | int) or (dashboard is not False and dashboard < 0):
             raise ValueError(f"dashboard must be True/False or a port number, got {dashboard!r}")
         if dashboard is not False and not processes and not isinstance(metrics, str | RedisStorage):
@@ -207,11 +212,16 @@ class Client:
     def _make_runtime(self) -> Runtime:
         """The runtime, on the cluster if the client started one."""
         if not self.processes:
-            return LocalRuntime(threads=self.threads, worker_id=self._local_worker)
+            return LocalRuntime(
+                threads=self.threads,
+                worker_id=self._local_worker,
+                task_timeout=self.task_timeout,
+            )
         return DistributedRuntime(
             self.cluster.url if self.cluster is not None else self.address,
             locality=self.locality,
             stall_timeout=self.stall_timeout,
+            task_timeout=self.task_timeout,
         )
 
     def _make_log(self, runtime: Runtime) -> ClientLog | None:
@@ -347,16 +357,26 @@ class Client:
         tf = fn if isinstance(fn, TaskFunction) else task(fn)
         return [self.submit(tf(*args)) for args in zip(*iterables, strict=True)]
 
-    async def compute(self, *xs: Any) -> Any:
+    async def compute(self, *xs: Any, timeout: float | None = None) -> Any:  # noqa: ASYNC109
         """Compute ``xs`` and return the result.
 
         A node gives its value; a DAG the value of its output, or a tuple for
         several outputs; a list/tuple/dict of nodes the same structure with
         values; several arguments a tuple. If this call is cancelled, so is the run.
+        ``timeout``: seconds the whole run may take; past them it is cancelled and
+        :class:`~dagrt.RunTimeoutError` is raised.
         """
+        limit = check_timeout(timeout, "timeout")
         fut = self.submit(*xs)
         try:
-            return await fut
+            if limit is None:
+                return await fut
+            with anyio.move_on_after(limit):
+                return await fut
+            fut.cancel()
+            raise RunTimeoutError(
+                f"run {fut.run_id} took longer than its timeout of {limit:g} s; it was cancelled"
+            )
         except asyncio.CancelledError:
             fut.cancel()
             raise

@@ -83,6 +83,7 @@ class DistributedRuntime:
         locality: LocalityOptions | dict[str, Any] | None = None,
         client_id: str = "",
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        task_timeout: float | None = None,
     ) -> None:
         if address is None and storage is None:
             raise ValueError("DistributedRuntime needs a server: an address or a storage")
@@ -90,6 +91,7 @@ class DistributedRuntime:
             raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
         check_stall_timeout(stall_timeout)
         self.stall_timeout = float(stall_timeout)
+        self.task_timeout = task_timeout
         self.address = address
         self.locality = LocalityOptions.of(locality)
         self.secret = secret if secret is not None else _env_secret()
@@ -167,6 +169,7 @@ class DistributedRuntime:
                     client_id=self.client_id,
                     locality=self.locality,
                     outputs_store=self._outputs_store(),
+                    task_timeout=self.task_timeout,
                 )
             if on_submitted is not None:
                 on_submitted(spec.submit_seconds)

@@ -34,11 +34,14 @@ __all__ = [
     "GraphError",
     "RunNotFoundError",
     "RunStalledError",
+    "RunTimeoutError",
     "SerializationError",
     "SignatureError",
     "StorageConnectionError",
     "StorageError",
     "TaskError",
+    "TaskTimeout",
+    "TaskTimeoutError",
     "ValueTooLargeError",
     "WorkerLostError",
 ]
@@ -109,6 +112,8 @@ class TaskError(DagrtError):
     def from_record(
         cls, record: dict[str, Any], exception: BaseException | None = None
     ) -> TaskError:
+        if cls is TaskError and record.get("exc_type") == TIMEOUT_TYPE:
+            cls = TaskTimeoutError  # (the same record: a subclass that says what it was)
         return cls(
             task=record["task"],
             name=record.get("name", record["task"]),
@@ -124,6 +129,26 @@ class TaskError(DagrtError):
 
 def _rebuild_task_error(record: dict[str, Any], exception: BaseException | None) -> TaskError:
     return TaskError.from_record(record, exception)
+
+
+class TaskTimeout(DagrtError, TimeoutError):
+    """Raised in place of a task's result when it ran longer than its timeout
+    (``@task(timeout=...)``, or ``Client(task_timeout=...)``): a failure like any other,
+    retried while the task has retries left. The client then raises
+    :class:`TaskTimeoutError`."""
+
+
+TIMEOUT_TYPE = "dagrt.TaskTimeout"  # (exception_type_name of TaskTimeout: re-exported)
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """A task ran longer than its timeout on its last attempt (a :class:`TaskError`
+    whose ``exc_type`` is ``dagrt.TaskTimeout``). An ``async def`` task was cancelled;
+    a sync task's thread cannot be stopped: its result is discarded when it returns."""
+
+
+class RunTimeoutError(DagrtError, TimeoutError):
+    """A run went on longer than ``compute(..., timeout=...)`` allowed: it was cancelled."""
 
 
 class SerializationError(DagrtError):

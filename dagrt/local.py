@@ -27,7 +27,13 @@ import anyio
 import anyio.abc
 
 from . import native_threads
-from .exceptions import TaskError, exception_type_name, user_traceback
+from .exceptions import (
+    TaskError,
+    TaskTimeout,
+    TaskTimeoutError,
+    exception_type_name,
+    user_traceback,
+)
 from .pytree import unflatten
 from .tasks import retry_wait
 
@@ -55,7 +61,12 @@ class LocalRuntime:
     """
 
     def __init__(
-        self, *, threads: int | None = None, worker_id: str | None = None, client_id: str = ""
+        self,
+        *,
+        threads: int | None = None,
+        worker_id: str | None = None,
+        client_id: str = "",
+        task_timeout: float | None = None,
     ) -> None:
         if threads is None:
             threads = _default_threads()
@@ -64,6 +75,7 @@ class LocalRuntime:
         self.threads = threads
         self.worker_id = worker_id or f"local-{os.getpid()}"
         self.client_id = client_id
+        self.task_timeout = task_timeout  # for task functions that set none
         self._limits = native_threads.Limits(native_threads.budget(threads))
         self._executor: ThreadPoolExecutor | None = None
         self._runs: dict[str, _Run] = {}
@@ -148,6 +160,11 @@ class _Run:
         self.recorder = recorder
         self.nodes: list[Node] = dag._nodes
         self.funcs = dag._funcs
+        # seconds each call may take, if any task has a limit (else None: nothing to look up)
+        default = runtime.task_timeout
+        self.timeouts: list[float | None] | None = None
+        if default is not None or any(f.timeout is not None for f in set(self.funcs)):
+            self.timeouts = [default if f.timeout is None else f.timeout for f in self.funcs]
         self.parents = dag._parents
         self.children = dag._children
         n = len(self.nodes)
@@ -285,6 +302,40 @@ class _Run:
         args, kwargs = unflatten(node._treedef, leaves)  # type: ignore[arg-type]
         return func.fn(*args, **kwargs)
 
+    def _timeout(self, i: int) -> float | None:
+        """Seconds a call of task ``i`` may take (its function's, or the runtime's)."""
+        return None if self.timeouts is None else self.timeouts[i]
+
+    def _timed_out(self, i: int, limit: float) -> TaskTimeout:
+        node = self.nodes[i]
+        return TaskTimeout(
+            f"task {node.key!r} ({node.name}) ran longer than its timeout of {limit:g} s"
+        )
+
+    def _call_timed(self, i: int, limit: float) -> Any:
+        """Call task ``i`` in a thread of its own and wait ``limit`` seconds for it: past
+        them raise :class:`TaskTimeout` (the thread cannot be stopped: it runs on, and
+        what it returns is dropped)."""
+        done = threading.Event()
+        box: list[Any] = []
+
+        def call() -> None:
+            try:
+                box.append((True, self._call(i)))
+            except BaseException as exc:  # (handed to the waiting drain)
+                box.append((False, exc))
+            finally:
+                done.set()
+
+        name = f"dagrt-timed-{self.nodes[i].key}"
+        threading.Thread(target=call, name=name, daemon=True).start()
+        if not done.wait(limit):
+            raise self._timed_out(i, limit)
+        ok, result = box[0]
+        if not ok:
+            raise result
+        return result
+
     def _next_locked(self, deadline: float) -> int | None:
         """The next task for the calling drain, or ``None`` when it should stop.
 
@@ -340,7 +391,8 @@ class _Run:
         while i is not None:
             t0 = clock()
             try:
-                value = self._call(i)
+                seconds = self._timeout(i)
+                value = self._call(i) if seconds is None else self._call_timed(i, seconds)
                 failed = None
             except BaseException as exc:
                 failed = exc
@@ -378,8 +430,12 @@ class _Run:
         if recorder is not None:
             recorder.task_started(i, attempt, "loop")
         t0 = time.perf_counter()
+        limit = self._timeout(i)
         try:
-            value = await self._call(i)
+            with anyio.move_on_after(limit) as scope:  # (None: no limit)
+                value = await self._call(i)
+            if scope.cancelled_caught and limit is not None:  # its time ran out
+                raise self._timed_out(i, limit)
         except Exception as exc:
             if recorder is not None:
                 final = attempt > self.nodes[i].func.retries
@@ -408,7 +464,8 @@ def _task_error(
     node: Node, exc: BaseException, attempt: int, worker: str, run_id: str
 ) -> TaskError:
     tb = user_traceback(exc)
-    err = TaskError(
+    kind = TaskTimeoutError if isinstance(exc, TaskTimeout) else TaskError
+    err = kind(
         task=node.key,
         name=node.name,
         exc_type=exception_type_name(type(exc)),

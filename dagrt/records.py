@@ -6,9 +6,10 @@ msgpack record, signed when the pool has a secret:
 ``[key, function, parents, children, slots, mode, arguments]``
 
 * ``function`` indexes the run's function table (``RunKeys.meta`` field ``fns``,
-  signed too): ``(digest, name, retries, retry_delay, threads[, locality])`` per
-  distinct function, whose pickled frame lives at ``dagrt:fn:<digest>`` (``locality``:
-  the run meta's locality fields that differ for its tasks, ``@task(locality=...)``);
+  signed too): ``(digest, name, retries, retry_delay, threads[, options])`` per
+  distinct function, whose pickled frame lives at ``dagrt:fn:<digest>`` (``options``:
+  ``locality``, the run meta's locality fields that differ for its tasks,
+  ``@task(locality=...)``; ``timeout``, the seconds a call may take);
 * ``slots`` are flat ``(leaf index, parent position)`` pairs: where each parent's
   value goes among the call's leaves;
 * ``arguments`` are the plain leaves (mode 0), a pickled ``(leaves, treedef)``
@@ -50,11 +51,12 @@ __all__ = [
 BIG_SPEC = 64 * 1024  # argument specs larger than this are stored apart, by content
 
 #: one entry of a run's function table: (digest, name, retries, retry_delay, threads),
-#: then, for a task function with its own locality options, the run meta's locality
-#: fields that differ for its tasks (``{"cluster": "0", ...}``)
+#: then, for a task function with more options, a map of them: ``locality``, the run
+#: meta's locality fields that differ for its tasks (``{"cluster": "0", ...}``), and
+#: ``timeout``, the seconds a call may take
 FunctionEntry = (
     tuple[str, str, int, float, int | None]
-    | tuple[str, str, int, float, int | None, dict[str, str]]
+    | tuple[str, str, int, float, int | None, dict[str, Any]]
 )
 
 
@@ -85,6 +87,7 @@ class TaskRecord:
     slots: list[int]  # flat (leaf index, parent position) pairs
     spec_key: str | None = None
     function: int = 0  # its entry in the run's function table
+    timeout: float | None = None  # seconds a call may take (@task(timeout=...))
 
 
 # --------------------------------------------------------------------------- the client's side
@@ -155,17 +158,25 @@ def decode_functions(stored: bytes, secret: bytes | None) -> list[FunctionEntry]
         and isinstance(f[0], str)
         and isinstance(f[1], str)
         and isinstance(f[2], int)
-        and (
-            len(f) == 5
-            or (
-                isinstance(f[5], dict)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in f[5].items())
-            )
-        )
+        and (len(f) == 5 or _options_ok(f[5]))
         for f in table
     ):
         raise MalformedRecord(f"the run's function table is malformed: {table!r:.200}")
     return [tuple(f) for f in table]
+
+
+def _options_ok(options: object) -> bool:
+    """Is a function's map of options as dagrt writes it?"""
+    if not isinstance(options, dict) or not set(options) <= {"locality", "timeout"}:
+        return False
+    locality = options.get("locality", {})
+    timeout = options.get("timeout", 1.0)
+    return (
+        isinstance(locality, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in locality.items())
+        and type(timeout) in (int, float)
+        and timeout > 0
+    )
 
 
 def decode_record(
@@ -194,7 +205,9 @@ def decode_record(
         and mode in (LEAVES, PICKLED, APART)
     ):
         raise MalformedRecord(f"record of task {index} is malformed: {fields!r:.200}")
-    digest, name, retries, retry_delay, threads = functions[fn_index][:5]
+    entry = functions[fn_index]
+    digest, name, retries, retry_delay, threads = entry[:5]
+    timeout = entry[5].get("timeout") if len(entry) > 5 else None  # type: ignore[misc]
     leaves: list[Any] | None = None
     treedef: Any = True
     spec_key = None
@@ -219,6 +232,7 @@ def decode_record(
         slots=slots,
         spec_key=spec_key,
         function=fn_index,
+        timeout=timeout,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from . import keys as K
 from .exceptions import SerializationError
@@ -79,6 +80,7 @@ async def submit(
     client_id: str = "",
     locality: LocalityOptions | None = None,
     outputs_store: tuple[str, str] | None = None,
+    task_timeout: float | None = None,
 ) -> RunSpec:
     """Write ``dag`` as run ``run_id`` and dispatch its roots, in pipelined chunks.
 
@@ -90,7 +92,8 @@ async def submit(
     ``locality``: the run's :class:`~dagrt.LocalityOptions` (default: all on but
     ``upload_all``), written to its meta for the workers; a task function's own
     (``@task(locality=...)``) goes with it in the function table, as the switches
-    that differ from the run's. ``outputs_store``: the host id and
+    that differ from the run's. ``task_timeout``: the seconds a call of a task may take,
+    for functions that do not say (``@task(timeout=...)``). ``outputs_store``: the host id and
     root of a store this client can map from (it runs on that host): outputs of
     the run that workers of that store keep there are not sent through the server.
     """
@@ -120,12 +123,18 @@ async def submit(
             raise SerializationError(f"function of task {node.key} ({node.name}): {exc}") from exc
         positions[id(tf)] = len(table)
         entry: FunctionEntry = (digest, tf.name, tf.retries, tf.retry_delay, tf.threads)
+        options: dict[str, Any] = {}
         if tf.locality is not None:  # the task's switches that differ from the run's
             mine = tf.locality.under(chosen).effective()
             upload_all = upload_all or mine.upload_all
             differ = {k: v for k, v in mine.meta().items() if run_meta[k] != v}
             if differ:
-                entry = (*entry, differ)
+                options["locality"] = differ
+        timeout = tf.timeout if tf.timeout is not None else task_timeout
+        if timeout is not None:
+            options["timeout"] = timeout
+        if options:
+            entry = (*entry, options)
         table.append(entry)
         frames[digest] = frame
     missing = await _functions_to_store(storage, list(frames), known_functions)

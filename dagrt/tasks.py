@@ -114,6 +114,7 @@ class TaskFunction(Generic[P, R]):
         "retries",
         "retry_delay",
         "threads",
+        "timeout",
     )
 
     def __init__(
@@ -125,6 +126,7 @@ class TaskFunction(Generic[P, R]):
         retry_delay: float = 0.0,
         threads: int | None = None,
         locality: LocalityOptions | dict[str, Any] | bool | None = None,
+        timeout: float | None = None,
     ) -> None:
         if isinstance(fn, TaskFunction):  # re-wrapping a task takes its plain function
             fn = fn.__dict__["__wrapped__"]
@@ -155,6 +157,7 @@ class TaskFunction(Generic[P, R]):
         self.retries = retries
         self.retry_delay = float(retry_delay)
         self.threads = threads
+        self.timeout = check_timeout(timeout, "timeout")
         # only the fields given count: the others are the run's (Client(locality=...))
         self.locality = None if locality is None else LocalityOptions.of(locality)
         self.is_async = is_async_callable(fn)
@@ -176,6 +179,7 @@ class TaskFunction(Generic[P, R]):
         retry_delay: float | None = None,
         threads: int | None = None,
         locality: LocalityOptions | dict[str, Any] | bool | None = None,
+        timeout: float | None = None,
     ) -> TaskFunction[P, R]:
         """A copy of this task function with some options replaced."""
         return TaskFunction(
@@ -185,6 +189,7 @@ class TaskFunction(Generic[P, R]):
             retry_delay=self.retry_delay if retry_delay is None else retry_delay,
             threads=self.threads if threads is None else threads,
             locality=self.locality if locality is None else locality,
+            timeout=self.timeout if timeout is None else timeout,
         )
 
     def __repr__(self) -> str:
@@ -206,8 +211,25 @@ class TaskFunction(Generic[P, R]):
                 return (_lookup, (module, qualname))
         return (
             _make_task_function,
-            (self.fn, self.name, self.retries, self.retry_delay, self.threads, self.locality),
+            (
+                self.fn,
+                self.name,
+                self.retries,
+                self.retry_delay,
+                self.threads,
+                self.locality,
+                self.timeout,
+            ),
         )
+
+
+def check_timeout(value: object, what: str) -> float | None:
+    """``value`` as a timeout in seconds (a number > 0, or None); else a ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{what} must be a number of seconds > 0 or None, got {value!r}")
+    return None if value == float("inf") else float(value)
 
 
 def _lookup(module: str, qualname: str) -> Any:
@@ -226,6 +248,7 @@ def _make_task_function(
     retry_delay: float,
     threads: int | None = None,
     locality: LocalityOptions | None = None,
+    timeout: float | None = None,
 ) -> TaskFunction[..., Any]:
     return TaskFunction(
         fn,
@@ -234,6 +257,7 @@ def _make_task_function(
         retry_delay=retry_delay,
         threads=threads,
         locality=locality,
+        timeout=timeout,
     )
 
 
@@ -249,6 +273,7 @@ def task(
     retry_delay: float = 0.0,
     threads: int | None = None,
     locality: LocalityOptions | dict[str, Any] | bool | None = None,
+    timeout: float | None = None,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -261,6 +286,7 @@ def task(
     retry_delay: float = 0.0,
     threads: int | None = None,
     locality: LocalityOptions | dict[str, Any] | bool | None = None,
+    timeout: float | None = None,
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Make ``fn`` a task: calling it builds a :class:`Node` instead of running.
 
@@ -276,6 +302,11 @@ def task(
     whether its output may stay in memory, whether its children may run where it ran
     (kept, clustered, waited for) and whether a chain may be fused from it. The fields
     given replace the run's (``Client(locality=...)``); the others stay the run's.
+    ``timeout``: seconds one call may take (default: the client's ``task_timeout``, or
+    none); past it the attempt fails with :class:`~dagrt.TaskTimeout` (retried while
+    retries are left; then the run fails with :class:`~dagrt.TaskTimeoutError`). An
+    ``async def`` task is cancelled; a sync task's thread cannot be stopped: its result
+    is discarded, and its thread stays busy until it returns.
     """
 
     def make(f: Callable[P, R]) -> TaskFunction[P, R]:
@@ -286,6 +317,7 @@ def task(
             retry_delay=retry_delay,
             threads=threads,
             locality=locality,
+            timeout=timeout,
         )
 
     return make if fn is None else make(fn)

@@ -120,7 +120,12 @@ GARBAGE = {
     "a function table that is an integer": ("fns", 7),
     "a function table of strings": ("fns", ["f"]),
     "a function's locality that is not a map": ("fns", [["d", "inc", 0, 0.0, None, "off"]]),
-    "a function's locality of numbers": ("fns", [["d", "inc", 0, 0.0, None, {"cluster": 0}]]),
+    "a function's options of another kind": ("fns", [["d", "inc", 0, 0.0, None, {"cluster": 0}]]),
+    "a function's locality of numbers": (
+        "fns",
+        [["d", "inc", 0, 0.0, None, {"locality": {"cluster": 0}}]],
+    ),
+    "a negative timeout": ("fns", [["d", "inc", 0, 0.0, None, {"timeout": -1}]]),
 }
 
 

@@ -17,6 +17,7 @@ Serializing a result happens where the call ran.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import inspect
@@ -30,7 +31,7 @@ import anyio
 import anyio.to_thread
 
 from .. import native_threads
-from ..exceptions import exception_type_name, user_traceback
+from ..exceptions import TaskTimeout, exception_type_name, user_traceback
 from ..pytree import unflatten
 from ..records import TaskRecord
 from ..serialize import Frame, dumps, dumps_frame
@@ -137,6 +138,10 @@ class Executor:
         self.limiter = anyio.CapacityLimiter(threads)
         self._gathering = anyio.Lock()  # one wide task gathers its threads at a time
         self.in_threads = 0  # calls running in threads now (abandoned ones included)
+        # calls past their timeout still running in their threads (each holds a thread)
+        self.stuck = 0
+        # told each time the number of stuck calls changes (the worker's health)
+        self.on_stuck: Callable[[int], None] | None = None
         self._counting = threading.Lock()
         self._profiles: dict[int, _Profile] = {}
         self._async: dict[int, bool] = {}
@@ -191,7 +196,12 @@ class Executor:
             started = began
             try:
                 args, kwargs = build_arguments(rec, values)
-                value, frame, started, ended = await self._call(fn, args, kwargs, rec, alive)
+                if rec.timeout is None:
+                    value, frame, started, ended = await self._call(fn, args, kwargs, rec, alive)
+                else:
+                    value, frame, started, ended = await self._call_timed(
+                        fn, args, kwargs, rec, alive
+                    )
             except _RunEnded:
                 return Outcome(False, attempt=attempt, stopped=True)
             except Exception as exc:
@@ -225,6 +235,75 @@ class Executor:
                 attempt_started=began,
             )
 
+    async def _call_timed(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        rec: TaskRecord,
+        alive: Callable[[], bool] | None,
+    ) -> tuple[Any, bytes | Frame, float, float]:
+        """:meth:`_call` within the task's timeout, counted from when the call begins
+        (waiting for a thread is not counted), else :class:`TaskTimeout`. An async call
+        is cancelled; a thread cannot be: it runs on, its result dropped, and it holds a
+        task thread (a token of the limiter) until it returns."""
+        assert rec.timeout is not None
+        call = _Timed(asyncio.get_running_loop())
+        task = asyncio.ensure_future(self._call(fn, args, kwargs, rec, alive, call))
+        try:
+            began = asyncio.ensure_future(call.began.wait())
+            try:
+                await asyncio.wait({task, began}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                began.cancel()
+            if not task.done():
+                await asyncio.wait({task}, timeout=rec.timeout)
+            if task.done():
+                return task.result()
+        finally:
+            if not task.done():
+                task.cancel()  # (a thread's waiter leaves at once: abandon_on_cancel)
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if not self._is_async(fn):
+            self._abandon(call)
+        raise TaskTimeout(
+            f"task {rec.key!r} ({rec.name}) ran longer than its timeout of {rec.timeout:g} s"
+            + ("" if self._is_async(fn) else "; its thread runs on, its result discarded")
+        )
+
+    def _abandon(self, call: _Timed) -> None:
+        """A thread left running past its timeout keeps a task thread taken until it
+        returns (the limiter gave its token back when the wait was cancelled)."""
+        loop = asyncio.get_running_loop()
+        borrower = object()
+
+        def give_back() -> None:
+            self.limiter.release_on_behalf_of(borrower)
+            self.stuck -= 1
+            if self.on_stuck is not None:
+                self.on_stuck(self.stuck)
+
+        async def take() -> None:
+            await self.limiter.acquire_on_behalf_of(borrower)
+            if not call.finish(lambda: loop.call_soon_threadsafe(give_back)):
+                give_back()  # it returned meanwhile
+
+        if call.done:
+            return
+        self.stuck += 1
+        if self.on_stuck is not None:
+            self.on_stuck(self.stuck)
+        try:
+            self.limiter.acquire_on_behalf_of_nowait(borrower)
+        except anyio.WouldBlock:  # (another call took the token first: wait for one)
+            task = asyncio.ensure_future(take())
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+            return
+        if not call.finish(lambda: loop.call_soon_threadsafe(give_back)):
+            give_back()
+
     async def _call(
         self,
         fn: Callable[..., Any],
@@ -232,6 +311,7 @@ class Executor:
         kwargs: dict[str, Any],
         rec: TaskRecord,
         alive: Callable[[], bool] | None = None,
+        timed: _Timed | None = None,
     ) -> tuple[Any, bytes | Frame, float, float]:
         """The value, its frame, and when the call and its serialization began and
         ended (wall clock, taken where it ran: waiting for a thread is not counted)."""
@@ -239,6 +319,8 @@ class Executor:
         if self._is_async(fn):
             if alive is not None and not alive():
                 raise _RunEnded
+            if timed is not None:
+                timed.begin()
             began = time.time()
             value = await fn(*args, **kwargs)
             return value, dumps_frame(value, what=what, by_value=False), began, time.time()
@@ -250,6 +332,8 @@ class Executor:
         def call() -> tuple[Any, bytes | Frame, float, float, float]:
             if alive is not None and not alive():
                 raise _RunEnded
+            if timed is not None:
+                timed.begin()
             began = time.time()
             t0 = time.perf_counter()
             value = fn(*args, **kwargs)
@@ -265,9 +349,11 @@ class Executor:
             finally:
                 with self._counting:
                     self.in_threads -= 1
+                if timed is not None:
+                    timed.returned()
 
         wide = rec.threads is not None and rec.threads > self.native
-        if profile.inline and not wide:
+        if profile.inline and not wide and timed is None:
             value, frame, elapsed, began, ended = call()
         elif wide:
             asked = rec.threads or 1
@@ -305,6 +391,50 @@ class Executor:
         finally:
             for borrower in held:
                 self.limiter.release_on_behalf_of(borrower)
+
+
+_BACKGROUND: set[asyncio.Future[None]] = set()  # waits for a token for an abandoned thread
+
+
+class _Timed:
+    """A call with a timeout, as its thread and the waiter see it: whichever comes
+    second of "returned" and "abandoned" runs what releases its thread."""
+
+    __slots__ = ("_lock", "_loop", "_then", "began", "done")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._lock = threading.Lock()
+        self._loop = loop
+        self.began = asyncio.Event()  # the call began (its timeout runs from here)
+        self.done = False
+        self._then: Callable[[], object] | None = None
+
+    def begin(self) -> None:
+        """The call begins (in its thread, or on the loop)."""
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self.began.set()
+        else:
+            self._loop.call_soon_threadsafe(self.began.set)
+
+    def returned(self) -> None:
+        """Its thread is done (called in that thread)."""
+        with self._lock:
+            self.done = True
+            then, self._then = self._then, None
+        if then is not None:
+            then()
+
+    def finish(self, then: Callable[[], object]) -> bool:
+        """Run ``then`` when the thread returns; False if it has already (run nothing)."""
+        with self._lock:
+            if self.done:
+                return False
+            self._then = then
+            return True
 
 
 class _RunEnded(Exception):

@@ -80,8 +80,8 @@ class FastLane:
         if self.failpoints:
             return False
         rec = ctx.record(index)
-        if rec.leaves is None or rec.threads is not None:
-            return False
+        if rec.leaves is None or rec.threads is not None or rec.timeout is not None:
+            return False  # (a call on the loop cannot be stopped at its timeout)
         fn = self.functions.cached(rec.fn)
         return fn is not None and self.executor.inline(fn)
 

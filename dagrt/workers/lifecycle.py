@@ -73,6 +73,7 @@ from .tasklog import TaskLog
 __all__ = ["READY_LINE", "Worker"]
 
 log = logging.getLogger("dagrt.worker")
+STUCK_EXIT = 3  # the exit code of a worker whose task threads are all stuck
 
 READY_LINE = "dagrt-worker ready"
 DEFAULT_PRELOAD = ("numpy",)  # imported at start when installed (``preload`` unset)
@@ -135,6 +136,8 @@ class Worker:
 
         # the parts, each with what it needs
         self.executor = Executor(settings.thread_count, settings.native_budget)
+        self.executor.on_stuck = self._on_stuck
+        self.stuck = False  # every task thread is stuck in a call past its timeout
         self.runs = RunTable(self.storage, settings.secret)
         self.functions = FunctionCache(self.storage)
         self.values = ValueCache(settings.cache_bytes)
@@ -235,6 +238,10 @@ class Worker:
         """Run until SIGTERM/SIGINT (or stdin closes, with ``watch_stdin``)."""
         gc.freeze()  # what start-up made lives for good: keep it out of collections
         anyio.run(self._main, watch_stdin)
+        if self.stuck:  # (a pool restarts a worker that exits so: LocalCluster, compose)
+            logging.shutdown()
+            sys.stdout.flush()
+            os._exit(STUCK_EXIT)
         if self.executor.in_threads:
             # Sync tasks past the graceful timeout: their entries stay pending and another
             # worker takes them over. Python would wait for their threads at exit.
@@ -264,6 +271,22 @@ class Worker:
                     continue
                 log.info("worker %s got signal %s: shutting down", self.id, signum)
                 self.stop()
+
+    def _on_stuck(self, stuck: int) -> None:
+        """Calls past their timeout hold ``stuck`` task threads (they cannot be stopped):
+        when they hold them all, this worker can run nothing more. It stops (no new
+        entries) and its process exits with ``STUCK_EXIT``, for its pool to replace it."""
+        if stuck < self.executor.threads or self.stuck:
+            return
+        self.stuck = True
+        log.error(
+            "worker %s: all %d task threads are stuck in calls past their timeout; stopping"
+            " (exit code %d: a pool starts another worker)",
+            self.id,
+            stuck,
+            STUCK_EXIT,
+        )
+        self.stop()
 
     def stop(self) -> None:
         """Ask the worker to stop: no new entries; in-flight tasks get ``graceful_timeout``.

@@ -103,8 +103,8 @@ class RunContext:
         # those of each function that has its own (@task(locality=...))
         self.run_switches = Switches(meta)
         self._switches = [
-            Switches({**meta, **{k.encode(): v.encode() for k, v in f[5].items()}})
-            if len(f) > 5
+            Switches({**meta, **{k.encode(): v.encode() for k, v in f[5]["locality"].items()}})
+            if len(f) > 5 and "locality" in f[5]
             else self.run_switches
             for f in self.functions
         ]
