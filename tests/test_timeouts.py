@@ -24,6 +24,10 @@ import pytest
 from conftest import Pool
 
 import dagrt
+from dagrt.metrics.analysis import analyze
+from dagrt.metrics.read import aread_run
+from dagrt.metrics.report import write_report
+from dagrt.storage import RedisStorage
 
 
 @pytest.fixture(params=["in-process", "cluster"])
@@ -163,3 +167,24 @@ async def test_a_stuck_thread_is_counted_busy_and_the_others_go_on(pool_factory:
             await client.compute(sleepy(8.0))
         assert await client.compute([plain_sleepy(0.05) for _ in range(4)]) == [0.05] * 4
     assert pool.workers[0].poll() is None
+
+
+async def test_the_log_and_the_report_say_which_attempts_ran_past_their_timeout(
+    pool_factory: Any, tmp_path: Path
+) -> None:
+    """A task slow on its first attempt and retried, another past its time on every
+    attempt: the log's analysis counts the attempts past their timeout, and the report
+    shows them."""
+    pool: Pool = pool_factory(1, "--threads", "4")
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit(slow_first(str(tmp_path / "m"), 3.0), sleepy.options(retries=1)(3.0))
+        with pytest.raises(dagrt.TaskTimeoutError):
+            await fut
+    storage = RedisStorage(pool.url)
+    try:
+        events = await aread_run(storage, fut.run_id, wait=10)
+        assert analyze(events).timed_out == {"retried": 2, "final": 1}
+        html = write_report(storage, fut.run_id, tmp_path / "reports", wait=10).read_text()
+    finally:
+        await storage.aclose()
+    assert "attempts past their timeout</th><td>retried 2, final 1" in html

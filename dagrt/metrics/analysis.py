@@ -15,6 +15,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..exceptions import TIMEOUT_TYPE
 from .events import (
     RUN_ENDED,
     Event,
@@ -84,6 +85,8 @@ class RunAnalysis:
     slowest: list[Bar]
     failures: list[dict[str, Any]] = field(default_factory=list)
     retried: list[dict[str, Any]] = field(default_factory=list)
+    # attempts that ran past their timeout ("final": the last attempt of their task)
+    timed_out: dict[str, int] = field(default_factory=dict)
     bytes_per_function: dict[str, dict[str, int]] = field(default_factory=dict)
     # bytes by how they came: upload, download, local, map, direct, recompute, store
     bytes_by_path: dict[str, int] = field(default_factory=dict)
@@ -218,6 +221,11 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
         for e in events
         if isinstance(e, TaskFailed) and e.final and e.exc_type != RUN_ENDED
     ]
+    timed_out: dict[str, int] = {}
+    for e in events:
+        if isinstance(e, TaskFailed) and e.exc_type == TIMEOUT_TYPE:
+            kind = "final" if e.final else "retried"
+            timed_out[kind] = timed_out.get(kind, 0) + 1
     attempts: dict[int, list[Bar]] = {}
     for b in bars:
         attempts.setdefault(b.task, []).append(b)
@@ -261,6 +269,7 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
         slowest=slowest,
         failures=failures,
         retried=retried,
+        timed_out=timed_out,
         bytes_per_function=per_function,
         bytes_by_path=by_path,
         bytes_avoided=avoided,

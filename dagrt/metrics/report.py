@@ -266,6 +266,7 @@ def _series(a: RunAnalysis) -> dict[str, Any]:
         "slowest": [asdict(b) for b in a.slowest],
         "failures": a.failures,
         "retried": a.retried,
+        "timed_out": a.timed_out,
         "notes": a.notes,
     }
 
@@ -401,6 +402,7 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
     }</td></tr>
 <tr><th>why tasks ran where they did</th><td>{e(_counts(a.placements))}</td></tr>
 <tr><th>waits for a child (delayed I/O)</th><td>{e(_counts(a.holds))}</td></tr>
+<tr><th>attempts past their timeout</th><td>{e(_counts(a.timed_out))}</td></tr>
 <tr><th>critical path</th><td>{path_seconds}</td></tr>
 </table>
 <h2>Tasks per worker</h2>{_img("gantt", "Gantt chart", plots)}
