@@ -48,6 +48,7 @@ from .objects import (
 from .serialize import loads, unpack
 from .storage import RedisStorage, Storage
 from .storage import commands as C
+from .tasks import check_timeout
 
 __all__ = ["DistributedRuntime"]
 
@@ -91,7 +92,7 @@ class DistributedRuntime:
             raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
         check_stall_timeout(stall_timeout)
         self.stall_timeout = float(stall_timeout)
-        self.task_timeout = task_timeout
+        self.task_timeout = check_timeout(task_timeout, "task_timeout")
         self.address = address
         self.locality = LocalityOptions.of(locality)
         self.secret = secret if secret is not None else _env_secret()
@@ -272,7 +273,7 @@ class DistributedRuntime:
         watch.checked = now
         found = await submission.outstanding(storage, rk, self.stream)
         if isinstance(found, str):  # only entries not delivered yet: look again soon
-            watch.checked = float("-inf")
+            watch.checked = now - self.stall_timeout + min(self.stall_timeout, 10.0) / 2
             await self._stuck(storage, spec, watch, found, now)
             return
         watch.undelivered = None
@@ -292,23 +293,27 @@ class DistributedRuntime:
     ) -> None:
         """The run's entry ``entry`` waits undelivered and nothing of the run is pending:
         raise :class:`RunStalledError` if it is the same entry as at an earlier look and
-        a live worker of this stream had nothing in flight then, and since then has
-        beaten twice more with nothing in flight and no entry read. (Such a worker reads
-        at once what waits: one that reads nothing for two heartbeats is stuck. Busy
-        workers, none at all, or a stream without workers: the run waits.)"""
+        a live worker of this stream, idle since a look at which the entry waited
+        already, has beaten twice more with nothing in flight and no entry read. (Such
+        a worker reads at once what waits: one that reads nothing for two heartbeats is
+        stuck. Busy workers, none at all, or a stream without workers: the run waits.)
+        Each idle worker's state is its baseline until it reads or takes work."""
         states = await self._stream_workers(storage)
         if watch.undelivered != entry:
             watch.undelivered = entry
-            watch.idle = {w: s for w, s in states.items() if s[2] == 0}
-            return
-        stuck = [
-            w
-            for w, (beats, reads, in_flight) in states.items()
-            if w in watch.idle
-            and in_flight == 0
-            and reads == watch.idle[w][1]
-            and beats >= watch.idle[w][0] + 2
-        ]
+            watch.idle = {}
+        stuck = []
+        for w, state in states.items():
+            beats, reads, in_flight = state
+            base = watch.idle.get(w)
+            if in_flight:
+                watch.idle.pop(w, None)
+            elif base is None or base[1] != reads:
+                watch.idle[w] = state  # idle from this look on
+            elif beats >= base[0] + 2:
+                stuck.append(w)
+        for gone in set(watch.idle) - set(states):
+            del watch.idle[gone]
         if not stuck:
             return
         left = await storage.ahget(spec.keys.meta, "left")

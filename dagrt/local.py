@@ -35,7 +35,7 @@ from .exceptions import (
     user_traceback,
 )
 from .pytree import unflatten
-from .tasks import retry_wait
+from .tasks import check_timeout, retry_wait
 
 if TYPE_CHECKING:
     from .graph import DAG, Node
@@ -75,7 +75,8 @@ class LocalRuntime:
         self.threads = threads
         self.worker_id = worker_id or f"local-{os.getpid()}"
         self.client_id = client_id
-        self.task_timeout = task_timeout  # for task functions that set none
+        # for task functions that set none
+        self.task_timeout = check_timeout(task_timeout, "task_timeout")
         self._limits = native_threads.Limits(native_threads.budget(threads))
         self._executor: ThreadPoolExecutor | None = None
         self._runs: dict[str, _Run] = {}

@@ -29,7 +29,7 @@ from test_worker import TwinClient
 import dagrt
 from dagrt.metrics.analysis import analyze
 from dagrt.metrics.read import aread_run, arun_summary
-from dagrt.storage import RedisStorage, Storage
+from dagrt.storage import InMemoryStorage, RedisStorage, Storage
 from dagrt.storage import commands as C
 from dagrt.workers import Worker
 
@@ -586,3 +586,33 @@ async def test_random_dags_give_the_same_results_with_locality_on_and_off(
                 summary = await arun_summary(pool.url, f.run_id)
                 # (30 nodes and the sink)
                 assert finished == list(range(31)), (name, finished, summary)
+
+
+@pytest.mark.parametrize("own", [None, {"keep_outputs": False}])
+async def test_an_output_over_the_servers_limit_still_reaches_children_on_its_worker(
+    tmp_path: Path, own: Any
+) -> None:
+    """The server takes 2 MiB at most; the 8 MiB array goes to the worker's store when
+    it is stored, and nowhere when its six children all run where it was made: either
+    way the run ends right (never a ValueTooLargeError for a value sent nowhere)."""
+    storage = InMemoryStorage()
+    storage.max_value_bytes = 2 * MiB
+    worker = Worker(
+        storage,
+        concurrency=8,
+        threads=1,
+        heartbeat=0.2,
+        claim_timeout=2,
+        graceful_timeout=1,
+        store=str(tmp_path / "store"),
+        host_id="h1",
+    )
+    running = asyncio.create_task(worker.async_run())
+    await worker.ready.wait()
+    try:
+        async with TwinClient(storage, locality={"spill_after_s": 30}) as c:
+            a = make.options(locality=own)(MiB)
+            assert await c.compute(tally(*[part(a, i, 0.0) for i in range(6)])) == expected(6)
+    finally:
+        worker.stop()
+        await running

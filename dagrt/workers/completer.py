@@ -216,13 +216,9 @@ class Completer:
             self.failpoints.hit("before_upload", m.rec.name, self.worker)
             if not m.local and self._may_store(m):
                 await self._to_store(ctx, m)  # (small outputs: not even a coroutine)
-            if not m.location and len(m.frame) > limit:
-                exc = ValueTooLargeError(
-                    f"value for {rk.output(m.rec.index)!r} is {len(m.frame):,} bytes; the "
-                    f"server accepts at most {limit:,} (proto-max-bulk-len)"
-                    + (" and the host's object store has no room for it" if self.plane else "")
-                )
-                cmds.append(self.fail(ctx, m.rec, exc, "", m.attempt, m.acks, m.started_at))
+            if not m.local and not m.location and len(m.frame) > limit:
+                # (an output kept in memory only is sent nowhere: no limit applies)
+                cmds.append(self._too_large(ctx, m, limit))
                 continue
             if not m.local and not m.location:
                 cmds.append(C.set_(rk.output(m.rec.index), m.frame, ex=ttl))
@@ -246,25 +242,42 @@ class Completer:
         # Outputs kept in memory whose child was not ready after all: store them and
         # complete them again (the script changed nothing for them).
         again = [j for j, answer in enumerate(answers) if _text(answer[0]) == "upload"]
+        too_large: set[int] = set()
         if again:
             second = []
             for j in again:
                 items[j].local = False
                 if self._may_store(items[j]):
                     await self._to_store(ctx, items[j])
-                if not items[j].location:
+                if not items[j].location and len(items[j].frame) > limit:
+                    second.append(self._too_large(ctx, items[j], limit))
+                    too_large.add(j)
+                elif not items[j].location:
                     second.append(C.set_(rk.output(items[j].rec.index), items[j].frame, ex=ttl))
                 elif ctx.switches(items[j].rec).upload_all and len(items[j].frame) <= limit:
                     second.append(C.set_(rk.copy(items[j].rec.index), items[j].frame, ex=ttl))
-            second.append(self._complete_cmd(ctx, [items[j] for j in again]))
-            for j, answer in zip(again, (await send(self.storage, second))[-1], strict=True):
+            again = [j for j in again if j not in too_large]
+            if again:
+                second.append(self._complete_cmd(ctx, [items[j] for j in again]))
+            replies = await send(self.storage, second)
+            for j, answer in zip(again, replies[-1] if again else [], strict=True):
                 answers[j] = answer
         if self.failpoints:  # a crash test: the output is recorded, its children released
             for m in items:
                 self.failpoints.hit("after_complete", m.rec.name, self.worker)
-        for place, m, answer in zip(places, items, answers, strict=True):
-            decisions[place] = self._decide(ctx, m, answer)
+        for j, (place, m, answer) in enumerate(zip(places, items, answers, strict=True)):
+            if j not in too_large:  # (those failed: no decision)
+                decisions[place] = self._decide(ctx, m, answer)
         return decisions
+
+    def _too_large(self, ctx: RunContext, m: Made, limit: int) -> C.Cmd:
+        """Fail ``m``'s task: its output is over the server's limit, and not in a store."""
+        exc = ValueTooLargeError(
+            f"value for {ctx.keys.output(m.rec.index)!r} is {len(m.frame):,} bytes; the "
+            f"server accepts at most {limit:,} (proto-max-bulk-len)"
+            + (" and the host's object store has no room for it" if self.plane else "")
+        )
+        return self.fail(ctx, m.rec, exc, "", m.attempt, m.acks, m.started_at)
 
     def _may_store(self, m: Made) -> bool:
         """Is the output large enough for the host's store (on a worker with one)?"""

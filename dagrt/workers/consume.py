@@ -245,6 +245,7 @@ class Consumer:
             await self.make_groups()
             return []
         self._stream_empty = taken.empty
+        self.reads += taken.dropped + taken.claimed + len(taken.early)  # (screened: read too)
         if taken.woken:
             self._woken |= taken.woken
         if taken.dropped:
@@ -488,7 +489,8 @@ class Consumer:
         ``spill_after_s``, or the time this worker takes to read ``nbytes``) go back to
         the stream for the other workers, and so do those beyond this worker's slots.
         ``only_here``: the parent's output is in this worker's memory only (mode L): it
-        is stored before any child goes back (if it cannot be, they all run here)."""
+        is stored before any child goes back (if it cannot be, the worker that runs such
+        a child computes it again, as after a crash)."""
         if self._task_group is None or self.stopping.is_set():
             return  # (stopping: their entries stay pending, for another worker)
         now = time.monotonic()
@@ -522,16 +524,9 @@ class Consumer:
         queued = False  # the children in ``heavy`` count in ``_queued``
         try:
             if back and unstored is not None:
-                if await self.completer.store_late(ctx, ctx.record(unstored)):
-                    unstored = None
-                else:  # (no slot for them, yet none can go: they wait for one here)
-                    wait = float("inf")
-                    for entry_id, _, child in back:
-                        await self.slots.acquire()
-                        self.in_flight[entry_id] = time.monotonic()
-                        self.running[entry_id] = ctx.record(child).key
-                        mine.append((entry_id, child))
-                    back = []
+                # (stored, the others read it; else whoever runs them makes it again)
+                await self.completer.store_late(ctx, ctx.record(unstored))
+                unstored = None
             if back:
                 self.counts["spilled"] = self.counts.get("spilled", 0) + len(back)
                 await self._give_back(back)
@@ -551,10 +546,8 @@ class Consumer:
             queued = True
             await self._start_when_free(ctx, heavy, anyio.current_time() + wait)
             if heavy and not ctx.stopped and unstored is not None:
-                if await self.completer.store_late(ctx, ctx.record(unstored)):
-                    unstored = None
-                else:  # their input cannot be stored: they run here, one after another
-                    await self._start_when_free(ctx, heavy, float("inf"))
+                # (stored, the others read it; else whoever runs them makes it again)
+                await self.completer.store_late(ctx, ctx.record(unstored))
             if heavy and not ctx.stopped:
                 # Waiting longer costs more than moving their input: spill them.
                 self.counts["spilled"] = self.counts.get("spilled", 0) + len(heavy)

@@ -266,43 +266,50 @@ class Executor:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if not self._is_async(fn):
-            self._abandon(call)
+            wide = rec.threads is not None and rec.threads > self.native
+            self._abandon(call, min(rec.threads or 1, self.threads) if wide else 1)
         raise TaskTimeout(
             f"task {rec.key!r} ({rec.name}) ran longer than its timeout of {rec.timeout:g} s"
             + ("" if self._is_async(fn) else "; its thread runs on, its result discarded")
         )
 
-    def _abandon(self, call: _Timed) -> None:
-        """A thread left running past its timeout keeps a task thread taken until it
-        returns (the limiter gave its token back when the wait was cancelled)."""
+    def _abandon(self, call: _Timed, tokens: int) -> None:
+        """A thread left running past its timeout keeps its task threads (``tokens``:
+        more than one for a call that asked for native threads) taken until it returns
+        (the limiter gave them back when the wait was cancelled)."""
         loop = asyncio.get_running_loop()
-        borrower = object()
+        borrowers = [object() for _ in range(tokens)]
 
         def give_back() -> None:
-            self.limiter.release_on_behalf_of(borrower)
+            for borrower in borrowers:
+                self.limiter.release_on_behalf_of(borrower)
             self.stuck -= 1
             if self.on_stuck is not None:
                 self.on_stuck(self.stuck)
 
-        async def take() -> None:
-            await self.limiter.acquire_on_behalf_of(borrower)
+        def when_returned() -> None:
             if not call.finish(lambda: loop.call_soon_threadsafe(give_back)):
                 give_back()  # it returned meanwhile
+
+        async def take(rest: list[object]) -> None:
+            for borrower in rest:
+                await self.limiter.acquire_on_behalf_of(borrower)
+            when_returned()
 
         if call.done:
             return
         self.stuck += 1
         if self.on_stuck is not None:
             self.on_stuck(self.stuck)
-        try:
-            self.limiter.acquire_on_behalf_of_nowait(borrower)
-        except anyio.WouldBlock:  # (another call took the token first: wait for one)
-            task = asyncio.ensure_future(take())
-            _BACKGROUND.add(task)
-            task.add_done_callback(_BACKGROUND.discard)
-            return
-        if not call.finish(lambda: loop.call_soon_threadsafe(give_back)):
-            give_back()
+        for k, borrower in enumerate(borrowers):
+            try:
+                self.limiter.acquire_on_behalf_of_nowait(borrower)
+            except anyio.WouldBlock:  # (another call took a token first: wait for them)
+                task = asyncio.ensure_future(take(borrowers[k:]))
+                _BACKGROUND.add(task)
+                task.add_done_callback(_BACKGROUND.discard)
+                return
+        when_returned()
 
     async def _call(
         self,

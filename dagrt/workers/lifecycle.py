@@ -74,6 +74,7 @@ __all__ = ["READY_LINE", "Worker"]
 
 log = logging.getLogger("dagrt.worker")
 STUCK_EXIT = 3  # the exit code of a worker whose task threads are all stuck
+STUCK_GRACE = 1.0  # seconds they must stay stuck for it to stop
 
 READY_LINE = "dagrt-worker ready"
 DEFAULT_PRELOAD = ("numpy",)  # imported at start when installed (``preload`` unset)
@@ -138,6 +139,7 @@ class Worker:
         self.executor = Executor(settings.thread_count, settings.native_budget)
         self.executor.on_stuck = self._on_stuck
         self.stuck = False  # every task thread is stuck in a call past its timeout
+        self._stuck_check: asyncio.TimerHandle | None = None
         self.runs = RunTable(self.storage, settings.secret)
         self.functions = FunctionCache(self.storage)
         self.values = ValueCache(settings.cache_bytes)
@@ -276,6 +278,14 @@ class Worker:
         """Calls past their timeout hold ``stuck`` task threads (they cannot be stopped):
         when they hold them all, this worker can run nothing more. It stops (no new
         entries) and its process exits with ``STUCK_EXIT``, for its pool to replace it."""
+        if stuck < self.executor.threads or self.stuck or self._stuck_check is not None:
+            return
+        # a call that returns a moment later frees its thread: look again in a while
+        self._stuck_check = asyncio.get_running_loop().call_later(STUCK_GRACE, self._still_stuck)
+
+    def _still_stuck(self) -> None:
+        self._stuck_check = None
+        stuck = self.executor.stuck
         if stuck < self.executor.threads or self.stuck:
             return
         self.stuck = True

@@ -18,7 +18,7 @@ import anyio
 
 from .. import keys as K
 from ..exceptions import SerializationError
-from ..locality import CLUSTER_MIN_BYTES, INLINE_MAX_BYTES, LocalityOptions
+from ..locality import CLUSTER_MIN_BYTES, LocalityOptions
 from ..records import TaskRecord, decode_functions, decode_record
 from ..serialize import loads_function
 from ..storage import Storage
@@ -49,7 +49,8 @@ def _float(raw: bytes | None, default: float | None) -> float | None:
 class Switches:
     """The locality switches that a task's completion goes by (its run's, or its
     function's own: ``@task(locality=...)``), read from the run's meta fields
-    (:meth:`dagrt.LocalityOptions.meta`); a switch the meta lacks is on."""
+    (:meth:`dagrt.LocalityOptions.meta`); a switch the meta lacks is on (inline inputs:
+    off, as the older client that wrote such a run expects)."""
 
     __slots__ = (
         "cluster",
@@ -78,7 +79,8 @@ class Switches:
         # delayed I/O: how long to wait for a child of a large output made here (0: off)
         self.wait = _float(meta.get(b"wait"), 0.0) or 0.0
         # outputs this small go inline in the entries of the children they dispatch
-        self.inline = _int(meta.get(b"inline"), INLINE_MAX_BYTES)
+        # (a run whose meta does not say, written before: none, as its client expects)
+        self.inline = _int(meta.get(b"inline"), 0)
 
 
 class RunContext:
