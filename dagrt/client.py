@@ -516,11 +516,12 @@ class Client:
 
 
 @computes_nodes
-def compute(*xs: Any, **client_options: Any) -> Any:
+def compute(*xs: Any, timeout: float | None = None, **client_options: Any) -> Any:
     """Compute ``xs`` with a temporary :class:`Client` (for scripts, not async code).
 
     ``client_options`` go to the client, e.g. ``processes=False`` for the
-    in-process runtime. Inside a running event loop use ``await client.compute``.
+    in-process runtime; ``timeout`` bounds the run (:meth:`Client.compute`). Inside a
+    running event loop use ``await client.compute``.
     """
     try:
         asyncio.get_running_loop()
@@ -534,6 +535,6 @@ def compute(*xs: Any, **client_options: Any) -> Any:
 
     async def main() -> Any:
         async with Client(**client_options) as client:
-            return await client.compute(*xs)
+            return await client.compute(*xs, timeout=timeout)
 
     return asyncio.run(main())

@@ -188,3 +188,9 @@ async def test_the_log_and_the_report_say_which_attempts_ran_past_their_timeout(
     finally:
         await storage.aclose()
     assert "attempts past their timeout</th><td>retried 2, final 1" in html
+
+
+def test_the_sync_helper_bounds_a_run_too() -> None:
+    with pytest.raises(dagrt.RunTimeoutError):
+        dagrt.compute(plain_sleepy(2.0), processes=False, timeout=0.2)
+    assert dagrt.compute(plain_sleepy(0.0), processes=False, timeout=30) == 0.0
