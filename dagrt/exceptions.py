@@ -137,6 +137,11 @@ class TaskTimeout(DagrtError, TimeoutError):
     retried while the task has retries left. The client then raises
     :class:`TaskTimeoutError`."""
 
+    @classmethod
+    def of(cls, key: str, name: str, seconds: float, more: str = "") -> TaskTimeout:
+        """The error of task ``key`` (function ``name``) past its ``seconds``."""
+        return cls(f"task {key!r} ({name}) ran longer than its timeout of {seconds:g} s{more}")
+
 
 TIMEOUT_TYPE = "dagrt.TaskTimeout"  # (exception_type_name of TaskTimeout: re-exported)
 

@@ -308,10 +308,7 @@ class _Run:
         return None if self.timeouts is None else self.timeouts[i]
 
     def _timed_out(self, i: int, limit: float) -> TaskTimeout:
-        node = self.nodes[i]
-        return TaskTimeout(
-            f"task {node.key!r} ({node.name}) ran longer than its timeout of {limit:g} s"
-        )
+        return TaskTimeout.of(self.nodes[i].key, self.nodes[i].name, limit)
 
     def _call_timed(self, i: int, limit: float) -> Any:
         """Call task ``i`` in a thread of its own and wait ``limit`` seconds for it: past

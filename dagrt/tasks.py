@@ -242,14 +242,16 @@ def _lookup(module: str, qualname: str) -> Any:
 
 
 def _make_task_function(
-    fn: Callable[..., Any],
-    name: str,
+    fn: Callable[P, R],
+    name: str | None,
     retries: int,
     retry_delay: float,
     threads: int | None = None,
-    locality: LocalityOptions | None = None,
+    locality: LocalityOptions | dict[str, Any] | bool | None = None,
     timeout: float | None = None,
-) -> TaskFunction[..., Any]:
+) -> TaskFunction[P, R]:
+    """A task function from its options in order (what a pickled one is made again
+    from, and what ``@task(...)`` makes)."""
     return TaskFunction(
         fn,
         name=name,
@@ -310,14 +312,6 @@ def task(
     """
 
     def make(f: Callable[P, R]) -> TaskFunction[P, R]:
-        return TaskFunction(
-            f,
-            name=name,
-            retries=retries,
-            retry_delay=retry_delay,
-            threads=threads,
-            locality=locality,
-            timeout=timeout,
-        )
+        return _make_task_function(f, name, retries, retry_delay, threads, locality, timeout)
 
     return make if fn is None else make(fn)

@@ -173,7 +173,8 @@ class Completer:
     async def store_late(self, ctx: RunContext, rec: TaskRecord) -> bool:
         """Store an output that was kept in this worker's memory only (mode L), as its
         completion would have (before a child of it goes to another worker). False if
-        it is no longer here or cannot be stored (the children then stay here)."""
+        it is no longer here or cannot be stored (whoever runs a child then makes it
+        again)."""
         found, value, _ = self.values.get(ctx.run_id, rec.index)
         if not found:
             return False
@@ -206,24 +207,16 @@ class Completer:
         """Store what must be stored and complete ``made``, in one round trip with
         ``extra``; a result too large for the server fails its task instead. The
         decisions, in order (``None`` for a task that failed)."""
-        rk = ctx.keys
-        ttl = ctx.ttl_ms / 1000
         cmds = list(extra)
         limit = await self.storage.amax_value_size()
         items: list[Made] = []
         places: list[int] = []  # where each item is in ``made``
         for place, m in enumerate(made):
             self.failpoints.hit("before_upload", m.rec.name, self.worker)
-            if not m.local and self._may_store(m):
-                await self._to_store(ctx, m)  # (small outputs: not even a coroutine)
-            if not m.local and not m.location and len(m.frame) > limit:
-                # (an output kept in memory only is sent nowhere: no limit applies)
-                cmds.append(self._too_large(ctx, m, limit))
+            sending, fits = await self._sending(ctx, m, limit)
+            cmds += sending
+            if not fits:
                 continue
-            if not m.local and not m.location:
-                cmds.append(C.set_(rk.output(m.rec.index), m.frame, ex=ttl))
-            elif m.location and ctx.switches(m.rec).upload_all and len(m.frame) <= limit:
-                cmds.append(C.set_(rk.copy(m.rec.index), m.frame, ex=ttl))
             items.append(m)
             places.append(place)
         if self.failpoints and items:  # crash tests need the gap between the two
@@ -247,15 +240,10 @@ class Completer:
             second = []
             for j in again:
                 items[j].local = False
-                if self._may_store(items[j]):
-                    await self._to_store(ctx, items[j])
-                if not items[j].location and len(items[j].frame) > limit:
-                    second.append(self._too_large(ctx, items[j], limit))
+                sending, fits = await self._sending(ctx, items[j], limit)
+                second += sending
+                if not fits:
                     too_large.add(j)
-                elif not items[j].location:
-                    second.append(C.set_(rk.output(items[j].rec.index), items[j].frame, ex=ttl))
-                elif ctx.switches(items[j].rec).upload_all and len(items[j].frame) <= limit:
-                    second.append(C.set_(rk.copy(items[j].rec.index), items[j].frame, ex=ttl))
             again = [j for j in again if j not in too_large]
             if again:
                 second.append(self._complete_cmd(ctx, [items[j] for j in again]))
@@ -269,6 +257,24 @@ class Completer:
             if j not in too_large:  # (those failed: no decision)
                 decisions[place] = self._decide(ctx, m, answer)
         return decisions
+
+    async def _sending(self, ctx: RunContext, m: Made, limit: int) -> tuple[list[C.Cmd], bool]:
+        """Put ``m``'s output in the host's store if it goes there; the commands that
+        store the rest, and whether the task can be completed (False: its output is over
+        the server's ``limit`` and in no store; the one command fails the task). An
+        output kept in memory only (mode L) is sent nowhere: no limit applies to it."""
+        if m.local:
+            return [], True
+        if self._may_store(m):
+            await self._to_store(ctx, m)  # (small outputs: not even a coroutine)
+        rk, ttl = ctx.keys, ctx.ttl_ms / 1000
+        if not m.location:
+            if len(m.frame) > limit:
+                return [self._too_large(ctx, m, limit)], False
+            return [C.set_(rk.output(m.rec.index), m.frame, ex=ttl)], True
+        if ctx.switches(m.rec).upload_all and len(m.frame) <= limit:
+            return [C.set_(rk.copy(m.rec.index), m.frame, ex=ttl)], True
+        return [], True
 
     def _too_large(self, ctx: RunContext, m: Made, limit: int) -> C.Cmd:
         """Fail ``m``'s task: its output is over the server's limit, and not in a store."""

@@ -89,7 +89,7 @@ class Consumer:
         self.running = running  # entry id -> key of the task it runs now
         self.forget = forget  # drops what the worker holds of a run that ended
         self.in_flight: dict[bytes, float] = {}  # entry id -> time taken
-        self.reads = 0  # entries read (the heartbeat says: a watchdog sees reads stop)
+        self.reads = 0  # entries read (see _read)
         self.slots = anyio.Semaphore(settings.concurrency)
         self.stopping = anyio.Event()
         self._threads = settings.thread_count
@@ -163,7 +163,6 @@ class Consumer:
             while not self.stopping.is_set():
                 entries = await self._read(s)
                 if entries:
-                    self.reads += len(entries)
                     for entry_id, _ in entries:
                         try:  # a free slot is taken without a turn of the loop
                             self.slots.acquire_nowait()
@@ -245,7 +244,8 @@ class Consumer:
             await self.make_groups()
             return []
         self._stream_empty = taken.empty
-        self.reads += taken.dropped + taken.claimed + len(taken.early)  # (screened: read too)
+        # entries read, screened ones too (the heartbeat says: a watchdog sees reads stop)
+        self.reads += len(taken.run) + taken.dropped + taken.claimed + len(taken.early)
         if taken.woken:
             self._woken |= taken.woken
         if taken.dropped:
@@ -544,7 +544,22 @@ class Consumer:
                 self._hand_off(ctx, handoffs)
             self._queued += len(heavy)
             queued = True
-            await self._start_when_free(ctx, heavy, anyio.current_time() + wait)
+            deadline = anyio.current_time() + wait
+            while heavy and not ctx.stopped:
+                if self._slow < self._threads:  # a thread is free: start the next child
+                    entry_id, child = heavy.popleft()
+                    self._queued -= 1  # (and a chain more: the read window stays as it was)
+                    self._chain_apart(ctx, [entry_id], child, placed="cluster")
+                    continue
+                wake = anyio.Event()
+                self._wakeups.add(wake)
+                try:
+                    with anyio.move_on_after(deadline - anyio.current_time()):
+                        await wake.wait()
+                finally:
+                    self._wakeups.discard(wake)
+                if anyio.current_time() >= deadline:
+                    break
             if heavy and not ctx.stopped and unstored is not None:
                 # (stored, the others read it; else whoever runs them makes it again)
                 await self.completer.store_late(ctx, ctx.record(unstored))
@@ -564,27 +579,6 @@ class Consumer:
                 # hung so, its spilled children in the stream, both workers waiting).
                 self._slow_freed.set()
             self._finish_unowned(entry_id for entry_id, _ in mine)
-
-    async def _start_when_free(
-        self, ctx: RunContext, heavy: deque[tuple[bytes, int]], deadline: float
-    ) -> None:
-        """Start the children of ``heavy`` one by one as threads come free, until the
-        deadline (the loop's clock) or the run's end; those not started stay in it."""
-        while heavy and not ctx.stopped:
-            if self._slow < self._threads:  # a thread is free: start the next child
-                entry_id, child = heavy.popleft()
-                self._queued -= 1  # (and a chain more: the read window stays as it was)
-                self._chain_apart(ctx, [entry_id], child, placed="cluster")
-                continue
-            wake = anyio.Event()
-            self._wakeups.add(wake)
-            try:
-                with anyio.move_on_after(deadline - anyio.current_time()):
-                    await wake.wait()
-            finally:
-                self._wakeups.discard(wake)
-            if anyio.current_time() >= deadline:
-                return
 
     # -- admission --------------------------------------------------------------------------
 

@@ -268,10 +268,8 @@ class Executor:
         if not self._is_async(fn):
             wide = rec.threads is not None and rec.threads > self.native
             self._abandon(call, min(rec.threads or 1, self.threads) if wide else 1)
-        raise TaskTimeout(
-            f"task {rec.key!r} ({rec.name}) ran longer than its timeout of {rec.timeout:g} s"
-            + ("" if self._is_async(fn) else "; its thread runs on, its result discarded")
-        )
+        more = "" if self._is_async(fn) else "; its thread runs on, its result discarded"
+        raise TaskTimeout.of(rec.key, rec.name, rec.timeout, more)
 
     def _abandon(self, call: _Timed, tokens: int) -> None:
         """A thread left running past its timeout keeps its task threads (``tokens``:
