@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .metrics import FlushPolicy
     from .storage import Storage
 
-__all__ = ["ClientLog"]
+__all__ = ["ClientLog", "log_finished", "log_submitted"]
 
 Status = Literal["finished", "failed", "cancelled"]
 
@@ -116,26 +116,11 @@ class ClientLog:
     ) -> RunRecorder | None:
         """Log the run's graph and its run-submitted event (at once: workers may run its
         first tasks before the submission ends); the run's task recorder, in-process."""
-        metrics = self.metrics
-        graph_key = K.graph(run_id)
-        # Off the run's critical path: built and written by the metrics flusher,
-        # always before the run's events.
-        metrics.add_record(graph_key, lambda: graph_record(dag))
-        metrics.emit_event(
-            RunSubmitted(
-                kind="run-submitted",
-                ts=submitted,
-                run_id=run_id,
-                n_tasks=len(dag),
-                client_id=self.client_id,
-                graph_key=graph_key,
-                runtime=runtime,
-            )
-        )
+        log_submitted(self.metrics, run_id, dag, submitted, self.client_id, runtime)
         if self.worker is None:
             return None
-        recorder = RunRecorder(metrics, run_id, dag, worker=self.worker, counts=self._counts)
-        metrics.add_source(recorder)
+        recorder = RunRecorder(self.metrics, run_id, dag, worker=self.worker, counts=self._counts)
+        self.metrics.add_source(recorder)
         return recorder
 
     def run_finished(
@@ -149,17 +134,69 @@ class ClientLog:
         recorder: RunRecorder | None,
     ) -> None:
         """Log the run's end, after its task events (the caller then tells the future)."""
-        ended = time.time()
-        event = RunFinished(
-            kind="run-finished",
-            ts=ended,
-            run_id=run_id,
-            status=status,
-            makespan=ended - submitted,
-            failed_task=failed_task,
+        log_finished(
+            self.metrics,
+            run_id,
+            status,
+            submitted=submitted,
             submit_seconds=submit_seconds,
+            failed_task=failed_task,
+            recorder=recorder,
         )
-        if recorder is not None:
-            self.metrics.remove_source(recorder, then=event)  # after the run's task events
-        else:
-            self.metrics.emit_event(event)
+
+
+def log_submitted(
+    metrics: MetadataStorage,
+    run_id: str,
+    dag: DAG,
+    submitted: float,
+    client_id: str,
+    runtime: str,
+    parent: tuple[str, str] | None = None,
+) -> None:
+    """Log a run's graph and its run-submitted event; ``parent``: the run and the key of
+    the task whose returned graph this run is (a sub-run, :mod:`dagrt.expand`)."""
+    graph_key = K.graph(run_id)
+    # Off the run's critical path: built and written by the metrics flusher,
+    # always before the run's events.
+    metrics.add_record(graph_key, lambda: graph_record(dag))
+    metrics.emit_event(
+        RunSubmitted(
+            kind="run-submitted",
+            ts=submitted,
+            run_id=run_id,
+            n_tasks=len(dag),
+            client_id=client_id,
+            graph_key=graph_key,
+            runtime=runtime,
+            parent_run=parent[0] if parent else "",
+            parent_task=parent[1] if parent else "",
+        )
+    )
+
+
+def log_finished(
+    metrics: MetadataStorage,
+    run_id: str,
+    status: Status,
+    *,
+    submitted: float,
+    submit_seconds: float,
+    failed_task: str | None,
+    recorder: RunRecorder | None,
+) -> None:
+    """Log a run's end, after its task events (``recorder``'s, in-process)."""
+    ended = time.time()
+    event = RunFinished(
+        kind="run-finished",
+        ts=ended,
+        run_id=run_id,
+        status=status,
+        makespan=ended - submitted,
+        failed_task=failed_task,
+        submit_seconds=submit_seconds,
+    )
+    if recorder is not None:
+        metrics.remove_source(recorder, then=event)  # after the run's task events
+    else:
+        metrics.emit_event(event)

@@ -178,6 +178,13 @@ class DistributedRuntime:
         finally:
             del self._waits[run_id]
 
+    async def outputs(self, spec: submission.RunSpec) -> list[Any]:
+        """The outputs of a run that finished, in order (a worker completing the task
+        whose returned graph the run was)."""
+        storage = self.storage
+        assert storage is not None, "DistributedRuntime is not started (use `async with`)"
+        return await self._outputs(storage, spec)
+
     async def _follow(
         self, storage: Storage, spec: submission.RunSpec, wait: anyio.CancelScope
     ) -> list[Any]:
@@ -247,7 +254,7 @@ class DistributedRuntime:
                 if kind == "finished":
                     return
                 if kind == "failed":
-                    raise _task_error(fields)
+                    raise task_error(fields)
                 if kind == "cancelled":
                     raise asyncio.CancelledError(f"run {spec.run_id} was cancelled")
 
@@ -448,7 +455,8 @@ def _gone(spec: submission.RunSpec) -> RunNotFoundError:
     )
 
 
-def _task_error(fields: dict[bytes, bytes]) -> TaskError:
+def task_error(fields: dict[bytes, bytes]) -> TaskError:
+    """The :class:`~dagrt.TaskError` of a run's ``failed`` event (its ``err`` field)."""
     record = json.loads(fields[b"err"])
     exception = None
     pickled = record.pop("exception", None)

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from .exceptions import GraphError
 from .pytree import TreeDef, flatten, unflatten
+from .serialize import GraphReturned, serializing_result
 
 if TYPE_CHECKING:
     from .tasks import TaskFunction
 
-__all__ = ["DAG", "Node", "computes_nodes", "plan_outputs"]
+__all__ = ["DAG", "Node", "Shape", "computes_nodes", "plan_outputs"]
 
 # --------------------------------------------------------------------------- keys
 
@@ -143,6 +144,8 @@ class Node:
         return f"<Node {self.key} deps={len(self._deps)}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if serializing_result():  # a task returned a graph: it runs, not this
+            raise GraphReturned(self.key)
         return (_restore_nodes, (_flat_records([self]), 0))
 
     def __bool__(self) -> bool:
@@ -414,6 +417,8 @@ class DAG:
     # -- pickling ------------------------------------------------------------
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if serializing_result():  # (see Node.__reduce__)
+            raise GraphReturned(repr(self))
         return (_restore_dag, (_flat_records(self.outputs),))
 
 
@@ -458,37 +463,69 @@ def plan_outputs(xs: tuple[Any, ...]) -> tuple[DAG | None, Callable[[list[Any]],
     values in place of nodes). One argument gives its result; several a tuple.
     """
     if len(xs) == 1 and isinstance(xs[0], DAG):  # the common case: no refreeze
-        dag = xs[0]
-        if len(dag.outputs) == 1:
-            return dag, lambda values: values[0]
-        return dag, tuple
+        given = xs[0]
+        if len(given.outputs) == 1:
+            return given, lambda values: values[0]
+        return given, tuple
+    dag, shape = Shape.of(xs)
+    return dag, shape.fill
 
-    leaves, treedef = flatten(xs, is_leaf=lambda x: isinstance(x, DAG))
-    outputs: list[Node] = []
-    # For each leaf: None (a constant), or (start, count, as_tuple) into outputs.
-    spans: list[tuple[int, int, bool] | None] = []
-    for leaf in leaves:
-        if type(leaf) is Node:
-            spans.append((len(outputs), 1, False))
-            outputs.append(leaf)
-        elif isinstance(leaf, DAG):
-            spans.append((len(outputs), len(leaf.outputs), len(leaf.outputs) > 1))
-            outputs.extend(leaf.outputs)
-        else:
-            spans.append(None)
-    single = len(xs) == 1
 
-    def rebuild(values: list[Any]) -> Any:
+class Shape:
+    """Where the values of a DAG's outputs go in a tree of nodes, DAGs and constants
+    (:meth:`of`), to give the tree back with values in place (:meth:`fill`). Plain
+    data: it pickles (a sub-run keeps the shape of the graph its task returned)."""
+
+    __slots__ = ("leaves", "single", "spans", "treedef")
+
+    def __init__(
+        self,
+        leaves: list[Any],
+        spans: list[tuple[int, int, bool] | None],
+        treedef: TreeDef,
+        single: bool,
+    ) -> None:
+        self.leaves = leaves  # the constants; None where values go
+        self.spans = spans  # for each leaf: None (a constant), or (start, count, as_tuple)
+        self.treedef = treedef
+        self.single = single
+
+    @classmethod
+    def of(cls, xs: tuple[Any, ...]) -> tuple[DAG | None, Shape]:
+        """The DAG of the nodes in ``xs`` (None if there are none) and their shape."""
+        leaves, treedef = flatten(xs, is_leaf=lambda x: isinstance(x, DAG))
+        outputs: list[Node] = []
+        spans: list[tuple[int, int, bool] | None] = []
+        constants: list[Any] = []
+        for leaf in leaves:
+            if type(leaf) is Node:
+                spans.append((len(outputs), 1, False))
+                outputs.append(leaf)
+                constants.append(None)
+            elif isinstance(leaf, DAG):
+                spans.append((len(outputs), len(leaf.outputs), len(leaf.outputs) > 1))
+                outputs.extend(leaf.outputs)
+                constants.append(None)
+            else:
+                spans.append(None)
+                constants.append(leaf)
+        shape = cls(constants, spans, treedef, len(xs) == 1)
+        return (DAG(*outputs) if outputs else None), shape
+
+    def fill(self, values: list[Any]) -> Any:
+        """The tree with ``values`` (the DAG's output values, in order) in place."""
         filled = []
-        for leaf, span in zip(leaves, spans, strict=True):
+        for leaf, span in zip(self.leaves, self.spans, strict=True):
             if span is None:
                 filled.append(leaf)
             else:
                 start, count, as_tuple = span
                 filled.append(tuple(values[start : start + count]) if as_tuple else values[start])
-        result = unflatten(treedef, filled)
-        return result[0] if single else result
+        result = unflatten(self.treedef, filled)
+        return result[0] if self.single else result
 
-    if not outputs:
-        return None, rebuild
-    return DAG(*outputs), rebuild
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.leaves, self.spans, self.treedef, self.single)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.leaves, self.spans, self.treedef, self.single = state

@@ -74,11 +74,15 @@ class RunKeys:
     (one entry per finished task), ``events`` stream (run-level: finished,
     failed, cancelled), ``wait`` hash (task index -> the worker waiting to run it
     where its large input is: delayed I/O), ``output(i)`` and ``error(i)`` strings,
-    and ``end``, a short-lived tombstone left after the run's keys are deleted.
+    and ``end``, a short-lived tombstone left after the run's keys are deleted. A run
+    whose tasks returned graphs (:mod:`dagrt.expand`) has a ``subs`` set (the ids of
+    its sub-runs going on); a sub-run has a ``claim`` string (the worker that
+    submitted it: one submission, however many attempts of its task).
     """
 
     __slots__ = (
         "_prefix",
+        "claim",
         "deps",
         "done",
         "end",
@@ -87,6 +91,7 @@ class RunKeys:
         "meta",
         "progress",
         "run_id",
+        "subs",
         "tasks",
         "wait",
     )
@@ -103,6 +108,8 @@ class RunKeys:
         self.end = run_key(run_id, "end")
         self.lost = run_key(run_id, "lost")  # task index -> deliveries taken over
         self.wait = run_key(run_id, "wait")  # task index -> the worker that waits for it
+        self.subs = run_key(run_id, "subs")  # ids of the run's sub-runs going on
+        self.claim = run_key(run_id, "claim")  # a sub-run's: the worker that submitted it
 
     def output(self, index: int | str) -> str:
         return f"{self._prefix}o:{index}"
@@ -129,6 +136,8 @@ class RunKeys:
             self.events,
             self.lost,
             self.wait,
+            self.subs,
+            self.claim,
         ]
 
 

@@ -19,6 +19,7 @@ import asyncio
 import os
 import threading
 import time
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -34,11 +35,12 @@ from .exceptions import (
     exception_type_name,
     user_traceback,
 )
+from .expand import has_graph, nested_failure, returned_graph, sub_run_id
+from .graph import DAG, Node
 from .pytree import unflatten
 from .tasks import check_timeout, retry_wait
 
 if TYPE_CHECKING:
-    from .graph import DAG, Node
     from .metrics.recorder import RunRecorder
     from .storage import Storage
 
@@ -46,6 +48,8 @@ __all__ = ["LocalRuntime"]
 
 _SLICE = 0.02  # seconds a drain keeps a thread before letting other runs' drains in
 _PARALLEL_MIN = 2e-4  # tasks shorter than this (seconds) run in one thread per run
+# results of these types may hold a graph to run (dagrt.expand): looked into
+_MAY_HOLD_GRAPH = frozenset({list, tuple, dict, set, frozenset, OrderedDict, defaultdict})
 
 
 def _default_threads() -> int:
@@ -411,7 +415,10 @@ class _Run:
                 if self.long[i]:
                     self.in_long -= 1
                 if failed is None:
-                    self._complete_locked(i, value, on_loop=False)
+                    if _is_graph(value):  # the task completes when its graph has run
+                        self.loop.call_soon_threadsafe(self._start_expand, i, value)
+                    else:
+                        self._complete_locked(i, value, on_loop=False)
                 else:
                     self._fail_locked(i, failed, on_loop=False)
                 i = self._next_locked(deadline)
@@ -444,11 +451,84 @@ class _Run:
             return
         if recorder is not None:
             recorder.task_finished(i, attempt, t0, time.perf_counter() - t0, "loop")
+        if _is_graph(value):
+            await self._expand(i, value)
+            return
         with self.lock:
             if self.stopped:
                 return
             self._complete_locked(i, value, on_loop=True)
             self._spawn_locked()
+
+    # -- tasks that return graphs -------------------------------------------------
+
+    def _start_expand(self, i: int, value: Any) -> None:
+        if self.stopped or self.task_group is None:
+            return
+        self.task_group.start_soon(
+            self._expand, i, value, name=f"dagrt graph of {self.nodes[i].key}"
+        )
+
+    async def _expand(self, i: int, value: Any) -> None:
+        """Task ``i`` returned a graph: run it as a sub-run (its tasks share this
+        runtime's threads; this waits on the loop, holding none), then complete ``i``
+        with its result. A failure in it fails ``i`` for good."""
+        node = self.nodes[i]
+        sub = sub_run_id(self.run_id, i)
+        try:
+            dag, shape = returned_graph(value, node.key)
+            result = shape.fill(await self._sub_run(dag, sub, node.key))
+        except Exception as exc:
+            cause, where = nested_failure(exc, sub)
+            with self.lock:
+                if self.error is None and not self.stopped:
+                    self.error = _task_error(
+                        node, cause, self.attempts[i], self.runtime.worker_id, self.run_id, where
+                    )
+                    self.stopped = True
+                    self.finished.set()
+            return
+        with self.lock:
+            if self.stopped:
+                return
+            self._complete_locked(i, result, on_loop=True)
+            self._spawn_locked()
+
+    async def _sub_run(self, dag: DAG, sub: str, key: str) -> list[Any]:
+        """Run ``dag`` as run ``sub``, logged (when this run is) as a run of its own
+        whose parent is this run's task ``key``."""
+        parent = self.recorder
+        if parent is None:
+            return await self.runtime.run(dag, sub)
+        from .clientlog import log_finished, log_submitted
+        from .metrics.recorder import RunRecorder
+
+        metrics = parent.metrics
+        submitted = time.time()
+        log_submitted(
+            metrics, sub, dag, submitted, self.runtime.client_id, "in-process", (self.run_id, key)
+        )
+        recorder = RunRecorder(metrics, sub, dag, worker=parent.worker, counts=parent.counts)
+        metrics.add_source(recorder)
+        status: Any = "cancelled"
+        failed: str | None = None
+        try:
+            values = await self.runtime.run(dag, sub, recorder)
+            status = "finished"
+            return values
+        except Exception as exc:
+            status, failed = "failed", getattr(exc, "task", None)
+            raise
+        finally:
+            log_finished(
+                metrics,
+                sub,
+                status,
+                submitted=submitted,
+                submit_seconds=0.0,
+                failed_task=failed,
+                recorder=recorder,
+            )
 
 
 def _apply(fn: Callable[..., Any], node: Node, leaves: list[Any]) -> Any:
@@ -458,10 +538,19 @@ def _apply(fn: Callable[..., Any], node: Node, leaves: list[Any]) -> Any:
     return fn(*args, **kwargs)
 
 
+def _is_graph(value: Any) -> bool:
+    """Does a task's result hold a graph to run? (Values of other types are not
+    looked into: ints and arrays cost a set lookup.)"""
+    t = type(value)
+    if t is Node or t is DAG:
+        return True
+    return (t in _MAY_HOLD_GRAPH or isinstance(value, tuple)) and has_graph(value)
+
+
 def _task_error(
-    node: Node, exc: BaseException, attempt: int, worker: str, run_id: str
+    node: Node, exc: BaseException, attempt: int, worker: str, run_id: str, tb: str = ""
 ) -> TaskError:
-    tb = user_traceback(exc)
+    tb = tb or user_traceback(exc)
     kind = TaskTimeoutError if isinstance(exc, TaskTimeout) else TaskError
     err = kind(
         task=node.key,

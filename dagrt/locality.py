@@ -10,6 +10,7 @@ value is in its one process already). What each switch saves, measured, is in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -162,6 +163,35 @@ class LocalityOptions(BaseModel):
         they were made) replace the run's, the others are the run's."""
         given = {name: getattr(self, name) for name in self.model_fields_set}
         return run.model_copy(update=given) if given else run
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[bytes, bytes]) -> LocalityOptions:
+        """The options a run's meta says (the inverse of :meth:`meta`, up to fields a
+        switch that is off makes moot): a sub-run goes by its parent run's."""
+
+        def text(name: str, default: str) -> str:
+            return meta.get(name.encode(), default.encode()).decode()
+
+        base = cls()
+        cluster = int(text("cluster", "0") or 0)
+        wait = float(text("wait", "0") or 0)
+        inline = int(text("inline", "0") or 0)
+        spill = text("spill_after", "")
+        return cls(
+            keep_children=text("keep_children", "1") == "1",
+            keep_outputs=text("keep_outputs", "1") == "1",
+            fuse_chains=text("fuse_chains", "1") == "1",
+            max_chain_length=int(text("max_chain", str(base.max_chain_length))),
+            upload_all=text("upload_all", "0") == "1",
+            cluster_fanout=cluster > 0,
+            cluster_max_children=cluster or base.cluster_max_children,
+            cluster_min_bytes=int(text("cluster_min", str(base.cluster_min_bytes))),
+            spill_after_s=float(spill) if spill else None,
+            delayed_io=wait > 0,
+            delayed_io_max_wait_s=wait or base.delayed_io_max_wait_s,
+            inline_inputs=inline > 0,
+            inline_max_bytes=inline or base.inline_max_bytes,
+        )
 
     def meta(self) -> dict[str, str]:
         """The run meta's fields that carry the options to the workers."""

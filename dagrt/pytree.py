@@ -20,7 +20,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["TreeDef", "flatten", "leaves", "tree_map", "unflatten"]
+__all__ = ["TreeDef", "any_leaf", "flatten", "leaves", "tree_map", "unflatten"]
 
 TreeDef = tuple[int, Any, tuple[Any, ...]] | None
 
@@ -67,6 +67,24 @@ def flatten(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> tuple[li
             if stack:
                 stack[-1][3].append((kind, meta, tuple(built)))
     return out, top[0]
+
+
+def any_leaf(tree: Any, test: Callable[[Any], bool]) -> bool:
+    """Does ``test`` hold for a leaf of ``tree`` (the walk stops at the first)? A leaf
+    that is ``tree`` itself counts."""
+    stack: list[Iterator[Any]] = [iter((tree,))]
+    while stack:
+        for obj in stack[-1]:
+            k = _kind(obj)
+            if k is None:
+                if test(obj):
+                    return True
+            else:
+                stack.append(_open(k, obj)[1])
+                break
+        else:
+            stack.pop()
+    return False
 
 
 def _open(kind: int, obj: Any) -> tuple[Any, Iterator[Any]]:

@@ -26,10 +26,12 @@ from .storage import commands as C
 
 __all__ = [
     "DEFAULT_TTL",
+    "Parent",
     "FUNCTION_TTL",
     "TOMBSTONE_TTL",
     "RunSpec",
     "cleanup",
+    "joined",
     "outstanding",
     "renew",
     "stop",
@@ -42,6 +44,20 @@ FUNCTION_TTL = 30 * 24 * 3600.0  # seconds a stored function lives after its las
 CONTROL_MAXLEN = 10_000  # run ends kept on the control stream
 OUTSTANDING = Script.from_package("outstanding.lua")
 OUTSTANDING_CAP = 200_000  # stream entries the watchdog looks at in one call, at most
+
+
+@dataclass
+class Parent:
+    """What a sub-run keeps of the task whose returned graph it is (:mod:`dagrt.expand`):
+    its run and index, when its attempt began, how long its call took, which attempt,
+    and the signed shape of the value it returned (where the graph's values go)."""
+
+    run_id: str
+    index: int
+    started: float
+    execution: float
+    attempt: int
+    shape: bytes
 
 
 @dataclass
@@ -81,6 +97,7 @@ async def submit(
     locality: LocalityOptions | None = None,
     outputs_store: tuple[str, str] | None = None,
     task_timeout: float | None = None,
+    parent: Parent | None = None,
 ) -> RunSpec:
     """Write ``dag`` as run ``run_id`` and dispatch its roots, in pipelined chunks.
 
@@ -96,6 +113,9 @@ async def submit(
     for functions that do not say (``@task(timeout=...)``). ``outputs_store``: the host id and
     root of a store this client can map from (it runs on that host): outputs of
     the run that workers of that store keep there are not sent through the server.
+    ``parent``: the run is the graph a task returned (a sub-run): its meta says whose,
+    the parent run lists it, and its end puts an entry on the stream that completes
+    that task (``complete.lua``, ``fail.lua``).
     """
     t0 = time.perf_counter()
     rk = K.RunKeys(run_id)
@@ -181,12 +201,19 @@ async def submit(
                 "client": client_id,
                 "signed": "1" if secret is not None else "0",
                 **run_meta,
+                # what a worker that joins the run needs (a sub-run: dagrt.expand)
+                "task_timeout": "" if task_timeout is None else repr(task_timeout),
+                "copies": "1" if upload_all else "0",
                 "outputs_host": outputs_store[0] if outputs_store else "",
                 "outputs_root": outputs_store[1] if outputs_store else "",
                 "fns": sign(pack(table), secret),
+                **_parent_fields(parent),
             },
         )
     )
+    if parent is not None:
+        subs = K.RunKeys(parent.run_id).subs
+        cmds += [C.Cmd(("SADD", subs, run_id)), C.expire(subs, ttl)]
     cmds.append(C.hset(rk.done, {"-": "created"}))  # exists from the start, so it has a TTL
     cmds.append(C.xadd(rk.progress, {"t": -1}))
     cmds.append(C.xadd(rk.events, {"e": "submitted", "n": n}))
@@ -208,6 +235,44 @@ async def submit(
         ttl=ttl,
         upload_all=upload_all,
         outputs_store=outputs_store,
+    )
+
+
+def _parent_fields(parent: Parent | None) -> dict[str, Any]:
+    if parent is None:
+        return {}
+    return {
+        "then_run": parent.run_id,
+        "then_task": parent.index,
+        "then_started": repr(parent.started),
+        "then_exec": repr(parent.execution),
+        "then_attempt": parent.attempt,
+        "shape": parent.shape,
+    }
+
+
+async def joined(storage: Storage, run_id: str) -> RunSpec | None:
+    """The spec of run ``run_id`` as its meta says, for another follower than the client
+    that submitted it (a worker that took over a task waiting for its sub-run); None if
+    the run is not on the server. (Keys of large arguments are not in the meta: they
+    expire by their TTL.)"""
+    rk = K.RunKeys(run_id)
+    meta = await storage.ahgetall(rk.meta)
+    if b"fns" not in meta:  # none, or being written
+        return None
+    host = meta.get(b"outputs_host", b"").decode()
+    return RunSpec(
+        run_id=run_id,
+        keys=rk,
+        n_tasks=int(meta[b"n"]),
+        outputs=tuple(int(x) for x in meta.get(b"outputs", b"").split(b",") if x),
+        roots=0,
+        functions=0,
+        submit_seconds=0.0,
+        spec_keys=[],
+        ttl=int(meta.get(b"ttl_ms", b"0")) / 1000 or DEFAULT_TTL,
+        upload_all=meta.get(b"copies", b"0") == b"1",
+        outputs_store=(host, meta[b"outputs_root"].decode()) if host else None,
     )
 
 
@@ -240,34 +305,50 @@ async def outstanding(storage: Storage, rk: K.RunKeys, stream: str) -> int | str
     """Whether a running run has work in the tasks stream: 1 when an entry of it is
     pending, else the id of its first entry not delivered yet, else 0; None when the
     run is not running or has no task left, or when the stream is too long to tell
-    (see ``outstanding.lua``)."""
+    (see ``outstanding.lua``). A run with no entry of its own whose tasks wait for
+    the graphs they returned has the work of those sub-runs (asked the same way)."""
     reply = await storage.arun_script(
         OUTSTANDING, [stream, rk.meta], [K.TASKS_GROUP, rk.run_id, OUTSTANDING_CAP]
     )
     if isinstance(reply, bytes | str):
         return reply.decode() if isinstance(reply, bytes) else reply
-    return int(reply) if int(reply) in (0, 1) else None
+    found = int(reply) if int(reply) in (0, 1) else None
+    if found == 0:  # its work may be in its sub-runs (graphs its tasks returned)
+        [subs] = await storage.apipeline([C.Cmd(("SMEMBERS", rk.subs))])
+        for sub in subs or ():
+            deeper = await outstanding(storage, K.RunKeys(sub.decode()), stream)
+            if deeper != 0:
+                return deeper
+    return found
 
 
 async def stop(storage: Storage, rk: K.RunKeys, status: str = "cancelled") -> bool:
     """Stop a running run (no completion dispatches anything more of it) and tell
-    the workers (no task of it starts any more); True if it was running."""
-    stopped = bool(await storage.arun_script(STOP, [rk.meta, rk.events], [status]))
-    await storage.apipeline([_ended(rk.run_id, status)])
-    return stopped
+    the workers (no task of it starts any more); True if it was running. Its
+    sub-runs going on are stopped too (cancelled), theirs as well."""
+    stopped = await storage.arun_script(STOP, [rk.meta, rk.events], [status])
+    _, subs = await storage.apipeline([_ended(rk.run_id, status), C.Cmd(("SMEMBERS", rk.subs))])
+    for sub in subs or ():
+        await stop(storage, K.RunKeys(sub.decode()), "cancelled")
+    return bool(stopped)
 
 
 async def cleanup(storage: Storage, spec: RunSpec, status: str) -> None:
     """Delete every key of an ended run, leave a short-lived end marker, and tell
-    the workers (they drop what they hold of it)."""
+    the workers (they drop what they hold of it). Sub-runs still listed (the run
+    ended before they did) are deleted too."""
     rk = spec.keys
     keys = rk.fixed() + spec.spec_keys
     keys += spec.output_keys()
     keys += [rk.error(i) for i in range(spec.n_tasks)]
-    cmds = [C.set_(rk.end, status, ex=TOMBSTONE_TTL)]
+    cmds = [C.Cmd(("SMEMBERS", rk.subs)), C.set_(rk.end, status, ex=TOMBSTONE_TTL)]
     cmds += [C.delete(chunk) for chunk in C.chunks(keys, 5000)]
     cmds.append(_ended(spec.run_id, status))
-    await storage.apipeline(cmds)
+    subs = (await storage.apipeline(cmds))[0]
+    for sub in subs or ():
+        sub_spec = await joined(storage, sub.decode())
+        if sub_spec is not None:
+            await cleanup(storage, sub_spec, "cancelled")
 
 
 def _ended(run_id: str, status: str) -> C.Cmd:

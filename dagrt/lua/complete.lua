@@ -37,7 +37,10 @@
 -- inbox stream wakes it; a child this worker waited for is kept or claimed here. Both
 -- sides are in one script each, so no wake-up is lost between them.
 --
--- One progress entry lists the tasks counted by this call ("t": "3,5,8").
+-- One progress entry lists the tasks counted by this call ("t": "3,5,8"). The call
+-- that counts a run's last task finishes it; a sub-run's end (its meta names the task
+-- whose returned graph it is: then_run, then_task) also adds an entry {r, t, x: "1"}
+-- to the tasks stream, which completes that task with the sub-run's result.
 -- Reply: one {code, kept, entry, child, ...} per task: code "ok" (counted now), "dup"
 -- (counted before: the same decision again), "stop" (the run is not running; the
 -- output is deleted), "missing" (no output stored: nothing counted), "upload" (mode
@@ -196,6 +199,11 @@ if #counted > 0 then
   if redis.call('HINCRBY', KEYS[1], 'left', -#counted) == 0 then
     redis.call('HSET', KEYS[1], 'status', 'finished')
     redis.call('XADD', KEYS[5], '*', 'e', 'finished')
+    -- A sub-run (the graph a task returned): an entry {r, t, x} now completes that task.
+    local parent = redis.call('HMGET', KEYS[1], 'then_run', 'then_task')
+    if parent[1] then
+      redis.call('XADD', KEYS[6], '*', 'r', parent[1], 't', parent[2], 'x', '1')
+    end
   end
 end
 return replies

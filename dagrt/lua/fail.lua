@@ -4,7 +4,9 @@
 -- ARGV[1] task index  ARGV[2] worker id       ARGV[3] error record (JSON)
 -- ARGV[4] consumer group   ARGV[5 ..] stream entries to acknowledge
 --
--- Reply: "ok", or "stop" if the run was no longer running (nothing written).
+-- Reply: "ok", or "stop" if the run was no longer running (nothing written). A sub-run
+-- that fails adds an entry {r, t, x: "1"} for the task whose graph it is, as its
+-- finishing does (complete.lua): that task fails with its failure.
 
 for j = 5, #ARGV do
   redis.call('XACK', KEYS[4], ARGV[4], ARGV[j])
@@ -20,4 +22,8 @@ else
 end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'failed_task', ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'e', 'failed', 't', ARGV[1], 'w', ARGV[2], 'err', ARGV[3])
+local parent = redis.call('HMGET', KEYS[1], 'then_run', 'then_task')
+if parent[1] then
+  redis.call('XADD', KEYS[4], '*', 'r', parent[1], 't', parent[2], 'x', '1')
+end
 return 'ok'

@@ -65,6 +65,9 @@ class RunSubmitted(Event):
     graph_key: str = ""  # where the run's graph (keys, names, edges) is kept
     runtime: str = ""  # "in-process" or the server URL (password hidden)
     submit_seconds: float = 0.0  # (unknown when logged: see RunFinished.submit_seconds)
+    # a sub-run: the graph a task of another run returned (dagrt.expand)
+    parent_run: str = ""
+    parent_task: str = ""  # the key of the task that returned it
 
 
 class RunFinished(Event):
@@ -114,7 +117,9 @@ TaskFinished = TaskExecutionMetrics
 #: for it with a large input: delayed I/O), "chain" (run right after its one parent,
 #: from its value: chain fusion), "taken-over" (its first worker went silent),
 #: "recomputed" (made again where a child needed its output, lost with the worker that
-#: held it); "": not said (the in-process runtime, logs written before dagrt said it)
+#: held it), "expanded" (it returned a graph: completed by the worker that saw that
+#: graph's run end, with its result; dagrt.expand); "": not said (the in-process
+#: runtime, logs written before dagrt said it)
 PLACEMENTS = (
     "",
     "dispatched",
@@ -124,6 +129,7 @@ PLACEMENTS = (
     "chain",
     "taken-over",
     "recomputed",
+    "expanded",
 )
 #: placements of a task that ran where one of its parents' outputs was (``kept``)
 NEAR_PLACEMENTS = frozenset({"become", "cluster", "delayed", "chain"})

@@ -26,15 +26,17 @@ from ..exceptions import (
     WorkerLostError,
 )
 from ..records import TaskRecord, load_spec
+from ..serialize import dumps_frame
 from ..storage import Storage
 from ..storage import commands as C
 from ..tasks import retry_wait
 from .completer import Completer, traceback_of
-from .executor import Executor
+from .executor import Executor, Outcome
 from .failpoints import Failpoints
 from .fast_lane import FastLane
-from .inputs import Inputs
+from .inputs import Inputs, Loaded
 from .runs import FunctionCache, RunContext
+from .subruns import SubRunFailed, SubRuns
 from .tasklog import TaskLog
 
 __all__ = ["MAX_LOST", "Chains"]
@@ -58,6 +60,7 @@ class Chains:
         failpoints: Failpoints,
         running: dict[Any, str],
         forget: Callable[[str], None],
+        subruns: SubRuns,
     ) -> None:
         self.storage = storage
         self.worker = worker_id
@@ -70,6 +73,7 @@ class Chains:
         self.failpoints = failpoints
         self.running = running  # entry id -> key of the task it runs now (heartbeats)
         self.forget = forget  # drops what the worker holds of a run that ended
+        self.subruns = subruns  # graphs that tasks return (dagrt.expand)
 
     async def run(
         self,
@@ -80,6 +84,8 @@ class Chains:
         attempt: int = 1,
         failed: int = 0,
         placed: str = "dispatched",
+        graph: tuple[Any, float, float] | None = None,
+        resume: bool = False,
     ) -> None:
         """Run a task, then each child the completion hands back, one at a time.
 
@@ -89,10 +95,21 @@ class Chains:
         that one it never started, so they run as they are. ``attempt`` and
         ``failed``: the first task's attempt, and its failures so far; ``placed``: why
         the first task runs on this worker (the log says it; the others are kept).
+        ``graph``: the first task was called already (in the fast lane) and returned a
+        graph: the value, when the call began and how long it took; its sub-run is
+        submitted (:mod:`dagrt.expand`). ``resume``: the first task's sub-run ended
+        (the entry is its end's): the task completes with its result.
         """
         current: int | None = index
         if check_done:
             placed = "taken-over"
+        if resume:
+            current = await self._resume(ctx, ctx.record(index), acks)
+            placed = "become"
+        elif graph is not None:
+            value, began, elapsed = graph
+            await self._expand(ctx, ctx.record(index), acks, value, began, elapsed, attempt)
+            current = None
         while current is not None and not ctx.stopped:
             current, was_done = await self._run_task(
                 ctx, current, acks, check_done, placed, attempt, failed
@@ -104,7 +121,13 @@ class Chains:
                 handoffs = await self.fast.run(ctx, [(acks, current)], ran_kept={current})
                 current = None
                 if handoffs:
-                    _, current, attempt, failed, placed = handoffs[0]
+                    _, current, attempt, failed, placed, graph = handoffs[0]
+                    if graph is not None:  # it returned a graph
+                        value, began, elapsed = graph
+                        await self._expand(
+                            ctx, ctx.record(current), acks, value, began, elapsed, attempt
+                        )
+                        current = None
         if ctx.stopped:
             self.forget(ctx.run_id)
 
@@ -206,6 +229,10 @@ class Chains:
                 ctx, rec, outcome.error, outcome.traceback, outcome.attempt, acks
             )
             return None, False
+        if outcome.frame is None:  # it returned a graph: it completes when that has run
+            elapsed = outcome.ended - outcome.started
+            await self._expand(ctx, rec, acks, outcome.value, started, elapsed, outcome.attempt)
+            return None, False
         made = self.completer.made(
             ctx, rec, acks, outcome.value, outcome.frame, attempt=outcome.attempt
         )
@@ -228,6 +255,91 @@ class Chains:
                 moves.add(len(outcome.frame), upload, how, index, None, False)
         log.finished(ctx, rec, outcome, started, loaded, moves, upload, placed)
         return decision.kept, False
+
+    async def _expand(
+        self,
+        ctx: RunContext,
+        rec: TaskRecord,
+        acks: list[Any],
+        value: Any,
+        started: float,
+        elapsed: float,
+        attempt: int,
+    ) -> None:
+        """Task ``rec`` returned the graph ``value``: submit it (its end resumes the
+        task, on whichever worker reads that entry); the task's entry is let go of. A
+        graph that cannot run fails the task."""
+        try:
+            await self.subruns.submit(ctx, rec, value, acks, started, elapsed, attempt)
+        except SubRunFailed as exc:
+            await self.completer.fail_now(ctx, rec, exc.cause, exc.where, attempt, acks)
+
+    async def _resume(self, ctx: RunContext, rec: TaskRecord, acks: list[Any]) -> int | None:
+        """The sub-run of task ``rec`` ended (``acks``: the entry that says so): complete
+        the task with its result, or fail it with its failure, then delete the sub-run;
+        the child the completion kept, if any."""
+        self.running[acks[0]] = rec.key
+        rk = ctx.keys
+        status, previous = await self.storage.apipeline(
+            [C.hget(rk.meta, "status"), C.hget(rk.done, str(rec.index))]
+        )
+        if status != b"running":  # (the run's end deletes its sub-runs)
+            await self.completer.ack(acks)
+            return None
+        if previous is not None:
+            # Completed before, by a worker that died before it deleted the sub-run (and
+            # ran the child it kept, if any): the remembered decision holds.
+            decision = await self.completer.again(ctx, rec, acks)
+            await self.subruns.delete(ctx, rec)
+            return decision.kept
+        log = self.log
+        try:
+            resumed = await self.subruns.resume(ctx, rec)
+        except SubRunFailed as exc:
+            await self.completer.fail_now(ctx, rec, exc.cause, exc.where, 1, acks)
+            await self.subruns.delete(ctx, rec)
+            return None
+        if resumed is None:  # stopped with its parent run (or not ended: not ours)
+            await self.completer.ack(acks)
+            return None
+        value = resumed.value
+        try:
+            frame = await anyio.to_thread.run_sync(
+                lambda: dumps_frame(value, what=f"result of task {rec.key}", by_value=False)
+            )
+        except SerializationError as exc:
+            await self.completer.fail_now(ctx, rec, exc, traceback_of(exc), resumed.attempt, acks)
+            await self.subruns.delete(ctx, rec)
+            return None
+        made = self.completer.made(ctx, rec, acks, value, frame, attempt=resumed.attempt)
+        # Stored, always: made again, the task would return its graph, not this value.
+        made.local = False
+        sent = time.time()
+        try:
+            [decision] = await self.completer.complete(ctx, [made])
+        except StorageError as exc:
+            if isinstance(exc, StorageConnectionError):
+                raise
+            await self.completer.fail_now(ctx, rec, exc, traceback_of(exc), resumed.attempt, acks)
+            decision = None
+        self.failpoints.hit("after_resume", rec.name, self.worker)
+        await self.subruns.delete(ctx, rec)
+        if decision is None:
+            return None
+        moves = log.moves()
+        upload = time.time() - sent
+        if moves is not None:
+            moves.add(len(frame), upload, "upload", rec.index, None, False)
+        outcome = Outcome(
+            True,
+            value,
+            frame,
+            attempt=resumed.attempt,
+            started=resumed.started,
+            ended=resumed.started + resumed.execution,
+        )
+        log.finished(ctx, rec, outcome, resumed.started, Loaded([]), moves, upload, "expanded")
+        return decision.kept
 
     async def _run_ended(
         self, ctx: RunContext, rec: TaskRecord, attempt: int, acks: list[Any]

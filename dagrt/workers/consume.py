@@ -307,6 +307,9 @@ class Consumer:
                     continue
                 ctx, index = admitted
                 self.running[entry_id] = ctx.record(index).key
+                if b"x" in fields:  # the graph the task returned ran: it completes now
+                    self._chain_apart(ctx, [entry_id], index, check_done=reclaimed, resume=True)
+                    continue
                 placed = "dispatched"
                 if self._woken and entry_id in self._woken:
                     self._woke(ctx, entry_id, index)
@@ -347,8 +350,10 @@ class Consumer:
 
     def _hand_off(self, ctx: RunContext, handoffs: list[Handoff] | None) -> None:
         """What the fast lane could not finish: each goes on as a chain."""
-        for acks, index, attempt, failed, placed in handoffs or []:
-            self._chain_apart(ctx, acks, index, attempt=attempt, failed=failed, placed=placed)
+        for acks, index, attempt, failed, placed, graph in handoffs or []:
+            self._chain_apart(
+                ctx, acks, index, attempt=attempt, failed=failed, placed=placed, graph=graph
+            )
 
     async def _give_back(self, surplus: list[tuple[bytes, str, int]]) -> None:
         """Put entries at the end of the stream for other workers (atomically: see
@@ -382,10 +387,13 @@ class Consumer:
         attempt: int = 1,
         failed: int = 0,
         placed: str = "dispatched",
+        graph: tuple[Any, float, float] | None = None,
+        resume: bool = False,
     ) -> None:
         """Run a chain starting at ``index`` in a task of its own (it owns the entry);
         ``attempt`` and ``failed``: the first task's attempt, and its failures so far;
-        ``placed``: why it runs on this worker."""
+        ``placed``: why it runs on this worker; ``graph``: the first task was called
+        and returned a graph (see :meth:`Chains.run`); ``resume``: its graph ran."""
         entry_id = acks[0]
         self._owned[entry_id] = True
         self._slow += 1
@@ -393,7 +401,9 @@ class Consumer:
         async def chain() -> None:
             try:
                 await self._guarded(
-                    self.chains.run(ctx, acks, index, check_done, attempt, failed, placed),
+                    self.chains.run(
+                        ctx, acks, index, check_done, attempt, failed, placed, graph, resume
+                    ),
                     [entry_id],
                 )
             finally:

@@ -32,9 +32,10 @@ import anyio.to_thread
 
 from .. import native_threads
 from ..exceptions import TaskTimeout, exception_type_name, user_traceback
+from ..expand import has_graph
 from ..pytree import unflatten
 from ..records import TaskRecord
-from ..serialize import Frame, dumps, dumps_frame
+from ..serialize import Frame, GraphReturned, dumps, dumps_frame, dumps_result
 from ..tasks import is_async_callable, retry_wait
 
 __all__ = ["Executor", "Outcome", "error_record", "permanent"]
@@ -77,7 +78,7 @@ class Outcome:
 
     ok: bool
     value: Any = None
-    frame: bytes | Frame = b""
+    frame: bytes | Frame | None = b""  # None: the value holds a graph to run (dagrt.expand)
     error: BaseException | None = None
     traceback: str = ""
     attempt: int = 1
@@ -160,14 +161,14 @@ class Executor:
 
     def call_inline(
         self, fn: Callable[..., Any], rec: TaskRecord, values: list[Any]
-    ) -> tuple[Any, bytes | Frame]:
-        """Call a tiny function right here; its value and serialized frame."""
+    ) -> tuple[Any, bytes | Frame | None]:
+        """Call a tiny function right here; its value and serialized frame (None: the
+        value holds a graph to run)."""
         args, kwargs = build_arguments(rec, values)
         t0 = time.perf_counter()
         value = fn(*args, **kwargs)
         self._profiles[id(fn)].measured(time.perf_counter() - t0)
-        what = f"result of task {rec.key} ({rec.name})"
-        return value, dumps_frame(value, what=what, by_value=False)
+        return value, result_frame(value, rec)
 
     async def run(
         self,
@@ -242,7 +243,7 @@ class Executor:
         kwargs: dict[str, Any],
         rec: TaskRecord,
         alive: Callable[[], bool] | None,
-    ) -> tuple[Any, bytes | Frame, float, float]:
+    ) -> tuple[Any, bytes | Frame | None, float, float]:
         """:meth:`_call` within the task's timeout, counted from when the call begins
         (waiting for a thread is not counted), else :class:`TaskTimeout`. An async call
         is cancelled; a thread cannot be: it runs on, its result dropped, and it holds a
@@ -317,10 +318,10 @@ class Executor:
         rec: TaskRecord,
         alive: Callable[[], bool] | None = None,
         timed: _Timed | None = None,
-    ) -> tuple[Any, bytes | Frame, float, float]:
-        """The value, its frame, and when the call and its serialization began and
-        ended (wall clock, taken where it ran: waiting for a thread is not counted)."""
-        what = f"result of task {rec.key} ({rec.name})"
+    ) -> tuple[Any, bytes | Frame | None, float, float]:
+        """The value, its frame (None: it holds a graph to run), and when the call and
+        its serialization began and ended (wall clock, taken where it ran: waiting for a
+        thread is not counted)."""
         if self._is_async(fn):
             if alive is not None and not alive():
                 raise _RunEnded
@@ -328,13 +329,13 @@ class Executor:
                 timed.begin()
             began = time.time()
             value = await fn(*args, **kwargs)
-            return value, dumps_frame(value, what=what, by_value=False), began, time.time()
+            return value, result_frame(value, rec), began, time.time()
         key = id(fn)
         profile = self._profiles.get(key)
         if profile is None:
             profile = self._profiles[key] = _Profile()
 
-        def call() -> tuple[Any, bytes | Frame, float, float, float]:
+        def call() -> tuple[Any, bytes | Frame | None, float, float, float]:
             if alive is not None and not alive():
                 raise _RunEnded
             if timed is not None:
@@ -343,10 +344,9 @@ class Executor:
             t0 = time.perf_counter()
             value = fn(*args, **kwargs)
             elapsed = time.perf_counter() - t0
-            frame = dumps_frame(value, what=what, by_value=False)
-            return value, frame, elapsed, began, time.time()
+            return value, result_frame(value, rec), elapsed, began, time.time()
 
-        def in_thread() -> tuple[Any, bytes | Frame, float, float, float]:
+        def in_thread() -> tuple[Any, bytes | Frame | None, float, float, float]:
             with self._counting:
                 self.in_threads += 1
             try:
@@ -363,7 +363,7 @@ class Executor:
         elif wide:
             asked = rec.threads or 1
 
-            def wide_call() -> tuple[Any, bytes | Frame, float, float, float]:
+            def wide_call() -> tuple[Any, bytes | Frame | None, float, float, float]:
                 with native_threads.widened(asked):
                     return in_thread()
 
@@ -440,6 +440,20 @@ class _Timed:
                 return False
             self._then = then
             return True
+
+
+def result_frame(value: Any, rec: TaskRecord) -> bytes | Frame | None:
+    """A task's result serialized, or None if it holds a graph to run: a node or DAG,
+    alone or in lists, tuples, dicts and sets (found while pickling, so results without
+    one pay nothing to be looked into). Nodes inside other objects are values like any
+    other, as in-process."""
+    what = f"result of task {rec.key} ({rec.name})"
+    try:
+        return dumps_result(value, what=what)
+    except GraphReturned:
+        if has_graph(value):
+            return None
+        return dumps_frame(value, what=what, by_value=False)
 
 
 class _RunEnded(Exception):

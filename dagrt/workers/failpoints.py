@@ -1,7 +1,10 @@
 """Crash tests' failpoints: a worker SIGKILLs itself at a named point of a named task.
 
 Armed by ``DAGRT_FAILPOINTS="point:name,..."`` (points: ``before_run``,
-``before_upload``, ``after_upload``, ``after_complete``, and ``mid_send``: the data
+``before_upload``, ``after_upload``, ``after_complete``, ``after_expand`` (a task
+returned a graph: its sub-run is submitted, its entry not yet let go of),
+``after_resume`` (the task completed with its sub-run's result, the sub-run not yet
+deleted), and ``mid_send``: the data
 endpoint, halfway through sending an object, named by its task's index); each fires
 once per machine (a marker file in ``DAGRT_FAILPOINT_DIR`` says it fired). One more
 kills nothing: ``stop_reading:<any name>`` leaves a worker alive (it beats, and

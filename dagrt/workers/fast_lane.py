@@ -47,13 +47,16 @@ NEAR = frozenset(PLACED[name] for name in NEAR_PLACEMENTS)  # (logged as kept)
 
 class Handoff(NamedTuple):
     """A task to go on with outside the lane: its entries, index, the attempt it runs
-    as, its failures so far, and why it runs on this worker (``PLACEMENTS``)."""
+    as, its failures so far, and why it runs on this worker (``PLACEMENTS``); for a
+    task whose call returned a graph, the value holding it (:mod:`dagrt.expand`) and
+    when the call began and how long it took."""
 
     acks: list[Any]
     task: int
     attempt: int
     failed: int
     placed: str = "dispatched"
+    graph: tuple[Any, float, float] | None = None
 
 
 class FastLane:
@@ -165,13 +168,19 @@ class FastLane:
         """Call a task of the batch: its value, frame and call time; ``None`` if it
         raised (a retry is handed off, ``placed`` as the task was: the next attempts
         wait for their delay, not in a batch; a final failure goes with the batch's
-        completion, in ``extra``)."""
+        completion, in ``extra``) or returned a graph (handed off with it: its graph
+        is submitted apart)."""
         fn = self.functions.cached(rec.fn)
         assert fn is not None  # eligible for the fast lane: loaded
         try:
             t0 = time.perf_counter()
             value, frame = self.executor.call_inline(fn, rec, loaded.values)
-            return value, frame, time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            if frame is None:
+                graph = (value, began, elapsed)
+                handoffs.append(Handoff(acks, rec.index, 1, 0, placed or "dispatched", graph))
+                return None
+            return value, frame, elapsed
         except Exception as exc:
             tb = user_traceback(exc)
             if rec.retries and not permanent(exc):

@@ -378,6 +378,11 @@ class Inputs:
             log.emit([log.ended(ctx, rec, attempt)])
             return False
         outcome = await self.executor.run(fn, rec, loaded.values, attempt=attempt)
+        if outcome.ok and outcome.frame is None:  # it returned a graph: run apart only
+            outcome.ok, outcome.traceback = False, ""
+            outcome.error = RuntimeError(
+                f"task {rec.key} returned a graph: its output cannot be made again here"
+            )
         if not outcome.ok:
             assert outcome.error is not None
             log.emit(
@@ -388,7 +393,7 @@ class Inputs:
                 ]
             )
             return False
-        self.values.put(ctx.run_id, q, outcome.value, len(outcome.frame), pinned=True)
+        self.values.put(ctx.run_id, q, outcome.value, len(outcome.frame or b""), pinned=True)
         self.counts["restored"] = self.counts.get("restored", 0) + 1
         log.finished(ctx, rec, outcome, started, loaded, moves, 0.0, "recomputed")
         return True

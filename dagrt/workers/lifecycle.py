@@ -68,6 +68,7 @@ from .inputs import Inputs
 from .liveness import Liveness
 from .runs import FunctionCache, RunTable
 from .settings import WorkerSettings
+from .subruns import SubRuns
 from .tasklog import TaskLog
 
 __all__ = ["READY_LINE", "Worker"]
@@ -190,6 +191,7 @@ class Worker:
         fast = FastLane(
             settings, self.executor, self.functions, inputs, completer, self.log, failpoints
         )
+        subruns = SubRuns(self.storage, settings, self.id, completer, self.log)
         chains = Chains(
             self.storage,
             self.id,
@@ -202,6 +204,7 @@ class Worker:
             failpoints,
             running,
             self._forget,
+            subruns,
         )
         self.consumer = Consumer(
             self.storage,

@@ -110,6 +110,9 @@ class RunContext:
             else self.run_switches
             for f in self.functions
         ]
+        # what a sub-run of this run goes by (a task that returned a graph: dagrt.expand)
+        self.meta = {k: v for k, v in meta.items() if k != b"fns"}
+        self.task_timeout = _float(meta.get(b"task_timeout"), None)
         # a client that maps outputs of the run from the store of this host and root
         self.outputs_host = meta.get(b"outputs_host", b"").decode(errors="replace")
         self.outputs_root = meta.get(b"outputs_root", b"").decode(errors="replace")

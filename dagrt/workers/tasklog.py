@@ -123,7 +123,7 @@ class TaskLog:
                     ended,
                     outcome.ended - outcome.started,
                     loaded.nbytes,
-                    len(outcome.frame),
+                    len(outcome.frame or b""),
                     loaded.seconds,
                     upload,
                     placed in NEAR_PLACEMENTS,
