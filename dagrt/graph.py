@@ -19,17 +19,25 @@ from __future__ import annotations
 import itertools
 import operator
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import GraphError
 from .pytree import TreeDef, flatten, unflatten
-from .serialize import GraphReturned, serializing_result
 
 if TYPE_CHECKING:
     from .tasks import TaskFunction
 
-__all__ = ["DAG", "Node", "Shape", "computes_nodes", "plan_outputs"]
+__all__ = [
+    "DAG",
+    "GraphInResult",
+    "Node",
+    "Shape",
+    "computes_nodes",
+    "finding_graphs",
+    "plan_outputs",
+]
 
 # --------------------------------------------------------------------------- keys
 
@@ -46,6 +54,21 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 # --------------------------------------------------------------------------- node
+
+
+class GraphInResult(Exception):
+    """Raised by pickling a node or a DAG in a thread where :func:`finding_graphs` is on:
+    a task's result holds a graph to run (:mod:`dagrt.expand`). Found while the result
+    is pickled anyway, so results that hold none pay nothing to be looked into."""
+
+
+_finding = threading.local()
+
+
+def finding_graphs(on: bool) -> None:
+    """Make pickling a node or a DAG in this thread raise :class:`GraphInResult` (or
+    not again): on while a task's result is serialized."""
+    _finding.on = on
 
 
 class _Ref:
@@ -144,8 +167,8 @@ class Node:
         return f"<Node {self.key} deps={len(self._deps)}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if serializing_result():  # a task returned a graph: it runs, not this
-            raise GraphReturned(self.key)
+        if getattr(_finding, "on", False):  # a task returned a graph: it runs, not this
+            raise GraphInResult(self.key)
         return (_restore_nodes, (_flat_records([self]), 0))
 
     def __bool__(self) -> bool:
@@ -417,8 +440,8 @@ class DAG:
     # -- pickling ------------------------------------------------------------
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if serializing_result():  # (see Node.__reduce__)
-            raise GraphReturned(repr(self))
+        if getattr(_finding, "on", False):  # (see Node.__reduce__)
+            raise GraphInResult(repr(self))
         return (_restore_dag, (_flat_records(self.outputs),))
 
 

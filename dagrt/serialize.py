@@ -33,11 +33,9 @@ from .exceptions import SerializationError
 
 __all__ = [
     "Frame",
-    "GraphReturned",
     "dumps",
     "dumps_frame",
     "dumps_function",
-    "dumps_result",
     "loads",
     "loads_function",
     "pack",
@@ -90,30 +88,6 @@ def dumps(obj: Any, *, what: str = "value", by_value: bool = True) -> bytes:
     return frame if isinstance(frame, bytes) else bytes(frame)
 
 
-class GraphReturned(Exception):
-    """A task's result holds nodes: a graph to run (see :mod:`dagrt.expand`). Raised by
-    pickling a :class:`~dagrt.Node` inside :func:`dumps_result`, so finding one costs
-    the results that hold none nothing."""
-
-
-_results = threading.local()  # .on: a task's result is being serialized in this thread
-
-
-def serializing_result() -> bool:
-    """Is this thread serializing a task's result (:func:`dumps_result`)?"""
-    return getattr(_results, "on", False)
-
-
-def dumps_result(obj: Any, *, what: str = "value") -> bytes | Frame:
-    """:func:`dumps_frame` of a task's result (``by_value=False``); raises
-    :class:`GraphReturned` if it holds a node anywhere."""
-    _results.on = True
-    try:
-        return dumps_frame(obj, what=what, by_value=False)
-    finally:
-        _results.on = False
-
-
 def dumps_frame(obj: Any, *, what: str = "value", by_value: bool = True) -> bytes | Frame:
     """:func:`dumps`, but a frame of :data:`PIECES_MIN` bytes or more with
     out-of-band buffers stays a :class:`Frame` (pieces, nothing copied)."""
@@ -122,15 +96,11 @@ def dumps_frame(obj: Any, *, what: str = "value", by_value: bool = True) -> byte
         if not by_value:
             try:
                 payload = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-            except GraphReturned:
-                raise
             except Exception:
                 buffers.clear()
                 payload = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         else:
             payload = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    except GraphReturned:
-        raise
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize {what} ({type(obj).__name__}): {type(exc).__name__}: {exc}"

@@ -289,9 +289,9 @@ class Chains:
         if previous is not None:
             # Completed before, by a worker that died before it deleted the sub-run (and
             # ran the child it kept, if any): the remembered decision holds.
-            decision = await self.completer.again(ctx, rec, acks)
+            remembered = await self.completer.again(ctx, rec, acks)
             await self.subruns.delete(ctx, rec)
-            return decision.kept
+            return remembered.kept
         log = self.log
         try:
             resumed = await self.subruns.resume(ctx, rec)

@@ -31,11 +31,12 @@ import anyio
 import anyio.to_thread
 
 from .. import native_threads
-from ..exceptions import TaskTimeout, exception_type_name, user_traceback
+from ..exceptions import SerializationError, TaskTimeout, exception_type_name, user_traceback
 from ..expand import has_graph
+from ..graph import GraphInResult, finding_graphs
 from ..pytree import unflatten
 from ..records import TaskRecord
-from ..serialize import Frame, GraphReturned, dumps, dumps_frame, dumps_result
+from ..serialize import Frame, dumps, dumps_frame
 from ..tasks import is_async_callable, retry_wait
 
 __all__ = ["Executor", "Outcome", "error_record", "permanent"]
@@ -448,12 +449,17 @@ def result_frame(value: Any, rec: TaskRecord) -> bytes | Frame | None:
     one pay nothing to be looked into). Nodes inside other objects are values like any
     other, as in-process."""
     what = f"result of task {rec.key} ({rec.name})"
+    finding_graphs(True)
     try:
-        return dumps_result(value, what=what)
-    except GraphReturned:
-        if has_graph(value):
-            return None
         return dumps_frame(value, what=what, by_value=False)
+    except SerializationError as exc:
+        if not isinstance(exc.__cause__, GraphInResult):
+            raise
+    finally:
+        finding_graphs(False)
+    if has_graph(value):
+        return None
+    return dumps_frame(value, what=what, by_value=False)
 
 
 class _RunEnded(Exception):
@@ -462,6 +468,4 @@ class _RunEnded(Exception):
 
 def permanent(exc: BaseException) -> bool:
     """Errors that another attempt cannot fix."""
-    from ..exceptions import SerializationError
-
     return isinstance(exc, SerializationError)
