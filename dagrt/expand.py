@@ -4,7 +4,7 @@ A task function may build nodes and return them (a node, a DAG, or any tree of t
 and constants, as :meth:`dagrt.Client.compute` takes): the fan-out of the graph is
 then known only when the task runs. (Nodes inside objects of other types, which
 dagrt does not walk, are returned as they are, like any value.) The graph runs as a
-run of its own, a *sub-run*, with an id derived from the task's (:func:`sub_run_id`);
+run of its own, a *sub-run*, with an id derived from the task's (:func:`dagrt.keys.sub_run_id`);
 the task's value is the graph's result, in the shape returned, and its children see
 that. Nothing holds a thread or a slot while the graph runs: in-process the task
 awaits it on the event loop; on workers nobody waits at all (the sub-run's end
@@ -18,16 +18,13 @@ only. A run that ends (cancelled, failed elsewhere) stops its sub-runs.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from .exceptions import TaskError
 from .graph import DAG, Node, Shape
 from .pytree import any_leaf
 
-__all__ = ["has_graph", "nested_failure", "returned_graph", "sub_run_id"]
-
-_MAX_ID = 128  # keys.valid_run_id's limit
+__all__ = ["has_graph", "nested_failure", "returned_graph"]
 
 
 def _is_graph(x: Any) -> bool:
@@ -53,16 +50,6 @@ def returned_graph(value: Any, key: str) -> tuple[DAG, Shape]:
             " the graph runs, its result in their place"
         )
     return dag, shape
-
-
-def sub_run_id(run_id: str, index: int) -> str:
-    """The id of the sub-run of task ``index`` of run ``run_id``: the same for every
-    attempt, so that a task taken over joins the sub-run already going."""
-    sub = f"{run_id}.t{index}"
-    if len(sub) <= _MAX_ID:
-        return sub
-    digest = hashlib.sha256(sub.encode()).hexdigest()[:32]
-    return f"{run_id[: _MAX_ID - 36]}.t.{digest}"
 
 
 def nested_failure(err: BaseException, sub: str) -> tuple[BaseException, str]:

@@ -8,6 +8,7 @@ index) have fixed names. Nothing else in dagrt builds a key by hand.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -26,6 +27,7 @@ __all__ = [
     "run_entries",
     "run_record",
     "new_run_id",
+    "sub_run_id",
     "run_key",
     "runs_index",
     "tasks_stream",
@@ -37,6 +39,7 @@ __all__ = [
 
 PREFIX = "dagrt"
 
+_MAX_RUN_ID = 128
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -45,6 +48,17 @@ def new_run_id() -> str:
     now = time.time()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
     return f"{stamp}-{int(now * 1000) % 1000:03d}-{os.urandom(3).hex()}"
+
+
+def sub_run_id(run_id: str, index: int) -> str:
+    """The id of the run of the graph that task ``index`` of run ``run_id`` returned
+    (``<run>.t<index>``, hashed past 128 characters): the same for every attempt, so a
+    task taken over finds the sub-run its first attempt submitted."""
+    sub = f"{run_id}.t{index}"
+    if len(sub) <= _MAX_RUN_ID:
+        return sub
+    digest = hashlib.sha256(sub.encode()).hexdigest()[:32]
+    return f"{run_id[: _MAX_RUN_ID - 36]}.t.{digest}"
 
 
 def valid_run_id(run_id: object) -> bool:

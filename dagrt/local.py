@@ -35,8 +35,9 @@ from .exceptions import (
     exception_type_name,
     user_traceback,
 )
-from .expand import has_graph, nested_failure, returned_graph, sub_run_id
+from .expand import has_graph, nested_failure, returned_graph
 from .graph import DAG, Node
+from .keys import sub_run_id
 from .pytree import unflatten
 from .tasks import check_timeout, retry_wait
 

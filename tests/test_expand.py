@@ -24,8 +24,10 @@ from conftest import Pool
 import dagrt
 from dagrt import keys as K
 from dagrt import submission
-from dagrt.expand import sub_run_id
+from dagrt.keys import sub_run_id
+from dagrt.metrics.analysis import analyze
 from dagrt.metrics.read import aread_run
+from dagrt.metrics.report import write_report
 from dagrt.storage import InMemoryStorage, RedisStorage
 from dagrt.storage import commands as C
 
@@ -201,11 +203,19 @@ async def test_each_graph_is_logged_as_a_run_whose_parent_is_the_task() -> None:
     await _graph_logged(log, fut, placed=None)
 
 
-async def test_on_workers_the_log_says_the_task_completed_by_its_graph(pool: Pool) -> None:
+async def test_on_workers_the_log_says_the_task_completed_by_its_graph(
+    pool: Pool, tmp_path: Path
+) -> None:
     async with dagrt.Client(pool.url) as client:
         fut = client.submit(split(3))
         assert await fut == 5
     await _graph_logged(pool.url, fut, placed="expanded")
+    storage = RedisStorage(pool.url)
+    try:
+        html = write_report(storage, fut.run_id, tmp_path / "reports", wait=10).read_text()
+    finally:
+        await storage.aclose()
+    assert f"graphs its tasks returned</th><td>1: {sub_run_id(fut.run_id, 0)}" in html
 
 
 async def _graph_logged(storage: Any, fut: dagrt.RunFuture, placed: str | None) -> None:
@@ -216,10 +226,12 @@ async def _graph_logged(storage: Any, fut: dagrt.RunFuture, placed: str | None) 
     assert submitted.parent_task.startswith("split-")
     assert [e.status for e in events if e.kind == "run-finished"] == ["finished"]
     assert sorted(e.name for e in events if e.kind == "task-finished") == ["square"] * 3 + ["total"]
+    assert analyze(events).parent == (fut.run_id, submitted.parent_task)
     if placed is not None:
         parent = await aread_run(storage, fut.run_id, wait=10)
         [done] = [e for e in parent if e.kind == "task-finished"]
         assert (done.name, done.placed) == ("split", placed)
+        assert analyze(parent).graphs == [sub]
 
 
 def test_a_sub_run_id_is_derived_from_the_task_and_stays_valid() -> None:

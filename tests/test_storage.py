@@ -211,6 +211,29 @@ async def test_pipelines_of_built_commands(store: Form) -> None:
     assert replies == [True, 5, 1, b"1"]
 
 
+async def test_sets_and_copy_through_built_commands(store: Form) -> None:
+    """What a run's list of sub-runs (a set) and the cache (COPY) need, alike on both."""
+    replies = await store.pipeline(
+        [
+            cmd.Cmd(("SADD", "s", "a", "b", "a")),
+            cmd.Cmd(("SREM", "s", "b", "zz")),
+            cmd.Cmd(("SMEMBERS", "s")),
+            cmd.Cmd(("SMEMBERS", "nothing")),
+            cmd.Cmd(("HEXISTS", "h", "f")),
+            cmd.set_("src", b"value", ex=100),
+            cmd.Cmd(("COPY", "src", "dst")),
+            cmd.Cmd(("COPY", "src", "dst")),
+            cmd.Cmd(("COPY", "missing", "dst2")),
+            cmd.get("dst"),
+            cmd.Cmd(("PTTL", "dst")),
+        ]
+    )
+    added, removed, members, none, exists, _, copied, again, missing, value, ttl = replies
+    assert (added, removed, sorted(members), list(none), exists) == (2, 1, [b"a"], [], 0)
+    assert (copied, again, missing, value) == (1, 0, 0, b"value")
+    assert 0 < ttl <= 100_000  # the expiry is copied too
+
+
 async def test_large_values_of_every_buffer_type_arrive_whole_and_in_order(
     store: Form,
 ) -> None:

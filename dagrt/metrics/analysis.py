@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import TIMEOUT_TYPE
+from ..keys import sub_run_id
 from .events import (
     RUN_ENDED,
     Event,
@@ -105,6 +106,10 @@ class RunAnalysis:
     # waits for a child of a large output (delayed I/O) by how they ended: hit, miss,
     # timeout
     holds: dict[str, int] = field(default_factory=dict)
+    # the task whose returned graph this run is (its run, its key), if it is one
+    parent: tuple[str, str] | None = None
+    # the runs of the graphs this run's tasks returned (logged by workers: "expanded")
+    graphs: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)  # worker -> rows in the Gantt chart
     tasks_logged: int = 0  # distinct tasks with a finished or failed attempt
     notes: list[str] = field(default_factory=list)  # what the reader should know
@@ -248,8 +253,9 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
             "The run's graph is not in the log: tasks logged in batches show no key or"
             " function name, and there is no critical path."
         )
+    run_id = submitted.run_id if submitted is not None else events[0].run_id
     return RunAnalysis(
-        run_id=submitted.run_id if submitted is not None else events[0].run_id,
+        run_id=run_id,
         status=finished.status if finished else "running" if submitted else "unknown",
         n_tasks=submitted.n_tasks
         if submitted is not None
@@ -276,6 +282,10 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
         bytes_avoided_by=avoided_by,
         placements=placements,
         holds=holds,
+        parent=(submitted.parent_run, submitted.parent_task)
+        if submitted is not None and submitted.parent_run
+        else None,
+        graphs=[sub_run_id(run_id, t) for t, p in sorted(why.items()) if p == "expanded"],
         rows=rows,
         tasks_logged=logged,
         notes=notes,

@@ -261,6 +261,8 @@ def _series(a: RunAnalysis) -> dict[str, Any]:
         "bytes_avoided_by": a.bytes_avoided_by,
         "placements": a.placements,
         "holds": a.holds,
+        "parent": list(a.parent) if a.parent else None,
+        "graphs": a.graphs,
         "critical_path": a.critical_path,
         "critical_seconds": a.critical_seconds,
         "slowest": [asdict(b) for b in a.slowest],
@@ -403,6 +405,18 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
 <tr><th>why tasks ran where they did</th><td>{e(_counts(a.placements))}</td></tr>
 <tr><th>waits for a child (delayed I/O)</th><td>{e(_counts(a.holds))}</td></tr>
 <tr><th>attempts past their timeout</th><td>{e(_counts(a.timed_out))}</td></tr>
+<tr><th>the graph of</th><td>{
+        e(
+            f"task {a.parent[1]} of run {a.parent[0]}"
+            if a.parent
+            else "none (submitted by a client)"
+        )
+    }</td></tr>
+<tr><th>graphs its tasks returned</th><td>{
+        e(f"{len(a.graphs)}: " + ", ".join(a.graphs[:20]) + (" ..." if len(a.graphs) > 20 else ""))
+        if a.graphs
+        else "none"
+    }</td></tr>
 <tr><th>critical path</th><td>{path_seconds}</td></tr>
 </table>
 <h2>Tasks per worker</h2>{_img("gantt", "Gantt chart", plots)}

@@ -32,7 +32,8 @@ from .. import submission
 from ..clientlog import log_finished, log_submitted
 from ..distributed import DistributedRuntime, task_error
 from ..exceptions import RunNotFoundError, SerializationError
-from ..expand import nested_failure, returned_graph, sub_run_id
+from ..expand import nested_failure, returned_graph
+from ..keys import sub_run_id
 from ..locality import LocalityOptions
 from ..records import TaskRecord, sign, verify
 from ..serialize import dumps, loads

@@ -1,5 +1,5 @@
-"""The keyspace: keys, expiry, and the commands on strings, hashes, lists and
-sorted sets (and SCAN, TYPE, PING, FLUSHDB).
+"""The keyspace: keys, expiry, and the commands on strings, hashes, lists, sets and
+sorted sets (and COPY, SCAN, TYPE, PING, FLUSHDB).
 
 Each command is a function of the keyspace and the command's words after its
 name, answering with the raw RESP2 reply Redis gives (bytes, integers, ``None``,
@@ -170,6 +170,11 @@ def hsetnx(db: Keyspace, a: Args) -> Any:
     return 1
 
 
+def hexists(db: Keyspace, a: Args) -> Any:
+    h = db.typed(key(a[0]), dict)
+    return int(h is not None and to_bytes(a[1]) in h)
+
+
 def hget(db: Keyspace, a: Args) -> Any:
     h = db.typed(key(a[0]), dict)
     return None if h is None else h.get(to_bytes(a[1]))
@@ -329,7 +334,55 @@ def scan(db: Keyspace, a: Args) -> Any:
     return [str(nxt).encode(), [k.encode() for k in chunk]]
 
 
-_TYPES = {"bytes": "string", "dict": "hash", "list": "list", "ZSet": "zset", "Stream": "stream"}
+# --------------------------------------------------------------------------- sets
+
+
+def sadd(db: Keyspace, a: Args) -> Any:
+    members = db.typed(key(a[0]), set, create=True)
+    before = len(members)
+    members.update(to_bytes(m) for m in a[1:])
+    return len(members) - before
+
+
+def srem(db: Keyspace, a: Args) -> Any:
+    name = key(a[0])
+    members = db.typed(name, set)
+    if members is None:
+        return 0
+    before = len(members)
+    members.difference_update(to_bytes(m) for m in a[1:])
+    db.drop_if_empty(name, members)
+    return before - len(members)
+
+
+def smembers(db: Keyspace, a: Args) -> Any:
+    return sorted(db.typed(key(a[0]), set) or ())
+
+
+def copy(db: Keyspace, a: Args) -> Any:
+    """``COPY source destination [REPLACE]``: the value and its expiry."""
+    source, destination = key(a[0]), key(a[1])
+    replace = any(text(w).upper() == "REPLACE" for w in a[2:])
+    value = db.alive(source)
+    if value is None or (db.alive(destination) is not None and not replace):
+        return 0
+    if not isinstance(value, bytes | dict | set | list):
+        raise StorageError("ERR COPY of this type is not supported by InMemoryStorage")
+    db.data[destination] = value if isinstance(value, bytes) else type(value)(value)
+    db.expires.pop(destination, None)
+    if source in db.expires:
+        db.expires[destination] = db.expires[source]
+    return 1
+
+
+_TYPES = {
+    "bytes": "string",
+    "dict": "hash",
+    "list": "list",
+    "set": "set",
+    "ZSet": "zset",
+    "Stream": "stream",
+}
 
 
 def type_(db: Keyspace, a: Args) -> Any:
@@ -359,6 +412,7 @@ COMMANDS: dict[str, Command] = {
     "STRLEN": strlen,
     "HSET": hset,
     "HSETNX": hsetnx,
+    "HEXISTS": hexists,
     "HGET": hget,
     "HMGET": hmget,
     "HGETALL": hgetall,
@@ -368,6 +422,10 @@ COMMANDS: dict[str, Command] = {
     "RPUSH": rpush,
     "LRANGE": lrange,
     "LLEN": llen,
+    "SADD": sadd,
+    "SREM": srem,
+    "SMEMBERS": smembers,
+    "COPY": copy,
     "ZADD": zadd,
     "ZRANGE": zrange,
     "ZSCORE": zscore,

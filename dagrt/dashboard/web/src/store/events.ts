@@ -78,6 +78,7 @@ export const RUN_ENDED = 'dagrt.RunEnded';
  *  as dagrt.metrics.events.PLACEMENTS. */
 export const PLACEMENT_NAMES = [
   '', 'dispatched', 'become', 'cluster', 'delayed', 'chain', 'taken-over', 'recomputed',
+  'expanded',
 ] as const;
 const PLACEMENTS = new Map<string, number>(PLACEMENT_NAMES.map((name, i) => [name, i]));
 
@@ -90,6 +91,7 @@ export const PLACEMENT_TITLES: Record<string, string> = {
   chain: 'run right after its one parent, from its value (chain fusion)',
   'taken-over': 'its first worker went silent',
   recomputed: 'made again: its output was lost with the worker that held it',
+  expanded: 'it returned a graph: completed where the end of that graph\'s run was read',
   'not said': 'a log that does not say',
 };
 
