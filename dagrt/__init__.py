@@ -6,6 +6,7 @@ calls lazily, and run the graph with ``await client.compute(...)``.
 
 from __future__ import annotations
 
+from .caching import CacheOptions as CacheOptions
 from .client import Client as Client
 from .client import compute as compute
 from .cluster import LocalCluster as LocalCluster
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DAG",
     "AuthenticationError",
+    "CacheOptions",
     "Client",
     "ClientClosedError",
     "DagrtError",

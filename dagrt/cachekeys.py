@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from .exceptions import SerializationError
+
 if TYPE_CHECKING:
     from .graph import DAG
     from .tasks import TaskFunction
@@ -186,8 +188,15 @@ def task_keys(dag: DAG, wanted: Iterable[int]) -> dict[int, str]:
         for j, leaf in enumerate(node._leaves):
             if j in slots:
                 h.update(b"P" + keys[ps[slots[j]]].encode())
-            else:
-                h.update(b"C")
+                continue
+            h.update(b"C")
+            try:
                 _feed_value(h, leaf)
+            except Exception as exc:
+                raise SerializationError(
+                    f"the cache key of task {node.key} ({node.name}) cannot be made: its"
+                    f" argument {type(leaf).__name__} does not pickle ({exc}); give the task"
+                    " cache=False, or arguments that pickle"
+                ) from exc
         keys[i] = h.hexdigest()
     return keys

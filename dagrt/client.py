@@ -30,6 +30,7 @@ import anyio
 import anyio.abc
 
 from . import futures as _futures
+from .caching import CacheOptions, cache_plan, cache_storage
 from .clientlog import ClientLog, Status
 from .cluster import LocalCluster
 from .dashboard.process import dashboard_process
@@ -93,6 +94,11 @@ class Client:
     task_timeout:
         Seconds one call of a task may take, for task functions that do not say
         (``@task(timeout=...)``); default none. See :func:`~dagrt.task`.
+    cache:
+        The cache policy (:class:`~dagrt.CacheOptions`, a dict of its fields, ``True``
+        to cache every task, ``False`` for none): tasks marked ``@task(cache=...)``
+        reuse outputs of earlier runs with the same inputs, and a run that fails keeps
+        what it finished for :meth:`retry` (see :mod:`dagrt.caching`).
 
     Once started: ``client.cluster`` is the :class:`~dagrt.LocalCluster` it runs
     (or ``None``), ``client.metrics`` the event log's writer (or ``None``).
@@ -111,6 +117,7 @@ class Client:
         dashboard: bool | int = False,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         task_timeout: float | None = None,
+        cache: CacheOptions | dict[str, Any] | bool | None = None,
     ) -> None:
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a redis:// URL string or None, got {address!r}")
@@ -135,6 +142,7 @@ class Client:
         check_stall_timeout(stall_timeout)
         self.stall_timeout = float(stall_timeout)
         self.task_timeout = check_timeout(task_timeout, "task_timeout")
+        self.cache = CacheOptions.of(cache)
         if not isinstance(dashboard, bool | int) or (dashboard is not False and dashboard < 0):
             raise ValueError(f"dashboard must be True/False or a port number, got {dashboard!r}")
         if dashboard is not False and not processes and not isinstance(metrics, str | RedisStorage):
@@ -216,6 +224,7 @@ class Client:
                 threads=self.threads,
                 worker_id=self._local_worker,
                 task_timeout=self.task_timeout,
+                cache_storage=cache_storage(self.cache.url),
             )
         return DistributedRuntime(
             self.cluster.url if self.cluster is not None else self.address,
@@ -337,16 +346,32 @@ class Client:
             )
         if not xs:
             raise TypeError("submit() needs something to compute: a node, a DAG, or fn and args")
+        return self._submit(xs, resume=False)
+
+    def _submit(self, xs: tuple[Any, ...], *, resume: bool) -> RunFuture:
         task_group, loop, runtime = self._started()
         dag, rebuild = plan_outputs(xs)
         fut = RunFuture(new_run_id(), dag, loop)
+        fut._xs = xs
         if dag is None:  # constants only: nothing to run
             fut._set_result(rebuild([]))
         else:
             task_group.start_soon(
-                self._run, runtime, fut, dag, rebuild, name=f"dagrt run {fut.run_id}"
+                self._run, runtime, fut, dag, rebuild, resume, name=f"dagrt run {fut.run_id}"
             )
         return fut
+
+    def retry(self, future: RunFuture) -> RunFuture:
+        """Run what ``future`` computed again, resumed: every task whose output its run
+        kept (it failed or was cancelled: ``CacheOptions.keep_failed``), or the cache
+        has, is not run again, nor what only it needed; the rest runs. A new future."""
+        if not isinstance(future, RunFuture):
+            raise TypeError(f"retry() takes a RunFuture, got {type(future).__name__}")
+        if not future.done():
+            raise ValueError(f"run {future.run_id} has not ended: it cannot be retried yet")
+        if future._xs is None:
+            raise ValueError(f"run {future.run_id} was not submitted by a client")
+        return self._submit(future._xs, resume=True)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[RunFuture]:
         """``[submit(fn, *args) for args in zip(*iterables)]``: one run per call."""
@@ -357,17 +382,28 @@ class Client:
         tf = fn if isinstance(fn, TaskFunction) else task(fn)
         return [self.submit(tf(*args)) for args in zip(*iterables, strict=True)]
 
-    async def compute(self, *xs: Any, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+    async def compute(
+        self,
+        *xs: Any,
+        timeout: float | None = None,  # noqa: ASYNC109
+        resume: bool = False,
+    ) -> Any:
         """Compute ``xs`` and return the result.
 
         A node gives its value; a DAG the value of its output, or a tuple for
         several outputs; a list/tuple/dict of nodes the same structure with
         values; several arguments a tuple. If this call is cancelled, so is the run.
         ``timeout``: seconds the whole run may take; past them it is cancelled and
-        :class:`~dagrt.RunTimeoutError` is raised.
+        :class:`~dagrt.RunTimeoutError` is raised. ``resume``: every task whose output
+        an earlier run of the same graph kept (it failed, or was cancelled) or the
+        cache has is taken from there, not run (:meth:`retry`, from another process).
         """
         limit = check_timeout(timeout, "timeout")
-        fut = self.submit(*xs)
+        if not isinstance(resume, bool):
+            raise TypeError(f"resume must be True or False, got {resume!r}")
+        if not xs:
+            raise TypeError("compute() needs something to compute: a node, a DAG or a tree")
+        fut = self._submit(xs, resume=resume) if resume else self.submit(*xs)
         try:
             if limit is None:
                 return await fut
@@ -453,9 +489,19 @@ class Client:
         return self._task_group, self._loop, self._runtime
 
     async def _run(
-        self, runtime: Runtime, fut: RunFuture, dag: DAG, rebuild: Callable[[list[Any]], Any]
+        self,
+        runtime: Runtime,
+        fut: RunFuture,
+        dag: DAG,
+        rebuild: Callable[[list[Any]], Any],
+        resume: bool = False,
     ) -> None:
         if fut.done():  # cancelled before it started
+            return
+        try:
+            plan = await cache_plan(dag, self.cache, resume)
+        except Exception as exc:  # (an argument that cannot be hashed, say)
+            fut._set_exception(exc)
             return
         run_id = fut.run_id
         log = self._log
@@ -483,6 +529,7 @@ class Client:
                     submit_seconds=submit_seconds,
                     failed_task=failed_task,
                     recorder=recorder,
+                    cache=plan,
                 )
 
         try:
@@ -494,7 +541,9 @@ class Client:
 
                 fut._cancel_hook = cancel
                 try:
-                    values = await runtime.run(dag, run_id, recorder, on_submitted=on_submitted)
+                    values = await runtime.run(
+                        dag, run_id, recorder, on_submitted=on_submitted, cache=plan
+                    )
                 except Exception as exc:
                     run_finished("failed", getattr(exc, "task", None))
                     fut._set_exception(exc)
@@ -516,11 +565,14 @@ class Client:
 
 
 @computes_nodes
-def compute(*xs: Any, timeout: float | None = None, **client_options: Any) -> Any:
+def compute(
+    *xs: Any, timeout: float | None = None, resume: bool = False, **client_options: Any
+) -> Any:
     """Compute ``xs`` with a temporary :class:`Client` (for scripts, not async code).
 
     ``client_options`` go to the client, e.g. ``processes=False`` for the
-    in-process runtime; ``timeout`` bounds the run (:meth:`Client.compute`). Inside a
+    in-process runtime; ``timeout`` bounds the run and ``resume`` resumes it
+    (:meth:`Client.compute`). Inside a
     running event loop use ``await client.compute``.
     """
     try:
@@ -535,6 +587,6 @@ def compute(*xs: Any, timeout: float | None = None, **client_options: Any) -> An
 
     async def main() -> Any:
         async with Client(**client_options) as client:
-            return await client.compute(*xs, timeout=timeout)
+            return await client.compute(*xs, timeout=timeout, resume=resume)
 
     return asyncio.run(main())

@@ -24,6 +24,7 @@ from .metrics.run_graph import graph_record
 from .metrics.writer import MetadataStorage
 
 if TYPE_CHECKING:
+    from .caching import CachePlan
     from .graph import DAG
     from .metrics import FlushPolicy
     from .storage import Storage
@@ -132,8 +133,10 @@ class ClientLog:
         submit_seconds: float,
         failed_task: str | None,
         recorder: RunRecorder | None,
+        cache: CachePlan | None = None,
     ) -> None:
-        """Log the run's end, after its task events (the caller then tells the future)."""
+        """Log the run's end, after its task events (the caller then tells the future);
+        ``cache`` says what the cache spared it."""
         log_finished(
             self.metrics,
             run_id,
@@ -142,6 +145,8 @@ class ClientLog:
             submit_seconds=submit_seconds,
             failed_task=failed_task,
             recorder=recorder,
+            from_cache=len(cache.found) if cache is not None else 0,
+            skipped=len(cache.skipped) if cache is not None else 0,
         )
 
 
@@ -184,8 +189,11 @@ def log_finished(
     submit_seconds: float,
     failed_task: str | None,
     recorder: RunRecorder | None,
+    from_cache: int = 0,
+    skipped: int = 0,
 ) -> None:
-    """Log a run's end, after its task events (``recorder``'s, in-process)."""
+    """Log a run's end, after its task events (``recorder``'s, in-process), with the
+    tasks it did not run: ``from_cache`` and ``skipped``."""
     ended = time.time()
     event = RunFinished(
         kind="run-finished",
@@ -195,6 +203,8 @@ def log_finished(
         makespan=ended - submitted,
         failed_task=failed_task,
         submit_seconds=submit_seconds,
+        from_cache=from_cache,
+        skipped=skipped,
     )
     if recorder is not None:
         metrics.remove_source(recorder, then=event)  # after the run's task events

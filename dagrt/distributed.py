@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ import anyio
 
 from . import keys as K
 from . import submission
+from .caching import CachePlan
 from .exceptions import (
     RunNotFoundError,
     RunStalledError,
@@ -149,9 +150,12 @@ class DistributedRuntime:
         run_id: str,
         recorder: Any = None,
         on_submitted: Callable[[float], None] | None = None,
+        cache: CachePlan | None = None,
     ) -> list[Any]:
         """Run ``dag`` on the workers (their events are their own: ``recorder`` is unused);
-        ``on_submitted`` hears the seconds the submission took, once it is done."""
+        ``on_submitted`` hears the seconds the submission took, once it is done;
+        ``cache``: what the run reads from and writes to the cache, and whether it keeps
+        what it finished if it does not finish (:mod:`dagrt.caching`)."""
         storage = self.storage
         assert storage is not None, "DistributedRuntime is not started (use `async with`)"
         wait = self._waits[run_id] = anyio.CancelScope()
@@ -171,10 +175,14 @@ class DistributedRuntime:
                     locality=self.locality,
                     outputs_store=self._outputs_store(),
                     task_timeout=self.task_timeout,
+                    cache=cache,
                 )
             if on_submitted is not None:
                 on_submitted(spec.submit_seconds)
-            return await self._follow(storage, spec, wait)
+            keep = None
+            if cache is not None and cache.keep_failed is not None:
+                keep = functools.partial(submission.keep_finished, storage, spec, dag, cache)
+            return await self._follow(storage, spec, wait, keep)
         finally:
             del self._waits[run_id]
 
@@ -186,10 +194,15 @@ class DistributedRuntime:
         return await self._outputs(storage, spec)
 
     async def _follow(
-        self, storage: Storage, spec: submission.RunSpec, wait: anyio.CancelScope
+        self,
+        storage: Storage,
+        spec: submission.RunSpec,
+        wait: anyio.CancelScope,
+        keep: Callable[[], Awaitable[int]] | None = None,
     ) -> list[Any]:
         """Wait for the run's end and fetch its outputs; stop it unless it ended by
-        itself; delete its keys whatever happened."""
+        itself; ``keep`` what it finished if it did not finish; delete its keys
+        whatever happened."""
         status = "failed"
         try:
             with wait:
@@ -212,6 +225,11 @@ class DistributedRuntime:
             raise
         finally:
             with anyio.CancelScope(shield=True):
+                if keep is not None and status != "finished":
+                    try:
+                        await keep()
+                    except StorageError as exc:
+                        log.warning("run %s: could not keep its outputs: %s", spec.run_id, exc)
                 try:
                     await submission.cleanup(storage, spec, status)
                 except StorageError as exc:  # the keys expire by their TTL anyway

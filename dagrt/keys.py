@@ -26,6 +26,7 @@ __all__ = [
     "log_writer",
     "run_entries",
     "run_record",
+    "cache_entry",
     "new_run_id",
     "sub_run_id",
     "run_key",
@@ -91,11 +92,14 @@ class RunKeys:
     and ``end``, a short-lived tombstone left after the run's keys are deleted. A run
     whose tasks returned graphs (:mod:`dagrt.expand`) has a ``subs`` set (the ids of
     its sub-runs going on); a sub-run has a ``claim`` string (the worker that
-    submitted it: one submission, however many attempts of its task).
+    submitted it: one submission, however many attempts of its task). A run with
+    cached tasks has a ``cache`` hash: the entries their workers write
+    (:mod:`dagrt.caching`).
     """
 
     __slots__ = (
         "_prefix",
+        "cache",
         "claim",
         "deps",
         "done",
@@ -124,6 +128,7 @@ class RunKeys:
         self.wait = run_key(run_id, "wait")  # task index -> the worker that waits for it
         self.subs = run_key(run_id, "subs")  # ids of the run's sub-runs going on
         self.claim = run_key(run_id, "claim")  # a sub-run's: the worker that submitted it
+        self.cache = run_key(run_id, "cache")  # task index -> "<cache key>:<ttl>" to write
 
     def output(self, index: int | str) -> str:
         return f"{self._prefix}o:{index}"
@@ -152,7 +157,13 @@ class RunKeys:
             self.wait,
             self.subs,
             self.claim,
+            self.cache,
         ]
+
+
+def cache_entry(key: str) -> str:
+    """A task's output kept for later runs, by its cache key (:mod:`dagrt.cachekeys`)."""
+    return f"{PREFIX}:cache:{key}"
 
 
 def function(digest: str) -> str:

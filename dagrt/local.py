@@ -16,6 +16,8 @@ their last consumer has run (outputs are kept).
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import os
 import threading
 import time
@@ -27,8 +29,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from . import keys as K
 from . import native_threads
+from .cachekeys import task_keys
+from .caching import frontier
 from .exceptions import (
+    SerializationError,
+    StorageError,
     TaskError,
     TaskTimeout,
     TaskTimeoutError,
@@ -39,13 +46,18 @@ from .expand import has_graph, nested_failure, returned_graph
 from .graph import DAG, Node
 from .keys import sub_run_id
 from .pytree import unflatten
+from .serialize import dumps, loads
+from .storage import commands as C
 from .tasks import check_timeout, retry_wait
 
 if TYPE_CHECKING:
+    from .caching import CachePlan
     from .metrics.recorder import RunRecorder
     from .storage import Storage
 
 __all__ = ["LocalRuntime"]
+
+log = logging.getLogger("dagrt.client")
 
 _SLICE = 0.02  # seconds a drain keeps a thread before letting other runs' drains in
 _PARALLEL_MIN = 2e-4  # tasks shorter than this (seconds) run in one thread per run
@@ -72,6 +84,7 @@ class LocalRuntime:
         worker_id: str | None = None,
         client_id: str = "",
         task_timeout: float | None = None,
+        cache_storage: Storage | None = None,
     ) -> None:
         if threads is None:
             threads = _default_threads()
@@ -82,6 +95,7 @@ class LocalRuntime:
         self.client_id = client_id
         # for task functions that set none
         self.task_timeout = check_timeout(task_timeout, "task_timeout")
+        self.cache_storage = cache_storage  # where cache entries are (dagrt.caching)
         self._limits = native_threads.Limits(native_threads.budget(threads))
         self._executor: ThreadPoolExecutor | None = None
         self._runs: dict[str, _Run] = {}
@@ -127,12 +141,18 @@ class LocalRuntime:
         run_id: str,
         recorder: RunRecorder | None = None,
         on_submitted: Callable[[float], None] | None = None,
+        cache: CachePlan | None = None,
     ) -> list[Any]:
         """Run ``dag``; the values of its outputs, in order (nothing is submitted:
-        ``on_submitted`` is for runtimes that do)."""
+        ``on_submitted`` is for runtimes that do). ``cache``: the values the cache has
+        are read first (those tasks, and the ones only they needed, do not run); the
+        entries to write are written after the run, and what a run that did not finish
+        finished is kept (:mod:`dagrt.caching`)."""
         if self._executor is None:
             raise RuntimeError("LocalRuntime is not started (use `async with`)")
-        run = _Run(self, dag, run_id, asyncio.get_running_loop(), recorder)
+        store = self.cache_storage if cache is not None else None
+        found = await _read_cache(store, dag, cache) if store is not None else {}
+        run = _Run(self, dag, run_id, asyncio.get_running_loop(), recorder, cache, found)
         self._runs[run_id] = run
         try:
             async with anyio.create_task_group() as tg:
@@ -143,6 +163,9 @@ class LocalRuntime:
         finally:
             run.stop()
             del self._runs[run_id]
+            if store is not None and cache is not None:
+                with anyio.CancelScope(shield=True):
+                    await _write_cache(store, dag, cache, run)
         if run.error is not None:
             raise run.error
         return [run.values[i] for i in dag._output_index]
@@ -158,6 +181,8 @@ class _Run:
         run_id: str,
         loop: asyncio.AbstractEventLoop,
         recorder: RunRecorder | None,
+        cache: CachePlan | None = None,
+        found: dict[int, Any] | None = None,
     ) -> None:
         self.runtime = runtime
         self.executor = runtime._executor
@@ -180,6 +205,13 @@ class _Run:
         self.values: list[Any] = [None] * n
         self.attempts = [0] * n
         self.left = n
+        self.done: list[bool] | None = None  # (kept only for a cache plan: what finished)
+        self.skip: set[int] = set()  # tasks the cache spared: found, or only they needed
+        if cache is not None:
+            self.done = [False] * n
+            self.keep |= set(cache.write)  # their values are written after the run
+            if found:
+                self._preset(cache, found)
         self.ready: list[int] = []  # sync tasks, a stack
         self.lock = threading.Lock()
         self.active = 0  # drains queued or running
@@ -192,13 +224,28 @@ class _Run:
         self.finished = asyncio.Event()
         self.task_group: anyio.abc.TaskGroup | None = None
 
+    def _preset(self, cache: CachePlan, found: dict[int, Any]) -> None:
+        """The cache had the values of ``found``: those tasks are done, and the tasks
+        only they needed are left out (their children count them as done)."""
+        skip = cache.found | cache.skipped
+        self.skip = skip
+        assert self.done is not None
+        for i, value in found.items():
+            self.values[i] = value
+            self.done[i] = True
+            for c in self.children[i]:
+                self.remaining[c] -= 1
+        self.left -= len(skip)
+
     # -- starting and stopping ---------------------------------------------------
 
     def start(self) -> None:
         if self.left == 0:
             self.finished.set()
             return
-        roots = [i for i, ps in enumerate(self.parents) if not ps]
+        skip = self.skip
+        remaining = self.remaining
+        roots = [i for i, r in enumerate(remaining) if not r and i not in skip]
         with self.lock:
             for i in reversed(roots):
                 self._push_locked(i, on_loop=True)
@@ -239,6 +286,8 @@ class _Run:
     def _complete_locked(self, i: int, value: Any, on_loop: bool) -> None:
         if i in self.keep or self.consumers[i]:
             self.values[i] = value
+        if self.done is not None:
+            self.done[i] = True
         remaining = self.remaining
         for c in self.children[i]:
             r = remaining[c] - 1
@@ -537,6 +586,60 @@ def _apply(fn: Callable[..., Any], node: Node, leaves: list[Any]) -> Any:
         return fn(*leaves)
     args, kwargs = unflatten(node._treedef, leaves)  # type: ignore[arg-type]
     return fn(*args, **kwargs)
+
+
+async def _read_cache(storage: Storage, dag: DAG, cache: CachePlan | None) -> dict[int, Any]:
+    """The values the cache has of the tasks ``cache`` reads (one MGET; ``cache`` is
+    settled: found, skipped)."""
+    if cache is None or not cache.read:
+        return {}
+    order = sorted(cache.read)
+    frames = await storage.amget([K.cache_entry(cache.read[i]) for i in order])
+    found = {}
+    for i, frame in zip(order, frames, strict=True):
+        if frame is not None:
+            found[i] = await anyio.to_thread.run_sync(
+                functools.partial(loads, frame, what=f"the cache's value of {dag._nodes[i].key}")
+            )
+    cache.settle(dag, set(found))
+    return {i: v for i, v in found.items() if i in cache.found}
+
+
+async def _write_cache(storage: Storage, dag: DAG, cache: CachePlan, run: _Run) -> None:
+    """After a run: write the entries of the cached tasks it ran, and, if it did not
+    finish, keep what it finished that a resumed run needs (``cache.keep_failed``)."""
+    done = run.done
+    assert done is not None
+    ran = {i for i, d in enumerate(done) if d} - cache.found - run.skip
+    entries: list[tuple[str, int, float]] = [
+        (key, i, ttl) for i, (key, ttl) in cache.write.items() if i in ran
+    ]
+    if (run.error is not None or run.left) and cache.keep_failed is not None:
+        # (it failed, or was cancelled)
+        keep = frontier(dag, ran | cache.found) - cache.found - set(cache.write)
+        keys = await anyio.to_thread.run_sync(task_keys, dag, sorted(keep))
+        entries += [(keys[i], i, cache.keep_failed) for i in keep]
+    values = run.values
+    # (a value dropped once its children had it is not needed by a resumed run)
+    entries = [e for e in entries if values[e[1]] is not None or e[1] in run.keep]
+
+    def frames() -> list[C.Cmd]:
+        cmds = []
+        for key, i, ttl in entries:
+            try:
+                frame = dumps(values[i], what=f"the value of {dag._nodes[i].key}")
+            except SerializationError as exc:
+                log.warning("not cached: %s", exc)
+                continue
+            cmds.append(C.set_(K.cache_entry(key), frame, ex=ttl))
+        return cmds
+
+    cmds = await anyio.to_thread.run_sync(frames)
+    if cmds:
+        try:
+            await storage.apipeline(cmds)
+        except StorageError as exc:
+            log.warning("could not write %d cache entries: %s", len(cmds), exc)
 
 
 def _is_graph(value: Any) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 if TYPE_CHECKING:
+    from .caching import CachePlan
     from .graph import DAG
     from .metrics.recorder import RunRecorder
     from .storage import Storage
@@ -55,10 +56,13 @@ class Runtime(Protocol):
         run_id: str,
         recorder: RunRecorder | None = None,
         on_submitted: Callable[[float], None] | None = None,
+        cache: CachePlan | None = None,
     ) -> list[Any]:
         """Run ``dag``; the values of its outputs in order, or its :class:`TaskError`.
         ``recorder`` takes the task events of a run in this process; ``on_submitted``
-        hears the seconds a submission to a server took."""
+        hears the seconds a submission to a server took; ``cache`` says what the run
+        reads from the cache and writes there (filled in: what was found, what was
+        skipped), and whether it keeps what it finished if it does not finish."""
         ...
 
     def cancel(self, run_id: str) -> None:

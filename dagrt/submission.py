@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import keys as K
+from .cachekeys import task_keys
+from .caching import CachePlan, frontier
 from .exceptions import SerializationError
 from .graph import DAG
 from .locality import LocalityOptions
+from .objects.location import MAGIC as LOCATION_MAGIC
 from .records import PICKLED, FunctionEntry, encode_record, sign, spec_digest
 from .scheduler import STOP
 from .serialize import dumps, dumps_function, pack
@@ -32,6 +35,7 @@ __all__ = [
     "RunSpec",
     "cleanup",
     "joined",
+    "keep_finished",
     "outstanding",
     "renew",
     "stop",
@@ -43,6 +47,7 @@ TOMBSTONE_TTL = 3600.0  # seconds the end marker of a finished run stays
 FUNCTION_TTL = 30 * 24 * 3600.0  # seconds a stored function lives after its last submission
 CONTROL_MAXLEN = 10_000  # run ends kept on the control stream
 OUTSTANDING = Script.from_package("outstanding.lua")
+KEEP = Script.from_package("keep.lua")
 OUTSTANDING_CAP = 200_000  # stream entries the watchdog looks at in one call, at most
 
 
@@ -98,6 +103,7 @@ async def submit(
     outputs_store: tuple[str, str] | None = None,
     task_timeout: float | None = None,
     parent: Parent | None = None,
+    cache: CachePlan | None = None,
 ) -> RunSpec:
     """Write ``dag`` as run ``run_id`` and dispatch its roots, in pipelined chunks.
 
@@ -115,10 +121,16 @@ async def submit(
     the run that workers of that store keep there are not sent through the server.
     ``parent``: the run is the graph a task returned (a sub-run): its meta says whose,
     the parent run lists it, and its end puts an entry on the stream that completes
-    that task (``complete.lua``, ``fail.lua``).
+    that task (``complete.lua``, ``fail.lua``). ``cache``: the run's
+    :class:`~dagrt.caching.CachePlan`: the entries found are copied into the run's
+    output keys first (one round trip), those tasks count as done and the tasks they
+    stand for are left out (``cache.found``, ``cache.skipped``); the entries to write
+    go in the run's ``cache`` hash, for the workers.
     """
     t0 = time.perf_counter()
     rk = K.RunKeys(run_id)
+    found = await _found_in_cache(storage, rk, dag, cache)
+    skipped = cache.skipped if cache is not None else set()
     chosen = locality or LocalityOptions()
     locality = chosen.effective()
     run_meta = locality.meta()
@@ -169,6 +181,8 @@ async def submit(
     fields: dict[str, bytes] = {}
     deps: dict[str, int] = {}
     for i, node in enumerate(nodes):
+        if i in skipped:  # (the run needs nothing of it: a task found stands for it)
+            continue
         record, big = encode_record(node, parents[i], children[i], positions[id(node.func)])
         if big is not None:
             digest = spec_digest(big)
@@ -181,20 +195,24 @@ async def submit(
             record[5:] = [PICKLED, dumps((record[6], True), what=f"arguments of {node.key}")]
             packed = pack(record)
         fields[str(i)] = sign(packed, secret)
-        if parents[i]:
-            deps[str(i)] = len(parents[i])
+        if i in found:
+            continue
+        waits = len(parents[i]) if not found else sum(p not in found for p in parents[i])
+        if waits:
+            deps[str(i)] = waits
     for chunk in C.chunks(list(fields.items()), 1000):
         cmds.append(C.hset(rk.tasks, dict(chunk)))
     for chunk in C.chunks(list(deps.items()), 5000):
         cmds.append(C.hset(rk.deps, dict(chunk)))
     outputs = dag._output_index
+    left = n - len(found) - len(skipped)
     cmds.append(
         C.hset(
             rk.meta,
             {
-                "status": "running",
+                "status": "running" if left else "finished",
                 "n": n,
-                "left": n,
+                "left": left,
                 "ttl_ms": int(ttl * 1000),
                 "created": time.time(),
                 "outputs": ",".join(map(str, outputs)),
@@ -214,13 +232,28 @@ async def submit(
     if parent is not None:
         subs = K.RunKeys(parent.run_id).subs
         cmds += [C.Cmd(("SADD", subs, run_id)), C.expire(subs, ttl)]
-    cmds.append(C.hset(rk.done, {"-": "created"}))  # exists from the start, so it has a TTL
+    # (exists from the start, so it has a TTL; tasks found in the cache are done)
+    cmds.append(C.hset(rk.done, {"-": "created", **{str(i): "" for i in found}}))
     cmds.append(C.xadd(rk.progress, {"t": -1}))
     cmds.append(C.xadd(rk.events, {"e": "submitted", "n": n}))
+    if not left:  # every output was found: nothing to run
+        cmds.append(C.xadd(rk.events, {"e": "finished"}))
+    cmds += [C.expire(rk.output(i), ttl) for i in found]
+    writes = {
+        str(i): f"{key}:{ttl_s!r}"
+        for i, (key, ttl_s) in (cache.write.items() if cache is not None else ())
+        if i not in found and i not in skipped
+    }
+    if writes:
+        cmds.append(C.hset(rk.cache, writes))
     for key in rk.fixed():
         cmds.append(C.expire(key, ttl))
     # roots last: a worker may start at once, and everything it needs is there
-    roots = [i for i, ps in enumerate(parents) if not ps]
+    roots = [
+        i
+        for i, ps in enumerate(parents)
+        if i not in found and i not in skipped and str(i) not in deps
+    ]
     cmds += [C.Cmd(("XADD", stream, "*", "r", run_id, "t", i)) for i in roots]
     await storage.apipeline(cmds)
     return RunSpec(
@@ -276,6 +309,22 @@ async def joined(storage: Storage, run_id: str) -> RunSpec | None:
     )
 
 
+async def _found_in_cache(
+    storage: Storage, rk: K.RunKeys, dag: DAG, cache: CachePlan | None
+) -> set[int]:
+    """Copy the cache's entries of the tasks ``cache`` reads into the run's output keys
+    (one round trip; an entry that expired meanwhile is simply not found); the tasks
+    found. ``cache`` is settled (what was found, what is skipped)."""
+    if cache is None or not cache.read:
+        return set()
+    order = sorted(cache.read)
+    copied = await storage.apipeline(
+        [C.Cmd(("COPY", K.cache_entry(cache.read[i]), rk.output(i))) for i in order]
+    )
+    cache.settle(dag, {i for i, ok in zip(order, copied, strict=True) if ok})
+    return cache.found
+
+
 async def _functions_to_store(
     storage: Storage, digests: list[str], known: set[str] | None
 ) -> list[str]:
@@ -320,6 +369,30 @@ async def outstanding(storage: Storage, rk: K.RunKeys, stream: str) -> int | str
             if deeper != 0:
                 return deeper
     return found
+
+
+async def keep_finished(storage: Storage, spec: RunSpec, dag: DAG, cache: CachePlan) -> int:
+    """Keep what a run that did not finish finished, for a resumed run: the outputs a
+    task not finished would read, and the run's outputs (:func:`dagrt.caching.frontier`),
+    under their cache keys, for ``cache.keep_failed`` seconds; how many were kept (an
+    output in a host's store, or kept in a worker's memory only, is not)."""
+    assert cache.keep_failed is not None
+    raw = await storage.ahgetall(spec.keys.done)
+    done = {int(k) for k in raw if k != b"-"}
+    # (not what the cache had or what the run wrote there already: those entries stay
+    # as they are, with their own time to live)
+    keep = sorted(frontier(dag, done) - cache.found - set(cache.write))
+    if not keep:
+        return 0
+    keys = task_keys(dag, keep)
+    pairs = [k for i in keep for k in (spec.keys.output(i), K.cache_entry(keys[i]))]
+    kept = 0
+    for chunk in C.chunks(pairs, 2000):
+        reply = await storage.arun_script(
+            KEEP, chunk, [int(cache.keep_failed * 1000), LOCATION_MAGIC]
+        )
+        kept += int(reply)
+    return kept
 
 
 async def stop(storage: Storage, rk: K.RunKeys, status: str = "cancelled") -> bool:

@@ -107,6 +107,7 @@ class TaskFunction(Generic[P, R]):
         "__dict__",
         "_check",
         "_prefix",
+        "cache",
         "fn",
         "is_async",
         "locality",
@@ -127,6 +128,7 @@ class TaskFunction(Generic[P, R]):
         threads: int | None = None,
         locality: LocalityOptions | dict[str, Any] | bool | None = None,
         timeout: float | None = None,
+        cache: bool | float | None = None,
     ) -> None:
         if isinstance(fn, TaskFunction):  # re-wrapping a task takes its plain function
             fn = fn.__dict__["__wrapped__"]
@@ -158,6 +160,7 @@ class TaskFunction(Generic[P, R]):
         self.retry_delay = float(retry_delay)
         self.threads = threads
         self.timeout = check_timeout(timeout, "timeout")
+        self.cache = check_cache(cache)
         # only the fields given count: the others are the run's (Client(locality=...))
         self.locality = None if locality is None else LocalityOptions.of(locality)
         self.is_async = is_async_callable(fn)
@@ -180,6 +183,7 @@ class TaskFunction(Generic[P, R]):
         threads: int | None = None,
         locality: LocalityOptions | dict[str, Any] | bool | None = None,
         timeout: float | None = None,
+        cache: bool | float | None = None,
     ) -> TaskFunction[P, R]:
         """A copy of this task function with some options replaced."""
         return TaskFunction(
@@ -190,6 +194,7 @@ class TaskFunction(Generic[P, R]):
             threads=self.threads if threads is None else threads,
             locality=self.locality if locality is None else locality,
             timeout=self.timeout if timeout is None else timeout,
+            cache=self.cache if cache is None else cache,
         )
 
     def __repr__(self) -> str:
@@ -219,6 +224,7 @@ class TaskFunction(Generic[P, R]):
                 self.threads,
                 self.locality,
                 self.timeout,
+                self.cache,
             ),
         )
 
@@ -230,6 +236,19 @@ def check_timeout(value: object, what: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"{what} must be a number of seconds > 0 or None, got {value!r}")
     return None if value == float("inf") else float(value)
+
+
+def check_cache(value: object) -> bool | float | None:
+    """``@task(cache=...)``: ``True`` (cache, for the client's policy's time), a number of
+    seconds > 0 (cache for that long), ``False`` (never, whatever the policy) or None
+    (as the policy says); else a ValueError."""
+    if value is None or isinstance(value, bool):
+        return value
+    if not isinstance(value, int | float) or not value > 0:
+        raise ValueError(
+            f"cache must be True, False, None or a number of seconds > 0, got {value!r}"
+        )
+    return float(value)
 
 
 def _lookup(module: str, qualname: str) -> Any:
@@ -249,6 +268,7 @@ def _make_task_function(
     threads: int | None = None,
     locality: LocalityOptions | dict[str, Any] | bool | None = None,
     timeout: float | None = None,
+    cache: bool | float | None = None,
 ) -> TaskFunction[P, R]:
     """A task function from its options in order (what a pickled one is made again
     from, and what ``@task(...)`` makes)."""
@@ -260,6 +280,7 @@ def _make_task_function(
         threads=threads,
         locality=locality,
         timeout=timeout,
+        cache=cache,
     )
 
 
@@ -276,6 +297,7 @@ def task(
     threads: int | None = None,
     locality: LocalityOptions | dict[str, Any] | bool | None = None,
     timeout: float | None = None,
+    cache: bool | float | None = None,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -289,6 +311,7 @@ def task(
     threads: int | None = None,
     locality: LocalityOptions | dict[str, Any] | bool | None = None,
     timeout: float | None = None,
+    cache: bool | float | None = None,
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Make ``fn`` a task: calling it builds a :class:`Node` instead of running.
 
@@ -309,9 +332,14 @@ def task(
     retries are left; then the run fails with :class:`~dagrt.TaskTimeoutError`). An
     ``async def`` task is cancelled; a sync task's thread cannot be stopped: its result
     is discarded, and its thread stays busy until it returns.
+    ``cache``: keep the task's output under a key made of the function's content and
+    its inputs (:mod:`dagrt.cachekeys`), and reuse it in later runs, across clients and
+    restarts, instead of running the task: ``True`` (for the client's policy's time,
+    :class:`~dagrt.CacheOptions`), a number of seconds, or ``False`` (never, even when
+    the client caches every task).
     """
 
     def make(f: Callable[P, R]) -> TaskFunction[P, R]:
-        return _make_task_function(f, name, retries, retry_delay, threads, locality, timeout)
+        return _make_task_function(f, name, retries, retry_delay, threads, locality, timeout, cache)
 
     return make if fn is None else make(fn)

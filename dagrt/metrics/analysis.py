@@ -106,6 +106,9 @@ class RunAnalysis:
     # waits for a child of a large output (delayed I/O) by how they ended: hit, miss,
     # timeout
     holds: dict[str, int] = field(default_factory=dict)
+    # tasks not run: their output was in the cache / the run needed nothing of them
+    from_cache: int = 0
+    skipped: int = 0
     # the task whose returned graph this run is (its run, its key), if it is one
     parent: tuple[str, str] | None = None
     # the runs of the graphs this run's tasks returned (logged by workers: "expanded")
@@ -282,6 +285,8 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
         bytes_avoided_by=avoided_by,
         placements=placements,
         holds=holds,
+        from_cache=finished.from_cache if finished is not None else 0,
+        skipped=finished.skipped if finished is not None else 0,
         parent=(submitted.parent_run, submitted.parent_task)
         if submitted is not None and submitted.parent_run
         else None,

@@ -77,6 +77,8 @@ class RunFinished(Event):
     makespan: float
     failed_task: str | None = None
     submit_seconds: float = 0.0  # how long submitting it took (on workers; 0 in-process)
+    from_cache: int = 0  # tasks whose output the cache had (not run: dagrt.caching)
+    skipped: int = 0  # tasks the run needed nothing of, then (not run)
 
 
 class TaskStarted(Event):

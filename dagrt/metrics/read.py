@@ -74,6 +74,7 @@ class RunSummary:
     started: int = 0  # attempts that logged a task-started
     ended: int = 0  # attempts that logged their end (task-finished or task-failed)
     dropped: int = 0  # events lost to a full buffer (the log's store was away)
+    spared: int = 0  # tasks not run: the cache had them, or only such tasks needed them
 
     last_logged: float = 0.0  # when the run's newest entry was written (wall clock)
 
@@ -97,7 +98,7 @@ class RunSummary:
         if self.ended < self.started:
             return False
         if self.status == "finished":
-            return self.done >= self.n_tasks
+            return self.done + self.spared >= self.n_tasks
         return self.quiet() >= SETTLE
 
     def quiet(self, now: float | None = None) -> float:
@@ -123,6 +124,7 @@ class RunSummary:
             client=text.get("client", ""),
             started=int(text.get("started", 0)),
             ended=int(text.get("ended", 0)),
+            spared=int(text.get("spared", 0)),
             dropped=int(text.get("dropped", 0)),
             last_logged=K.entry_order(text["last"])[0] / 1000 if "last" in text else 0.0,
         )

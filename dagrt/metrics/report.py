@@ -261,6 +261,8 @@ def _series(a: RunAnalysis) -> dict[str, Any]:
         "bytes_avoided_by": a.bytes_avoided_by,
         "placements": a.placements,
         "holds": a.holds,
+        "from_cache": a.from_cache,
+        "skipped": a.skipped,
         "parent": list(a.parent) if a.parent else None,
         "graphs": a.graphs,
         "critical_path": a.critical_path,
@@ -405,6 +407,9 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
 <tr><th>why tasks ran where they did</th><td>{e(_counts(a.placements))}</td></tr>
 <tr><th>waits for a child (delayed I/O)</th><td>{e(_counts(a.holds))}</td></tr>
 <tr><th>attempts past their timeout</th><td>{e(_counts(a.timed_out))}</td></tr>
+<tr><th>tasks not run</th><td>{a.from_cache} found in the cache, {
+        a.skipped
+    } not needed then</td></tr>
 <tr><th>the graph of</th><td>{
         e(
             f"task {a.parent[1]} of run {a.parent[0]}"

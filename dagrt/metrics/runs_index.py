@@ -80,6 +80,7 @@ _FAILED_FINAL = position(TaskFailed, "final")
 _EXC_TYPE = position(TaskFailed, "exc_type")
 _BYTES, _LOCAL = position(Transfer, "bytes"), position(Transfer, "local")
 _STATUS, _MAKESPAN = position(RunFinished, "status"), position(RunFinished, "makespan")
+_FROM_CACHE, _SKIPPED = position(RunFinished, "from_cache"), position(RunFinished, "skipped")
 _N_TASKS, _CLIENT, _RUNTIME = (
     position(RunSubmitted, f) for f in ("n_tasks", "client_id", "runtime")
 )
@@ -144,6 +145,11 @@ def index_updates(
             listed = item[_TS]
         elif code == _RUN_FINISHED:
             fields.update(status=item[_STATUS], finished=item[_TS], makespan=item[_MAKESPAN])
+            spared = (item[_FROM_CACHE] if len(item) > _FROM_CACHE else 0) + (
+                item[_SKIPPED] if len(item) > _SKIPPED else 0
+            )
+            if spared:  # tasks that did not run: the cache had them, or what needed them
+                fields.update(spared=spared)
         elif code == _DROPPED:
             dropped += item[_DROPPED_COUNT]
     counts = {

@@ -217,6 +217,9 @@ class Completer:
             cmds += sending
             if not fits:
                 continue
+            if ctx.cache and m.rec.index in ctx.cache and len(m.frame) <= limit:
+                entry, ttl = ctx.cache[m.rec.index]  # kept for later runs too
+                cmds.append(C.set_(entry, m.frame, ex=ttl))
             items.append(m)
             places.append(place)
         if self.failpoints and items:  # crash tests need the gap between the two

@@ -46,6 +46,18 @@ def _float(raw: bytes | None, default: float | None) -> float | None:
         return default
 
 
+def _cache_entries(raw: dict[bytes, bytes]) -> dict[int, tuple[str, float]]:
+    """A run's ``cache`` hash (index -> ``<key>:<ttl>``); a damaged field is left out."""
+    entries = {}
+    for index, value in raw.items():
+        key, _, ttl = value.decode(errors="replace").partition(":")
+        try:
+            entries[int(index)] = (K.cache_entry(key), float(ttl))
+        except ValueError:
+            continue
+    return entries
+
+
 class Switches:
     """The locality switches that a task's completion goes by (its run's, or its
     function's own: ``@task(locality=...)``), read from the run's meta fields
@@ -92,8 +104,11 @@ class RunContext:
         meta: dict[bytes, bytes],
         records: dict[bytes, bytes],
         secret: bytes | None,
+        cache: dict[bytes, bytes] | None = None,
     ) -> None:
         self.run_id = run_id
+        # task index -> (cache entry key, seconds): outputs kept for later runs too
+        self.cache = _cache_entries(cache or {})
         self.keys = K.RunKeys(run_id)
         self.n = int(meta.get(b"n", b"0"))
         self.ttl_ms = int(meta.get(b"ttl_ms", b"86400000"))
@@ -163,10 +178,12 @@ class RunTable:
         done = self._loading[run_id] = anyio.Event()
         try:
             rk = K.RunKeys(run_id)
-            meta, records = await self.storage.apipeline([C.hgetall(rk.meta), C.hgetall(rk.tasks)])
+            meta, records, cache = await self.storage.apipeline(
+                [C.hgetall(rk.meta), C.hgetall(rk.tasks), C.hgetall(rk.cache)]
+            )
             if not meta:
                 return None
-            ctx = RunContext(run_id, meta, records, self.secret)
+            ctx = RunContext(run_id, meta, records, self.secret, cache)
             self._runs[run_id] = ctx
             while len(self._runs) > self.max_runs:
                 self._runs.popitem(last=False)

@@ -146,6 +146,15 @@ def strlen(db: Keyspace, a: Args) -> Any:
     return 0 if value is None else len(value)
 
 
+def getrange(db: Keyspace, a: Args) -> Any:
+    """``GETRANGE key start end`` (inclusive; negative offsets count from the end)."""
+    value = db.typed(key(a[0]), bytes) or b""
+    start, end = integer(a[1]), integer(a[2])
+    n = len(value)
+    start, end = (start + n if start < 0 else start), (end + n if end < 0 else end)
+    return value[max(0, start) : max(0, min(end, n - 1) + 1)]
+
+
 # --------------------------------------------------------------------------- hashes
 
 
@@ -410,6 +419,7 @@ COMMANDS: dict[str, Command] = {
     "PEXPIRE": pexpire,
     "PTTL": pttl,
     "STRLEN": strlen,
+    "GETRANGE": getrange,
     "HSET": hset,
     "HSETNX": hsetnx,
     "HEXISTS": hexists,
