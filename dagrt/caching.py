@@ -121,7 +121,7 @@ class CachePlan:
         funcs = dag._funcs
         cached = {
             f: _ttl(f.cache, options)
-            for f in set(funcs)
+            for f in dag._distinct
             if f.cache is not False and (f.cache or options.all_tasks)
         }
         if not cached and not resume:
@@ -145,7 +145,7 @@ class CachePlan:
 
 async def cache_plan(dag: DAG, options: CacheOptions, resume: bool) -> CachePlan | None:
     """:meth:`CachePlan.of`, in a thread when it hashes (arguments may be large)."""
-    if resume or options.all_tasks or any(f.cache for f in set(dag._funcs)):
+    if resume or options.all_tasks or any(f.cache for f in dag._distinct):
         return await anyio.to_thread.run_sync(CachePlan.of, dag, options, resume)
     return CachePlan.of(dag, options, resume)
 

@@ -296,6 +296,7 @@ class DAG:
     __slots__ = (
         "__weakref__",
         "_children",
+        "_distinct",
         "_funcs",
         "_index",
         "_nodes",
@@ -307,6 +308,7 @@ class DAG:
     outputs: tuple[Node, ...]
     _nodes: list[Node]
     _funcs: list[TaskFunction[..., Any]]
+    _distinct: frozenset[TaskFunction[..., Any]]  # each function once
     _index: dict[str, int]
     _parents: list[tuple[int, ...]]
     _children: list[tuple[int, ...]]
@@ -338,6 +340,7 @@ class DAG:
         self.outputs = tuple(outputs)
         self._nodes = order
         self._funcs = list(map(_FUNC, order))  # the runtimes look a node's function up per task
+        self._distinct = frozenset(self._funcs)
         self._index = index
         self._parents = parents
         self._children = [tuple(c) for c in children]

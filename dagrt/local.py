@@ -608,14 +608,16 @@ async def _read_cache(storage: Storage, dag: DAG, cache: CachePlan | None) -> di
 async def _write_cache(storage: Storage, dag: DAG, cache: CachePlan, run: _Run) -> None:
     """After a run: write the entries of the cached tasks it ran, and, if it did not
     finish, keep what it finished that a resumed run needs (``cache.keep_failed``)."""
+    failed = run.error is not None or run.left > 0  # (or cancelled)
+    if not cache.write and not (failed and cache.keep_failed is not None):
+        return  # (the common case: nothing to write)
     done = run.done
     assert done is not None
     ran = {i for i, d in enumerate(done) if d} - cache.found - run.skip
     entries: list[tuple[str, int, float]] = [
         (key, i, ttl) for i, (key, ttl) in cache.write.items() if i in ran
     ]
-    if (run.error is not None or run.left) and cache.keep_failed is not None:
-        # (it failed, or was cancelled)
+    if failed and cache.keep_failed is not None:
         keep = frontier(dag, ran | cache.found) - cache.found - set(cache.write)
         keys = await anyio.to_thread.run_sync(task_keys, dag, sorted(keep))
         entries += [(keys[i], i, cache.keep_failed) for i in keep]

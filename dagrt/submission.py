@@ -181,7 +181,7 @@ async def submit(
     fields: dict[str, bytes] = {}
     deps: dict[str, int] = {}
     for i, node in enumerate(nodes):
-        if i in skipped:  # (the run needs nothing of it: a task found stands for it)
+        if skipped and i in skipped:  # (the run needs nothing of it: found ones stand for it)
             continue
         record, big = encode_record(node, parents[i], children[i], positions[id(node.func)])
         if big is not None:
@@ -195,7 +195,7 @@ async def submit(
             record[5:] = [PICKLED, dumps((record[6], True), what=f"arguments of {node.key}")]
             packed = pack(record)
         fields[str(i)] = sign(packed, secret)
-        if i in found:
+        if found and i in found:
             continue
         waits = len(parents[i]) if not found else sum(p not in found for p in parents[i])
         if waits:
@@ -249,11 +249,10 @@ async def submit(
     for key in rk.fixed():
         cmds.append(C.expire(key, ttl))
     # roots last: a worker may start at once, and everything it needs is there
-    roots = [
-        i
-        for i, ps in enumerate(parents)
-        if i not in found and i not in skipped and str(i) not in deps
-    ]
+    if found:  # (tasks whose parents were all found are roots now)
+        roots = [i for i in range(n) if i not in found and i not in skipped and str(i) not in deps]
+    else:
+        roots = [i for i, ps in enumerate(parents) if not ps]
     cmds += [C.Cmd(("XADD", stream, "*", "r", run_id, "t", i)) for i in roots]
     await storage.apipeline(cmds)
     return RunSpec(
