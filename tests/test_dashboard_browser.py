@@ -399,6 +399,41 @@ def test_a_failing_task_is_red_with_its_error(pool: Pool, pages: Callable[[], Pa
     assert page.page.get_by_test_id("run-status").inner_text() == "failed"
 
 
+@dagrt.task
+def fan_of(n: int) -> Any:
+    return collect(*[inc(i) for i in range(n)])
+
+
+@dagrt.task(cache=True)
+def kept_once(token: str) -> int:
+    return len(token)
+
+
+def test_the_runs_list_shows_returned_graphs_and_what_the_cache_spared(
+    pool: Pool, pages: Callable[[], Page]
+) -> None:
+    """A task that returned a graph: its sub-run is listed as the graph of that task,
+    linked to its run. A run whose cached task was found: the list says so."""
+    run_id, _ = submit(pool.url, fan_of(3)).result(60)
+    sub = K.sub_run_id(run_id, 0)
+    token = os.urandom(4).hex()
+    submit(pool.url, inc(kept_once(token))).result(60)
+    again, value = submit(pool.url, inc(kept_once(token))).result(60)
+    assert value == 9
+    logged(pool.url, again, 1)
+    page = pages().open("#/")
+    parent = page.page.get_by_test_id(f"run-parent-{sub}")
+    parent.wait_for(timeout=30_000)
+    assert run_id in parent.inner_text()
+    row = page.page.get_by_test_id(f"run-row-{again}")
+    row.wait_for(timeout=30_000)
+    page.wait(
+        f"document.querySelector('[data-testid=\"run-row-{again}\"]')"
+        ".children[5].textContent === '1'"
+    )
+    assert page.errors == []
+
+
 # --------------------------------------------------------------------------- robustness
 
 

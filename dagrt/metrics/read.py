@@ -75,6 +75,8 @@ class RunSummary:
     ended: int = 0  # attempts that logged their end (task-finished or task-failed)
     dropped: int = 0  # events lost to a full buffer (the log's store was away)
     spared: int = 0  # tasks not run: the cache had them, or only such tasks needed them
+    parent_run: str = ""  # a sub-run: the run of the task whose returned graph it is
+    parent_task: str = ""  # ... and that task's key
 
     last_logged: float = 0.0  # when the run's newest entry was written (wall clock)
 
@@ -125,6 +127,8 @@ class RunSummary:
             started=int(text.get("started", 0)),
             ended=int(text.get("ended", 0)),
             spared=int(text.get("spared", 0)),
+            parent_run=text.get("parent_run", ""),
+            parent_task=text.get("parent_task", ""),
             dropped=int(text.get("dropped", 0)),
             last_logged=K.entry_order(text["last"])[0] / 1000 if "last" in text else 0.0,
         )

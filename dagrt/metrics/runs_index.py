@@ -81,8 +81,9 @@ _EXC_TYPE = position(TaskFailed, "exc_type")
 _BYTES, _LOCAL = position(Transfer, "bytes"), position(Transfer, "local")
 _STATUS, _MAKESPAN = position(RunFinished, "status"), position(RunFinished, "makespan")
 _FROM_CACHE, _SKIPPED = position(RunFinished, "from_cache"), position(RunFinished, "skipped")
-_N_TASKS, _CLIENT, _RUNTIME = (
-    position(RunSubmitted, f) for f in ("n_tasks", "client_id", "runtime")
+_N_TASKS, _CLIENT, _RUNTIME, _PARENT_RUN, _PARENT_TASK = (
+    position(RunSubmitted, f)
+    for f in ("n_tasks", "client_id", "runtime", "parent_run", "parent_task")
 )
 _BATCH_WORKER = position(TasksFinished, "worker_id")
 _DROPPED_COUNT = position(EventsDropped, "count")
@@ -142,6 +143,8 @@ def index_updates(
                 client=item[_CLIENT] if len(item) > _CLIENT else "",
                 runtime=item[_RUNTIME] if len(item) > _RUNTIME else "",
             )
+            if len(item) > _PARENT_TASK and item[_PARENT_RUN]:  # the graph a task returned
+                fields.update(parent_run=item[_PARENT_RUN], parent_task=item[_PARENT_TASK])
             listed = item[_TS]
         elif code == _RUN_FINISHED:
             fields.update(status=item[_STATUS], finished=item[_TS], makespan=item[_MAKESPAN])

@@ -13,6 +13,11 @@ export interface RunSummary {
   makespan: number | null;
   bytes_moved: number;
   workers: string[];
+  /** tasks not run: the cache had them, or only such tasks needed them */
+  spared?: number;
+  /** a sub-run (the graph a task returned): that task's run and key */
+  parent_run?: string;
+  parent_task?: string;
   first?: string;
   last?: string;
 }

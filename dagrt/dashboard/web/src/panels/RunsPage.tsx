@@ -24,6 +24,9 @@ export function RunsPage({ model }: { model: RunsModel }) {
               <th class="num">tasks</th>
               <th class="num">done</th>
               <th class="num">failed</th>
+              <th class="num" title="not run: found in the cache, or only such tasks needed them">
+                from cache
+              </th>
               <th class="num">remaining</th>
               <th class="num">makespan</th>
               <th class="num">bytes moved</th>
@@ -33,15 +36,26 @@ export function RunsPage({ model }: { model: RunsModel }) {
           </thead>
           <tbody>
             {model.runs.map((run) => {
-              const remaining = Math.max(0, run.n_tasks - run.done - run.failed);
+              const spared = run.spared ?? 0;
+              const remaining = Math.max(0, run.n_tasks - run.done - run.failed - spared);
               return (
                 <tr key={run.run_id} data-testid={`run-row-${run.run_id}`}
                   onClick={() => { location.hash = `#/run/${run.run_id}`; }}>
-                  <td class="mono"><a href={`#/run/${run.run_id}`}>{run.run_id}</a></td>
+                  <td class="mono">
+                    <a href={`#/run/${run.run_id}`}>{run.run_id}</a>
+                    {run.parent_run && (
+                      <div class="sub" data-testid={`run-parent-${run.run_id}`}
+                        title="the graph a task of that run returned">
+                        graph of {run.parent_task} in{' '}
+                        <a href={`#/run/${run.parent_run}`}>{run.parent_run}</a>
+                      </div>
+                    )}
+                  </td>
                   <td><StatusBadge status={run.status} /></td>
                   <td class="num">{run.n_tasks}</td>
                   <td class="num">{run.done}</td>
                   <td class="num">{run.failed}</td>
+                  <td class="num">{spared || '–'}</td>
                   <td class="num">{run.status === 'running' ? remaining : remaining || '–'}</td>
                   <td class="num">{formatSeconds(run.makespan)}</td>
                   <td class="num">{formatBytes(run.bytes_moved)}</td>
@@ -51,7 +65,7 @@ export function RunsPage({ model }: { model: RunsModel }) {
               );
             })}
             {model.ready && model.runs.length === 0 && (
-              <tr><td colSpan={10} class="empty">no runs in the event log yet</td></tr>
+              <tr><td colSpan={11} class="empty">no runs in the event log yet</td></tr>
             )}
           </tbody>
         </table>
