@@ -40,6 +40,7 @@ __all__ = [
     "CachePlan",
     "cache_plan",
     "cache_storage",
+    "nested_plan",
     "frontier",
     "needed",
 ]
@@ -109,6 +110,7 @@ class CachePlan:
     read: dict[int, str]
     write: dict[int, tuple[str, float]]
     keep_failed: float | None  # seconds a failed run's outputs live; None: not kept
+    options: CacheOptions | None = None  # the policy it was made under (for sub-runs)
     found: set[int] = field(default_factory=set)
     skipped: set[int] = field(default_factory=set)
 
@@ -125,7 +127,9 @@ class CachePlan:
             if f.cache is not False and (f.cache or options.all_tasks)
         }
         if not cached and not resume:
-            return None if not options.keep_failed else cls({}, {}, options.keep_failed_ttl)
+            if not options.keep_failed:
+                return None
+            return cls({}, {}, options.keep_failed_ttl, options)
         writes = [i for i, f in enumerate(funcs) if f in cached]
         reads = range(len(funcs)) if resume else (writes if options.read else [])
         keys = task_keys(dag, [*writes, *reads])
@@ -133,6 +137,7 @@ class CachePlan:
             read={i: keys[i] for i in reads},
             write={i: (keys[i], cached[funcs[i]]) for i in writes},
             keep_failed=options.keep_failed_ttl if options.keep_failed else None,
+            options=options,
         )
 
     def settle(self, dag: DAG, found: set[int]) -> None:
@@ -148,6 +153,15 @@ async def cache_plan(dag: DAG, options: CacheOptions, resume: bool) -> CachePlan
     if resume or options.all_tasks or any(f.cache for f in dag._distinct):
         return await anyio.to_thread.run_sync(CachePlan.of, dag, options, resume)
     return CachePlan.of(dag, options, resume)
+
+
+async def nested_plan(options: CacheOptions | None, dag: DAG) -> CachePlan | None:
+    """The plan of the graph a task returned, under its run's policy ``options``: its
+    cached tasks read and write the cache as any run's; what it finished is not kept if
+    it fails (its parent run keeps its own)."""
+    if options is None:
+        return None
+    return await cache_plan(dag, options.model_copy(update={"keep_failed": False}), False)
 
 
 _STORAGES: dict[str | None, Storage] = {}

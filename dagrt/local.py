@@ -32,7 +32,7 @@ import anyio.abc
 from . import keys as K
 from . import native_threads
 from .cachekeys import task_keys
-from .caching import frontier
+from .caching import frontier, nested_plan
 from .exceptions import (
     SerializationError,
     StorageError,
@@ -185,6 +185,7 @@ class _Run:
         found: dict[int, Any] | None = None,
     ) -> None:
         self.runtime = runtime
+        self.cache = cache  # (its policy goes to the graphs its tasks return)
         self.executor = runtime._executor
         self.run_id = run_id
         self.loop = loop
@@ -547,9 +548,10 @@ class _Run:
     async def _sub_run(self, dag: DAG, sub: str, key: str) -> list[Any]:
         """Run ``dag`` as run ``sub``, logged (when this run is) as a run of its own
         whose parent is this run's task ``key``."""
+        plan = await nested_plan(self.cache.options if self.cache else None, dag)
         parent = self.recorder
         if parent is None:
-            return await self.runtime.run(dag, sub)
+            return await self.runtime.run(dag, sub, cache=plan)
         from .clientlog import log_finished, log_submitted
         from .metrics.recorder import RunRecorder
 
@@ -563,7 +565,7 @@ class _Run:
         status: Any = "cancelled"
         failed: str | None = None
         try:
-            values = await self.runtime.run(dag, sub, recorder)
+            values = await self.runtime.run(dag, sub, recorder, cache=plan)
             status = "finished"
             return values
         except Exception as exc:
@@ -578,6 +580,8 @@ class _Run:
                 submit_seconds=0.0,
                 failed_task=failed,
                 recorder=recorder,
+                from_cache=len(plan.found) if plan is not None else 0,
+                skipped=len(plan.skipped) if plan is not None else 0,
             )
 
 

@@ -222,6 +222,10 @@ async def submit(
                 # what a worker that joins the run needs (a sub-run: dagrt.expand)
                 "task_timeout": "" if task_timeout is None else repr(task_timeout),
                 "copies": "1" if upload_all else "0",
+                # the cache policy, for the graphs its tasks return (dagrt.caching)
+                "cache": cache.options.model_dump_json(exclude={"url"})
+                if cache is not None and cache.options is not None
+                else "",
                 "outputs_host": outputs_store[0] if outputs_store else "",
                 "outputs_root": outputs_store[1] if outputs_store else "",
                 "fns": sign(pack(table), secret),
@@ -238,6 +242,8 @@ async def submit(
     cmds.append(C.xadd(rk.events, {"e": "submitted", "n": n}))
     if not left:  # every output was found: nothing to run
         cmds.append(C.xadd(rk.events, {"e": "finished"}))
+        if parent is not None:  # (as complete.lua does at a sub-run's end)
+            cmds.append(C.xadd(stream, {"r": parent.run_id, "t": parent.index, "x": "1"}))
     cmds += [C.expire(rk.output(i), ttl) for i in found]
     writes = {
         str(i): f"{key}:{ttl_s!r}"

@@ -198,6 +198,23 @@ async def test_another_process_finds_the_entries(pool: Pool, tmp_path: Path) -> 
     assert what_ran(log) == ["summarize"]
 
 
+@dagrt.task
+def fan_of_prepared(log: str, n: int) -> Any:
+    """A fan-out known when it runs, of cached tasks (dagrt.expand)."""
+    return [prepare(log, load(log, i)) for i in range(n)]
+
+
+async def test_cached_tasks_in_a_returned_graph_are_cached_too(
+    any_client: dagrt.Client, tmp_path: Path
+) -> None:
+    log = tmp_path / "ran"
+    expected = [[2 * x for x in range(i)] for i in range(3)]
+    assert await any_client.compute(fan_of_prepared(str(log), 3)) == expected
+    assert sorted(what_ran(log)) == ["load"] * 3 + ["prepare"] * 3
+    assert await any_client.compute(fan_of_prepared(str(log), 3)) == expected
+    assert what_ran(log) == []  # the graph's outputs were all in the cache
+
+
 # --------------------------------------------------------------------------- resuming
 
 

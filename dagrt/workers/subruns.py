@@ -29,6 +29,7 @@ import anyio
 
 from .. import keys as K
 from .. import submission
+from ..caching import CacheOptions, nested_plan
 from ..clientlog import log_finished, log_submitted
 from ..distributed import DistributedRuntime, task_error
 from ..exceptions import RunNotFoundError, SerializationError
@@ -46,6 +47,17 @@ from .settings import WorkerSettings
 from .tasklog import TaskLog
 
 __all__ = ["Resumed", "SubRunFailed", "SubRuns"]
+
+
+def _policy(ctx: RunContext) -> CacheOptions | None:
+    """The cache policy of the run (its meta's ``cache``; none if it has none)."""
+    raw = ctx.meta.get(b"cache")
+    if not raw:
+        return None
+    try:
+        return CacheOptions.model_validate_json(raw)
+    except ValueError:  # (damaged, or from another dagrt: the graph runs uncached)
+        return None
 
 
 class SubRunFailed(Exception):
@@ -114,6 +126,7 @@ class SubRuns:
         ttl = ctx.ttl_ms / 1000
         with anyio.CancelScope(shield=True):  # whole or not at all (as a client's)
             if await self._claim(sub, ttl):
+                plan = await nested_plan(_policy(ctx), dag)
                 submitted = time.time()
                 await submission.submit(
                     storage,
@@ -126,6 +139,7 @@ class SubRuns:
                     client_id=self.worker,
                     locality=LocalityOptions.from_meta(ctx.meta),
                     task_timeout=ctx.task_timeout,
+                    cache=plan,
                     parent=submission.Parent(
                         ctx.run_id,
                         rec.index,
