@@ -15,15 +15,18 @@ other packages it calls (a new version of a library is the same key). The Python
 version is part of it (bytecode differs between versions).
 
 *Constant arguments* are hashed by their pickled bytes (protocol 5, the buffers of
-arrays included: their content, however large). Values that pickle differently from
-one process to the next (a set of strings: its order follows the process's hash seed)
-may miss the cache across processes; they never hit wrongly.
+arrays included: their content, however large); a function or class among them by
+its content, as above, and a bound method by its function and its object's state.
+Values that pickle differently from one process to the next (a set of strings: its
+order follows the process's hash seed) may miss the cache across processes; they never
+hit wrongly.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import pickle
 import sys
 import types
@@ -43,7 +46,6 @@ __all__ = ["function_key", "task_keys"]
 _VERSION = b"dagrt-cache-1:" + sys.version.split()[0].encode()
 _PLAIN = (int, float, complex, str, bytes, bool, type(None))
 _MAX_DEPTH = 8  # functions named by functions named by ... followed this deep
-_FUNCTION_KEYS: dict[int, tuple[Any, str]] = {}  # id(fn) -> (fn, key): the fn kept alive
 
 
 def _plain(value: Any) -> bool:
@@ -52,11 +54,25 @@ def _plain(value: Any) -> bool:
     return isinstance(value, tuple | frozenset) and all(_plain(v) for v in value)
 
 
+class _Hashing(pickle.Pickler):
+    """A pickler for hashing: functions and classes inside a value stand for their
+    content (pickle would name them only: an edited function would keep its key)."""
+
+    def persistent_id(self, obj: Any) -> str | None:
+        if isinstance(obj, types.FunctionType | types.MethodType | type | functools.partial):
+            sub = hashlib.sha256()
+            _feed_callable(sub, obj, set(), 0)
+            return "callable:" + sub.hexdigest()
+        return None
+
+
 def _feed_value(h: Any, value: Any) -> None:
     """Feed ``value``'s pickled bytes (and its out-of-band buffers) to ``h``."""
     buffers: list[pickle.PickleBuffer] = []
+    out = io.BytesIO()
     try:
-        payload = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        _Hashing(out, protocol=5, buffer_callback=buffers.append).dump(value)
+        payload = out.getvalue()
     except Exception:
         buffers.clear()
         payload = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
@@ -93,6 +109,9 @@ def _feed_callable(h: Any, fn: Any, seen: set[int], depth: int) -> None:
         h.update(b"<seen>")
         return
     seen.add(id(fn))
+    if isinstance(fn, types.MethodType):  # a bound method: its object's state counts
+        _feed_value_or_name(h, fn.__self__, seen, depth)
+        fn = fn.__func__
     while isinstance(fn, functools.partial):
         _feed_value_or_name(h, (fn.args, fn.keywords), seen, depth)
         fn = fn.func
@@ -155,15 +174,11 @@ def _feed_value_or_name(h: Any, value: Any, seen: set[int], depth: int) -> None:
 
 
 def function_key(tf: TaskFunction[..., Any]) -> str:
-    """The hash of a task function's content (cached per function object)."""
-    known = _FUNCTION_KEYS.get(id(tf))
-    if known is not None and known[0] is tf:
-        return known[1]
+    """The hash of a task function's content, as it is now (made again each time: a
+    helper or a constant it names may have been redefined since, in a notebook)."""
     h = hashlib.sha256(_VERSION)
     _feed_callable(h, tf.fn, set(), 0)
-    key = h.hexdigest()
-    _FUNCTION_KEYS[id(tf)] = (tf, key)
-    return key
+    return h.hexdigest()
 
 
 def task_keys(dag: DAG, wanted: Iterable[int]) -> dict[int, str]:
@@ -178,10 +193,14 @@ def task_keys(dag: DAG, wanted: Iterable[int]) -> dict[int, str]:
             need.add(i)
             stack.extend(parents[i])
     keys: dict[int, str] = {}
+    functions: dict[int, str] = {}  # id(task function) -> its key, for this call only
     for i in sorted(need):  # (parents come before their children: topological order)
         node = nodes[i]
         h = hashlib.sha256(_VERSION)
-        h.update(function_key(node.func).encode())
+        fkey = functions.get(id(node.func))
+        if fkey is None:
+            fkey = functions[id(node.func)] = function_key(node.func)
+        h.update(fkey.encode())
         slots = dict(node._slots)
         _feed_value(h, node._treedef)
         ps = parents[i]

@@ -131,7 +131,9 @@ class CachePlan:
                 return None
             return cls({}, {}, options.keep_failed_ttl, options)
         writes = [i for i, f in enumerate(funcs) if f in cached]
-        reads = range(len(funcs)) if resume else (writes if options.read else [])
+        reads: list[int] | range = writes if options.read else []
+        if resume:  # every task's, but those that say their output is not to reuse
+            reads = [i for i, f in enumerate(funcs) if f.cache is not False]
         keys = task_keys(dag, [*writes, *reads])
         return cls(
             read={i: keys[i] for i in reads},

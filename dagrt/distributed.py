@@ -228,7 +228,7 @@ class DistributedRuntime:
                 if keep is not None and status != "finished":
                     try:
                         await keep()
-                    except StorageError as exc:
+                    except Exception as exc:  # (never in place of the run's own outcome)
                         log.warning("run %s: could not keep its outputs: %s", spec.run_id, exc)
                 try:
                     await submission.cleanup(storage, spec, status)

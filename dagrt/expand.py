@@ -6,9 +6,10 @@ then known only when the task runs. (Nodes inside objects of other types, which
 dagrt does not walk, are returned as they are, like any value.) The graph runs as a
 run of its own, a *sub-run*, with an id derived from the task's (:func:`dagrt.keys.sub_run_id`);
 the task's value is the graph's result, in the shape returned, and its children see
-that. Nothing holds a thread or a slot while the graph runs: in-process the task
-awaits it on the event loop; on workers nobody waits at all (the sub-run's end
-completes the task: :mod:`dagrt.workers.subruns`).
+that. (In process, the graph must be one the task built during its call: a node
+built before it and returned is a value there.) Nothing holds a thread or a slot while
+the graph runs: in-process the task awaits it on the event loop; on workers nobody
+waits at all (the sub-run's end completes the task: :mod:`dagrt.workers.subruns`).
 
 A failure in the graph fails the task that returned it, with the original exception
 and the failing task's traceback (:func:`nested_failure`): each task of the graph

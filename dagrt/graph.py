@@ -43,6 +43,9 @@ __all__ = [
 
 _counter = itertools.count(1)
 _salt = os.urandom(2).hex()
+#: nodes built in this process so far: a call during which it did not change built no
+#: node, so its result holds no new graph (the in-process runtime looks no further)
+built = 0
 
 
 def _reset_after_fork() -> None:
@@ -122,6 +125,8 @@ class Node:
         else:
             leaves, treedef = flatten((args, kwargs))
         deps, slots = _link(leaves)
+        global built
+        built += 1
         node = object.__new__(cls)
         node.key = f"{func._prefix}-{_salt}-{next(_counter)}"
         node.func = func

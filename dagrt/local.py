@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from . import graph as _graph
 from . import keys as K
 from . import native_threads
 from .cachekeys import task_keys
@@ -165,7 +166,10 @@ class LocalRuntime:
             del self._runs[run_id]
             if store is not None and cache is not None:
                 with anyio.CancelScope(shield=True):
-                    await _write_cache(store, dag, cache, run)
+                    try:
+                        await _write_cache(store, dag, cache, run)
+                    except Exception as exc:  # (never in place of the run's own outcome)
+                        log.warning("run %s: the cache was not written: %s", run_id, exc)
         if run.error is not None:
             raise run.error
         return [run.values[i] for i in dag._output_index]
@@ -231,11 +235,15 @@ class _Run:
         skip = cache.found | cache.skipped
         self.skip = skip
         assert self.done is not None
+        remaining = self.remaining
         for i, value in found.items():
             self.values[i] = value
             self.done[i] = True
             for c in self.children[i]:
-                self.remaining[c] -= 1
+                remaining[c] -= 1
+        never = -(len(remaining) + 1)  # (no completion of a parent makes these ready)
+        for i in skip:
+            remaining[i] = never
         self.left -= len(skip)
 
     # -- starting and stopping ---------------------------------------------------
@@ -244,9 +252,8 @@ class _Run:
         if self.left == 0:
             self.finished.set()
             return
-        skip = self.skip
         remaining = self.remaining
-        roots = [i for i, r in enumerate(remaining) if not r and i not in skip]
+        roots = [i for i, r in enumerate(remaining) if not r]
         with self.lock:
             for i in reversed(roots):
                 self._push_locked(i, on_loop=True)
@@ -443,6 +450,7 @@ class _Run:
         clock = time.perf_counter
         while i is not None:
             t0 = clock()
+            before = _graph.built
             try:
                 seconds = self._timeout(i)
                 value = self._call(i) if seconds is None else self._call_timed(i, seconds)
@@ -450,6 +458,8 @@ class _Run:
             except BaseException as exc:
                 failed = exc
             elapsed = clock() - t0
+            # (looked into only if the call built nodes, and outside the run's lock)
+            expanding = failed is None and _graph.built != before and _is_graph(value)
             func = funcs[i]
             if recorder is not None:
                 if failed is None:
@@ -466,7 +476,7 @@ class _Run:
                 if self.long[i]:
                     self.in_long -= 1
                 if failed is None:
-                    if _is_graph(value):  # the task completes when its graph has run
+                    if expanding:  # the task completes when the graph it returned has run
                         self.loop.call_soon_threadsafe(self._start_expand, i, value)
                     else:
                         self._complete_locked(i, value, on_loop=False)
@@ -487,6 +497,7 @@ class _Run:
             recorder.task_started(i, attempt, "loop")
         t0 = time.perf_counter()
         limit = self._timeout(i)
+        before = _graph.built
         try:
             with anyio.move_on_after(limit) as scope:  # (None: no limit)
                 value = await self._call(i)
@@ -502,7 +513,7 @@ class _Run:
             return
         if recorder is not None:
             recorder.task_finished(i, attempt, t0, time.perf_counter() - t0, "loop")
-        if _is_graph(value):
+        if _graph.built != before and _is_graph(value):
             await self._expand(i, value)
             return
         with self.lock:
@@ -623,6 +634,7 @@ async def _write_cache(storage: Storage, dag: DAG, cache: CachePlan, run: _Run) 
     ]
     if failed and cache.keep_failed is not None:
         keep = frontier(dag, ran | cache.found) - cache.found - set(cache.write)
+        keep = {i for i in keep if dag._funcs[i].cache is not False}
         keys = await anyio.to_thread.run_sync(task_keys, dag, sorted(keep))
         entries += [(keys[i], i, cache.keep_failed) for i in keep]
     values = run.values
@@ -649,8 +661,9 @@ async def _write_cache(storage: Storage, dag: DAG, cache: CachePlan, run: _Run) 
 
 
 def _is_graph(value: Any) -> bool:
-    """Does a task's result hold a graph to run? (Values of other types are not
-    looked into: ints and arrays cost a set lookup.)"""
+    """Does a task's result hold a graph to run? Asked only of a call that built
+    nodes (``graph.built`` changed: in process, the graph a task returns is one it
+    built); values of types that hold none are not looked into."""
     t = type(value)
     if t is Node or t is DAG:
         return True

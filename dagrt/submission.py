@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
+
 from . import keys as K
 from .cachekeys import task_keys
 from .caching import CachePlan, frontier
@@ -181,8 +183,6 @@ async def submit(
     fields: dict[str, bytes] = {}
     deps: dict[str, int] = {}
     for i, node in enumerate(nodes):
-        if skipped and i in skipped:  # (the run needs nothing of it: found ones stand for it)
-            continue
         record, big = encode_record(node, parents[i], children[i], positions[id(node.func)])
         if big is not None:
             digest = spec_digest(big)
@@ -195,8 +195,8 @@ async def submit(
             record[5:] = [PICKLED, dumps((record[6], True), what=f"arguments of {node.key}")]
             packed = pack(record)
         fields[str(i)] = sign(packed, secret)
-        if found and i in found:
-            continue
+        if (found and i in found) or (skipped and i in skipped):
+            continue  # (done; or the run needs nothing of it: found ones stand for it)
         waits = len(parents[i]) if not found else sum(p not in found for p in parents[i])
         if waits:
             deps[str(i)] = waits
@@ -234,8 +234,11 @@ async def submit(
         )
     )
     if parent is not None:
-        subs = K.RunKeys(parent.run_id).subs
-        cmds += [C.Cmd(("SADD", subs, run_id)), C.expire(subs, ttl)]
+        prk = K.RunKeys(parent.run_id)
+        cmds += [C.Cmd(("SADD", prk.subs, run_id)), C.expire(prk.subs, ttl)]
+        # (a claim mark "@<worker>" left from fan-out clustering would send the entry
+        # that resumes the task to that worker: the task is no one's now)
+        cmds.append(C.hset(prk.deps, {str(parent.index): 0}))
     # (exists from the start, so it has a TTL; tasks found in the cache are done)
     cmds.append(C.hset(rk.done, {"-": "created", **{str(i): "" for i in found}}))
     cmds.append(C.xadd(rk.progress, {"t": -1}))
@@ -347,11 +350,18 @@ async def _functions_to_store(
 
 
 async def renew(storage: Storage, spec: RunSpec) -> bool:
-    """Give every key of a running run its full TTL again (a run may outlive it);
-    False if the run's keys are gone (expired, deleted, or the server was flushed)."""
+    """Give every key of a running run its full TTL again (a run may outlive it), and
+    those of its sub-runs; False if the run's keys are gone (expired, deleted, or the
+    server was flushed)."""
     rk = spec.keys
     keys = rk.fixed() + spec.spec_keys + spec.output_keys()
-    replies = await storage.apipeline([C.expire(key, spec.ttl) for key in keys])
+    replies = await storage.apipeline(
+        [C.expire(key, spec.ttl) for key in keys] + [C.Cmd(("SMEMBERS", rk.subs))]
+    )
+    for sub in replies[-1] or ():  # the graphs its tasks returned, going on
+        sub_spec = await joined(storage, sub.decode())
+        if sub_spec is not None:
+            await renew(storage, sub_spec)
     return bool(replies[0])  # the meta's
 
 
@@ -370,7 +380,7 @@ async def outstanding(storage: Storage, rk: K.RunKeys, stream: str) -> int | str
     if found == 0:  # its work may be in its sub-runs (graphs its tasks returned)
         [subs] = await storage.apipeline([C.Cmd(("SMEMBERS", rk.subs))])
         for sub in subs or ():
-            deeper = await outstanding(storage, K.RunKeys(sub.decode()), stream)
+            deeper = await _outstanding_of_sub(storage, K.RunKeys(sub.decode()), stream)
             if deeper != 0:
                 return deeper
     return found
@@ -386,18 +396,30 @@ async def keep_finished(storage: Storage, spec: RunSpec, dag: DAG, cache: CacheP
     done = {int(k) for k in raw if k != b"-"}
     # (not what the cache had or what the run wrote there already: those entries stay
     # as they are, with their own time to live)
-    keep = sorted(frontier(dag, done) - cache.found - set(cache.write))
+    keep = sorted(
+        i
+        for i in frontier(dag, done) - cache.found - set(cache.write)
+        if dag._funcs[i].cache is not False  # (the task says its output is not to reuse)
+    )
     if not keep:
         return 0
-    keys = task_keys(dag, keep)
+    keys = await anyio.to_thread.run_sync(task_keys, dag, keep)
     pairs = [k for i in keep for k in (spec.keys.output(i), K.cache_entry(keys[i]))]
     kept = 0
-    for chunk in C.chunks(pairs, 2000):
+    for chunk in C.chunks(pairs, 200):  # (one script holds the server: copies of 100)
         reply = await storage.arun_script(
             KEEP, chunk, [int(cache.keep_failed * 1000), LOCATION_MAGIC]
         )
         kept += int(reply)
     return kept
+
+
+async def _outstanding_of_sub(storage: Storage, rk: K.RunKeys, stream: str) -> int | str | None:
+    """:func:`outstanding` of a sub-run: one that is not running (its end's entry is
+    its parent's, found there), or whose keys are gone, has none."""
+    if await storage.ahget(rk.meta, "status") != b"running":
+        return 0
+    return await outstanding(storage, rk, stream)
 
 
 async def stop(storage: Storage, rk: K.RunKeys, status: str = "cancelled") -> bool:

@@ -299,6 +299,12 @@ class Chains:
             await self.completer.fail_now(ctx, rec, exc.cause, exc.where, 1, acks)
             await self.subruns.delete(ctx, rec)
             return None
+        except StorageConnectionError:
+            raise  # (the entry stays pending: taken over once the server answers)
+        except Exception as exc:  # an output gone, a value that does not load: never retried
+            await self.completer.fail_now(ctx, rec, exc, traceback_of(exc), 1, acks)
+            await self.subruns.delete(ctx, rec)
+            return None
         if resumed is None:  # stopped with its parent run (or not ended: not ours)
             await self.completer.ack(acks)
             return None

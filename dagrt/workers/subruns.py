@@ -32,7 +32,7 @@ from .. import submission
 from ..caching import CacheOptions, nested_plan
 from ..clientlog import log_finished, log_submitted
 from ..distributed import DistributedRuntime, task_error
-from ..exceptions import RunNotFoundError, SerializationError
+from ..exceptions import RunNotFoundError, SerializationError, StorageError
 from ..expand import nested_failure, returned_graph
 from ..keys import sub_run_id
 from ..locality import LocalityOptions
@@ -125,31 +125,42 @@ class SubRuns:
         storage = self.storage
         ttl = ctx.ttl_ms / 1000
         with anyio.CancelScope(shield=True):  # whole or not at all (as a client's)
-            if await self._claim(sub, ttl):
-                plan = await nested_plan(_policy(ctx), dag)
-                submitted = time.time()
-                await submission.submit(
-                    storage,
-                    dag,
-                    sub,
-                    stream=self.settings.stream,
-                    secret=self.settings.secret,
-                    ttl=ttl,
-                    known_functions=self._known_functions,
-                    client_id=self.worker,
-                    locality=LocalityOptions.from_meta(ctx.meta),
-                    task_timeout=ctx.task_timeout,
-                    cache=plan,
-                    parent=submission.Parent(
-                        ctx.run_id,
-                        rec.index,
-                        started,
-                        execution,
-                        attempt,
-                        sign(frame, self.settings.secret),
-                    ),
-                )
+            if not ctx.stopped and await self._claim(sub, ttl):
+                try:
+                    plan = await nested_plan(_policy(ctx), dag)
+                    submitted = time.time()
+                    spec = await submission.submit(
+                        storage,
+                        dag,
+                        sub,
+                        stream=self.settings.stream,
+                        secret=self.settings.secret,
+                        ttl=ttl,
+                        known_functions=self._known_functions,
+                        client_id=self.worker,
+                        locality=LocalityOptions.from_meta(ctx.meta),
+                        task_timeout=ctx.task_timeout,
+                        cache=plan,
+                        parent=submission.Parent(
+                            ctx.run_id,
+                            rec.index,
+                            started,
+                            execution,
+                            attempt,
+                            sign(frame, self.settings.secret),
+                        ),
+                    )
+                except StorageError:
+                    raise  # (the entry stays pending: taken over, the claim is found)
+                except Exception as exc:  # a function or argument of the graph, say
+                    await storage.adelete(K.RunKeys(sub).claim)
+                    raise SubRunFailed(exc, "") from exc
                 self._log_submitted(ctx, rec, dag, sub, submitted)
+                # The parent run may have ended meanwhile, its sub-runs stopped before
+                # this one was listed: then stop this one too (nothing else would).
+                if await storage.ahget(ctx.keys.meta, "status") != b"running":
+                    await submission.stop(storage, spec.keys, "cancelled")
+                    await submission.cleanup(storage, spec, "cancelled")
             # (else an earlier attempt submitted it: its end resumes the task)
             self.completer.failpoints.hit("after_expand", rec.name, self.worker)
             await self.completer.ack(acks)
