@@ -389,6 +389,7 @@ class DistributedRuntime:
                 tasks = fields.get(b"t", b"")
                 if tasks and tasks != b"-1":
                     done += tasks.count(b",") + 1
+                done += int(fields.get(b"s", 0))  # tasks the cache spared, at the start
             yield done
 
     async def _warn_if_no_workers(self, storage: Storage) -> None:

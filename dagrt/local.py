@@ -48,6 +48,7 @@ from .graph import DAG, Node
 from .keys import sub_run_id
 from .pytree import unflatten
 from .serialize import dumps, loads
+from .storage import InMemoryStorage
 from .storage import commands as C
 from .tasks import check_timeout, retry_wait
 
@@ -610,14 +611,13 @@ async def _read_cache(storage: Storage, dag: DAG, cache: CachePlan | None) -> di
         return {}
     order = sorted(cache.read)
     frames = await storage.amget([K.cache_entry(cache.read[i]) for i in order])
+    there = {i: frame for i, frame in zip(order, frames, strict=True) if frame is not None}
+    cache.settle(dag, set(there))
     found = {}
-    for i, frame in zip(order, frames, strict=True):
-        if frame is not None:
-            found[i] = await anyio.to_thread.run_sync(
-                functools.partial(loads, frame, what=f"the cache's value of {dag._nodes[i].key}")
-            )
-    cache.settle(dag, set(found))
-    return {i: v for i, v in found.items() if i in cache.found}
+    for i in sorted(cache.found):  # (only those the run needs are loaded)
+        what = f"the cache's value of {dag._nodes[i].key}"
+        found[i] = await anyio.to_thread.run_sync(functools.partial(loads, there[i], what=what))
+    return found
 
 
 async def _write_cache(storage: Storage, dag: DAG, cache: CachePlan, run: _Run) -> None:
@@ -653,6 +653,8 @@ async def _write_cache(storage: Storage, dag: DAG, cache: CachePlan, run: _Run) 
         return cmds
 
     cmds = await anyio.to_thread.run_sync(frames)
+    if isinstance(storage, InMemoryStorage):  # (this process's: drop what expired)
+        storage.sweep()
     if cmds:
         try:
             await storage.apipeline(cmds)

@@ -131,7 +131,7 @@ async def submit(
     """
     t0 = time.perf_counter()
     rk = K.RunKeys(run_id)
-    found = await _found_in_cache(storage, rk, dag, cache)
+    found = await _found_in_cache(storage, rk, dag, cache, ttl)
     skipped = cache.skipped if cache is not None else set()
     chosen = locality or LocalityOptions()
     locality = chosen.effective()
@@ -222,6 +222,7 @@ async def submit(
                 # what a worker that joins the run needs (a sub-run: dagrt.expand)
                 "task_timeout": "" if task_timeout is None else repr(task_timeout),
                 "copies": "1" if upload_all else "0",
+                "specs": ",".join(spec_keys),
                 # the cache policy, for the graphs its tasks return (dagrt.caching)
                 "cache": cache.options.model_dump_json(exclude={"url"})
                 if cache is not None and cache.options is not None
@@ -241,13 +242,13 @@ async def submit(
         cmds.append(C.hset(prk.deps, {str(parent.index): 0}))
     # (exists from the start, so it has a TTL; tasks found in the cache are done)
     cmds.append(C.hset(rk.done, {"-": "created", **{str(i): "" for i in found}}))
-    cmds.append(C.xadd(rk.progress, {"t": -1}))
+    spared = len(found) + len(skipped)  # (done already: progress starts there)
+    cmds.append(C.xadd(rk.progress, {"t": -1, "s": spared} if spared else {"t": -1}))
     cmds.append(C.xadd(rk.events, {"e": "submitted", "n": n}))
     if not left:  # every output was found: nothing to run
         cmds.append(C.xadd(rk.events, {"e": "finished"}))
         if parent is not None:  # (as complete.lua does at a sub-run's end)
             cmds.append(C.xadd(stream, {"r": parent.run_id, "t": parent.index, "x": "1"}))
-    cmds += [C.expire(rk.output(i), ttl) for i in found]
     writes = {
         str(i): f"{key}:{ttl_s!r}"
         for i, (key, ttl_s) in (cache.write.items() if cache is not None else ())
@@ -295,8 +296,7 @@ def _parent_fields(parent: Parent | None) -> dict[str, Any]:
 async def joined(storage: Storage, run_id: str) -> RunSpec | None:
     """The spec of run ``run_id`` as its meta says, for another follower than the client
     that submitted it (a worker that took over a task waiting for its sub-run); None if
-    the run is not on the server. (Keys of large arguments are not in the meta: they
-    expire by their TTL.)"""
+    the run is not on the server."""
     rk = K.RunKeys(run_id)
     meta = await storage.ahgetall(rk.meta)
     if b"fns" not in meta:  # none, or being written
@@ -310,7 +310,7 @@ async def joined(storage: Storage, run_id: str) -> RunSpec | None:
         roots=0,
         functions=0,
         submit_seconds=0.0,
-        spec_keys=[],
+        spec_keys=[k for k in meta.get(b"specs", b"").decode().split(",") if k],
         ttl=int(meta.get(b"ttl_ms", b"0")) / 1000 or DEFAULT_TTL,
         upload_all=meta.get(b"copies", b"0") == b"1",
         outputs_store=(host, meta[b"outputs_root"].decode()) if host else None,
@@ -318,7 +318,7 @@ async def joined(storage: Storage, run_id: str) -> RunSpec | None:
 
 
 async def _found_in_cache(
-    storage: Storage, rk: K.RunKeys, dag: DAG, cache: CachePlan | None
+    storage: Storage, rk: K.RunKeys, dag: DAG, cache: CachePlan | None, ttl: float
 ) -> set[int]:
     """Copy the cache's entries of the tasks ``cache`` reads into the run's output keys
     (one round trip; an entry that expired meanwhile is simply not found); the tasks
@@ -326,10 +326,15 @@ async def _found_in_cache(
     if cache is None or not cache.read:
         return set()
     order = sorted(cache.read)
-    copied = await storage.apipeline(
-        [C.Cmd(("COPY", K.cache_entry(cache.read[i]), rk.output(i))) for i in order]
-    )
+    cmds = []
+    for i in order:  # (the copy lives as long as the run's keys, from the start)
+        cmds.append(C.Cmd(("COPY", K.cache_entry(cache.read[i]), rk.output(i))))
+        cmds.append(C.expire(rk.output(i), ttl))
+    copied = (await storage.apipeline(cmds))[0::2]
     cache.settle(dag, {i for i, ok in zip(order, copied, strict=True) if ok})
+    extra = [i for i, ok in zip(order, copied, strict=True) if ok and i not in cache.found]
+    if extra:  # found, but only for tasks found too: not needed
+        await storage.apipeline([C.delete([rk.output(i) for i in extra])])
     return cache.found
 
 

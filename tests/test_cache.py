@@ -215,6 +215,84 @@ async def test_cached_tasks_in_a_returned_graph_are_cached_too(
     assert what_ran(log) == []  # the graph's outputs were all in the cache
 
 
+@dagrt.task
+def cheap(log: str, xs: list[int]) -> int:
+    ran(log, "cheap")
+    return len(xs)
+
+
+async def test_a_task_found_is_not_run_again_when_its_parent_runs(
+    any_client: dagrt.Client, tmp_path: Path
+) -> None:
+    """``load`` feeds a task found in the cache and one that runs: it runs, and its
+    completion does not make the one found ready again (nor end the run early)."""
+    log = tmp_path / "ran"
+    xs = load(str(log), 4)
+    assert await any_client.compute([cheap(str(log), xs), prepare(str(log), xs)]) == [
+        4,
+        [0, 2, 4, 6],
+    ]
+    assert sorted(what_ran(log)) == ["cheap", "load", "prepare"]
+    xs = load(str(log), 4)
+    assert await any_client.compute([cheap(str(log), xs), prepare(str(log), xs)]) == [
+        4,
+        [0, 2, 4, 6],
+    ]
+    assert sorted(what_ran(log)) == ["cheap", "load"]
+
+
+class Model:
+    def __init__(self, w: int) -> None:
+        self.w = w
+
+    def predict(self, x: int) -> int:
+        return self.w * x
+
+
+def test_keys_follow_what_a_task_computes() -> None:
+    """A bound method's object and a function among the arguments are part of the key."""
+
+    def key(node: dagrt.Node) -> str:
+        return task_keys(dagrt.DAG(node), [0])[0]
+
+    assert key(dagrt.task(Model(1).predict)(3)) != key(dagrt.task(Model(2).predict)(3))
+    assert key(dagrt.task(Model(1).predict)(3)) == key(dagrt.task(Model(1).predict)(3))
+
+    @dagrt.task
+    def apply(f: Any, x: int) -> int:
+        return f(x)
+
+    def step(x: int) -> int:
+        return x + 1
+
+    before = key(apply(step, 3))
+
+    def step(x: int) -> int:
+        return x + 2
+
+    assert key(apply(step, 3)) != before
+
+
+@dagrt.task
+def kind_of(x: Any) -> str:
+    return type(x).__name__
+
+
+@dagrt.task
+def fails_on(x: Any) -> int:
+    raise ValueError("the task's own error")
+
+
+async def test_keeping_a_failed_run_never_hides_its_error() -> None:
+    """The failed task's parent has an argument that does not pickle: its output
+    cannot be kept (no key), and the run still fails with the task's own error."""
+    import threading
+
+    async with dagrt.Client(processes=False) as client:
+        with pytest.raises(dagrt.TaskError, match="the task's own error"):
+            await client.compute(fails_on(kind_of(threading.Lock())))
+
+
 # --------------------------------------------------------------------------- resuming
 
 

@@ -234,6 +234,22 @@ async def _graph_logged(storage: Any, fut: dagrt.RunFuture, placed: str | None) 
         assert analyze(parent).graphs == [sub]
 
 
+@dagrt.task
+def returns_what_cannot_travel() -> Any:
+    import threading
+
+    return square(threading.Lock())  # type: ignore[arg-type]
+
+
+async def test_a_graph_that_cannot_be_sent_fails_its_task_with_the_cause(pool: Pool) -> None:
+    async with dagrt.Client(pool.url) as client:
+        with pytest.raises(dagrt.TaskError) as caught:
+            await client.compute(returns_what_cannot_travel())
+    assert caught.value.name == "returns_what_cannot_travel"
+    assert "lock" in str(caught.value).lower()
+    assert run_keys(pool.url) == []
+
+
 def test_a_sub_run_id_is_derived_from_the_task_and_stays_valid() -> None:
     assert sub_run_id("20261204-120000-000-abcdef", 17) == "20261204-120000-000-abcdef.t17"
     deep = "r" * 120

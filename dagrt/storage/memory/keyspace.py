@@ -38,6 +38,16 @@ class Keyspace:
             self.data.pop(name, None)
         return self.data.get(name)
 
+    def sweep(self) -> int:
+        """Drop every key whose deadline passed (Redis does so in the background; here
+        a key that expired is dropped when it is next read, or by this); how many."""
+        now = time.monotonic()
+        gone = [name for name, deadline in self.expires.items() if deadline <= now]
+        for name in gone:
+            del self.expires[name]
+            self.data.pop(name, None)
+        return len(gone)
+
     def typed(self, name: str, kind: type, create: bool = False) -> Any:
         """The value at ``name`` if it is a ``kind`` (made empty if ``create``);
         a WRONGTYPE error if it is something else."""

@@ -41,6 +41,12 @@ class InMemoryStorage(Storage):
     def __repr__(self) -> str:
         return f"<InMemoryStorage {len(self._db.data)} keys>"
 
+    def sweep(self) -> int:
+        """Drop the keys that expired (a long-lived store of cache entries calls this:
+        an expired key is otherwise dropped only when read); how many."""
+        with self._lock:
+            return self._db.sweep()
+
     # -- seams -------------------------------------------------------------------
 
     def _call(self, cmd: Cmd) -> Any:
