@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .cachekeys import task_keys
+from .validated import options_of
 
 if TYPE_CHECKING:
     from .graph import DAG
@@ -78,26 +79,9 @@ class CacheOptions(BaseModel):
 
     @classmethod
     def of(cls, value: CacheOptions | dict[str, Any] | bool | None) -> CacheOptions:
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, bool):
-            return cls(all_tasks=True) if value else cls(enabled=False)
-        if not isinstance(value, dict):
-            raise TypeError(
-                "cache must be a dagrt.CacheOptions, a dict of its fields, True or False,"
-                f" got {value!r}"
-            )
-        try:
-            return cls(**value)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'cache'}: {e['msg']}" for e in exc.errors()
-            )
-            raise ValueError(
-                f"bad cache options ({problems}); the fields are {', '.join(cls.model_fields)}"
-            ) from None
+        return options_of(
+            cls, value, name="cache", true={"all_tasks": True}, false={"enabled": False}
+        )
 
 
 @dataclass

@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from .validated import options_of
 
 __all__ = [
     "CLUSTER_MIN_BYTES",
@@ -122,26 +124,7 @@ class LocalityOptions(BaseModel):
         """``value`` as options: the model itself, a dict of its fields, ``True`` or
         ``False`` for ``enabled``, or the defaults; a wrong name or type is a
         ``ValueError`` that names it."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, bool):
-            return cls(enabled=value)
-        if not isinstance(value, dict):
-            raise TypeError(
-                "locality must be a dagrt.LocalityOptions, a dict of its fields, True or"
-                f" False, got {value!r}"
-            )
-        try:
-            return cls(**value)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'locality'}: {e['msg']}" for e in exc.errors()
-            )
-            raise ValueError(
-                f"bad locality options ({problems}); the fields are {', '.join(cls.model_fields)}"
-            ) from None
+        return options_of(cls, value, name="locality", true={}, false={"enabled": False})
 
     def effective(self) -> LocalityOptions:
         """The switches a run goes by: all off but ``upload_all`` when not enabled."""

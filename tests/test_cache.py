@@ -11,7 +11,6 @@ Each task appends its name to a file when it runs: the file says what ran.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -82,19 +81,6 @@ def plain(log: str, x: int) -> int:
 
 def pipeline(log: str, n: int = 5, fail: bool = False) -> dagrt.Node:
     return summarize(log, prepare(log, load(log, n)), fail)
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(params=["in-process", "cluster"])
-async def any_client(request: pytest.FixtureRequest) -> AsyncIterator[dagrt.Client]:
-    if request.param == "in-process":
-        async with dagrt.Client(processes=False) as c:
-            yield c
-    else:
-        async with dagrt.Client(request.getfixturevalue("pool").url) as c:
-            yield c
 
 
 # --------------------------------------------------------------------------- caching

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -117,17 +116,7 @@ def squares_up_to(n: int) -> int:
     return sum(i * i for i in range(n))
 
 
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(params=["in-process", "cluster"])
-async def any_client(request: pytest.FixtureRequest) -> AsyncIterator[dagrt.Client]:
-    if request.param == "in-process":
-        async with dagrt.Client(processes=False) as c:
-            yield c
-    else:
-        async with dagrt.Client(request.getfixturevalue("pool").url) as c:
-            yield c
+# --------------------------------------------------------------------------- helpers
 
 
 def run_keys(url: str) -> list[str]:

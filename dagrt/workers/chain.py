@@ -30,7 +30,7 @@ from ..serialize import dumps_frame
 from ..storage import Storage
 from ..storage import commands as C
 from ..tasks import retry_wait
-from .completer import Completer, traceback_of
+from .completer import Completer, Decision, Made, traceback_of
 from .executor import Executor, Outcome
 from .failpoints import Failpoints
 from .fast_lane import FastLane
@@ -237,15 +237,8 @@ class Chains:
             ctx, rec, acks, outcome.value, outcome.frame, attempt=outcome.attempt
         )
         sent = time.time()
-        try:
-            [decision] = await self.completer.complete(ctx, [made])
-        except StorageError as exc:
-            if isinstance(exc, StorageConnectionError):
-                raise
-            # The output cannot be stored (the server refused it).
-            await self.completer.fail_now(ctx, rec, exc, traceback_of(exc), outcome.attempt, acks)
-            return None, False
-        if decision is None:  # too large for the server: the task failed
+        decision = await self._complete(ctx, made)
+        if decision is None:  # too large for the server, or refused: the task failed
             return None, False
         upload = 0.0
         if not decision.local:  # (an output that stayed here moved nowhere)
@@ -255,6 +248,19 @@ class Chains:
                 moves.add(len(outcome.frame), upload, how, index, None, False)
         log.finished(ctx, rec, outcome, started, loaded, moves, upload, placed)
         return decision.kept, False
+
+    async def _complete(self, ctx: RunContext, made: Made) -> Decision | None:
+        """Complete one task; its decision, or None if it failed instead (its output
+        over the server's limit, or refused by the server)."""
+        try:
+            [decision] = await self.completer.complete(ctx, [made])
+        except StorageError as exc:
+            if isinstance(exc, StorageConnectionError):
+                raise  # (the entry stays pending: taken over once the server answers)
+            tb = traceback_of(exc)
+            await self.completer.fail_now(ctx, made.rec, exc, tb, made.attempt, made.acks)
+            return None
+        return decision
 
     async def _expand(
         self,
@@ -321,13 +327,7 @@ class Chains:
         # Stored, always: made again, the task would return its graph, not this value.
         made.local = False
         sent = time.time()
-        try:
-            [decision] = await self.completer.complete(ctx, [made])
-        except StorageError as exc:
-            if isinstance(exc, StorageConnectionError):
-                raise
-            await self.completer.fail_now(ctx, rec, exc, traceback_of(exc), resumed.attempt, acks)
-            decision = None
+        decision = await self._complete(ctx, made)
         self.failpoints.hit("after_resume", rec.name, self.worker)
         await self.subruns.delete(ctx, rec)
         if decision is None:
