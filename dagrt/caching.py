@@ -22,18 +22,27 @@ run; in-process: the values are read before the run and written after it).
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import keys as K
 from .cachekeys import task_keys
+from .exceptions import SerializationError, StorageError
+from .serialize import dumps, loads
+from .storage import InMemoryStorage, RedisStorage
+from .storage import commands as C
 from .validated import options_of
 
 if TYPE_CHECKING:
     from .graph import DAG
     from .storage import Storage
+
+log = logging.getLogger("dagrt.client")
 
 __all__ = [
     "DAY",
@@ -42,6 +51,8 @@ __all__ = [
     "cache_plan",
     "cache_storage",
     "nested_plan",
+    "read_values",
+    "write_values",
     "frontier",
     "needed",
 ]
@@ -159,10 +170,73 @@ def cache_storage(url: str | None) -> Storage:
     process)."""
     storage = _STORAGES.get(url)
     if storage is None:
-        from .storage import InMemoryStorage, RedisStorage
-
         storage = _STORAGES[url] = RedisStorage(url) if url else InMemoryStorage()
     return storage
+
+
+async def read_values(storage: Storage, dag: DAG, cache: CachePlan | None) -> dict[int, Any]:
+    """For a run in this process: the values the cache has of the tasks ``cache`` reads
+    that the run needs (one ``MGET``; ``cache`` is settled: found, skipped)."""
+    if cache is None or not cache.read:
+        return {}
+    order = sorted(cache.read)
+    frames = await storage.amget([K.cache_entry(cache.read[i]) for i in order])
+    there = {i: frame for i, frame in zip(order, frames, strict=True) if frame is not None}
+    cache.settle(dag, set(there))
+    found = {}
+    for i in sorted(cache.found):  # (only those the run needs are loaded)
+        what = f"the cache's value of {dag._nodes[i].key}"
+        found[i] = await anyio.to_thread.run_sync(functools.partial(loads, there[i], what=what))
+    return found
+
+
+async def write_values(
+    storage: Storage,
+    dag: DAG,
+    cache: CachePlan,
+    *,
+    done: list[bool],
+    values: list[Any],
+    held: set[int],
+    failed: bool,
+) -> None:
+    """After a run in this process: write the entries of the cached tasks it ran and,
+    if it ``failed`` (or was cancelled), keep what it finished that a resumed run needs
+    (``cache.keep_failed``). ``done``: which tasks finished (those found too);
+    ``values``: their values (None once dropped, unless ``held``)."""
+    if not cache.write and not (failed and cache.keep_failed is not None):
+        return  # (the common case: nothing to write)
+    ran = {i for i, d in enumerate(done) if d} - cache.found
+    entries: list[tuple[str, int, float]] = [
+        (key, i, ttl) for i, (key, ttl) in cache.write.items() if i in ran
+    ]
+    if failed and cache.keep_failed is not None:
+        keep = frontier(dag, ran | cache.found) - cache.found - set(cache.write)
+        keep = {i for i in keep if dag._funcs[i].cache is not False}
+        keys = await anyio.to_thread.run_sync(task_keys, dag, sorted(keep))
+        entries += [(keys[i], i, cache.keep_failed) for i in keep]
+    # (a value dropped once its children had it is not needed by a resumed run)
+    entries = [e for e in entries if values[e[1]] is not None or e[1] in held]
+
+    def frames() -> list[C.Cmd]:
+        cmds = []
+        for key, i, ttl in entries:
+            try:
+                frame = dumps(values[i], what=f"the value of {dag._nodes[i].key}")
+            except SerializationError as exc:
+                log.warning("not cached: %s", exc)
+                continue
+            cmds.append(C.set_(K.cache_entry(key), frame, ex=ttl))
+        return cmds
+
+    cmds = await anyio.to_thread.run_sync(frames)
+    if isinstance(storage, InMemoryStorage):  # (this process's: drop what expired)
+        storage.sweep()
+    if cmds:
+        try:
+            await storage.apipeline(cmds)
+        except StorageError as exc:
+            log.warning("could not write %d cache entries: %s", len(cmds), exc)
 
 
 def _ttl(cache: bool | float | None, options: CacheOptions) -> float:

@@ -16,7 +16,6 @@ their last consumer has run (outputs are kept).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import threading
@@ -30,13 +29,9 @@ import anyio
 import anyio.abc
 
 from . import graph as _graph
-from . import keys as K
 from . import native_threads
-from .cachekeys import task_keys
-from .caching import frontier, nested_plan
+from .caching import nested_plan, read_values, write_values
 from .exceptions import (
-    SerializationError,
-    StorageError,
     TaskError,
     TaskTimeout,
     TaskTimeoutError,
@@ -47,9 +42,6 @@ from .expand import has_graph, nested_failure, returned_graph
 from .graph import DAG, Node
 from .keys import sub_run_id
 from .pytree import unflatten
-from .serialize import dumps, loads
-from .storage import InMemoryStorage
-from .storage import commands as C
 from .tasks import check_timeout, retry_wait
 
 if TYPE_CHECKING:
@@ -153,7 +145,7 @@ class LocalRuntime:
         if self._executor is None:
             raise RuntimeError("LocalRuntime is not started (use `async with`)")
         store = self.cache_storage if cache is not None else None
-        found = await _read_cache(store, dag, cache) if store is not None else {}
+        found = await read_values(store, dag, cache) if store is not None else {}
         run = _Run(self, dag, run_id, asyncio.get_running_loop(), recorder, cache, found)
         self._runs[run_id] = run
         try:
@@ -167,8 +159,17 @@ class LocalRuntime:
             del self._runs[run_id]
             if store is not None and cache is not None:
                 with anyio.CancelScope(shield=True):
+                    assert run.done is not None  # (kept for a run with a cache plan)
                     try:
-                        await _write_cache(store, dag, cache, run)
+                        await write_values(
+                            store,
+                            dag,
+                            cache,
+                            done=run.done,
+                            values=run.values,
+                            held=run.keep,
+                            failed=run.error is not None or run.left > 0,  # (or cancelled)
+                        )
                     except Exception as exc:  # (never in place of the run's own outcome)
                         log.warning("run %s: the cache was not written: %s", run_id, exc)
         if run.error is not None:
@@ -602,64 +603,6 @@ def _apply(fn: Callable[..., Any], node: Node, leaves: list[Any]) -> Any:
         return fn(*leaves)
     args, kwargs = unflatten(node._treedef, leaves)  # type: ignore[arg-type]
     return fn(*args, **kwargs)
-
-
-async def _read_cache(storage: Storage, dag: DAG, cache: CachePlan | None) -> dict[int, Any]:
-    """The values the cache has of the tasks ``cache`` reads (one MGET; ``cache`` is
-    settled: found, skipped)."""
-    if cache is None or not cache.read:
-        return {}
-    order = sorted(cache.read)
-    frames = await storage.amget([K.cache_entry(cache.read[i]) for i in order])
-    there = {i: frame for i, frame in zip(order, frames, strict=True) if frame is not None}
-    cache.settle(dag, set(there))
-    found = {}
-    for i in sorted(cache.found):  # (only those the run needs are loaded)
-        what = f"the cache's value of {dag._nodes[i].key}"
-        found[i] = await anyio.to_thread.run_sync(functools.partial(loads, there[i], what=what))
-    return found
-
-
-async def _write_cache(storage: Storage, dag: DAG, cache: CachePlan, run: _Run) -> None:
-    """After a run: write the entries of the cached tasks it ran, and, if it did not
-    finish, keep what it finished that a resumed run needs (``cache.keep_failed``)."""
-    failed = run.error is not None or run.left > 0  # (or cancelled)
-    if not cache.write and not (failed and cache.keep_failed is not None):
-        return  # (the common case: nothing to write)
-    done = run.done
-    assert done is not None
-    ran = {i for i, d in enumerate(done) if d} - cache.found - run.skip
-    entries: list[tuple[str, int, float]] = [
-        (key, i, ttl) for i, (key, ttl) in cache.write.items() if i in ran
-    ]
-    if failed and cache.keep_failed is not None:
-        keep = frontier(dag, ran | cache.found) - cache.found - set(cache.write)
-        keep = {i for i in keep if dag._funcs[i].cache is not False}
-        keys = await anyio.to_thread.run_sync(task_keys, dag, sorted(keep))
-        entries += [(keys[i], i, cache.keep_failed) for i in keep]
-    values = run.values
-    # (a value dropped once its children had it is not needed by a resumed run)
-    entries = [e for e in entries if values[e[1]] is not None or e[1] in run.keep]
-
-    def frames() -> list[C.Cmd]:
-        cmds = []
-        for key, i, ttl in entries:
-            try:
-                frame = dumps(values[i], what=f"the value of {dag._nodes[i].key}")
-            except SerializationError as exc:
-                log.warning("not cached: %s", exc)
-                continue
-            cmds.append(C.set_(K.cache_entry(key), frame, ex=ttl))
-        return cmds
-
-    cmds = await anyio.to_thread.run_sync(frames)
-    if isinstance(storage, InMemoryStorage):  # (this process's: drop what expired)
-        storage.sweep()
-    if cmds:
-        try:
-            await storage.apipeline(cmds)
-        except StorageError as exc:
-            log.warning("could not write %d cache entries: %s", len(cmds), exc)
 
 
 def _is_graph(value: Any) -> bool:
