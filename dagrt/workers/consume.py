@@ -12,7 +12,10 @@ unknown runs are acknowledged and written to the dead-letter stream with the
 reason; entries of a run that ended are acknowledged quietly; a record or
 function table that fails its signature is dead-lettered and fails its run. An
 admitted task goes to the fast lane (tiny, read together: one batch) or to a
-chain of its own.
+chain of its own; an entry ``{r, t, x}`` (the graph its task returned ended) resumes
+that task (:meth:`~.chain.Chains.run`). What the worker waits for under delayed I/O is
+in :mod:`.holds`; the children a completion here claimed (fan-out clustering) are
+adopted here.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -30,12 +32,13 @@ import anyio
 from .. import keys as K
 from ..exceptions import SerializationError, StorageConnectionError, StorageError
 from ..records import MalformedRecord
-from ..scheduler import Taken, fail_cmd, requeue_cmd, send, take_cmd, unwait_cmd
+from ..scheduler import Taken, fail_cmd, requeue_cmd, send, take_cmd
 from ..storage import Storage
 from ..storage import commands as C
 from .chain import Chains
 from .completer import Completer
 from .fast_lane import FastLane, Handoff
+from .holds import Holds
 from .runs import RunContext, RunTable
 from .settings import WorkerSettings
 from .tasklog import TaskLog
@@ -47,17 +50,6 @@ log = logging.getLogger("dagrt.worker")
 IDLE_FLUSH = 0.5  # seconds a worker with buffered events waits idle before writing them
 
 Entry = tuple[bytes, dict[bytes, bytes]]
-
-
-@dataclass(slots=True)
-class _Hold:
-    """Children of one large output that this worker waits for (delayed I/O)."""
-
-    task: int
-    waiting: set[int]
-    nbytes: int
-    since: float
-    over: anyio.Event = field(default_factory=anyio.Event)  # every child came
 
 
 class Consumer:
@@ -107,9 +99,9 @@ class Consumer:
         self._task_group: asyncio.TaskGroup | None = None
         self._wakeups: set[anyio.Event] = set()  # clusters waiting for a chain to end
         self.inbox = K.inbox(worker_id)  # notes: a task this worker waited for is ready
-        self._woken: set[bytes] = set()  # entries read from notes, not admitted yet
-        self._holds: dict[tuple[str, int], _Hold] = {}  # (run, child) -> what waits for it
-        completer.hold = self.hold
+        # delayed I/O: the children this worker waits for, and the notes that they came
+        self.holds = Holds(storage, worker_id, completer, log, counts, self._spawn_if_serving)
+        completer.hold = self.holds.hold
         completer.adopt = self.adopt
 
     # -- serving ------------------------------------------------------------------------
@@ -198,7 +190,7 @@ class Consumer:
         block = min(s.block, 0.2) if s.burst else s.block
         metrics = self.log.metrics
         try:
-            watch = bool(self._holds)  # (no note can come for this worker without one)
+            watch = self.holds.waiting  # (no note can come for this worker without one)
             taken = await self._take(take_cmd(s.stream, s.group, self.worker, count, inbox=watch))
             if taken.empty:
                 # Idle with events buffered (a run just ended, most likely): wait a
@@ -247,7 +239,7 @@ class Consumer:
         # entries read, screened ones too (the heartbeat says: a watchdog sees reads stop)
         self.reads += len(taken.run) + taken.dropped + taken.claimed + len(taken.early)
         if taken.woken:
-            self._woken |= taken.woken
+            self.holds.woken |= taken.woken
         if taken.dropped:
             self.counts["screened"] += taken.dropped
         for entry_id, fields in taken.early:
@@ -271,6 +263,14 @@ class Consumer:
         task = self._task_group.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _spawn_if_serving(self, coro: Coroutine[Any, Any, None]) -> bool:
+        """Spawn ``coro`` if the worker serves (else close it: False)."""
+        if self._task_group is None:
+            coro.close()
+            return False
+        self._spawn(coro)
+        return True
 
     def start_reclaimed(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """Run an entry taken over from a worker that went silent (its slot is taken)."""
@@ -311,8 +311,8 @@ class Consumer:
                     self._chain_apart(ctx, [entry_id], index, check_done=reclaimed, resume=True)
                     continue
                 placed = "dispatched"
-                if self._woken and entry_id in self._woken:
-                    self._woke(ctx, entry_id, index)
+                if self.holds.woken and entry_id in self.holds.woken:
+                    self.holds.woke(ctx, entry_id, index)
                     placed = woken[index] = "delayed"
                 if not reclaimed and self.fast.eligible(ctx, index):
                     fast.setdefault(ctx.run_id, (ctx, []))[1].append(([entry_id], index))
@@ -415,72 +415,6 @@ class Consumer:
                 self._finish(entry_id)
 
         self._spawn(chain())
-
-    # -- delayed I/O ----------------------------------------------------------------------
-
-    def hold(self, ctx: RunContext, task: int, children: list[int], nbytes: int) -> None:
-        """This worker is now the waiter of ``children`` of ``task`` (whose large output
-        it holds in memory): the completion of the last parent of each hands it here,
-        through a note of the inbox. After the run's ``delayed_io_max_wait_s`` it waits
-        no more for those that did not come (``unwait``)."""
-        if self._task_group is None:
-            return  # (the registrations lapse: completions pass over a dead waiter)
-        held = _Hold(task, set(children), nbytes, time.monotonic())
-        for child in children:
-            self._holds[(ctx.run_id, child)] = held
-        self.counts["held"] = self.counts.get("held", 0) + len(children)
-        self._spawn(self._wait(ctx, held))
-
-    def _woke(self, ctx: RunContext, entry_id: bytes, index: int) -> None:
-        """A task this worker waited for came (its entry, from a note)."""
-        self._woken.discard(entry_id)
-        self.counts["woken"] = self.counts.get("woken", 0) + 1
-        held = self._holds.pop((ctx.run_id, index), None)
-        if held is not None:
-            held.waiting.discard(index)
-            if not held.waiting:
-                held.over.set()
-            # a hit, unless the held output left the cache meanwhile (its byte budget)
-            found = self.completer.values.holds(ctx.run_id, held.task)
-            self.log.hold_ended(
-                ctx,
-                held.task,
-                index,
-                held.nbytes,
-                "hit" if found else "miss",
-                time.monotonic() - held.since,
-            )
-
-    async def _wait(self, ctx: RunContext, held: _Hold) -> None:
-        """The wait's timer: after the task's wait (its switches), end it for the children
-        that did not come (a child already handed here keeps its place until its note is
-        read, or as long again at most: while this worker holds anything, it reads its
-        inbox)."""
-        wait = ctx.switches(ctx.record(held.task)).wait
-        try:
-            with anyio.move_on_after(wait):
-                await held.over.wait()
-            late = sorted(held.waiting)
-            if not late or ctx.stopped:
-                return
-            try:
-                [gone] = await send(self.storage, [unwait_cmd(ctx.keys, self.worker, late)])
-            except StorageError as exc:  # (the registrations stay: harmless, see unwait.lua)
-                log.warning("worker %s: could not stop waiting: %s", self.worker, exc)
-                return
-            waited = time.monotonic() - held.since
-            for child in map(int, gone):
-                held.waiting.discard(child)
-                self._holds.pop((ctx.run_id, child), None)
-                self.log.hold_ended(ctx, held.task, child, held.nbytes, "timeout", waited)
-            self.counts["hold_timeout"] = self.counts.get("hold_timeout", 0) + len(gone)
-            if held.waiting:
-                held.over = anyio.Event()
-                with anyio.move_on_after(wait):
-                    await held.over.wait()
-        finally:
-            for child in held.waiting:
-                self._holds.pop((ctx.run_id, child), None)
 
     # -- fan-out clustering -------------------------------------------------------------
 
