@@ -137,6 +137,21 @@ class CachePlan:
             options=options,
         )
 
+    async def to_keep(self, dag: DAG, done: set[int]) -> dict[int, str]:
+        """The tasks of a run that did not finish whose outputs it keeps, with their keys
+        (made in a thread): its :func:`frontier` among ``done`` (those found too), but
+        what the cache had or the run wrote there already (those entries stay as they
+        are, with their own time to live) and tasks marked ``cache=False``."""
+        keep = sorted(
+            i
+            for i in frontier(dag, done) - self.found - set(self.write)
+            if dag._funcs[i].cache is not False  # (its output is not to be reused)
+        )
+        if not keep:
+            return {}
+        keys = await anyio.to_thread.run_sync(task_keys, dag, keep)
+        return {i: keys[i] for i in keep}
+
     def settle(self, dag: DAG, found: set[int]) -> None:
         """The cache had the values of ``found``: note those the run needs, and the
         tasks skipped (a task found that only found tasks needed is skipped too)."""
@@ -211,10 +226,8 @@ async def write_values(
         (key, i, ttl) for i, (key, ttl) in cache.write.items() if i in ran
     ]
     if failed and cache.keep_failed is not None:
-        keep = frontier(dag, ran | cache.found) - cache.found - set(cache.write)
-        keep = {i for i in keep if dag._funcs[i].cache is not False}
-        keys = await anyio.to_thread.run_sync(task_keys, dag, sorted(keep))
-        entries += [(keys[i], i, cache.keep_failed) for i in keep]
+        kept = await cache.to_keep(dag, ran | cache.found)
+        entries += [(key, i, cache.keep_failed) for i, key in kept.items()]
     # (a value dropped once its children had it is not needed by a resumed run)
     entries = [e for e in entries if values[e[1]] is not None or e[1] in held]
 

@@ -145,8 +145,7 @@ class ClientLog:
             submit_seconds=submit_seconds,
             failed_task=failed_task,
             recorder=recorder,
-            from_cache=len(cache.found) if cache is not None else 0,
-            skipped=len(cache.skipped) if cache is not None else 0,
+            cache=cache,
         )
 
 
@@ -189,11 +188,10 @@ def log_finished(
     submit_seconds: float,
     failed_task: str | None,
     recorder: RunRecorder | None,
-    from_cache: int = 0,
-    skipped: int = 0,
+    cache: CachePlan | None = None,
 ) -> None:
     """Log a run's end, after its task events (``recorder``'s, in-process), with the
-    tasks it did not run: ``from_cache`` and ``skipped``."""
+    tasks it did not run (``cache``: found, skipped)."""
     ended = time.time()
     event = RunFinished(
         kind="run-finished",
@@ -203,8 +201,8 @@ def log_finished(
         makespan=ended - submitted,
         failed_task=failed_task,
         submit_seconds=submit_seconds,
-        from_cache=from_cache,
-        skipped=skipped,
+        from_cache=len(cache.found) if cache is not None else 0,
+        skipped=len(cache.skipped) if cache is not None else 0,
     )
     if recorder is not None:
         metrics.remove_source(recorder, then=event)  # after the run's task events

@@ -20,7 +20,6 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -55,8 +54,6 @@ log = logging.getLogger("dagrt.client")
 
 _SLICE = 0.02  # seconds a drain keeps a thread before letting other runs' drains in
 _PARALLEL_MIN = 2e-4  # tasks shorter than this (seconds) run in one thread per run
-# results of these types may hold a graph to run (dagrt.expand): looked into
-_MAY_HOLD_GRAPH = frozenset({list, tuple, dict, set, frozenset, OrderedDict, defaultdict})
 
 
 def _default_threads() -> int:
@@ -201,7 +198,7 @@ class _Run:
         # seconds each call may take, if any task has a limit (else None: nothing to look up)
         default = runtime.task_timeout
         self.timeouts: list[float | None] | None = None
-        if default is not None or any(f.timeout is not None for f in set(self.funcs)):
+        if default is not None or any(f.timeout is not None for f in dag._distinct):
             self.timeouts = [default if f.timeout is None else f.timeout for f in self.funcs]
         self.parents = dag._parents
         self.children = dag._children
@@ -213,7 +210,6 @@ class _Run:
         self.attempts = [0] * n
         self.left = n
         self.done: list[bool] | None = None  # (kept only for a cache plan: what finished)
-        self.skip: set[int] = set()  # tasks the cache spared: found, or only they needed
         if cache is not None:
             self.done = [False] * n
             self.keep |= set(cache.write)  # their values are written after the run
@@ -235,7 +231,6 @@ class _Run:
         """The cache had the values of ``found``: those tasks are done, and the tasks
         only they needed are left out (their children count them as done)."""
         skip = cache.found | cache.skipped
-        self.skip = skip
         assert self.done is not None
         remaining = self.remaining
         for i, value in found.items():
@@ -461,7 +456,7 @@ class _Run:
                 failed = exc
             elapsed = clock() - t0
             # (looked into only if the call built nodes, and outside the run's lock)
-            expanding = failed is None and _graph.built != before and _is_graph(value)
+            expanding = failed is None and _graph.built != before and has_graph(value)
             func = funcs[i]
             if recorder is not None:
                 if failed is None:
@@ -515,7 +510,7 @@ class _Run:
             return
         if recorder is not None:
             recorder.task_finished(i, attempt, t0, time.perf_counter() - t0, "loop")
-        if _graph.built != before and _is_graph(value):
+        if _graph.built != before and has_graph(value):
             await self._expand(i, value)
             return
         with self.lock:
@@ -593,8 +588,7 @@ class _Run:
                 submit_seconds=0.0,
                 failed_task=failed,
                 recorder=recorder,
-                from_cache=len(plan.found) if plan is not None else 0,
-                skipped=len(plan.skipped) if plan is not None else 0,
+                cache=plan,
             )
 
 
@@ -603,16 +597,6 @@ def _apply(fn: Callable[..., Any], node: Node, leaves: list[Any]) -> Any:
         return fn(*leaves)
     args, kwargs = unflatten(node._treedef, leaves)  # type: ignore[arg-type]
     return fn(*args, **kwargs)
-
-
-def _is_graph(value: Any) -> bool:
-    """Does a task's result hold a graph to run? Asked only of a call that built
-    nodes (``graph.built`` changed: in process, the graph a task returns is one it
-    built); values of types that hold none are not looked into."""
-    t = type(value)
-    if t is Node or t is DAG:
-        return True
-    return (t in _MAY_HOLD_GRAPH or isinstance(value, tuple)) and has_graph(value)
 
 
 def _task_error(

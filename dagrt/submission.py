@@ -14,11 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import anyio.to_thread
-
 from . import keys as K
-from .cachekeys import task_keys
-from .caching import CachePlan, frontier
+from .caching import CachePlan
 from .exceptions import SerializationError
 from .graph import DAG
 from .locality import LocalityOptions
@@ -38,6 +35,7 @@ __all__ = [
     "cleanup",
     "joined",
     "keep_finished",
+    "spec_of",
     "outstanding",
     "renew",
     "stop",
@@ -297,14 +295,17 @@ async def joined(storage: Storage, run_id: str) -> RunSpec | None:
     """The spec of run ``run_id`` as its meta says, for another follower than the client
     that submitted it (a worker that took over a task waiting for its sub-run); None if
     the run is not on the server."""
-    rk = K.RunKeys(run_id)
-    meta = await storage.ahgetall(rk.meta)
+    return spec_of(run_id, await storage.ahgetall(K.RunKeys(run_id).meta))
+
+
+def spec_of(run_id: str, meta: dict[bytes, bytes]) -> RunSpec | None:
+    """:func:`joined` from the run's meta, read already; None if it is not whole."""
     if b"fns" not in meta:  # none, or being written
         return None
     host = meta.get(b"outputs_host", b"").decode()
     return RunSpec(
         run_id=run_id,
-        keys=rk,
+        keys=K.RunKeys(run_id),
         n_tasks=int(meta[b"n"]),
         outputs=tuple(int(x) for x in meta.get(b"outputs", b"").split(b",") if x),
         roots=0,
@@ -370,22 +371,28 @@ async def renew(storage: Storage, spec: RunSpec) -> bool:
     return bool(replies[0])  # the meta's
 
 
-async def outstanding(storage: Storage, rk: K.RunKeys, stream: str) -> int | str | None:
+async def outstanding(
+    storage: Storage, rk: K.RunKeys, stream: str, *, sub: bool = False
+) -> int | str | None:
     """Whether a running run has work in the tasks stream: 1 when an entry of it is
     pending, else the id of its first entry not delivered yet, else 0; None when the
     run is not running or has no task left, or when the stream is too long to tell
     (see ``outstanding.lua``). A run with no entry of its own whose tasks wait for
-    the graphs they returned has the work of those sub-runs (asked the same way)."""
+    the graphs they returned has the work of those sub-runs (asked the same way,
+    ``sub``: one that is not running, or whose keys are gone, has none: its end's
+    entry is its parent's)."""
     reply = await storage.arun_script(
         OUTSTANDING, [stream, rk.meta], [K.TASKS_GROUP, rk.run_id, OUTSTANDING_CAP]
     )
     if isinstance(reply, bytes | str):
         return reply.decode() if isinstance(reply, bytes) else reply
+    if sub and int(reply) == 2:
+        return 0
     found = int(reply) if int(reply) in (0, 1) else None
     if found == 0:  # its work may be in its sub-runs (graphs its tasks returned)
         [subs] = await storage.apipeline([C.Cmd(("SMEMBERS", rk.subs))])
-        for sub in subs or ():
-            deeper = await _outstanding_of_sub(storage, K.RunKeys(sub.decode()), stream)
+        for one in subs or ():
+            deeper = await outstanding(storage, K.RunKeys(one.decode()), stream, sub=True)
             if deeper != 0:
                 return deeper
     return found
@@ -398,33 +405,15 @@ async def keep_finished(storage: Storage, spec: RunSpec, dag: DAG, cache: CacheP
     output in a host's store, or kept in a worker's memory only, is not)."""
     assert cache.keep_failed is not None
     raw = await storage.ahgetall(spec.keys.done)
-    done = {int(k) for k in raw if k != b"-"}
-    # (not what the cache had or what the run wrote there already: those entries stay
-    # as they are, with their own time to live)
-    keep = sorted(
-        i
-        for i in frontier(dag, done) - cache.found - set(cache.write)
-        if dag._funcs[i].cache is not False  # (the task says its output is not to reuse)
-    )
-    if not keep:
-        return 0
-    keys = await anyio.to_thread.run_sync(task_keys, dag, keep)
-    pairs = [k for i in keep for k in (spec.keys.output(i), K.cache_entry(keys[i]))]
-    kept = 0
+    kept = await cache.to_keep(dag, {int(k) for k in raw if k != b"-"})
+    pairs = [k for i, key in kept.items() for k in (spec.keys.output(i), K.cache_entry(key))]
+    copied = 0
     for chunk in C.chunks(pairs, 200):  # (one script holds the server: copies of 100)
         reply = await storage.arun_script(
             KEEP, chunk, [int(cache.keep_failed * 1000), LOCATION_MAGIC]
         )
-        kept += int(reply)
-    return kept
-
-
-async def _outstanding_of_sub(storage: Storage, rk: K.RunKeys, stream: str) -> int | str | None:
-    """:func:`outstanding` of a sub-run: one that is not running (its end's entry is
-    its parent's, found there), or whose keys are gone, has none."""
-    if await storage.ahget(rk.meta, "status") != b"running":
-        return 0
-    return await outstanding(storage, rk, stream)
+        copied += int(reply)
+    return copied
 
 
 async def stop(storage: Storage, rk: K.RunKeys, status: str = "cancelled") -> bool:

@@ -107,8 +107,7 @@ class Chains:
             current = await self._resume(ctx, ctx.record(index), acks)
             placed = "become"
         elif graph is not None:
-            value, began, elapsed = graph
-            await self._expand(ctx, ctx.record(index), acks, value, began, elapsed, attempt)
+            await self._expand(ctx, ctx.record(index), acks, graph, attempt)
             current = None
         while current is not None and not ctx.stopped:
             current, was_done = await self._run_task(
@@ -123,10 +122,7 @@ class Chains:
                 if handoffs:
                     _, current, attempt, failed, placed, graph = handoffs[0]
                     if graph is not None:  # it returned a graph
-                        value, began, elapsed = graph
-                        await self._expand(
-                            ctx, ctx.record(current), acks, value, began, elapsed, attempt
-                        )
+                        await self._expand(ctx, ctx.record(current), acks, graph, attempt)
                         current = None
         if ctx.stopped:
             self.forget(ctx.run_id)
@@ -230,8 +226,8 @@ class Chains:
             )
             return None, False
         if outcome.frame is None:  # it returned a graph: it completes when that has run
-            elapsed = outcome.ended - outcome.started
-            await self._expand(ctx, rec, acks, outcome.value, started, elapsed, outcome.attempt)
+            graph = (outcome.value, started, outcome.ended - outcome.started)
+            await self._expand(ctx, rec, acks, graph, outcome.attempt)
             return None, False
         made = self.completer.made(
             ctx, rec, acks, outcome.value, outcome.frame, attempt=outcome.attempt
@@ -267,14 +263,14 @@ class Chains:
         ctx: RunContext,
         rec: TaskRecord,
         acks: list[Any],
-        value: Any,
-        started: float,
-        elapsed: float,
+        graph: tuple[Any, float, float],
         attempt: int,
     ) -> None:
-        """Task ``rec`` returned the graph ``value``: submit it (its end resumes the
-        task, on whichever worker reads that entry); the task's entry is let go of. A
-        graph that cannot run fails the task."""
+        """Task ``rec`` returned a graph (``graph``: the value, when the call began, how
+        long it took): submit it (its end resumes the task, on whichever worker reads
+        that entry); the task's entry is let go of. A graph that cannot run fails the
+        task."""
+        value, started, elapsed = graph
         try:
             await self.subruns.submit(ctx, rec, value, acks, started, elapsed, attempt)
         except SubRunFailed as exc:

@@ -191,14 +191,14 @@ class SubRuns:
         by itself (it was stopped: so was its parent run). A failed graph raises
         :class:`SubRunFailed`; so does one whose keys are gone."""
         sub = sub_run_id(ctx.run_id, rec.index)
-        spec = await submission.joined(self.storage, sub)
+        meta = await self.storage.ahgetall(K.RunKeys(sub).meta)
+        spec = submission.spec_of(sub, meta)
         if spec is None:
             gone = RunNotFoundError(
                 f"the graph task {rec.key} returned ran as run {sub}, whose keys are gone"
                 " (expired, deleted, or the server was flushed)"
             )
             raise SubRunFailed(gone, "")
-        meta = await self.storage.ahgetall(spec.keys.meta)
         status = meta.get(b"status", b"").decode()
         if status == "failed":
             failed = meta.get(b"failed_task", b"").decode()
