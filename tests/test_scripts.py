@@ -91,12 +91,10 @@ def snapshot(storage: Storage) -> dict[str, Any]:
     of entries), are given as (stream, position), never as ids."""
     names = sorted(storage.scan_iter())
     kinds = {key: _text(storage.pipeline([C.Cmd(("TYPE", key))])[0]) for key in names}
-    ids = {
-        eid: (key, i)
-        for key in names
-        if kinds[key] == "stream"
-        for i, (eid, _) in enumerate(storage.xrange(key))
-    }
+    # Values name entries of the tasks stream only; two streams may hold the same id
+    # (one millisecond), so the tasks stream's positions win.
+    streams = sorted((k for k in names if kinds[k] == "stream"), key=lambda k: k == STREAM)
+    ids = {eid: (key, i) for key in streams for i, (eid, _) in enumerate(storage.xrange(key))}
 
     def plain(value: Any) -> Any:
         return ids.get(value, value) if isinstance(value, bytes) else value
