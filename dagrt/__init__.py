@@ -14,6 +14,7 @@ from .exceptions import AuthenticationError as AuthenticationError
 from .exceptions import ClientClosedError as ClientClosedError
 from .exceptions import DagrtError as DagrtError
 from .exceptions import GraphError as GraphError
+from .exceptions import ResourceError as ResourceError
 from .exceptions import RunNotFoundError as RunNotFoundError
 from .exceptions import RunStalledError as RunStalledError
 from .exceptions import RunTimeoutError as RunTimeoutError
@@ -47,6 +48,7 @@ __all__ = [
     "LocalityOptions",
     "Node",
     "RunFuture",
+    "ResourceError",
     "RunNotFoundError",
     "RunStalledError",
     "RunTimeoutError",

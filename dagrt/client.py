@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import anyio
@@ -44,7 +44,8 @@ from .locality import LocalityOptions
 from .metrics.policy import FlushPolicy
 from .metrics.recorder import RunRecorder
 from .metrics.writer import MetadataStorage
-from .options import log_args
+from .options import log_args, worker_args
+from .resources import check_priority, check_resources
 from .runtime import Runtime, new_client_id
 from .storage import InMemoryStorage, RedisStorage, Storage
 from .storage.redis import redact
@@ -99,6 +100,11 @@ class Client:
         to cache every task, ``False`` for none): tasks marked ``@task(cache=...)``
         reuse outputs of earlier runs with the same inputs, and a run that fails keeps
         what it finished for :meth:`retry` (see :mod:`dagrt.caching`).
+    resources:
+        What the in-process runtime, or each worker of the local cluster, has for
+        tasks that need resources (``{"gpu": 1, "memory": "16GB"}``; see
+        :func:`~dagrt.task`). The workers of a pool say what they have themselves
+        (``dagrt worker --resources``): with an address it is an error.
 
     Once started: ``client.cluster`` is the :class:`~dagrt.LocalCluster` it runs
     (or ``None``), ``client.metrics`` the event log's writer (or ``None``).
@@ -118,6 +124,7 @@ class Client:
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         task_timeout: float | None = None,
         cache: CacheOptions | dict[str, Any] | bool | None = None,
+        resources: Mapping[str, float | str] | None = None,
     ) -> None:
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a redis:// URL string or None, got {address!r}")
@@ -143,6 +150,12 @@ class Client:
         self.stall_timeout = float(stall_timeout)
         self.task_timeout = check_timeout(task_timeout, "task_timeout")
         self.cache = CacheOptions.of(cache)
+        self.resources = check_resources(resources, "resources")
+        if self.resources and address is not None:
+            raise ValueError(
+                "resources are what the workers have: a pool's workers say it themselves"
+                " (dagrt worker --resources gpu=1,...), not the client"
+            )
         if not isinstance(dashboard, bool | int) or (dashboard is not False and dashboard < 0):
             raise ValueError(f"dashboard must be True/False or a port number, got {dashboard!r}")
         if dashboard is not False and not processes and not isinstance(metrics, str | RedisStorage):
@@ -213,6 +226,8 @@ class Client:
             url=store.config.url if isinstance(store, RedisStorage) else None,
             flush=self._flush,
         )
+        if self.resources:
+            flags.update(worker_args(resources=self.resources)[0])
         return LocalCluster(
             self.n_workers, threads=self.threads, worker_options=flags, worker_env=env
         )
@@ -225,6 +240,7 @@ class Client:
                 worker_id=self._local_worker,
                 task_timeout=self.task_timeout,
                 cache_storage=cache_storage(self.cache.url),
+                resources=self.resources,
             )
         return DistributedRuntime(
             self.cluster.url if self.cluster is not None else self.address,
@@ -328,13 +344,15 @@ class Client:
 
     # -- submitting ------------------------------------------------------------------
 
-    def submit(self, *xs: Any, **kwargs: Any) -> RunFuture:
+    def submit(self, *xs: Any, priority: int = 0, **kwargs: Any) -> RunFuture:
         """Start computing ``xs`` and return a :class:`RunFuture` at once.
 
         ``xs`` are nodes, DAGs or trees of them (see :meth:`compute`). As in
         Dask, ``submit(fn, *args, **kwargs)`` with a plain function or task
-        function first submits that call.
+        function first submits that call. ``priority``: the run's (see
+        :meth:`compute`; as in Dask, the name is not passed on to ``fn``).
         """
+        priority = check_priority(priority, "priority") or 0
         if xs and callable(xs[0]) and not isinstance(xs[0], Node | DAG):
             fn = xs[0]
             node = (fn if isinstance(fn, TaskFunction) else task(fn))(*xs[1:], **kwargs)
@@ -346,18 +364,26 @@ class Client:
             )
         if not xs:
             raise TypeError("submit() needs something to compute: a node, a DAG, or fn and args")
-        return self._submit(xs, resume=False)
+        return self._submit(xs, resume=False, priority=priority)
 
-    def _submit(self, xs: tuple[Any, ...], *, resume: bool) -> RunFuture:
+    def _submit(self, xs: tuple[Any, ...], *, resume: bool, priority: int = 0) -> RunFuture:
         task_group, loop, runtime = self._started()
         dag, rebuild = plan_outputs(xs)
         fut = RunFuture(new_run_id(), dag, loop)
         fut._xs = xs
+        fut._priority = priority
         if dag is None:  # constants only: nothing to run
             fut._set_result(rebuild([]))
         else:
             task_group.start_soon(
-                self._run, runtime, fut, dag, rebuild, resume, name=f"dagrt run {fut.run_id}"
+                self._run,
+                runtime,
+                fut,
+                dag,
+                rebuild,
+                resume,
+                priority,
+                name=f"dagrt run {fut.run_id}",
             )
         return fut
 
@@ -371,7 +397,7 @@ class Client:
             raise ValueError(f"run {future.run_id} has not ended: it cannot be retried yet")
         if future._xs is None:
             raise ValueError(f"run {future.run_id} was not submitted by a client")
-        return self._submit(future._xs, resume=True)
+        return self._submit(future._xs, resume=True, priority=future._priority)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[RunFuture]:
         """``[submit(fn, *args) for args in zip(*iterables)]``: one run per call."""
@@ -387,6 +413,7 @@ class Client:
         *xs: Any,
         timeout: float | None = None,  # noqa: ASYNC109
         resume: bool = False,
+        priority: int = 0,
     ) -> Any:
         """Compute ``xs`` and return the result.
 
@@ -397,13 +424,17 @@ class Client:
         :class:`~dagrt.RunTimeoutError` is raised. ``resume``: every task whose output
         an earlier run of the same graph kept (it failed, or was cancelled) or the
         cache has is taken from there, not run (:meth:`retry`, from another process).
+        ``priority``: an int added to each task's priority (``@task(priority=...)``):
+        ready work of a higher priority is taken first, by every worker, without
+        starving the rest (:mod:`dagrt.resources`).
         """
         limit = check_timeout(timeout, "timeout")
+        priority = check_priority(priority, "priority") or 0
         if not isinstance(resume, bool):
             raise TypeError(f"resume must be True or False, got {resume!r}")
         if not xs:
             raise TypeError("compute() needs something to compute: a node, a DAG or a tree")
-        fut = self._submit(xs, resume=resume) if resume else self.submit(*xs)
+        fut = self._submit(xs, resume=resume, priority=priority)
         try:
             if limit is None:
                 return await fut
@@ -495,6 +526,7 @@ class Client:
         dag: DAG,
         rebuild: Callable[[list[Any]], Any],
         resume: bool = False,
+        priority: int = 0,
     ) -> None:
         if fut.done():  # cancelled before it started
             return
@@ -542,7 +574,12 @@ class Client:
                 fut._cancel_hook = cancel
                 try:
                     values = await runtime.run(
-                        dag, run_id, recorder, on_submitted=on_submitted, cache=plan
+                        dag,
+                        run_id,
+                        recorder,
+                        on_submitted=on_submitted,
+                        cache=plan,
+                        priority=priority,
                     )
                 except Exception as exc:
                     run_finished("failed", getattr(exc, "task", None))
@@ -566,13 +603,17 @@ class Client:
 
 @computes_nodes
 def compute(
-    *xs: Any, timeout: float | None = None, resume: bool = False, **client_options: Any
+    *xs: Any,
+    timeout: float | None = None,
+    resume: bool = False,
+    priority: int = 0,
+    **client_options: Any,
 ) -> Any:
     """Compute ``xs`` with a temporary :class:`Client` (for scripts, not async code).
 
     ``client_options`` go to the client, e.g. ``processes=False`` for the
-    in-process runtime; ``timeout`` bounds the run and ``resume`` resumes it
-    (:meth:`Client.compute`). Inside a
+    in-process runtime; ``timeout`` bounds the run, ``resume`` resumes it and
+    ``priority`` is the run's (:meth:`Client.compute`). Inside a
     running event loop use ``await client.compute``.
     """
     try:
@@ -587,6 +628,6 @@ def compute(
 
     async def main() -> Any:
         async with Client(**client_options) as client:
-            return await client.compute(*xs, timeout=timeout, resume=resume)
+            return await client.compute(*xs, timeout=timeout, resume=resume, priority=priority)
 
     return asyncio.run(main())

@@ -26,12 +26,12 @@ from typing import Any
 import anyio
 
 from . import keys as K
-from . import submission
+from . import lanes, submission
 from .caching import CachePlan
 from .exceptions import (
+    ResourceError,
     RunNotFoundError,
     RunStalledError,
-    SerializationError,
     StorageError,
     TaskError,
 )
@@ -46,9 +46,9 @@ from .objects import (
     namespace_of,
     this_host,
 )
-from .serialize import loads, unpack
+from .resources import describe
+from .serialize import loads
 from .storage import RedisStorage, Storage
-from .storage import commands as C
 from .tasks import check_timeout
 
 __all__ = ["DistributedRuntime"]
@@ -151,6 +151,7 @@ class DistributedRuntime:
         recorder: Any = None,
         on_submitted: Callable[[float], None] | None = None,
         cache: CachePlan | None = None,
+        priority: int = 0,
     ) -> list[Any]:
         """Run ``dag`` on the workers (their events are their own: ``recorder`` is unused);
         ``on_submitted`` hears the seconds the submission took, once it is done;
@@ -176,6 +177,7 @@ class DistributedRuntime:
                     outputs_store=self._outputs_store(),
                     task_timeout=self.task_timeout,
                     cache=cache,
+                    priority=priority,
                 )
             if on_submitted is not None:
                 on_submitted(spec.submit_seconds)
@@ -299,7 +301,11 @@ class DistributedRuntime:
         found = await submission.outstanding(storage, rk, self.stream)
         if isinstance(found, str):  # only entries not delivered yet: look again soon
             watch.checked = now - self.stall_timeout + min(self.stall_timeout, 10.0) / 2
-            await self._stuck(storage, spec, watch, found, now)
+            entry, _, lane = found.partition(" ")
+            if lane:  # in a lane: does a live worker hold its resources?
+                await self._unheld(storage, spec, entry, lane, now - watch.since)
+            else:
+                await self._stuck(storage, spec, watch, entry, now)
             return
         watch.undelivered = None
         if found != 0:
@@ -351,23 +357,35 @@ class DistributedRuntime:
             f" the run was stopped."
         )
 
+    async def _unheld(
+        self, storage: Storage, spec: submission.RunSpec, entry: str, lane: str, quiet: float
+    ) -> None:
+        """The run's entry ``entry`` waits undelivered in ``lane``: raise
+        :class:`ResourceError` if live workers read the stream and none of them can hold
+        the lane's resources (the workers that could have gone; with none at all, the run
+        waits for one, as any)."""
+        workers = await lanes.live_workers(storage, self.stream)
+        missing = lanes.unheld([lane], workers)
+        if not workers or not missing:
+            return
+        left = await storage.ahget(spec.keys.meta, "left")
+        raise ResourceError(
+            f"run {spec.run_id}: {int(left or 0)} of its {spec.n_tasks} tasks are left; its"
+            f" entry {entry} waits in lane {lane!r}, which needs {describe(missing[lane])},"
+            f" and none of the {len(workers)} live worker(s) of stream {self.stream!r} has"
+            f" it (those that had it are gone); no task completed for {quiet:.0f} s. The run"
+            " was stopped."
+        )
+
     async def _stream_workers(self, storage: Storage) -> dict[str, tuple[int, int, int]]:
         """The live workers of this client's stream: id -> (beats, entries read, entries
         in flight), as their last heartbeat says."""
-        records = await storage.ahgetall(K.workers())
-        ids = [w.decode() for w in records]
-        alive = await storage.apipeline([C.exists([K.worker_alive(w)]) for w in ids])
         states: dict[str, tuple[int, int, int]] = {}
-        for w, raw, live in zip(ids, records.values(), alive, strict=True):
+        for w, info in (await lanes.live_workers(storage, self.stream)).items():
             try:
-                info = unpack(raw, what="a worker's record")
-            except SerializationError:
-                continue
-            if live and isinstance(info, dict) and info.get("stream") == self.stream:
-                try:
-                    states[w] = (int(info["beats"]), int(info["reads"]), int(info["in_flight"]))
-                except (KeyError, TypeError, ValueError):
-                    continue  # (a worker of an older dagrt)
+                states[w] = (int(info["beats"]), int(info["reads"]), int(info["in_flight"]))
+            except (KeyError, TypeError, ValueError):
+                continue  # (a worker of an older dagrt)
         return states
 
     async def progress(self, run_id: str, total: int) -> AsyncIterator[int]:

@@ -10,6 +10,7 @@ The tree::
     ├── ClientClosedError       the client is not started, or already closed
     ├── WorkerLostError         a worker died and the task ran out of attempts
     ├── RunStalledError         a run has tasks left and no work queued, running or waiting
+    ├── ResourceError           a task needs resources no live worker has
     ├── SignatureError          a task record is unsigned or forged (shared secret)
     └── StorageError            the storage server refused or could not be reached
         ├── StorageConnectionError   unreachable, or the connection broke
@@ -33,6 +34,7 @@ __all__ = [
     "DagrtError",
     "GraphError",
     "RunNotFoundError",
+    "ResourceError",
     "RunStalledError",
     "RunTimeoutError",
     "SerializationError",
@@ -183,6 +185,12 @@ class RunStalledError(DagrtError):
     """A running run has tasks left, yet nothing of it is queued, running, or waiting
     for a retry: it can never finish (a stream entry was lost or removed). The
     client's watchdog stops the run and raises this instead of waiting for ever."""
+
+
+class ResourceError(DagrtError):
+    """A task needs resources (``@task(resources=...)``) that no live worker has: at
+    submission, or when the workers that had them are gone while its entry waits (the
+    watchdog). The run never starts, or is stopped, instead of waiting for ever."""
 
 
 class SignatureError(DagrtError):

@@ -23,12 +23,23 @@ Status = Literal["pending", "finished", "error", "cancelled"]
 class RunFuture:
     """The eventual result of one run (what :meth:`dagrt.Client.submit` returns)."""
 
-    __slots__ = ("__weakref__", "_cancel_hook", "_done", "_fut", "_loop", "_xs", "dag", "run_id")
+    __slots__ = (
+        "__weakref__",
+        "_cancel_hook",
+        "_done",
+        "_fut",
+        "_loop",
+        "_priority",
+        "_xs",
+        "dag",
+        "run_id",
+    )
 
     def __init__(self, run_id: str, dag: DAG | None, loop: asyncio.AbstractEventLoop) -> None:
         self.run_id = run_id
         self.dag = dag
         self._xs: tuple[Any, ...] | None = None  # what was submitted (Client.retry)
+        self._priority = 0  # the run's priority (Client.retry keeps it)
         self._loop = loop
         self._fut: asyncio.Future[Any] = loop.create_future()
         self._done = threading.Event()

@@ -94,7 +94,8 @@ class RunKeys:
     its sub-runs going on); a sub-run has a ``claim`` string (the worker that
     submitted it: one submission, however many attempts of its task). A run with
     cached tasks has a ``cache`` hash: the entries their workers write
-    (:mod:`dagrt.caching`).
+    (:mod:`dagrt.caching`). A run with tasks in lanes (resources, priorities) has a
+    ``lanes`` hash: each such task's lane (:mod:`dagrt.resources`).
     """
 
     __slots__ = (
@@ -105,6 +106,7 @@ class RunKeys:
         "done",
         "end",
         "events",
+        "lanes",
         "lost",
         "meta",
         "progress",
@@ -129,6 +131,7 @@ class RunKeys:
         self.subs = run_key(run_id, "subs")  # ids of the run's sub-runs going on
         self.claim = run_key(run_id, "claim")  # a sub-run's: the worker that submitted it
         self.cache = run_key(run_id, "cache")  # task index -> "<cache key>:<ttl>" to write
+        self.lanes = run_key(run_id, "lanes")  # task index -> its lane (dagrt.resources)
 
     def output(self, index: int | str) -> str:
         return f"{self._prefix}o:{index}"
@@ -158,6 +161,7 @@ class RunKeys:
             self.subs,
             self.claim,
             self.cache,
+            self.lanes,
         ]
 
 
@@ -174,6 +178,17 @@ def function(digest: str) -> str:
 def tasks_stream(shard: int = 0) -> str:
     """The stream of ready tasks that workers consume."""
     return f"{PREFIX}:tasks" if shard == 0 else f"{PREFIX}:tasks:{shard}"
+
+
+def lane_stream(stream: str, lane: str) -> str:
+    """The stream of the ready tasks of one lane (:mod:`dagrt.resources`): those that
+    need ``lane``'s resources, or have its priority."""
+    return f"{stream}:lane:{lane}"
+
+
+def lanes(stream: str) -> str:
+    """Hash of the lanes of ``stream`` in use: lane -> when a run last used it."""
+    return f"{stream}:lanes"
 
 
 def control() -> str:

@@ -16,11 +16,12 @@ their last consumer has run (outputs are kept).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from . import graph as _graph
 from . import native_threads
 from .caching import nested_plan, read_values, write_values
 from .exceptions import (
+    ResourceError,
     TaskError,
     TaskTimeout,
     TaskTimeoutError,
@@ -41,6 +43,7 @@ from .expand import has_graph, nested_failure, returned_graph
 from .graph import DAG, Node
 from .keys import sub_run_id
 from .pytree import unflatten
+from .resources import Resources, SharedCapacity, can_hold, check_resources, describe
 from .tasks import check_timeout, retry_wait
 
 if TYPE_CHECKING:
@@ -76,6 +79,7 @@ class LocalRuntime:
         client_id: str = "",
         task_timeout: float | None = None,
         cache_storage: Storage | None = None,
+        resources: Mapping[str, float | str] | None = None,
     ) -> None:
         if threads is None:
             threads = _default_threads()
@@ -87,6 +91,9 @@ class LocalRuntime:
         # for task functions that set none
         self.task_timeout = check_timeout(task_timeout, "task_timeout")
         self.cache_storage = cache_storage  # where cache entries are (dagrt.caching)
+        # what this process has for tasks that need resources (dagrt.resources)
+        self.resources = check_resources(resources, "resources") or {}
+        self._capacity = SharedCapacity(self.resources)
         self._limits = native_threads.Limits(native_threads.budget(threads))
         self._executor: ThreadPoolExecutor | None = None
         self._runs: dict[str, _Run] = {}
@@ -104,6 +111,16 @@ class LocalRuntime:
             # Threads still inside a task function finish it and stop; nothing waits here.
             executor.shutdown(wait=False, cancel_futures=True)
             self._limits.__exit__(None, None, None)
+
+    def _check_resources(self, dag: DAG) -> None:
+        """Raise :class:`ResourceError` if a task needs more than this process has."""
+        for f in dag._distinct:
+            if f.resources and not can_hold(self.resources, f.resources):
+                raise ResourceError(
+                    f"task {f.name} needs {describe(f.resources)}, and this process has"
+                    f" {describe(self.resources)}: give the in-process runtime what it has,"
+                    f" Client(processes=False, resources={{...}}). Nothing of the run ran."
+                )
 
     @property
     def url(self) -> None:
@@ -133,6 +150,7 @@ class LocalRuntime:
         recorder: RunRecorder | None = None,
         on_submitted: Callable[[float], None] | None = None,
         cache: CachePlan | None = None,
+        priority: int = 0,
     ) -> list[Any]:
         """Run ``dag``; the values of its outputs, in order (nothing is submitted:
         ``on_submitted`` is for runtimes that do). ``cache``: the values the cache has
@@ -141,9 +159,11 @@ class LocalRuntime:
         finished is kept (:mod:`dagrt.caching`)."""
         if self._executor is None:
             raise RuntimeError("LocalRuntime is not started (use `async with`)")
+        self._check_resources(dag)
         store = self.cache_storage if cache is not None else None
         found = await read_values(store, dag, cache) if store is not None else {}
-        run = _Run(self, dag, run_id, asyncio.get_running_loop(), recorder, cache, found)
+        loop = asyncio.get_running_loop()
+        run = _Run(self, dag, run_id, loop, recorder, cache, found, priority)
         self._runs[run_id] = run
         try:
             async with anyio.create_task_group() as tg:
@@ -153,6 +173,7 @@ class LocalRuntime:
                 tg.cancel_scope.cancel()  # async tasks still running after a failure
         finally:
             run.stop()
+            self._capacity.drop(run)
             del self._runs[run_id]
             if store is not None and cache is not None:
                 with anyio.CancelScope(shield=True):
@@ -186,6 +207,7 @@ class _Run:
         recorder: RunRecorder | None,
         cache: CachePlan | None = None,
         found: dict[int, Any] | None = None,
+        priority: int = 0,
     ) -> None:
         self.runtime = runtime
         self.cache = cache  # (its policy goes to the graphs its tasks return)
@@ -215,7 +237,13 @@ class _Run:
             self.keep |= set(cache.write)  # their values are written after the run
             if found:
                 self._preset(cache, found)
-        self.ready: list[int] = []  # sync tasks, a stack
+        self.ready: list[int] | _Ready = []  # sync tasks, a stack
+        if priority or any(f.priority for f in dag._distinct):  # highest first, then a stack
+            self.ready = _Ready([f.priority + priority for f in self.funcs])
+        # what each task holds while it runs, if any task needs resources (dagrt.resources)
+        self.needs: list[Resources | None] | None = None
+        if any(f.resources for f in dag._distinct):
+            self.needs = [f.resources for f in self.funcs]
         self.lock = threading.Lock()
         self.active = 0  # drains queued or running
         self.in_long = 0  # drains inside a task of unknown or non-trivial cost
@@ -266,6 +294,12 @@ class _Run:
     # -- readiness (callers hold the lock) --------------------------------------
 
     def _push_locked(self, i: int, *, on_loop: bool) -> None:
+        needs = self.needs[i] if self.needs is not None else None
+        if needs and not self.runtime._capacity.take(self, i, needs):
+            return  # it starts when resources are given back (_give_back)
+        self._ready_locked(i, on_loop=on_loop)
+
+    def _ready_locked(self, i: int, *, on_loop: bool) -> None:
         if self.funcs[i].is_async:
             if on_loop:
                 self._start_async(i)
@@ -334,6 +368,25 @@ class _Run:
             self.finished.set()
         else:
             self._finish_from_thread()
+
+    def _give_back(self, i: int) -> None:
+        """Task ``i``'s call ended: its resources go back, to the tasks waiting for them
+        (in this run or another; each starts on the loop)."""
+        needs = self.needs[i] if self.needs is not None else None
+        if not needs:
+            return
+        for run, j in self.runtime._capacity.give(needs):
+            assert isinstance(run, _Run)
+            run.loop.call_soon_threadsafe(run._start_held, j)
+
+    def _start_held(self, i: int) -> None:
+        """Task ``i`` holds its resources now: ready it (unless the run ended)."""
+        with self.lock:
+            if not self.stopped:
+                self._ready_locked(i, on_loop=True)
+                self._spawn_locked()
+                return
+        self._give_back(i)
 
     def _requeue(self, i: int) -> None:
         with self.lock:
@@ -455,6 +508,8 @@ class _Run:
             except BaseException as exc:
                 failed = exc
             elapsed = clock() - t0
+            if self.needs is not None:
+                self._give_back(i)
             # (looked into only if the call built nodes, and outside the run's lock)
             expanding = failed is None and _graph.built != before and has_graph(value)
             func = funcs[i]
@@ -496,8 +551,12 @@ class _Run:
         limit = self._timeout(i)
         before = _graph.built
         try:
-            with anyio.move_on_after(limit) as scope:  # (None: no limit)
-                value = await self._call(i)
+            try:
+                with anyio.move_on_after(limit) as scope:  # (None: no limit)
+                    value = await self._call(i)
+            finally:
+                if self.needs is not None:
+                    self._give_back(i)
             if scope.cancelled_caught and limit is not None:  # its time ran out
                 raise self._timed_out(i, limit)
         except Exception as exc:
@@ -617,3 +676,29 @@ def _task_error(
     )
     err.__cause__ = exc
     return err
+
+
+class _Ready:
+    """The ready sync tasks of a run with priorities: highest priority first, and among
+    equals the last made ready first (as the plain stack does)."""
+
+    __slots__ = ("_heap", "_priority", "_seq")
+
+    def __init__(self, priority: list[int]) -> None:
+        self._priority = priority
+        self._heap: list[tuple[int, int, int]] = []
+        self._seq = 0
+
+    def append(self, i: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (-self._priority[i], -self._seq, i))
+
+    def pop(self) -> int:
+        return heapq.heappop(self._heap)[2]
+
+    def __getitem__(self, position: int) -> int:
+        assert position == -1  # (the next to run: the top)
+        return self._heap[0][2]
+
+    def __len__(self) -> int:
+        return len(self._heap)

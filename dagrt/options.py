@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from .metrics import FlushPolicy
+from .resources import describe, parse_resources
 from .workers.settings import WorkerSettings
 
 __all__ = [
@@ -73,6 +74,14 @@ def number(kind: type, low: float, *, strict: bool = False) -> Callable[[str], A
     return parse
 
 
+def _resources(value: str) -> dict[str, float]:
+    """``gpu=2,memory=32GB``, checked (:func:`dagrt.resources.parse_resources`)."""
+    try:
+        return parse_resources(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _message(exc: ValidationError) -> str:
     return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
 
@@ -90,7 +99,7 @@ class Flag:
     (a condition that is off). ``env``: the default comes from this environment
     variable, and a worker is given the value by it, not on its command line (a URL
     with a password stays out of process listings). ``parse``: the argparse type of
-    a string field.
+    a field that is not a number (a string, a map); ``show``: its value as that text.
     """
 
     name: str
@@ -98,6 +107,7 @@ class Flag:
     zero_is_none: bool = False
     env: str | None = None
     parse: Callable[[str], Any] | None = None
+    show: Callable[[Any], str] | None = None
 
 
 #: ``dagrt worker``'s options for :class:`~dagrt.workers.WorkerSettings`, in help order.
@@ -120,6 +130,7 @@ WORKER_FLAGS: dict[str, Flag] = {
     "host_id": Flag("host-id"),
     "data_bind": Flag("data-bind"),
     "data_advertise": Flag("data-advertise"),
+    "resources": Flag("resources", parse=_resources, show=describe),
 }
 
 #: A worker's event log (``dagrt worker``, and ``dagrt cluster`` for its workers).
@@ -185,6 +196,8 @@ def add_options(
 
 def _parse(info: FieldInfo, flag: Flag) -> Callable[[str], Any]:
     """The argparse type of a field: its kind of number and lower bound, or ``flag.parse``."""
+    if flag.parse is not None:
+        return flag.parse
     kind = _kind(info.annotation)
     if kind not in (int, float):
         return flag.parse or kind
@@ -199,6 +212,8 @@ def _parse(info: FieldInfo, flag: Flag) -> Callable[[str], Any]:
 
 
 def _metavar(info: FieldInfo, flag: Flag) -> str:
+    if flag.parse is not None:
+        return "URL" if flag.parse is url else flag.name.upper().replace("-", "_")
     kind = _kind(info.annotation)
     if kind is float and "seconds" in (info.description or ""):
         return "SECONDS"
@@ -305,7 +320,7 @@ def _args(
         elif flag.env is not None:
             env[flag.env] = str(value)
         else:
-            argv[flag.name] = value
+            argv[flag.name] = flag.show(value) if flag.show is not None else value
     return argv, env
 
 

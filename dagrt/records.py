@@ -9,7 +9,8 @@ msgpack record, signed when the pool has a secret:
   signed too): ``(digest, name, retries, retry_delay, threads[, options])`` per
   distinct function, whose pickled frame lives at ``dagrt:fn:<digest>`` (``options``:
   ``locality``, the run meta's locality fields that differ for its tasks,
-  ``@task(locality=...)``; ``timeout``, the seconds a call may take);
+  ``@task(locality=...)``; ``timeout``, the seconds a call may take; ``resources``,
+  what a call holds while it runs: :mod:`dagrt.resources`);
 * ``slots`` are flat ``(leaf index, parent position)`` pairs: where each parent's
   value goes among the call's leaves;
 * ``arguments`` are the plain leaves (mode 0), a pickled ``(leaves, treedef)``
@@ -53,7 +54,7 @@ BIG_SPEC = 64 * 1024  # argument specs larger than this are stored apart, by con
 #: one entry of a run's function table: (digest, name, retries, retry_delay, threads),
 #: then, for a task function with more options, a map of them: ``locality``, the run
 #: meta's locality fields that differ for its tasks (``{"cluster": "0", ...}``), and
-#: ``timeout``, the seconds a call may take
+#: ``timeout``, the seconds a call may take, and ``resources`` (name -> amount)
 FunctionEntry = (
     tuple[str, str, int, float, int | None]
     | tuple[str, str, int, float, int | None, dict[str, Any]]
@@ -88,6 +89,7 @@ class TaskRecord:
     spec_key: str | None = None
     function: int = 0  # its entry in the run's function table
     timeout: float | None = None  # seconds a call may take (@task(timeout=...))
+    resources: dict[str, float] | None = None  # what a call holds (@task(resources=...))
 
 
 # --------------------------------------------------------------------------- the client's side
@@ -167,12 +169,17 @@ def decode_functions(stored: bytes, secret: bytes | None) -> list[FunctionEntry]
 
 def _options_ok(options: object) -> bool:
     """Is a function's map of options as dagrt writes it?"""
-    if not isinstance(options, dict) or not set(options) <= {"locality", "timeout"}:
+    if not isinstance(options, dict) or not set(options) <= {"locality", "timeout", "resources"}:
         return False
     locality = options.get("locality", {})
     timeout = options.get("timeout", 1.0)
+    resources = options.get("resources", {})
     return (
-        isinstance(locality, dict)
+        isinstance(resources, dict)
+        and all(
+            isinstance(k, str) and type(v) in (int, float) and v > 0 for k, v in resources.items()
+        )
+        and isinstance(locality, dict)
         and all(isinstance(k, str) and isinstance(v, str) for k, v in locality.items())
         and type(timeout) in (int, float)
         and timeout > 0
@@ -207,7 +214,9 @@ def decode_record(
         raise MalformedRecord(f"record of task {index} is malformed: {fields!r:.200}")
     entry = functions[fn_index]
     digest, name, retries, retry_delay, threads = entry[:5]
-    timeout = entry[5].get("timeout") if len(entry) > 5 else None  # type: ignore[misc]
+    options = entry[5] if len(entry) > 5 else {}  # type: ignore[misc]
+    timeout = options.get("timeout")
+    resources = options.get("resources")
     leaves: list[Any] | None = None
     treedef: Any = True
     spec_key = None
@@ -233,6 +242,7 @@ def decode_record(
         spec_key=spec_key,
         function=fn_index,
         timeout=timeout,
+        resources=resources,
     )
 
 

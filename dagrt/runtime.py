@@ -57,12 +57,14 @@ class Runtime(Protocol):
         recorder: RunRecorder | None = None,
         on_submitted: Callable[[float], None] | None = None,
         cache: CachePlan | None = None,
+        priority: int = 0,
     ) -> list[Any]:
         """Run ``dag``; the values of its outputs in order, or its :class:`TaskError`.
         ``recorder`` takes the task events of a run in this process; ``on_submitted``
         hears the seconds a submission to a server took; ``cache`` says what the run
         reads from the cache and writes there (filled in: what was found, what was
-        skipped), and whether it keeps what it finished if it does not finish."""
+        skipped), and whether it keeps what it finished if it does not finish.
+        ``priority``: the run's, added to each task's (:mod:`dagrt.resources`)."""
         ...
 
     def cancel(self, run_id: str) -> None:

@@ -106,7 +106,7 @@ def complete_cmd(
     group: str = K.TASKS_GROUP,
 ) -> C.Cmd:
     """One EVALSHA of ``complete`` for tasks of one run (sent in a pipeline)."""
-    keys = [rk.meta, rk.deps, rk.done, rk.progress, rk.events, stream, rk.wait]
+    keys = [rk.meta, rk.deps, rk.done, rk.progress, rk.events, stream, rk.wait, rk.lanes]
     keys += [rk.output(item.index) for item in items]
     argv: list[Any] = [rk.run_id, worker, group, len(items), _ALIVE_HEAD, _INBOX_HEAD]
     for item in items:
@@ -145,13 +145,16 @@ def fail_cmd(
 
 
 def requeue_cmd(
-    entries: Sequence[tuple[str | bytes, str, int]], *, stream: str, group: str = K.TASKS_GROUP
+    entries: Sequence[tuple[str | bytes, str, int] | tuple[str | bytes, str, int, str]],
+    *,
+    stream: str,
+    group: str = K.TASKS_GROUP,
 ) -> C.Cmd:
-    """One EVALSHA of ``requeue``: ``(entry id, run id, task)`` of each entry to give back
-    (a claim on the task is cleared)."""
-    argv: list[Any] = [group, _RUN_KEY_PARTS[0], _RUN_KEY_PARTS[3]]
-    for entry_id, run_id, index in entries:
-        argv += [entry_id, run_id, index]
+    """One EVALSHA of ``requeue``: ``(entry id, run id, task[, lane])`` of each entry to
+    give back (a claim on the task is cleared; an entry of a lane goes to its lane)."""
+    argv: list[Any] = [group, _RUN_KEY_PARTS[0], _RUN_KEY_PARTS[3], K.lane_stream(stream, "")]
+    for entry_id, run_id, index, *lane in entries:
+        argv += [entry_id, run_id, index, lane[0] if lane else ""]
     return C.Cmd(("EVALSHA", REQUEUE.sha, 1, stream, *argv))
 
 
@@ -166,7 +169,8 @@ class Taken:
     ``odd``: ids of entries with fields other than a run and a task (read them whole);
     ``claimed``: entries of tasks another worker (or this one) claimed, left to it;
     ``woken``: ids of entries in ``run`` that notes of the inbox brought (tasks this
-    worker waited for: delayed I/O).
+    worker waited for: delayed I/O). An entry moved from a lane has its lane as
+    field ``l`` (:mod:`dagrt.resources`).
     """
 
     run: list[tuple[bytes, dict[bytes, bytes]]]
@@ -175,6 +179,7 @@ class Taken:
     odd: list[bytes]
     claimed: int = 0
     woken: set[bytes] = field(default_factory=set)
+    lanes_changed: bool = False  # a note said new lanes are in use (dagrt.resources)
 
     @property
     def empty(self) -> bool:
@@ -182,7 +187,7 @@ class Taken:
         return not (self.run or self.dropped or self.early or self.odd or self.claimed)
 
 
-_DROPPED = (b"ended", b"done", b"gone")
+_DROPPED = (b"ended", b"done", b"gone", b"moved")
 
 
 def _run_key_parts() -> list[str]:
@@ -209,18 +214,28 @@ def take_cmd(
     notes: Sequence[tuple[bytes, dict[bytes, bytes]]] = (),
     *,
     inbox: bool = True,
+    lanes: Sequence[tuple[str, int]] = (),
+    from_lanes: Sequence[tuple[str, bytes]] = (),
 ) -> C.Cmd:
     """One EVALSHA of ``take``: read up to ``count`` entries for ``consumer`` (and, with
     ``inbox``, as many notes of its inbox) and screen them; with ``count`` 0, screen the
-    entries and the inbox notes a blocking read ``delivered``."""
+    entries and the inbox notes a blocking read ``delivered``, and the entries it
+    delivered from lanes (``from_lanes``: lane, entry id). ``lanes``: the lanes the
+    worker reads, in order, with how many entries of each to take at most (see
+    :class:`dagrt.resources.LaneOrder`); none: the tasks stream only."""
     box = K.inbox(consumer) if inbox or notes else ""
     argv: list[Any] = [group, consumer, count, *_RUN_KEY_PARTS, _ALIVE_HEAD, box]
+    argv += [len(lanes), K.lane_stream(stream, "")]
+    for lane, n in lanes:
+        argv += [lane, n]
     given = dict(delivered)
     for entry_id, fields in delivered:
         argv += [entry_id, fields.get(b"r", b""), fields.get(b"t", b""), b""]
+    for lane, entry_id in from_lanes:
+        argv += [entry_id, b"", b"", "@" + lane]
     for note_id, fields in notes:
-        if b"e" in fields:
-            argv += [fields[b"e"], fields.get(b"r", b""), fields.get(b"t", b""), note_id]
+        # (a note without an entry, a wake-up, is acknowledged and deleted as read)
+        argv += [fields.get(b"e", b""), fields.get(b"r", b""), fields.get(b"t", b""), note_id]
     return C.Cmd(("EVALSHA", TAKE.sha, 1, stream, *argv), lambda reply: _taken(reply, given))
 
 
@@ -237,13 +252,19 @@ def _taken(reply: Sequence[Any], given: dict[bytes, dict[bytes, bytes]]) -> Take
         if verdict == b"claimed":
             out.claimed += 1
             continue
+        if verdict == b"lanes":
+            out.lanes_changed = True
+            continue
         if verdict == b"woken":
             out.woken.add(entry_id)
-        fields = given.get(entry_id) or (
-            {b"r": run, b"t": task, b"i": parent, b"v": value}
-            if value is not None
-            else {b"r": run, b"t": task}
-        )
+        if verdict == b"lane":
+            fields = {b"r": run, b"t": task, b"l": parent}
+        else:
+            fields = given.get(entry_id) or (
+                {b"r": run, b"t": task, b"i": parent, b"v": value}
+                if value is not None
+                else {b"r": run, b"t": task}
+            )
         if verdict == b"early":
             out.early.append((entry_id, fields))
         else:

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import keys as K
+from . import lanes
 from .caching import CachePlan
 from .exceptions import SerializationError
 from .graph import DAG
 from .locality import LocalityOptions
 from .objects.location import MAGIC as LOCATION_MAGIC
 from .records import PICKLED, FunctionEntry, encode_record, sign, spec_digest
+from .resources import lane_of
 from .scheduler import STOP
 from .serialize import dumps, dumps_function, pack
 from .storage import Script, Storage
@@ -104,6 +106,7 @@ async def submit(
     task_timeout: float | None = None,
     parent: Parent | None = None,
     cache: CachePlan | None = None,
+    priority: int = 0,
 ) -> RunSpec:
     """Write ``dag`` as run ``run_id`` and dispatch its roots, in pipelined chunks.
 
@@ -125,10 +128,14 @@ async def submit(
     :class:`~dagrt.caching.CachePlan`: the entries found are copied into the run's
     output keys first (one round trip), those tasks count as done and the tasks they
     stand for are left out (``cache.found``, ``cache.skipped``); the entries to write
-    go in the run's ``cache`` hash, for the workers.
+    go in the run's ``cache`` hash, for the workers. ``priority``: the run's, added to
+    each task's (:mod:`dagrt.resources`); a task that needs resources or has a priority
+    other than 0 goes to its lane (:func:`dagrt.lanes.prepare` checks first that a live
+    worker can hold it).
     """
     t0 = time.perf_counter()
     rk = K.RunKeys(run_id)
+    task_lanes = await _lanes(storage, stream, dag, run_id, priority)
     found = await _found_in_cache(storage, rk, dag, cache, ttl)
     skipped = cache.skipped if cache is not None else set()
     chosen = locality or LocalityOptions()
@@ -165,6 +172,8 @@ async def submit(
         timeout = tf.timeout if tf.timeout is not None else task_timeout
         if timeout is not None:
             options["timeout"] = timeout
+        if tf.resources:
+            options["resources"] = tf.resources
         if options:
             entry = (*entry, options)
         table.append(entry)
@@ -202,6 +211,8 @@ async def submit(
         cmds.append(C.hset(rk.tasks, dict(chunk)))
     for chunk in C.chunks(list(deps.items()), 5000):
         cmds.append(C.hset(rk.deps, dict(chunk)))
+    for chunk in C.chunks(list(task_lanes.items()), 5000):
+        cmds.append(C.hset(rk.lanes, dict(chunk)))
     outputs = dag._output_index
     left = n - len(found) - len(skipped)
     cmds.append(
@@ -228,6 +239,9 @@ async def submit(
                 "outputs_host": outputs_store[0] if outputs_store else "",
                 "outputs_root": outputs_store[1] if outputs_store else "",
                 "fns": sign(pack(table), secret),
+                "priority": priority,
+                # tasks in lanes: complete.lua sends their entries to the lanes' streams
+                **({"lanes": K.lane_stream(stream, "")} if task_lanes else {}),
                 **_parent_fields(parent),
             },
         )
@@ -261,7 +275,10 @@ async def submit(
         roots = [i for i in range(n) if i not in found and i not in skipped and str(i) not in deps]
     else:
         roots = [i for i, ps in enumerate(parents) if not ps]
-    cmds += [C.Cmd(("XADD", stream, "*", "r", run_id, "t", i)) for i in roots]
+    cmds += [
+        C.Cmd(("XADD", _stream_of(stream, task_lanes.get(i)), "*", "r", run_id, "t", i))
+        for i in roots
+    ]
     await storage.apipeline(cmds)
     return RunSpec(
         run_id=run_id,
@@ -296,6 +313,31 @@ async def joined(storage: Storage, run_id: str) -> RunSpec | None:
     that submitted it (a worker that took over a task waiting for its sub-run); None if
     the run is not on the server."""
     return spec_of(run_id, await storage.ahgetall(K.RunKeys(run_id).meta))
+
+
+async def _lanes(
+    storage: Storage, stream: str, dag: DAG, run_id: str, priority: int
+) -> dict[int, str]:
+    """The lane of each task that has one (checked, registered: :func:`lanes.prepare`)."""
+    fn_lanes = {id(f): lane_of(f.resources, f.priority + priority) for f in dag._distinct}
+    if not any(fn_lanes.values()):
+        return {}
+    nodes = dag._nodes
+    task_lanes = {i: lane for i, n in enumerate(nodes) if (lane := fn_lanes[id(n.func)])}
+    firsts = {lane: nodes[i].key for i, lane in sorted(task_lanes.items(), reverse=True)}
+    await lanes.prepare(storage, stream, firsts, run_id=run_id)
+    return task_lanes
+
+
+async def _lanes_of(storage: Storage, rk: K.RunKeys) -> set[str]:
+    """The lanes a run's tasks use (none for most runs: one HGET tells)."""
+    if not await storage.ahget(rk.meta, "lanes"):
+        return set()
+    return {v.decode() for v in (await storage.ahgetall(rk.lanes)).values()}
+
+
+def _stream_of(stream: str, lane: str | None) -> str:
+    return K.lane_stream(stream, lane) if lane else stream
 
 
 def spec_of(run_id: str, meta: dict[bytes, bytes]) -> RunSpec | None:
@@ -375,7 +417,8 @@ async def outstanding(
     storage: Storage, rk: K.RunKeys, stream: str, *, sub: bool = False
 ) -> int | str | None:
     """Whether a running run has work in the tasks stream: 1 when an entry of it is
-    pending, else the id of its first entry not delivered yet, else 0; None when the
+    pending, else the id of its first entry not delivered yet (followed by a space and
+    the lane if it waits in a lane's stream: :mod:`dagrt.resources`), else 0; None when the
     run is not running or has no task left, or when the stream is too long to tell
     (see ``outstanding.lua``). A run with no entry of its own whose tasks wait for
     the graphs they returned has the work of those sub-runs (asked the same way,
@@ -389,6 +432,18 @@ async def outstanding(
     if sub and int(reply) == 2:
         return 0
     found = int(reply) if int(reply) in (0, 1) else None
+    if found == 0:  # its work may be in its lanes' streams (dagrt.resources)
+        for lane in await _lanes_of(storage, rk):
+            reply = await storage.arun_script(
+                OUTSTANDING,
+                [K.lane_stream(stream, lane), rk.meta],
+                [K.TASKS_GROUP, rk.run_id, OUTSTANDING_CAP],
+            )
+            if isinstance(reply, bytes | str):
+                entry = reply.decode() if isinstance(reply, bytes) else reply
+                return f"{entry} {lane}"  # (undelivered in that lane)
+            if int(reply) != 0:
+                return int(reply) if int(reply) == 1 else None
     if found == 0:  # its work may be in its sub-runs (graphs its tasks returned)
         [subs] = await storage.apipeline([C.Cmd(("SMEMBERS", rk.subs))])
         for one in subs or ():

@@ -14,11 +14,12 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from .graph import Node
 from .locality import LocalityOptions
+from .resources import check_priority, check_resources
 
 __all__ = ["TaskFunction", "is_async_callable", "retry_wait", "task"]
 
@@ -112,6 +113,8 @@ class TaskFunction(Generic[P, R]):
         "is_async",
         "locality",
         "name",
+        "priority",
+        "resources",
         "retries",
         "retry_delay",
         "threads",
@@ -129,6 +132,8 @@ class TaskFunction(Generic[P, R]):
         locality: LocalityOptions | dict[str, Any] | bool | None = None,
         timeout: float | None = None,
         cache: bool | float | None = None,
+        resources: Mapping[str, float | str] | None = None,
+        priority: int | None = None,
     ) -> None:
         if isinstance(fn, TaskFunction):  # re-wrapping a task takes its plain function
             fn = fn.__dict__["__wrapped__"]
@@ -161,6 +166,8 @@ class TaskFunction(Generic[P, R]):
         self.threads = threads
         self.timeout = check_timeout(timeout, "timeout")
         self.cache = check_cache(cache)
+        self.resources = check_resources(resources)
+        self.priority = check_priority(priority) or 0
         # only the fields given count: the others are the run's (Client(locality=...))
         self.locality = None if locality is None else LocalityOptions.of(locality)
         self.is_async = is_async_callable(fn)
@@ -184,8 +191,11 @@ class TaskFunction(Generic[P, R]):
         locality: LocalityOptions | dict[str, Any] | bool | None = None,
         timeout: float | None = None,
         cache: bool | float | None = None,
+        resources: Mapping[str, float | str] | None = None,
+        priority: int | None = None,
     ) -> TaskFunction[P, R]:
-        """A copy of this task function with some options replaced."""
+        """A copy of this task function with some options replaced (``resources={}``:
+        none)."""
         return TaskFunction(
             self.fn,
             name=self.name if name is None else name,
@@ -195,6 +205,8 @@ class TaskFunction(Generic[P, R]):
             locality=self.locality if locality is None else locality,
             timeout=self.timeout if timeout is None else timeout,
             cache=self.cache if cache is None else cache,
+            resources=self.resources if resources is None else resources,
+            priority=self.priority if priority is None else priority,
         )
 
     def __repr__(self) -> str:
@@ -225,6 +237,8 @@ class TaskFunction(Generic[P, R]):
                 self.locality,
                 self.timeout,
                 self.cache,
+                self.resources,
+                self.priority,
             ),
         )
 
@@ -269,6 +283,8 @@ def _make_task_function(
     locality: LocalityOptions | dict[str, Any] | bool | None = None,
     timeout: float | None = None,
     cache: bool | float | None = None,
+    resources: Mapping[str, float | str] | None = None,
+    priority: int | None = None,
 ) -> TaskFunction[P, R]:
     """A task function from its options in order (what a pickled one is made again
     from, and what ``@task(...)`` makes)."""
@@ -281,6 +297,8 @@ def _make_task_function(
         locality=locality,
         timeout=timeout,
         cache=cache,
+        resources=resources,
+        priority=priority,
     )
 
 
@@ -298,6 +316,8 @@ def task(
     locality: LocalityOptions | dict[str, Any] | bool | None = None,
     timeout: float | None = None,
     cache: bool | float | None = None,
+    resources: Mapping[str, float | str] | None = None,
+    priority: int | None = None,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -312,6 +332,8 @@ def task(
     locality: LocalityOptions | dict[str, Any] | bool | None = None,
     timeout: float | None = None,
     cache: bool | float | None = None,
+    resources: Mapping[str, float | str] | None = None,
+    priority: int | None = None,
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Make ``fn`` a task: calling it builds a :class:`Node` instead of running.
 
@@ -337,9 +359,18 @@ def task(
     restarts, instead of running the task: ``True`` (for the client's policy's time,
     :class:`~dagrt.CacheOptions`), a number of seconds, or ``False`` (never, even when
     the client caches every task).
+    ``resources``: what one call holds while it runs, ``{"gpu": 1, "memory": "4GB"}``
+    (numbers > 0, or sizes): it runs only on a worker that has them all
+    (``dagrt worker --resources gpu=2,memory=32GB``), and a worker runs at once no more
+    such calls than its amounts allow (:mod:`dagrt.resources`); a run whose task no live
+    worker can hold fails with :class:`~dagrt.ResourceError`.
+    ``priority``: an int (default 0); ready work of higher priority is taken first (the
+    run's ``compute(..., priority=)`` is added to it), without starving lower priorities.
     """
 
     def make(f: Callable[P, R]) -> TaskFunction[P, R]:
-        return _make_task_function(f, name, retries, retry_delay, threads, locality, timeout, cache)
+        return _make_task_function(
+            f, name, retries, retry_delay, threads, locality, timeout, cache, resources, priority
+        )
 
     return make if fn is None else make(fn)

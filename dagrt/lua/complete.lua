@@ -3,7 +3,8 @@
 -- KEYS[1] meta hash     KEYS[2] deps hash        KEYS[3] done hash
 -- KEYS[4] progress      KEYS[5] events stream    KEYS[6] tasks stream
 -- KEYS[7] wait hash (task -> the worker waiting to run it: delayed I/O)
--- KEYS[7 + j]           the output key of the j-th task completed here
+-- KEYS[8] lanes hash (task -> its lane: dagrt.resources)
+-- KEYS[8 + j]           the output key of the j-th task completed here
 -- ARGV[1] run id        ARGV[2] worker id (its consumer name)   ARGV[3] consumer group
 -- ARGV[4] number of tasks   ARGV[5] a live worker's key up to its id ("dagrt:worker:")
 -- ARGV[6] a worker's inbox key up to its id ("dagrt:inbox:"), then for each task:
@@ -37,6 +38,13 @@
 -- inbox stream wakes it; a child this worker waited for is kept or claimed here. Both
 -- sides are in one script each, so no wake-up is lost between them.
 --
+-- Lanes: a run whose meta has "lanes" (the lane streams' names up to the lane) has
+-- tasks that need resources or have a priority; the lanes hash names each one's lane.
+-- Such a child, when ready, gets an entry in its lane's stream, always: it is never
+-- kept, claimed, waited for or given an input inline (the worker that reads it may be
+-- another one: it must be able to hold the task's resources), and an output kept in
+-- memory (mode "L") whose child is in a lane is stored first ("upload").
+--
 -- One progress entry lists the tasks counted by this call ("t": "3,5,8"). The call
 -- that counts a run's last task finishes it; a sub-run's end (its meta names the task
 -- whose returned graph it is: then_run, then_task) also adds an entry {r, t, x: "1"}
@@ -50,8 +58,8 @@
 -- now waits for with an empty entry (a "dup" repeats none of them: claimed entries are
 -- pending, and taken over if the worker died; a dead waiter is passed over).
 
-local meta = redis.call('HMGET', KEYS[1], 'status', 'waits')
-local status, waits = meta[1], meta[2]
+local meta = redis.call('HMGET', KEYS[1], 'status', 'waits', 'lanes')
+local status, waits, lanes = meta[1], meta[2], meta[3]
 local running = status == 'running'
 local replies = {}
 local acks = {}    -- entries to acknowledge, in one XACK at the end
@@ -91,7 +99,7 @@ for j = 1, tonumber(ARGV[4]) do
   local n_acks = tonumber(ARGV[first_child + n_children])
   local first_ack = first_child + n_children + 1
   pos = first_ack + n_acks
-  local output = KEYS[7 + j]
+  local output = KEYS[8 + j]
 
   local function ack()
     for a = first_ack, first_ack + n_acks - 1 do
@@ -113,6 +121,7 @@ for j = 1, tonumber(ARGV[4]) do
       local ready = n_children > 0
       for c = first_child, first_child + n_children - 1 do
         if tonumber(redis.call('HGET', KEYS[2], ARGV[c])) ~= 1 then ready = false end
+        if lanes and redis.call('HEXISTS', KEYS[8], ARGV[c]) == 1 then ready = false end
       end
       if ready then -- every child becomes ready now: the first kept, the others claimed
         local child = ARGV[first_child]
@@ -150,7 +159,10 @@ for j = 1, tonumber(ARGV[4]) do
         for c = first_child, first_child + n_children - 1 do
           local child = ARGV[c]
           local left = redis.call('HINCRBY', KEYS[2], child, -1)
-          if left == 0 then
+          local lane = lanes and redis.call('HGET', KEYS[8], child)
+          if lane then
+            if left == 0 then redis.call('XADD', lanes .. lane, '*', 'r', ARGV[1], 't', child) end
+          elseif left == 0 then
             local waiter = waits and redis.call('HGET', KEYS[7], child)
             if waiter then redis.call('HDEL', KEYS[7], child) end
             if waiter and waiter ~= worker and redis.call('EXISTS', alive .. waiter) == 1 then

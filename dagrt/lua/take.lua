@@ -7,11 +7,20 @@
 -- KEYS[1] the tasks stream
 -- ARGV[1] the consumer group   ARGV[2] the consumer   ARGV[3] how many entries to read
 --   from the tasks stream and as many notes from the consumer's inbox (0: read none;
---   the entries a blocking read has just delivered follow ARGV[9], each as its id, its
---   run id, its task index and, for a note of the inbox, the note's id, else "")
+--   the entries a blocking read has just delivered follow the lanes, each as its id,
+--   its run id, its task index and, for a note of the inbox, the note's id, for an
+--   entry of a lane's stream "@" and the lane, else "")
 -- ARGV[4] a run's keys up to its id ("dagrt:{"); ARGV[5], ARGV[6], ARGV[7] after it,
 --   of its meta, done and deps hashes ("}:meta", "}:done", "}:deps")
 -- ARGV[8] the key of a live worker up to its id ("dagrt:worker:")
+-- ARGV[10] the number of lanes the worker reads, n (dagrt.resources; 0: the tasks
+--   stream only), ARGV[11] the lane streams' names up to the lane, then n pairs: a lane
+--   ("" for the tasks stream) and how many of its entries to take at most, in the order
+--   to read them (highest priority first). An entry read from a lane's stream is moved:
+--   acknowledged and deleted there, and added to the tasks stream as {r, t, l: lane},
+--   pending for this worker (its deps field "@<worker>", as a claim), so that it is
+--   acknowledged, renewed and taken over as any other. An entry {r, t, l} that a worker
+--   which does not read lane l comes to run (its claimer is gone) goes back to its lane.
 -- ARGV[9] the consumer's inbox: notes {r, t, e} that an entry of the tasks stream, e,
 --   is pending for it now (a task it waited for became ready: delayed I/O). A note is
 --   acknowledged and deleted as it is read, and its entry screened in its stead. ""
@@ -26,7 +35,10 @@
 -- "claimed" (fan-out clustering: the worker that made the task's large input claimed
 -- it, and its deps field says "@<worker>"): the entry is that worker's, handed back to
 -- it (XCLAIM) when another reads it, unless that worker is gone (its live key expired):
--- then the reader runs it ("run"); "woken": the entry of a note of this worker's inbox,
+-- then the reader runs it ("run"); "lane": an entry moved from a lane (run it; its
+-- lane in place of the inline input's parent); "moved": an entry {r, t, l} of a lane
+-- this worker does not read, put back in its lane; "lanes": a note of the inbox that
+-- new lanes are in use (the worker reads the registry again); "woken": the entry of a note of this worker's inbox,
 -- claimed for it (run it: a task it waited for); "gone": an entry a blocking read
 -- delivered that was deleted before this call (given back: its new entry runs it).
 -- Two entries of one task not done yet both run (the second completion answers "dup").
@@ -37,6 +49,9 @@
 local stream, group, me = KEYS[1], ARGV[1], ARGV[2]
 local head, meta, done, deps, alive = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local inbox = ARGV[9]
+local n_lanes, lane_head = tonumber(ARGV[10]), ARGV[11]
+local mine = {} -- the lanes this worker reads
+for i = 12, 11 + 2 * n_lanes, 2 do mine[ARGV[i]] = true end
 local runs = {} -- run id -> {status, done key, deps key}, or false: no such run
 local out, acks = {}, {}
 
@@ -50,7 +65,7 @@ end
 
 -- ``woken``: the entry comes with a note of the inbox (a claim for this worker: run it);
 -- ``parent``, ``value``: an input inline in the entry
-local function screen(id, run, task, woken, parent, value)
+local function screen(id, run, task, woken, parent, value, lane)
   local r = runs[run]
   if r == nil then
     local status = redis.pcall('HGET', head .. run .. meta, 'status')
@@ -79,6 +94,14 @@ local function screen(id, run, task, woken, parent, value)
       if left and left > 0 then v = 'early' end
     end
   end
+  if v == 'run' and lane and not mine[lane] then
+    -- (its claimer is gone, and this worker cannot hold it: back to its lane)
+    redis.call('XADD', lane_head .. lane, '*', 'r', run, 't', task)
+    redis.call('HSET', r[3], task, 0)
+    redis.call('XACK', stream, group, id)
+    redis.call('XDEL', stream, id)
+    v = 'moved'
+  end
   if v == 'ended' or v == 'done' then acks[#acks + 1] = id end
   if v == 'run' then
     answer(id, v, run, task, parent, value)
@@ -92,15 +115,77 @@ local function note(id, f)
   redis.call('XACK', inbox, group, id)
   redis.call('XDEL', inbox, id)
   if #f == 6 and f[1] == 'r' and f[3] == 't' and f[5] == 'e' then
-    screen(f[6], f[2], f[4], true)
+    if f[6] ~= '' then screen(f[6], f[2], f[4], true) end
+  elseif f[1] == 'l' then
+    answer(id, 'lanes', false, false)
   end
 end
 
-if tonumber(ARGV[3]) > 0 then
-  local read = {'XREADGROUP', 'GROUP', group, me, 'COUNT', ARGV[3], 'STREAMS', stream, '>'}
+-- An entry of the tasks stream as it was read.
+local function entry_of(id, f)
+  if #f == 4 and f[1] == 'r' and f[3] == 't' then -- the shape dagrt writes
+    screen(id, f[2], f[4], false)
+  elseif #f == 8 and f[1] == 'r' and f[3] == 't' and f[5] == 'i' and f[7] == 'v' then
+    screen(id, f[2], f[4], false, f[6], f[8]) -- (with an input inline)
+  elseif #f == 6 and f[1] == 'r' and f[3] == 't' and f[5] == 'l' then
+    screen(id, f[2], f[4], false, nil, nil, f[6]) -- (moved from a lane)
+  else -- the worker reads it whole and dead-letters it
+    answer(id, 'odd', false, false)
+  end
+end
+
+-- An entry read from a lane's stream: moved to the tasks stream, pending for this
+-- worker (claimed by it), then screened there.
+local function move(id, lane, f)
+  local from = lane_head .. lane
+  redis.call('XACK', from, group, id)
+  redis.call('XDEL', from, id)
+  local shaped = #f == 4 and f[1] == 'r' and f[3] == 't'
+  local new
+  if shaped then
+    new = redis.call('XADD', stream, '*', 'r', f[2], 't', f[4], 'l', lane)
+  else
+    new = redis.call('XADD', stream, '*', unpack(f))
+  end
+  redis.call('XCLAIM', stream, group, me, 0, new, 'FORCE', 'JUSTID')
+  if not shaped then return answer(new, 'odd', false, false) end
+  local at = #out
+  screen(new, f[2], f[4], false)
+  if out[at + 2] == 'run' then
+    out[at + 2], out[at + 5] = 'lane', lane
+    local deps = runs[f[2]][3]
+    redis.call('HSET', deps, f[4], '@' .. me)
+    if redis.call('PTTL', deps) == -1 then -- (a run of roots only had no deps hash)
+      local ttl = redis.call('PTTL', head .. f[2] .. meta)
+      if ttl > 0 then redis.call('PEXPIRE', deps, ttl) end
+    end
+  end
+end
+
+-- Read up to ``n`` entries of one lane's stream (making its group if need be).
+local function read_lane(lane, n)
+  local from = lane_head .. lane
+  local read = {'XREADGROUP', 'GROUP', group, me, 'COUNT', n, 'STREAMS', from, '>'}
+  local reply = redis.pcall(unpack(read))
+  if type(reply) == 'table' and reply.err then
+    redis.pcall('XGROUP', 'CREATE', from, group, '0', 'MKSTREAM')
+    reply = redis.call(unpack(read))
+  end
+  local got = 0
+  for _, r in ipairs(reply or {}) do
+    for _, entry in ipairs(r[2]) do
+      move(entry[1], lane, entry[2])
+      got = got + 1
+    end
+  end
+  return got
+end
+
+-- Read up to ``n`` entries of the tasks stream, and as many notes of the inbox.
+local function read_main(n)
+  local read = {'XREADGROUP', 'GROUP', group, me, 'COUNT', n, 'STREAMS', stream, '>'}
   if inbox ~= '' then
-    read = {'XREADGROUP', 'GROUP', group, me, 'COUNT', ARGV[3], 'STREAMS', stream, inbox,
-      '>', '>'}
+    read = {'XREADGROUP', 'GROUP', group, me, 'COUNT', n, 'STREAMS', stream, inbox, '>', '>'}
   end
   local reply = redis.pcall(unpack(read))
   if type(reply) == 'table' and reply.err and inbox ~= '' then
@@ -109,26 +194,42 @@ if tonumber(ARGV[3]) > 0 then
     redis.pcall('XGROUP', 'CREATE', inbox, group, '0', 'MKSTREAM')
     reply = redis.call(unpack(read))
   end
-  for _, read in ipairs(reply or {}) do
-    if read[1] == inbox then
-      for _, entry in ipairs(read[2]) do note(entry[1], entry[2]) end
+  local got = 0
+  for _, r in ipairs(reply or {}) do
+    if r[1] == inbox then
+      for _, entry in ipairs(r[2]) do note(entry[1], entry[2]) end
     else
-      for _, entry in ipairs(read[2]) do
-        local f = entry[2]
-        if #f == 4 and f[1] == 'r' and f[3] == 't' then -- the shape dagrt writes
-          screen(entry[1], f[2], f[4], false)
-        elseif #f == 8 and f[1] == 'r' and f[3] == 't' and f[5] == 'i' and f[7] == 'v' then
-          screen(entry[1], f[2], f[4], false, f[6], f[8]) -- (with an input inline)
-        else -- the worker reads it whole and dead-letters it
-          answer(entry[1], 'odd', false, false)
-        end
-      end
+      for _, entry in ipairs(r[2]) do entry_of(entry[1], entry[2]) end
+      got = #r[2]
     end
   end
+  return got
+end
+
+local count = tonumber(ARGV[3])
+if count > 0 and n_lanes == 0 then
+  read_main(count)
+elseif count > 0 then
+  for i = 12, 11 + 2 * n_lanes, 2 do
+    local n = math.min(count, tonumber(ARGV[i + 1]))
+    if n > 0 then
+      if ARGV[i] == '' then
+        count = count - read_main(n)
+      else
+        count = count - read_lane(ARGV[i], n)
+      end
+    end
+    if count <= 0 then break end
+  end
 else
-  for i = 10, #ARGV, 4 do
-    if ARGV[i + 3] ~= '' then
-      note(ARGV[i + 3], {'r', ARGV[i + 1], 't', ARGV[i + 2], 'e', ARGV[i]})
+  for i = 12 + 2 * n_lanes, #ARGV, 4 do
+    local tag = ARGV[i + 3]
+    if tag ~= '' and string.byte(tag, 1) == 64 then -- "@<lane>": read from a lane
+      local lane = string.sub(tag, 2)
+      local found = redis.call('XRANGE', lane_head .. lane, ARGV[i], ARGV[i])[1]
+      if found then move(ARGV[i], lane, found[2]) end
+    elseif tag ~= '' then
+      note(tag, {'r', ARGV[i + 1], 't', ARGV[i + 2], 'e', ARGV[i]})
     elseif #redis.call('XRANGE', stream, ARGV[i], ARGV[i]) == 0 then
       -- Deleted since the read delivered it (given back meanwhile, with its claim
       -- cleared: its new entry runs it): nothing to run.

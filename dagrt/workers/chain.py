@@ -14,7 +14,7 @@ ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -26,6 +26,7 @@ from ..exceptions import (
     WorkerLostError,
 )
 from ..records import TaskRecord, load_spec
+from ..resources import Capacity
 from ..serialize import dumps_frame
 from ..storage import Storage
 from ..storage import commands as C
@@ -74,6 +75,7 @@ class Chains:
         self.running = running  # entry id -> key of the task it runs now (heartbeats)
         self.forget = forget  # drops what the worker holds of a run that ended
         self.subruns = subruns  # graphs that tasks return (dagrt.expand)
+        self.capacity: Capacity | None = None  # the worker's resources (dagrt.resources)
 
     async def run(
         self,
@@ -203,18 +205,13 @@ class Chains:
         if loaded is None:  # the run's data is gone: it ended
             return await self._run_ended(ctx, rec, attempt, acks)
         self.failpoints.hit("before_run", rec.name, self.worker)
-        outcome = await self.executor.run(
-            fn,
-            rec,
-            loaded.values,
-            on_retry=lambda rec, exc, tb, n: log.emit(
-                [log.failed(ctx, rec, exc, tb, n, final=False)]
-            ),
-            attempt=attempt,
-            retries=max(0, rec.retries - failed),
-            on_attempt=lambda n: log.emit([log.started(ctx, rec, time.time(), n)]),
-            alive=lambda: not ctx.stopped,
-        )
+        if rec.resources and self.capacity is not None:  # (held from admission, mostly)
+            await self.capacity.acquire(acks[0], rec.resources)
+        try:
+            outcome = await self._call(ctx, rec, fn, loaded, attempt, failed)
+        finally:
+            if rec.resources and self.capacity is not None:
+                self.capacity.release(acks[0])
         if outcome.stopped:  # the run ended while the task waited for a thread
             return await self._run_ended(ctx, rec, attempt, acks)
         if outcome.attempt != attempt:  # a retry: the task's span is its last attempt's
@@ -244,6 +241,30 @@ class Chains:
                 moves.add(len(outcome.frame), upload, how, index, None, False)
         log.finished(ctx, rec, outcome, started, loaded, moves, upload, placed)
         return decision.kept, False
+
+    def _call(
+        self,
+        ctx: RunContext,
+        rec: TaskRecord,
+        fn: Any,
+        loaded: Loaded,
+        attempt: int,
+        failed: int,
+    ) -> Awaitable[Outcome]:
+        """The task's call with its retries (:meth:`Executor.run`)."""
+        log = self.log
+        return self.executor.run(
+            fn,
+            rec,
+            loaded.values,
+            on_retry=lambda rec, exc, tb, n: log.emit(
+                [log.failed(ctx, rec, exc, tb, n, final=False)]
+            ),
+            attempt=attempt,
+            retries=max(0, rec.retries - failed),
+            on_attempt=lambda n: log.emit([log.started(ctx, rec, time.time(), n)]),
+            alive=lambda: not ctx.stopped,
+        )
 
     async def _complete(self, ctx: RunContext, made: Made) -> Decision | None:
         """Complete one task; its decision, or None if it failed instead (its output

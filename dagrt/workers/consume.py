@@ -32,6 +32,7 @@ import anyio
 from .. import keys as K
 from ..exceptions import SerializationError, StorageConnectionError, StorageError
 from ..records import MalformedRecord
+from ..resources import Capacity, LaneOrder, can_hold, needs_of
 from ..scheduler import Taken, fail_cmd, requeue_cmd, send, take_cmd
 from ..storage import Storage
 from ..storage import commands as C
@@ -99,6 +100,14 @@ class Consumer:
         self._task_group: asyncio.TaskGroup | None = None
         self._wakeups: set[anyio.Event] = set()  # clusters waiting for a chain to end
         self.inbox = K.inbox(worker_id)  # notes: a task this worker waited for is ready
+        # resources and priorities (dagrt.resources): what this worker has and holds,
+        # and the lanes it reads, in order
+        self.capacity = Capacity(settings.resources or {})
+        self.capacity.on_free.append(self._resources_freed)
+        chains.capacity = self.capacity
+        self.lanes = LaneOrder()
+        self._blocked = False  # a blocking read is under way
+        self._lane_full = False  # ... and left out a lane whose resources were all held
         # delayed I/O: the children this worker waits for, and the notes that they came
         self.holds = Holds(storage, worker_id, completer, log, counts, self._spawn_if_serving)
         completer.hold = self.holds.hold
@@ -191,7 +200,10 @@ class Consumer:
         metrics = self.log.metrics
         try:
             watch = self.holds.waiting  # (no note can come for this worker without one)
-            taken = await self._take(take_cmd(s.stream, s.group, self.worker, count, inbox=watch))
+            plan = self.lanes.plan(count, self.capacity)
+            taken = await self._take(
+                take_cmd(s.stream, s.group, self.worker, count, inbox=watch, lanes=plan)
+            )
             if taken.empty:
                 # Idle with events buffered (a run just ended, most likely): wait a
                 # moment only, then write them, so the log is complete soon after.
@@ -201,22 +213,42 @@ class Consumer:
                     and not self.in_flight
                     and metrics.buffered > 0
                 )
-                reply = await self.storage.axreadgroup(
-                    s.group,
-                    self.worker,
-                    # (the inbox too, always: a hold registered while this read waits
-                    # must not wait for its timeout; a read that blocks costs nothing)
-                    {s.stream: ">", self.inbox: ">"},
-                    count=count,
-                    block=min(block, IDLE_FLUSH) if idle else block,
-                )
+                # (the inbox too, always: a hold registered while this read waits
+                # must not wait for its timeout; a read that blocks costs nothing)
+                streams = {s.stream: ">", self.inbox: ">"}
+                lanes = {K.lane_stream(s.stream, lane): lane for lane, n in plan if lane and n}
+                streams.update(dict.fromkeys(lanes, ">"))
+                self._lane_full = any(lane and not n for lane, n in plan)
+                self._blocked = True
+                try:
+                    reply = await self.storage.axreadgroup(
+                        s.group,
+                        self.worker,
+                        streams,
+                        count=count,
+                        block=min(block, IDLE_FLUSH) if idle else block,
+                    )
+                finally:
+                    self._blocked = False
                 if idle and not reply and metrics is not None:
                     metrics.flush_soon()
                 delivered = [e for name, es in reply if name == s.stream for e in es]
-                notes = [e for name, es in reply if name != s.stream for e in es]
-                if delivered or notes:  # screened as the script screens what it reads
+                notes = [e for name, es in reply if name == self.inbox for e in es]
+                moved = [(lanes[n], e[0]) for n, es in reply if n in lanes for e in es]
+                if any(b"l" in fields for _, fields in notes):
+                    await self.refresh_lanes()
+                if delivered or notes or moved:  # screened as the script screens what it reads
                     taken = await self._take(
-                        take_cmd(s.stream, s.group, self.worker, 0, delivered, notes)
+                        take_cmd(
+                            s.stream,
+                            s.group,
+                            self.worker,
+                            0,
+                            delivered,
+                            notes,
+                            lanes=plan,
+                            from_lanes=moved,
+                        )
                     )
             for entry_id in taken.odd:  # fields dagrt does not write: admission dead-letters
                 eid = entry_id.decode()
@@ -236,6 +268,8 @@ class Consumer:
             await self.make_groups()
             return []
         self._stream_empty = taken.empty
+        if taken.lanes_changed:  # a client rang: new lanes are in use
+            await self.refresh_lanes()
         # entries read, screened ones too (the heartbeat says: a watchdog sees reads stop)
         self.reads += len(taken.run) + taken.dropped + taken.claimed + len(taken.early)
         if taken.woken:
@@ -250,10 +284,45 @@ class Consumer:
 
     async def make_groups(self) -> None:
         """The consumer group on the tasks stream and on this worker's inbox (both
-        made with their stream if need be; one that exists is left as it is)."""
+        made with their stream if need be; one that exists is left as it is); the
+        lanes this worker reads."""
         s = self.settings
         await self.storage.axgroup_create(s.stream, s.group, "0")
         await self.storage.axgroup_create(self.inbox, s.group, "0")
+        await self.refresh_lanes()
+
+    async def refresh_lanes(self) -> None:
+        """Read the registry of lanes in use again: this worker reads those whose
+        resources it can hold (at start, at each heartbeat, and when a client rings)."""
+        s = self.settings
+        known = await self.storage.ahgetall(K.lanes(s.stream))
+        mine = {}
+        for raw in known:
+            try:
+                lane = raw.decode()
+                needs, priority = needs_of(lane)
+            except ValueError:
+                continue  # (not a lane dagrt names)
+            if can_hold(self.capacity.have, needs):
+                mine[lane] = (needs, priority)
+        if mine.keys() != self.lanes.lanes.keys():
+            for lane in mine.keys() - self.lanes.lanes.keys():
+                await self.storage.axgroup_create(K.lane_stream(s.stream, lane), s.group, "0")
+            self.lanes.set(mine)
+
+    def _resources_freed(self) -> None:
+        """A task gave its resources back: a blocking read that left out a lane whose
+        resources were all held must read it now (a note on the inbox ends the wait)."""
+        if self._blocked and self._lane_full:
+            self._lane_full = False
+            note = C.xadd(self.inbox, {"w": "1"}, maxlen=1000)
+            self._spawn_if_serving(self._ring(note))
+
+    async def _ring(self, note: C.Cmd) -> None:
+        try:
+            await self.storage.apipeline([note])
+        except StorageError as exc:  # (the read ends at its timeout instead)
+            log.warning("worker %s: waking its read failed: %s", self.worker, exc)
 
     async def _take(self, cmd: C.Cmd) -> Taken:
         return (await send(self.storage, [cmd]))[0]
@@ -280,6 +349,8 @@ class Consumer:
     def _finish(self, entry_id: bytes) -> None:
         """An entry's work is over (done, failed, or left for reclaim): free its slot."""
         self.running.pop(entry_id, None)
+        if self.capacity.held:
+            self.capacity.release(entry_id)
         if self.in_flight.pop(entry_id, None) is not None:
             self.slots.release()
             if not self.in_flight and self._idle is not None:
@@ -292,7 +363,7 @@ class Consumer:
         batch, the others each get a chain of their own."""
         fast: dict[str, tuple[RunContext, list[tuple[list[bytes], int]]]] = {}
         woken: dict[int, str] = {}  # tasks this worker waited for (delayed I/O)
-        surplus: list[tuple[bytes, str, int]] = []  # heavy tasks beyond what it should hold
+        surplus: list[tuple[bytes, str, int, str]] = []  # heavy tasks beyond what it should hold
         try:
             for entry_id, fields in entries:
                 try:
@@ -314,7 +385,11 @@ class Consumer:
                 if self.holds.woken and entry_id in self.holds.woken:
                     self.holds.woke(ctx, entry_id, index)
                     placed = woken[index] = "delayed"
-                if not reclaimed and self.fast.eligible(ctx, index):
+                needs = ctx.record(index).resources
+                if needs:  # held from now (the chain waits for them if they are not free)
+                    self.capacity.try_acquire(entry_id, needs)
+                    self._chain_apart(ctx, [entry_id], index, check_done=reclaimed, placed=placed)
+                elif not reclaimed and self.fast.eligible(ctx, index):
                     fast.setdefault(ctx.run_id, (ctx, []))[1].append(([entry_id], index))
                     self._fast_seen = True
                 elif not reclaimed and placed != "delayed" and self._slow >= self._threads + 1:
@@ -322,7 +397,7 @@ class Consumer:
                     # more of them than threads + 1 here; the others go back to the
                     # stream, for workers with room (or this one, later). (Not a task
                     # this worker waited for: its large input is here.)
-                    surplus.append((entry_id, ctx.run_id, index))
+                    surplus.append((entry_id, ctx.run_id, index, _lane(fields)))
                 else:
                     self._fast_seen = False
                     self._chain_apart(ctx, [entry_id], index, check_done=reclaimed, placed=placed)
@@ -355,7 +430,9 @@ class Consumer:
                 ctx, acks, index, attempt=attempt, failed=failed, placed=placed, graph=graph
             )
 
-    async def _give_back(self, surplus: list[tuple[bytes, str, int]]) -> None:
+    async def _give_back(
+        self, surplus: list[tuple[bytes, str, int]] | list[tuple[bytes, str, int, str]]
+    ) -> None:
         """Put entries at the end of the stream for other workers (atomically: see
         ``requeue.lua``); on a storage error they stay pending here, for reclaim."""
         s = self.settings
@@ -364,7 +441,7 @@ class Consumer:
         except StorageError as exc:
             log.warning("worker %s: entries left for reclaim: %s", self.worker, exc)
             return
-        for entry_id, _, _ in surplus:
+        for entry_id, *_ in surplus:
             self.running.pop(entry_id, None)
         self.counts["requeued"] = self.counts.get("requeued", 0) + len(surplus)
 
@@ -562,9 +639,26 @@ class Consumer:
         if ctx.stopped:  # the run ended (cancelled, failed): none of its tasks starts
             await self.completer.ack([entry_id])
             return None
+        lane = _lane(fields)
+        if lane and lane not in self.lanes.lanes:
+            # (taken over from a worker that died: this one cannot hold it)
+            await self._to_lane(entry_id, run_id, index, lane)
+            return None
         if b"v" in fields:  # an input came inline in the entry
             self.chains.inputs.give(ctx, ctx.record(index), fields)
         return ctx, index
+
+    async def _to_lane(self, entry_id: bytes, run_id: str, index: int, lane: str) -> None:
+        """Put an entry of a lane this worker does not read back in its lane (its claim,
+        the dead worker's, stays: whoever reads it there runs it)."""
+        s = self.settings
+        await self.storage.apipeline(
+            [
+                C.xadd(K.lane_stream(s.stream, lane), {"r": run_id, "t": index}),
+                C.xack(s.stream, s.group, [entry_id]),
+                C.xdel(s.stream, [entry_id]),
+            ]
+        )
 
     async def _reject(
         self, run_id: str, index: int, entry_id: bytes, fields: dict[bytes, bytes], exc: Exception
@@ -614,3 +708,9 @@ class Consumer:
             ]
         )
         self.counts["dead"] += 1
+
+
+def _lane(fields: dict[bytes, bytes]) -> str:
+    """The lane of an entry moved from one (:mod:`dagrt.resources`), else ""."""
+    lane = fields.get(b"l")
+    return lane.decode(errors="replace") if lane else ""

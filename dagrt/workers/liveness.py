@@ -20,6 +20,7 @@ import anyio
 
 from .. import keys as K
 from ..exceptions import StorageError
+from ..scheduler import send, take_cmd
 from ..serialize import pack
 from ..storage import Storage
 from ..storage import commands as C
@@ -70,6 +71,10 @@ class Liveness:
             "stream": s.stream,
             "reads": self.consumer.reads,
             "beats": self._beats,
+            # what it has, holds now, and which lanes it reads (dagrt.resources)
+            "resources": s.resources or {},
+            "in_use": self.consumer.capacity.in_use(),
+            "lanes": sorted(self.consumer.lanes.lanes),
             **self.counts,
         }
         cmds = [
@@ -96,6 +101,7 @@ class Liveness:
             await anyio.sleep(self.settings.heartbeat)
             try:
                 await self.beat()
+                await self.consumer.refresh_lanes()
             except StorageError as exc:
                 log.warning("worker %s: heartbeat failed: %s", self.worker, exc)
 
@@ -135,8 +141,34 @@ class Liveness:
                 taken += 1
                 consumer.start_reclaimed(entry_id, fields)
             if following in (b"0-0", "0-0"):
-                return taken
+                return taken + await self._reclaim_lanes()
             start = following
+
+    async def _reclaim_lanes(self) -> int:
+        """Entries of lanes a blocking read delivered to a worker that died before it
+        moved them (``take.lua``): moved for this one now, and run."""
+        s = self.settings
+        consumer = self.consumer
+        taken = 0
+        for lane in list(consumer.lanes.lanes):
+            free = consumer.slots.value
+            if free == 0:
+                break
+            stream = K.lane_stream(s.stream, lane)
+            _, entries, _ = await self.storage.axautoclaim(
+                stream, s.group, self.worker, s.claim_timeout, start="0-0", count=free
+            )
+            if not entries:
+                continue
+            ids = [(lane, entry_id) for entry_id, _ in entries]
+            cmd = take_cmd(s.stream, s.group, self.worker, 0, from_lanes=ids, lanes=[(lane, 0)])
+            [moved] = await send(self.storage, [cmd])
+            for entry_id, fields in moved.run:
+                await consumer.slots.acquire()
+                self.counts["claimed"] += 1
+                taken += 1
+                consumer.start_reclaimed(entry_id, fields)
+        return taken
 
 
 def _next_id(entry_id: bytes) -> str:

@@ -6,11 +6,12 @@ defaults and help from them (:mod:`dagrt.options`).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import keys as K
 from .. import native_threads
 from ..metrics.policy import FlushPolicy
+from ..resources import check_resources
 
 __all__ = ["WorkerSettings"]
 
@@ -93,6 +94,12 @@ class WorkerSettings(BaseModel):
         " the first time at once (or a task while an input of its kind is unpickled) can"
         " be seen half-initialized",
     )
+    resources: dict[str, float] | None = Field(
+        None,
+        description="what this worker has, name=amount joined by commas (gpu=2,memory=32GB):"
+        " it runs the tasks that need them (@task(resources=...)), at once no more than"
+        " the amounts allow",
+    )
     secret: bytes | None = Field(None, description="key that signs task records (HMAC-SHA256)")
     graceful_timeout: float = Field(
         10.0, ge=0, description="seconds in-flight tasks get to finish on SIGTERM"
@@ -113,6 +120,11 @@ class WorkerSettings(BaseModel):
     flush: FlushPolicy = Field(
         default_factory=FlushPolicy, description="when buffered events are written"
     )
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return check_resources(value)
 
     @property
     def thread_count(self) -> int:

@@ -141,6 +141,7 @@ class SubRuns:
                         locality=LocalityOptions.from_meta(ctx.meta),
                         task_timeout=ctx.task_timeout,
                         cache=plan,
+                        priority=_int_or_zero(ctx.meta.get(b"priority")),
                         parent=submission.Parent(
                             ctx.run_id,
                             rec.index,
@@ -255,3 +256,11 @@ class SubRuns:
                 failed_task=failed,
                 recorder=None,
             )
+
+
+def _int_or_zero(raw: bytes | None) -> int:
+    """The run's priority from its meta (0 if it has none): its sub-runs inherit it."""
+    try:
+        return int(raw or 0)
+    except ValueError:
+        return 0
