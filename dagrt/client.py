@@ -541,7 +541,7 @@ class Client:
         recorder: RunRecorder | None = None
         if log is not None:
             where = "in-process" if not self.processes else redact(runtime.url or "")
-            recorder = log.run_submitted(run_id, dag, submitted, where)
+            recorder = log.run_submitted(run_id, dag, submitted, where, priority)
         finished = False
         submit_seconds = 0.0
 

@@ -22,6 +22,7 @@ from .metrics.events import RunFinished, RunSubmitted, WorkerStarted, WorkerStop
 from .metrics.recorder import RunRecorder
 from .metrics.run_graph import graph_record
 from .metrics.writer import MetadataStorage
+from .resources import lane_of
 
 if TYPE_CHECKING:
     from .caching import CachePlan
@@ -113,11 +114,13 @@ class ClientLog:
                 await group.__aexit__(None, None, None)
 
     def run_submitted(
-        self, run_id: str, dag: DAG, submitted: float, runtime: str
+        self, run_id: str, dag: DAG, submitted: float, runtime: str, priority: int = 0
     ) -> RunRecorder | None:
         """Log the run's graph and its run-submitted event (at once: workers may run its
         first tasks before the submission ends); the run's task recorder, in-process."""
-        log_submitted(self.metrics, run_id, dag, submitted, self.client_id, runtime)
+        log_submitted(
+            self.metrics, run_id, dag, submitted, self.client_id, runtime, priority=priority
+        )
         if self.worker is None:
             return None
         recorder = RunRecorder(self.metrics, run_id, dag, worker=self.worker, counts=self._counts)
@@ -157,9 +160,11 @@ def log_submitted(
     client_id: str,
     runtime: str,
     parent: tuple[str, str] | None = None,
+    priority: int = 0,
 ) -> None:
     """Log a run's graph and its run-submitted event; ``parent``: the run and the key of
-    the task whose returned graph this run is (a sub-run, :mod:`dagrt.expand`)."""
+    the task whose returned graph this run is (a sub-run, :mod:`dagrt.expand`);
+    ``priority``: the run's (its tasks are counted by lane: :mod:`dagrt.resources`)."""
     graph_key = K.graph(run_id)
     # Off the run's critical path: built and written by the metrics flusher,
     # always before the run's events.
@@ -175,8 +180,22 @@ def log_submitted(
             runtime=runtime,
             parent_run=parent[0] if parent else "",
             parent_task=parent[1] if parent else "",
+            priority=priority,
+            lanes=lanes_of(dag, priority),
         )
     )
+
+
+def lanes_of(dag: DAG, priority: int) -> dict[str, int]:
+    """How many of the DAG's tasks are in each lane (none for most runs)."""
+    lanes = {id(f): lane_of(f.resources, f.priority + priority) for f in dag._distinct}
+    if not any(lanes.values()):
+        return {}
+    counts: dict[str, int] = {}
+    for f in dag._funcs:
+        if lane := lanes[id(f)]:
+            counts[lane] = counts.get(lane, 0) + 1
+    return counts
 
 
 def log_finished(

@@ -137,13 +137,15 @@ def submit(
     url: str,
     node: dagrt.Node,
     run_ids: concurrent.futures.Future[str] | None = None,
+    priority: int = 0,
     **options: Any,
 ) -> concurrent.futures.Future[Any]:
-    """Compute ``node`` on the pool in a thread; ``run_ids`` gets the run id at once."""
+    """Compute ``node`` on the pool in a thread (at ``priority``); ``run_ids`` gets the
+    run id at once."""
 
     async def go() -> Any:
         async with dagrt.Client(url, flush=FlushPolicy(interval=0.2), **options) as client:
-            fut = client.submit(node)
+            fut = client.submit(node, priority=priority)
             if run_ids is not None:
                 run_ids.set_result(fut.run_id)
             try:
@@ -409,11 +411,13 @@ def kept_once(token: str) -> int:
     return len(token)
 
 
-def test_the_runs_list_shows_returned_graphs_and_what_the_cache_spared(
+def test_the_runs_list_shows_returned_graphs_what_the_cache_spared_and_priorities(
     pool: Pool, pages: Callable[[], Page]
 ) -> None:
     """A task that returned a graph: its sub-run is listed as the graph of that task,
-    linked to its run. A run whose cached task was found: the list says so."""
+    linked to its run. A run whose cached task was found: the list says so. A run of
+    priority 7: so does the list."""
+    urgent, _ = submit(pool.url, inc(41), priority=7).result(60)
     run_id, _ = submit(pool.url, fan_of(3)).result(60)
     sub = K.sub_run_id(run_id, 0)
     token = os.urandom(4).hex()
@@ -425,6 +429,8 @@ def test_the_runs_list_shows_returned_graphs_and_what_the_cache_spared(
     parent = page.page.get_by_test_id(f"run-parent-{sub}")
     parent.wait_for(timeout=30_000)
     assert run_id in parent.inner_text()
+    assert page.page.get_by_test_id(f"run-priority-{urgent}").inner_text() == "priority 7"
+    assert page.page.get_by_test_id(f"run-priority-{run_id}").count() == 0
     row = page.page.get_by_test_id(f"run-row-{again}")
     row.wait_for(timeout=30_000)
     page.wait(

@@ -8,12 +8,14 @@ is taken first, and lower priorities are not starved.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,6 +24,9 @@ from conftest import Pool
 
 import dagrt
 from dagrt import keys as K
+from dagrt.metrics.events import WorkerStarted
+from dagrt.metrics.read import aread_log, arun_summary
+from dagrt.metrics.report import write_report
 from dagrt.resources import (
     Capacity,
     LaneOrder,
@@ -231,6 +236,33 @@ async def test_a_run_whose_lane_lost_every_worker_that_could_hold_it_fails(
         gpu.terminate()  # (its task in flight finishes; the others wait in the lane)
         with pytest.raises(dagrt.ResourceError, match="none of the 1 live worker"):
             await fut
+
+
+async def test_the_log_and_report_say_the_runs_priority_its_lanes_and_what_workers_have(
+    mixed_pool: tuple[Pool, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    pool, _ = mixed_pool
+    soon = stamp.options(priority=2)
+    async with dagrt.Client(pool.url) as client:
+        fut = client.submit([on_gpu(i) for i in range(3)] + [soon(i) for i in range(2)], priority=1)
+        await fut
+    with anyio.fail_after(60):
+        path = await anyio.to_thread.run_sync(
+            lambda: write_report(pool.url, fut.run_id, tmp_path, wait=20)
+        )
+    series = json.loads((path.parent / "report.json").read_text())
+    assert series["priority"] == 1
+    assert series["lanes"] == {"gpu=1;p=1": 3, "p=3": 2}
+    assert "3 in gpu=1;p=1, 2 in p=3" in path.read_text()
+    storage = RedisStorage(pool.url)
+    try:
+        assert (await arun_summary(storage, fut.run_id)).priority == 1
+        events = await aread_log(storage)
+    finally:
+        await storage.aclose()
+    has = [e.resources for e in events if isinstance(e, WorkerStarted)]
+    assert {"gpu": 2.0} in has
+    assert {} in has  # (the plain worker)
 
 
 # --------------------------------------------------------------------------- priorities

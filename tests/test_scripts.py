@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -176,6 +176,7 @@ def run_scenarios(draw: st.DrawFn) -> dict[str, Any]:
     batch = st.lists(item, min_size=1, max_size=3, unique_by=lambda x: x[0])
     step = st.one_of(
         st.tuples(st.just("deliver"), worker),
+        st.tuples(st.just("take"), worker, st.booleans()),
         st.tuples(st.just("complete"), batch, worker),
         st.tuples(st.just("complete"), batch, worker),
         st.tuples(st.just("complete"), batch, worker),
@@ -187,14 +188,22 @@ def run_scenarios(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "parents": parents,
         "ttl": draw(st.booleans()),  # the run's meta hash has a time to live
+        # tasks in a lane (dagrt.resources): their entries go to its stream
+        "lanes": sorted(draw(st.sets(st.integers(0, n - 1), max_size=n))),
         "steps": draw(st.lists(step, min_size=1, max_size=16))
         + draw(st.lists(st.tuples(st.just("stop"), st.just("cancelled")), max_size=1))
         + draw(st.lists(step, max_size=3)),
     }
 
 
-def start_run(storage: Storage, parents: list[list[int]], ttl: bool) -> K.RunKeys:
-    """The keys ``submit`` writes that the scripts read, and the roots dispatched."""
+LANE = "gpu=1"
+
+
+def start_run(
+    storage: Storage, parents: list[list[int]], ttl: bool, lanes: Sequence[int] = ()
+) -> K.RunKeys:
+    """The keys ``submit`` writes that the scripts read, and the roots dispatched (those
+    in ``lanes`` to the lane's stream)."""
     rk = K.RunKeys(RUN)
     n = len(parents)
     cmds = [
@@ -209,7 +218,15 @@ def start_run(storage: Storage, parents: list[list[int]], ttl: bool) -> K.RunKey
         cmds.append(C.hset(rk.deps, deps))
     if ttl:
         cmds.append(C.expire(rk.meta, 3600))
-    cmds += [C.xadd(STREAM, {"r": RUN, "t": i}) for i, ps in enumerate(parents) if not ps]
+    if lanes:
+        cmds.append(C.hset(rk.lanes, dict.fromkeys(map(str, lanes), LANE)))
+        cmds.append(C.hset(rk.meta, {"lanes": K.lane_stream(STREAM, "")}))
+        cmds.append(C.xgroup_create(K.lane_stream(STREAM, LANE), GROUP, "0"))
+    cmds += [
+        C.xadd(K.lane_stream(STREAM, LANE) if i in lanes else STREAM, {"r": RUN, "t": i})
+        for i, ps in enumerate(parents)
+        if not ps
+    ]
     cmds.append(C.set_(K.worker_alive("w1"), b"alive"))  # (w2 is gone: no claim for it)
     storage.pipeline(cmds)
     return rk
@@ -218,9 +235,11 @@ def start_run(storage: Storage, parents: list[list[int]], ttl: bool) -> K.RunKey
 class Run:
     """One backend's side of a scenario: the entries its workers were handed."""
 
-    def __init__(self, storage: Storage, parents: list[list[int]], ttl: bool) -> None:
+    def __init__(
+        self, storage: Storage, parents: list[list[int]], ttl: bool, lanes: Sequence[int] = ()
+    ) -> None:
         self.storage = storage
-        self.rk = start_run(storage, parents, ttl)
+        self.rk = start_run(storage, parents, ttl, lanes)
         self.children: list[list[int]] = [[] for _ in parents]
         for child, ps in enumerate(parents):
             for p in ps:
@@ -234,6 +253,19 @@ class Run:
         for eid, fields in entries:
             self.delivered.setdefault(int(fields[b"t"]), []).append(eid)
         return [fields for _, fields in entries]
+
+    def take(self, worker: str, reads_lane: bool) -> Any:
+        """A worker's screened read (``take.lua``): the lane first if it reads it."""
+        lanes = [(LANE, 2), ("", 2)] if reads_lane else []
+        cmd = take_cmd(STREAM, GROUP, worker, 2, inbox=False, lanes=lanes)
+        [taken] = self.storage.pipeline([cmd])
+        at = positions(self.storage, STREAM)
+        for eid, fields in taken.run:
+            self.delivered.setdefault(int(fields[b"t"]), []).append(eid)
+        ran = [(at.get(eid, eid), fields) for eid, fields in taken.run]
+        if any(b"l" in fields for _, fields in taken.run):
+            event("an entry of a lane was moved to the tasks stream and ran")
+        return ran, taken.dropped, taken.claimed, len(taken.early), len(taken.odd)
 
     def acks(self, index: int, ack: bool) -> list[bytes]:
         return list(self.delivered.get(index, [])) if ack else []
@@ -296,7 +328,7 @@ def test_completions_failures_and_stops_answer_and_write_as_on_the_server(
     both = Both(server)
     for storage in both.pair:  # as a worker does first (complete and fail go by EVALSHA)
         storage.pipeline(load_scripts_cmds())
-    runs = [Run(s, scenario["parents"], scenario["ttl"]) for s in both.pair]
+    runs = [Run(s, scenario["parents"], scenario["ttl"], scenario["lanes"]) for s in both.pair]
     both.assert_same_keys()
     for action in scenario["steps"]:
         on_server, in_memory = (run.step(action) for run in runs)

@@ -111,6 +111,8 @@ class RunAnalysis:
     skipped: int = 0
     # the task whose returned graph this run is (its run, its key), if it is one
     parent: tuple[str, str] | None = None
+    priority: int = 0  # the run's (dagrt.resources)
+    lanes: dict[str, int] = field(default_factory=dict)  # its tasks per lane
     # the runs of the graphs this run's tasks returned (logged by workers: "expanded")
     graphs: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)  # worker -> rows in the Gantt chart
@@ -291,6 +293,8 @@ def analyze(events: list[Event], graph: RunGraph | None = None) -> RunAnalysis:
         if submitted is not None and submitted.parent_run
         else None,
         graphs=[sub_run_id(run_id, t) for t, p in sorted(why.items()) if p == "expanded"],
+        priority=submitted.priority if submitted is not None else 0,
+        lanes=dict(submitted.lanes) if submitted is not None else {},
         rows=rows,
         tasks_logged=logged,
         notes=notes,

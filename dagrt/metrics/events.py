@@ -68,6 +68,10 @@ class RunSubmitted(Event):
     # a sub-run: the graph a task of another run returned (dagrt.expand)
     parent_run: str = ""
     parent_task: str = ""  # the key of the task that returned it
+    # resources and priorities (dagrt.resources): the run's priority, and its tasks per
+    # lane (those that need resources or have a priority other than 0)
+    priority: int = 0
+    lanes: dict[str, int] = {}
 
 
 class RunFinished(Event):
@@ -179,6 +183,7 @@ class WorkerStarted(Event):
     pid: int = 0
     threads: int = 0
     concurrency: int = 0
+    resources: dict[str, float] = {}  # what it has for tasks that need resources
 
 
 class WorkerHeartbeat(Event):

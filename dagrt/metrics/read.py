@@ -77,6 +77,7 @@ class RunSummary:
     spared: int = 0  # tasks not run: the cache had them, or only such tasks needed them
     parent_run: str = ""  # a sub-run: the run of the task whose returned graph it is
     parent_task: str = ""  # ... and that task's key
+    priority: int = 0  # the run's (dagrt.resources)
 
     last_logged: float = 0.0  # when the run's newest entry was written (wall clock)
 
@@ -129,6 +130,7 @@ class RunSummary:
             spared=int(text.get("spared", 0)),
             parent_run=text.get("parent_run", ""),
             parent_task=text.get("parent_task", ""),
+            priority=int(text.get("priority", 0)),
             dropped=int(text.get("dropped", 0)),
             last_logged=K.entry_order(text["last"])[0] / 1000 if "last" in text else 0.0,
         )

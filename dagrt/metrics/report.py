@@ -211,6 +211,13 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k or 'not said'} {v:,}" for k, v in items) or "none"
 
 
+def _lanes(lanes: dict[str, int]) -> str:
+    """Tasks per lane (resources, priority: :mod:`dagrt.resources`)."""
+    if not lanes:
+        return "none (every task on the tasks stream)"
+    return ", ".join(f"{v:,} in {k}" for k, v in sorted(lanes.items(), key=lambda kv: -kv[1]))
+
+
 def plot_bytes(a: RunAnalysis) -> str:
     plt = _plt()
     fig, (by_fn, top) = plt.subplots(1, 2, figsize=(11, 3.4), width_ratios=(2, 3))
@@ -265,6 +272,8 @@ def _series(a: RunAnalysis) -> dict[str, Any]:
         "skipped": a.skipped,
         "parent": list(a.parent) if a.parent else None,
         "graphs": a.graphs,
+        "priority": a.priority,
+        "lanes": a.lanes,
         "critical_path": a.critical_path,
         "critical_seconds": a.critical_seconds,
         "slowest": [asdict(b) for b in a.slowest],
@@ -422,6 +431,7 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
         if a.graphs
         else "none"
     }</td></tr>
+<tr><th>priority, and tasks in lanes</th><td>{e(f"{a.priority}; " + _lanes(a.lanes))}</td></tr>
 <tr><th>critical path</th><td>{path_seconds}</td></tr>
 </table>
 <h2>Tasks per worker</h2>{_img("gantt", "Gantt chart", plots)}

@@ -85,6 +85,7 @@ _N_TASKS, _CLIENT, _RUNTIME, _PARENT_RUN, _PARENT_TASK = (
     position(RunSubmitted, f)
     for f in ("n_tasks", "client_id", "runtime", "parent_run", "parent_task")
 )
+_PRIORITY = position(RunSubmitted, "priority")
 _BATCH_WORKER = position(TasksFinished, "worker_id")
 _DROPPED_COUNT = position(EventsDropped, "count")
 
@@ -145,6 +146,8 @@ def index_updates(
             )
             if len(item) > _PARENT_TASK and item[_PARENT_RUN]:  # the graph a task returned
                 fields.update(parent_run=item[_PARENT_RUN], parent_task=item[_PARENT_TASK])
+            if len(item) > _PRIORITY and item[_PRIORITY]:  # (dagrt.resources)
+                fields.update(priority=item[_PRIORITY])
             listed = item[_TS]
         elif code == _RUN_FINISHED:
             fields.update(status=item[_STATUS], finished=item[_TS], makespan=item[_MAKESPAN])

@@ -338,7 +338,8 @@ class Worker:
                 async with anyio.create_task_group() as service:
                     if self.plane is not None:
                         await self._join_store(service)
-                    self.log.worker_started(self.settings.thread_count, self.settings.concurrency)
+                    s = self.settings
+                    self.log.worker_started(s.thread_count, s.concurrency, s.resources)
                     await self.liveness.beat(status="started")
                     if announce:
                         print(f"{READY_LINE} {self.id}", flush=True)

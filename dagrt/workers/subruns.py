@@ -240,7 +240,16 @@ class SubRuns:
         if metrics is not None:
             storage = self.storage
             url = redact(storage.config.url) if isinstance(storage, RedisStorage) else ""
-            log_submitted(metrics, sub, dag, submitted, self.worker, url, (ctx.run_id, rec.key))
+            log_submitted(
+                metrics,
+                sub,
+                dag,
+                submitted,
+                self.worker,
+                url,
+                (ctx.run_id, rec.key),
+                priority=_int_or_zero(ctx.meta.get(b"priority")),
+            )
 
     def _log_finished(
         self, sub: str, status: Any, meta: dict[bytes, bytes], failed: str | None

@@ -169,7 +169,9 @@ class TaskLog:
 
     # -- the worker itself -------------------------------------------------------------
 
-    def worker_started(self, threads: int, concurrency: int) -> None:
+    def worker_started(
+        self, threads: int, concurrency: int, resources: dict[str, float] | None = None
+    ) -> None:
         if self.metrics is None:
             return
         started = WorkerStarted(
@@ -180,6 +182,7 @@ class TaskLog:
             pid=os.getpid(),
             threads=threads,
             concurrency=concurrency,
+            resources=resources or {},
         )
         self.metrics.emit_many([wire(started)])
 

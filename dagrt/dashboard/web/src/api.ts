@@ -18,6 +18,8 @@ export interface RunSummary {
   /** a sub-run (the graph a task returned): that task's run and key */
   parent_run?: string;
   parent_task?: string;
+  /** the run's priority, added to its tasks' (dagrt.resources); absent: 0 */
+  priority?: number;
   first?: string;
   last?: string;
 }

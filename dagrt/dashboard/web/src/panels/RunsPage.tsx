@@ -50,6 +50,12 @@ export function RunsPage({ model }: { model: RunsModel }) {
                         <a href={`#/run/${run.parent_run}`}>{run.parent_run}</a>
                       </div>
                     )}
+                    {run.priority ? (
+                      <div class="sub" data-testid={`run-priority-${run.run_id}`}
+                        title="the run's priority, added to its tasks': higher is taken first">
+                        priority {run.priority}
+                      </div>
+                    ) : null}
                   </td>
                   <td><StatusBadge status={run.status} /></td>
                   <td class="num">{run.n_tasks}</td>
