@@ -363,10 +363,15 @@ class DistributedRuntime:
         """The run's entry ``entry`` waits undelivered in ``lane``: raise
         :class:`ResourceError` if live workers read the stream and none of them can hold
         the lane's resources (the workers that could have gone; with none at all, the run
-        waits for one, as any)."""
+        waits for one, as any). Workers that can hold it and do not read it (their last
+        heartbeat says) are rung: they read the registry of lanes again."""
         workers = await lanes.live_workers(storage, self.stream)
         missing = lanes.unheld([lane], workers)
-        if not workers or not missing:
+        if not workers:
+            return
+        if not missing:  # some can hold it: if none reads it yet, they are told to
+            if not any(lane in (info.get("lanes") or ()) for info in workers.values()):
+                await storage.apipeline(lanes.ring(workers, lane))
             return
         left = await storage.ahget(spec.keys.meta, "left")
         raise ResourceError(

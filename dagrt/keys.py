@@ -191,6 +191,16 @@ def lanes(stream: str) -> str:
     return f"{stream}:lanes"
 
 
+def lane_runs(stream: str, lane: str) -> str:
+    """Set of the runs that use ``lane`` of ``stream`` (its registration lasts as long)."""
+    return f"{stream}:lane-runs:{lane}"
+
+
+def stream_of_lanes(head: str) -> str:
+    """The tasks stream whose lanes' names begin with ``head`` (``lane_stream(s, "")``)."""
+    return head.removesuffix(lane_stream("", ""))
+
+
 def control() -> str:
     """Stream on which clients say that a run ended (cancelled, failed, finished):
     every worker follows it, so that no task of an ended run starts."""

@@ -4,9 +4,12 @@ A run whose tasks need resources or have priorities other than 0 puts their
 entries in lanes (:mod:`dagrt.resources`). Before it is written, :func:`prepare`
 checks that some live worker of the stream can hold each lane's resources (else
 :class:`~dagrt.ResourceError`, and nothing is written: a run that no worker can
-finish never starts), registers the lanes (``keys.lanes``) and rings the inbox of
-each live worker that should read a lane it does not read yet, so that it reads it
-at once instead of at its next heartbeat. :func:`live_workers` is what the live
+finish never starts); with the run it registers the lanes (``keys.lanes``, and the
+run in each lane's set of runs) and rings the inbox of each live worker that should
+read a lane it does not read yet, so that it reads it at once instead of at its next
+heartbeat. A lane stays registered while a running run uses it or its stream holds
+entries: :func:`collect` unregisters the others (a run's cleanup, a worker's
+heartbeat), so workers stop reading it. :func:`live_workers` is what the live
 workers of a stream last said of themselves (the client's watchdog asks it too).
 """
 
@@ -20,12 +23,12 @@ from . import keys as K
 from .exceptions import ResourceError, SerializationError
 from .resources import MAX_LANES, Resources, can_hold, describe, most, needs_of
 from .serialize import unpack
-from .storage import Storage
+from .storage import Script, Storage
 from .storage import commands as C
 
-__all__ = ["LANE_IDLE", "live_workers", "prepare", "unheld"]
+__all__ = ["LANES_GC", "collect", "live_workers", "prepare", "ring", "unheld"]
 
-LANE_IDLE = 3600.0  # seconds a lane unused by any run stays registered (if its stream is empty)
+LANES_GC = Script.from_package("lanes_gc.lua")
 
 
 async def live_workers(storage: Storage, stream: str) -> dict[str, dict[str, Any]]:
@@ -59,11 +62,16 @@ def unheld(lanes: Iterable[str], workers: Mapping[str, Mapping[str, Any]]) -> di
     return out
 
 
-async def prepare(storage: Storage, stream: str, lanes: Mapping[str, str], *, run_id: str) -> None:
-    """Check, register and announce the lanes a run is about to use (``lanes``: lane
-    -> the key of a task in it, for the error's message). Raises
+async def prepare(
+    storage: Storage, stream: str, lanes: Mapping[str, str], *, run_id: str
+) -> list[C.Cmd]:
+    """Check the lanes a run is about to use (``lanes``: lane -> the key of a task in
+    it, for the error's message); the commands that register them, for the submission's
+    pipeline after the run's meta (see ``lanes_gc.lua``), and ring the inbox of each live
+    worker that should read a lane it does not read yet. Raises
     :class:`~dagrt.ResourceError` if live workers read ``stream`` and none can hold a
-    lane's resources (with no live worker at all, the run waits for one, as any)."""
+    lane's resources (with no live worker at all, the run waits for one, as any), or
+    if the stream has too many lanes in use."""
     workers = await live_workers(storage, stream)
     if workers:
         missing = unheld(lanes, workers)
@@ -78,11 +86,10 @@ async def prepare(storage: Storage, stream: str, lanes: Mapping[str, str], *, ru
                 " submitted."
             )
     registry = K.lanes(stream)
-    now = time.time()
     known = await storage.ahgetall(registry)
     new = [lane for lane in lanes if lane.encode() not in known]
     if new and len(known) + len(new) > MAX_LANES:
-        await _prune(storage, stream, known, now)
+        await collect(storage, stream)
         known = await storage.ahgetall(registry)
         if len(known) + len(new) > MAX_LANES:
             raise ResourceError(
@@ -91,20 +98,47 @@ async def prepare(storage: Storage, stream: str, lanes: Mapping[str, str], *, ru
                 " and priority is a lane every worker that can hold it reads; use fewer"
                 " priority levels)"
             )
-    cmds = [C.hset(registry, dict.fromkeys(lanes, repr(now)))]
+    cmds = [C.Cmd(("SADD", K.lane_runs(stream, lane), run_id)) for lane in lanes]
+    cmds.append(C.hset(registry, dict.fromkeys(lanes, repr(time.time()))))
     for w, info in workers.items():  # ring those that should read a lane they do not
         reads = set(info.get("lanes") or ())
         if any(lane not in reads and can_hold(_has(info), needs_of(lane)[0]) for lane in lanes):
             cmds.append(C.xadd(K.inbox(w), {"l": "1"}, maxlen=1000))
-    await storage.apipeline(cmds)
+    return cmds
 
 
-async def _prune(storage: Storage, stream: str, known: dict[bytes, bytes], now: float) -> None:
-    """Unregister lanes no run used for :data:`LANE_IDLE` whose streams are empty."""
-    old = [lane.decode() for lane, at in known.items() if now - float(at) > LANE_IDLE]
-    if not old:
-        return
-    sizes = await storage.apipeline([C.Cmd(("XLEN", K.lane_stream(stream, o))) for o in old])
-    gone = [o for o, n in zip(old, sizes, strict=True) if not n]
-    if gone:
-        await storage.apipeline([C.Cmd(("HDEL", K.lanes(stream), *gone))])
+def ring(workers: Mapping[str, Mapping[str, Any]], lane: str) -> list[C.Cmd]:
+    """Notes that make the live ``workers`` that can hold ``lane`` read the registry."""
+    needs, _ = needs_of(lane)
+    return [
+        C.xadd(K.inbox(w), {"l": "1"}, maxlen=1000)
+        for w, info in workers.items()
+        if can_hold(_has(info), needs)
+    ]
+
+
+async def collect(storage: Storage, stream: str, ended: str = "") -> int:
+    """Unregister the lanes of ``stream`` that no running run uses (``ended``: a run
+    that ended leaves its lanes first); how many (``lanes_gc.lua``)."""
+    return int(
+        await storage.arun_script(
+            LANES_GC,
+            [K.lanes(stream)],
+            [
+                K.lane_stream(stream, ""),
+                K.lane_runs(stream, ""),
+                *_RUN_META,
+                ended,
+            ],
+        )
+    )
+
+
+def _run_meta() -> list[str]:
+    """A run's meta key around its id: the text before it and after it."""
+    sentinel = "RUN-ID"
+    before, _, after = K.RunKeys(sentinel).meta.partition(sentinel)
+    return [before, after]
+
+
+_RUN_META = _run_meta()

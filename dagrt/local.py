@@ -173,7 +173,7 @@ class LocalRuntime:
                 tg.cancel_scope.cancel()  # async tasks still running after a failure
         finally:
             run.stop()
-            self._capacity.drop(run)
+            _start(self._capacity.leave(run))
             del self._runs[run_id]
             if store is not None and cache is not None:
                 with anyio.CancelScope(shield=True):
@@ -372,12 +372,8 @@ class _Run:
     def _give_back(self, i: int) -> None:
         """Task ``i``'s call ended: its resources go back, to the tasks waiting for them
         (in this run or another; each starts on the loop)."""
-        needs = self.needs[i] if self.needs is not None else None
-        if not needs:
-            return
-        for run, j in self.runtime._capacity.give(needs):
-            assert isinstance(run, _Run)
-            run.loop.call_soon_threadsafe(run._start_held, j)
+        if self.needs is not None and self.needs[i]:
+            _start(self.runtime._capacity.give(self, i))
 
     def _start_held(self, i: int) -> None:
         """Task ``i`` holds its resources now: ready it (unless the run ended)."""
@@ -474,6 +470,8 @@ class _Run:
             self._submit_locked()
             return None
         ready.pop()
+        if self.needs is not None and self.needs[j]:  # (its resources go back when it returns)
+            self.runtime._capacity.begin(self, j)
         self.attempts[j] += 1
         if not cheap:
             self.in_long += 1
@@ -540,6 +538,8 @@ class _Run:
         if self.stopped or self.task_group is None:
             return
         self.attempts[i] += 1
+        if self.needs is not None and self.needs[i]:
+            self.runtime._capacity.begin(self, i)
         self.task_group.start_soon(self._run_async, i, name=f"dagrt task {self.nodes[i].key}")
 
     async def _run_async(self, i: int) -> None:
@@ -702,3 +702,10 @@ class _Ready:
 
     def __len__(self) -> int:
         return len(self._heap)
+
+
+def _start(held: list[tuple[object, int]]) -> None:
+    """Start, on their runs' loops, the tasks that hold their resources now."""
+    for run, i in held:
+        assert isinstance(run, _Run)
+        run.loop.call_soon_threadsafe(run._start_held, i)

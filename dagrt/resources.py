@@ -10,7 +10,7 @@ allow (:class:`Capacity`). ``@task(priority=...)`` and ``compute(..., priority=)
 
 A task that needs a resource or has a priority other than 0 has a *lane*: one
 stream per distinct (resources, priority), ``<tasks stream>:lane:<lane>``
-(:func:`lane_of` names it: ``gpu=1,memory=4000000000;p=2``). Its entries go there
+(:func:`lane_of` names it: ``gpu=1,memory=4000000000|p=2``). Its entries go there
 instead of the tasks stream, and only workers that can hold its resources read
 it: unconstrained tasks of priority 0 keep the one stream, and a worker with no
 lane to read reads nothing else. A worker reads its lanes in priority order (see
@@ -142,24 +142,23 @@ def describe(resources: Mapping[str, float] | None) -> str:
 
 def lane_of(resources: Mapping[str, float] | None, priority: int) -> str:
     """The lane of tasks that need ``resources`` at ``priority``: "" (the tasks stream
-    itself) for none at 0, else ``<name=amount,...>[;p=<priority>]``."""
+    itself) for none at 0, else ``<name=amount,...>[|p=<priority>]`` (``|`` is in no
+    resource's name)."""
     lane = describe(resources) if resources else ""
-    if priority:
-        lane = f"{lane};p={priority}" if lane else f"p={priority}"
-    return lane
+    return f"{lane}|p={priority}" if priority else lane
 
 
 def needs_of(lane: str) -> tuple[Resources, int]:
     """What :func:`lane_of` made ``lane`` of: (resources, priority); a ValueError if
     ``lane`` is not a lane's name."""
-    head, _, tail = lane.partition(";")
-    if head.startswith("p="):
-        head, tail = "", head
+    head, sep, tail = lane.partition("|")
     priority = 0
-    if tail:
+    if sep:
         if not tail.startswith("p="):
             raise ValueError(f"not a lane: {lane!r}")
-        priority = check_priority(int(tail[2:]), "a lane's priority") or 0
+        priority = int(tail[2:])
+        if not priority:
+            raise ValueError(f"not a lane: {lane!r}")
     return (parse_resources(head) if head else {}), priority
 
 
@@ -282,49 +281,75 @@ def most(haves: Iterable[Mapping[str, float]]) -> Resources:
 class SharedCapacity:
     """:class:`Capacity` for the in-process runtime, whose tasks start from threads: a
     task that does not fit now waits in a queue (no thread waits), and whoever gives
-    resources back hands them on to the waiters that fit now, in the order they came."""
+    resources back hands them on to the waiters that fit now, in the order they came.
+    Amounts are held by (run, task) from when the task is ready until its call ends
+    (:meth:`give`); a run that ends gives back what its tasks hold that never began
+    (:meth:`leave`), and the calls that began give theirs back when they return."""
 
     def __init__(self, have: Mapping[str, float]) -> None:
         self.have = dict(have)
         self.used: dict[str, float] = dict.fromkeys(self.have, 0.0)
         self._lock = threading.Lock()
         self._waiting: deque[tuple[object, int, Resources]] = deque()
+        self._held: dict[tuple[object, int], tuple[Resources, bool]] = {}  # -> (needs, began)
 
     def _fits(self, needs: Mapping[str, float]) -> bool:
         used, have = self.used, self.have
         return all(used.get(k, 0.0) + v <= have.get(k, 0.0) + 1e-9 for k, v in needs.items())
 
-    def _hold(self, needs: Mapping[str, float]) -> None:
+    def _hold(self, owner: object, index: int, needs: Resources) -> None:
         for k, v in needs.items():
             self.used[k] += v
+        self._held[owner, index] = (needs, False)
+
+    def _unhold(self, key: tuple[object, int]) -> None:
+        needs, _ = self._held.pop(key)
+        for k, v in needs.items():
+            self.used[k] = max(0.0, self.used[k] - v)
+
+    def _start_waiters(self) -> list[tuple[object, int]]:
+        started = []
+        waiting = self._waiting
+        for _ in range(len(waiting)):
+            owner, index, wanted = waiting.popleft()
+            if self._fits(wanted):
+                self._hold(owner, index, wanted)
+                started.append((owner, index))
+            else:
+                waiting.append((owner, index, wanted))
+        return started
 
     def take(self, owner: object, index: int, needs: Resources) -> bool:
         """Hold ``needs`` for task ``index`` of ``owner`` now (True), or queue it (False:
         :meth:`give` hands them on later)."""
         with self._lock:
             if self._fits(needs):
-                self._hold(needs)
+                self._hold(owner, index, needs)
                 return True
             self._waiting.append((owner, index, needs))
             return False
 
-    def give(self, needs: Resources) -> list[tuple[object, int]]:
-        """Give ``needs`` back; the queued tasks that hold theirs now, to start."""
+    def begin(self, owner: object, index: int) -> None:
+        """The call of the task began: its amounts go back only when it returns."""
         with self._lock:
-            for k, v in needs.items():
-                self.used[k] = max(0.0, self.used[k] - v)
-            started = []
-            waiting = self._waiting
-            for _ in range(len(waiting)):
-                owner, index, wanted = waiting.popleft()
-                if self._fits(wanted):
-                    self._hold(wanted)
-                    started.append((owner, index))
-                else:
-                    waiting.append((owner, index, wanted))
-            return started
+            held = self._held.get((owner, index))
+            if held is not None:
+                self._held[owner, index] = (held[0], True)
 
-    def drop(self, owner: object) -> None:
-        """Forget the queued tasks of ``owner`` (its run ended)."""
+    def give(self, owner: object, index: int) -> list[tuple[object, int]]:
+        """The task's call returned: its amounts go back; the queued tasks that hold
+        theirs now, to start."""
+        with self._lock:
+            if (owner, index) not in self._held:
+                return []
+            self._unhold((owner, index))
+            return self._start_waiters()
+
+    def leave(self, owner: object) -> list[tuple[object, int]]:
+        """``owner`` (a run) ended: its queued tasks are forgotten and the amounts of its
+        tasks that never began go back; the queued tasks of others to start."""
         with self._lock:
             self._waiting = deque(w for w in self._waiting if w[0] is not owner)
+            for key in [k for k, (_, began) in self._held.items() if k[0] is owner and not began]:
+                self._unhold(key)
+            return self._start_waiters()

@@ -215,12 +215,13 @@ def take_cmd(
     *,
     inbox: bool = True,
     lanes: Sequence[tuple[str, int]] = (),
-    from_lanes: Sequence[tuple[str, bytes]] = (),
+    from_lanes: Sequence[tuple[str, bytes, bool]] = (),
 ) -> C.Cmd:
     """One EVALSHA of ``take``: read up to ``count`` entries for ``consumer`` (and, with
     ``inbox``, as many notes of its inbox) and screen them; with ``count`` 0, screen the
     entries and the inbox notes a blocking read ``delivered``, and the entries it
-    delivered from lanes (``from_lanes``: lane, entry id). ``lanes``: the lanes the
+    delivered from lanes (``from_lanes``: lane, entry id, and whether to take it or
+    put it back at the end of its lane). ``lanes``: the lanes the
     worker reads, in order, with how many entries of each to take at most (see
     :class:`dagrt.resources.LaneOrder`); none: the tasks stream only."""
     box = K.inbox(consumer) if inbox or notes else ""
@@ -231,8 +232,8 @@ def take_cmd(
     given = dict(delivered)
     for entry_id, fields in delivered:
         argv += [entry_id, fields.get(b"r", b""), fields.get(b"t", b""), b""]
-    for lane, entry_id in from_lanes:
-        argv += [entry_id, b"", b"", "@" + lane]
+    for lane, entry_id, take in from_lanes:
+        argv += [entry_id, b"", b"", ("@" if take else "!") + lane]
     for note_id, fields in notes:
         # (a note without an entry, a wake-up, is acknowledged and deleted as read)
         argv += [fields.get(b"e", b""), fields.get(b"r", b""), fields.get(b"t", b""), note_id]

@@ -22,7 +22,7 @@ from .graph import DAG
 from .locality import LocalityOptions
 from .objects.location import MAGIC as LOCATION_MAGIC
 from .records import PICKLED, FunctionEntry, encode_record, sign, spec_digest
-from .resources import lane_of
+from .resources import check_priority, lane_of
 from .scheduler import STOP
 from .serialize import dumps, dumps_function, pack
 from .storage import Script, Storage
@@ -135,7 +135,7 @@ async def submit(
     """
     t0 = time.perf_counter()
     rk = K.RunKeys(run_id)
-    task_lanes = await _lanes(storage, stream, dag, run_id, priority)
+    task_lanes, join_lanes = await _lanes(storage, stream, dag, run_id, priority)
     found = await _found_in_cache(storage, rk, dag, cache, ttl)
     skipped = cache.skipped if cache is not None else set()
     chosen = locality or LocalityOptions()
@@ -246,6 +246,7 @@ async def submit(
             },
         )
     )
+    cmds += join_lanes  # (after the meta: a run in a lane's set whose meta is gone ended)
     if parent is not None:
         prk = K.RunKeys(parent.run_id)
         cmds += [C.Cmd(("SADD", prk.subs, run_id)), C.expire(prk.subs, ttl)]
@@ -317,16 +318,19 @@ async def joined(storage: Storage, run_id: str) -> RunSpec | None:
 
 async def _lanes(
     storage: Storage, stream: str, dag: DAG, run_id: str, priority: int
-) -> dict[int, str]:
-    """The lane of each task that has one (checked, registered: :func:`lanes.prepare`)."""
-    fn_lanes = {id(f): lane_of(f.resources, f.priority + priority) for f in dag._distinct}
+) -> tuple[dict[int, str], list[C.Cmd]]:
+    """The lane of each task that has one (checked: :func:`lanes.prepare`), and the
+    commands that register them (after the run's meta)."""
+    fn_lanes = {}
+    for f in dag._distinct:
+        total = check_priority(f.priority + priority, f"the priority of {f.name} plus the run's")
+        fn_lanes[id(f)] = lane_of(f.resources, total or 0)
     if not any(fn_lanes.values()):
-        return {}
+        return {}, []
     nodes = dag._nodes
     task_lanes = {i: lane for i, n in enumerate(nodes) if (lane := fn_lanes[id(n.func)])}
     firsts = {lane: nodes[i].key for i, lane in sorted(task_lanes.items(), reverse=True)}
-    await lanes.prepare(storage, stream, firsts, run_id=run_id)
-    return task_lanes
+    return task_lanes, await lanes.prepare(storage, stream, firsts, run_id=run_id)
 
 
 async def _lanes_of(storage: Storage, rk: K.RunKeys) -> set[str]:
@@ -490,10 +494,16 @@ async def cleanup(storage: Storage, spec: RunSpec, status: str) -> None:
     keys = rk.fixed() + spec.spec_keys
     keys += spec.output_keys()
     keys += [rk.error(i) for i in range(spec.n_tasks)]
-    cmds = [C.Cmd(("SMEMBERS", rk.subs)), C.set_(rk.end, status, ex=TOMBSTONE_TTL)]
+    cmds = [
+        C.Cmd(("SMEMBERS", rk.subs)),
+        C.hget(rk.meta, "lanes"),
+        C.set_(rk.end, status, ex=TOMBSTONE_TTL),
+    ]
     cmds += [C.delete(chunk) for chunk in C.chunks(keys, 5000)]
     cmds.append(_ended(spec.run_id, status))
-    subs = (await storage.apipeline(cmds))[0]
+    subs, head = (await storage.apipeline(cmds))[:2]
+    if head:  # it used lanes: those no other run uses are unregistered
+        await lanes.collect(storage, K.stream_of_lanes(head.decode()), spec.run_id)
     for sub in subs or ():
         sub_spec = await joined(storage, sub.decode())
         if sub_spec is not None:

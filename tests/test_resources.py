@@ -105,20 +105,25 @@ def test_amounts_are_numbers_or_sizes_and_bad_ones_say_what_is_wrong() -> None:
 def test_a_lane_names_its_resources_and_priority_and_reads_back() -> None:
     assert lane_of(None, 0) == ""
     assert lane_of({"gpu": 1.0}, 0) == "gpu=1"
-    assert lane_of({"memory": 4e9, "gpu": 0.5}, -2) == "gpu=0.5,memory=4000000000;p=-2"
-    assert lane_of(None, 3) == "p=3"
-    for lane in ["gpu=1", "gpu=0.5,memory=4000000000;p=-2", "p=3"]:
+    assert lane_of({"memory": 4e9, "gpu": 0.5}, -2) == "gpu=0.5,memory=4000000000|p=-2"
+    assert lane_of(None, 3) == "|p=3"
+    assert lane_of({"p": 1.0}, 0) == "p=1"  # (a resource named p is no priority)
+    assert needs_of("p=1") == ({"p": 1.0}, 0)
+    for lane in ["gpu=1", "gpu=0.5,memory=4000000000|p=-2", "|p=3", "p=2|p=-1"]:
         assert lane_of(*needs_of(lane)) == lane
+    for bad in ["|q=1", "|p=0", "gpu|p=1"]:
+        with pytest.raises(ValueError):
+            needs_of(bad)
     assert can_hold({"gpu": 2.0}, {"gpu": 1.0})
     assert not can_hold({}, {"gpu": 1.0})
 
 
 def test_a_worker_reads_higher_priorities_first_and_every_eighth_read_lowest_first() -> None:
     order = LaneOrder()
-    order.set({"p=5": ({}, 5), "p=-1": ({}, -1), "gpu=1": ({"gpu": 1.0}, 0)})
+    order.set({"|p=5": ({}, 5), "|p=-1": ({}, -1), "gpu=1": ({"gpu": 1.0}, 0)})
     capacity = Capacity({"gpu": 1.0})
     plans = [order.plan(10, capacity) for _ in range(8)]
-    assert plans[0] == [("p=5", 10), ("gpu=1", 1), ("", 10), ("p=-1", 10)]
+    assert plans[0] == [("|p=5", 10), ("gpu=1", 1), ("", 10), ("|p=-1", 10)]
     assert plans[7] == plans[0][::-1]  # (aging: the eighth read starts low)
     capacity.try_acquire("entry", {"gpu": 1.0})
     assert ("gpu=1", 0) in order.plan(10, capacity)  # (all held: none of that lane now)
@@ -176,6 +181,59 @@ async def test_children_of_a_resource_task_and_mixed_graphs_give_the_right_resul
         while len(level) > 1:
             level = [add(level[k], level[k + 1]) for k in range(0, len(level), 2)]
         assert await client.compute(level[0]) == sum(range(16))
+
+
+async def test_work_released_at_once_is_shared_by_the_workers_that_can_hold_it(
+    pool_factory: Callable[..., Pool],
+) -> None:
+    """Six GPU children become ready in one completion; each of two one-GPU workers was
+    waiting in a blocking read, which hands it every entry there is: each takes the one
+    it can hold and gives the rest back to the lane, so both work."""
+    pool = pool_factory(0)
+    # (eight threads: a read takes up to nine entries, more than there are)
+    first = pool.spawn("--heartbeat", "0.5", "--resources", "gpu=1", "--threads", "8")
+    second = pool.spawn("--heartbeat", "0.5", "--resources", "gpu=1", "--threads", "8")
+
+    @dagrt.task
+    def seed() -> int:
+        return 0
+
+    @dagrt.task(resources={"gpu": 1})
+    def after(start: int, i: int) -> tuple[int, int, float, float]:
+        return on_gpu.fn(start + i, 0.3)
+
+    async with dagrt.Client(pool.url) as client:
+        await client.compute(on_gpu(0))  # (both read the lane from now on)
+        await anyio.sleep(1.5)  # (... and wait in a blocking read)
+        s = seed()
+        ran = await client.compute([after(s, i) for i in range(6)])
+    assert {pid for _, pid, _, _ in ran} == {first.pid, second.pid}
+    assert most_at_once([(t0, t1) for *_, t0, t1 in ran]) == 2
+
+
+async def test_a_priority_beyond_the_range_with_the_runs_added_is_refused(
+    mixed_pool: tuple[Pool, subprocess.Popen[str]],
+) -> None:
+    pool, _ = mixed_pool
+    async with dagrt.Client(pool.url) as client:
+        with pytest.raises(ValueError, match="priority of stamp plus the run's"):
+            await client.compute(stamp.options(priority=10**6)(1), priority=1)
+
+
+async def test_lanes_are_unregistered_when_no_running_run_uses_them(
+    pool_factory: Callable[..., Pool],
+) -> None:
+    pool = pool_factory(1)
+    async with dagrt.Client(pool.url) as client:
+        await client.compute([stamp(i) for i in range(3)], priority=4)
+        both = [client.submit(stamp.options(priority=2)(i)) for i in range(2)]
+        await both[0]
+        await both[1]
+    storage = RedisStorage(pool.url)
+    try:
+        assert await storage.ahgetall(K.lanes(K.tasks_stream())) == {}
+    finally:
+        await storage.aclose()
 
 
 async def test_a_task_no_live_worker_can_hold_fails_at_submission_and_writes_nothing(
@@ -252,8 +310,8 @@ async def test_the_log_and_report_say_the_runs_priority_its_lanes_and_what_worke
         )
     series = json.loads((path.parent / "report.json").read_text())
     assert series["priority"] == 1
-    assert series["lanes"] == {"gpu=1;p=1": 3, "p=3": 2}
-    assert "3 in gpu=1;p=1, 2 in p=3" in path.read_text()
+    assert series["lanes"] == {"gpu=1|p=1": 3, "|p=3": 2}
+    assert "3 in gpu=1|p=1, 2 in |p=3" in path.read_text()
     storage = RedisStorage(pool.url)
     try:
         assert (await arun_summary(storage, fut.run_id)).priority == 1
@@ -334,6 +392,18 @@ async def test_in_process_resources_bound_what_runs_at_once() -> None:
         spans = await client.compute([on_loop(i) for i in range(4)])
     assert most_at_once([(t0, t1) for *_, t0, t1 in ran]) == 2
     assert most_at_once(spans) == 2
+
+
+async def test_in_process_a_failed_run_gives_back_what_its_tasks_held() -> None:
+    @dagrt.task
+    def boom() -> int:
+        raise ValueError("boom")
+
+    async with dagrt.Client(processes=False, threads=1, resources={"gpu": 2}) as client:
+        with pytest.raises(dagrt.TaskError, match="boom"):
+            await client.compute([boom(), on_gpu(1), on_gpu(2), on_gpu(3)])
+        with anyio.fail_after(20):  # (nothing is held for good: these run)
+            assert len(await client.compute([on_gpu(i, 0.05) for i in range(4)])) == 4
 
 
 async def test_in_process_a_task_the_process_cannot_hold_fails_before_anything_runs() -> None:

@@ -9,7 +9,8 @@
 --   from the tasks stream and as many notes from the consumer's inbox (0: read none;
 --   the entries a blocking read has just delivered follow the lanes, each as its id,
 --   its run id, its task index and, for a note of the inbox, the note's id, for an
---   entry of a lane's stream "@" and the lane, else "")
+--   entry of a lane's stream "@" and the lane (or "!" and the lane: one more than the
+--   worker may take now, put back at the end of its lane), else "")
 -- ARGV[4] a run's keys up to its id ("dagrt:{"); ARGV[5], ARGV[6], ARGV[7] after it,
 --   of its meta, done and deps hashes ("}:meta", "}:done", "}:deps")
 -- ARGV[8] the key of a live worker up to its id ("dagrt:worker:")
@@ -73,34 +74,40 @@ local function screen(id, run, task, woken, parent, value, lane)
     runs[run] = r
   end
   local v = 'run'
+  local previous = r and r[1] == 'running' and redis.pcall('HGET', r[2], task)
   if not r then
     v = 'unknown' -- (or a meta that is not a hash, or a run id dagrt never makes)
   elseif r[1] ~= 'running' then
     v = 'ended'
-  elseif type(redis.pcall('HGET', r[2], task)) == 'string' then
-    v = 'done'
+  elseif previous == '' then
+    v = 'done' -- (completed keeping no child: its entry holds nothing)
   else
+    -- A task completed keeping a child may have its entry held for that child by the
+    -- worker that claimed it: a claim is looked at first, so that the entry of a claimed
+    -- task (a moved or clustered one a read delivers again) is never acknowledged here.
+    local done_before = type(previous) == 'string'
     local d = redis.pcall('HGET', r[3], task)
     if type(d) == 'string' and string.byte(d, 1) == 64 then -- "@<worker>": claimed
       local owner = string.sub(d, 2)
       if owner == me then
-        v = woken and 'woken' or 'claimed' -- (else it runs here already, or its note will)
+        -- (it runs here already, or its note will)
+        v = (woken and not done_before) and 'woken' or 'claimed'
       elseif redis.call('EXISTS', alive .. owner) == 1 then
         redis.call('XCLAIM', stream, group, owner, 0, id, 'JUSTID')
         v = 'claimed'
+      elseif done_before then
+        v = 'done'
+      elseif lane and not mine[lane] then
+        -- (its claimer is gone and this worker cannot hold it: left pending, for a
+        -- reclaimer that can, or that gives it back to its lane)
+        v = 'claimed'
       end
+    elseif done_before then
+      v = 'done'
     else
       local left = tonumber(d)
       if left and left > 0 then v = 'early' end
     end
-  end
-  if v == 'run' and lane and not mine[lane] then
-    -- (its claimer is gone, and this worker cannot hold it: back to its lane)
-    redis.call('XADD', lane_head .. lane, '*', 'r', run, 't', task)
-    redis.call('HSET', r[3], task, 0)
-    redis.call('XACK', stream, group, id)
-    redis.call('XDEL', stream, id)
-    v = 'moved'
   end
   if v == 'ended' or v == 'done' then acks[#acks + 1] = id end
   if v == 'run' then
@@ -210,16 +217,29 @@ local count = tonumber(ARGV[3])
 if count > 0 and n_lanes == 0 then
   read_main(count)
 elseif count > 0 then
+  local main_read = false
   for i = 12, 11 + 2 * n_lanes, 2 do
     local n = math.min(count, tonumber(ARGV[i + 1]))
     if n > 0 then
       if ARGV[i] == '' then
         count = count - read_main(n)
+        main_read = true
       else
         count = count - read_lane(ARGV[i], n)
       end
     end
     if count <= 0 then break end
+  end
+  if not main_read and inbox ~= '' then -- (the notes of the inbox are not kept waiting)
+    local read = {'XREADGROUP', 'GROUP', group, me, 'COUNT', ARGV[3], 'STREAMS', inbox, '>'}
+    local reply = redis.pcall(unpack(read))
+    if type(reply) == 'table' and reply.err then
+      redis.pcall('XGROUP', 'CREATE', inbox, group, '0', 'MKSTREAM')
+      reply = redis.call(unpack(read))
+    end
+    for _, r in ipairs(reply or {}) do
+      for _, entry in ipairs(r[2]) do note(entry[1], entry[2]) end
+    end
   end
 else
   for i = 12 + 2 * n_lanes, #ARGV, 4 do
@@ -228,6 +248,14 @@ else
       local lane = string.sub(tag, 2)
       local found = redis.call('XRANGE', lane_head .. lane, ARGV[i], ARGV[i])[1]
       if found then move(ARGV[i], lane, found[2]) end
+    elseif tag ~= '' and string.byte(tag, 1) == 33 then -- "!<lane>": more than it may take
+      local from = lane_head .. string.sub(tag, 2)
+      local found = redis.call('XRANGE', from, ARGV[i], ARGV[i])[1]
+      redis.call('XACK', from, group, ARGV[i])
+      if found then -- (to the end of its lane, for a worker with room)
+        redis.call('XDEL', from, ARGV[i])
+        redis.call('XADD', from, '*', unpack(found[2]))
+      end
     elseif tag ~= '' then
       note(tag, {'r', ARGV[i + 1], 't', ARGV[i + 2], 'e', ARGV[i]})
     elseif #redis.call('XRANGE', stream, ARGV[i], ARGV[i]) == 0 then

@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 
 from .. import keys as K
+from .. import lanes
 from ..exceptions import SerializationError, StorageConnectionError, StorageError
 from ..records import MalformedRecord
 from ..resources import Capacity, LaneOrder, can_hold, needs_of
@@ -107,6 +108,7 @@ class Consumer:
         chains.capacity = self.capacity
         self.lanes = LaneOrder()
         self._blocked = False  # a blocking read is under way
+        self._freed = False  # resources were given back since the last plan
         self._lane_full = False  # ... and left out a lane whose resources were all held
         # delayed I/O: the children this worker waits for, and the notes that they came
         self.holds = Holds(storage, worker_id, completer, log, counts, self._spawn_if_serving)
@@ -200,10 +202,18 @@ class Consumer:
         metrics = self.log.metrics
         try:
             watch = self.holds.waiting  # (no note can come for this worker without one)
+            self._freed = False
             plan = self.lanes.plan(count, self.capacity)
             taken = await self._take(
                 take_cmd(s.stream, s.group, self.worker, count, inbox=watch, lanes=plan)
             )
+            if taken.lanes_changed:  # a client rang: new lanes are in use
+                await self.refresh_lanes()
+            full = any(lane and not n for lane, n in plan)
+            if taken.empty and (taken.lanes_changed or (full and self._freed)):
+                # (read again, with the lanes as they are now, before waiting)
+                self._stream_empty = False
+                return []
             if taken.empty:
                 # Idle with events buffered (a run just ended, most likely): wait a
                 # moment only, then write them, so the log is complete soon after.
@@ -216,9 +226,9 @@ class Consumer:
                 # (the inbox too, always: a hold registered while this read waits
                 # must not wait for its timeout; a read that blocks costs nothing)
                 streams = {s.stream: ">", self.inbox: ">"}
-                lanes = {K.lane_stream(s.stream, lane): lane for lane, n in plan if lane and n}
-                streams.update(dict.fromkeys(lanes, ">"))
-                self._lane_full = any(lane and not n for lane, n in plan)
+                by_stream = {K.lane_stream(s.stream, lane): lane for lane, n in plan if lane and n}
+                streams.update(dict.fromkeys(by_stream, ">"))
+                self._lane_full = full
                 self._blocked = True
                 try:
                     reply = await self.storage.axreadgroup(
@@ -234,7 +244,7 @@ class Consumer:
                     metrics.flush_soon()
                 delivered = [e for name, es in reply if name == s.stream for e in es]
                 notes = [e for name, es in reply if name == self.inbox for e in es]
-                moved = [(lanes[n], e[0]) for n, es in reply if n in lanes for e in es]
+                moved = self._may_take(plan, reply, by_stream, count - len(delivered))
                 if any(b"l" in fields for _, fields in notes):
                     await self.refresh_lanes()
                 if delivered or notes or moved:  # screened as the script screens what it reads
@@ -268,8 +278,6 @@ class Consumer:
             await self.make_groups()
             return []
         self._stream_empty = taken.empty
-        if taken.lanes_changed:  # a client rang: new lanes are in use
-            await self.refresh_lanes()
         # entries read, screened ones too (the heartbeat says: a watchdog sees reads stop)
         self.reads += len(taken.run) + taken.dropped + taken.claimed + len(taken.early)
         if taken.woken:
@@ -282,6 +290,29 @@ class Consumer:
             )
         return taken.run
 
+    @staticmethod
+    def _may_take(
+        plan: list[tuple[str, int]],
+        reply: list[tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]],
+        lanes: dict[str, str],
+        room: int,
+    ) -> list[tuple[str, bytes, bool]]:
+        """The entries a blocking read delivered from lanes: (lane, id, whether to take
+        it). A read takes up to its count from every stream: in the plan's order, a lane
+        gives no more than its share, and all of them no more than ``room``; the others
+        go back to the end of their lane."""
+        got: dict[str, list[bytes]] = {}
+        for name, entries in reply:
+            if name in lanes:
+                got[lanes[name]] = [entry_id for entry_id, _ in entries]
+        out = []
+        for lane, n in plan:
+            ids = got.get(lane, [])
+            keep = max(0, min(n, room, len(ids)))
+            room -= keep
+            out += [(lane, entry_id, i < keep) for i, entry_id in enumerate(ids)]
+        return out
+
     async def make_groups(self) -> None:
         """The consumer group on the tasks stream and on this worker's inbox (both
         made with their stream if need be; one that exists is left as it is); the
@@ -291,11 +322,14 @@ class Consumer:
         await self.storage.axgroup_create(self.inbox, s.group, "0")
         await self.refresh_lanes()
 
-    async def refresh_lanes(self) -> None:
+    async def refresh_lanes(self, collect: bool = False) -> None:
         """Read the registry of lanes in use again: this worker reads those whose
-        resources it can hold (at start, at each heartbeat, and when a client rings)."""
+        resources it can hold (at start, at each heartbeat, and when a client rings).
+        ``collect``: first unregister those no running run uses (``lanes.collect``)."""
         s = self.settings
         known = await self.storage.ahgetall(K.lanes(s.stream))
+        if collect and known and await lanes.collect(self.storage, s.stream):
+            known = await self.storage.ahgetall(K.lanes(s.stream))
         mine = {}
         for raw in known:
             try:
@@ -312,7 +346,9 @@ class Consumer:
 
     def _resources_freed(self) -> None:
         """A task gave its resources back: a blocking read that left out a lane whose
-        resources were all held must read it now (a note on the inbox ends the wait)."""
+        resources were all held must read it now (a note on the inbox ends the wait; a
+        read about to block reads again first)."""
+        self._freed = True
         if self._blocked and self._lane_full:
             self._lane_full = False
             note = C.xadd(self.inbox, {"w": "1"}, maxlen=1000)
@@ -386,8 +422,10 @@ class Consumer:
                     self.holds.woke(ctx, entry_id, index)
                     placed = woken[index] = "delayed"
                 needs = ctx.record(index).resources
-                if needs:  # held from now (the chain waits for them if they are not free)
-                    self.capacity.try_acquire(entry_id, needs)
+                if needs:  # held from now (a chain taken over waits for them)
+                    if not self.capacity.try_acquire(entry_id, needs) and not reclaimed:
+                        surplus.append((entry_id, ctx.run_id, index, _lane(fields)))
+                        continue  # (read beyond what fits: back to its lane)
                     self._chain_apart(ctx, [entry_id], index, check_done=reclaimed, placed=placed)
                 elif not reclaimed and self.fast.eligible(ctx, index):
                     fast.setdefault(ctx.run_id, (ctx, []))[1].append(([entry_id], index))
@@ -649,15 +687,12 @@ class Consumer:
         return ctx, index
 
     async def _to_lane(self, entry_id: bytes, run_id: str, index: int, lane: str) -> None:
-        """Put an entry of a lane this worker does not read back in its lane (its claim,
-        the dead worker's, stays: whoever reads it there runs it)."""
+        """Put an entry of a lane this worker does not read back in its lane (atomically;
+        its claim, the dead worker's, is cleared: ``requeue.lua``)."""
         s = self.settings
-        await self.storage.apipeline(
-            [
-                C.xadd(K.lane_stream(s.stream, lane), {"r": run_id, "t": index}),
-                C.xack(s.stream, s.group, [entry_id]),
-                C.xdel(s.stream, [entry_id]),
-            ]
+        await send(
+            self.storage,
+            [requeue_cmd([(entry_id, run_id, index, lane)], stream=s.stream, group=s.group)],
         )
 
     async def _reject(

@@ -101,7 +101,7 @@ class Liveness:
             await anyio.sleep(self.settings.heartbeat)
             try:
                 await self.beat()
-                await self.consumer.refresh_lanes()
+                await self.consumer.refresh_lanes(collect=True)
             except StorageError as exc:
                 log.warning("worker %s: heartbeat failed: %s", self.worker, exc)
 
@@ -160,7 +160,7 @@ class Liveness:
             )
             if not entries:
                 continue
-            ids = [(lane, entry_id) for entry_id, _ in entries]
+            ids = [(lane, entry_id, True) for entry_id, _ in entries]
             cmd = take_cmd(s.stream, s.group, self.worker, 0, from_lanes=ids, lanes=[(lane, 0)])
             [moved] = await send(self.storage, [cmd])
             for entry_id, fields in moved.run:
