@@ -371,7 +371,7 @@ class DistributedRuntime:
             return
         if not missing:  # some can hold it: if none reads it yet, they are told to
             if not any(lane in (info.get("lanes") or ()) for info in workers.values()):
-                await storage.apipeline(lanes.ring(workers, lane))
+                await storage.apipeline([lanes.ring(self.stream)])
             return
         left = await storage.ahget(spec.keys.meta, "left")
         raise ResourceError(

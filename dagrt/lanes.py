@@ -5,9 +5,10 @@ entries in lanes (:mod:`dagrt.resources`). Before it is written, :func:`prepare`
 checks that some live worker of the stream can hold each lane's resources (else
 :class:`~dagrt.ResourceError`, and nothing is written: a run that no worker can
 finish never starts); with the run it registers the lanes (``keys.lanes``, and the
-run in each lane's set of runs) and rings the inbox of each live worker that should
-read a lane it does not read yet, so that it reads it at once instead of at its next
-heartbeat. A lane stays registered while a running run uses it or its stream holds
+run in each lane's set of runs) and, when a lane is new or a live worker that can
+hold it does not read it yet, tells the workers (:func:`ring`, on the control stream
+every worker follows, busy or not), so that they read it at once instead of at their
+next heartbeat. A lane stays registered while a running run uses it or its stream holds
 entries: :func:`collect` unregisters the others (a run's cleanup, a worker's
 heartbeat), so workers stop reading it. :func:`live_workers` is what the live
 workers of a stream last said of themselves (the client's watchdog asks it too).
@@ -26,7 +27,9 @@ from .serialize import unpack
 from .storage import Script, Storage
 from .storage import commands as C
 
-__all__ = ["LANES_GC", "collect", "live_workers", "prepare", "ring", "unheld"]
+__all__ = ["CONTROL_MAXLEN", "LANES_GC", "collect", "live_workers", "prepare", "ring", "unheld"]
+
+CONTROL_MAXLEN = 10_000  # entries kept on the control stream (as submission's run ends)
 
 LANES_GC = Script.from_package("lanes_gc.lua")
 
@@ -67,8 +70,8 @@ async def prepare(
 ) -> list[C.Cmd]:
     """Check the lanes a run is about to use (``lanes``: lane -> the key of a task in
     it, for the error's message); the commands that register them, for the submission's
-    pipeline after the run's meta (see ``lanes_gc.lua``), and ring the inbox of each live
-    worker that should read a lane it does not read yet. Raises
+    pipeline after the run's meta (see ``lanes_gc.lua``), and the ring that tells the
+    workers, if one should read a lane it does not read yet. Raises
     :class:`~dagrt.ResourceError` if live workers read ``stream`` and none can hold a
     lane's resources (with no live worker at all, the run waits for one, as any), or
     if the stream has too many lanes in use."""
@@ -100,21 +103,20 @@ async def prepare(
             )
     cmds = [C.Cmd(("SADD", K.lane_runs(stream, lane), run_id)) for lane in lanes]
     cmds.append(C.hset(registry, dict.fromkeys(lanes, repr(time.time()))))
-    for w, info in workers.items():  # ring those that should read a lane they do not
-        reads = set(info.get("lanes") or ())
-        if any(lane not in reads and can_hold(_has(info), needs_of(lane)[0]) for lane in lanes):
-            cmds.append(C.xadd(K.inbox(w), {"l": "1"}, maxlen=1000))
+    late = any(  # a live worker that can hold a lane does not read it yet
+        lane not in set(info.get("lanes") or ()) and can_hold(_has(info), needs_of(lane)[0])
+        for info in workers.values()
+        for lane in lanes
+    )
+    if new or late:
+        cmds.append(ring(stream))
     return cmds
 
 
-def ring(workers: Mapping[str, Mapping[str, Any]], lane: str) -> list[C.Cmd]:
-    """Notes that make the live ``workers`` that can hold ``lane`` read the registry."""
-    needs, _ = needs_of(lane)
-    return [
-        C.xadd(K.inbox(w), {"l": "1"}, maxlen=1000)
-        for w, info in workers.items()
-        if can_hold(_has(info), needs)
-    ]
+def ring(stream: str) -> C.Cmd:
+    """Tell every worker (on the control stream, which each follows, busy or not) that
+    runs use new lanes of ``stream``: those of its workers read the registry again."""
+    return C.xadd(K.control(), {"l": stream}, maxlen=CONTROL_MAXLEN)
 
 
 async def collect(storage: Storage, stream: str, ended: str = "") -> int:

@@ -179,7 +179,6 @@ class Taken:
     odd: list[bytes]
     claimed: int = 0
     woken: set[bytes] = field(default_factory=set)
-    lanes_changed: bool = False  # a note said new lanes are in use (dagrt.resources)
 
     @property
     def empty(self) -> bool:
@@ -187,7 +186,7 @@ class Taken:
         return not (self.run or self.dropped or self.early or self.odd or self.claimed)
 
 
-_DROPPED = (b"ended", b"done", b"gone", b"moved")
+_DROPPED = (b"ended", b"done", b"gone")
 
 
 def _run_key_parts() -> list[str]:
@@ -252,9 +251,6 @@ def _taken(reply: Sequence[Any], given: dict[bytes, dict[bytes, bytes]]) -> Take
             continue
         if verdict == b"claimed":
             out.claimed += 1
-            continue
-        if verdict == b"lanes":
-            out.lanes_changed = True
             continue
         if verdict == b"woken":
             out.woken.add(entry_id)

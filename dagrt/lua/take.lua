@@ -20,8 +20,9 @@
 --   to read them (highest priority first). An entry read from a lane's stream is moved:
 --   acknowledged and deleted there, and added to the tasks stream as {r, t, l: lane},
 --   pending for this worker (its deps field "@<worker>", as a claim), so that it is
---   acknowledged, renewed and taken over as any other. An entry {r, t, l} that a worker
---   which does not read lane l comes to run (its claimer is gone) goes back to its lane.
+--   acknowledged, renewed and taken over as any other. An entry {r, t, l} whose claimer
+--   is gone, read by a worker that does not read lane l, is left pending ("claimed"):
+--   a reclaimer takes it over, and gives it back to its lane if it cannot hold it.
 -- ARGV[9] the consumer's inbox: notes {r, t, e} that an entry of the tasks stream, e,
 --   is pending for it now (a task it waited for became ready: delayed I/O). A note is
 --   acknowledged and deleted as it is read, and its entry screened in its stead. ""
@@ -29,19 +30,21 @@
 --   tree reduction's time to read two streams every time).
 -- Reply: six values per entry: its id, its verdict, its run id, its task index (false
 -- if it has none), and the input that came inline in the entry (``complete``'s mode
--- "V": the index of the parent and its output key's value; false and false if none). Verdicts: "run"; "ended" (the run is not running: acked);
+-- "V": the index of the parent and its output key's value; false and false if none).
+-- Verdicts: "run"; "ended" (the run is not running: acked);
 -- "done" (the task's completion is remembered: acked); "early" (parents not done);
 -- "unknown" (no such run, or a run id dagrt never makes: the worker decides); "odd"
 -- (fields other than the run and the task, in that order: the worker reads them whole);
--- "claimed" (fan-out clustering: the worker that made the task's large input claimed
--- it, and its deps field says "@<worker>"): the entry is that worker's, handed back to
--- it (XCLAIM) when another reads it, unless that worker is gone (its live key expired):
--- then the reader runs it ("run"); "lane": an entry moved from a lane (run it; its
--- lane in place of the inline input's parent); "moved": an entry {r, t, l} of a lane
--- this worker does not read, put back in its lane; "lanes": a note of the inbox that
--- new lanes are in use (the worker reads the registry again); "woken": the entry of a note of this worker's inbox,
--- claimed for it (run it: a task it waited for); "gone": an entry a blocking read
--- delivered that was deleted before this call (given back: its new entry runs it).
+-- "claimed" (fan-out clustering, a lane's entry moved, a delayed I/O's waiter: the
+-- worker claimed it, and its deps field says "@<worker>"): the entry is that worker's
+-- (it may hold it for a child its completion kept: a claim is looked at before the
+-- task's remembered completion), handed back to it (XCLAIM) when another reads it,
+-- unless that worker is gone (its live key expired): then the reader runs it ("run"),
+-- or, if the task completed, acknowledges it ("done"); "lane": an entry moved from a
+-- lane (run it; its lane in place of the inline input's parent); "woken": the entry of
+-- a note of this worker's inbox, claimed for it (run it: a task it waited for); "gone":
+-- an entry a blocking read delivered that was deleted before this call (given back:
+-- its new entry runs it).
 -- Two entries of one task not done yet both run (the second completion answers "dup").
 -- Cost: every read of a worker goes through here, so it is kept lean: six flat values
 -- per entry (the fields as XREADGROUP gives them cost the server a third more), one
@@ -121,10 +124,8 @@ end
 local function note(id, f)
   redis.call('XACK', inbox, group, id)
   redis.call('XDEL', inbox, id)
-  if #f == 6 and f[1] == 'r' and f[3] == 't' and f[5] == 'e' then
-    if f[6] ~= '' then screen(f[6], f[2], f[4], true) end
-  elseif f[1] == 'l' then
-    answer(id, 'lanes', false, false)
+  if #f == 6 and f[1] == 'r' and f[3] == 't' and f[5] == 'e' and f[6] ~= '' then
+    screen(f[6], f[2], f[4], true)
   end
 end
 

@@ -109,6 +109,7 @@ class Consumer:
         self.lanes = LaneOrder()
         self._blocked = False  # a blocking read is under way
         self._freed = False  # resources were given back since the last plan
+        self._lanes_new = False  # ... or the worker reads more lanes since
         self._lane_full = False  # ... and left out a lane whose resources were all held
         # delayed I/O: the children this worker waits for, and the notes that they came
         self.holds = Holds(storage, worker_id, completer, log, counts, self._spawn_if_serving)
@@ -202,15 +203,13 @@ class Consumer:
         metrics = self.log.metrics
         try:
             watch = self.holds.waiting  # (no note can come for this worker without one)
-            self._freed = False
+            self._freed = self._lanes_new = False
             plan = self.lanes.plan(count, self.capacity)
             taken = await self._take(
                 take_cmd(s.stream, s.group, self.worker, count, inbox=watch, lanes=plan)
             )
-            if taken.lanes_changed:  # a client rang: new lanes are in use
-                await self.refresh_lanes()
             full = any(lane and not n for lane, n in plan)
-            if taken.empty and (taken.lanes_changed or (full and self._freed)):
+            if taken.empty and (self._lanes_new or (full and self._freed)):
                 # (read again, with the lanes as they are now, before waiting)
                 self._stream_empty = False
                 return []
@@ -245,8 +244,6 @@ class Consumer:
                 delivered = [e for name, es in reply if name == s.stream for e in es]
                 notes = [e for name, es in reply if name == self.inbox for e in es]
                 moved = self._may_take(plan, reply, by_stream, count - len(delivered))
-                if any(b"l" in fields for _, fields in notes):
-                    await self.refresh_lanes()
                 if delivered or notes or moved:  # screened as the script screens what it reads
                     taken = await self._take(
                         take_cmd(
@@ -324,7 +321,8 @@ class Consumer:
 
     async def refresh_lanes(self, collect: bool = False) -> None:
         """Read the registry of lanes in use again: this worker reads those whose
-        resources it can hold (at start, at each heartbeat, and when a client rings).
+        resources it can hold (at start, at each heartbeat, and when a client says on
+        the control stream that runs use new lanes: :meth:`lanes_rung`).
         ``collect``: first unregister those no running run uses (``lanes.collect``)."""
         s = self.settings
         known = await self.storage.ahgetall(K.lanes(s.stream))
@@ -343,6 +341,19 @@ class Consumer:
             for lane in mine.keys() - self.lanes.lanes.keys():
                 await self.storage.axgroup_create(K.lane_stream(s.stream, lane), s.group, "0")
             self.lanes.set(mine)
+
+    async def lanes_rung(self, stream: str) -> None:
+        """A client said on the control stream that runs use new lanes of ``stream``:
+        read the registry again, and if this worker now reads a lane more while a
+        blocking read waits without it, end that read (a note on the inbox)."""
+        if stream != self.settings.stream:
+            return
+        before = set(self.lanes.lanes)
+        await self.refresh_lanes()
+        if set(self.lanes.lanes) - before:
+            self._lanes_new = True  # (a read about to block reads again first)
+            if self._blocked:
+                await self._ring(C.xadd(self.inbox, {"w": "1"}, maxlen=1000))
 
     def _resources_freed(self) -> None:
         """A task gave its resources back: a blocking read that left out a lane whose

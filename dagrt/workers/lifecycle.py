@@ -423,7 +423,9 @@ class Worker:
         connection is retried, as the stream reads are."""
         while True:
             try:
-                await self.runs.follow_ends(self._forget, block=self.settings.block)
+                await self.runs.follow_ends(
+                    self._forget, block=self.settings.block, on_lanes=self.consumer.lanes_rung
+                )
             except StorageError as exc:
                 log.warning("worker %s: following run ends failed: %s", self.id, exc)
                 with anyio.move_on_after(1.0):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -195,10 +195,17 @@ class RunTable:
     def forget(self, run_id: str) -> None:
         self._runs.pop(run_id, None)
 
-    async def follow_ends(self, on_end: Callable[[str], None], block: float = 5.0) -> None:
+    async def follow_ends(
+        self,
+        on_end: Callable[[str], None],
+        block: float = 5.0,
+        on_lanes: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         """Follow the control stream until cancelled: a run that ended (cancelled,
         failed, finished and cleaned up) is stopped here at once, so that none of its
-        tasks starts after it ended, and ``on_end`` drops what the worker holds of it."""
+        tasks starts after it ended, and ``on_end`` drops what the worker holds of it.
+        An entry ``{l: stream}`` says that runs use new lanes of that tasks stream
+        (:mod:`dagrt.lanes`): ``on_lanes`` hears it."""
         stream = K.control()
         newest = await self.storage.axrevrange(stream, count=1)
         last: bytes | str = newest[0][0] if newest else "0-0"
@@ -207,6 +214,10 @@ class RunTable:
             for _, entries in reply:
                 for entry_id, fields in entries:
                     last = entry_id
+                    if b"l" in fields:
+                        if on_lanes is not None:
+                            await on_lanes(fields[b"l"].decode(errors="replace"))
+                        continue
                     run_id = fields.get(b"r", b"").decode(errors="replace")
                     ctx = self._runs.pop(run_id, None)
                     if ctx is not None:
