@@ -430,6 +430,7 @@ def test_the_runs_list_shows_returned_graphs_what_the_cache_spared_and_prioritie
     parent.wait_for(timeout=30_000)
     assert run_id in parent.inner_text()
     assert page.page.get_by_test_id(f"run-priority-{urgent}").inner_text() == "priority 7"
+    assert page.page.get_by_test_id(f"run-lanes-{urgent}").inner_text() == "1 in |p=7"
     assert page.page.get_by_test_id(f"run-priority-{run_id}").count() == 0
     row = page.page.get_by_test_id(f"run-row-{again}")
     row.wait_for(timeout=30_000)

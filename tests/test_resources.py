@@ -314,7 +314,8 @@ async def test_the_log_and_report_say_the_runs_priority_its_lanes_and_what_worke
     assert "3 in gpu=1|p=1, 2 in |p=3" in path.read_text()
     storage = RedisStorage(pool.url)
     try:
-        assert (await arun_summary(storage, fut.run_id)).priority == 1
+        summary = await arun_summary(storage, fut.run_id)
+        assert (summary.priority, summary.lanes) == (1, {"gpu=1|p=1": 3, "|p=3": 2})
         events = await aread_log(storage)
     finally:
         await storage.aclose()

@@ -78,6 +78,7 @@ class RunSummary:
     parent_run: str = ""  # a sub-run: the run of the task whose returned graph it is
     parent_task: str = ""  # ... and that task's key
     priority: int = 0  # the run's (dagrt.resources)
+    lanes: dict[str, int] = field(default_factory=dict)  # its tasks per lane
 
     last_logged: float = 0.0  # when the run's newest entry was written (wall clock)
 
@@ -131,12 +132,23 @@ class RunSummary:
             parent_run=text.get("parent_run", ""),
             parent_task=text.get("parent_task", ""),
             priority=int(text.get("priority", 0)),
+            lanes=_lanes(text.get("lanes", "")),
             dropped=int(text.get("dropped", 0)),
             last_logged=K.entry_order(text["last"])[0] / 1000 if "last" in text else 0.0,
         )
 
 
 READ_ENTRIES = Script.from_package("read_entries.lua")
+
+
+def _lanes(text: str) -> dict[str, int]:
+    """A run's tasks per lane, as the runs index keeps them ("lane\tcount" lines)."""
+    out = {}
+    for line in filter(None, text.split("\n")):
+        lane, _, n = line.rpartition("\t")
+        if n.isdigit():
+            out[lane] = int(n)
+    return out
 
 
 def _fields(flat: list[Any]) -> dict[bytes, bytes]:

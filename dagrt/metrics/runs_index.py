@@ -85,7 +85,7 @@ _N_TASKS, _CLIENT, _RUNTIME, _PARENT_RUN, _PARENT_TASK = (
     position(RunSubmitted, f)
     for f in ("n_tasks", "client_id", "runtime", "parent_run", "parent_task")
 )
-_PRIORITY = position(RunSubmitted, "priority")
+_PRIORITY, _LANES = position(RunSubmitted, "priority"), position(RunSubmitted, "lanes")
 _BATCH_WORKER = position(TasksFinished, "worker_id")
 _DROPPED_COUNT = position(EventsDropped, "count")
 
@@ -148,6 +148,8 @@ def index_updates(
                 fields.update(parent_run=item[_PARENT_RUN], parent_task=item[_PARENT_TASK])
             if len(item) > _PRIORITY and item[_PRIORITY]:  # (dagrt.resources)
                 fields.update(priority=item[_PRIORITY])
+            if len(item) > _LANES and item[_LANES]:  # its tasks per lane, "lane\tn" lines
+                fields.update(lanes="\n".join(f"{k}\t{v}" for k, v in item[_LANES].items()))
             listed = item[_TS]
         elif code == _RUN_FINISHED:
             fields.update(status=item[_STATUS], finished=item[_TS], makespan=item[_MAKESPAN])

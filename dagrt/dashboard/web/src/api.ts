@@ -20,6 +20,8 @@ export interface RunSummary {
   parent_task?: string;
   /** the run's priority, added to its tasks' (dagrt.resources); absent: 0 */
   priority?: number;
+  /** its tasks per lane (those that need resources or have a priority) */
+  lanes?: Record<string, number>;
   first?: string;
   last?: string;
 }

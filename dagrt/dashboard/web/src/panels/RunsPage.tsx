@@ -56,6 +56,14 @@ export function RunsPage({ model }: { model: RunsModel }) {
                         priority {run.priority}
                       </div>
                     ) : null}
+                    {run.lanes && Object.keys(run.lanes).length > 0 && (
+                      <div class="sub" data-testid={`run-lanes-${run.run_id}`}
+                        title="tasks per lane: the resources they need, and their priority">
+                        {Object.entries(run.lanes)
+                          .map(([lane, n]) => `${n} in ${lane}`)
+                          .join(', ')}
+                      </div>
+                    )}
                   </td>
                   <td><StatusBadge status={run.status} /></td>
                   <td class="num">{run.n_tasks}</td>
