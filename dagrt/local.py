@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -95,21 +96,21 @@ class LocalRuntime:
         self.resources = check_resources(resources, "resources") or {}
         self._capacity = SharedCapacity(self.resources)
         self._limits = native_threads.Limits(native_threads.budget(threads))
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: _TaskThreads | None = None
         self._runs: dict[str, _Run] = {}
 
     async def __aenter__(self) -> LocalRuntime:
         # This process's native libraries get the cores the task threads leave, until
         # the runtime closes (then their own limits again).
         self._limits.__enter__()
-        self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="dagrt-local")
+        self._executor = _TaskThreads(self.threads, "dagrt-local")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         executor, self._executor = self._executor, None
         if executor is not None:
             # Threads still inside a task function finish it and stop; nothing waits here.
-            executor.shutdown(wait=False, cancel_futures=True)
+            executor.shutdown()
             self._limits.__exit__(None, None, None)
 
     def _check_resources(self, dag: DAG) -> None:
@@ -210,6 +211,7 @@ class _Run:
         priority: int = 0,
     ) -> None:
         self.runtime = runtime
+        self.priority = priority  # (its drains queue for a thread by it)
         self.cache = cache  # (its policy goes to the graphs its tasks return)
         self.executor = runtime._executor
         self.run_id = run_id
@@ -317,7 +319,7 @@ class _Run:
     def _submit_locked(self) -> None:
         """Queue one drain, already counted in ``active``."""
         try:
-            self.executor.submit(self._drain)  # type: ignore[union-attr]
+            self.executor.submit(self._drain, self.priority)  # type: ignore[union-attr]
         except RuntimeError:  # the runtime is closing
             self.active -= 1
             self.stopped = True
@@ -709,3 +711,60 @@ def _start(held: list[tuple[object, int]]) -> None:
     for run, i in held:
         assert isinstance(run, _Run)
         run.loop.call_soon_threadsafe(run._start_held, i)
+
+
+class _TaskThreads:
+    """The runtime's task threads. Drains queue for a thread by their run's priority
+    (highest first), then in the order they came; a drain gives its thread back every
+    ``_SLICE`` seconds, so a run of a higher priority gets the threads at the next
+    slice. Threads start as work comes (up to ``n``) and are daemons: one stuck in a
+    task function never keeps the process from exiting."""
+
+    def __init__(self, n: int, prefix: str) -> None:
+        self._max = n
+        self._prefix = prefix
+        self._queue: queue.PriorityQueue[tuple[float, int, Callable[[], None] | None]] = (
+            queue.PriorityQueue()
+        )
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._closed = False
+
+    def submit(self, fn: Callable[[], None], priority: int = 0) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the runtime is closing")
+            self._queue.put((-priority, next(self._seq), fn))
+            if self._idle == 0 and len(self._threads) < self._max:
+                name = f"{self._prefix}_{len(self._threads)}"
+                thread = threading.Thread(target=self._work, name=name, daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            _, _, fn = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+            if fn is None:
+                return
+            try:
+                fn()
+            except BaseException:  # (a drain handles its tasks' errors: this is dagrt's)
+                log.exception("dagrt: internal error in a task thread")
+
+    def shutdown(self) -> None:
+        """Drop what waits for a thread; each thread stops once its work returns."""
+        with self._lock:
+            self._closed = True
+            while True:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            for _ in self._threads:
+                self._queue.put((float("-inf"), next(self._seq), None))
