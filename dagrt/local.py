@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -96,21 +95,21 @@ class LocalRuntime:
         self.resources = check_resources(resources, "resources") or {}
         self._capacity = SharedCapacity(self.resources)
         self._limits = native_threads.Limits(native_threads.budget(threads))
-        self._executor: _TaskThreads | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._runs: dict[str, _Run] = {}
 
     async def __aenter__(self) -> LocalRuntime:
         # This process's native libraries get the cores the task threads leave, until
         # the runtime closes (then their own limits again).
         self._limits.__enter__()
-        self._executor = _TaskThreads(self.threads, "dagrt-local")
+        self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="dagrt-local")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         executor, self._executor = self._executor, None
         if executor is not None:
             # Threads still inside a task function finish it and stop; nothing waits here.
-            executor.shutdown()
+            executor.shutdown(wait=False, cancel_futures=True)
             self._limits.__exit__(None, None, None)
 
     def _check_resources(self, dag: DAG) -> None:
@@ -211,7 +210,6 @@ class _Run:
         priority: int = 0,
     ) -> None:
         self.runtime = runtime
-        self.priority = priority  # (its drains queue for a thread by it)
         self.cache = cache  # (its policy goes to the graphs its tasks return)
         self.executor = runtime._executor
         self.run_id = run_id
@@ -246,6 +244,7 @@ class _Run:
         self.needs: list[Resources | None] | None = None
         if any(f.resources for f in dag._distinct):
             self.needs = [f.resources for f in self.funcs]
+            self._push_locked = self._push_needing_locked  # type: ignore[method-assign]
         self.lock = threading.Lock()
         self.active = 0  # drains queued or running
         self.in_long = 0  # drains inside a task of unknown or non-trivial cost
@@ -295,10 +294,12 @@ class _Run:
 
     # -- readiness (callers hold the lock) --------------------------------------
 
-    def _push_locked(self, i: int, *, on_loop: bool) -> None:
+    def _push_needing_locked(self, i: int, *, on_loop: bool) -> None:
+        """``_push_locked`` of a run whose tasks need resources: a task that does not fit
+        waits (it starts when resources are given back: ``_give_back``)."""
         needs = self.needs[i] if self.needs is not None else None
         if needs and not self.runtime._capacity.take(self, i, needs):
-            return  # it starts when resources are given back (_give_back)
+            return
         self._ready_locked(i, on_loop=on_loop)
 
     def _ready_locked(self, i: int, *, on_loop: bool) -> None:
@@ -310,6 +311,8 @@ class _Run:
         else:
             self.ready.append(i)
 
+    _push_locked = _ready_locked  # (a run whose tasks need resources: _push_needing_locked)
+
     def _spawn_locked(self) -> None:
         """Start a drain if ready work waits and none is running (it brings in more)."""
         if self.ready and self.active == 0:
@@ -319,7 +322,7 @@ class _Run:
     def _submit_locked(self) -> None:
         """Queue one drain, already counted in ``active``."""
         try:
-            self.executor.submit(self._drain, self.priority)  # type: ignore[union-attr]
+            self.executor.submit(self._drain)  # type: ignore[union-attr]
         except RuntimeError:  # the runtime is closing
             self.active -= 1
             self.stopped = True
@@ -472,8 +475,6 @@ class _Run:
             self._submit_locked()
             return None
         ready.pop()
-        if self.needs is not None and self.needs[j]:  # (its resources go back when it returns)
-            self.runtime._capacity.begin(self, j)
         self.attempts[j] += 1
         if not cheap:
             self.in_long += 1
@@ -493,6 +494,7 @@ class _Run:
         with lock:
             i = self._next_locked(deadline)
         lane = threading.current_thread().name
+        needs = self.needs
         if recorder is not None:
             record, rows, limit = recorder.rows.extend, recorder.rows, recorder.row_limit
             sized = limit < recorder.NEVER  # (a policy without a size: nothing to check)
@@ -508,7 +510,7 @@ class _Run:
             except BaseException as exc:
                 failed = exc
             elapsed = clock() - t0
-            if self.needs is not None:
+            if needs is not None:
                 self._give_back(i)
             # (looked into only if the call built nodes, and outside the run's lock)
             expanding = failed is None and _graph.built != before and has_graph(value)
@@ -540,8 +542,6 @@ class _Run:
         if self.stopped or self.task_group is None:
             return
         self.attempts[i] += 1
-        if self.needs is not None and self.needs[i]:
-            self.runtime._capacity.begin(self, i)
         self.task_group.start_soon(self._run_async, i, name=f"dagrt task {self.nodes[i].key}")
 
     async def _run_async(self, i: int) -> None:
@@ -711,60 +711,3 @@ def _start(held: list[tuple[object, int]]) -> None:
     for run, i in held:
         assert isinstance(run, _Run)
         run.loop.call_soon_threadsafe(run._start_held, i)
-
-
-class _TaskThreads:
-    """The runtime's task threads. Drains queue for a thread by their run's priority
-    (highest first), then in the order they came; a drain gives its thread back every
-    ``_SLICE`` seconds, so a run of a higher priority gets the threads at the next
-    slice. Threads start as work comes (up to ``n``) and are daemons: one stuck in a
-    task function never keeps the process from exiting."""
-
-    def __init__(self, n: int, prefix: str) -> None:
-        self._max = n
-        self._prefix = prefix
-        self._queue: queue.PriorityQueue[tuple[float, int, Callable[[], None] | None]] = (
-            queue.PriorityQueue()
-        )
-        self._seq = itertools.count()
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._idle = 0
-        self._closed = False
-
-    def submit(self, fn: Callable[[], None], priority: int = 0) -> None:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the runtime is closing")
-            self._queue.put((-priority, next(self._seq), fn))
-            if self._idle == 0 and len(self._threads) < self._max:
-                name = f"{self._prefix}_{len(self._threads)}"
-                thread = threading.Thread(target=self._work, name=name, daemon=True)
-                self._threads.append(thread)
-                thread.start()
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                self._idle += 1
-            _, _, fn = self._queue.get()
-            with self._lock:
-                self._idle -= 1
-            if fn is None:
-                return
-            try:
-                fn()
-            except BaseException:  # (a drain handles its tasks' errors: this is dagrt's)
-                log.exception("dagrt: internal error in a task thread")
-
-    def shutdown(self) -> None:
-        """Drop what waits for a thread; each thread stops once its work returns."""
-        with self._lock:
-            self._closed = True
-            while True:
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            for _ in self._threads:
-                self._queue.put((float("-inf"), next(self._seq), None))

@@ -283,15 +283,16 @@ class SharedCapacity:
     task that does not fit now waits in a queue (no thread waits), and whoever gives
     resources back hands them on to the waiters that fit now, in the order they came.
     Amounts are held by (run, task) from when the task is ready until its call ends
-    (:meth:`give`); a run that ends gives back what its tasks hold that never began
-    (:meth:`leave`), and the calls that began give theirs back when they return."""
+    (:meth:`give`); a run that ends gives back all its tasks hold (:meth:`leave`: a sync
+    call still running in a thread gives its amounts back then, as one past its
+    timeout does)."""
 
     def __init__(self, have: Mapping[str, float]) -> None:
         self.have = dict(have)
         self.used: dict[str, float] = dict.fromkeys(self.have, 0.0)
         self._lock = threading.Lock()
         self._waiting: deque[tuple[object, int, Resources]] = deque()
-        self._held: dict[tuple[object, int], tuple[Resources, bool]] = {}  # -> (needs, began)
+        self._held: dict[tuple[object, int], Resources] = {}
 
     def _fits(self, needs: Mapping[str, float]) -> bool:
         used, have = self.used, self.have
@@ -300,10 +301,10 @@ class SharedCapacity:
     def _hold(self, owner: object, index: int, needs: Resources) -> None:
         for k, v in needs.items():
             self.used[k] += v
-        self._held[owner, index] = (needs, False)
+        self._held[owner, index] = needs
 
     def _unhold(self, key: tuple[object, int]) -> None:
-        needs, _ = self._held.pop(key)
+        needs = self._held.pop(key)
         for k, v in needs.items():
             self.used[k] = max(0.0, self.used[k] - v)
 
@@ -329,13 +330,6 @@ class SharedCapacity:
             self._waiting.append((owner, index, needs))
             return False
 
-    def begin(self, owner: object, index: int) -> None:
-        """The call of the task began: its amounts go back only when it returns."""
-        with self._lock:
-            held = self._held.get((owner, index))
-            if held is not None:
-                self._held[owner, index] = (held[0], True)
-
     def give(self, owner: object, index: int) -> list[tuple[object, int]]:
         """The task's call returned: its amounts go back; the queued tasks that hold
         theirs now, to start."""
@@ -346,10 +340,10 @@ class SharedCapacity:
             return self._start_waiters()
 
     def leave(self, owner: object) -> list[tuple[object, int]]:
-        """``owner`` (a run) ended: its queued tasks are forgotten and the amounts of its
-        tasks that never began go back; the queued tasks of others to start."""
+        """``owner`` (a run) ended: its queued tasks are forgotten and what its tasks hold
+        goes back; the queued tasks of others to start."""
         with self._lock:
             self._waiting = deque(w for w in self._waiting if w[0] is not owner)
-            for key in [k for k, (_, began) in self._held.items() if k[0] is owner and not began]:
+            for key in [k for k in self._held if k[0] is owner]:
                 self._unhold(key)
             return self._start_waiters()
