@@ -494,7 +494,7 @@ class _Run:
         with lock:
             i = self._next_locked(deadline)
         lane = threading.current_thread().name
-        needs = self.needs
+        needs, timeouts = self.needs, self.timeouts
         if recorder is not None:
             record, rows, limit = recorder.rows.extend, recorder.rows, recorder.row_limit
             sized = limit < recorder.NEVER  # (a policy without a size: nothing to check)
@@ -504,7 +504,7 @@ class _Run:
             t0 = clock()
             before = _graph.built
             try:
-                seconds = self._timeout(i)
+                seconds = None if timeouts is None else timeouts[i]  # (self._timeout, inline)
                 value = self._call(i) if seconds is None else self._call_timed(i, seconds)
                 failed = None
             except BaseException as exc:
