@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Literal
 
 import anyio
@@ -22,7 +23,7 @@ from .metrics.events import RunFinished, RunSubmitted, WorkerStarted, WorkerStop
 from .metrics.recorder import RunRecorder
 from .metrics.run_graph import graph_record
 from .metrics.writer import MetadataStorage
-from .resources import lane_of
+from .resources import task_lanes
 
 if TYPE_CHECKING:
     from .caching import CachePlan
@@ -181,21 +182,9 @@ def log_submitted(
             parent_run=parent[0] if parent else "",
             parent_task=parent[1] if parent else "",
             priority=priority,
-            lanes=lanes_of(dag, priority),
+            lanes=dict(Counter(task_lanes(dag, priority).values())),
         )
     )
-
-
-def lanes_of(dag: DAG, priority: int) -> dict[str, int]:
-    """How many of the DAG's tasks are in each lane (none for most runs)."""
-    lanes = {id(f): lane_of(f.resources, f.priority + priority) for f in dag._distinct}
-    if not any(lanes.values()):
-        return {}
-    counts: dict[str, int] = {}
-    for f in dag._funcs:
-        if lane := lanes[id(f)]:
-            counts[lane] = counts.get(lane, 0) + 1
-    return counts
 
 
 def log_finished(

@@ -27,8 +27,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
+
+if TYPE_CHECKING:
+    from .graph import DAG
 
 __all__ = [
     "MAX_LANES",
@@ -43,6 +47,7 @@ __all__ = [
     "lane_of",
     "needs_of",
     "parse_resources",
+    "task_lanes",
 ]
 
 Resources = dict[str, float]  # resource name -> amount
@@ -146,6 +151,15 @@ def lane_of(resources: Mapping[str, float] | None, priority: int) -> str:
     resource's name)."""
     lane = describe(resources) if resources else ""
     return f"{lane}|p={priority}" if priority else lane
+
+
+def task_lanes(dag: DAG, priority: int) -> dict[int, str]:
+    """The lane of each task of ``dag`` that has one, in a run of ``priority`` (empty for
+    most runs: one look at each distinct function tells)."""
+    by_fn = {id(f): lane_of(f.resources, f.priority + priority) for f in dag._distinct}
+    if not any(by_fn.values()):
+        return {}
+    return {i: lane for i, n in enumerate(dag._nodes) if (lane := by_fn[id(n.func)])}
 
 
 def needs_of(lane: str) -> tuple[Resources, int]:

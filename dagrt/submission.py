@@ -22,7 +22,7 @@ from .graph import DAG
 from .locality import LocalityOptions
 from .objects.location import MAGIC as LOCATION_MAGIC
 from .records import PICKLED, FunctionEntry, encode_record, sign, spec_digest
-from .resources import check_priority, lane_of
+from .resources import check_priority, task_lanes
 from .scheduler import STOP
 from .serialize import dumps, dumps_function, pack
 from .storage import Script, Storage
@@ -321,16 +321,14 @@ async def _lanes(
 ) -> tuple[dict[int, str], list[C.Cmd]]:
     """The lane of each task that has one (checked: :func:`lanes.prepare`), and the
     commands that register them (after the run's meta)."""
-    fn_lanes = {}
     for f in dag._distinct:
-        total = check_priority(f.priority + priority, f"the priority of {f.name} plus the run's")
-        fn_lanes[id(f)] = lane_of(f.resources, total or 0)
-    if not any(fn_lanes.values()):
+        check_priority(f.priority + priority, f"the priority of {f.name} plus the run's")
+    by_task = task_lanes(dag, priority)
+    if not by_task:
         return {}, []
     nodes = dag._nodes
-    task_lanes = {i: lane for i, n in enumerate(nodes) if (lane := fn_lanes[id(n.func)])}
-    firsts = {lane: nodes[i].key for i, lane in sorted(task_lanes.items(), reverse=True)}
-    return task_lanes, await lanes.prepare(storage, stream, firsts, run_id=run_id)
+    firsts = {lane: nodes[i].key for i, lane in sorted(by_task.items(), reverse=True)}
+    return by_task, await lanes.prepare(storage, stream, firsts, run_id=run_id)
 
 
 async def _lanes_of(storage: Storage, rk: K.RunKeys) -> set[str]:

@@ -353,7 +353,7 @@ class Consumer:
         if set(self.lanes.lanes) - before:
             self._lanes_new = True  # (a read about to block reads again first)
             if self._blocked:
-                await self._ring(C.xadd(self.inbox, {"w": "1"}, maxlen=1000))
+                await self._wake_read()
 
     def _resources_freed(self) -> None:
         """A task gave its resources back: a blocking read that left out a lane whose
@@ -362,12 +362,12 @@ class Consumer:
         self._freed = True
         if self._blocked and self._lane_full:
             self._lane_full = False
-            note = C.xadd(self.inbox, {"w": "1"}, maxlen=1000)
-            self._spawn_if_serving(self._ring(note))
+            self._spawn_if_serving(self._wake_read())
 
-    async def _ring(self, note: C.Cmd) -> None:
+    async def _wake_read(self) -> None:
+        """End this worker's blocking read: a note on its own inbox, which it reads."""
         try:
-            await self.storage.apipeline([note])
+            await self.storage.apipeline([C.xadd(self.inbox, {"w": "1"}, maxlen=1000)])
         except StorageError as exc:  # (the read ends at its timeout instead)
             log.warning("worker %s: waking its read failed: %s", self.worker, exc)
 
