@@ -64,7 +64,7 @@ class CacheOptions(BaseModel):
     """A client's cache policy (``Client(cache=...)``: this model, a dict of its fields,
     ``True`` for ``all_tasks=True`` or ``False`` for ``enabled=False``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, hide_input_in_errors=True)
 
     enabled: bool = Field(
         True, description="False: no task reads or writes the cache, no failed run keeps"

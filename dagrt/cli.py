@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from .options import add_log_options, add_worker_options, flush_policy, usage_error
 from .options import number as _number
 from .options import url as _url
+from .secret import SecretError
+from .secret import env_value as _env_value
 
 if TYPE_CHECKING:
     from .metrics import RunSummary
@@ -46,8 +48,9 @@ def _worker(args: argparse.Namespace) -> int:
 
         retain_freed_memory()  # before any thread allocates
 
-    secret = os.environ.get("DAGRT_SECRET")
-    settings = worker_settings(args, secret=secret.encode() if secret else None)
+    from .secret import shared_secret
+
+    settings = worker_settings(args, secret=shared_secret())
     Worker(args.redis, settings).run(watch_stdin=args.watch_stdin)
     return 0
 
@@ -84,8 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--redis",
         type=_url,
-        default=os.environ.get("DAGRT_REDIS_URL", "redis://localhost:6379/0"),
-        help="server URL (default: $DAGRT_REDIS_URL or redis://localhost:6379/0)",
+        default=_env_value("DAGRT_REDIS_URL") or "redis://localhost:6379/0",
+        help="server URL (default: $DAGRT_REDIS_URL, or the file $DAGRT_REDIS_URL_FILE"
+        " names, or redis://localhost:6379/0; a password is safer in either than here:"
+        " every local user can read a command line)",
     )
     add_worker_options(w)
     w.add_argument(
@@ -166,8 +171,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _default_url() -> str:
-    return os.environ.get("DAGRT_METRICS_URL") or os.environ.get(
-        "DAGRT_REDIS_URL", "redis://localhost:6379/0"
+    """The event log's server: ``DAGRT_METRICS_URL``, else ``DAGRT_REDIS_URL`` (each also
+    from a file, ``*_FILE``: :mod:`dagrt.secret`), else the local default."""
+    return (
+        _env_value("DAGRT_METRICS_URL")
+        or _env_value("DAGRT_REDIS_URL")
+        or "redis://localhost:6379/0"
     )
 
 
@@ -221,14 +230,19 @@ def _report(args: argparse.Namespace) -> int:
     from .storage import RedisStorage
 
     if not K.valid_run_id(args.run_id):
-        print(f"dagrt report: {args.run_id!r} is not a run id (see dagrt runs)", file=sys.stderr)
+        print(
+            f"dagrt report: {args.run_id[:200]!r} is not a run id ({K.RUN_ID_GRAMMAR};"
+            " see dagrt runs)",
+            file=sys.stderr,
+        )
         return 2
     with RedisStorage(args.redis) as storage:
         try:
             path = write_report(storage, args.run_id, args.out, wait=args.wait)
         except DagrtError:
             raise
-        except OSError as exc:  # the output folder cannot be made or written
+        except (OSError, ValueError) as exc:  # the folder cannot be made, written, or
+            # is a link out of --out
             print(f"dagrt report: cannot write the report under {args.out}: {exc}", file=sys.stderr)
             return 1
     print(f"report: {path}")
@@ -288,7 +302,11 @@ def _log_state(run: RunSummary, now: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = _parser()
+    try:
+        parser = _parser()  # (defaults read from the environment and its *_FILE files)
+    except SecretError as exc:
+        print(f"dagrt: {exc}", file=sys.stderr)
+        sys.exit(2)
     args = parser.parse_args(argv)
     if hasattr(args, "flush_interval"):  # the event log's options of a worker
         from pydantic import ValidationError

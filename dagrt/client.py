@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
@@ -229,7 +230,12 @@ class Client:
         if self.resources:
             flags.update(worker_args(resources=self.resources)[0])
         return LocalCluster(
-            self.n_workers, threads=self.threads, worker_options=flags, worker_env=env
+            self.n_workers,
+            threads=self.threads,
+            worker_options=flags,
+            worker_env=env,
+            # its own secret: its records, outcomes and errors are signed and checked
+            secret=secrets.token_urlsafe(32).encode(),
         )
 
     def _make_runtime(self) -> Runtime:
@@ -244,6 +250,7 @@ class Client:
             )
         return DistributedRuntime(
             self.cluster.url if self.cluster is not None else self.address,
+            secret=self.cluster.secret if self.cluster is not None else None,
             locality=self.locality,
             stall_timeout=self.stall_timeout,
             task_timeout=self.task_timeout,

@@ -29,6 +29,7 @@ import anyio.to_thread
 
 from . import native_threads
 from .storage import RedisServer
+from .storage.redis import redact
 from .workers.lifecycle import READY_LINE
 
 __all__ = ["LocalCluster"]
@@ -107,7 +108,8 @@ class LocalCluster:
 
     def __repr__(self) -> str:
         return (
-            f"<dagrt.LocalCluster {len(self.processes)} workers {self.url if self.server else ''}>"
+            f"<dagrt.LocalCluster {len(self.processes)} workers"
+            f" {redact(self.url) if self.server else ''}>"
         )
 
     @property

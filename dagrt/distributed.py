@@ -13,11 +13,8 @@ The runtime talks to a server that exists: a worker pool's, or the server of a
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
-import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -46,7 +43,9 @@ from .objects import (
     namespace_of,
     this_host,
 )
+from .outcomes import OUTCOMES, check_event, exception_of, open_error
 from .resources import describe
+from .secret import shared_secret
 from .serialize import loads
 from .storage import RedisStorage, Storage
 from .tasks import check_timeout
@@ -96,7 +95,7 @@ class DistributedRuntime:
         self.task_timeout = check_timeout(task_timeout, "task_timeout")
         self.address = address
         self.locality = LocalityOptions.of(locality)
-        self.secret = secret if secret is not None else _env_secret()
+        self.secret = secret if secret is not None else shared_secret()
         self.ttl = ttl
         self.stream = stream
         self.storage = storage
@@ -221,7 +220,7 @@ class DistributedRuntime:
                 # Workers start nothing more of a run that is not running.
                 with anyio.CancelScope(shield=True):
                     try:
-                        await submission.stop(storage, spec.keys, status)
+                        await submission.stop(storage, spec.keys, status, self.secret)
                     except StorageError:
                         pass
             raise
@@ -270,13 +269,21 @@ class DistributedRuntime:
                 continue
             for entry_id, fields in reply[0][1]:
                 last = entry_id
-                kind = fields.get(b"e", b"").decode()
-                if kind == "finished":
+                kind = fields.get(b"e", b"")
+                if kind not in OUTCOMES:
+                    continue
+                if not check_event(self.secret, spec.run_id, fields):  # (logged)
+                    watch.forged += 1
+                    continue
+                if kind == b"finished":
                     return
-                if kind == "failed":
-                    raise task_error(fields)
-                if kind == "cancelled":
-                    raise asyncio.CancelledError(f"run {spec.run_id} was cancelled")
+                if kind == b"failed" and b"err" in fields:
+                    err = task_error(fields[b"err"], spec.run_id, self.secret)
+                    if err is not None:
+                        raise err
+                    continue
+                # cancelled, or stopped as failed by its own client's watchdog
+                raise asyncio.CancelledError(f"run {spec.run_id} was cancelled")
 
     async def _stalled(
         self, storage: Storage, spec: submission.RunSpec, watch: _Watch, now: float
@@ -316,7 +323,7 @@ class DistributedRuntime:
             f" left, and none is queued, running or waiting for a retry (no entry of the"
             f" run is pending or undelivered in the tasks stream {self.stream!r}); no task"
             f" completed for {now - watch.since:.0f} s. An entry was lost or removed from"
-            f" the stream; the run was stopped."
+            f" the stream; the run was stopped.{_forged(watch)}"
         )
 
     async def _stuck(
@@ -354,7 +361,7 @@ class DistributedRuntime:
             f" {self.stream!r}, and worker(s) {', '.join(sorted(stuck))} beat with nothing"
             f" in flight yet read no entry: their read loop is stuck (a fault in dagrt;"
             f" their log may say more). No task completed for {now - watch.since:.0f} s;"
-            f" the run was stopped."
+            f" the run was stopped.{_forged(watch)}"
         )
 
     async def _unheld(
@@ -482,7 +489,19 @@ class _Watch:
     newest: bytes | None = None
     checked: float = float("-inf")
     undelivered: str | None = None  # the run's first entry not delivered, at the last look
+    forged: int = 0  # events of the run that said it ended and failed their check
     idle: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # workers then idle
+
+
+def _forged(watch: _Watch) -> str:
+    """What a stalled run's message says of the forged events it ignored, if any."""
+    if not watch.forged:
+        return ""
+    return (
+        f" {watch.forged} event(s) of the run that said it ended failed their check and"
+        " were ignored: forged, or written by a worker with another secret than this"
+        " client's (DAGRT_SECRET)."
+    )
 
 
 def check_stall_timeout(value: object) -> None:
@@ -497,22 +516,23 @@ def _gone(spec: submission.RunSpec) -> RunNotFoundError:
     )
 
 
-def task_error(fields: dict[bytes, bytes]) -> TaskError:
-    """The :class:`~dagrt.TaskError` of a run's ``failed`` event (its ``err`` field)."""
-    record = json.loads(fields[b"err"])
-    exception = None
-    pickled = record.pop("exception", None)
-    if pickled:
-        try:
-            exception = loads(base64.b64decode(pickled), what="task exception")
-        except Exception:  # the type may not exist here; the record still has its text
-            exception = None
-    err = TaskError.from_record(record, exception)
+def task_error(stored: bytes, run_id: str, secret: bytes | None) -> TaskError | None:
+    """The :class:`~dagrt.TaskError` of a failed task of run ``run_id`` from its stored
+    error record (a ``failed`` event's ``err``, or the run's error key); None if the
+    record is forged (:func:`dagrt.outcomes.open_error`, logged). Its exception is
+    unpickled only if the record's tag was checked; else rebuilt from plain parts, or
+    left out (the error has its type's name, text and traceback)."""
+    record = open_error(secret, run_id, stored)
+    if record is None:
+        return None
+    exception = exception_of(record, verified=secret is not None)
+    record.pop("exception", None)
+    record.pop("plain", None)
+    try:
+        err = TaskError.from_record(record, exception)
+    except (KeyError, TypeError, ValueError) as exc:  # (a record of another shape)
+        log.warning("run %s: an error record that does not read: %s", run_id, exc)
+        return None
     if exception is not None:
         err.__cause__ = exception
     return err
-
-
-def _env_secret() -> bytes | None:
-    secret = os.environ.get("DAGRT_SECRET")
-    return secret.encode() if secret else None

@@ -15,7 +15,9 @@ import time
 
 __all__ = [
     "PREFIX",
+    "RUN_ID_GRAMMAR",
     "RunKeys",
+    "check_run_id",
     "control",
     "dead_letter",
     "inbox",
@@ -41,7 +43,16 @@ __all__ = [
 PREFIX = "dagrt"
 
 _MAX_RUN_ID = 128
-_RUN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+#: A run id: words of letters, digits, ``_`` and ``-`` joined by single dots, the
+#: first starting with a letter or digit, at most 128 characters. What
+#: :func:`new_run_id` makes and its sub-runs (``<run>.t<index>``) are run ids; no run
+#: id is ``.`` or ``..``, starts or ends with a dot, or holds a path or key separator
+#: (``/``, ``\\``, ``:``, ``{``, ``}``): one names a folder and a key tag safely.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
+RUN_ID_GRAMMAR = (
+    "at most 128 letters, digits, '_' and '-', in words joined by single dots,"
+    " starting with a letter or digit"
+)
 
 
 def new_run_id() -> str:
@@ -59,11 +70,28 @@ def sub_run_id(run_id: str, index: int) -> str:
     if len(sub) <= _MAX_RUN_ID:
         return sub
     digest = hashlib.sha256(sub.encode()).hexdigest()[:32]
-    return f"{run_id[: _MAX_RUN_ID - 36]}.t.{digest}"
+    return f"{run_id[: _MAX_RUN_ID - 36].rstrip('.')}.t.{digest}"
 
 
 def valid_run_id(run_id: object) -> bool:
-    return isinstance(run_id, str) and _RUN_ID.match(run_id) is not None
+    """Is ``run_id`` a run id (see :data:`RUN_ID_GRAMMAR`)? Every run id that comes from
+    outside (a caller, the command line, a URL, a stream entry, the event log) is
+    checked before it names a key or a path."""
+    return (
+        isinstance(run_id, str)
+        and len(run_id) <= _MAX_RUN_ID
+        and _RUN_ID.fullmatch(run_id) is not None
+    )
+
+
+def check_run_id(run_id: object) -> str:
+    """``run_id`` if it is a run id; else ``TypeError`` (not a string) or ``ValueError``
+    saying what a run id is."""
+    if not isinstance(run_id, str):
+        raise TypeError(f"a run id must be a string, got {type(run_id).__name__}")
+    if not valid_run_id(run_id):
+        raise ValueError(f"{run_id[:200]!r} is not a run id ({RUN_ID_GRAMMAR})")
+    return run_id
 
 
 def entry_order(entry_id: bytes | str) -> tuple[int, int]:
@@ -75,8 +103,7 @@ def entry_order(entry_id: bytes | str) -> tuple[int, int]:
 
 def run_key(run_id: str, *parts: str) -> str:
     """``dagrt:{<run_id>}:<part>:<part>...``: a key belonging to one run."""
-    if not valid_run_id(run_id):
-        raise ValueError(f"invalid run id {run_id!r}")
+    check_run_id(run_id)
     return ":".join((PREFIX, "{" + run_id + "}", *parts))
 
 
@@ -231,13 +258,13 @@ def runs_index() -> str:
 
 def run_record(run_id: str) -> str:
     """A run's entry in the runs index: first/last event ids, status, counts (persistent)."""
-    return f"{PREFIX}:run:{run_id}"
+    return f"{PREFIX}:run:{check_run_id(run_id)}"
 
 
 def run_entries(run_id: str) -> str:
     """The ids of a run's entries in the event log, in the order they were indexed
     (persistent): reading a run reads these entries and no others."""
-    return f"{PREFIX}:run:{run_id}:entries"
+    return f"{PREFIX}:run:{check_run_id(run_id)}:entries"
 
 
 def log_writer(writer_id: str) -> str:
@@ -248,7 +275,7 @@ def log_writer(writer_id: str) -> str:
 
 def graph(run_id: str) -> str:
     """A run's graph (task keys, function names, edges), kept as long as the event log."""
-    return f"{PREFIX}:graph:{run_id}"
+    return f"{PREFIX}:graph:{check_run_id(run_id)}"
 
 
 def workers() -> str:

@@ -12,7 +12,6 @@ client or for ``dagrt cluster``).
 from __future__ import annotations
 
 import argparse
-import os
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pydantic.fields import FieldInfo
 
 from .metrics import FlushPolicy
 from .resources import describe, parse_resources
+from .secret import env_value
 from .workers.settings import WorkerSettings
 
 __all__ = [
@@ -180,8 +180,8 @@ def add_options(
         else:
             default = info.default
             if flag.env is not None:
-                default = os.environ.get(flag.env, default)
-                says += f" (default: ${flag.env} if set)"
+                default = env_value(flag.env) or default
+                says += f" (default: ${flag.env} or ${flag.env}_FILE if set)"
             elif default is not None:
                 says += f" (default: {default}{'; 0: off' if flag.zero_is_none else ''})"
             parser.add_argument(

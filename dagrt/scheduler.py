@@ -30,12 +30,12 @@ same decision.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import keys as K
+from .outcomes import seal_error
 from .storage import commands as C
 from .storage.base import NoScriptError, Script
 
@@ -104,11 +104,14 @@ def complete_cmd(
     *,
     stream: str,
     group: str = K.TASKS_GROUP,
+    finished: str = "",
 ) -> C.Cmd:
-    """One EVALSHA of ``complete`` for tasks of one run (sent in a pipeline)."""
+    """One EVALSHA of ``complete`` for tasks of one run (sent in a pipeline);
+    ``finished``: the tag of the run's ``finished`` event, if the pool has a secret
+    (:func:`dagrt.outcomes.event_tag`)."""
     keys = [rk.meta, rk.deps, rk.done, rk.progress, rk.events, stream, rk.wait, rk.lanes]
     keys += [rk.output(item.index) for item in items]
-    argv: list[Any] = [rk.run_id, worker, group, len(items), _ALIVE_HEAD, _INBOX_HEAD]
+    argv: list[Any] = [rk.run_id, worker, group, len(items), _ALIVE_HEAD, _INBOX_HEAD, finished]
     for item in items:
         if item.local:
             mode = "L"
@@ -135,12 +138,15 @@ def fail_cmd(
     worker: str,
     record: dict[str, Any],
     *,
+    secret: bytes | None,
     acks: Sequence[str | bytes],
     stream: str,
     group: str = K.TASKS_GROUP,
 ) -> C.Cmd:
+    """The ``fail`` call of a task that failed for good: its error ``record`` sealed
+    with the pool's ``secret`` (:func:`dagrt.outcomes.seal_error`)."""
     keys = [rk.meta, rk.events, rk.error(index), stream]
-    argv = [index, worker, json.dumps(record), group, *acks]
+    argv = [index, worker, seal_error(secret, rk.run_id, record), group, *acks]
     return C.Cmd(("EVALSHA", FAIL.sha, len(keys), *keys, *argv))
 
 

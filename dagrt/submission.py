@@ -11,6 +11,7 @@ control stream, so that no task of the run starts after it ended.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from .exceptions import SerializationError
 from .graph import DAG
 from .locality import LocalityOptions
 from .objects.location import MAGIC as LOCATION_MAGIC
+from .outcomes import event_tag
 from .records import PICKLED, FunctionEntry, encode_record, sign, spec_digest
 from .resources import check_priority, task_lanes
 from .scheduler import STOP
@@ -259,7 +261,7 @@ async def submit(
     cmds.append(C.xadd(rk.progress, {"t": -1, "s": spared} if spared else {"t": -1}))
     cmds.append(C.xadd(rk.events, {"e": "submitted", "n": n}))
     if not left:  # every output was found: nothing to run
-        cmds.append(C.xadd(rk.events, {"e": "finished"}))
+        cmds.append(C.xadd(rk.events, outcome_event(secret, run_id, "finished")))
         if parent is not None:  # (as complete.lua does at a sub-run's end)
             cmds.append(C.xadd(stream, {"r": parent.run_id, "t": parent.index, "x": "1"}))
     writes = {
@@ -408,8 +410,8 @@ async def renew(storage: Storage, spec: RunSpec) -> bool:
     replies = await storage.apipeline(
         [C.expire(key, spec.ttl) for key in keys] + [C.Cmd(("SMEMBERS", rk.subs))]
     )
-    for sub in replies[-1] or ():  # the graphs its tasks returned, going on
-        sub_spec = await joined(storage, sub.decode())
+    for sub in _run_ids(replies[-1]):  # the graphs its tasks returned, going on
+        sub_spec = await joined(storage, sub)
         if sub_spec is not None:
             await renew(storage, sub_spec)
     return bool(replies[0])  # the meta's
@@ -448,8 +450,8 @@ async def outstanding(
                 return int(reply) if int(reply) == 1 else None
     if found == 0:  # its work may be in its sub-runs (graphs its tasks returned)
         [subs] = await storage.apipeline([C.Cmd(("SMEMBERS", rk.subs))])
-        for one in subs or ():
-            deeper = await outstanding(storage, K.RunKeys(one.decode()), stream, sub=True)
+        for one in _run_ids(subs):
+            deeper = await outstanding(storage, K.RunKeys(one), stream, sub=True)
             if deeper != 0:
                 return deeper
     return found
@@ -473,15 +475,33 @@ async def keep_finished(storage: Storage, spec: RunSpec, dag: DAG, cache: CacheP
     return copied
 
 
-async def stop(storage: Storage, rk: K.RunKeys, status: str = "cancelled") -> bool:
+async def stop(
+    storage: Storage, rk: K.RunKeys, status: str = "cancelled", secret: bytes | None = None
+) -> bool:
     """Stop a running run (no completion dispatches anything more of it) and tell
     the workers (no task of it starts any more); True if it was running. Its
-    sub-runs going on are stopped too (cancelled), theirs as well."""
-    stopped = await storage.arun_script(STOP, [rk.meta, rk.events], [status])
+    sub-runs going on are stopped too (cancelled), theirs as well. Its event is
+    tagged with the pool's ``secret`` (:mod:`dagrt.outcomes`)."""
+    tag = event_tag(secret, rk.run_id, status) if secret is not None else ""
+    stopped = await storage.arun_script(STOP, [rk.meta, rk.events], [status, tag])
     _, subs = await storage.apipeline([_ended(rk.run_id, status), C.Cmd(("SMEMBERS", rk.subs))])
-    for sub in subs or ():
-        await stop(storage, K.RunKeys(sub.decode()), "cancelled")
+    for sub in _run_ids(subs):
+        await stop(storage, K.RunKeys(sub), "cancelled", secret)
     return bool(stopped)
+
+
+def outcome_event(secret: bytes | None, run_id: str, kind: str) -> dict[str, str]:
+    """The fields of event ``kind`` of a run that ends, tagged if there is a secret."""
+    if secret is None:
+        return {"e": kind}
+    return {"e": kind, "m": event_tag(secret, run_id, kind)}
+
+
+def _run_ids(members: Iterable[bytes] | None) -> list[str]:
+    """The run ids of a set read from the server (what is not a run id, a third party
+    wrote: it names no keys)."""
+    ids = [m.decode(errors="replace") for m in members or ()]
+    return [r for r in ids if K.valid_run_id(r)]
 
 
 async def cleanup(storage: Storage, spec: RunSpec, status: str) -> None:
@@ -502,8 +522,8 @@ async def cleanup(storage: Storage, spec: RunSpec, status: str) -> None:
     subs, head = (await storage.apipeline(cmds))[:2]
     if head:  # it used lanes: those no other run uses are unregistered
         await lanes.collect(storage, K.stream_of_lanes(head.decode()), spec.run_id)
-    for sub in subs or ():
-        sub_spec = await joined(storage, sub.decode())
+    for sub in _run_ids(subs):
+        sub_spec = await joined(storage, sub)
         if sub_spec is not None:
             await cleanup(storage, sub_spec, "cancelled")
 

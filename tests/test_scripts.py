@@ -28,6 +28,7 @@ from dagrt.exceptions import StorageError
 from dagrt.metrics.read import READ_ENTRIES
 from dagrt.metrics.runs_index import LOG_RUN
 from dagrt.objects import Location
+from dagrt.outcomes import event_tag
 from dagrt.scheduler import (
     STOP,
     Completion,
@@ -43,8 +44,10 @@ from dagrt.storage.base import NoScriptError
 from dagrt.submission import OUTSTANDING
 
 STREAM = K.tasks_stream()
+SECRET = b"the pool's secret"  # (events that end a run carry tags made with it)
 GROUP = K.TASKS_GROUP
 RUN = "run-1"
+FINISHED_TAG = event_tag(SECRET, RUN, "finished")
 
 EXAMPLES = settings(
     max_examples=25,
@@ -286,7 +289,7 @@ class Run:
             )
             for index, mode, ack, s in items
         ]
-        cmd = complete_cmd(self.rk, completions, worker, stream=STREAM)
+        cmd = complete_cmd(self.rk, completions, worker, stream=STREAM, finished=FINISHED_TAG)
         self.sent.append(cmd)
         return self.plain(self.storage.pipeline([cmd])[0])
 
@@ -307,11 +310,14 @@ class Run:
 
     def fail(self, index: int, ack: bool, worker: str) -> Any:
         record = {"task": index, "error": "ValueError('boom')", "worker": worker}
-        cmd = fail_cmd(self.rk, index, worker, record, acks=self.acks(index, ack), stream=STREAM)
+        cmd = fail_cmd(
+            self.rk, index, worker, record, secret=SECRET, acks=self.acks(index, ack), stream=STREAM
+        )
         return self.storage.pipeline([cmd])[0]
 
     def stop(self, status: str) -> Any:
-        return self.storage.run_script(STOP, [self.rk.meta, self.rk.events], [status])
+        tag = event_tag(SECRET, self.rk.run_id, status)
+        return self.storage.run_script(STOP, [self.rk.meta, self.rk.events], [status, tag])
 
     def step(self, action: tuple[Any, ...]) -> Any:
         kind, *args = action
@@ -402,8 +408,8 @@ def log_run(storage: Storage, call: dict[str, Any]) -> Any:
     run = call["run"]
     keys = [
         K.events(),
-        K.run_record(run),
-        K.run_entries(run),
+        K.run_record(run) if run else K.events(),  # (no run: as the log's writer sends it)
+        K.run_entries(run) if run else K.events(),
         K.runs_index(),
         K.log_writer(call["writer"]),
     ]

@@ -2,14 +2,15 @@
 
 The client runs ``dagrt dashboard`` for as long as it is open: a process of its
 own, so that serving pages never takes the client's event loop, reading the
-event log on the server at ``url``. Needs the ``dashboard`` extra, which this
-module checks without importing it.
+event log on the server at ``url`` (given by environment, never on its command
+line). Needs the ``dashboard`` extra, which this module checks without importing it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -41,10 +42,14 @@ def _spawn(url: str, port: int) -> subprocess.Popen[str]:
             f"Client(dashboard=...) needs the dashboard extra ({', '.join(missing)} missing): "
             "pip install 'dagrt[dashboard]'"
         )
+    # The URL (its password) goes by environment: a command line is every user's to read.
+    env = {**os.environ, "DAGRT_METRICS_URL": url}
+    env.pop("DAGRT_METRICS_URL_FILE", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "dagrt", "dashboard", "--redis", url, "--port", str(port)],
+        [sys.executable, "-m", "dagrt", "dashboard", "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert process.stdout is not None
     line = process.stdout.readline()  # printed once it listens

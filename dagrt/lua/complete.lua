@@ -7,7 +7,9 @@
 -- KEYS[8 + j]           the output key of the j-th task completed here
 -- ARGV[1] run id        ARGV[2] worker id (its consumer name)   ARGV[3] consumer group
 -- ARGV[4] number of tasks   ARGV[5] a live worker's key up to its id ("dagrt:worker:")
--- ARGV[6] a worker's inbox key up to its id ("dagrt:inbox:"), then for each task:
+-- ARGV[6] a worker's inbox key up to its id ("dagrt:inbox:")
+-- ARGV[7] the tag of the run's "finished" event ("" without a secret: dagrt.outcomes),
+-- then for each task:
 --   index, keep mode [, location], n children, the children,
 --   n entries, the stream entries to acknowledge if no child is kept
 -- A keep mode is "0", "1", "L" or "C<n>", then "W" if the worker may wait for children
@@ -65,7 +67,7 @@ local replies = {}
 local acks = {}    -- entries to acknowledge, in one XACK at the end
 local counted = {} -- tasks counted now, in one progress entry at the end
 local worker, alive, inbox = ARGV[2], ARGV[5], ARGV[6]
-local pos = 7
+local pos = 8
 
 -- A new entry for a ready child, pending at once for worker ``w`` (it claims it).
 local function claim(child, w)
@@ -210,7 +212,11 @@ if #counted > 0 then
   redis.call('XADD', KEYS[4], '*', 't', table.concat(counted, ','), 'w', ARGV[2])
   if redis.call('HINCRBY', KEYS[1], 'left', -#counted) == 0 then
     redis.call('HSET', KEYS[1], 'status', 'finished')
-    redis.call('XADD', KEYS[5], '*', 'e', 'finished')
+    if ARGV[7] ~= '' then
+      redis.call('XADD', KEYS[5], '*', 'e', 'finished', 'm', ARGV[7])
+    else
+      redis.call('XADD', KEYS[5], '*', 'e', 'finished')
+    end
     -- A sub-run (the graph a task returned): an entry {r, t, x} now completes that task.
     local parent = redis.call('HMGET', KEYS[1], 'then_run', 'then_task')
     if parent[1] then

@@ -43,7 +43,12 @@ def _prune_flow(before: float, dry_run: bool) -> Flow:
     # have ended before it.
     candidates = yield C.zrange_by_score(K.runs_index(), float("-inf"), before)
     for raw in candidates:
-        run_id = raw.decode()
+        run_id = raw.decode(errors="replace")
+        if not K.valid_run_id(run_id):  # not written by dagrt: it names no keys to delete
+            runs.append(run_id)
+            if not dry_run:
+                yield C.zrem(K.runs_index(), [raw])
+            continue
         record = yield C.hgetall(K.run_record(run_id))
         summary = RunSummary.from_hash(run_id, record)
         ended = max(summary.finished or 0.0, summary.last_logged)

@@ -270,7 +270,10 @@ def _runs_flow(limit: int) -> Flow:
     ids = yield C.zrange(K.runs_index(), 0, limit - 1, desc=True)
     out = []
     for raw_id in ids:
-        run_id = raw_id.decode()
+        run_id = raw_id.decode(errors="replace")
+        if not K.valid_run_id(run_id):  # not written by dagrt: not a run to list
+            log.warning("the runs index lists %.200r, which is not a run id: left out", run_id)
+            continue
         record = yield C.hgetall(K.run_record(run_id))
         out.append(RunSummary.from_hash(run_id, record))
     return out
@@ -286,10 +289,7 @@ def _checked(storage: Storage | str, run_id: Any = _NO_RUN) -> tuple[Storage, bo
     """The storage to read (made from a URL, then owned by the caller: True), after
     checking the arguments."""
     if run_id is not _NO_RUN:
-        if not isinstance(run_id, str):
-            raise TypeError(f"run_id must be a string, got {run_id!r}")
-        if not K.valid_run_id(run_id):
-            raise ValueError(f"{run_id!r} is not a run id (letters, digits, '_', '.', '-')")
+        K.check_run_id(run_id)
     if isinstance(storage, str):
         return RedisStorage(storage), True
     if not isinstance(storage, Storage):

@@ -295,6 +295,18 @@ def _script_json(data: Any) -> str:
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
+def _run_folder(out: Path, run_id: str) -> Path:
+    """``out/<run_id>``, checked to be a folder inside ``out`` (a run id is checked
+    already: this holds also if ``out/<run_id>`` is a link to elsewhere)."""
+    target = out / run_id
+    if target.resolve().parent != out.resolve():
+        raise ValueError(
+            f"the report of run {run_id!r} would be written to {target.resolve()}, outside"
+            f" {out.resolve()}"
+        )
+    return target
+
+
 def write_report(
     storage: Storage | str, run_id: str, out: Path | str = "reports", *, wait: float = 0.0
 ) -> Path:
@@ -316,7 +328,7 @@ def write_report(
             store.close()
     a = analyze(events, graph)
     a.notes[:0] = _log_notes(summary, a)
-    target = Path(out) / run_id
+    target = _run_folder(Path(out), run_id)
     target.mkdir(parents=True, exist_ok=True)
     series = _series(a)
     (target / "report.json").write_text(json.dumps(series, indent=1))
@@ -358,41 +370,52 @@ def _log_notes(summary: RunSummary, a: RunAnalysis) -> list[str]:
     ]
 
 
+def _number(value: object, spec: str = ".4f") -> str:
+    """A number of the log as ``spec`` formats it; anything else (the log is read as
+    written: a value a third party wrote) as escaped text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format(value, spec)
+    return html.escape(str(value))
+
+
 def _page(a: RunAnalysis, series: dict[str, Any], plots: dict[str, str]) -> str:
-    e = html.escape
+    """The report's HTML: every value from the log escaped (``e``, or ``n`` for numbers)."""
+    e, n = html.escape, _number
     by_task: dict[int, Bar] = {}
     for b in a.bars:
         if b.outcome == "finished":
             by_task[b.task] = b
     path_rows = "".join(
         f"<tr><td>{i}</td><td>{e(by_task[t].key)}</td><td>{e(by_task[t].name)}</td>"
-        f"<td>{e(by_task[t].worker)}</td><td>{by_task[t].start:.4f}</td>"
-        f"<td>{by_task[t].span:.4f}</td><td>{by_task[t].execute:.4f}</td></tr>"
+        f"<td>{e(by_task[t].worker)}</td><td>{n(by_task[t].start)}</td>"
+        f"<td>{n(by_task[t].span)}</td><td>{n(by_task[t].execute)}</td></tr>"
         for i, t in enumerate(a.critical_path)
         if t in by_task
     )
     slow_rows = "".join(
         f"<tr><td>{e(b.key)}</td><td>{e(b.name)}</td><td>{e(b.worker)}</td>"
-        f"<td>{b.execute:.4f}</td><td>{b.span:.4f}</td><td>{b.download:.4f}</td>"
-        f"<td>{b.upload:.4f}</td><td>{b.waiting:.4f}</td><td>{b.attempt}</td></tr>"
+        f"<td>{n(b.execute)}</td><td>{n(b.span)}</td><td>{n(b.download)}</td>"
+        f"<td>{n(b.upload)}</td><td>{n(b.waiting)}</td><td>{n(b.attempt, '')}</td></tr>"
         for b in a.slowest
     )
     retry_rows = "".join(
         f"<tr><td>{e(r['task'])}</td><td>{e(r['name'])}</td><td>"
         + ", ".join(
-            f"{x['attempt']}: {e(x['outcome'])} on {e(x['worker'])} ({x['seconds']:.3f} s)"
+            f"{n(x['attempt'], '')}: {e(x['outcome'])} on {e(x['worker'])}"
+            f" ({n(x['seconds'], '.3f')} s)"
             for x in r["attempts"]
         )
         + "</td></tr>"
         for r in a.retried
     )
     fail_rows = "".join(
-        f"<h3>{e(f['task'])} ({e(f['exc_type'])}, attempt {f['attempt']} on {e(f['worker'])})"
+        f"<h3>{e(f['task'])} ({e(f['exc_type'])}, attempt {n(f['attempt'], '')} on"
+        f" {e(f['worker'])})"
         f"</h3><p>{e(f['message'])}</p><pre>{e(f['traceback'])}</pre>"
         for f in a.failures
     )
     notes = "".join(f'<p class="note">{e(n)}</p>' for n in a.notes)
-    path_seconds = f"{len(a.critical_path)} tasks, {a.critical_seconds:.3f} s"
+    path_seconds = f"{len(a.critical_path)} tasks, {n(a.critical_seconds, '.3f')} s"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>dagrt run {e(a.run_id)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
@@ -404,11 +427,12 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
 {notes}
 <table>
 <tr><th>status</th><td>{e(a.status)}</td></tr>
-<tr><th>tasks</th><td>{a.n_tasks} ({a.tasks_logged} logged)</td></tr>
-<tr><th>makespan</th><td>{a.makespan:.3f} s</td></tr>
+<tr><th>tasks</th><td>{n(a.n_tasks, "")} ({n(a.tasks_logged, "")} logged)</td></tr>
+<tr><th>makespan</th><td>{n(a.makespan, ".3f")} s</td></tr>
 <tr><th>workers</th><td>{e(", ".join(a.workers))}</td></tr>
-<tr><th>bytes moved</th><td>{a.bytes_network:,} over the network, {
-        a.bytes_local:,} on the host</td></tr>
+<tr><th>bytes moved</th><td>{n(a.bytes_network, ",")} over the network, {
+        n(a.bytes_local, ",")
+    } on the host</td></tr>
 <tr><th>bytes by path</th><td>{e(_paths(a.bytes_by_path))}</td></tr>
 <tr><th>bytes locality kept from moving</th><td>{
         e(_avoided(a.bytes_avoided, a.bytes_avoided_by))
@@ -416,8 +440,8 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
 <tr><th>why tasks ran where they did</th><td>{e(_counts(a.placements))}</td></tr>
 <tr><th>waits for a child (delayed I/O)</th><td>{e(_counts(a.holds))}</td></tr>
 <tr><th>attempts past their timeout</th><td>{e(_counts(a.timed_out))}</td></tr>
-<tr><th>tasks not run</th><td>{a.from_cache} found in the cache, {
-        a.skipped
+<tr><th>tasks not run</th><td>{n(a.from_cache, "")} found in the cache, {
+        n(a.skipped, "")
     } not needed then</td></tr>
 <tr><th>the graph of</th><td>{
         e(
@@ -432,7 +456,7 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}
         else "none"
     }</td></tr>
 <tr><th>priority, and tasks in lanes</th><td>{e(f"{a.priority}; " + _lanes(a.lanes))}</td></tr>
-<tr><th>critical path</th><td>{path_seconds}</td></tr>
+<tr><th>critical path</th><td>{e(path_seconds)}</td></tr>
 </table>
 <h2>Tasks per worker</h2>{_img("gantt", "Gantt chart", plots)}
 <h2>Time breakdown</h2>{_img("breakdown", "time breakdown", plots)}

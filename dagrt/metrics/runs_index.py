@@ -65,8 +65,8 @@ def log_run_call(
         argv += ["", ""]
     keys = (
         stream,
-        K.run_record(run_id),
-        K.run_entries(run_id),
+        K.run_record(run_id) if run_id else stream,  # (no run: the script indexes nothing)
+        K.run_entries(run_id) if run_id else stream,
         K.runs_index(),
         K.log_writer(writer),
     )

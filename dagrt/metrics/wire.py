@@ -289,9 +289,9 @@ def _rows(c: Mapping[str, Any], graph: Any) -> list[dict[str, Any]]:
     if c["key"]:
         keys = c["key"]
     else:
-        from ..keys import RunKeys
+        from ..keys import RunKeys, valid_run_id
 
-        outputs = RunKeys(run_id) if run_id else None
+        outputs = RunKeys(run_id) if valid_run_id(run_id) else None
         keys = [outputs.output(p) if outputs else str(p) for p in c["producer"]]
     return [
         {

@@ -50,6 +50,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from .. import keys as K
 from ..exceptions import DagrtError
 from ..serialize import Frame
 
@@ -112,9 +113,8 @@ def _tmpdir() -> str:
 
 
 def _check_run(run_id: str) -> str:
-    if not run_id or run_id.startswith(".") or "/" in run_id or "\0" in run_id:
-        raise ValueError(f"not a run id for the host store: {run_id!r}")
-    return run_id
+    """A run id, checked (it names a folder of the store: :func:`dagrt.keys.check_run_id`)."""
+    return K.check_run_id(run_id)
 
 
 class HostStore:

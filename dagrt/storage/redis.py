@@ -16,7 +16,7 @@ import asyncio
 import weakref
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 import redis as redis_sync
@@ -49,28 +49,32 @@ _SCHEMES = ("redis", "rediss", "unix")
 
 
 def redact(url: str) -> str:
-    """``url`` with any password (also a client key's ``ssl_password``) replaced by
-    ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if "ssl_password=" in parts.query:
+    """``url`` with every password replaced by ``***`` (for messages, logs and reprs):
+    the one in its user part, and query options that hold one (``password=``,
+    ``ssl_password=``, any whose name has "password" in it); never fails."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # (unsplittable: show the scheme only)
+        return url.partition(":")[0] + ":***"
+    if "password" in parts.query.lower():
         query = "&".join(
-            "ssl_password=***" if item.startswith("ssl_password=") else item
+            item.partition("=")[0] + "=***"
+            if "password" in unquote(item.partition("=")[0]).lower()
+            else item
             for item in parts.query.split("&")
         )
         parts = parts._replace(query=query)
-    if parts.password is None:
-        return urlunsplit(parts)
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    user, at, host = parts.netloc.rpartition("@")
+    if at and ":" in user:
+        parts = parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}")
+    return urlunsplit(parts)
 
 
 class RedisConfig(BaseModel):
     """Where the server is and how to talk to it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # (a URL may hold a password: errors never echo what was given)
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     url: str = Field(description="redis://[[user]:password@]host[:port][/db], rediss://, unix://")
     socket_timeout: float | None = Field(30.0, gt=0, description="seconds per reply")
@@ -91,6 +95,11 @@ class RedisConfig(BaseModel):
                 "use redis://, rediss:// or unix://"
             )
         split_tls(url)  # TLS options that do not read fail here, for both forms
+        if scheme != "unix":
+            try:
+                urlsplit(url).port  # noqa: B018  (a port that does not read fails here)
+            except ValueError as exc:
+                raise ValueError(f"{exc} in {redact(url)!r}") from None
         return url
 
     def pool_options(self, *, blocking: bool = False) -> dict[str, Any]:

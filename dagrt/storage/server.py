@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ..exceptions import StorageError
 from ..malloc import RETAIN_ENV
@@ -130,7 +131,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
         if self.unix_socket:
             return f"unix://{auth}{self.unix_socket}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
@@ -162,12 +163,20 @@ class RedisServer:
         if self.unix_socket:
             settings["unixsocket"] = self.unix_socket
             settings["unixsocketperm"] = "700"
-        if self.password:
-            settings["requirepass"] = self.password
         settings.update(self.options)
         for name, value in settings.items():
             argv += [f"--{name}", str(value)]
+        if self.password:
+            argv.append("-")  # the password comes on stdin (_stdin_config): not on argv
         return argv
+
+    def _stdin_config(self) -> str | None:
+        """Settings the server reads from its stdin: what must not show on its command
+        line (``ps`` shows that to every local user)."""
+        if not self.password:
+            return None
+        quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
+        return f'requirepass "{quoted}"\n'
 
     def start(self, timeout: float = 15.0) -> RedisServer:
         """Start the process and return once the server accepts connections."""
@@ -182,16 +191,24 @@ class RedisServer:
         self._log = []
         self._ready = threading.Event()
         self._accepting = threading.Event()
+        config = self._stdin_config()
         self.process = subprocess.Popen(
             self._argv(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if config is None else subprocess.PIPE,
             text=True,
             env=self._env(),
             start_new_session=True,  # a Ctrl-C to the terminal is the owner's to handle
             preexec_fn=die_with_parent() if self.die_with_parent else None,
         )
+        if config is not None:
+            assert self.process.stdin is not None
+            try:
+                self.process.stdin.write(config)
+                self.process.stdin.close()
+            except BrokenPipeError:  # it died at once: wait_ready() reports its log
+                pass
         self._reader = threading.Thread(
             target=self._read_log,
             args=(self.process, self._ready, self._accepting),

@@ -322,7 +322,9 @@ class Completer:
             )
             for m in items
         ]
-        return complete_cmd(ctx.keys, batch, self.worker, stream=s.stream, group=s.group)
+        return complete_cmd(
+            ctx.keys, batch, self.worker, stream=s.stream, group=s.group, finished=ctx.finished_tag
+        )
 
     @staticmethod
     def _inline(ctx: RunContext, m: Made) -> bool:
@@ -401,7 +403,14 @@ class Completer:
         self.counts["failed"] += 1
         s = self.settings
         return fail_cmd(
-            ctx.keys, rec.index, self.worker, record, acks=acks, stream=s.stream, group=s.group
+            ctx.keys,
+            rec.index,
+            self.worker,
+            record,
+            secret=ctx.secret,
+            acks=acks,
+            stream=s.stream,
+            group=s.group,
         )
 
     async def ack(self, ids: list[Any]) -> None:

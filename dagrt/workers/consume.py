@@ -730,7 +730,14 @@ class Consumer:
         }
         s = self.settings
         cmd = fail_cmd(
-            K.RunKeys(run_id), index, self.worker, record, acks=[], stream=s.stream, group=s.group
+            K.RunKeys(run_id),
+            index,
+            self.worker,
+            record,
+            secret=s.secret,
+            acks=[],
+            stream=s.stream,
+            group=s.group,
         )
         await send(self.storage, [cmd])
 

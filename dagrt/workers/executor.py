@@ -34,6 +34,7 @@ from .. import native_threads
 from ..exceptions import SerializationError, TaskTimeout, exception_type_name, user_traceback
 from ..expand import has_graph
 from ..graph import GraphInResult, finding_graphs
+from ..outcomes import plain_exception
 from ..pytree import unflatten
 from ..records import TaskRecord
 from ..serialize import Frame, dumps, dumps_frame
@@ -112,7 +113,9 @@ def error_record(
     attempt: int,
     run_id: str,
 ) -> dict[str, Any]:
-    """The JSON error record of a failed task (the original exception pickled if possible)."""
+    """The JSON error record of a failed task: the original exception pickled if
+    possible, and its type and plain arguments if it has only plain ones (a client that
+    cannot check the record rebuilds it from those: :func:`dagrt.outcomes.exception_of`)."""
     record: dict[str, Any] = {
         "task": rec.key,
         "index": rec.index,
@@ -128,6 +131,9 @@ def error_record(
         record["exception"] = base64.b64encode(dumps(exc)).decode()
     except Exception:  # an exception that does not pickle still has its text
         pass
+    plain = plain_exception(exc)
+    if plain is not None:
+        record["plain"] = plain
     return record
 
 

@@ -411,7 +411,7 @@ class Worker:
         assert self.plane is not None
         store = self.plane.store
         try:
-            runs = await anyio.to_thread.run_sync(store.runs)
+            runs = [r for r in await anyio.to_thread.run_sync(store.runs) if K.valid_run_id(r)]
             replies = await self.storage.apipeline([C.exists([K.RunKeys(r).meta]) for r in runs])
             gone = [r for r, alive in zip(runs, replies, strict=True) if not alive]
             await anyio.to_thread.run_sync(store.sweep, gone)

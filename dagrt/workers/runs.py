@@ -19,6 +19,7 @@ import anyio
 from .. import keys as K
 from ..exceptions import SerializationError
 from ..locality import CLUSTER_MIN_BYTES, LocalityOptions
+from ..outcomes import event_tag
 from ..records import TaskRecord, decode_functions, decode_record
 from ..serialize import loads_function
 from ..storage import Storage
@@ -113,6 +114,8 @@ class RunContext:
         self.n = int(meta.get(b"n", b"0"))
         self.ttl_ms = int(meta.get(b"ttl_ms", b"86400000"))
         self.secret = secret
+        # what the completion that finishes the run tags its "finished" event with
+        self.finished_tag = event_tag(secret, run_id, "finished") if secret else ""
         self.functions = decode_functions(meta[b"fns"], secret) if b"fns" in meta else []
         outputs = meta.get(b"outputs", b"").decode()
         self.outputs = {int(x) for x in outputs.split(",") if x}
@@ -219,6 +222,8 @@ class RunTable:
                             await on_lanes(fields[b"l"].decode(errors="replace"))
                         continue
                     run_id = fields.get(b"r", b"").decode(errors="replace")
+                    if not K.valid_run_id(run_id):  # (not written by dagrt)
+                        continue
                     ctx = self._runs.pop(run_id, None)
                     if ctx is not None:
                         ctx.stopped = True

@@ -6,12 +6,15 @@ defaults and help from them (:mod:`dagrt.options`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import keys as K
 from .. import native_threads
 from ..metrics.policy import FlushPolicy
 from ..resources import check_resources
+from ..storage.redis import redact
 
 __all__ = ["WorkerSettings"]
 
@@ -20,7 +23,7 @@ class WorkerSettings(BaseModel):
     """A worker's settings: ``WorkerSettings(concurrency=16, ...)``, checked when made
     (a bad value raises :class:`pydantic.ValidationError`, a ``ValueError``)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, hide_input_in_errors=True)
 
     concurrency: int = Field(
         128,
@@ -100,7 +103,9 @@ class WorkerSettings(BaseModel):
         " it runs the tasks that need them (@task(resources=...)), at once no more than"
         " the amounts allow",
     )
-    secret: bytes | None = Field(None, description="key that signs task records (HMAC-SHA256)")
+    secret: bytes | None = Field(
+        None, repr=False, description="key that signs task records (HMAC-SHA256)"
+    )
     graceful_timeout: float = Field(
         10.0, ge=0, description="seconds in-flight tasks get to finish on SIGTERM"
     )
@@ -125,6 +130,10 @@ class WorkerSettings(BaseModel):
     @classmethod
     def _resources(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         return check_resources(value)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():  # (the secret is left out already)
+            yield name, redact(value) if name == "metrics_url" and value else value
 
     @property
     def thread_count(self) -> int:

@@ -160,7 +160,7 @@ class SubRuns:
                 # The parent run may have ended meanwhile, its sub-runs stopped before
                 # this one was listed: then stop this one too (nothing else would).
                 if await storage.ahget(ctx.keys.meta, "status") != b"running":
-                    await submission.stop(storage, spec.keys, "cancelled")
+                    await submission.stop(storage, spec.keys, "cancelled", self.settings.secret)
                     await submission.cleanup(storage, spec, "cancelled")
             # (else an earlier attempt submitted it: its end resumes the task)
             self.completer.failpoints.hit("after_expand", rec.name, self.worker)
@@ -189,8 +189,9 @@ class SubRuns:
 
     async def resume(self, ctx: RunContext, rec: TaskRecord) -> Resumed | None:
         """The sub-run of task ``rec`` ended: the task's value; None if it did not end
-        by itself (it was stopped: so was its parent run). A failed graph raises
-        :class:`SubRunFailed`; so does one whose keys are gone."""
+        by itself (it was stopped: so was its parent run), or if what says it failed is
+        forged (:mod:`dagrt.outcomes`). A failed graph raises :class:`SubRunFailed`; so
+        does one whose keys are gone."""
         sub = sub_run_id(ctx.run_id, rec.index)
         meta = await self.storage.ahgetall(K.RunKeys(sub).meta)
         spec = submission.spec_of(sub, meta)
@@ -203,10 +204,12 @@ class SubRuns:
         status = meta.get(b"status", b"").decode()
         if status == "failed":
             failed = meta.get(b"failed_task", b"").decode()
-            record = await self.storage.aget(spec.keys.error(failed))
-            if record is None:
+            stored = await self.storage.aget(spec.keys.error(failed))
+            if stored is None:
                 raise SubRunFailed(RunNotFoundError(f"run {sub} failed; its error is gone"), "")
-            err = task_error({b"err": record})
+            err = task_error(stored, sub, self.settings.secret)
+            if err is None:  # forged (logged): not its end; the real one puts an entry too
+                return None
             self._log_finished(sub, "failed", meta, err.task)
             raise SubRunFailed(*nested_failure(err, sub))
         if status != "finished":

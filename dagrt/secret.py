@@ -1,0 +1,44 @@
+"""Where dagrt reads what must not go on a command line: the pool's shared secret and
+server URLs that hold a password.
+
+Each setting ``NAME`` is read from the environment variable ``NAME``, else from the
+file that ``NAME_FILE`` names (a Docker or Kubernetes secret mounted as a file: its
+text, surrounding whitespace removed). A ``NAME_FILE`` that cannot be read or is empty
+is an error, never a silent fallback to no secret. Command lines are readable by every
+local user (``ps``): dagrt never puts a password or a secret on one, and passes them
+to the processes it starts by environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["SecretError", "env_value", "shared_secret"]
+
+
+class SecretError(ValueError):
+    """A ``*_FILE`` setting names a file that cannot be read or is empty."""
+
+
+def env_value(name: str) -> str | None:
+    """``$NAME``, else the text of the file ``$NAME_FILE``, else None."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    path = os.environ.get(f"{name}_FILE")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretError(f"{name}_FILE={path}: cannot be read ({exc})") from None
+    if not text:
+        raise SecretError(f"{name}_FILE={path}: the file is empty")
+    return text
+
+
+def shared_secret() -> bytes | None:
+    """The pool's shared secret (``DAGRT_SECRET`` or ``DAGRT_SECRET_FILE``), if set."""
+    value = env_value("DAGRT_SECRET")
+    return value.encode() if value else None
