@@ -325,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         code = args.func(args)
+    except SecretError as exc:  # a *_FILE setting that does not read
+        print(f"dagrt {args.command}: {exc}", file=sys.stderr)
+        code = 2
     except BrokenPipeError:  # `dagrt runs | head`: the reader went away, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0

@@ -29,6 +29,7 @@ from .exceptions import (
     ResourceError,
     RunNotFoundError,
     RunStalledError,
+    SignatureError,
     StorageError,
     TaskError,
 )
@@ -262,6 +263,8 @@ class DistributedRuntime:
             elif not reply and not await storage.aexists(rk.meta):
                 raise _gone(spec)
             if not reply:
+                if watch.forged:
+                    await self._unverified_end(storage, spec, watch)
                 if now - quiet_since > _NO_WORKERS:
                     await self._warn_if_no_workers(storage)
                     quiet_since = now
@@ -274,6 +277,8 @@ class DistributedRuntime:
                     continue
                 if not check_event(self.secret, spec.run_id, fields):  # (logged)
                     watch.forged += 1
+                    if kind == b"failed":
+                        watch.unverified = fields.get(b"err", b"")
                     continue
                 if kind == b"finished":
                     return
@@ -284,6 +289,36 @@ class DistributedRuntime:
                     continue
                 # cancelled, or stopped as failed by its own client's watchdog
                 raise asyncio.CancelledError(f"run {spec.run_id} was cancelled")
+
+    async def _unverified_end(
+        self, storage: Storage, spec: submission.RunSpec, watch: _Watch
+    ) -> None:
+        """At a quiet wake-up after events that failed their check: if the run is not
+        running any more and no authentic event says how it ended (the script that ends
+        a run writes its event in the same step: it would have been read), raise
+        :class:`SignatureError`. (A worker with another secret than this client's that
+        failed the run; or a third party that stopped it: a run that is not running
+        dispatches nothing more.) What an unverified error record says is quoted, as
+        text only."""
+        status = await storage.ahget(spec.keys.meta, "status")
+        if status is None:
+            raise _gone(spec)
+        if status == b"running":
+            return
+        said = ""
+        if watch.unverified:
+            record = open_error(None, spec.run_id, watch.unverified)  # (text only)
+            if record is not None:
+                said = (
+                    f" Its error record, unverified, says: {str(record.get('exc_type'))[:100]}:"
+                    f" {str(record.get('message'))[:500]}"
+                )
+        raise SignatureError(
+            f"run {spec.run_id} was stopped (status {status.decode(errors='replace')[:40]!r}),"
+            f" and the {watch.forged} event(s) that said how failed their check against this"
+            " client's secret: written by a worker with another secret (DAGRT_SECRET), or"
+            f" forged by a third party with access to the server.{said}"
+        )
 
     async def _stalled(
         self, storage: Storage, spec: submission.RunSpec, watch: _Watch, now: float
@@ -490,6 +525,7 @@ class _Watch:
     checked: float = float("-inf")
     undelivered: str | None = None  # the run's first entry not delivered, at the last look
     forged: int = 0  # events of the run that said it ended and failed their check
+    unverified: bytes = b""  # the error record of the last of them that said it failed
     idle: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # workers then idle
 
 

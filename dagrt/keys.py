@@ -88,7 +88,7 @@ def check_run_id(run_id: object) -> str:
     """``run_id`` if it is a run id; else ``TypeError`` (not a string) or ``ValueError``
     saying what a run id is."""
     if not isinstance(run_id, str):
-        raise TypeError(f"a run id must be a string, got {type(run_id).__name__}")
+        raise TypeError(f"run_id must be a string, got {type(run_id).__name__}")
     if not valid_run_id(run_id):
         raise ValueError(f"{run_id[:200]!r} is not a run id ({RUN_ID_GRAMMAR})")
     return run_id

@@ -117,9 +117,11 @@ class Pool:
         return self.server.url
 
     def spawn(self, *flags: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        """Start one ``dagrt worker`` and return once it says it is ready."""
-        argv = [sys.executable, "-m", "dagrt", "worker", "--redis", self.url, *flags]
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env or worker_env())
+        """Start one ``dagrt worker`` and return once it says it is ready (the server's
+        URL, its password, by environment: the documented way, off the command line)."""
+        argv = [sys.executable, "-m", "dagrt", "worker", *flags]
+        env = {**(env or worker_env()), "DAGRT_REDIS_URL": self.url}
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
         assert process.stdout is not None
         line = process.stdout.readline()
         if not line.startswith("dagrt-worker ready"):

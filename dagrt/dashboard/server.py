@@ -243,16 +243,27 @@ async def index(request: Request) -> Response:
 
 async def runs(request: Request) -> Response:
     app: DashboardApp = request.app.state.dashboard
-    limit = int(request.query_params.get("limit", 100))
+    try:
+        limit = int(request.query_params.get("limit", 100))
+    except ValueError:
+        return _json({"error": "limit must be a whole number"}, 400)
     summaries = await alist_runs(app.storage, max(1, min(limit, 1000)))
     return _json([{**s.__dict__, "complete": s.complete} for s in summaries])
+
+
+def _bad_run_id(request: Request) -> Response | None:
+    """A 400 reply if the URL's run id is not one (:func:`dagrt.keys.valid_run_id`)."""
+    run_id = request.path_params["run_id"]
+    if K.valid_run_id(run_id):
+        return None
+    return _json({"error": f"invalid run id {run_id[:200]!r} ({K.RUN_ID_GRAMMAR})"}, 400)
 
 
 async def run_detail(request: Request) -> Response:
     app: DashboardApp = request.app.state.dashboard
     run_id = request.path_params["run_id"]
-    if not K.valid_run_id(run_id):
-        return _json({"error": f"invalid run id {run_id!r}"}, 400)
+    if (bad := _bad_run_id(request)) is not None:
+        return bad
     record = await app.storage.ahgetall(K.run_record(run_id))
     if not record:
         return _json({"error": f"no run {run_id!r} in the event log"}, 404)
@@ -277,10 +288,13 @@ async def run_events(request: Request) -> Response:
     """A page of the run's events after ``after`` (an entry id), ``count`` entries at most."""
     app: DashboardApp = request.app.state.dashboard
     run_id = request.path_params["run_id"]
-    if not K.valid_run_id(run_id):
-        return _json({"error": f"invalid run id {run_id!r}"}, 400)
+    if (bad := _bad_run_id(request)) is not None:
+        return bad
     after = request.query_params.get("after") or None
-    count = max(1, min(int(request.query_params.get("count", PAGE_COUNT)), 20_000))
+    try:
+        count = max(1, min(int(request.query_params.get("count", PAGE_COUNT)), 20_000))
+    except ValueError:
+        return _json({"error": "count must be a whole number"}, 400)
     try:  # the run's own entries, whatever else the log holds
         page, done = await app.storage._adrive(entries_page_flow(run_id, after, count))
     except RunNotFoundError:
@@ -293,6 +307,8 @@ async def run_events(request: Request) -> Response:
 async def trace(request: Request) -> Response:
     app: DashboardApp = request.app.state.dashboard
     run_id = request.path_params["run_id"]
+    if (bad := _bad_run_id(request)) is not None:
+        return bad
     try:
         from ..metrics.read import aread_run
 

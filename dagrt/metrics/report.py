@@ -31,6 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .. import keys as K
 from ..storage import Storage
 from .analysis import Bar, RunAnalysis, analyze
 from .read import RunSummary, _checked, read_graph, read_run, run_summary
@@ -296,9 +297,9 @@ def _script_json(data: Any) -> str:
 
 
 def _run_folder(out: Path, run_id: str) -> Path:
-    """``out/<run_id>``, checked to be a folder inside ``out`` (a run id is checked
-    already: this holds also if ``out/<run_id>`` is a link to elsewhere)."""
-    target = out / run_id
+    """``out/<run_id>``, checked to be a folder inside ``out`` (the run id is checked
+    first: this holds also if ``out/<run_id>`` is a link to elsewhere)."""
+    target = out / K.check_run_id(run_id)
     if target.resolve().parent != out.resolve():
         raise ValueError(
             f"the report of run {run_id!r} would be written to {target.resolve()}, outside"
@@ -315,6 +316,7 @@ def write_report(
     ``wait`` seconds: first wait for the run's log to be complete (workers write their
     events on their own schedule); a report of an incomplete log says so.
     """
+    target = _run_folder(Path(out), run_id)  # (before anything is read)
     store, owned = _checked(storage, run_id)
     try:
         events = read_run(store, run_id, wait=wait)
@@ -326,9 +328,14 @@ def write_report(
     finally:
         if owned:
             store.close()
-    a = analyze(events, graph)
+    try:
+        a = analyze(events, graph)
+    except (TypeError, ValueError) as exc:  # (the log is read as written)
+        raise ValueError(
+            f"the event log of run {run_id} holds values dagrt does not write (text where"
+            f" a number belongs: written by a third party?): {exc}"
+        ) from exc
     a.notes[:0] = _log_notes(summary, a)
-    target = _run_folder(Path(out), run_id)
     target.mkdir(parents=True, exist_ok=True)
     series = _series(a)
     (target / "report.json").write_text(json.dumps(series, indent=1))

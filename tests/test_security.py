@@ -1,0 +1,427 @@
+"""What a third party that can write to the server, but does not hold the pool's secret,
+can and cannot do; run ids that come from outside; passwords kept off command lines.
+
+The attacks are made as an attacker would make them: entries appended to a real
+server's streams, keys written over, a run id of ``..`` in the event log. A *canary*
+is a pickle that would create a file if it were ever unpickled: the file must never
+appear.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+from conftest import FAST, Pool, worker_env
+from helpers import Signals, add, gate, inc
+
+import dagrt
+from dagrt import TaskError
+from dagrt import keys as K
+from dagrt.metrics import aprune, list_runs
+from dagrt.metrics import recorder as rec
+from dagrt.metrics.report import write_report
+from dagrt.metrics.runs_index import LOG_RUN, log_run_call
+from dagrt.objects import HostStore
+from dagrt.outcomes import event_tag, exception_of, open_error, seal_error
+from dagrt.serialize import pack
+from dagrt.storage import RedisStorage
+from dagrt.storage import commands as C
+from dagrt.storage.redis import redact
+from dagrt.storage.server import free_port
+from dagrt.workers.settings import WorkerSettings
+
+SECRET = "the-pool-secret"
+
+
+class Canary:
+    """Unpickled, it creates the file ``path`` (and nothing else)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+def canary_record(path: Path, run_id: str, **fields: Any) -> dict[str, Any]:
+    """An error record as a worker writes one, its exception a canary."""
+    return {
+        "task": "x",
+        "name": "x",
+        "exc_type": "ValueError",
+        "message": "forged",
+        "traceback": "",
+        "worker": "attacker",
+        "attempt": 1,
+        "run_id": run_id,
+        "exception": base64.b64encode(pickle.dumps(Canary(path))).decode(),
+        **fields,
+    }
+
+
+@pytest.fixture
+def signed_pool(pool_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Pool:
+    """Two workers and this test's clients holding the pool's secret."""
+    pool: Pool = pool_factory(2, env=worker_env(DAGRT_SECRET=SECRET))
+    monkeypatch.setenv("DAGRT_SECRET", SECRET)
+    return pool
+
+
+class CustomError(Exception):
+    """An exception whose argument is not plain: rebuilt only by unpickling."""
+
+    def __init__(self, payload: dict[str, int]) -> None:
+        super().__init__(payload)
+        self.payload = payload
+
+
+@dagrt.task
+def raise_custom(x: int) -> int:
+    raise CustomError({"x": x})
+
+
+@dagrt.task
+def raise_value(x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+# --------------------------------------------------------------------------- forged run events
+
+
+async def test_forged_events_mid_run_run_no_code_and_end_nothing(
+    signed_pool: Pool, signals: Signals, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``failed`` (with a canary exception), ``finished`` and ``cancelled`` appended to a
+    running run's events stream, without a tag, with a made-up one, or with the tag of
+    another run: each is ignored and logged as forged, the run goes on to its result."""
+    canary = tmp_path / "canary"
+    storage = RedisStorage(signed_pool.url)
+    async with dagrt.Client(signed_pool.url) as client:
+        fut = client.submit(add(gate(signals, "held", 2), inc(1)))
+        await signals.started("held")
+        events = K.RunKeys(fut.run_id).events
+        record = canary_record(canary, fut.run_id)
+        other = "another-run"
+        with caplog.at_level(logging.WARNING, logger="dagrt.outcomes"):
+            for fields in (
+                {"e": "failed", "t": 0, "err": json.dumps(record)},
+                {"e": "failed", "t": 0, "err": "f" * 64 + json.dumps(record)},
+                {"e": "failed", "t": 0, "err": seal_error(SECRET.encode(), other, record)},
+                {"e": "finished"},
+                {"e": "finished", "m": "0" * 64},
+                {"e": "finished", "m": event_tag(SECRET.encode(), other, "finished")},
+                {"e": "cancelled", "m": event_tag(b"a-guessed-secret", fut.run_id, "cancelled")},
+            ):
+                await storage.axadd(events, fields)
+            await anyio.sleep(0.3)  # (the client reads them while the task is held)
+            assert not fut.done()
+            await signals.release("held")
+            with anyio.fail_after(30):
+                assert await fut == 4
+    forged = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
+    assert len(forged) == 7, forged
+    assert not canary.exists()
+    await storage.aclose()
+
+
+async def test_a_real_failure_keeps_its_exception_and_a_forged_one_in_its_place_is_not_read(
+    signed_pool: Pool, tmp_path: Path
+) -> None:
+    """A checked error record gives back the task's own exception (unpickled: any
+    type); one overwritten in the run's error key never is, even with the run's tag
+    made with another secret."""
+    async with dagrt.Client(signed_pool.url) as client:
+        with anyio.fail_after(30), pytest.raises(TaskError) as info:
+            await client.compute(raise_custom(3))
+    assert isinstance(info.value.exception, CustomError)
+    assert info.value.exception.payload == {"x": 3}
+    canary = tmp_path / "canary"
+    stored = seal_error(b"not-the-secret", "r1", canary_record(canary, "r1"))
+    assert open_error(SECRET.encode(), "r1", stored) is None
+    assert open_error(SECRET.encode(), "r1", json.dumps(canary_record(canary, "r1"))) is None
+    assert not canary.exists()
+
+
+async def test_without_a_secret_an_exception_is_rebuilt_from_plain_parts_never_unpickled(
+    pool: Pool, signals: Signals, tmp_path: Path
+) -> None:
+    """A pool without a secret can check nothing: an exception of plain arguments comes
+    back rebuilt from its type's name (of a module loaded here), any other as its text;
+    a forged ``failed`` event ends the run (documented), but its canary never runs."""
+    async with dagrt.Client(pool.url) as client:
+        with anyio.fail_after(30), pytest.raises(TaskError) as plain:
+            await client.compute(raise_value(7))
+        assert type(plain.value.exception) is ValueError
+        assert str(plain.value.exception) == "bad 7"
+        with anyio.fail_after(30), pytest.raises(TaskError) as custom:
+            await client.compute(raise_custom(7))
+        assert custom.value.exception is None
+        assert custom.value.exc_type.endswith("CustomError")
+        assert "CustomError" in str(custom.value)
+        assert "Remote traceback" in str(custom.value)
+
+        canary = tmp_path / "canary"
+        fut = client.submit(gate(signals, "held", 1))
+        await signals.started("held")
+        record = canary_record(
+            canary, fut.run_id, plain=["subprocess", "Popen", ["touch " + str(canary)]]
+        )
+        storage = RedisStorage(pool.url)
+        await storage.axadd(
+            K.RunKeys(fut.run_id).events, {"e": "failed", "err": json.dumps(record)}
+        )
+        with anyio.fail_after(30), pytest.raises(TaskError) as forged:
+            await fut
+        assert forged.value.exception is None  # (Popen is no exception class: not called)
+        await signals.release("held")
+        await storage.aclose()
+    assert not canary.exists()
+
+
+def test_rebuilding_takes_only_exception_classes_of_loaded_modules() -> None:
+    def record(plain: Any) -> dict[str, Any]:
+        return {"task": "t", "plain": plain}
+
+    assert isinstance(exception_of(record(["builtins", "KeyError", ["k"]]), False), KeyError)
+    rebuilt = exception_of(record([__name__, "CustomError", [1]]), False)
+    assert isinstance(rebuilt, CustomError)
+    for plain in (
+        ["os", "system", ["touch /tmp/x"]],  # not a class
+        ["builtins", "type", ["x", [], {}]],  # not an exception
+        ["builtins", "SystemExit", [1]],  # not an Exception
+        ["never_imported_module", "Error", []],  # not imported for an unchecked record
+        ["builtins", "ValueError", [{"not": "plain"}]],
+        "builtins.ValueError",
+    ):
+        assert exception_of(record(plain), False) is None, plain
+    assert "never_imported_module" not in sys.modules
+
+
+# --------------------------------------------------------------------------- run ids
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    ["..", ".", "a..b", ".hidden", "trailing.", "a/b", "a\\b", "a:b", "{a}", "", "a b", "x" * 129],
+)
+def test_what_is_not_a_run_id(run_id: str) -> None:
+    assert not K.valid_run_id(run_id)
+    with pytest.raises(ValueError, match="is not a run id"):
+        K.RunKeys(run_id)
+    with pytest.raises(ValueError, match="is not a run id"):
+        K.run_record(run_id)
+
+
+def test_run_ids_dagrt_makes_are_run_ids() -> None:
+    run_id = K.new_run_id()
+    assert K.valid_run_id(run_id)
+    assert K.valid_run_id(K.sub_run_id(run_id, 3))
+    assert K.valid_run_id(K.sub_run_id(K.sub_run_id(run_id, 3), 0))
+    assert K.valid_run_id(K.sub_run_id("a" * 91 + "." + "b" * 30, 12345))  # hashed, no ".."
+
+
+async def test_a_run_id_of_dotdot_in_the_log_names_no_folder_and_no_key(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A run ``..`` written into the event log (its index and its record, as a third
+    party would): ``dagrt runs`` leaves it out, ``dagrt report ..`` refuses it and
+    writes nothing, the library refuses it, ``prune`` drops it from the index only."""
+    storage = RedisStorage(redis_url)
+    await storage.azadd(K.runs_index(), {"..": 1.0})
+    await storage.ahset("dagrt:run:..", {"status": "finished", "n_tasks": "1"})
+    out = tmp_path / "reports"
+    env = {**os.environ, "DAGRT_REDIS_URL": redis_url}
+    with anyio.fail_after(60):
+        done = await anyio.run_process(
+            [sys.executable, "-m", "dagrt", "report", "..", "--out", str(out), "--wait", "0"],
+            env=env,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert "'..' is not a run id" in done.stderr.decode()
+    assert list(tmp_path.iterdir()) == []  # nothing in reports/ nor beside it
+    with pytest.raises(ValueError, match="is not a run id"):
+        write_report(storage, "..", out)
+    assert ".." not in [r.run_id for r in list_runs(storage, 1000)]
+    pruned = await aprune(storage, before=2.0)
+    assert ".." in pruned.runs
+    assert await storage.apipeline([C.Cmd(("ZSCORE", K.runs_index(), ".."))]) == [None]
+    assert await storage.ahgetall("dagrt:run:..")  # (a key it does not own: left alone)
+    await storage.adelete("dagrt:run:..")
+    await storage.aclose()
+
+
+def test_a_report_folder_that_links_out_of_its_base_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "run-1").symlink_to(tmp_path)
+    storage = dagrt.storage.InMemoryStorage()
+    with pytest.raises(ValueError, match="outside"):
+        write_report(storage, "run-1", out)
+
+
+async def test_the_report_escapes_every_value_of_the_log(redis_url: str, tmp_path: Path) -> None:
+    """Events of the log are read as written: values a third party wrote (text where a
+    number belongs) are shown escaped."""
+    storage = RedisStorage(redis_url)
+    run_id = K.new_run_id()
+    evil = "<script>alert(1)</script>"
+    items = [
+        rec.task_started(1.0, run_id, evil, 0, evil, evil, evil),
+        rec.task_finished(run_id, evil, 0, evil, evil, evil, 1.0, 2.0, 0.5),
+        rec.task_failed(3.0, run_id, evil, 1, evil, evil, evil, evil, evil, evil, True),
+    ]
+    cmd = log_run_call(K.events(), run_id, "attacker", 1, [(len(items), pack(items))], items)
+    n_keys = int(cmd.args[2])
+    await storage.arun_script(LOG_RUN, cmd.args[3 : 3 + n_keys], cmd.args[3 + n_keys :])
+    page = write_report(storage, run_id, tmp_path).read_text()
+    assert "<script>alert" not in page.split('<script type="application/json"')[0]
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 8
+    # text where a number belongs (summed): a clear error, no page
+    bad = [rec.task_finished(run_id, "w", 1, "k", "f", 1, 1.0, 2.0, evil)]
+    cmd = log_run_call(K.events(), run_id, "attacker", 2, [(1, pack(bad))], bad)
+    await storage.arun_script(LOG_RUN, cmd.args[3 : 3 + n_keys], cmd.args[3 + n_keys :])
+    with pytest.raises(ValueError, match="values dagrt does not write"):
+        write_report(storage, run_id, tmp_path / "again")
+    await storage.aclose()
+
+
+def test_an_entry_or_an_end_naming_dotdot_touches_no_folder(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = HostStore(root)
+    (tmp_path / "keep").mkdir()
+    assert store.drop_run("..") == 0
+    with pytest.raises(ValueError, match="is not a run id"):
+        store.path("..", 0)
+    assert (tmp_path / "keep").is_dir()
+
+
+async def test_the_dashboard_refuses_a_run_id_of_dotdot(pool: Pool) -> None:
+    port = free_port()
+    async with dagrt.Client(pool.url, dashboard=port):
+        for path in ("/api/runs/%2E%2E", "/api/runs/..%2Fx", "/api/runs/.hidden/trace.json"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                await anyio.to_thread.run_sync(
+                    lambda p=path: urllib.request.urlopen(f"http://127.0.0.1:{port}{p}", timeout=10)
+                )
+            assert refused.value.code in (400, 404), path
+            refused.value.close()
+
+
+# --------------------------------------------------------------------- secrets off command lines
+
+
+def dagrt_processes() -> list[psutil.Process]:
+    """This test's processes and all they started (servers, workers, dashboards)."""
+    return psutil.Process().children(recursive=True)
+
+
+async def test_no_process_shows_a_password_or_the_secret_on_its_command_line(
+    signed_pool: Pool,
+) -> None:
+    """With a client serving the dashboard for a pool with a password and a secret,
+    and with a client that starts its own cluster and dashboard: no command line of
+    any process holds a password or a secret (``ps`` shows them to every user)."""
+    password = signed_pool.server.password
+    assert password
+    port = free_port()
+    async with dagrt.Client(signed_pool.url, dashboard=port) as client:
+        assert await client.compute(add(1, 2)) == 3
+        async with dagrt.Client(n_workers=1, dashboard=free_port()) as own:
+            assert await own.compute(add(2, 2)) == 4
+            assert own.cluster is not None
+            assert own.cluster.secret is not None
+            secrets = [password, SECRET, own.cluster.password, own.cluster.secret.decode()]
+            lines = {p.pid: " ".join(p.cmdline()) for p in dagrt_processes()}
+    kinds = " ".join(lines.values())
+    assert "dagrt dashboard" in kinds
+    assert "dagrt worker" in kinds
+    assert "-server" in kinds
+    for pid, line in lines.items():
+        for secret in secrets:
+            assert secret not in line, (pid, line)
+
+
+def test_passwords_are_redacted_wherever_a_url_is_shown() -> None:
+    for url, shown in (
+        ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
+        ("redis://user:pw@h:1/0", "redis://user:***@h:1/0"),
+        ("redis://:p@ss:w@h:1/0", "redis://:***@h:1/0"),
+        ("redis://h:1/0?password=pw&db=1", "redis://h:1/0?password=***&db=1"),
+        ("rediss://h/0?ssl_password=pw", "rediss://h/0?ssl_password=***"),
+        ("unix://:pw@/tmp/s.sock", "unix://:***@/tmp/s.sock"),
+    ):
+        assert redact(url) == shown
+        assert "pw" not in repr(RedisStorage(url)), url
+    for bad in ("http://:pw@h/0", "redis://:pw@h:notaport/0", "redis://:pw@h/0?ssl_ca_certs=x"):
+        with pytest.raises(ValueError) as refused:
+            RedisStorage(bad)
+        assert "pw" not in str(refused.value), bad
+    settings = WorkerSettings(secret=b"s3cr3t", metrics_url="redis://:pw@h/0")
+    assert "s3cr3t" not in repr(settings)
+    assert ":pw@" not in repr(settings)
+    done = subprocess.run(
+        [sys.executable, "-m", "dagrt", "runs", "--redis", "redis://:pw@h:99999/0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Port out of range" in done.stderr
+    assert ":pw@" not in done.stderr
+
+
+async def test_the_secret_and_the_url_can_come_from_files(
+    pool_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``DAGRT_SECRET_FILE`` and ``DAGRT_REDIS_URL_FILE`` (Docker and Kubernetes
+    secrets) for a worker and a client; a file that cannot be read stops a worker."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    pool: Pool = pool_factory(0)
+    url_file = tmp_path / "url"
+    url_file.write_text(pool.url)
+    env = worker_env(DAGRT_SECRET_FILE=str(secret_file), DAGRT_REDIS_URL_FILE=str(url_file))
+    env.pop("DAGRT_SECRET", None)
+    env.pop("DAGRT_REDIS_URL", None)
+    argv = [sys.executable, "-m", "dagrt", "worker", *FAST]
+    worker = await anyio.to_thread.run_sync(
+        lambda: subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    )
+    try:
+        assert worker.stdout is not None
+        ready = await anyio.to_thread.run_sync(worker.stdout.readline)
+        assert ready.startswith("dagrt-worker ready")
+        monkeypatch.setenv("DAGRT_SECRET_FILE", str(secret_file))
+        monkeypatch.delenv("DAGRT_SECRET", raising=False)
+        async with dagrt.Client(pool.url) as client:
+            assert client._runtime is not None
+            assert client._runtime.secret == SECRET.encode()  # type: ignore[attr-defined]
+            assert await client.compute(add(1, 2)) == 3
+    finally:
+        worker.terminate()
+        await anyio.to_thread.run_sync(worker.wait, 30)
+        if worker.stdout is not None:
+            worker.stdout.close()
+    env["DAGRT_SECRET_FILE"] = str(tmp_path / "missing")
+    with anyio.fail_after(60):
+        done = await anyio.run_process(
+            [sys.executable, "-m", "dagrt", "worker"], env=env, check=False
+        )
+    assert done.returncode == 2
+    assert "DAGRT_SECRET_FILE" in done.stderr.decode()
+    assert "cannot be read" in done.stderr.decode()
