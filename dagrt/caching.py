@@ -36,6 +36,7 @@ from .exceptions import SerializationError, StorageError
 from .serialize import dumps, loads
 from .storage import InMemoryStorage, RedisStorage
 from .storage import commands as C
+from .storage.redis import RedactsURLs
 from .validated import options_of
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ __all__ = [
 DAY = 24 * 3600.0
 
 
-class CacheOptions(BaseModel):
+class CacheOptions(RedactsURLs, BaseModel):
     """A client's cache policy (``Client(cache=...)``: this model, a dict of its fields,
     ``True`` for ``all_tasks=True`` or ``False`` for ``enabled=False``)."""
 

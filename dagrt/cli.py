@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .options import add_log_options, add_worker_options, flush_policy, usage_error
@@ -60,16 +63,39 @@ def _cluster(args: argparse.Namespace) -> int:
 
     from .cluster import LocalCluster
     from .options import log_args
+    from .secret import shared_secret
+    from .storage.redis import redact
 
     options, env = log_args(metrics=args.metrics, url=args.metrics_url, flush=args.flush)
+    secret = shared_secret() or secrets.token_urlsafe(32).encode()
 
     async def serve() -> None:
         async with LocalCluster(
-            args.workers, threads=args.threads, worker_options=options, worker_env=env
+            args.workers,
+            threads=args.threads,
+            worker_options=options,
+            worker_env=env,
+            secret=secret,
         ) as cluster:
-            print(f"dagrt cluster: {len(cluster.processes)} workers on {cluster.url}", flush=True)
-            print("Ctrl-C stops the server and the workers.", flush=True)
-            await anyio.sleep_forever()
+            # The URL (its password) and the secret go to files only this user reads,
+            # never to the terminal or a command line.
+            with tempfile.TemporaryDirectory(prefix="dagrt-cluster-") as folder:
+                url_file, secret_file = Path(folder, "url"), Path(folder, "secret")
+                for path, text in ((url_file, cluster.url), (secret_file, secret.decode())):
+                    path.touch(mode=0o600)
+                    path.write_text(text)
+                print(
+                    f"dagrt cluster: {len(cluster.processes)} workers on {redact(cluster.url)}",
+                    flush=True,
+                )
+                print(
+                    "its URL and secret, for clients and more workers (by environment, or"
+                    " read those files):\n"
+                    f"  export DAGRT_REDIS_URL_FILE={url_file} DAGRT_SECRET_FILE={secret_file}",
+                    flush=True,
+                )
+                print("Ctrl-C stops the server and the workers.", flush=True)
+                await anyio.sleep_forever()
 
     try:
         anyio.run(serve)

@@ -106,6 +106,12 @@ class Client:
         tasks that need resources (``{"gpu": 1, "memory": "16GB"}``; see
         :func:`~dagrt.task`). The workers of a pool say what they have themselves
         (``dagrt worker --resources``): with an address it is an error.
+    secret:
+        The pool's shared secret (``bytes`` or ``str``): the client signs its runs
+        with it and checks what the workers say of their outcome (see the README's
+        Security section). Default: ``DAGRT_SECRET``, or the file
+        ``DAGRT_SECRET_FILE`` names; a local cluster the client starts gets this one,
+        or makes its own.
 
     Once started: ``client.cluster`` is the :class:`~dagrt.LocalCluster` it runs
     (or ``None``), ``client.metrics`` the event log's writer (or ``None``).
@@ -126,6 +132,7 @@ class Client:
         task_timeout: float | None = None,
         cache: CacheOptions | dict[str, Any] | bool | None = None,
         resources: Mapping[str, float | str] | None = None,
+        secret: bytes | str | None = None,
     ) -> None:
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a redis:// URL string or None, got {address!r}")
@@ -152,6 +159,7 @@ class Client:
         self.task_timeout = check_timeout(task_timeout, "task_timeout")
         self.cache = CacheOptions.of(cache)
         self.resources = check_resources(resources, "resources")
+        self._secret = _secret(secret, processes)
         if self.resources and address is not None:
             raise ValueError(
                 "resources are what the workers have: a pool's workers say it themselves"
@@ -234,8 +242,8 @@ class Client:
             threads=self.threads,
             worker_options=flags,
             worker_env=env,
-            # its own secret: its records, outcomes and errors are signed and checked
-            secret=secrets.token_urlsafe(32).encode(),
+            # a secret (its own if not given): records, outcomes, errors signed, checked
+            secret=self._secret or secrets.token_urlsafe(32).encode(),
         )
 
     def _make_runtime(self) -> Runtime:
@@ -250,7 +258,7 @@ class Client:
             )
         return DistributedRuntime(
             self.cluster.url if self.cluster is not None else self.address,
-            secret=self.cluster.secret if self.cluster is not None else None,
+            secret=self.cluster.secret if self.cluster is not None else self._secret,
             locality=self.locality,
             stall_timeout=self.stall_timeout,
             task_timeout=self.task_timeout,
@@ -638,3 +646,16 @@ def compute(
             return await client.compute(*xs, timeout=timeout, resume=resume, priority=priority)
 
     return asyncio.run(main())
+
+
+def _secret(secret: object, processes: bool) -> bytes | None:
+    """``Client(secret=...)`` checked, as bytes."""
+    if secret is None:
+        return None
+    if not isinstance(secret, bytes | str):
+        raise TypeError(f"secret must be bytes or str, got {type(secret).__name__}")
+    if not secret:
+        raise ValueError("secret must not be empty")
+    if not processes:
+        raise ValueError("processes=False runs in this process: it has no use for a secret")
+    return secret.encode() if isinstance(secret, str) else secret

@@ -264,7 +264,7 @@ class DistributedRuntime:
                 raise _gone(spec)
             if not reply:
                 if watch.forged:
-                    await self._unverified_end(storage, spec, watch)
+                    await self._unverified_end(storage, spec, watch, last)
                 if now - quiet_since > _NO_WORKERS:
                     await self._warn_if_no_workers(storage)
                     quiet_since = now
@@ -291,11 +291,11 @@ class DistributedRuntime:
                 raise asyncio.CancelledError(f"run {spec.run_id} was cancelled")
 
     async def _unverified_end(
-        self, storage: Storage, spec: submission.RunSpec, watch: _Watch
+        self, storage: Storage, spec: submission.RunSpec, watch: _Watch, last: str | bytes
     ) -> None:
         """At a quiet wake-up after events that failed their check: if the run is not
-        running any more and no authentic event says how it ended (the script that ends
-        a run writes its event in the same step: it would have been read), raise
+        running any more and no event came after ``last`` (the script that ends a run
+        writes its event in the same step: an authentic one would be there), raise
         :class:`SignatureError`. (A worker with another secret than this client's that
         failed the run; or a third party that stopped it: a run that is not running
         dispatches nothing more.) What an unverified error record says is quoted, as
@@ -305,6 +305,8 @@ class DistributedRuntime:
             raise _gone(spec)
         if status == b"running":
             return
+        if await storage.axread({spec.keys.events: last}, count=1):
+            return  # (it ended since the last read: its event is read next, checked)
         said = ""
         if watch.unverified:
             record = open_error(None, spec.run_id, watch.unverified)  # (text only)

@@ -18,6 +18,7 @@ __all__ = [
     "RUN_ID_GRAMMAR",
     "RunKeys",
     "check_run_id",
+    "is_sub_run_of",
     "control",
     "dead_letter",
     "inbox",
@@ -71,6 +72,18 @@ def sub_run_id(run_id: str, index: int) -> str:
         return sub
     digest = hashlib.sha256(sub.encode()).hexdigest()[:32]
     return f"{run_id[: _MAX_RUN_ID - 36].rstrip('.')}.t.{digest}"
+
+
+_SUB_TASK = re.compile(r"\.t(?:[0-9]+|\.[0-9a-f]{32})")
+
+
+def is_sub_run_of(sub: str, run_id: str) -> bool:
+    """Is ``sub`` the id :func:`sub_run_id` gives a task of run ``run_id``? (A run's set
+    of sub-runs is read from the server: only its own children are its to stop.)"""
+    for head in (run_id, run_id[: _MAX_RUN_ID - 36].rstrip(".")):
+        if sub.startswith(head) and _SUB_TASK.fullmatch(sub, len(head)):
+            return valid_run_id(sub)
+    return False
 
 
 def valid_run_id(run_id: object) -> bool:

@@ -29,12 +29,12 @@ from __future__ import annotations
 import base64
 import builtins
 import functools
-import hashlib
-import hmac
 import json
 import logging
 import sys
 from typing import Any
+
+from .hmacs import mac, same
 
 __all__ = [
     "OUTCOMES",
@@ -56,19 +56,18 @@ _TAG_HEX = 64  # an HMAC-SHA256 tag in hex
 
 @functools.lru_cache(maxsize=8)
 def _key(secret: bytes) -> bytes:
-    return hmac.new(secret, _PURPOSE, hashlib.sha256).digest()
+    return mac(secret, _PURPOSE)
 
 
 def event_tag(secret: bytes, run_id: str, kind: str, payload: bytes = b"") -> str:
     """The tag of event ``kind`` of run ``run_id`` carrying ``payload`` (hex)."""
     # (a run id and an event name hold no NUL: the message parses one way only)
-    message = b"%s\0%s\0%s" % (run_id.encode(), kind.encode(), payload)
-    return hmac.new(_key(secret), message, hashlib.sha256).hexdigest()
+    return mac(_key(secret), run_id.encode(), b"\0", kind.encode(), b"\0", payload).hex()
 
 
 def _same(tag: bytes | str, expected: str) -> bool:
     given = tag.encode() if isinstance(tag, str) else tag
-    return hmac.compare_digest(given, expected.encode())
+    return same(given, expected.encode())
 
 
 def seal_error(secret: bytes | None, run_id: str, record: dict[str, Any]) -> str:
@@ -163,8 +162,8 @@ def exception_of(record: dict[str, Any], verified: bool) -> BaseException | None
     module_name, qualname, args = plain
     module = builtins if module_name == "builtins" else sys.modules.get(str(module_name))
     kind: Any = module
-    for part in str(qualname).split("."):
-        kind = getattr(kind, part, None)
+    for part in str(qualname).split("."):  # (vars: no module __getattr__ runs, no import)
+        kind = vars(kind).get(part) if hasattr(kind, "__dict__") else None
     if not (isinstance(kind, type) and issubclass(kind, Exception)):
         return None
     if not all(isinstance(a, _PLAIN_ARGS) for a in args):

@@ -24,12 +24,12 @@ decodes (:func:`verify`, :func:`decode_functions`, :func:`decode_record`) into a
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import keys as K
+from .hmacs import mac, same
 from .serialize import Frame, dumps_frame, loads, unpack
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def sign(payload: bytes, secret: bytes | None) -> bytes:
     """A stored record: ``U`` + payload, or ``S`` + HMAC-SHA256 tag + payload."""
     if secret is None:
         return b"U" + payload
-    return b"S" + hmac.new(secret, payload, hashlib.sha256).digest() + payload
+    return b"S" + mac(secret, payload) + payload
 
 
 # --------------------------------------------------------------------------- the worker's side
@@ -138,9 +138,7 @@ def verify(stored: bytes, secret: bytes | None) -> bytes:
     head = stored[:1]
     if head == b"S":
         tag, payload = stored[1:33], stored[33:]
-        if secret is not None and not hmac.compare_digest(
-            tag, hmac.new(secret, payload, hashlib.sha256).digest()
-        ):
+        if secret is not None and not same(tag, mac(secret, payload)):
             raise ValueError("task record signature does not match (forged, or another secret)")
         return payload
     if head == b"U":

@@ -229,6 +229,11 @@ async def submit(
                 "outputs": ",".join(map(str, outputs)),
                 "client": client_id,
                 "signed": "1" if secret is not None else "0",
+                **(
+                    {"end_tag": event_tag(secret, run_id, "finished")}
+                    if secret is not None and not left
+                    else {}
+                ),
                 **run_meta,
                 # what a worker that joins the run needs (a sub-run: dagrt.expand)
                 "task_timeout": "" if task_timeout is None else repr(task_timeout),
@@ -345,9 +350,17 @@ def _stream_of(stream: str, lane: str | None) -> str:
 
 
 def spec_of(run_id: str, meta: dict[bytes, bytes]) -> RunSpec | None:
-    """:func:`joined` from the run's meta, read already; None if it is not whole."""
+    """:func:`joined` from the run's meta, read already; None if it is not whole (or
+    not as dagrt writes it: a third party's)."""
     if b"fns" not in meta:  # none, or being written
         return None
+    try:
+        return _spec_of(run_id, meta)
+    except (KeyError, ValueError):  # (UnicodeDecodeError is a ValueError)
+        return None
+
+
+def _spec_of(run_id: str, meta: dict[bytes, bytes]) -> RunSpec:
     host = meta.get(b"outputs_host", b"").decode()
     return RunSpec(
         run_id=run_id,
@@ -410,7 +423,7 @@ async def renew(storage: Storage, spec: RunSpec) -> bool:
     replies = await storage.apipeline(
         [C.expire(key, spec.ttl) for key in keys] + [C.Cmd(("SMEMBERS", rk.subs))]
     )
-    for sub in _run_ids(replies[-1]):  # the graphs its tasks returned, going on
+    for sub in _run_ids(replies[-1], rk.run_id):  # the graphs its tasks returned, going on
         sub_spec = await joined(storage, sub)
         if sub_spec is not None:
             await renew(storage, sub_spec)
@@ -450,7 +463,7 @@ async def outstanding(
                 return int(reply) if int(reply) == 1 else None
     if found == 0:  # its work may be in its sub-runs (graphs its tasks returned)
         [subs] = await storage.apipeline([C.Cmd(("SMEMBERS", rk.subs))])
-        for one in _run_ids(subs):
+        for one in _run_ids(subs, rk.run_id):
             deeper = await outstanding(storage, K.RunKeys(one), stream, sub=True)
             if deeper != 0:
                 return deeper
@@ -485,7 +498,7 @@ async def stop(
     tag = event_tag(secret, rk.run_id, status) if secret is not None else ""
     stopped = await storage.arun_script(STOP, [rk.meta, rk.events], [status, tag])
     _, subs = await storage.apipeline([_ended(rk.run_id, status), C.Cmd(("SMEMBERS", rk.subs))])
-    for sub in _run_ids(subs):
+    for sub in _run_ids(subs, rk.run_id):
         await stop(storage, K.RunKeys(sub), "cancelled", secret)
     return bool(stopped)
 
@@ -497,11 +510,12 @@ def outcome_event(secret: bytes | None, run_id: str, kind: str) -> dict[str, str
     return {"e": kind, "m": event_tag(secret, run_id, kind)}
 
 
-def _run_ids(members: Iterable[bytes] | None) -> list[str]:
-    """The run ids of a set read from the server (what is not a run id, a third party
-    wrote: it names no keys)."""
+def _run_ids(members: Iterable[bytes] | None, parent: str) -> list[str]:
+    """The sub-runs of run ``parent`` in its ``subs`` set as read from the server (what
+    is not the id of a sub-run of it, a third party wrote: it is not the parent's to
+    stop or delete, and names no keys)."""
     ids = [m.decode(errors="replace") for m in members or ()]
-    return [r for r in ids if K.valid_run_id(r)]
+    return [r for r in ids if K.is_sub_run_of(r, parent)]
 
 
 async def cleanup(storage: Storage, spec: RunSpec, status: str) -> None:
@@ -522,7 +536,7 @@ async def cleanup(storage: Storage, spec: RunSpec, status: str) -> None:
     subs, head = (await storage.apipeline(cmds))[:2]
     if head:  # it used lanes: those no other run uses are unregistered
         await lanes.collect(storage, K.stream_of_lanes(head.decode()), spec.run_id)
-    for sub in _run_ids(subs):
+    for sub in _run_ids(subs, spec.run_id):
         sub_spec = await joined(storage, sub)
         if sub_spec is not None:
             await cleanup(storage, sub_spec, "cancelled")

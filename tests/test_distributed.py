@@ -143,10 +143,15 @@ def test_the_cluster_command_serves_until_ctrl_c() -> None:
     )
     assert process.stdout is not None
     line = process.stdout.readline()
-    assert "2 workers on redis://" in line
-    url = line.split(" on ", 1)[1].strip()
-    assert dagrt.compute(add(1, 2), address=url) == 3
+    assert "2 workers on redis://:***@127.0.0.1:" in line  # (no password on the terminal)
+    process.stdout.readline()
+    files = dict(w.split("=") for w in process.stdout.readline().split()[1:])
+    url = Path(files["DAGRT_REDIS_URL_FILE"]).read_text()
+    secret = Path(files["DAGRT_SECRET_FILE"]).read_text()
+    assert oct(Path(files["DAGRT_SECRET_FILE"]).stat().st_mode & 0o777) == "0o600"
+    assert dagrt.compute(add(1, 2), address=url, secret=secret) == 3
     interrupt_and_reap(process)
+    assert not Path(files["DAGRT_SECRET_FILE"]).exists()
 
 
 # --------------------------------------------------------------------------- crashes
@@ -634,11 +639,13 @@ def test_the_compose_file_runs_what_the_pool_fixture_runs() -> None:
     compose = yaml.safe_load((root / "docker-compose.yml").read_text())
     redis, worker = compose["services"]["redis"], compose["services"]["worker"]
     assert "./storage/redis.conf:/usr/local/etc/redis/redis.conf:ro" in redis["volumes"]
-    assert redis["command"][:3] == [
-        "redis-server",
-        "/usr/local/etc/redis/redis.conf",
-        "--requirepass",
-    ]
+    # the password reaches the server on stdin (a heredoc), never its command line
+    assert redis["command"][:2] == ["sh", "-c"]
+    script = redis["command"][2]
+    assert script.startswith("exec redis-server /usr/local/etc/redis/redis.conf - <<EOF\n")
+    assert 'requirepass "$$REDISCLI_AUTH"' in script
+    assert "--requirepass" not in " ".join(redis["command"])
+    assert redis["environment"]["REDISCLI_AUTH"].startswith("${DAGRT_REDIS_PASSWORD:?")
     assert worker["environment"]["DAGRT_REDIS_URL"].startswith("redis://:${DAGRT_REDIS_PASSWORD}@")
     assert "container_name" not in worker  # `--scale worker=N` needs that
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"

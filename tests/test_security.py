@@ -9,7 +9,10 @@ appear.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -27,10 +30,13 @@ import psutil
 import pytest
 from conftest import FAST, Pool, worker_env
 from helpers import Signals, add, gate, inc
+from hypothesis import given
+from hypothesis import strategies as st
 
 import dagrt
 from dagrt import TaskError
 from dagrt import keys as K
+from dagrt.hmacs import mac
 from dagrt.metrics import aprune, list_runs
 from dagrt.metrics import recorder as rec
 from dagrt.metrics.report import write_report
@@ -209,6 +215,64 @@ def test_rebuilding_takes_only_exception_classes_of_loaded_modules() -> None:
     ):
         assert exception_of(record(plain), False) is None, plain
     assert "never_imported_module" not in sys.modules
+
+
+@dagrt.task
+def returns_a_gated_graph(signals: Signals) -> Any:
+    return gate(signals, "inner", 5)
+
+
+async def test_a_forged_end_of_a_graph_a_task_returned_does_not_complete_the_task(
+    signed_pool: Pool, signals: Signals
+) -> None:
+    """The sub-run's meta set to finished (or failed, with no error record) and the entry
+    that resumes its task: the task stays waiting (the end's tag is not there), and
+    completes with the graph's own value once the graph really ends."""
+    storage = RedisStorage(signed_pool.url)
+    async with dagrt.Client(signed_pool.url) as client:
+        fut = client.submit(add(returns_a_gated_graph(signals), 1))
+        await signals.started("inner")
+        sub = K.RunKeys(K.sub_run_id(fut.run_id, 0))
+        for forged in ({"status": "finished"}, {"status": "failed", "failed_task": "0"}):
+            await storage.ahset(sub.meta, forged)
+            await storage.axadd(K.tasks_stream(), {"r": fut.run_id, "t": 0, "x": "1"})
+            await anyio.sleep(0.5)  # (a worker reads the entry at once)
+            assert not fut.done()
+        await storage.ahset(sub.meta, {"status": "running"})  # (else it stays stopped)
+        await signals.release("inner")
+        with anyio.fail_after(30):
+            assert await fut == 6
+    await storage.aclose()
+
+
+async def test_a_run_stops_only_its_own_graphs(signed_pool: Pool, signals: Signals) -> None:
+    """Another run's id added to a run's set of sub-runs: cancelling the run does not
+    stop the other one (the client would tag its cancellation)."""
+    storage = RedisStorage(signed_pool.url)
+    async with dagrt.Client(signed_pool.url) as client:
+        other = client.submit(gate(signals, "other", 1))
+        victim_of_nothing = client.submit(gate(signals, "mine", 2))
+        await signals.started("other")
+        await signals.started("mine")
+        await storage.apipeline(
+            [C.Cmd(("SADD", K.RunKeys(victim_of_nothing.run_id).subs, other.run_id))]
+        )
+        victim_of_nothing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await victim_of_nothing
+        await signals.release("other")
+        with anyio.fail_after(30):
+            assert await other == 1
+    await storage.aclose()
+
+
+def test_which_runs_are_sub_runs_of_a_run() -> None:
+    run = K.new_run_id()
+    long = "a" * 100 + "." + "b" * 27  # (128 characters: its sub-runs are hashed)
+    assert K.is_sub_run_of(K.sub_run_id(run, 7), run)
+    assert K.is_sub_run_of(K.sub_run_id(long, 7), long)  # (the hashed form)
+    for other in (run, K.new_run_id(), run + ".t", run + ".tx", run + ".t7.t1", "x" + run):
+        assert not K.is_sub_run_of(other, run), other
 
 
 # --------------------------------------------------------------------------- run ids
@@ -425,3 +489,11 @@ async def test_the_secret_and_the_url_can_come_from_files(
     assert done.returncode == 2
     assert "DAGRT_SECRET_FILE" in done.stderr.decode()
     assert "cannot be read" in done.stderr.decode()
+
+
+# --------------------------------------------------------------------------- the MAC itself
+
+
+@given(key=st.binary(max_size=200), parts=st.lists(st.binary(max_size=300), max_size=4))
+def test_the_fast_hmac_is_hmac_sha256(key: bytes, parts: list[bytes]) -> None:
+    assert mac(key, *parts) == hmac.new(key, b"".join(parts), hashlib.sha256).digest()

@@ -9,6 +9,7 @@
 -- ARGV[4] number of tasks   ARGV[5] a live worker's key up to its id ("dagrt:worker:")
 -- ARGV[6] a worker's inbox key up to its id ("dagrt:inbox:")
 -- ARGV[7] the tag of the run's "finished" event ("" without a secret: dagrt.outcomes),
+--   written with it, and to the meta's end_tag (where a sub-run's end is read),
 -- then for each task:
 --   index, keep mode [, location], n children, the children,
 --   n entries, the stream entries to acknowledge if no child is kept
@@ -213,6 +214,7 @@ if #counted > 0 then
   if redis.call('HINCRBY', KEYS[1], 'left', -#counted) == 0 then
     redis.call('HSET', KEYS[1], 'status', 'finished')
     if ARGV[7] ~= '' then
+      redis.call('HSET', KEYS[1], 'end_tag', ARGV[7]) -- (a sub-run's end is read here)
       redis.call('XADD', KEYS[5], '*', 'e', 'finished', 'm', ARGV[7])
     else
       redis.call('XADD', KEYS[5], '*', 'e', 'finished')

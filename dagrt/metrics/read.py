@@ -251,8 +251,8 @@ def _log_flow(since: float | None, until: float | None, limit: int | None) -> Fl
     while limit is None or len(events) < limit:
         page = yield C.xrange(K.events(), start, end, PAGE if limit is None else min(PAGE, limit))
         for _, fields in page:
-            run_id = fields.get(b"r", b"").decode()
-            if run_id and run_id not in graphs:
+            run_id = fields.get(b"r", b"").decode(errors="replace")
+            if K.valid_run_id(run_id) and run_id not in graphs:
                 raw = yield C.get(K.graph(run_id))
                 try:
                     graphs[run_id] = decode_graph(raw, run_id) if raw is not None else None

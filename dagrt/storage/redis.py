@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
@@ -42,7 +42,7 @@ from ._tls import split_tls
 from ._values import ValueReader
 from .base import NoScriptError, Storage, _mget_cmds
 
-__all__ = ["RedisConfig", "RedisStorage", "redact"]
+__all__ = ["RedactsURLs", "RedisConfig", "RedisStorage", "redact"]
 
 _DEFAULT_MAX_BULK = 512 * 1024 * 1024
 _SCHEMES = ("redis", "rediss", "unix")
@@ -56,7 +56,7 @@ def redact(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:  # (unsplittable: show the scheme only)
         return url.partition(":")[0] + ":***"
-    if "password" in parts.query.lower():
+    if "password" in unquote(parts.query).lower():
         query = "&".join(
             item.partition("=")[0] + "=***"
             if "password" in unquote(item.partition("=")[0]).lower()
@@ -70,7 +70,19 @@ def redact(url: str) -> str:
     return urlunsplit(parts)
 
 
-class RedisConfig(BaseModel):
+class RedactsURLs:
+    """For a pydantic model with URL fields (``_url_fields``): its repr shows their
+    passwords as ``***``."""
+
+    _url_fields: ClassVar[tuple[str, ...]] = ("url",)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():  # type: ignore[misc]
+            hide = name in self._url_fields and isinstance(value, str)
+            yield name, redact(value) if hide else value
+
+
+class RedisConfig(RedactsURLs, BaseModel):
     """Where the server is and how to talk to it."""
 
     # (a URL may hold a password: errors never echo what was given)

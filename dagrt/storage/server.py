@@ -85,6 +85,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _quoted(value: str) -> str:
+    """``value`` as a double-quoted string of the server's configuration syntax."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class RedisServer:
     """One server process. Use as a context manager or call ``start()``/``stop()``.
 
@@ -118,6 +123,8 @@ class RedisServer:
         self._accepting = threading.Event()  # the server said it is ready
         self._reader: threading.Thread | None = None
         self.executable = executable or find_server_binary()
+        if password is not None and any(c in password for c in "\r\n\0"):
+            raise ValueError("a server password cannot hold a line break or NUL")
         self.password = password
         self.unix_socket = str(unix_socket) if unix_socket is not None else None
         self.port = 0 if self.unix_socket else (port or free_port())
@@ -146,7 +153,9 @@ class RedisServer:
 
     def _argv(self) -> list[str]:
         argv = [self.executable]
-        if self.config_file:
+        if self.password:  # the password comes on stdin ("-" first: Redis 6 and 7 read it)
+            argv.append("-")
+        elif self.config_file:
             argv.append(self.config_file)
         settings: dict[str, Any] = {
             "bind": "127.0.0.1",
@@ -166,8 +175,6 @@ class RedisServer:
         settings.update(self.options)
         for name, value in settings.items():
             argv += [f"--{name}", str(value)]
-        if self.password:
-            argv.append("-")  # the password comes on stdin (_stdin_config): not on argv
         return argv
 
     def _stdin_config(self) -> str | None:
@@ -175,8 +182,11 @@ class RedisServer:
         line (``ps`` shows that to every local user)."""
         if not self.password:
             return None
-        quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
-        return f'requirepass "{quoted}"\n'
+        lines = []
+        if self.config_file:  # (its settings first, as when it came first on argv)
+            lines.append(f"include {_quoted(os.path.abspath(self.config_file))}")
+        lines.append(f"requirepass {_quoted(self.password)}")
+        return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 15.0) -> RedisServer:
         """Start the process and return once the server accepts connections."""

@@ -6,20 +6,18 @@ defaults and help from them (:mod:`dagrt.options`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import keys as K
 from .. import native_threads
 from ..metrics.policy import FlushPolicy
 from ..resources import check_resources
-from ..storage.redis import redact
+from ..storage.redis import RedactsURLs
 
 __all__ = ["WorkerSettings"]
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(RedactsURLs, BaseModel):
     """A worker's settings: ``WorkerSettings(concurrency=16, ...)``, checked when made
     (a bad value raises :class:`pydantic.ValidationError`, a ``ValueError``)."""
 
@@ -131,9 +129,7 @@ class WorkerSettings(BaseModel):
     def _resources(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         return check_resources(value)
 
-    def __repr_args__(self) -> Any:
-        for name, value in super().__repr_args__():  # (the secret is left out already)
-            yield name, redact(value) if name == "metrics_url" and value else value
+    _url_fields = ("metrics_url",)  # (its repr redacts it; the secret is left out)
 
     @property
     def thread_count(self) -> int:

@@ -21,6 +21,7 @@ client's watchdog looks for a run's work in its sub-runs too.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from ..exceptions import RunNotFoundError, SerializationError, StorageError
 from ..expand import nested_failure, returned_graph
 from ..keys import sub_run_id
 from ..locality import LocalityOptions
+from ..outcomes import check_event
 from ..records import TaskRecord, sign, verify
 from ..serialize import dumps, loads
 from ..storage import RedisStorage, Storage
@@ -47,6 +49,8 @@ from .settings import WorkerSettings
 from .tasklog import TaskLog
 
 __all__ = ["Resumed", "SubRunFailed", "SubRuns"]
+
+log = logging.getLogger("dagrt.worker")
 
 
 def _policy(ctx: RunContext) -> CacheOptions | None:
@@ -201,18 +205,26 @@ class SubRuns:
                 " (expired, deleted, or the server was flushed)"
             )
             raise SubRunFailed(gone, "")
-        status = meta.get(b"status", b"").decode()
+        status = meta.get(b"status", b"").decode(errors="replace")
+        secret = self.settings.secret
         if status == "failed":
-            failed = meta.get(b"failed_task", b"").decode()
+            failed = meta.get(b"failed_task", b"").decode(errors="replace")
             stored = await self.storage.aget(spec.keys.error(failed))
             if stored is None:
+                if secret is not None:  # (nothing says it failed but its meta: unchecked)
+                    log.warning("run %s says it failed, with no error record: ignored", sub)
+                    return None
                 raise SubRunFailed(RunNotFoundError(f"run {sub} failed; its error is gone"), "")
-            err = task_error(stored, sub, self.settings.secret)
+            err = task_error(stored, sub, secret)
             if err is None:  # forged (logged): not its end; the real one puts an entry too
                 return None
             self._log_finished(sub, "failed", meta, err.task)
             raise SubRunFailed(*nested_failure(err, sub))
         if status != "finished":
+            return None
+        if secret is not None and not check_event(
+            secret, sub, {b"e": b"finished", b"m": meta.get(b"end_tag", b"")}
+        ):  # (logged: its meta says finished, and the tag its end writes is not there)
             return None
         try:
             shape = loads(verify(meta[b"shape"], self.settings.secret), what="a graph's shape")
