@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import keys as K
+from .exceptions import SerializationError
 from .hmacs import mac, same
 from .serialize import Frame, dumps_frame, loads, unpack
 
@@ -87,6 +88,7 @@ class TaskRecord:
     treedef: Any  # True: the leaves are the positional arguments
     slots: list[int]  # flat (leaf index, parent position) pairs
     spec_key: str | None = None
+    spec_digest: str | None = None  # the content address of the spec stored apart
     function: int = 0  # its entry in the run's function table
     timeout: float | None = None  # seconds a call may take (@task(timeout=...))
     resources: dict[str, float] | None = None  # what a call holds (@task(resources=...))
@@ -217,13 +219,15 @@ def decode_record(
     resources = options.get("resources")
     leaves: list[Any] | None = None
     treedef: Any = True
-    spec_key = None
+    spec_key = digest_apart = None
     if mode == LEAVES:
         leaves = arguments
     elif mode == PICKLED:
         leaves, treedef = _loaded_spec(arguments, key)
     else:
-        spec_key = rk.spec(arguments)  # loaded on first use
+        if not isinstance(arguments, str):
+            raise MalformedRecord(f"record of task {index} names no argument spec")
+        spec_key, digest_apart = rk.spec(arguments), arguments  # loaded on first use
     return TaskRecord(
         index=index,
         key=key,
@@ -238,6 +242,7 @@ def decode_record(
         treedef=treedef,
         slots=slots,
         spec_key=spec_key,
+        spec_digest=digest_apart,
         function=fn_index,
         timeout=timeout,
         resources=resources,
@@ -250,5 +255,11 @@ def _loaded_spec(frame: bytes, key: str) -> tuple[list[Any], Any]:
 
 
 def load_spec(record: TaskRecord, frame: bytes) -> None:
-    """Fill in a record's arguments from its spec stored apart."""
+    """Fill in a record's arguments from its spec stored apart, once its content is
+    the one the record (signed) names: never unpickled otherwise."""
+    if record.spec_digest is None or spec_digest(frame) != record.spec_digest:
+        raise SerializationError(
+            f"the arguments of task {record.key} stored apart ({record.spec_key}) do not"
+            " match the digest its record names: replaced or damaged; not loaded"
+        )
     record.leaves, record.treedef = _loaded_spec(frame, record.key)

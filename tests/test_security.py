@@ -22,6 +22,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +274,37 @@ def test_which_runs_are_sub_runs_of_a_run() -> None:
     assert K.is_sub_run_of(K.sub_run_id(long, 7), long)  # (the hashed form)
     for other in (run, K.new_run_id(), run + ".t", run + ".tx", run + ".t7.t1", "x" + run):
         assert not K.is_sub_run_of(other, run), other
+
+
+@dataclass
+class Blob:
+    """An argument that does not travel inline: its task's arguments are stored apart."""
+
+    data: bytes
+
+
+@dagrt.task
+def size_of(_: Any, blob: Blob) -> int:
+    return len(blob.data)
+
+
+async def test_arguments_stored_apart_that_were_replaced_are_never_unpickled(
+    signed_pool: Pool, signals: Signals, tmp_path: Path
+) -> None:
+    canary = tmp_path / "canary"
+    storage = RedisStorage(signed_pool.url)
+    async with dagrt.Client(signed_pool.url) as client:
+        fut = client.submit(size_of(gate(signals, "before", 0), Blob(b"x" * 100_000)))
+        await signals.started("before")
+        [spec] = [k async for k in storage.ascan_iter(f"dagrt:{{{fut.run_id}}}:spec:*")]
+        await storage.aset(spec, pickle.dumps(Canary(canary)))
+        await signals.release("before")
+        with anyio.fail_after(30), pytest.raises(TaskError, match="do not match the digest"):
+            await fut
+        # the same, untouched, runs
+        assert await client.compute(size_of(1, Blob(b"y" * 100_000))) == 100_000
+    assert not canary.exists()
+    await storage.aclose()
 
 
 # --------------------------------------------------------------------------- run ids

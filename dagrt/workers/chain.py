@@ -189,13 +189,13 @@ class Chains:
             await anyio.sleep(retry_wait(rec.retry_delay, failed))
         started = time.time()
         log.emit([log.started(ctx, rec, started, attempt)])
-        if rec.leaves is None and rec.spec_key is not None:
-            frame = await self.storage.aget(rec.spec_key)
-            if frame is None:
-                return await self._run_ended(ctx, rec, attempt, acks)
-            load_spec(rec, frame)
         moves = log.moves()
         try:
+            if rec.leaves is None and rec.spec_key is not None:
+                frame = await self.storage.aget(rec.spec_key)
+                if frame is None:
+                    return await self._run_ended(ctx, rec, attempt, acks)
+                load_spec(rec, frame)  # (checked against its digest, then unpickled)
             fn = await self.functions.get(rec.fn)
             [loaded] = await self.inputs.load(ctx, [rec], moves)
         except SerializationError as exc:
