@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -51,8 +50,9 @@ def _worker(args: argparse.Namespace) -> int:
 
         retain_freed_memory()  # before any thread allocates
 
-    from .secret import shared_secret
+    from .secret import shared_keyring, shared_secret
 
+    shared_keyring()  # (a secret that is not one stops here, with its message)
     settings = worker_settings(args, secret=shared_secret())
     Worker(args.redis, settings).run(watch_stdin=args.watch_stdin)
     return 0
@@ -62,12 +62,13 @@ def _cluster(args: argparse.Namespace) -> int:
     import anyio
 
     from .cluster import LocalCluster
+    from .keyring import new_secret
     from .options import log_args
     from .secret import shared_secret
     from .storage.redis import redact
 
     options, env = log_args(metrics=args.metrics, url=args.metrics_url, flush=args.flush)
-    secret = shared_secret() or secrets.token_urlsafe(32).encode()
+    secret = shared_secret() or new_secret().encode()
 
     async def serve() -> None:
         async with LocalCluster(
@@ -189,6 +190,13 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
     pr.set_defaults(func=_prune)
 
+    sc = sub.add_parser(
+        "secret",
+        help="print a new random secret for a pool (DAGRT_SECRET or the file DAGRT_SECRET_FILE"
+        " names, the same for its clients and workers)",
+    )
+    sc.set_defaults(func=_secret)
+
     ls = sub.add_parser("runs", help="list recent runs from the event log")
     ls.add_argument("--redis", type=_url, default=_default_url(), help="server of the event log")
     ls.add_argument("--limit", type=_number(int, 1), default=20, help="runs to list")
@@ -272,6 +280,13 @@ def _report(args: argparse.Namespace) -> int:
             print(f"dagrt report: cannot write the report under {args.out}: {exc}", file=sys.stderr)
             return 1
     print(f"report: {path}")
+    return 0
+
+
+def _secret(args: argparse.Namespace) -> int:
+    from .keyring import new_secret
+
+    print(new_secret())
     return 0
 
 

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
@@ -39,6 +38,7 @@ from .distributed import DEFAULT_STALL_TIMEOUT, DistributedRuntime, check_stall_
 from .exceptions import ClientClosedError, RunTimeoutError
 from .futures import RunFuture
 from .graph import DAG, Node, computes_nodes, plan_outputs
+from .keyring import Keyring
 from .keys import new_run_id
 from .local import LocalRuntime
 from .locality import LocalityOptions
@@ -242,8 +242,7 @@ class Client:
             threads=self.threads,
             worker_options=flags,
             worker_env=env,
-            # a secret (its own if not given): records, outcomes, errors signed, checked
-            secret=self._secret or secrets.token_urlsafe(32).encode(),
+            secret=self._secret,  # (None: it makes its own)
         )
 
     def _make_runtime(self) -> Runtime:
@@ -658,4 +657,6 @@ def _secret(secret: object, processes: bool) -> bytes | None:
         raise ValueError("secret must not be empty")
     if not processes:
         raise ValueError("processes=False runs in this process: it has no use for a secret")
-    return secret.encode() if isinstance(secret, str) else secret
+    raw = secret.encode() if isinstance(secret, str) else secret
+    Keyring.of(raw)  # (checked now: too short, say)
+    return raw

@@ -28,6 +28,7 @@ import anyio.abc
 import anyio.to_thread
 
 from . import native_threads
+from .keyring import Keyring, new_secret
 from .storage import RedisServer
 from .storage.redis import redact
 from .workers.lifecycle import READY_LINE
@@ -91,7 +92,10 @@ class LocalCluster:
         self.native_threads = native_threads.budget(self.threads, self.n_workers, cores)
         self.concurrency = concurrency
         self.password = password if password is not None else secrets.token_hex(12)
-        self.secret = secret
+        # the pool's secret (several: one a line), its own if not given: records,
+        # outcomes and errors are signed and checked; clients need it (``cluster.secret``)
+        self.secret = secret if secret is not None else new_secret().encode()
+        Keyring.of(self.secret)
         self.worker_options = dict(worker_options or {})
         self.worker_env = dict(worker_env or {})
         self.start_timeout = start_timeout
@@ -166,8 +170,8 @@ class LocalCluster:
         if os.getcwd() not in paths:
             paths.insert(0, os.getcwd())
         env["PYTHONPATH"] = os.pathsep.join(paths)
-        if self.secret is not None:
-            env["DAGRT_SECRET"] = self.secret.decode()
+        env["DAGRT_SECRET"] = self.secret.decode()
+        env.pop("DAGRT_SECRET_FILE", None)
         env["DAGRT_REDIS_URL"] = self.url
         env.update(self.worker_env)
         return env

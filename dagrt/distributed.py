@@ -34,6 +34,7 @@ from .exceptions import (
     TaskError,
 )
 from .graph import DAG
+from .keyring import Keyring
 from .locality import LocalityOptions
 from .objects import (
     HostStore,
@@ -46,7 +47,7 @@ from .objects import (
 )
 from .outcomes import OUTCOMES, check_event, exception_of, open_error
 from .resources import describe
-from .secret import shared_secret
+from .secret import shared_keyring
 from .serialize import loads
 from .storage import RedisStorage, Storage
 from .tasks import check_timeout
@@ -79,7 +80,7 @@ class DistributedRuntime:
         address: str | None = None,
         *,
         storage: Storage | None = None,
-        secret: bytes | None = None,
+        secret: Keyring | bytes | str | None = None,
         ttl: float = submission.DEFAULT_TTL,
         stream: str = K.tasks_stream(),
         locality: LocalityOptions | dict[str, Any] | None = None,
@@ -96,7 +97,7 @@ class DistributedRuntime:
         self.task_timeout = check_timeout(task_timeout, "task_timeout")
         self.address = address
         self.locality = LocalityOptions.of(locality)
-        self.secret = secret if secret is not None else shared_secret()
+        self.secret = Keyring.of(secret) if secret is not None else shared_keyring()
         self.ttl = ttl
         self.stream = stream
         self.storage = storage
@@ -554,7 +555,7 @@ def _gone(spec: submission.RunSpec) -> RunNotFoundError:
     )
 
 
-def task_error(stored: bytes, run_id: str, secret: bytes | None) -> TaskError | None:
+def task_error(stored: bytes, run_id: str, secret: Keyring | None) -> TaskError | None:
     """The :class:`~dagrt.TaskError` of a failed task of run ``run_id`` from its stored
     error record (a ``failed`` event's ``err``, or the run's error key); None if the
     record is forged (:func:`dagrt.outcomes.open_error`, logged). Its exception is

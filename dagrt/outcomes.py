@@ -11,11 +11,13 @@ pool has a shared secret, each carries a tag:
 * ``failed``: its error record is *sealed*: the tag of ``run id | failed | record``
   (64 hex digits) before the record's JSON, in the event and in the run's error key.
 
-``k`` is a key derived from the secret for this purpose alone (a tag made here is
-never valid as a task record's signature, or the other way round). A follower that
-holds the secret checks the tag (:func:`check_event`, :func:`open_error`) before it
-trusts an event or unpickles anything in it: an event that fails is ignored and
-logged as forged (it never ends a run), a record that fails is never unpickled.
+``k`` is the key the pool's :class:`~dagrt.keyring.Keyring` derives for this purpose
+alone (a tag made here is never valid as a task record's signature, or the other way
+round); tags are made with its signing secret and checked against each of its secrets
+(rotation). A follower that holds the secret checks the tag (:func:`check_event`,
+:func:`open_error`) before it trusts an event or unpickles anything in it: an event
+that fails is ignored and logged as forged (it never ends a run), a record that fails is
+never unpickled.
 
 Without a secret nothing can be checked: an event is taken as written, and a task's
 exception reaches the caller rebuilt from its type's name and plain arguments
@@ -28,13 +30,13 @@ from __future__ import annotations
 
 import base64
 import builtins
-import functools
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .hmacs import mac, same
+if TYPE_CHECKING:
+    from .keyring import Keyring
 
 __all__ = [
     "OUTCOMES",
@@ -50,27 +52,33 @@ log = logging.getLogger("dagrt.outcomes")
 
 #: the events that end a run for its followers
 OUTCOMES = frozenset({b"finished", b"failed", b"cancelled"})
-_PURPOSE = b"dagrt/v1/run-outcome"
+_PURPOSE = "run-outcome"
 _TAG_HEX = 64  # an HMAC-SHA256 tag in hex
 
 
-@functools.lru_cache(maxsize=8)
-def _key(secret: bytes) -> bytes:
-    return mac(secret, _PURPOSE)
-
-
-def event_tag(secret: bytes, run_id: str, kind: str, payload: bytes = b"") -> str:
-    """The tag of event ``kind`` of run ``run_id`` carrying ``payload`` (hex)."""
+def _message(run_id: str, kind: str, payload: bytes) -> tuple[bytes, ...]:
     # (a run id and an event name hold no NUL: the message parses one way only)
-    return mac(_key(secret), run_id.encode(), b"\0", kind.encode(), b"\0", payload).hex()
+    return (run_id.encode(), b"\0", kind.encode(), b"\0", payload)
 
 
-def _same(tag: bytes | str, expected: str) -> bool:
-    given = tag.encode() if isinstance(tag, str) else tag
-    return same(given, expected.encode())
+def event_tag(secret: Keyring, run_id: str, kind: str, payload: bytes = b"") -> str:
+    """The tag of event ``kind`` of run ``run_id`` carrying ``payload`` (hex), made with
+    the keyring's signing secret."""
+    return secret.sign(_PURPOSE, *_message(run_id, kind, payload)).hex()
 
 
-def seal_error(secret: bytes | None, run_id: str, record: dict[str, Any]) -> str:
+def _checks(
+    secret: Keyring, tag: bytes | str, run_id: str, kind: str, payload: bytes = b""
+) -> bool:
+    """Is ``tag`` (hex) that of the event under one of the keyring's secrets?"""
+    try:
+        raw = bytes.fromhex(tag.decode() if isinstance(tag, bytes) else tag)
+    except ValueError:
+        return False
+    return len(raw) == 32 and secret.check(_PURPOSE, raw, *_message(run_id, kind, payload))
+
+
+def seal_error(secret: Keyring | None, run_id: str, record: dict[str, Any]) -> str:
     """A failed task's error record as stored: its JSON, after its tag if there is a
     secret."""
     text = json.dumps(record)
@@ -79,7 +87,7 @@ def seal_error(secret: bytes | None, run_id: str, record: dict[str, Any]) -> str
     return event_tag(secret, run_id, "failed", text.encode()) + text
 
 
-def open_error(secret: bytes | None, run_id: str, stored: bytes | str) -> dict[str, Any] | None:
+def open_error(secret: Keyring | None, run_id: str, stored: bytes | str) -> dict[str, Any] | None:
     """The error record of a failed task of run ``run_id`` (as :func:`seal_error` made
     it); None if it is forged or damaged (logged: it is never trusted, nothing in it is
     unpickled). Without a secret, any record is taken (a tag, if any, is skipped)."""
@@ -87,7 +95,7 @@ def open_error(secret: bytes | None, run_id: str, stored: bytes | str) -> dict[s
     tagged = len(raw) > _TAG_HEX and raw[:1] != b"{"
     body = raw[_TAG_HEX:] if tagged else raw
     if secret is not None and not (
-        tagged and _same(raw[:_TAG_HEX], event_tag(secret, run_id, "failed", body))
+        tagged and _checks(secret, raw[:_TAG_HEX], run_id, "failed", body)
     ):
         log.warning(
             "run %s: a failed task's error record is forged (%s): ignored",
@@ -105,7 +113,7 @@ def open_error(secret: bytes | None, run_id: str, stored: bytes | str) -> dict[s
     return record
 
 
-def check_event(secret: bytes | None, run_id: str, fields: dict[bytes, bytes]) -> bool:
+def check_event(secret: Keyring | None, run_id: str, fields: dict[bytes, bytes]) -> bool:
     """Is this outcome event of run ``run_id`` authentic? (Always, without a secret.)
     A forged one is logged."""
     if secret is None:
@@ -114,7 +122,7 @@ def check_event(secret: bytes | None, run_id: str, fields: dict[bytes, bytes]) -
     if kind == b"failed" and b"err" in fields:
         return open_error(secret, run_id, fields[b"err"]) is not None
     tag = fields.get(b"m", b"")
-    if _same(tag, event_tag(secret, run_id, kind.decode(errors="replace"))):
+    if _checks(secret, tag, run_id, kind.decode(errors="replace")):
         return True
     log.warning(
         "run %s: a forged %r event in its events stream (%s): ignored",

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import keys as K
 from .exceptions import SerializationError
-from .hmacs import mac, same
 from .serialize import Frame, dumps_frame, loads, unpack
 
 if TYPE_CHECKING:
     from .graph import Node
+    from .keyring import Keyring
 
 __all__ = [
     "BIG_SPEC",
@@ -122,38 +122,51 @@ def spec_digest(frame: bytes | Frame) -> str:
     h = hashlib.sha256()
     for part in frame.parts if isinstance(frame, Frame) else (frame,):
         h.update(part)
-    return h.hexdigest()[:32]
+    return h.hexdigest()
 
 
-def sign(payload: bytes, secret: bytes | None) -> bytes:
-    """A stored record: ``U`` + payload, or ``S`` + HMAC-SHA256 tag + payload."""
-    if secret is None:
+def sign(payload: bytes, keyring: Keyring | None, run_id: str, place: str) -> bytes:
+    """A stored record: ``U`` + payload, or ``S`` + tag + payload, the tag binding the
+    payload to its run and its place in it (a task's index, ``"fns"``, ``"shape"``):
+    a record copied to another run or task does not verify there."""
+    if keyring is None:
         return b"U" + payload
-    return b"S" + mac(secret, payload) + payload
+    return b"S" + keyring.sign("record", *_bound(run_id, place), payload) + payload
+
+
+def _bound(run_id: str, place: str) -> tuple[bytes, ...]:
+    # (a run id and a place hold no NUL: the message parses one way only)
+    return (run_id.encode(), b"\0", place.encode(), b"\0")
 
 
 # --------------------------------------------------------------------------- the worker's side
 
 
-def verify(stored: bytes, secret: bytes | None) -> bytes:
-    """The payload of a stored record; raises ``ValueError`` if it is forged or unsigned."""
+def verify(stored: bytes, keyring: Keyring | None, run_id: str, place: str) -> bytes:
+    """The payload of a stored record of run ``run_id`` at ``place``; raises
+    ``ValueError`` if it is forged, unsigned, or signed for another run or place."""
     head = stored[:1]
     if head == b"S":
         tag, payload = stored[1:33], stored[33:]
-        if secret is not None and not same(tag, mac(secret, payload)):
-            raise ValueError("task record signature does not match (forged, or another secret)")
+        if keyring is not None and not keyring.check(
+            "record", tag, *_bound(run_id, place), payload
+        ):
+            raise ValueError(
+                "task record signature does not match (forged, copied from another run or"
+                " task, or signed with another secret)"
+            )
         return payload
     if head == b"U":
-        if secret is not None:
+        if keyring is not None:
             raise ValueError("task record is not signed, but this worker requires signatures")
         return stored[1:]
     raise ValueError("not a dagrt task record")
 
 
-def decode_functions(stored: bytes, secret: bytes | None) -> list[FunctionEntry]:
-    """The run's function table: ``(digest, name, retries, retry_delay, threads)`` per
-    function, and the locality fields of its own if it has any."""
-    table = unpack(verify(stored, secret), what="function table")
+def decode_functions(stored: bytes, keyring: Keyring | None, run_id: str) -> list[FunctionEntry]:
+    """Run ``run_id``'s function table: ``(digest, name, retries, retry_delay, threads)``
+    per function, and the locality fields of its own if it has any."""
+    table = unpack(verify(stored, keyring, run_id, "fns"), what="function table")
     if not isinstance(table, list) or not all(
         isinstance(f, list | tuple)
         and len(f) in (5, 6)
@@ -189,13 +202,14 @@ def _options_ok(options: object) -> bool:
 def decode_record(
     index: int,
     stored: bytes,
-    secret: bytes | None,
+    keyring: Keyring | None,
     rk: K.RunKeys,
     functions: Sequence[FunctionEntry],
 ) -> TaskRecord:
     """Task ``index``'s record, verified; a large argument spec is loaded later
     (:func:`load_spec`) from ``spec_key``."""
-    fields = unpack(verify(stored, secret), what=f"record of task {index}")
+    payload = verify(stored, keyring, rk.run_id, str(index))
+    fields = unpack(payload, what=f"record of task {index}")
     if not isinstance(fields, list | tuple) or len(fields) != 7:
         raise MalformedRecord(f"record of task {index} is not a task record: {fields!r:.200}")
     key, fn_index, parents, children, slots, mode, arguments = fields

@@ -40,6 +40,7 @@ from .storage import commands as C
 from .storage.base import NoScriptError, Script
 
 if TYPE_CHECKING:
+    from .keyring import Keyring
     from .storage import Storage
 
 __all__ = [
@@ -138,7 +139,7 @@ def fail_cmd(
     worker: str,
     record: dict[str, Any],
     *,
-    secret: bytes | None,
+    secret: Keyring | None,
     acks: Sequence[str | bytes],
     stream: str,
     group: str = K.TASKS_GROUP,

@@ -12,8 +12,12 @@ to the processes it starts by environment.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-__all__ = ["SecretError", "env_value", "shared_secret"]
+if TYPE_CHECKING:
+    from .keyring import Keyring
+
+__all__ = ["SecretError", "env_value", "shared_keyring", "shared_secret"]
 
 
 class SecretError(ValueError):
@@ -39,6 +43,17 @@ def env_value(name: str) -> str | None:
 
 
 def shared_secret() -> bytes | None:
-    """The pool's shared secret (``DAGRT_SECRET`` or ``DAGRT_SECRET_FILE``), if set."""
+    """The pool's shared secret as set (``DAGRT_SECRET`` or ``DAGRT_SECRET_FILE``: one
+    secret a line, or comma-separated, the signing one first), if set."""
     value = env_value("DAGRT_SECRET")
     return value.encode() if value else None
+
+
+def shared_keyring() -> Keyring | None:
+    """:func:`shared_secret` as a :class:`~dagrt.keyring.Keyring` (checked)."""
+    from .keyring import Keyring
+
+    try:
+        return Keyring.of(shared_secret())
+    except ValueError as exc:
+        raise SecretError(f"DAGRT_SECRET: {exc}") from None

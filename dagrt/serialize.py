@@ -232,7 +232,7 @@ def dumps_function(fn: Any) -> tuple[str, bytes]:
     frame = dumps((fn, None), what=what)
     if _DYNAMIC.encode() in frame:  # carried by value: its source lines go with it
         frame = dumps((fn, _source_of(fn)), what=what)
-    result = (hashlib.sha256(frame).hexdigest()[:32], frame)
+    result = (hashlib.sha256(frame).hexdigest(), frame)
     try:
         _FUNCTIONS[fn] = result
     except TypeError:

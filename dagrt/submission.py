@@ -20,6 +20,7 @@ from . import lanes
 from .caching import CachePlan
 from .exceptions import SerializationError
 from .graph import DAG
+from .keyring import Keyring
 from .locality import LocalityOptions
 from .objects.location import MAGIC as LOCATION_MAGIC
 from .outcomes import event_tag
@@ -99,7 +100,7 @@ async def submit(
     run_id: str,
     *,
     stream: str = K.tasks_stream(),
-    secret: bytes | None = None,
+    secret: Keyring | None = None,
     ttl: float = DEFAULT_TTL,
     known_functions: set[str] | None = None,
     client_id: str = "",
@@ -203,7 +204,7 @@ async def submit(
         except SerializationError:  # an int beyond 64 bits: pickle the arguments
             record[5:] = [PICKLED, dumps((record[6], True), what=f"arguments of {node.key}")]
             packed = pack(record)
-        fields[str(i)] = sign(packed, secret)
+        fields[str(i)] = sign(packed, secret, run_id, str(i))
         if (found and i in found) or (skipped and i in skipped):
             continue  # (done; or the run needs nothing of it: found ones stand for it)
         waits = len(parents[i]) if not found else sum(p not in found for p in parents[i])
@@ -245,7 +246,7 @@ async def submit(
                 else "",
                 "outputs_host": outputs_store[0] if outputs_store else "",
                 "outputs_root": outputs_store[1] if outputs_store else "",
-                "fns": sign(pack(table), secret),
+                "fns": sign(pack(table), secret, run_id, "fns"),
                 "priority": priority,
                 # tasks in lanes: complete.lua sends their entries to the lanes' streams
                 **({"lanes": K.lane_stream(stream, "")} if task_lanes else {}),
@@ -489,7 +490,7 @@ async def keep_finished(storage: Storage, spec: RunSpec, dag: DAG, cache: CacheP
 
 
 async def stop(
-    storage: Storage, rk: K.RunKeys, status: str = "cancelled", secret: bytes | None = None
+    storage: Storage, rk: K.RunKeys, status: str = "cancelled", secret: Keyring | None = None
 ) -> bool:
     """Stop a running run (no completion dispatches anything more of it) and tell
     the workers (no task of it starts any more); True if it was running. Its
@@ -503,7 +504,7 @@ async def stop(
     return bool(stopped)
 
 
-def outcome_event(secret: bytes | None, run_id: str, kind: str) -> dict[str, str]:
+def outcome_event(secret: Keyring | None, run_id: str, kind: str) -> dict[str, str]:
     """The fields of event ``kind`` of a run that ends, tagged if there is a secret."""
     if secret is None:
         return {"e": kind}

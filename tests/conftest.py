@@ -132,6 +132,11 @@ class Pool:
         return process
 
     def stop(self) -> None:
+        self.stop_workers()
+        self.server.cleanup()
+
+    def stop_workers(self) -> None:
+        """SIGTERM every worker, and wait for each to exit (SIGKILL after 15 s)."""
         for process in self.workers:
             if process.poll() is None:
                 process.terminate()
@@ -144,7 +149,6 @@ class Pool:
             if process.stdout is not None:
                 process.stdout.close()
         self.workers.clear()
-        self.server.cleanup()
 
 
 FAST = ("--claim-timeout", "2", "--heartbeat", "0.5", "--graceful-timeout", "3")

@@ -10,6 +10,7 @@ from helpers import Signals, gate
 
 import dagrt
 from dagrt import DAG, submission
+from dagrt.keyring import Keyring
 from dagrt.keys import new_run_id
 from dagrt.storage import RedisStorage
 
@@ -23,7 +24,9 @@ async def test_close_gives_all_stuck_workers_one_grace_period(signals: Signals) 
     async with cluster:
         storage = RedisStorage(cluster.url)
         gates = [gate(signals, f"stuck-{i}", i) for i in range(3)]
-        await submission.submit(storage, DAG(*gates), new_run_id())
+        await submission.submit(
+            storage, DAG(*gates), new_run_id(), secret=Keyring.of(cluster.secret)
+        )
         await storage.aclose()
         with anyio.fail_after(60):
             for i in range(3):  # one task in each worker (one entry in flight each)
@@ -54,7 +57,7 @@ async def test_a_task_that_kills_its_workers_fails_and_the_cluster_goes_on() -> 
     The cluster then runs the next run."""
     options = {"claim-timeout": 1, "heartbeat": 0.3}
     cluster = dagrt.LocalCluster(2, worker_options=options)
-    async with cluster, dagrt.Client(cluster.url) as client:
+    async with cluster, dagrt.Client(cluster.url, secret=cluster.secret) as client:
         with anyio.fail_after(120), pytest.raises(dagrt.TaskError, match="WorkerLost"):
             await client.compute(exit_the_worker(1))
         assert cluster.restarts >= 3  # every delivery killed a worker (the last: replaced soon)

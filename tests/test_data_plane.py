@@ -569,7 +569,10 @@ def on_a_mapping(array: Any) -> bool:
 async def test_a_client_on_the_host_maps_the_runs_outputs_from_its_store() -> None:
     """The workers of a local cluster leave large outputs of the run in the host's
     store and the client maps them: they never cross the server."""
-    async with dagrt.LocalCluster(2) as cluster, dagrt.Client(cluster.url) as client:
+    async with (
+        dagrt.LocalCluster(2) as cluster,
+        dagrt.Client(cluster.url, secret=cluster.secret) as client,
+    ):
         root = default_root(namespace_of(cluster.url))
         out, small = await client.compute([make(1 << 20), make(10)])
         np.testing.assert_array_equal(out, np.arange(1 << 20, dtype=np.float64))
@@ -606,7 +609,7 @@ async def test_a_killed_cluster_leaves_no_files_once_it_restarts(tmp_path: Path)
 
     options = {"store": str(store), "store-min-bytes": "4096"}
     cluster = dagrt.LocalCluster(1, worker_options=options, restart=False)  # a dead pool
-    async with cluster, dagrt.Client(cluster.url) as client:
+    async with cluster, dagrt.Client(cluster.url, secret=cluster.secret) as client:
         array = make_stored(1 << 20)
         client.submit(total(part(array, 0, 1), nap(array, 60)))
         with anyio.fail_after(30):

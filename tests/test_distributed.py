@@ -544,13 +544,13 @@ async def test_malformed_and_unknown_entries_are_dead_lettered(pool: Pool) -> No
 async def test_records_signed_with_another_secret_are_refused(
     pool_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pool: Pool = pool_factory(1, env=worker_env(DAGRT_SECRET="the-pool-secret"))
-    monkeypatch.setenv("DAGRT_SECRET", "the-pool-secret")
+    pool: Pool = pool_factory(1, env=worker_env(DAGRT_SECRET="the-pool-secret-of-tests"))
+    monkeypatch.setenv("DAGRT_SECRET", "the-pool-secret-of-tests")
     async with dagrt.Client(pool.url) as client:
         assert await client.compute(add(1, 2)) == 3
     # The worker fails the run, and seals its error with its secret: this client cannot
     # check that, so it takes nothing from it but its text, and says why.
-    monkeypatch.setenv("DAGRT_SECRET", "a-wrong-secret")
+    monkeypatch.setenv("DAGRT_SECRET", "a-wrong-secret-of-tests")
     async with dagrt.Client(pool.url) as client:
         with anyio.fail_after(30), pytest.raises(SignatureError) as refused:
             await client.compute(add(1, 2))
@@ -722,5 +722,5 @@ async def test_a_local_cluster_keeps_its_password_out_of_process_listings() -> N
         [worker] = cluster.processes
         argv = " ".join(psutil.Process(worker.pid).cmdline())
         assert "not-for-ps" not in argv
-        async with dagrt.Client(cluster.url) as client:
+        async with dagrt.Client(cluster.url, secret=cluster.secret) as client:
             assert await client.compute(add(1, 2)) == 3

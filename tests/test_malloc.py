@@ -78,5 +78,5 @@ async def test_a_local_cluster_can_give_freed_memory_back() -> None:
             [worker] = cluster.processes
             argv = psutil.Process(worker.pid).cmdline()
             assert ("--release-memory" in argv) is (not retain)
-            async with dagrt.Client(cluster.url) as client:
+            async with dagrt.Client(cluster.url, secret=cluster.secret) as client:
                 assert await client.compute(add(1, 2)) == 3

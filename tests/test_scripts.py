@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from dagrt import keys as K
 from dagrt.exceptions import StorageError
+from dagrt.keyring import Keyring
 from dagrt.metrics.read import READ_ENTRIES
 from dagrt.metrics.runs_index import LOG_RUN
 from dagrt.objects import Location
@@ -44,7 +45,7 @@ from dagrt.storage.base import NoScriptError
 from dagrt.submission import OUTSTANDING
 
 STREAM = K.tasks_stream()
-SECRET = b"the pool's secret"  # (events that end a run carry tags made with it)
+SECRET = Keyring.of(b"the pool's secret")  # (events that end a run carry tags made with it)
 GROUP = K.TASKS_GROUP
 RUN = "run-1"
 FINISHED_TAG = event_tag(SECRET, RUN, "finished")

@@ -35,9 +35,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import dagrt
-from dagrt import TaskError
+from dagrt import SignatureError, TaskError, submission
 from dagrt import keys as K
 from dagrt.hmacs import mac
+from dagrt.keyring import Keyring
 from dagrt.metrics import aprune, list_runs
 from dagrt.metrics import recorder as rec
 from dagrt.metrics.report import write_report
@@ -51,7 +52,8 @@ from dagrt.storage.redis import redact
 from dagrt.storage.server import free_port
 from dagrt.workers.settings import WorkerSettings
 
-SECRET = "the-pool-secret"
+SECRET = "the-pool-secret-of-tests"
+KEYS = Keyring.of(SECRET)
 
 
 class Canary:
@@ -127,11 +129,14 @@ async def test_forged_events_mid_run_run_no_code_and_end_nothing(
             for fields in (
                 {"e": "failed", "t": 0, "err": json.dumps(record)},
                 {"e": "failed", "t": 0, "err": "f" * 64 + json.dumps(record)},
-                {"e": "failed", "t": 0, "err": seal_error(SECRET.encode(), other, record)},
+                {"e": "failed", "t": 0, "err": seal_error(KEYS, other, record)},
                 {"e": "finished"},
                 {"e": "finished", "m": "0" * 64},
-                {"e": "finished", "m": event_tag(SECRET.encode(), other, "finished")},
-                {"e": "cancelled", "m": event_tag(b"a-guessed-secret", fut.run_id, "cancelled")},
+                {"e": "finished", "m": event_tag(KEYS, other, "finished")},
+                {
+                    "e": "cancelled",
+                    "m": event_tag(Keyring.of("a-guessed-secret-0"), fut.run_id, "cancelled"),
+                },
             ):
                 await storage.axadd(events, fields)
             await anyio.sleep(0.3)  # (the client reads them while the task is held)
@@ -157,9 +162,9 @@ async def test_a_real_failure_keeps_its_exception_and_a_forged_one_in_its_place_
     assert isinstance(info.value.exception, CustomError)
     assert info.value.exception.payload == {"x": 3}
     canary = tmp_path / "canary"
-    stored = seal_error(b"not-the-secret", "r1", canary_record(canary, "r1"))
-    assert open_error(SECRET.encode(), "r1", stored) is None
-    assert open_error(SECRET.encode(), "r1", json.dumps(canary_record(canary, "r1"))) is None
+    stored = seal_error(Keyring.of("not-the-pool-secret"), "r1", canary_record(canary, "r1"))
+    assert open_error(KEYS, "r1", stored) is None
+    assert open_error(KEYS, "r1", json.dumps(canary_record(canary, "r1"))) is None
     assert not canary.exists()
 
 
@@ -467,8 +472,9 @@ def test_passwords_are_redacted_wherever_a_url_is_shown() -> None:
         with pytest.raises(ValueError) as refused:
             RedisStorage(bad)
         assert "pw" not in str(refused.value), bad
-    settings = WorkerSettings(secret=b"s3cr3t", metrics_url="redis://:pw@h/0")
+    settings = WorkerSettings(secret=b"s3cr3t-of-sixteen", metrics_url="redis://:pw@h/0")
     assert "s3cr3t" not in repr(settings)
+    assert "s3cr3t" not in repr(settings.keyring)
     assert ":pw@" not in repr(settings)
     done = subprocess.run(
         [sys.executable, "-m", "dagrt", "runs", "--redis", "redis://:pw@h:99999/0"],
@@ -506,7 +512,7 @@ async def test_the_secret_and_the_url_can_come_from_files(
         monkeypatch.delenv("DAGRT_SECRET", raising=False)
         async with dagrt.Client(pool.url) as client:
             assert client._runtime is not None
-            assert client._runtime.secret == SECRET.encode()  # type: ignore[attr-defined]
+            assert client._runtime.secret == KEYS  # type: ignore[attr-defined]
             assert await client.compute(add(1, 2)) == 3
     finally:
         worker.terminate()
@@ -529,3 +535,77 @@ async def test_the_secret_and_the_url_can_come_from_files(
 @given(key=st.binary(max_size=200), parts=st.lists(st.binary(max_size=300), max_size=4))
 def test_the_fast_hmac_is_hmac_sha256(key: bytes, parts: list[bytes]) -> None:
     assert mac(key, *parts) == hmac.new(key, b"".join(parts), hashlib.sha256).digest()
+
+
+# --------------------------------------------------------------------------- keys and records
+
+
+async def test_a_secret_can_be_changed_without_a_pause(
+    pool_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rotation: the first secret of a keyring signs, all are accepted. Workers that sign
+    with the old secret and accept the new one serve clients that already sign with the
+    new one, and the other way round; once the old one is dropped, a client that knows
+    only the old one is refused."""
+    old, new = "the-old-secret-of-tests", "the-new-secret-of-tests"
+    pool: Pool = pool_factory(1, env=worker_env(DAGRT_SECRET=f"{old},{new}"))
+    for client_keys in (f"{new}\n{old}", old):
+        monkeypatch.setenv("DAGRT_SECRET", client_keys)
+        async with dagrt.Client(pool.url) as client:
+            with anyio.fail_after(30):
+                assert await client.compute(add(1, 2)) == 3
+            with anyio.fail_after(30), pytest.raises(TaskError) as failed:
+                await client.compute(raise_custom(2))
+            assert isinstance(failed.value.exception, CustomError)  # (its record checked)
+    pool.stop_workers()
+    pool.spawn(*FAST, env=worker_env(DAGRT_SECRET=new))
+    monkeypatch.setenv("DAGRT_SECRET", old)
+    async with dagrt.Client(pool.url) as client:
+        with anyio.fail_after(30), pytest.raises(SignatureError, match="another secret"):
+            await client.compute(add(1, 2))
+
+
+async def test_a_record_copied_from_another_run_or_task_is_refused(signed_pool: Pool) -> None:
+    """Records are signed together with their run and their index: run b's root record
+    replaced by run a's (the same bytes but for the signature's binding), or run c's
+    root record by c's own other record, fails the run with SignatureError."""
+    storage = RedisStorage(signed_pool.url)
+    runs = [K.new_run_id() for _ in range(3)]
+    for run in runs:
+        dag = dagrt.DAG(add(inc(1), 2))
+        await submission.submit(storage, dag, run, secret=KEYS, stream="test:nobody", ttl=60)
+    a, b, c = (K.RunKeys(r) for r in runs)
+    root = 0 if (await storage.ahgetall(b.deps)).get(b"0") is None else 1
+    other = 1 - root
+    [[a_root], [c_other]] = await storage.apipeline(
+        [C.hmget(a.tasks, [str(root)]), C.hmget(c.tasks, [str(other)])]
+    )
+    await storage.ahset(b.tasks, {str(root): a_root})
+    await storage.ahset(c.tasks, {str(root): c_other})
+    for rk in (b, c):
+        await storage.axadd(K.tasks_stream(), {"r": rk.run_id, "t": root})
+        with anyio.fail_after(30):
+            while True:
+                reply = await storage.axread({rk.events: "0-0"}, block=5)
+                kinds = [f.get(b"e") for _, f in (reply[0][1] if reply else [])]
+                if b"failed" in kinds:
+                    break
+        stored = await storage.aget(rk.error(root))
+        record = open_error(KEYS, rk.run_id, stored)
+        assert record is not None
+        assert record["exc_type"] == "dagrt.SignatureError"
+        assert "another run or task" in record["message"]
+    await storage.aclose()
+
+
+async def test_dagrt_secret_prints_a_new_secret() -> None:
+    with anyio.fail_after(60):
+        done = await anyio.run_process([sys.executable, "-m", "dagrt", "secret"], check=False)
+    secret = done.stdout.decode().strip()
+    assert done.returncode == 0
+    assert len(secret) >= 43
+    assert Keyring.of(secret) is not None
+    with pytest.raises(ValueError, match="16 characters at least"):
+        Keyring.of("short")
+    with pytest.raises(ValueError, match="16 characters at least"):
+        dagrt.Client("redis://localhost/0", secret="short")

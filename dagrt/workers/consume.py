@@ -734,7 +734,7 @@ class Consumer:
             index,
             self.worker,
             record,
-            secret=s.secret,
+            secret=s.keyring,
             acks=[],
             stream=s.stream,
             group=s.group,

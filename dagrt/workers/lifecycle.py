@@ -141,7 +141,7 @@ class Worker:
         self.executor.on_stuck = self._on_stuck
         self.stuck = False  # every task thread is stuck in a call past its timeout
         self._stuck_check: asyncio.TimerHandle | None = None
-        self.runs = RunTable(self.storage, settings.secret)
+        self.runs = RunTable(self.storage, settings.keyring)
         self.functions = FunctionCache(self.storage)
         self.values = ValueCache(settings.cache_bytes)
         self.plane: DataPlane | None = None

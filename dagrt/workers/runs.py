@@ -10,6 +10,7 @@ stay in memory, within a byte budget, for children that run here too.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -18,6 +19,7 @@ import anyio
 
 from .. import keys as K
 from ..exceptions import SerializationError
+from ..keyring import Keyring
 from ..locality import CLUSTER_MIN_BYTES, LocalityOptions
 from ..outcomes import event_tag
 from ..records import TaskRecord, decode_functions, decode_record
@@ -104,7 +106,7 @@ class RunContext:
         run_id: str,
         meta: dict[bytes, bytes],
         records: dict[bytes, bytes],
-        secret: bytes | None,
+        secret: Keyring | None,
         cache: dict[bytes, bytes] | None = None,
     ) -> None:
         self.run_id = run_id
@@ -116,7 +118,7 @@ class RunContext:
         self.secret = secret
         # what the completion that finishes the run tags its "finished" event with
         self.finished_tag = event_tag(secret, run_id, "finished") if secret else ""
-        self.functions = decode_functions(meta[b"fns"], secret) if b"fns" in meta else []
+        self.functions = decode_functions(meta[b"fns"], secret, run_id) if b"fns" in meta else []
         outputs = meta.get(b"outputs", b"").decode()
         self.outputs = {int(x) for x in outputs.split(",") if x}
         # the run's locality switches (Client(locality=...)), on unless turned off, and
@@ -158,7 +160,7 @@ class RunContext:
 class RunTable:
     """The runs a worker knows, loaded once each (concurrent first requests share one load)."""
 
-    def __init__(self, storage: Storage, secret: bytes | None, max_runs: int = 64) -> None:
+    def __init__(self, storage: Storage, secret: Keyring | None, max_runs: int = 64) -> None:
         self.storage = storage
         self.secret = secret
         self.max_runs = max_runs
@@ -259,7 +261,7 @@ class FunctionCache:
             frame = await self.storage.aget(K.function(digest))
             if frame is None:
                 raise SerializationError(f"function {digest} is not in storage (expired?)")
-            if hashlib.sha256(frame).hexdigest()[:32] != digest:
+            if not hmac.compare_digest(hashlib.sha256(frame).hexdigest(), digest):
                 raise SerializationError(f"function {digest} in storage does not match its digest")
             # An ImportError here (a module missing on this worker) reaches the task as
             # its error, naming the module.

@@ -6,10 +6,13 @@ defaults and help from them (:mod:`dagrt.options`).
 
 from __future__ import annotations
 
+import functools
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import keys as K
 from .. import native_threads
+from ..keyring import Keyring
 from ..metrics.policy import FlushPolicy
 from ..resources import check_resources
 from ..storage.redis import RedactsURLs
@@ -124,12 +127,23 @@ class WorkerSettings(RedactsURLs, BaseModel):
         default_factory=FlushPolicy, description="when buffered events are written"
     )
 
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: bytes | None) -> bytes | None:
+        Keyring.of(value)  # (a secret too short, say, raises here: a validation error)
+        return value
+
     @field_validator("resources")
     @classmethod
     def _resources(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         return check_resources(value)
 
     _url_fields = ("metrics_url",)  # (its repr redacts it; the secret is left out)
+
+    @functools.cached_property
+    def keyring(self) -> Keyring | None:
+        """The secrets (``secret``: one a line or comma-separated, the signing one first)."""
+        return Keyring.of(self.secret)
 
     @property
     def thread_count(self) -> int:

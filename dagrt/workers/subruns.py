@@ -103,7 +103,7 @@ class SubRuns:
         self.completer = completer
         self.log = log
         self._reader = DistributedRuntime(  # reads a sub-run's outputs as a client would
-            storage=storage, secret=settings.secret, stream=settings.stream, client_id=worker_id
+            storage=storage, secret=settings.keyring, stream=settings.stream, client_id=worker_id
         )
         self._known_functions: set[str] = set()
 
@@ -138,7 +138,7 @@ class SubRuns:
                         dag,
                         sub,
                         stream=self.settings.stream,
-                        secret=self.settings.secret,
+                        secret=self.settings.keyring,
                         ttl=ttl,
                         known_functions=self._known_functions,
                         client_id=self.worker,
@@ -152,7 +152,7 @@ class SubRuns:
                             started,
                             execution,
                             attempt,
-                            sign(frame, self.settings.secret),
+                            sign(frame, self.settings.keyring, sub, "shape"),
                         ),
                     )
                 except StorageError:
@@ -164,7 +164,7 @@ class SubRuns:
                 # The parent run may have ended meanwhile, its sub-runs stopped before
                 # this one was listed: then stop this one too (nothing else would).
                 if await storage.ahget(ctx.keys.meta, "status") != b"running":
-                    await submission.stop(storage, spec.keys, "cancelled", self.settings.secret)
+                    await submission.stop(storage, spec.keys, "cancelled", self.settings.keyring)
                     await submission.cleanup(storage, spec, "cancelled")
             # (else an earlier attempt submitted it: its end resumes the task)
             self.completer.failpoints.hit("after_expand", rec.name, self.worker)
@@ -206,7 +206,7 @@ class SubRuns:
             )
             raise SubRunFailed(gone, "")
         status = meta.get(b"status", b"").decode(errors="replace")
-        secret = self.settings.secret
+        secret = self.settings.keyring
         if status == "failed":
             failed = meta.get(b"failed_task", b"").decode(errors="replace")
             stored = await self.storage.aget(spec.keys.error(failed))
@@ -227,7 +227,9 @@ class SubRuns:
         ):  # (logged: its meta says finished, and the tag its end writes is not there)
             return None
         try:
-            shape = loads(verify(meta[b"shape"], self.settings.secret), what="a graph's shape")
+            shape = loads(
+                verify(meta[b"shape"], self.settings.keyring, sub, "shape"), what="a graph's shape"
+            )
         except (KeyError, ValueError, SerializationError) as exc:
             raise SubRunFailed(exc, "") from exc
         values = await self._reader.outputs(spec)
