@@ -168,8 +168,21 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("dashboard", help="the web dashboard (reads only the event log)")
     d.add_argument("--redis", type=_url, default=_default_url(), help="server of the event log")
-    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to serve on (default: loopback only; elsewhere, set"
+        " DAGRT_DASHBOARD_PASSWORD or DAGRT_DASHBOARD_PASSWORD_FILE: pages then need it)",
+    )
     d.add_argument("--port", type=int, default=8787)
+    d.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a page origin (https://host:port) allowed to open the live WebSocket besides"
+        " the dashboard's own (repeatable)",
+    )
     d.add_argument(
         "--nice",
         type=int,
@@ -247,13 +260,28 @@ def _dashboard(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from .secret import loopback_host
     from .storage import RedisStorage
 
+    password = _env_value("DAGRT_DASHBOARD_PASSWORD")
     with RedisStorage(args.redis) as storage:  # say so now if the server is not there
         storage.ping()
+    if not password and not loopback_host(args.host):
+        print(
+            f"dagrt dashboard: serving {args.host} without a password: anyone who reaches"
+            " it sees every run's tasks, errors and tracebacks (set"
+            " DAGRT_DASHBOARD_PASSWORD or DAGRT_DASHBOARD_PASSWORD_FILE)",
+            file=sys.stderr,
+        )
     if args.nice:
         os.nice(args.nice)
-    serve(args.redis, host=args.host, port=args.port)
+    serve(
+        args.redis,
+        host=args.host,
+        port=args.port,
+        password=password,
+        allowed_origins=args.allow_origin,
+    )
     return 0
 
 

@@ -47,7 +47,7 @@ from .objects import (
 )
 from .outcomes import OUTCOMES, check_event, exception_of, open_error
 from .resources import describe
-from .secret import shared_keyring
+from .secret import check_authenticated, shared_keyring, unauthenticated_allowed
 from .serialize import loads
 from .storage import RedisStorage, Storage
 from .tasks import check_timeout
@@ -72,6 +72,10 @@ class DistributedRuntime:
     watchdog checks that it still has work queued, running or waiting for a retry;
     a run with tasks left and none of that is stopped with
     :class:`~dagrt.RunStalledError` (a long task is never one: its entry is pending).
+    ``secret``: the pool's (a :class:`~dagrt.keyring.Keyring`, or its text; default
+    ``DAGRT_SECRET``/``DAGRT_SECRET_FILE``); without one, a server that is not on this
+    machine's loopback is refused unless ``unauthenticated`` (or
+    ``DAGRT_UNAUTHENTICATED=1``) says the pool is knowingly without one.
     A :class:`~dagrt.runtime.Runtime`.
     """
 
@@ -87,6 +91,7 @@ class DistributedRuntime:
         client_id: str = "",
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         task_timeout: float | None = None,
+        unauthenticated: bool | None = None,
     ) -> None:
         if address is None and storage is None:
             raise ValueError("DistributedRuntime needs a server: an address or a storage")
@@ -98,6 +103,10 @@ class DistributedRuntime:
         self.address = address
         self.locality = LocalityOptions.of(locality)
         self.secret = Keyring.of(secret) if secret is not None else shared_keyring()
+        # a server not on loopback needs a secret, unless told (DAGRT_UNAUTHENTICATED=1)
+        self.unauthenticated = (
+            unauthenticated if unauthenticated is not None else unauthenticated_allowed()
+        )
         self.ttl = ttl
         self.stream = stream
         self.storage = storage
@@ -107,6 +116,9 @@ class DistributedRuntime:
         self._own_storage = storage is None
 
     async def __aenter__(self) -> DistributedRuntime:
+        check_authenticated(
+            self.secret, self.url, "a dagrt client", unauthenticated=self.unauthenticated
+        )
         if self.storage is None:
             assert self.address is not None
             self.storage = RedisStorage(self.address)

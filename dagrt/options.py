@@ -131,6 +131,7 @@ WORKER_FLAGS: dict[str, Flag] = {
     "data_bind": Flag("data-bind"),
     "data_advertise": Flag("data-advertise"),
     "resources": Flag("resources", parse=_resources, show=describe),
+    "unauthenticated": Flag("unauthenticated", "on"),
 }
 
 #: A worker's event log (``dagrt worker``, and ``dagrt cluster`` for its workers).

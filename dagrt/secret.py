@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .keyring import Keyring
 
-__all__ = ["SecretError", "env_value", "shared_keyring", "shared_secret"]
+__all__ = [
+    "SecretError",
+    "check_authenticated",
+    "env_value",
+    "loopback_host",
+    "shared_keyring",
+    "shared_secret",
+    "unauthenticated_allowed",
+]
 
 
 class SecretError(ValueError):
@@ -40,6 +48,41 @@ def env_value(name: str) -> str | None:
     if not text:
         raise SecretError(f"{name}_FILE={path}: the file is empty")
     return text
+
+
+def loopback_host(host: str | None) -> bool:
+    """Is ``host`` this machine only (None: a Unix socket, or no network at all)?"""
+    return host is None or host in ("localhost", "::1") or host.startswith("127.")
+
+
+def unauthenticated_allowed() -> bool:
+    """Did the environment say the pool is knowingly unauthenticated
+    (``DAGRT_UNAUTHENTICATED=1``)?"""
+    return os.environ.get("DAGRT_UNAUTHENTICATED", "").lower() in ("1", "true", "yes")
+
+
+def check_authenticated(
+    keyring: Keyring | None, url: str | None, who: str, *, unauthenticated: bool
+) -> None:
+    """Refuse (``SecretError``) to use a server that is not on this machine's loopback
+    without a secret, unless told the pool is unauthenticated: whoever can write to such
+    a server could run code in this process."""
+    if keyring is not None or unauthenticated or url is None:
+        return
+    from urllib.parse import urlsplit
+
+    from .storage.redis import redact
+
+    parts = urlsplit(url)
+    if parts.scheme == "unix" or loopback_host(parts.hostname):
+        return
+    raise SecretError(
+        f"{who} refuses the server {redact(url)}, which is not on this machine's loopback,"
+        " without a secret: whoever can write to it could run code here. Give the pool's"
+        " secret (DAGRT_SECRET or DAGRT_SECRET_FILE; `dagrt secret` makes one), or say the"
+        " pool is knowingly unauthenticated (DAGRT_UNAUTHENTICATED=1, or `dagrt worker"
+        " --unauthenticated`)."
+    )
 
 
 def shared_secret() -> bytes | None:

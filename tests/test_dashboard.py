@@ -6,6 +6,7 @@ pool's server; runs come from real workers.
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 import websockets
 from conftest import Pool, worker_env
 from helpers import add, collect, inc, wait_for_events
+from websockets.exceptions import InvalidStatus
 
 import dagrt
 from dagrt import keys as K
@@ -34,12 +36,17 @@ class Dashboard:
     """``dagrt dashboard`` as a process (by default this interpreter's ``-m dagrt``)."""
 
     def __init__(
-        self, url: str, command: list[str] | None = None, env: dict[str, str] | None = None
+        self,
+        url: str,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.url = url
         self.port = free_port()
         self.command = command or [sys.executable, "-m", "dagrt"]
         self.env = env
+        self.args = args
         self.process: subprocess.Popen[str] | None = None
 
     @property
@@ -55,11 +62,11 @@ class Dashboard:
 
     def start(self) -> Dashboard:
         Dashboard.started.append(self)
-        self.process = subprocess.Popen(
-            [*self.command, "dashboard", "--redis", self.url, "--port", str(self.port)],
+        self.process = subprocess.Popen(  # (the URL by environment: off the command line)
+            [*self.command, "dashboard", "--port", str(self.port), *self.args],
             stdout=subprocess.PIPE,
             text=True,
-            env=self.env or worker_env(),
+            env={**(self.env or worker_env()), "DAGRT_METRICS_URL": self.url},
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -401,3 +408,53 @@ async def test_a_page_too_slow_for_its_queue_is_told_to_resume(
     assert sub not in app.subscribers
     assert sub.queue.qsize() == 1
     assert sub.queue.get_nowait() is None
+
+
+# --------------------------------------------------------------------------- who may look
+
+
+async def test_a_page_of_another_site_cannot_open_the_live_socket(pool: Pool) -> None:
+    """Cross-site WebSocket hijacking: a page of another origin is refused before the
+    socket opens; the dashboard's own pages, listed origins and clients that are no
+    browser page (no Origin) are let in."""
+    board = Dashboard(pool.url, args=("--allow-origin", "https://ops.example:8443")).start()
+    own = f"http://127.0.0.1:{board.port}"
+    for origin in ("http://evil.example", "http://127.0.0.1:1", "null"):
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(board.ws, origin=origin):  # type: ignore[arg-type]
+                pass
+        assert refused.value.response.status_code == 403, origin
+    for origin in (own, "https://ops.example:8443", None):
+        async with websockets.connect(board.ws, origin=origin) as socket:  # type: ignore[arg-type]
+            await socket.send(json.dumps({"run": None}))
+    board.stop()
+
+
+async def test_with_a_password_every_request_needs_it(pool: Pool) -> None:
+    board = Dashboard(pool.url, env=worker_env(DAGRT_DASHBOARD_PASSWORD="look-here-1")).start()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        await anyio.to_thread.run_sync(board.get, "/api/runs")
+    assert refused.value.code == 401
+    assert refused.value.headers["WWW-Authenticate"].startswith("Basic")
+    refused.value.close()
+    for password, ok in (("wrong", False), ("look-here-1", True)):
+        token = base64.b64encode(f"anyone:{password}".encode()).decode()
+        request = urllib.request.Request(
+            board.http + "/api/runs", headers={"Authorization": f"Basic {token}"}
+        )
+        if ok:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                assert reply.status == 200
+            async with websockets.connect(
+                board.ws, additional_headers={"Authorization": f"Basic {token}"}
+            ) as socket:
+                await socket.send(json.dumps({"run": None}))
+        else:
+            with pytest.raises(urllib.error.HTTPError) as wrong:
+                urllib.request.urlopen(request, timeout=10)
+            assert wrong.value.code == 401
+            wrong.value.close()
+    with pytest.raises(InvalidStatus):
+        async with websockets.connect(board.ws):
+            pass
+    board.stop()

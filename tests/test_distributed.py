@@ -647,6 +647,7 @@ def test_the_compose_file_runs_what_the_pool_fixture_runs() -> None:
     assert "--requirepass" not in " ".join(redis["command"])
     assert redis["environment"]["REDISCLI_AUTH"].startswith("${DAGRT_REDIS_PASSWORD:?")
     assert worker["environment"]["DAGRT_REDIS_URL"].startswith("redis://:${DAGRT_REDIS_PASSWORD}@")
+    assert worker["environment"]["DAGRT_SECRET"].startswith("${DAGRT_SECRET:?")  # (required)
     assert "container_name" not in worker  # `--scale worker=N` needs that
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
     dockerfile = (root / "workers" / "Dockerfile").read_text()

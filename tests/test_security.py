@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 import dagrt
 from dagrt import SignatureError, TaskError, submission
 from dagrt import keys as K
+from dagrt.distributed import DistributedRuntime
 from dagrt.hmacs import mac
 from dagrt.keyring import Keyring
 from dagrt.metrics import aprune, list_runs
@@ -609,3 +610,38 @@ async def test_dagrt_secret_prints_a_new_secret() -> None:
         Keyring.of("short")
     with pytest.raises(ValueError, match="16 characters at least"):
         dagrt.Client("redis://localhost/0", secret="short")
+
+
+REMOTE = "redis://:pw@192.0.2.1:6379/0"  # (TEST-NET-1: an address that is not this machine)
+
+
+async def test_a_server_not_on_loopback_is_refused_without_a_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a secret, a client and a worker refuse a server that is not on loopback
+    before they connect, unless told the pool is knowingly unauthenticated."""
+    monkeypatch.delenv("DAGRT_SECRET", raising=False)
+    monkeypatch.delenv("DAGRT_UNAUTHENTICATED", raising=False)
+    with pytest.raises(ValueError, match="not on this machine's loopback") as refused:
+        async with dagrt.Client(REMOTE):
+            pass
+    assert ":pw@" not in str(refused.value)
+    env = {k: v for k, v in worker_env().items() if not k.startswith("DAGRT_")}
+    with anyio.fail_after(60):
+        done = await anyio.run_process(
+            [sys.executable, "-m", "dagrt", "worker"],
+            env={**env, "DAGRT_REDIS_URL": REMOTE},
+            check=False,
+        )
+    assert done.returncode == 2
+    assert "not on this machine's loopback" in done.stderr.decode()
+    # told so (or with a secret), they try to connect: nothing listens there
+    for allowed in (
+        DistributedRuntime(REMOTE, unauthenticated=True),
+        DistributedRuntime(REMOTE, secret=SECRET),
+    ):
+        with anyio.fail_after(60), pytest.raises(dagrt.StorageConnectionError):
+            async with allowed:
+                pass
+    # loopback and Unix sockets need no secret (a test pool's server, say)
+    assert DistributedRuntime("redis://127.0.0.1:1/0").secret is None

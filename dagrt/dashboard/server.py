@@ -27,7 +27,7 @@ import signal
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -50,6 +50,7 @@ from ..metrics.run_graph import RunGraph
 from ..metrics.wire import to_columns
 from ..serialize import unpack
 from ..storage import RedisStorage, Storage
+from .access import Guard
 from .trace import chrome_trace
 
 __all__ = ["DashboardApp", "DashboardServer", "create_app", "serve"]
@@ -477,11 +478,20 @@ class DashboardServer(uvicorn.Server):
             print(self.ready, flush=True)
 
 
-def serve(url: str, *, host: str = "127.0.0.1", port: int = 8787) -> None:
-    """Run the dashboard until SIGINT/SIGTERM (pages get a close, then the process ends)."""
+def serve(
+    url: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    password: str | None = None,
+    allowed_origins: Sequence[str] = (),
+) -> None:
+    """Run the dashboard until SIGINT/SIGTERM (pages get a close, then the process ends);
+    WebSockets of other origins than its own (and ``allowed_origins``) are refused, and
+    with a ``password`` every request needs it (:class:`~dagrt.dashboard.access.Guard`)."""
     app = create_app(url)
     config = uvicorn.Config(
-        app,
+        Guard(app, password=password, allowed_origins=allowed_origins),
         host=host,
         port=port,
         log_level="warning",

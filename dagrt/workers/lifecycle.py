@@ -55,6 +55,7 @@ from ..exceptions import DagrtError, StorageConnectionError, StorageError
 from ..metrics.writer import MetadataStorage
 from ..objects import DataPlane, DataServer, HostStore, default_root, namespace_of, this_host
 from ..scheduler import load_scripts_cmds
+from ..secret import check_authenticated, loopback_host, unauthenticated_allowed
 from ..storage import RedisStorage, Storage
 from ..storage import commands as C
 from .cache import ValueCache
@@ -115,6 +116,13 @@ class Worker:
             raise TypeError("pass either settings or keyword options, not both")
         self.settings = settings
         self.storage = RedisStorage(storage) if isinstance(storage, str) else storage
+        if isinstance(self.storage, RedisStorage):
+            check_authenticated(
+                settings.keyring,
+                self.storage.config.url,
+                "a dagrt worker",
+                unauthenticated=settings.unauthenticated or unauthenticated_allowed(),
+            )
         host = this_host()
         self.id = settings.name or f"{host}-{os.getpid()}-{os.urandom(2).hex()}"
         self.counts = {
@@ -376,7 +384,7 @@ class Worker:
             if isinstance(self.storage, RedisStorage)
             else None
         )
-        if _loopback(self.plane.address.rpartition(":")[0]) and not _loopback(server_host):
+        if loopback_host(self.plane.address.rpartition(":")[0]) and not loopback_host(server_host):
             log.warning(
                 "worker %s: its data endpoint %s is on loopback but the server is not:"
                 " workers of other machines cannot fetch its outputs (they compute them"
@@ -451,11 +459,6 @@ class Worker:
                 if stopping.is_set():
                     raise
                 delay = min(delay * 2, 5.0)
-
-
-def _loopback(host: str | None) -> bool:
-    """Is ``host`` this machine only (None: a Unix socket, or no network at all)?"""
-    return host is None or host in ("localhost", "::1") or host.startswith("127.")
 
 
 async def _watch_stdin(stop: Any) -> None:

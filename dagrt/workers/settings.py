@@ -104,6 +104,11 @@ class WorkerSettings(RedactsURLs, BaseModel):
         " it runs the tasks that need them (@task(resources=...)), at once no more than"
         " the amounts allow",
     )
+    unauthenticated: bool = Field(
+        False,
+        description="serve a server that is not on loopback without a secret (by default a"
+        " worker refuses: whoever can write to the server could run code on it)",
+    )
     secret: bytes | None = Field(
         None, repr=False, description="key that signs task records (HMAC-SHA256)"
     )
