@@ -645,3 +645,42 @@ async def test_a_server_not_on_loopback_is_refused_without_a_secret(
                 pass
     # loopback and Unix sockets need no secret (a test pool's server, say)
     assert DistributedRuntime("redis://127.0.0.1:1/0").secret is None
+
+
+# --------------------------------------------------------------------------- bounded bad input
+
+
+@pytest.mark.slow
+async def test_a_flood_of_junk_entries_leaves_workers_serving(pool_factory: Any) -> None:
+    """Thousands of entries no client wrote (missing fields, bad run ids, ``..``, runs
+    that do not exist, 1 MB of junk in a field) are dead-lettered and acknowledged;
+    the workers keep serving, the dead-letter stream stays capped, and memory stays
+    bounded."""
+    pool: Pool = pool_factory(2)
+    storage = RedisStorage(pool.url)
+    junk: list[dict[str, Any]] = []
+    for i in range(6000):
+        junk.append(
+            [
+                {"garbage": i},
+                {"r": "..", "t": 0},
+                {"r": "no-such-run", "t": i},
+                {"r": K.new_run_id(), "t": -1},
+                {"r": "x" * 300, "t": "nan"},
+                {"t": 1},
+            ][i % 6]
+        )
+    junk.append({"r": "big", "t": 0, "pad": b"\0" * (1 << 20)})
+    for at in range(0, len(junk), 500):
+        await storage.axadd_many(K.tasks_stream(), junk[at : at + 500])
+    async with dagrt.Client(pool.url) as client:
+        with anyio.fail_after(120):
+            assert await client.compute(add(inc(1), inc(2))) == 5
+            seen, last = 0, "0-0"  # (the workers read the rest meanwhile)
+            while seen < len(junk):
+                for _, letters in await storage.axread({K.dead_letter(): last}, block=5):
+                    seen, last = seen + len(letters), letters[-1][0]
+    assert storage.xpending(K.tasks_stream(), K.TASKS_GROUP)["pending"] == 0
+    rss = [psutil.Process(w.pid).memory_info().rss for w in pool.workers]
+    assert max(rss) < 600 << 20, rss
+    await storage.aclose()
