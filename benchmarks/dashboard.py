@@ -276,7 +276,7 @@ async def main_async(args: argparse.Namespace) -> None:
     results: list[Result] = []
     async with (
         LocalCluster(n_workers=2, threads=1) as cluster,
-        dagrt.Client(cluster.url, flush=FlushPolicy(interval=0.5)) as client,
+        dagrt.Client(cluster.url, flush=FlushPolicy(interval=0.5), secret=cluster.secret) as client,
     ):
         viewers = {
             "no dashboard": None,

@@ -172,8 +172,8 @@ async def part_two(args: argparse.Namespace, loop_results: list[Result]) -> None
     store_cluster = dagrt.LocalCluster(2, threads=1)
     await redis_cluster.__aenter__()
     await store_cluster.__aenter__()
-    redis_client = await dagrt.Client(redis_cluster.url).__aenter__()
-    store_client = await dagrt.Client(store_cluster.url).__aenter__()
+    redis_client = await dagrt.Client(redis_cluster.url, secret=redis_cluster.secret).__aenter__()
+    store_client = await dagrt.Client(store_cluster.url, secret=store_cluster.secret).__aenter__()
 
     import dask
     from dask import delayed

@@ -75,7 +75,12 @@ def main() -> None:
     cluster = dagrt.Client(n_workers=2, threads=1, metrics=False)
     loop.run_until_complete(cluster.__aenter__())
     assert cluster.cluster is not None
-    off = dagrt.Client(cluster.cluster.url, metrics=False, locality={"enabled": False})
+    off = dagrt.Client(
+        cluster.cluster.url,
+        metrics=False,
+        locality={"enabled": False},
+        secret=cluster.cluster.secret,
+    )
     loop.run_until_complete(off.__aenter__())
     before = {name: os.environ.get(name) for name in native_threads.VARIABLES}
     dask_cluster = DaskCluster(
