@@ -210,6 +210,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     sc.set_defaults(func=_secret)
 
+    ac = sub.add_parser(
+        "acl",
+        help="print the server's ACL file: a user for each of admin, client, worker and"
+        " dashboard whose password is set (DAGRT_ACL_<ROLE>_PASSWORD or its _FILE),"
+        " the default user off",
+    )
+    ac.set_defaults(func=_acl)
+
     ls = sub.add_parser("runs", help="list recent runs from the event log")
     ls.add_argument("--redis", type=_url, default=_default_url(), help="server of the event log")
     ls.add_argument("--limit", type=_number(int, 1), default=20, help="runs to list")
@@ -308,6 +316,30 @@ def _report(args: argparse.Namespace) -> int:
             print(f"dagrt report: cannot write the report under {args.out}: {exc}", file=sys.stderr)
             return 1
     print(f"report: {path}")
+    return 0
+
+
+def _acl(args: argparse.Namespace) -> int:
+    from .acl import ROLES, render
+
+    passwords = {
+        role: value
+        for role in ROLES
+        if (value := _env_value(f"DAGRT_ACL_{role.upper()}_PASSWORD")) is not None
+    }
+    if not passwords:
+        print(
+            "dagrt acl: no role has a password: set DAGRT_ACL_ADMIN_PASSWORD, ..._CLIENT_,"
+            " ..._WORKER_, ..._DASHBOARD_ (or each one's _FILE)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        text = render(passwords)
+    except ValueError as exc:
+        print(f"dagrt acl: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
     return 0
 
 

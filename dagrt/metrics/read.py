@@ -138,7 +138,7 @@ class RunSummary:
         )
 
 
-READ_ENTRIES = Script.from_package("read_entries.lua")
+READ_ENTRIES = Script.from_package("read_entries.lua", read_only=True)
 
 
 def _lanes(text: str) -> dict[str, int]:

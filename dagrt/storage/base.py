@@ -43,17 +43,21 @@ class Script:
     (:func:`registered_script`), so ``InMemoryStorage`` runs it without a load.
     """
 
-    def __init__(self, name: str, source: str) -> None:
+    def __init__(self, name: str, source: str, *, read_only: bool = False) -> None:
         self.name = name
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        # run with EVALSHA_RO: a user that may only read (the dashboard's) may run it
+        self.read_only = read_only
         _REGISTRY[self.sha] = self
 
     @classmethod
-    def from_package(cls, filename: str, package: str = "dagrt.lua") -> Script:
+    def from_package(
+        cls, filename: str, package: str = "dagrt.lua", *, read_only: bool = False
+    ) -> Script:
         """Load ``filename`` from a package directory of ``.lua`` files (read once)."""
         source = resources.files(package).joinpath(filename).read_text()
-        return cls(filename.removesuffix(".lua"), source)
+        return cls(filename.removesuffix(".lua"), source, read_only=read_only)
 
     def __repr__(self) -> str:
         return f"<Script {self.name} {self.sha[:8]}>"
@@ -68,8 +72,11 @@ def registered_script(sha: str) -> Script | None:
 
 
 def script_flow(script: Script, keys: Sequence[str], args: Sequence[Any]) -> Flow:
-    """EVALSHA, and on NOSCRIPT load the script and try once more."""
-    call = Cmd(("EVALSHA", script.sha, len(keys), *keys, *args))
+    """EVALSHA (EVALSHA_RO for a script that only reads), and on NOSCRIPT load the
+    script and try once more."""
+    call = Cmd(
+        ("EVALSHA_RO" if script.read_only else "EVALSHA", script.sha, len(keys), *keys, *args)
+    )
     try:
         return (yield call)
     except NoScriptError:

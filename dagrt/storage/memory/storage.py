@@ -129,7 +129,7 @@ class InMemoryStorage(Storage):
         command = _COMMANDS.get(name)
         if command is not None:
             return command(self._db, args[1:])
-        if name == "EVALSHA":
+        if name in ("EVALSHA", "EVALSHA_RO"):
             return self._evalsha(list(args[1:]))
         if name == "SCRIPT":
             return self._script(list(args[1:]))
