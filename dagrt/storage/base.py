@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequenc
 from importlib import resources
 from typing import Any
 
+from ..exceptions import StorageError
 from . import _commands as c
 from ._commands import Cmd, Entry, Fields, Value
 
@@ -78,7 +79,13 @@ def script_flow(script: Script, keys: Sequence[str], args: Sequence[Any]) -> Flo
         ("EVALSHA_RO" if script.read_only else "EVALSHA", script.sha, len(keys), *keys, *args)
     )
     try:
-        return (yield call)
+        try:
+            return (yield call)
+        except StorageError as exc:  # a server before 7.0 has no EVALSHA_RO
+            if not script.read_only or "unknown command" not in str(exc).lower():
+                raise
+            call = Cmd(("EVALSHA", *call.args[1:]))
+            return (yield call)
     except NoScriptError:
         yield Cmd(("SCRIPT", "LOAD", script.source))
         return (yield call)
