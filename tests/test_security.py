@@ -684,3 +684,25 @@ async def test_a_flood_of_junk_entries_leaves_workers_serving(pool_factory: Any)
     rss = [psutil.Process(w.pid).memory_info().rss for w in pool.workers]
     assert max(rss) < 600 << 20, rss
     await storage.aclose()
+
+
+def test_tags_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check of a tag goes through ``hmac.compare_digest`` (timing tests are
+    flaky: this proves the constant-time path is the one taken)."""
+    from dagrt import hmacs, records
+
+    calls: list[int] = []
+    compare = hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        calls.append(1)
+        return compare(a, b)
+
+    monkeypatch.setattr(hmacs.hmac, "compare_digest", counting)
+    stored = records.sign(b"payload", KEYS, "run-1", "0")
+    assert records.verify(stored, KEYS, "run-1", "0") == b"payload"
+    with pytest.raises(ValueError, match="does not match"):
+        records.verify(stored, KEYS, "run-1", "1")
+    record = {"task": "t", "message": "m"}
+    assert open_error(KEYS, "run-1", seal_error(KEYS, "run-1", record)) == record
+    assert len(calls) >= 3
