@@ -125,7 +125,7 @@ def test_functions_are_content_addressed_once() -> None:
 
     digest, frame = dumps_function(f)
     assert dumps_function(f) == (digest, frame)
-    assert len(digest) == 32
+    assert len(digest) == 64  # (a full SHA-256)
     assert loads_function(frame)(5) == 5
 
 

@@ -138,11 +138,11 @@ async def test_a_malformed_record_is_dead_lettered_and_fails_its_run(
     spec = await submission.submit(backend, dagrt.DAG(inc(1)), "garbage")
     where, value = GARBAGE[garbage]
     if where == "record":
-        await backend.ahset(spec.keys.tasks, {"0": sign(pack(value), None)})
+        await backend.ahset(spec.keys.tasks, {"0": sign(pack(value), None, spec.run_id, "0")})
     elif value is None:
         await backend.ahdel(spec.keys.meta, "fns")
     else:
-        await backend.ahset(spec.keys.meta, {"fns": sign(pack(value), None)})
+        await backend.ahset(spec.keys.meta, {"fns": sign(pack(value), None, spec.run_id, "fns")})
     follow = await submission.submit(backend, dagrt.DAG(inc(41)), "after-the-garbage")
     worker = Worker(backend, burst=True, metrics=False)
     with anyio.fail_after(30):

@@ -1,0 +1,150 @@
+"""What signing costs: per call, per GB, and per task of a tree reduction on workers.
+
+Part 1: the HMACs themselves (``dagrt.records.sign``/``verify`` of an 80-byte record,
+``dagrt.outcomes.event_tag``), and HMAC-SHA256 throughput on a large buffer (what a
+signed output would cost per GB).
+
+Part 2: a tree reduction of 16,384 leaves on two private pools of two worker
+processes each (``--threads 1``), one whose clients and workers hold a secret and one
+without, alternated with Dask distributed (two workers) as the drift reference, several
+repetitions; prints medians, the signed / unsigned ratio, and the cost per task.
+
+    python benchmarks/signing.py [--repeat 5] [--leaves 16384]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import timeit
+from pathlib import Path
+
+import dagrt
+from dagrt.hmacs import mac
+from dagrt.keyring import Keyring, new_secret
+from dagrt.outcomes import event_tag
+from dagrt.records import sign, verify
+from dagrt.storage import RedisServer
+from dagrt.workflows import pairwise
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import Result, save_json, table
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+class Pool:
+    """A private server and two ``dagrt worker`` processes (with ``secret``, or none)."""
+
+    def __init__(self, secret: str | None) -> None:
+        self.server = RedisServer(die_with_parent=True).start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DAGRT_SECRET")}
+        env["DAGRT_REDIS_URL"] = self.server.url
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        if secret is not None:
+            env["DAGRT_SECRET"] = secret
+        self.workers = []
+        for _ in range(2):
+            p = subprocess.Popen(
+                [sys.executable, "-m", "dagrt", "worker", "--threads", "1"],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            assert p.stdout is not None
+            assert p.stdout.readline().startswith("dagrt-worker ready")
+            self.workers.append(p)
+
+    def close(self) -> None:
+        for p in self.workers:
+            p.terminate()
+        for p in self.workers:
+            p.wait(30)
+            if p.stdout is not None:
+                p.stdout.close()
+        self.server.stop()
+
+
+def per_call() -> None:
+    keys = Keyring.of(new_secret())
+    payload = os.urandom(80)
+    stored = sign(payload, keys, "run-1", "7")
+    n = 200_000
+    for name, fn in (
+        ("records.sign (80 B)", lambda: sign(payload, keys, "run-1", "7")),
+        ("records.verify (80 B)", lambda: verify(stored, keys, "run-1", "7")),
+        ("outcomes.event_tag", lambda: event_tag(keys, "run-1", "finished")),
+    ):
+        seconds = min(timeit.repeat(fn, number=n, repeat=3)) / n
+        print(f"{name:<24} {seconds * 1e6:6.2f} us per call")
+    buffer = os.urandom(1 << 28)
+    seconds = min(timeit.repeat(lambda: mac(keys.signing, buffer), number=1, repeat=3))
+    print(f"{'HMAC-SHA256, 256 MB':<24} {seconds * 4:6.3f} s per GB ({0.25 / seconds:.2f} GB/s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leaves", type=int, default=16_384)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/signing.json"))
+    args = parser.parse_args()
+    per_call()
+
+    import dask
+    from dask import delayed
+    from distributed import Client as DaskClient
+    from distributed import LocalCluster as DaskCluster
+
+    secret = new_secret()
+    signed, unsigned = Pool(secret), Pool(None)
+    loop = asyncio.new_event_loop()
+    signed_client = dagrt.Client(signed.server.url, secret=secret)
+    unsigned_client = dagrt.Client(unsigned.server.url)
+    for c in (signed_client, unsigned_client):
+        loop.run_until_complete(c.__aenter__())
+    dask_cluster = DaskCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    dask_client = DaskClient(dask_cluster)
+    dagrt_add, dask_add = dagrt.task(add), delayed(add)
+    expected = sum(range(args.leaves))
+
+    def on(client: dagrt.Client) -> int:
+        return loop.run_until_complete(client.compute(pairwise(dagrt_add, range(args.leaves))))
+
+    cases = {
+        "dagrt-signed": lambda: on(signed_client),
+        "dagrt-unsigned": lambda: on(unsigned_client),
+        "dask-distributed": lambda: dask.compute(pairwise(dask_add, range(args.leaves)))[0],
+    }
+    workload = f"tree_reduction[{args.leaves - 1}]"
+    results = {name: Result(workload, name) for name in cases}
+    for fn in cases.values():  # warm up
+        fn()
+    for _ in range(args.repeat):
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            assert fn() == expected
+            results[name].seconds.append(time.perf_counter() - t0)
+    dask_client.close()
+    dask_cluster.close()
+    for c in (signed_client, unsigned_client):
+        loop.run_until_complete(c.close())
+    loop.close()
+    signed.close()
+    unsigned.close()
+    rows = list(results.values())
+    print(table(rows, baseline="dask-distributed"))
+    s, u = results["dagrt-signed"].median, results["dagrt-unsigned"].median
+    print(f"signed / unsigned: {s / u:.3f} ({(s - u) / (args.leaves - 1) * 1e6:+.2f} us per task)")
+    save_json(rows, args.json)
+
+
+if __name__ == "__main__":
+    main()
