@@ -18,7 +18,6 @@ first; ``dagrt secret`` prints a new one.
 from __future__ import annotations
 
 import base64
-import functools
 import secrets
 from collections.abc import Iterable, Sequence
 
@@ -37,7 +36,7 @@ def new_secret() -> str:
 class Keyring:
     """Secrets: ``keys[0]`` signs, all of them are accepted. Immutable and hashable."""
 
-    __slots__ = ("_hash", "keys")
+    __slots__ = ("_derived", "_hash", "keys")
 
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys:
@@ -52,6 +51,7 @@ class Keyring:
                 )
         self.keys: tuple[bytes, ...] = tuple(dict.fromkeys(keys))
         self._hash = hash(self.keys)
+        self._derived: dict[str, tuple[bytes, ...]] = {}  # purpose -> a key per secret
 
     @classmethod
     def of(cls, value: Keyring | bytes | str | Iterable[bytes | str] | None) -> Keyring | None:
@@ -79,15 +79,17 @@ class Keyring:
         """The secret that signs."""
         return self.keys[0]
 
+    def _keys(self, purpose: str) -> tuple[bytes, ...]:
+        keys = self._derived.get(purpose)
+        if keys is None:
+            label = b"dagrt/v1/" + purpose.encode()
+            keys = self._derived[purpose] = tuple(mac(key, label) for key in self.keys)
+        return keys
+
     def sign(self, purpose: str, *parts: bytes | memoryview) -> bytes:
         """The tag of ``parts`` for ``purpose``, with the signing secret (32 bytes)."""
-        return mac(_derived(self.keys[0], purpose), *parts)
+        return mac(self._keys(purpose)[0], *parts)
 
     def check(self, purpose: str, tag: bytes, *parts: bytes | memoryview) -> bool:
         """Is ``tag`` the tag of ``parts`` for ``purpose`` under one of the secrets?"""
-        return any(same(tag, mac(_derived(key, purpose), *parts)) for key in self.keys)
-
-
-@functools.lru_cache(maxsize=64)
-def _derived(secret: bytes, purpose: str) -> bytes:
-    return mac(secret, b"dagrt/v1/" + purpose.encode())
+        return any(same(tag, mac(key, *parts)) for key in self._keys(purpose))

@@ -24,7 +24,7 @@ decodes (:func:`verify`, :func:`decode_functions`, :func:`decode_record`) into a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +139,47 @@ def _bound(run_id: str, place: str) -> tuple[bytes, ...]:
     return (run_id.encode(), b"\0", place.encode(), b"\0")
 
 
+# A run's task records are signed as one table: one tag over all of them, in index
+# order, each with its length (one HMAC per run instead of one per task, for the
+# client that writes them and for each worker that loads them).
+TABLE = b"T"
+
+
+def table_tag(keyring: Keyring, run_id: str, payloads: Sequence[bytes]) -> str:
+    """The tag of run ``run_id``'s task records (their payloads by index), hex."""
+    return keyring.sign("records", *_bound(run_id, "tasks"), *_table(payloads)).hex()
+
+
+def _table(payloads: Sequence[bytes]) -> list[bytes]:
+    parts = [len(payloads).to_bytes(8, "big")]
+    for payload in payloads:
+        parts += (len(payload).to_bytes(8, "big"), payload)
+    return parts
+
+
+def check_table(
+    keyring: Keyring, run_id: str, stored: Mapping[bytes, bytes], n: int, tag: bytes | None
+) -> None:
+    """Check run ``run_id``'s ``n`` stored task records (``index -> T + payload``) against
+    the table's ``tag`` (hex, from the run's meta); ``ValueError`` if one is missing,
+    another one is there, or the tag does not match."""
+    if tag is None:
+        raise ValueError("the run's task records are not signed, but this worker requires it")
+    try:
+        payloads = [stored[str(i).encode()] for i in range(n)]
+        raw = bytes.fromhex(tag.decode())
+    except (KeyError, ValueError, UnicodeDecodeError):
+        raise ValueError("the run's task records are incomplete or their tag unreadable") from None
+    if len(stored) != n or any(p[:1] != TABLE for p in payloads):
+        raise ValueError("the run's task records are not the ones signed")
+    table = _table([p[1:] for p in payloads])
+    if not keyring.check("records", raw, *_bound(run_id, "tasks"), *table):
+        raise ValueError(
+            "task record signature does not match (forged, copied from another run or"
+            " task, or signed with another secret)"
+        )
+
+
 # --------------------------------------------------------------------------- the worker's side
 
 
@@ -156,6 +197,19 @@ def verify(stored: bytes, keyring: Keyring | None, run_id: str, place: str) -> b
                 " task, or signed with another secret)"
             )
         return payload
+    if head == b"U":
+        if keyring is not None:
+            raise ValueError("task record is not signed, but this worker requires signatures")
+        return stored[1:]
+    raise ValueError("not a dagrt task record")
+
+
+def _record_payload(stored: bytes, keyring: Keyring | None) -> bytes:
+    """A task record's payload: of a table the run context checked (``T``; see
+    :func:`check_table`), or unsigned (``U``) where no secret is required."""
+    head = stored[:1]
+    if head == TABLE:
+        return stored[1:]
     if head == b"U":
         if keyring is not None:
             raise ValueError("task record is not signed, but this worker requires signatures")
@@ -208,8 +262,7 @@ def decode_record(
 ) -> TaskRecord:
     """Task ``index``'s record, verified; a large argument spec is loaded later
     (:func:`load_spec`) from ``spec_key``."""
-    payload = verify(stored, keyring, rk.run_id, str(index))
-    fields = unpack(payload, what=f"record of task {index}")
+    fields = unpack(_record_payload(stored, keyring), what=f"record of task {index}")
     if not isinstance(fields, list | tuple) or len(fields) != 7:
         raise MalformedRecord(f"record of task {index} is not a task record: {fields!r:.200}")
     key, fn_index, parents, children, slots, mode, arguments = fields

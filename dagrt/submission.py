@@ -24,7 +24,15 @@ from .keyring import Keyring
 from .locality import LocalityOptions
 from .objects.location import MAGIC as LOCATION_MAGIC
 from .outcomes import event_tag
-from .records import PICKLED, FunctionEntry, encode_record, sign, spec_digest
+from .records import (
+    PICKLED,
+    TABLE,
+    FunctionEntry,
+    encode_record,
+    sign,
+    spec_digest,
+    table_tag,
+)
 from .resources import check_priority, task_lanes
 from .scheduler import STOP
 from .serialize import dumps, dumps_function, pack
@@ -191,6 +199,7 @@ async def submit(
     parents, children = dag._parents, dag._children
     spec_keys: list[str] = []
     fields: dict[str, bytes] = {}
+    payloads: list[bytes] = []  # (signed as one table: records.table_tag)
     deps: dict[str, int] = {}
     for i, node in enumerate(nodes):
         record, big = encode_record(node, parents[i], children[i], positions[id(node.func)])
@@ -204,7 +213,8 @@ async def submit(
         except SerializationError:  # an int beyond 64 bits: pickle the arguments
             record[5:] = [PICKLED, dumps((record[6], True), what=f"arguments of {node.key}")]
             packed = pack(record)
-        fields[str(i)] = sign(packed, secret, run_id, str(i))
+        fields[str(i)] = (TABLE if secret is not None else b"U") + packed
+        payloads.append(packed)
         if (found and i in found) or (skipped and i in skipped):
             continue  # (done; or the run needs nothing of it: found ones stand for it)
         waits = len(parents[i]) if not found else sum(p not in found for p in parents[i])
@@ -230,6 +240,7 @@ async def submit(
                 "outputs": ",".join(map(str, outputs)),
                 "client": client_id,
                 "signed": "1" if secret is not None else "0",
+                **({"records_tag": table_tag(secret, run_id, payloads)} if secret else {}),
                 **(
                     {"end_tag": event_tag(secret, run_id, "finished")}
                     if secret is not None and not left

@@ -22,7 +22,7 @@ from ..exceptions import SerializationError
 from ..keyring import Keyring
 from ..locality import CLUSTER_MIN_BYTES, LocalityOptions
 from ..outcomes import event_tag
-from ..records import TaskRecord, decode_functions, decode_record
+from ..records import TaskRecord, check_table, decode_functions, decode_record
 from ..serialize import loads_function
 from ..storage import Storage
 from ..storage import commands as C
@@ -138,6 +138,13 @@ class RunContext:
         self.outputs_root = meta.get(b"outputs_root", b"").decode(errors="replace")
         self._raw = records
         self._decoded: dict[int, TaskRecord] = {}
+        # the run's records are signed as one table: checked once, here
+        self._refused: str | None = None
+        if secret is not None:
+            try:
+                check_table(secret, run_id, records, self.n, meta.get(b"records_tag"))
+            except ValueError as exc:
+                self._refused = str(exc)
         # No task of a run that is not running starts here: set from its meta, by a
         # completion's reply, or by the control stream (RunTable.follow_ends).
         self.stopped = meta.get(b"status", b"running") != b"running"
@@ -150,6 +157,8 @@ class RunContext:
         """The decoded record of task ``index`` (``KeyError`` if the run has no such task)."""
         rec = self._decoded.get(index)
         if rec is None:
+            if self._refused is not None:
+                raise ValueError(self._refused)
             stored = self._raw[str(index).encode()]
             rec = self._decoded[index] = decode_record(
                 index, stored, self.secret, self.keys, self.functions
