@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from dagrt.storage import RedisServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import Result, save_json, table
+from _pool import WorkerPool
 
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
@@ -62,40 +62,6 @@ def part(x: Any, i: int, k: int) -> float:
 
 def total(*xs: float) -> float:
     return sum(xs)
-
-
-class Pool:
-    """A private server and two worker processes started with ``flags`` each."""
-
-    def __init__(self, flags: list[list[str]]) -> None:
-        self.server = RedisServer(password="bench", die_with_parent=True).start()
-        env = dict(os.environ, DAGRT_REDIS_URL=self.server.url)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        self.workers = []
-        for f in flags:
-            p = subprocess.Popen(
-                [sys.executable, "-m", "dagrt", "worker", "--threads", "1", *f],
-                stdout=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            assert p.stdout is not None
-            line = p.stdout.readline()
-            assert line.startswith("dagrt-worker ready"), line
-            self.workers.append(p)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def stop(self) -> None:
-        for p in self.workers:
-            p.terminate()
-        for p in self.workers:
-            p.wait(20)
-            if p.stdout is not None:
-                p.stdout.close()
-        self.server.cleanup()
 
 
 async def move_once(client: dagrt.Client, url: str, n: int) -> tuple[float, float, str] | None:
@@ -133,7 +99,7 @@ async def part_one(args: argparse.Namespace, root: Path) -> list[Result]:
     results = []
     print(f"Part 1: moving one {args.mib} MiB array between two workers")
     for name, flags in setups.items():
-        pool = Pool(flags)
+        pool = WorkerPool(flags, password="bench")
         try:
             async with dagrt.Client(pool.url, locality={"keep_children": False}) as client:
                 await move_once(client, pool.url, n)  # warm up

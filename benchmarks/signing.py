@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import time
 import timeit
@@ -28,47 +27,15 @@ from dagrt.hmacs import mac
 from dagrt.keyring import Keyring, new_secret
 from dagrt.outcomes import event_tag
 from dagrt.records import sign, verify
-from dagrt.storage import RedisServer
 from dagrt.workflows import pairwise
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import Result, save_json, table
+from _pool import WorkerPool
 
 
 def add(x: int, y: int) -> int:
     return x + y
-
-
-class Pool:
-    """A private server and two ``dagrt worker`` processes (with ``secret``, or none)."""
-
-    def __init__(self, secret: str | None) -> None:
-        self.server = RedisServer(die_with_parent=True).start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DAGRT_SECRET")}
-        env["DAGRT_REDIS_URL"] = self.server.url
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        if secret is not None:
-            env["DAGRT_SECRET"] = secret
-        self.workers = []
-        for _ in range(2):
-            p = subprocess.Popen(
-                [sys.executable, "-m", "dagrt", "worker", "--threads", "1"],
-                stdout=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            assert p.stdout is not None
-            assert p.stdout.readline().startswith("dagrt-worker ready")
-            self.workers.append(p)
-
-    def close(self) -> None:
-        for p in self.workers:
-            p.terminate()
-        for p in self.workers:
-            p.wait(30)
-            if p.stdout is not None:
-                p.stdout.close()
-        self.server.stop()
 
 
 def per_call() -> None:
@@ -102,10 +69,10 @@ def main() -> None:
     from distributed import LocalCluster as DaskCluster
 
     secret = new_secret()
-    signed, unsigned = Pool(secret), Pool(None)
+    signed, unsigned = WorkerPool([[], []], secret=secret), WorkerPool([[], []])
     loop = asyncio.new_event_loop()
-    signed_client = dagrt.Client(signed.server.url, secret=secret)
-    unsigned_client = dagrt.Client(unsigned.server.url)
+    signed_client = dagrt.Client(signed.url, secret=secret)
+    unsigned_client = dagrt.Client(unsigned.url)
     for c in (signed_client, unsigned_client):
         loop.run_until_complete(c.__aenter__())
     dask_cluster = DaskCluster(
@@ -140,8 +107,8 @@ def main() -> None:
     for c in (signed_client, unsigned_client):
         loop.run_until_complete(c.close())
     loop.close()
-    signed.close()
-    unsigned.close()
+    signed.stop()
+    unsigned.stop()
     rows = list(results.values())
     print(table(rows, baseline="dask-distributed"))
     s, u = results["dagrt-signed"].median, results["dagrt-unsigned"].median

@@ -50,10 +50,11 @@ def _worker(args: argparse.Namespace) -> int:
 
         retain_freed_memory()  # before any thread allocates
 
-    from .secret import shared_keyring, shared_secret
+    from .secret import checked_keyring, shared_secret
 
-    shared_keyring()  # (a secret that is not one stops here, with its message)
-    settings = worker_settings(args, secret=shared_secret())
+    secret = shared_secret()
+    checked_keyring(secret)  # (a secret that is not one stops here, with its message)
+    settings = worker_settings(args, secret=secret)
     Worker(args.redis, settings).run(watch_stdin=args.watch_stdin)
     return 0
 
@@ -64,11 +65,12 @@ def _cluster(args: argparse.Namespace) -> int:
     from .cluster import LocalCluster
     from .keyring import new_secret
     from .options import log_args
-    from .secret import shared_secret
+    from .secret import checked_keyring, shared_secret
     from .storage.redis import redact
 
     options, env = log_args(metrics=args.metrics, url=args.metrics_url, flush=args.flush)
     secret = shared_secret() or new_secret().encode()
+    checked_keyring(secret)
 
     async def serve() -> None:
         async with LocalCluster(
@@ -114,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--redis",
         type=_url,
-        default=_env_value("DAGRT_REDIS_URL") or "redis://localhost:6379/0",
+        default=_env_url("DAGRT_REDIS_URL"),
         help="server URL (default: $DAGRT_REDIS_URL, or the file $DAGRT_REDIS_URL_FILE"
         " names, or redis://localhost:6379/0; a password is safer in either than here:"
         " every local user can read a command line)",
@@ -226,13 +228,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _default_url() -> str:
-    """The event log's server: ``DAGRT_METRICS_URL``, else ``DAGRT_REDIS_URL`` (each also
-    from a file, ``*_FILE``: :mod:`dagrt.secret`), else the local default."""
-    return (
-        _env_value("DAGRT_METRICS_URL")
-        or _env_value("DAGRT_REDIS_URL")
-        or "redis://localhost:6379/0"
-    )
+    """The event log's server: ``DAGRT_METRICS_URL``, else ``DAGRT_REDIS_URL``."""
+    return _env_url("DAGRT_METRICS_URL", "DAGRT_REDIS_URL")
+
+
+def _env_url(*names: str) -> str:
+    """The first of these settings that is set (each also from a file, ``*_FILE``:
+    :mod:`dagrt.secret`), else the local default server."""
+    for name in names:
+        if value := _env_value(name):
+            return value
+    return "redis://localhost:6379/0"
 
 
 def _demo(args: argparse.Namespace) -> int:

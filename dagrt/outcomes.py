@@ -46,6 +46,7 @@ __all__ = [
     "open_error",
     "plain_exception",
     "seal_error",
+    "tag_matches",
 ]
 
 log = logging.getLogger("dagrt.outcomes")
@@ -67,7 +68,7 @@ def event_tag(secret: Keyring, run_id: str, kind: str, payload: bytes = b"") -> 
     return secret.sign(_PURPOSE, *_message(run_id, kind, payload)).hex()
 
 
-def _checks(
+def tag_matches(
     secret: Keyring, tag: bytes | str, run_id: str, kind: str, payload: bytes = b""
 ) -> bool:
     """Is ``tag`` (hex) that of the event under one of the keyring's secrets?"""
@@ -95,7 +96,7 @@ def open_error(secret: Keyring | None, run_id: str, stored: bytes | str) -> dict
     tagged = len(raw) > _TAG_HEX and raw[:1] != b"{"
     body = raw[_TAG_HEX:] if tagged else raw
     if secret is not None and not (
-        tagged and _checks(secret, raw[:_TAG_HEX], run_id, "failed", body)
+        tagged and tag_matches(secret, raw[:_TAG_HEX], run_id, "failed", body)
     ):
         log.warning(
             "run %s: a failed task's error record is forged (%s): ignored",
@@ -122,7 +123,7 @@ def check_event(secret: Keyring | None, run_id: str, fields: dict[bytes, bytes])
     if kind == b"failed" and b"err" in fields:
         return open_error(secret, run_id, fields[b"err"]) is not None
     tag = fields.get(b"m", b"")
-    if _checks(secret, tag, run_id, kind.decode(errors="replace")):
+    if tag_matches(secret, tag, run_id, kind.decode(errors="replace")):
         return True
     log.warning(
         "run %s: a forged %r event in its events stream (%s): ignored",

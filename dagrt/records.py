@@ -150,8 +150,8 @@ def table_tag(keyring: Keyring, run_id: str, payloads: Sequence[bytes]) -> str:
     return keyring.sign("records", *_bound(run_id, "tasks"), *_table(payloads)).hex()
 
 
-def _table(payloads: Sequence[bytes]) -> list[bytes]:
-    parts = [len(payloads).to_bytes(8, "big")]
+def _table(payloads: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
+    parts: list[bytes | memoryview] = [len(payloads).to_bytes(8, "big")]
     for payload in payloads:
         parts += (len(payload).to_bytes(8, "big"), payload)
     return parts
@@ -172,7 +172,7 @@ def check_table(
         raise ValueError("the run's task records are incomplete or their tag unreadable") from None
     if len(stored) != n or any(p[:1] != TABLE for p in payloads):
         raise ValueError("the run's task records are not the ones signed")
-    table = _table([p[1:] for p in payloads])
+    table = _table([memoryview(p)[1:] for p in payloads])  # (no copies)
     if not keyring.check("records", raw, *_bound(run_id, "tasks"), *table):
         raise ValueError(
             "task record signature does not match (forged, copied from another run or"
@@ -197,24 +197,24 @@ def verify(stored: bytes, keyring: Keyring | None, run_id: str, place: str) -> b
                 " task, or signed with another secret)"
             )
         return payload
-    if head == b"U":
-        if keyring is not None:
-            raise ValueError("task record is not signed, but this worker requires signatures")
-        return stored[1:]
-    raise ValueError("not a dagrt task record")
+    return _unsigned(stored, keyring)
 
 
 def _record_payload(stored: bytes, keyring: Keyring | None) -> bytes:
     """A task record's payload: of a table the run context checked (``T``; see
     :func:`check_table`), or unsigned (``U``) where no secret is required."""
-    head = stored[:1]
-    if head == TABLE:
+    if stored[:1] == TABLE:
         return stored[1:]
-    if head == b"U":
-        if keyring is not None:
-            raise ValueError("task record is not signed, but this worker requires signatures")
-        return stored[1:]
-    raise ValueError("not a dagrt task record")
+    return _unsigned(stored, keyring)
+
+
+def _unsigned(stored: bytes, keyring: Keyring | None) -> bytes:
+    """The payload of an unsigned record (``U``), where no secret is required."""
+    if stored[:1] != b"U":
+        raise ValueError("not a dagrt task record")
+    if keyring is not None:
+        raise ValueError("task record is not signed, but this worker requires signatures")
+    return stored[1:]
 
 
 def decode_functions(stored: bytes, keyring: Keyring | None, run_id: str) -> list[FunctionEntry]:

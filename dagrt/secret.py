@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SecretError",
     "check_authenticated",
+    "checked_keyring",
     "env_value",
     "loopback_host",
     "shared_keyring",
@@ -94,9 +95,15 @@ def shared_secret() -> bytes | None:
 
 def shared_keyring() -> Keyring | None:
     """:func:`shared_secret` as a :class:`~dagrt.keyring.Keyring` (checked)."""
+    return checked_keyring(shared_secret())
+
+
+def checked_keyring(secret: bytes | None) -> Keyring | None:
+    """The keyring of ``DAGRT_SECRET``'s text ``secret``; ``SecretError`` saying why if
+    it is not one (too short, say)."""
     from .keyring import Keyring
 
     try:
-        return Keyring.of(shared_secret())
+        return Keyring.of(secret)
     except ValueError as exc:
         raise SecretError(f"DAGRT_SECRET: {exc}") from None
