@@ -14,6 +14,7 @@ from .exceptions import AuthenticationError as AuthenticationError
 from .exceptions import ClientClosedError as ClientClosedError
 from .exceptions import DagrtError as DagrtError
 from .exceptions import GraphError as GraphError
+from .exceptions import IntegrityError as IntegrityError
 from .exceptions import ResourceError as ResourceError
 from .exceptions import RunNotFoundError as RunNotFoundError
 from .exceptions import RunStalledError as RunStalledError
@@ -53,6 +54,7 @@ __all__ = [
     "RunStalledError",
     "RunTimeoutError",
     "SerializationError",
+    "IntegrityError",
     "SignatureError",
     "StorageConnectionError",
     "StorageError",

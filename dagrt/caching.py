@@ -22,7 +22,6 @@ run; in-process: the values are read before the run and written after it).
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import keys as K
 from .cachekeys import task_keys
 from .exceptions import SerializationError, StorageError
+from .keyring import Keyring
+from .sealing import cache_place, is_sealed, open_origin_note, seal, unseal
 from .serialize import dumps, loads
 from .storage import InMemoryStorage, RedisStorage
 from .storage import commands as C
@@ -190,20 +191,36 @@ def cache_storage(url: str | None) -> Storage:
     return storage
 
 
-async def read_values(storage: Storage, dag: DAG, cache: CachePlan | None) -> dict[int, Any]:
+async def read_values(
+    storage: Storage, dag: DAG, cache: CachePlan | None, secret: Keyring | None = None
+) -> dict[int, Any]:
     """For a run in this process: the values the cache has of the tasks ``cache`` reads
-    that the run needs (one ``MGET``; ``cache`` is settled: found, skipped)."""
+    that the run needs (one ``MGET``; ``cache`` is settled: found, skipped). With a
+    ``secret``, each entry's seal is checked first (:mod:`dagrt.sealing`; an entry a
+    failed run kept may be sealed for the output it was, as its origin note says):
+    :class:`~dagrt.exceptions.IntegrityError` names an entry that fails."""
     if cache is None or not cache.read:
         return {}
     order = sorted(cache.read)
-    frames = await storage.amget([K.cache_entry(cache.read[i]) for i in order])
+    entries = [K.cache_entry(cache.read[i]) for i in order]
+    frames = await storage.amget(entries)
     there = {i: frame for i, frame in zip(order, frames, strict=True) if frame is not None}
     cache.settle(dag, set(there))
     found = {}
     for i in sorted(cache.found):  # (only those the run needs are loaded)
-        what = f"the cache's value of {dag._nodes[i].key}"
-        found[i] = await anyio.to_thread.run_sync(functools.partial(loads, there[i], what=what))
+        entry = K.cache_entry(cache.read[i])
+        what = f"the cache's value of {dag._nodes[i].key} ({entry!r})"
+        places = [cache_place(entry)]
+        if secret is not None and is_sealed(there[i]):
+            note = await storage.aget(K.cache_origin(entry))
+            origin = open_origin_note(secret, entry, note)
+            places += [origin] if origin else []
+        found[i] = await anyio.to_thread.run_sync(_open, secret, places, there[i], what)
     return found
+
+
+def _open(secret: Keyring | None, places: list[bytes], frame: bytes, what: str) -> Any:
+    return loads(unseal(secret, places, frame, what=what), what=what)
 
 
 async def write_values(
@@ -215,6 +232,7 @@ async def write_values(
     values: list[Any],
     held: set[int],
     failed: bool,
+    secret: Keyring | None = None,
 ) -> None:
     """After a run in this process: write the entries of the cached tasks it ran and,
     if it ``failed`` (or was cancelled), keep what it finished that a resumed run needs
@@ -240,7 +258,8 @@ async def write_values(
             except SerializationError as exc:
                 log.warning("not cached: %s", exc)
                 continue
-            cmds.append(C.set_(K.cache_entry(key), frame, ex=ttl))
+            entry = K.cache_entry(key)
+            cmds.append(C.set_(entry, seal(secret, cache_place(entry), frame), ex=ttl))
         return cmds
 
     cmds = await anyio.to_thread.run_sync(frames)

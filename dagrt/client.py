@@ -48,6 +48,7 @@ from .metrics.writer import MetadataStorage
 from .options import log_args, worker_args
 from .resources import check_priority, check_resources
 from .runtime import Runtime, new_client_id
+from .secret import shared_keyring
 from .storage import InMemoryStorage, RedisStorage, Storage
 from .storage.redis import redact
 from .tasks import TaskFunction, check_timeout, task
@@ -111,7 +112,9 @@ class Client:
         with it and checks what the workers say of their outcome (see the README's
         Security section). Default: ``DAGRT_SECRET``, or the file
         ``DAGRT_SECRET_FILE`` names; a local cluster the client starts gets this one,
-        or makes its own.
+        or makes its own. In this process (``processes=False``) it seals the cache
+        entries the client keeps on a server (``cache={"url": ...}``) and checks
+        those it reads.
 
     Once started: ``client.cluster`` is the :class:`~dagrt.LocalCluster` it runs
     (or ``None``), ``client.metrics`` the event log's writer (or ``None``).
@@ -159,7 +162,7 @@ class Client:
         self.task_timeout = check_timeout(task_timeout, "task_timeout")
         self.cache = CacheOptions.of(cache)
         self.resources = check_resources(resources, "resources")
-        self._secret = _secret(secret, processes)
+        self._secret = _secret(secret)
         if self.resources and address is not None:
             raise ValueError(
                 "resources are what the workers have: a pool's workers say it themselves"
@@ -254,6 +257,8 @@ class Client:
                 task_timeout=self.task_timeout,
                 cache_storage=cache_storage(self.cache.url),
                 resources=self.resources,
+                # (entries on a server are sealed: it may be a pool's)
+                secret=(Keyring.of(self._secret) or shared_keyring()) if self.cache.url else None,
             )
         return DistributedRuntime(
             self.cluster.url if self.cluster is not None else self.address,
@@ -647,7 +652,7 @@ def compute(
     return asyncio.run(main())
 
 
-def _secret(secret: object, processes: bool) -> bytes | None:
+def _secret(secret: object) -> bytes | None:
     """``Client(secret=...)`` checked, as bytes."""
     if secret is None:
         return None
@@ -655,8 +660,6 @@ def _secret(secret: object, processes: bool) -> bytes | None:
         raise TypeError(f"secret must be bytes or str, got {type(secret).__name__}")
     if not secret:
         raise ValueError("secret must not be empty")
-    if not processes:
-        raise ValueError("processes=False runs in this process: it has no use for a secret")
     raw = secret.encode() if isinstance(secret, str) else secret
     Keyring.of(raw)  # (checked now: too short, say)
     return raw

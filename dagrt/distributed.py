@@ -26,6 +26,7 @@ from . import keys as K
 from . import lanes, submission
 from .caching import CachePlan
 from .exceptions import (
+    IntegrityError,
     ResourceError,
     RunNotFoundError,
     RunStalledError,
@@ -47,6 +48,7 @@ from .objects import (
 )
 from .outcomes import OUTCOMES, check_event, exception_of, open_error
 from .resources import describe
+from .sealing import Payload, output_place, unseal
 from .secret import check_authenticated, shared_keyring, unauthenticated_allowed
 from .serialize import loads
 from .storage import RedisStorage, Storage
@@ -196,7 +198,9 @@ class DistributedRuntime:
                 on_submitted(spec.submit_seconds)
             keep = None
             if cache is not None and cache.keep_failed is not None:
-                keep = functools.partial(submission.keep_finished, storage, spec, dag, cache)
+                keep = functools.partial(
+                    submission.keep_finished, storage, spec, dag, cache, self.secret
+                )
             return await self._follow(storage, spec, wait, keep)
         finally:
             del self._waits[run_id]
@@ -493,24 +497,47 @@ class DistributedRuntime:
     async def _outputs(self, storage: Storage, spec: submission.RunSpec) -> list[Any]:
         wanted = sorted(set(spec.outputs))
         frames = await storage.amget([spec.keys.output(i) for i in wanted])
+        secret = self.secret
+        try:
+            found = spec.places(secret)
+        except ValueError as exc:
+            raise IntegrityError(f"the found table of run {spec.run_id}: {exc}") from exc
         values: dict[int, Any] = {}
         for i, frame in zip(wanted, frames, strict=True):
             if frame is None:
                 raise RunNotFoundError(f"output {i} of run {spec.run_id} is missing")
-            what = f"output {i} of run {spec.run_id}"
-            if is_location(frame):
-                frame = await self._stored_output(storage, spec, i, Location.decode(frame))
+            places = found.get(i) or [output_place(spec.run_id, i)]
+            what = f"output {i} of run {spec.run_id} ({spec.keys.output(i)!r})"
+
+            def load(frame: Payload, what: str = what, places: list[bytes] = places) -> Any:
+                return loads(unseal(secret, places, frame, what=what), what=what)
+
             if len(frame) > _BIG:
+                values[i] = await anyio.to_thread.run_sync(load, frame)
+                continue
+            payload = unseal(secret, places, frame, what=what)
+            if not is_location(payload):
+                values[i] = loads(payload, what=what)
+                continue
+            mapped = await self._stored_output(storage, spec, i, Location.decode(payload))
+            if mapped is not None:  # (this host's store: its objects are not sealed)
                 values[i] = await anyio.to_thread.run_sync(
-                    functools.partial(loads, frame, what=what)
+                    functools.partial(loads, mapped, what=what)
                 )
-            else:
-                values[i] = loads(frame, what=what)
+            else:  # the server's copy
+                values[i] = await anyio.to_thread.run_sync(load, await self._copy(storage, spec, i))
         return [values[i] for i in spec.outputs]
+
+    async def _copy(self, storage: Storage, spec: submission.RunSpec, index: int) -> bytes:
+        """The server's copy of an output kept in a host's store (``upload_all``)."""
+        copy = await storage.aget(spec.keys.copy(index))
+        if copy is None:
+            raise RunNotFoundError(f"output {index} of run {spec.run_id} is missing")
+        return copy
 
     async def _stored_output(
         self, storage: Storage, spec: submission.RunSpec, index: int, where: Location
-    ) -> Any:
+    ) -> memoryview | None:
         """An output a worker kept in this host's store (see :meth:`_outputs_store`):
         mapped from there, else the server's copy (``upload_all``). (Workers keep a
         run's outputs only in the store the client names: its data endpoints serve
@@ -520,10 +547,8 @@ class DistributedRuntime:
         try:
             return await anyio.to_thread.run_sync(store.map, spec.run_id, index, where.size)
         except StoreError as exc:
-            if spec.upload_all:
-                copy = await storage.aget(spec.keys.copy(index))
-                if copy is not None:
-                    return copy
+            if spec.upload_all and await storage.aexists(spec.keys.copy(index)):
+                return None  # (read from the server's copy)
             raise StoreError(
                 f"output {index} of run {spec.run_id} was kept in the store {store.root} of"
                 f" host {where.host} and cannot be read: {exc}"

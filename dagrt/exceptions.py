@@ -12,6 +12,7 @@ The tree::
     ├── RunStalledError         a run has tasks left and no work queued, running or waiting
     ├── ResourceError           a task needs resources no live worker has
     ├── SignatureError          a task record is unsigned or forged (shared secret)
+    │   └── IntegrityError      a stored value (an output, a cache entry) is unsealed or forged
     └── StorageError            the storage server refused or could not be reached
         ├── StorageConnectionError   unreachable, or the connection broke
         ├── AuthenticationError      wrong password / ACL user
@@ -33,6 +34,7 @@ __all__ = [
     "ClientClosedError",
     "DagrtError",
     "GraphError",
+    "IntegrityError",
     "RunNotFoundError",
     "ResourceError",
     "RunStalledError",
@@ -195,6 +197,13 @@ class ResourceError(DagrtError):
 
 class SignatureError(DagrtError):
     """A task record is unsigned, or signed with another secret (or forged)."""
+
+
+class IntegrityError(SignatureError):
+    """A value read back (a task's output in storage, in an entry or from another host;
+    a cache entry) is not sealed, or its seal does not match: forged, replayed from
+    another run or task, or sealed with another secret. Nothing of it is unpickled;
+    the message names the key (or the object) it came from."""
 
 
 class StorageError(DagrtError):

@@ -30,6 +30,7 @@ __all__ = [
     "run_entries",
     "run_record",
     "cache_entry",
+    "cache_origin",
     "new_run_id",
     "sub_run_id",
     "run_key",
@@ -208,6 +209,12 @@ class RunKeys:
 def cache_entry(key: str) -> str:
     """A task's output kept for later runs, by its cache key (:mod:`dagrt.cachekeys`)."""
     return f"{PREFIX}:cache:{key}"
+
+
+def cache_origin(entry: str) -> str:
+    """Beside a cache entry that holds a failed run's output: where it came from, signed
+    (:func:`dagrt.sealing.origin_note`)."""
+    return f"{entry}:origin"
 
 
 def function(digest: str) -> str:

@@ -41,6 +41,7 @@ from .exceptions import (
 )
 from .expand import has_graph, nested_failure, returned_graph
 from .graph import DAG, Node
+from .keyring import Keyring
 from .keys import sub_run_id
 from .pytree import unflatten
 from .resources import Resources, SharedCapacity, can_hold, check_resources, describe
@@ -80,6 +81,7 @@ class LocalRuntime:
         task_timeout: float | None = None,
         cache_storage: Storage | None = None,
         resources: Mapping[str, float | str] | None = None,
+        secret: Keyring | None = None,
     ) -> None:
         if threads is None:
             threads = _default_threads()
@@ -91,6 +93,8 @@ class LocalRuntime:
         # for task functions that set none
         self.task_timeout = check_timeout(task_timeout, "task_timeout")
         self.cache_storage = cache_storage  # where cache entries are (dagrt.caching)
+        # seals the cache entries it writes and checks those it reads (dagrt.sealing)
+        self.secret = secret
         # what this process has for tasks that need resources (dagrt.resources)
         self.resources = check_resources(resources, "resources") or {}
         self._capacity = SharedCapacity(self.resources)
@@ -161,7 +165,7 @@ class LocalRuntime:
             raise RuntimeError("LocalRuntime is not started (use `async with`)")
         self._check_resources(dag)
         store = self.cache_storage if cache is not None else None
-        found = await read_values(store, dag, cache) if store is not None else {}
+        found = await read_values(store, dag, cache, self.secret) if store is not None else {}
         loop = asyncio.get_running_loop()
         run = _Run(self, dag, run_id, loop, recorder, cache, found, priority)
         self._runs[run_id] = run
@@ -187,6 +191,7 @@ class LocalRuntime:
                             values=run.values,
                             held=run.keep,
                             failed=run.error is not None or run.left > 0,  # (or cancelled)
+                            secret=self.secret,
                         )
                     except Exception as exc:  # (never in place of the run's own outcome)
                         log.warning("run %s: the cache was not written: %s", run_id, exc)

@@ -180,6 +180,31 @@ def check_table(
         )
 
 
+def cache_table_tag(keyring: Keyring, run_id: str, writes: Mapping[str, str]) -> str:
+    """The tag of run ``run_id``'s cache table (task index -> ``<cache key>:<ttl>``: the
+    entries its workers write), hex: a worker writes a cache entry (and seals it for
+    that entry) only where the run's client said."""
+    return keyring.sign("records", *_bound(run_id, "cache"), *_cache_table(writes)).hex()
+
+
+def _cache_table(writes: Mapping[str, str]) -> list[bytes]:
+    rows = sorted((int(i), v) for i, v in writes.items())
+    return [b"%d\0%s\0" % (i, v.encode()) for i, v in rows]
+
+
+def cache_table_ok(
+    keyring: Keyring, run_id: str, stored: Mapping[bytes, bytes], tag: bytes | None
+) -> bool:
+    """Is the run's stored cache table (its ``cache`` hash) the one its client signed?"""
+    try:
+        writes = {k.decode(): v.decode() for k, v in stored.items()}
+        raw = bytes.fromhex((tag or b"").decode())
+        table = _cache_table(writes)
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return bool(raw) and keyring.check("records", raw, *_bound(run_id, "cache"), *table)
+
+
 # --------------------------------------------------------------------------- the worker's side
 
 

@@ -28,13 +28,25 @@ from .records import (
     PICKLED,
     TABLE,
     FunctionEntry,
+    cache_table_tag,
     encode_record,
     sign,
     spec_digest,
     table_tag,
+    verify,
 )
 from .resources import check_priority, task_lanes
 from .scheduler import STOP
+from .sealing import HEAD as SEAL_HEAD
+from .sealing import MAGIC as SEAL_MAGIC
+from .sealing import (
+    cache_place,
+    found_table,
+    open_found_table,
+    open_origin_note,
+    origin_note,
+    output_place,
+)
 from .serialize import dumps, dumps_function, pack
 from .storage import Script, Storage
 from .storage import commands as C
@@ -93,6 +105,14 @@ class RunSpec:
     ttl: float = DEFAULT_TTL
     upload_all: bool = False  # outputs in a host's store have a copy on the server
     outputs_store: tuple[str, str] | None = None  # (host, root): the client maps from it
+    found: bytes | None = None  # the signed found table (dagrt.sealing), if tasks were found
+
+    def places(self, secret: Keyring | None) -> dict[int, list[bytes]]:
+        """Tasks found in the cache -> the places their values may be sealed for (the
+        run's found table, checked; ``ValueError`` if it does not verify)."""
+        if secret is None or self.found is None:
+            return {}
+        return open_found_table(verify(self.found, secret, self.run_id, "found"))
 
     def output_keys(self) -> list[str]:
         """Every key an output of the run may be in."""
@@ -147,7 +167,10 @@ async def submit(
     t0 = time.perf_counter()
     rk = K.RunKeys(run_id)
     task_lanes, join_lanes = await _lanes(storage, stream, dag, run_id, priority)
-    found = await _found_in_cache(storage, rk, dag, cache, ttl)
+    found, found_places = await _found_in_cache(storage, rk, dag, cache, ttl, secret)
+    found_signed = (
+        sign(found_table(found_places), secret, run_id, "found") if found_places else None
+    )
     skipped = cache.skipped if cache is not None else set()
     chosen = locality or LocalityOptions()
     locality = chosen.effective()
@@ -258,6 +281,8 @@ async def submit(
                 "outputs_host": outputs_store[0] if outputs_store else "",
                 "outputs_root": outputs_store[1] if outputs_store else "",
                 "fns": sign(pack(table), secret, run_id, "fns"),
+                # where the values of tasks found in the cache may be sealed for
+                **({"found": found_signed} if found_signed is not None else {}),
                 "priority": priority,
                 # tasks in lanes: complete.lua sends their entries to the lanes' streams
                 **({"lanes": K.lane_stream(stream, "")} if task_lanes else {}),
@@ -288,6 +313,8 @@ async def submit(
     }
     if writes:
         cmds.append(C.hset(rk.cache, writes))
+        if secret is not None:  # (before the roots: the meta is written first)
+            cmds.append(C.hset(rk.meta, {"cache_tag": cache_table_tag(secret, run_id, writes)}))
     for key in rk.fixed():
         cmds.append(C.expire(key, ttl))
     # roots last: a worker may start at once, and everything it needs is there
@@ -312,6 +339,7 @@ async def submit(
         ttl=ttl,
         upload_all=upload_all,
         outputs_store=outputs_store,
+        found=found_signed,
     )
 
 
@@ -386,28 +414,46 @@ def _spec_of(run_id: str, meta: dict[bytes, bytes]) -> RunSpec:
         ttl=int(meta.get(b"ttl_ms", b"0")) / 1000 or DEFAULT_TTL,
         upload_all=meta.get(b"copies", b"0") == b"1",
         outputs_store=(host, meta[b"outputs_root"].decode()) if host else None,
+        found=meta.get(b"found"),
     )
 
 
 async def _found_in_cache(
-    storage: Storage, rk: K.RunKeys, dag: DAG, cache: CachePlan | None, ttl: float
-) -> set[int]:
+    storage: Storage,
+    rk: K.RunKeys,
+    dag: DAG,
+    cache: CachePlan | None,
+    ttl: float,
+    secret: Keyring | None = None,
+) -> tuple[set[int], dict[int, list[bytes]]]:
     """Copy the cache's entries of the tasks ``cache`` reads into the run's output keys
     (one round trip; an entry that expired meanwhile is simply not found); the tasks
-    found. ``cache`` is settled (what was found, what is skipped)."""
+    found, and (with a secret) the places each one's value may be sealed for: its
+    entry's, and the output a failed run kept there if a genuine origin note says so
+    (:mod:`dagrt.sealing`). ``cache`` is settled (what was found, what is skipped)."""
     if cache is None or not cache.read:
-        return set()
+        return set(), {}
     order = sorted(cache.read)
     cmds = []
     for i in order:  # (the copy lives as long as the run's keys, from the start)
-        cmds.append(C.Cmd(("COPY", K.cache_entry(cache.read[i]), rk.output(i))))
+        entry = K.cache_entry(cache.read[i])
+        cmds.append(C.Cmd(("COPY", entry, rk.output(i))))
         cmds.append(C.expire(rk.output(i), ttl))
-    copied = (await storage.apipeline(cmds))[0::2]
+        cmds.append(C.get(K.cache_origin(entry)))
+    replies = await storage.apipeline(cmds)
+    copied, notes = replies[0::3], replies[2::3]
     cache.settle(dag, {i for i, ok in zip(order, copied, strict=True) if ok})
     extra = [i for i, ok in zip(order, copied, strict=True) if ok and i not in cache.found]
     if extra:  # found, but only for tasks found too: not needed
         await storage.apipeline([C.delete([rk.output(i) for i in extra])])
-    return cache.found
+    places: dict[int, list[bytes]] = {}
+    if secret is not None:
+        for i, note in zip(order, notes, strict=True):
+            if i in cache.found:
+                entry = K.cache_entry(cache.read[i])
+                origin = open_origin_note(secret, entry, note)
+                places[i] = [cache_place(entry)] + ([origin] if origin else [])
+    return cache.found, places
 
 
 async def _functions_to_store(
@@ -482,7 +528,13 @@ async def outstanding(
     return found
 
 
-async def keep_finished(storage: Storage, spec: RunSpec, dag: DAG, cache: CachePlan) -> int:
+async def keep_finished(
+    storage: Storage,
+    spec: RunSpec,
+    dag: DAG,
+    cache: CachePlan,
+    secret: Keyring | None = None,
+) -> int:
     """Keep what a run that did not finish finished, for a resumed run: the outputs a
     task not finished would read, and the run's outputs (:func:`dagrt.caching.frontier`),
     under their cache keys, for ``cache.keep_failed`` seconds; how many were kept (an
@@ -491,10 +543,22 @@ async def keep_finished(storage: Storage, spec: RunSpec, dag: DAG, cache: CacheP
     raw = await storage.ahgetall(spec.keys.done)
     kept = await cache.to_keep(dag, {int(k) for k in raw if k != b"-"})
     pairs = [k for i, key in kept.items() for k in (spec.keys.output(i), K.cache_entry(key))]
+    if secret is not None:  # each entry will hold an output sealed for its run and task
+        ttl = cache.keep_failed
+        await storage.apipeline(
+            [
+                C.set_(
+                    K.cache_origin(entry),
+                    origin_note(secret, entry, output_place(spec.run_id, i)),
+                    ex=ttl,
+                )
+                for i, entry in ((i, K.cache_entry(key)) for i, key in kept.items())
+            ]
+        )
     copied = 0
     for chunk in C.chunks(pairs, 200):  # (one script holds the server: copies of 100)
         reply = await storage.arun_script(
-            KEEP, chunk, [int(cache.keep_failed * 1000), LOCATION_MAGIC]
+            KEEP, chunk, [int(cache.keep_failed * 1000), LOCATION_MAGIC, SEAL_MAGIC, SEAL_HEAD]
         )
         copied += int(reply)
     return copied

@@ -27,6 +27,7 @@ from conftest import FAST, Pool, worker_env
 from helpers import wait_for_events
 
 import dagrt
+from dagrt.keyring import Keyring
 from dagrt.metrics.analysis import analyze
 from dagrt.metrics.read import aread_run, read_run
 from dagrt.objects import (
@@ -261,7 +262,7 @@ async def test_a_transfer_cut_in_the_middle_leaves_nothing_behind(tmp_path: Path
     def half_a_transfer() -> None:
         conn, _ = listener.accept()
         conn.recv(100)
-        conn.sendall((10 * MB).to_bytes(8, "little") + b"z" * MB)
+        conn.sendall((10 * MB).to_bytes(8, "little") + b"\0" + b"z" * MB)  # (no seal)
         conn.close()
 
     thread = threading.Thread(target=half_a_transfer)
@@ -276,6 +277,73 @@ async def test_a_transfer_cut_in_the_middle_leaves_nothing_behind(tmp_path: Path
         assert list((tmp_path / "b" / RUN).iterdir()) == []
     thread.join()
     listener.close()
+
+
+SECRET = Keyring.of("the-secret-of-these-hosts")
+
+
+async def test_with_a_secret_what_leaves_a_host_is_sealed_and_checked(tmp_path: Path) -> None:
+    """The endpoint seals what it sends; the fetcher checks it before the object is
+    kept or unpickled: through a proxy that changes one byte on the way, from an
+    endpoint with another secret or none, the fetch raises IntegrityError and keeps
+    nothing."""
+    import socket
+
+    async def proxy(target: str, *, flip: bool) -> tuple[str, Any]:
+        """A TCP proxy to ``target`` that flips the last byte it forwards."""
+        host, port = target.rsplit(":", 1)
+        listener = socket.create_server(("127.0.0.1", 0))
+
+        def run() -> None:
+            conn, _ = listener.accept()
+            with conn, socket.create_connection((host, int(port))) as up:
+                up.sendall(conn.recv(1000))
+                data = bytearray()
+                while chunk := up.recv(1 << 20):
+                    data += chunk
+                if flip:
+                    data[-1] ^= 1
+                conn.sendall(data)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return f"127.0.0.1:{listener.getsockname()[1]}", (thread, listener)
+
+    value = np.arange(MB / 8)
+    with HostStore(tmp_path / "a", 64 * MB) as there, HostStore(tmp_path / "b", 64 * MB) as here:
+        frame = dumps_frame(value)
+        there.put(RUN, 5, frame)
+        sealed = DataServer(there, keyring=SECRET)
+        unsealed = DataServer(there)
+        async with anyio.create_task_group() as tg:
+            sealed_at = await tg.start(sealed.serve)
+            unsealed_at = await tg.start(unsealed.serve)
+
+            def get(address: str, keyring: Any = SECRET) -> Any:
+                return fetch(address, RUN, 5, len(frame), here, keyring=keyring)
+
+            for address, keyring, error in [
+                (unsealed_at, SECRET, "is not sealed"),
+                (sealed_at, Keyring.of("another-secret-entirely"), "does not match"),
+            ]:
+                with pytest.raises(dagrt.IntegrityError, match=error):
+                    await anyio.to_thread.run_sync(get, address, keyring)
+                assert not here.exists(RUN, 5)
+            address, (thread, listener) = await proxy(sealed_at, flip=True)
+            with pytest.raises(dagrt.IntegrityError, match=f"object {RUN}/5 from"):
+                await anyio.to_thread.run_sync(get, address)
+            thread.join()
+            listener.close()
+            assert not here.exists(RUN, 5)
+            assert here.used == 0
+            # the same through a proxy that changes nothing: kept, and the value
+            address, (thread, listener) = await proxy(sealed_at, flip=False)
+            view = await anyio.to_thread.run_sync(get, address)
+            thread.join()
+            listener.close()
+            np.testing.assert_array_equal(loads(view), value)
+            assert here.exists(RUN, 5)
+            tg.cancel_scope.cancel()
 
 
 # --------------------------------------------------------------------------- workers
@@ -336,6 +404,26 @@ def store_files(path: Path) -> list[Path]:
         for p in root.rglob("*")
         if p.is_file() and not any(part[0] == "." for part in p.relative_to(root).parts)
     ]
+
+
+async def test_a_signed_pool_of_two_hosts_moves_sealed_objects_between_them(
+    pool_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a secret, outputs cross from one host's store to the other's (direct
+    transfers, checked) and the results are the in-process runtime's."""
+    secret = "the-secret-of-these-hosts"
+    pool = hosts_pool(pool_factory, tmp_path, ["h1", "h2"], DAGRT_SECRET=secret)
+    dags = [random_dag(seed) for seed in (3, 4)]
+    async with dagrt.Client(processes=False) as local:
+        expected = [await local.compute(d) for d in dags]
+    async with dagrt.Client(pool.url, secret=secret) as client:
+        futures = [client.submit(d) for d in dags]
+        with anyio.fail_after(90):
+            assert [await f for f in futures] == expected
+        paths: Counter[str] = Counter()
+        for f in futures:
+            paths += transfer_paths(pool.url, f.run_id)
+    assert paths["direct"] > 0
 
 
 @pytest.mark.parametrize("hosts", [["h1", "h1"], ["h1", "h2", "h3"]], ids=["one", "three"])

@@ -46,6 +46,7 @@ from dagrt.metrics.report import write_report
 from dagrt.metrics.runs_index import LOG_RUN, log_run_call
 from dagrt.objects import HostStore
 from dagrt.outcomes import event_tag, exception_of, open_error, seal_error
+from dagrt.sealing import cache_place, output_place, seal
 from dagrt.serialize import pack
 from dagrt.storage import RedisStorage
 from dagrt.storage import commands as C
@@ -706,3 +707,189 @@ def test_tags_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> 
     record = {"task": "t", "message": "m"}
     assert open_error(KEYS, "run-1", seal_error(KEYS, "run-1", record)) == record
     assert len(calls) >= 3
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+OTHER_KEYS = Keyring.of("another-secret-altogether")
+
+
+def forgeries(path: Path, place: bytes, elsewhere: bytes) -> dict[str, bytes]:
+    """A canary as an attacker would put it where a value sealed for ``place`` belongs:
+    unsealed, sealed with another secret, and (a genuine seal, replayed) sealed for
+    ``elsewhere``."""
+    payload = pickle.dumps(Canary(path))
+    return {
+        "unsealed": payload,
+        "another secret": bytes(seal(OTHER_KEYS, place, payload)),
+        "replayed": bytes(seal(KEYS, elsewhere, payload)),
+    }
+
+
+FORGERIES = ["unsealed", "another secret", "replayed"]
+
+
+@pytest.fixture
+def two_sided_pool(pool_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Pool:
+    """A signed pool whose two workers have a resource each (``left``, ``right``): a
+    task that needs ``right`` reads what a ``left`` task made from the server."""
+    pool: Pool = pool_factory(0)
+    for side in ("left", "right"):
+        pool.spawn(*FAST, "--resources", f"{side}=1", env=worker_env(DAGRT_SECRET=SECRET))
+    monkeypatch.setenv("DAGRT_SECRET", SECRET)
+    return pool
+
+
+async def run_event(storage: RedisStorage, rk: K.RunKeys, kind: bytes) -> None:
+    """Block until the run's events stream holds an event of ``kind``."""
+    last = "0-0"
+    while True:
+        reply = await storage.axread({rk.events: last}, block=5_000)
+        for entry_id, fields in reply[0][1] if reply else []:
+            last = entry_id
+            if fields.get(b"e") == kind:
+                return
+
+
+@pytest.mark.parametrize("forgery", [*FORGERIES, "another task"])
+async def test_an_output_replaced_mid_run_is_never_unpickled(
+    two_sided_pool: Pool, signals: Signals, tmp_path: Path, forgery: str
+) -> None:
+    """``inc`` runs on the left worker; while a gate holds the run, its output key is
+    replaced; ``add`` on the right worker reads it from the server: the task fails
+    with IntegrityError naming the key, the run fails at once, nothing is unpickled."""
+    canary = tmp_path / "canary"
+    storage = RedisStorage(two_sided_pool.url)
+    left = {"resources": {"left": 1}}
+    async with dagrt.Client(two_sided_pool.url) as client:
+        x = inc.options(**left)(1)
+        held = gate.options(**left)(signals, "held", 0, x)
+        fut = client.submit(add.options(resources={"right": 1})(x, held))
+        await signals.started("held")
+        rk = K.RunKeys(fut.run_id)
+        [key] = [k async for k in storage.ascan_iter(rk.output("*"))]  # (x's: held runs)
+        index = int(key.rsplit(":", 1)[1])
+        place = output_place(fut.run_id, index)
+        elsewhere = output_place(K.new_run_id(), index)
+        forged = forgeries(canary, place, elsewhere)
+        forged["another task"] = bytes(seal(KEYS, output_place(fut.run_id, index + 1), b"\x80"))
+        await storage.aset(key, forged[forgery])
+        await signals.release("held")
+        with anyio.fail_after(30), pytest.raises(TaskError) as failed:
+            await fut
+        assert failed.value.exc_type == "dagrt.IntegrityError"
+        assert key in str(failed.value)
+        # the pool goes on: the same graph, untouched, runs
+        with anyio.fail_after(30):
+            assert await client.compute(add.options(resources={"right": 1})(inc(1), 0)) == 2
+    assert not canary.exists()
+    await storage.aclose()
+
+
+async def test_a_final_output_replaced_before_the_client_reads_it_is_refused(
+    signed_pool: Pool, tmp_path: Path
+) -> None:
+    canary = tmp_path / "canary"
+    storage = RedisStorage(signed_pool.url)
+    spec = await submission.submit(storage, dagrt.DAG(inc(1)), K.new_run_id(), secret=KEYS)
+    with anyio.fail_after(30):
+        await run_event(storage, spec.keys, b"finished")
+    key = spec.keys.output(0)
+    genuine = await storage.aget(key)
+    async with DistributedRuntime(signed_pool.url, secret=KEYS) as runtime:
+        assert await runtime.outputs(spec) == [2]
+        for forged in forgeries(canary, output_place(spec.run_id, 0), b"o\0x\0000").values():
+            await storage.aset(key, forged)
+            with pytest.raises(dagrt.IntegrityError, match=key):
+                await runtime.outputs(spec)
+        await storage.aset(key, genuine)
+        assert await runtime.outputs(spec) == [2]
+    assert not canary.exists()
+    await storage.aclose()
+
+
+@dagrt.task(cache=True)
+def cached_square(x: int) -> int:
+    return x * x
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+async def test_a_cache_entry_replaced_is_never_unpickled(
+    signed_pool: Pool, tmp_path: Path, forgery: str
+) -> None:
+    """Read back by the client (a run's output), by a worker (a task's input) and by an
+    in-process run that keeps its cache on the server: IntegrityError each time."""
+    canary = tmp_path / "canary"
+    storage = RedisStorage(signed_pool.url)
+    async with dagrt.Client(signed_pool.url) as client:
+        with anyio.fail_after(30):
+            assert await client.compute(cached_square(7)) == 49
+        [entry] = [k async for k in storage.ascan_iter(K.cache_entry("*"))]
+        elsewhere = cache_place(K.cache_entry("0" * 64))
+        await storage.aset(entry, forgeries(canary, cache_place(entry), elsewhere)[forgery])
+        with anyio.fail_after(30), pytest.raises(dagrt.IntegrityError, match="output 0 of run"):
+            await client.compute(cached_square(7))
+        with anyio.fail_after(30), pytest.raises(TaskError) as failed:
+            await client.compute(add(cached_square(7), 1))
+        assert failed.value.exc_type == "dagrt.IntegrityError"
+    local = dagrt.Client(processes=False, cache={"url": signed_pool.url}, secret=SECRET)
+    async with local:
+        with anyio.fail_after(30), pytest.raises(dagrt.IntegrityError, match=entry):
+            await local.compute(cached_square(7))
+    assert not canary.exists()
+    await storage.aclose()
+
+
+async def test_cache_entries_are_shared_by_signed_runs_in_and_out_of_process(
+    signed_pool: Pool,
+) -> None:
+    """An entry a worker sealed is read by an in-process run with the secret, and the
+    other way round (the places are the entry's, whoever wrote it)."""
+    local = dagrt.Client(processes=False, cache={"url": signed_pool.url}, secret=SECRET)
+    async with dagrt.Client(signed_pool.url) as client, local:
+        with anyio.fail_after(30):
+            assert await client.compute(add(cached_square(3), 1)) == 10
+            assert await local.compute(add(cached_square(3), 2)) == 11
+            assert await local.compute(add(cached_square(4), 2)) == 18
+            assert await client.compute(add(cached_square(4), 1)) == 17
+
+
+@dagrt.task
+def counted(path: str, x: int) -> int:
+    with open(path, "a") as f:
+        f.write("counted\n")
+    return x + 1
+
+
+@dagrt.task
+def tens(x: int, fail: bool) -> int:
+    if fail:
+        raise ValueError("tens failed")
+    return 10 * x
+
+
+async def test_a_failed_run_resumes_from_its_sealed_outputs_and_not_from_a_forged_origin(
+    signed_pool: Pool, tmp_path: Path
+) -> None:
+    """What a failed run finished is kept as it was sealed (for its run and task), with
+    a signed note of where it came from: the resumed run reads it. A note that is not
+    genuine leaves the entry unreadable: the task that needs it fails, nothing runs
+    from it."""
+    log = tmp_path / "log"
+    storage = RedisStorage(signed_pool.url)
+    async with dagrt.Client(signed_pool.url) as client:
+        with anyio.fail_after(30), pytest.raises(TaskError, match="tens failed"):
+            await client.compute(tens(counted(str(log), 1), True))
+        with anyio.fail_after(30):
+            assert await client.compute(tens(counted(str(log), 1), False), resume=True) == 20
+        assert log.read_text().count("counted") == 1  # (read from the kept output)
+        with anyio.fail_after(30), pytest.raises(TaskError, match="tens failed"):
+            await client.compute(tens(counted(str(log), 2), True))
+        notes = [k async for k in storage.ascan_iter(K.cache_entry("*:origin"))]
+        for note in notes:  # a place of another run, with a made-up tag
+            await storage.aset(note, b"\0" * 32 + output_place(K.new_run_id(), 0))
+        with anyio.fail_after(30), pytest.raises(TaskError) as failed:
+            await client.compute(tens(counted(str(log), 2), False), resume=True)
+        assert failed.value.exc_type == "dagrt.IntegrityError"
+    await storage.aclose()

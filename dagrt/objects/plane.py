@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from ..keyring import Keyring
 from ..serialize import Frame
 from .location import Location
 from .store import HostStore, ObjectMissing
@@ -45,8 +46,10 @@ class DataPlane:
         min_bytes: int,
         address: str = "",
         timeout: float = 30.0,
+        keyring: Keyring | None = None,
     ) -> None:
         self.store = store
+        self.keyring = keyring  # checks what is fetched from other hosts (dagrt.sealing)
         self.host = host
         self.min_bytes = min_bytes
         self.address = address
@@ -77,7 +80,15 @@ class DataPlane:
         except ObjectMissing:
             if where.host == self.host:
                 raise  # made on this host and gone: nowhere else has it
-        view = fetch(where.address, run_id, index, where.size, self.store, timeout=self.timeout)
+        view = fetch(
+            where.address,
+            run_id,
+            index,
+            where.size,
+            self.store,
+            timeout=self.timeout,
+            keyring=self.keyring,
+        )
         return view, DIRECT
 
     async def get(self, run_id: str, index: int, where: Location) -> tuple[memoryview, str]:

@@ -47,7 +47,7 @@ import os
 import shutil
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .. import keys as K
@@ -465,6 +465,16 @@ class _Incoming:
             moved += os.splice(pipe, self.fd, n - moved)
         self.written += n
 
+    @contextlib.contextmanager
+    def mapped(self) -> Iterator[memoryview]:
+        """What was written so far, mapped read-only (to check it before :meth:`commit`)."""
+        fd = os.open(self.tmp, os.O_RDONLY)  # (the file is open for writing only)
+        try:
+            with mapped(fd, self.written) as view:
+                yield view
+        finally:
+            os.close(fd)
+
     def commit(self) -> None:
         if self.written != self.size:
             self.abort()
@@ -482,6 +492,16 @@ class _Incoming:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+@contextlib.contextmanager
+def mapped(fd: int, size: int) -> Iterator[memoryview]:
+    """The first ``size`` bytes of file ``fd``, mapped read-only while in the block."""
+    if size == 0:
+        yield memoryview(b"")
+        return
+    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapping, memoryview(mapping) as view:
+        yield view
 
 
 def _nobody_else_holds(fd: int) -> bool:

@@ -2,11 +2,18 @@
 
 :class:`DataServer` serves the objects of its host's store to workers of other
 hosts over TCP: one request per connection (``GET <run> <task>\\n``), answered
-with the object's size (8 bytes, little-endian; all ones: not here) and its
-bytes, sent from the file by ``sendfile`` (the kernel copies the shared-memory
-pages to the socket; nothing passes through Python). Any worker of a host can
-serve any object of that host's store, so an object outlives the worker that
-made it.
+with the object's size (8 bytes, little-endian; all ones: not here), the length
+of its seal's tag (1 byte: 0, or 32 with a secret) and the tag, then its bytes,
+sent from the file by ``sendfile`` (the kernel copies the shared-memory pages to
+the socket; nothing passes through Python). Any worker of a host can serve any
+object of that host's store, so an object outlives the worker that made it.
+
+With a secret, an object that leaves its host is sealed for its place
+(:mod:`dagrt.sealing`: the output of that task of that run), its tag made by the
+endpoint that sends it (once per object: objects do not change), and checked by
+the fetcher over what it received before anything is published or unpickled: a
+forged location that names another endpoint, or bytes changed on the way, raise
+:class:`~dagrt.exceptions.IntegrityError`.
 
 :func:`fetch` (blocking: it runs in a thread) receives an object straight into
 a file of the fetching host's store (``recv_into`` a writable mapping: one copy,
@@ -25,6 +32,7 @@ import os
 import select
 import socket
 import struct
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import cast
 
@@ -32,7 +40,10 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from .store import HostStore, ObjectCorrupt, ObjectMissing, StoreError, _Incoming
+from ..exceptions import IntegrityError
+from ..keyring import Keyring
+from ..sealing import PURPOSE, output_place, tag_of
+from .store import HostStore, ObjectCorrupt, ObjectMissing, StoreError, _Incoming, mapped
 
 __all__ = ["DataServer", "TransferError", "fetch"]
 
@@ -56,9 +67,12 @@ class DataServer:
         store: HostStore,
         bind: str = "127.0.0.1:0",
         *,
+        keyring: Keyring | None = None,
         mid_send: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
+        self.keyring = keyring
+        self._tags: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()  # objects' seals
         # crash tests: called with the task's index halfway through sending its object
         self._mid_send = mid_send
         host, _, port = bind.rpartition(":")
@@ -100,7 +114,10 @@ class DataServer:
                 return
             try:
                 size = os.fstat(fd).st_size
-                writer.write(_SIZE.pack(size))
+                tag = b""
+                if self.keyring is not None:
+                    tag = await self._tag(run_id, index, fd, size)
+                writer.write(_SIZE.pack(size) + bytes([len(tag)]) + tag)
                 await writer.drain()
                 # the bytes go from a thread (a blocking sendfile loop: fewer, larger
                 # calls than the event loop makes, and none of its turns); the
@@ -123,6 +140,27 @@ class DataServer:
             with contextlib.suppress(OSError, ConnectionError):
                 await writer.wait_closed()
 
+    async def _tag(self, run_id: str, index: int, fd: int, size: int) -> bytes:
+        """The seal's tag of an object of the store (made in a thread, then kept)."""
+        assert self.keyring is not None
+        key = (run_id, index, size)
+        tag = self._tags.get(key)
+        if tag is None:
+            place = output_place(run_id, index)
+            tag = await anyio.to_thread.run_sync(_file_tag, self.keyring, place, fd, size)
+            self._tags[key] = tag
+            while len(self._tags) > _TAGS_KEPT:
+                self._tags.popitem(last=False)
+        return tag
+
+
+_TAGS_KEPT = 4096  # objects' seals a data endpoint remembers
+
+
+def _file_tag(keyring: Keyring, place: bytes, fd: int, size: int) -> bytes:
+    with mapped(fd, size) as view:
+        return tag_of(keyring, place, view)
+
 
 def fetch(
     address: str,
@@ -132,13 +170,16 @@ def fetch(
     store: HostStore | None,
     *,
     timeout: float = 30.0,
+    keyring: Keyring | None = None,
 ) -> memoryview:
     """Object ``run_id/index`` of ``size`` bytes from the endpoint at ``address``,
     kept in ``store`` when it has room (see the module's text). Blocking.
 
     :class:`ObjectMissing` if the endpoint does not have it, :class:`ObjectCorrupt`
     if its size is not ``size``, :class:`TransferError` if the endpoint cannot be
-    reached or the connection breaks (``timeout``: seconds without progress)."""
+    reached or the connection breaks (``timeout``: seconds without progress);
+    with a ``keyring``, :class:`~dagrt.exceptions.IntegrityError` if the object is
+    not sealed, or its seal does not match (nothing is kept then)."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise TransferError(f"no data endpoint for object {run_id}/{index} ({address!r})")
@@ -149,15 +190,21 @@ def fetch(
             f"cannot reach the data endpoint {address} for object {run_id}/{index}: {exc}"
         ) from exc
     with sock:
+        what = f"object {run_id}/{index} from {address}"
         try:
             sock.sendall(f"GET {run_id} {int(index)}\n".encode())
             head = bytearray(_SIZE.size)
             _recv_into(sock, memoryview(head))
+            (n,) = _SIZE.unpack(head)
+            tag = b""
+            if n != _ABSENT:
+                length = bytearray(1)
+                _recv_into(sock, memoryview(length))
+                tag_buffer = bytearray(length[0])
+                _recv_into(sock, memoryview(tag_buffer))
+                tag = bytes(tag_buffer)
         except OSError as exc:
-            raise TransferError(
-                f"transfer of object {run_id}/{index} from {address}: {exc}"
-            ) from exc
-        (n,) = _SIZE.unpack(head)
+            raise TransferError(f"transfer of {what}: {exc}") from exc
         if n == _ABSENT:
             raise ObjectMissing(f"object {run_id}/{index} is not at {address}")
         if n != size:
@@ -165,13 +212,31 @@ def fetch(
                 f"object {run_id}/{index} at {address} has {n:,} bytes, its location records"
                 f" {size:,}"
             )
+        place = output_place(run_id, index)
+        if keyring is not None and not tag:
+            raise IntegrityError(
+                f"{what} is not sealed, but this pool has a secret (nothing of it was kept"
+                " or unpickled)"
+            )
+
+        def check(view: memoryview) -> None:
+            if keyring is not None and not keyring.check(PURPOSE, tag, place, b"\0", view):
+                raise IntegrityError(
+                    f"{what}: its seal does not match (forged, or sealed with another"
+                    " secret); nothing of it was kept or unpickled"
+                )
+
         incoming = store.receive(run_id, index, size) if store is not None else None
         try:
             if incoming is None:
                 buffer = bytearray(size)
                 _recv_into(sock, memoryview(buffer))
+                check(memoryview(buffer))
                 return memoryview(buffer)
             _recv_to(sock, incoming, size)
+            if keyring is not None:
+                with incoming.mapped() as view:
+                    check(view)
         except OSError as exc:
             if incoming is not None:
                 incoming.abort()

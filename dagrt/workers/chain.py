@@ -204,6 +204,13 @@ class Chains:
             return None, False
         if loaded is None:  # the run's data is gone: it ended
             return await self._run_ended(ctx, rec, attempt, acks)
+        if loaded.error is not None:  # an input that cannot be had: never retried
+            error = loaded.error
+            first = error.__cause__ if isinstance(error, SerializationError) else None
+            await self.completer.fail_now(
+                ctx, rec, first or error, traceback_of(error), attempt, acks
+            )
+            return None, False
         self.failpoints.hit("before_run", rec.name, self.worker)
         if rec.resources and self.capacity is not None:  # (held from admission, mostly)
             await self.capacity.acquire(acks[0], rec.resources)

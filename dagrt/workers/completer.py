@@ -33,11 +33,13 @@ from typing import Any
 
 import anyio
 
+from .. import sealing
 from ..exceptions import StorageError, ValueTooLargeError
 from ..locality import INLINE_BUDGET
 from ..objects import DataPlane
 from ..records import TaskRecord
 from ..scheduler import Completion, complete_cmd, fail_cmd, send
+from ..sealing import HEAD, cache_place
 from ..serialize import Frame, dumps_frame
 from ..storage import Storage
 from ..storage import commands as C
@@ -53,6 +55,7 @@ __all__ = ["LOCAL_MIN", "Completer", "Decision", "Made", "traceback_of"]
 # Outputs at least this large try to stay in memory (their one child running here);
 # smaller ones are cheaper to upload at once than to risk a second round trip.
 LOCAL_MIN = 64 * 1024
+SEAL_IN_THREAD = 1 << 20  # outputs at least this large are sealed in a thread
 
 
 @dataclass(slots=True)
@@ -188,10 +191,11 @@ class Completer:
         ttl = ctx.ttl_ms / 1000
         if m.location:
             cmd = C.set_(ctx.keys.output(rec.index), m.location, ex=ttl)
-        elif len(frame) <= await self.storage.amax_value_size():
-            cmd = C.set_(ctx.keys.output(rec.index), frame, ex=ttl)
         else:
-            return False
+            sealed = await self._sealed(ctx, m)
+            if len(sealed) > await self.storage.amax_value_size():
+                return False
+            cmd = C.set_(ctx.keys.output(rec.index), sealed, ex=ttl)
         await send(self.storage, [cmd])
         if self.log.on:  # (the log's proof: these bytes moved after all)
             how = "store" if m.location else "upload"
@@ -217,9 +221,9 @@ class Completer:
             cmds += sending
             if not fits:
                 continue
-            if ctx.cache and m.rec.index in ctx.cache and len(m.frame) <= limit:
+            if ctx.cache and m.rec.index in ctx.cache and len(m.frame) + HEAD <= limit:
                 entry, ttl = ctx.cache[m.rec.index]  # kept for later runs too
-                cmds.append(C.set_(entry, m.frame, ex=ttl))
+                cmds.append(C.set_(entry, await self._sealed(ctx, m, entry), ex=ttl))
             items.append(m)
             places.append(place)
         if self.failpoints and items:  # crash tests need the gap between the two
@@ -271,13 +275,29 @@ class Completer:
         if self._may_store(m):
             await self._to_store(ctx, m)  # (small outputs: not even a coroutine)
         rk, ttl = ctx.keys, ctx.ttl_ms / 1000
+        sealing = HEAD if ctx.secret is not None else 0
         if not m.location:
-            if len(m.frame) > limit:
+            if len(m.frame) + sealing > limit:
                 return [self._too_large(ctx, m, limit)], False
-            return [C.set_(rk.output(m.rec.index), m.frame, ex=ttl)], True
-        if ctx.switches(m.rec).upload_all and len(m.frame) <= limit:
-            return [C.set_(rk.copy(m.rec.index), m.frame, ex=ttl)], True
+            return [C.set_(rk.output(m.rec.index), await self._sealed(ctx, m), ex=ttl)], True
+        if ctx.switches(m.rec).upload_all and len(m.frame) + sealing <= limit:
+            return [C.set_(rk.copy(m.rec.index), await self._sealed(ctx, m), ex=ttl)], True
         return [], True
+
+    @staticmethod
+    async def _sealed(ctx: RunContext, m: Made, entry: str | None = None) -> bytes | Frame:
+        """``m``'s output as it is stored: sealed for its place, or for the cache entry
+        ``entry`` (:mod:`dagrt.sealing`; the frame itself without a secret). A large
+        one is sealed in a thread (0.6 s per GB)."""
+        if ctx.secret is None:
+            return m.frame
+        if entry is None:
+            seal = functools.partial(ctx.seal, m.rec.index, m.frame)
+        else:
+            seal = functools.partial(sealing.seal, ctx.secret, cache_place(entry), m.frame)
+        if len(m.frame) < SEAL_IN_THREAD:
+            return seal()
+        return await anyio.to_thread.run_sync(seal)
 
     def _too_large(self, ctx: RunContext, m: Made, limit: int) -> C.Cmd:
         """Fail ``m``'s task: its output is over the server's limit, and not in a store."""
@@ -303,7 +323,7 @@ class Completer:
             return
         where = await plane.put(ctx.run_id, m.rec.index, m.frame)
         if where is not None:
-            m.location = where.encode()
+            m.location = bytes(ctx.seal(m.rec.index, where.encode()))
             self.counts["stored"] = self.counts.get("stored", 0) + 1
 
     def _complete_cmd(self, ctx: RunContext, items: Sequence[Made]) -> C.Cmd:

@@ -22,6 +22,7 @@ tile the batch's. Their finished rows and transfers go to the run's batches
 from __future__ import annotations
 
 import time
+import traceback
 from typing import Any, NamedTuple
 
 from ..exceptions import user_traceback
@@ -118,6 +119,11 @@ class FastLane:
                     extra.append(C.xack(self.settings.stream, self.settings.group, acks))
                     continue
                 began = time.time()
+                if loaded.error is not None:  # an input that cannot be had: never retried
+                    exc = loaded.error
+                    tb = "".join(traceback.format_exception(exc))
+                    extra.append(self.completer.fail(ctx, rec, exc, tb, 1, acks, began))
+                    continue
                 called = self._call(
                     ctx, rec, loaded, acks, began, extra, handoffs, placed.get(rec.index)
                 )

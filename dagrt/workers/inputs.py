@@ -16,7 +16,6 @@ corrupt) is computed again here (:meth:`Inputs.rerun`), the error logged.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections import OrderedDict
@@ -25,6 +24,7 @@ from typing import Any
 
 import anyio
 
+from ..exceptions import IntegrityError, SerializationError
 from ..metrics.recorder import DIRECT, DOWNLOAD, LOCAL, MAP, RECOMPUTE, TransferBatch
 from ..objects import DataPlane, Location, StoreError, fetch, is_location
 from ..records import TaskRecord
@@ -48,14 +48,25 @@ Moves = TransferBatch | Callable[[], TransferBatch] | None
 
 
 class Loaded:
-    """A task's inputs, with what loading them took."""
+    """A task's inputs, with what loading them took; ``error`` if one of them cannot be
+    had (its seal does not hold, or it does not unpickle): the task fails with it."""
 
-    __slots__ = ("nbytes", "seconds", "values")
+    __slots__ = ("error", "nbytes", "seconds", "values")
 
     def __init__(self, values: list[Any]) -> None:
         self.values = values
         self.nbytes = 0
         self.seconds = 0.0
+        self.error: Exception | None = None
+
+
+class _Broken:
+    """An input read that cannot be used: the error its readers fail with."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 class ReadRate:
@@ -181,6 +192,9 @@ class Inputs:
                 if value is MISSING:  # a parent's output is gone: the run ended
                     out[j] = None
                     break
+                if isinstance(value, _Broken):
+                    partial.error = value.error
+                    break
                 values.used(run_id, p, len(ctx.record(p).children))
                 partial.values[k] = value
                 partial.nbytes += size
@@ -242,16 +256,21 @@ class Inputs:
                     )
                     fetched[p] = (value, size, 0.0, LOCAL) if found else (MISSING, 0, 0.0, LOCAL)
                     continue
-                if is_location(frame):
-                    located.append((p, Location.decode(frame)))
+                what = f"output of task {p} of run {run_id} ({ctx.keys.output(p)!r})"
+                try:
+                    if len(frame) > BIG_FRAME:  # (not a location: those are small)
+                        value = await anyio.to_thread.run_sync(
+                            _open, ctx, p, frame, what, limiter=self.executor.limiter
+                        )
+                    else:
+                        payload = ctx.unseal(p, frame, what)
+                        if is_location(payload):
+                            located.append((p, Location.decode(payload)))
+                            continue
+                        value = loads(payload, what=what)
+                except (IntegrityError, SerializationError) as exc:
+                    self._broken(ctx, p, exc, fetched)
                     continue
-                what = f"output of task {p}"
-                if len(frame) > BIG_FRAME:
-                    value = await anyio.to_thread.run_sync(
-                        functools.partial(loads, frame, what=what), limiter=self.executor.limiter
-                    )
-                else:
-                    value = loads(frame, what=what)
                 fetched[p] = (value, len(frame), seconds * len(frame) / total, DOWNLOAD)
                 self.rate.add(len(frame), fetched[p][2])
                 if p in shared:
@@ -290,21 +309,29 @@ class Inputs:
         def read() -> tuple[Any, str]:
             if plane is not None:
                 view, how = plane.get_sync(run_id, p, where)
-            else:  # no store here: straight into memory
-                view = fetch(where.address, run_id, p, where.size, None)
+            else:  # no store here: straight into memory (checked: it left its host)
+                view = fetch(where.address, run_id, p, where.size, None, keyring=ctx.secret)
                 how = "direct"
             return loads(view, what=what), how
 
         try:
             value, how = await anyio.to_thread.run_sync(read, limiter=self.executor.limiter)
+        except (IntegrityError, SerializationError) as exc:
+            self._broken(ctx, p, exc, fetched)
+            return
         except StoreError as exc:
             if ctx.switches(ctx.record(p)).upload_all:  # the server has a copy
                 frame = await self.storage.aget(ctx.keys.copy(p))
                 if frame is not None:
                     log.warning("%s of run %s: %s; read from the server", what, run_id, exc)
-                    value = await anyio.to_thread.run_sync(
-                        functools.partial(loads, frame, what=what), limiter=self.executor.limiter
-                    )
+                    copy = f"{what} ({ctx.keys.copy(p)!r})"
+                    try:
+                        value = await anyio.to_thread.run_sync(
+                            _open, ctx, p, frame, copy, limiter=self.executor.limiter
+                        )
+                    except (IntegrityError, SerializationError) as error:
+                        self._broken(ctx, p, error, fetched)
+                        return
                     fetched[p] = (value, len(frame), time.perf_counter() - t0, DOWNLOAD)
                     if shared:
                         self.values.put(run_id, p, value, len(frame))
@@ -322,6 +349,20 @@ class Inputs:
         self.rate.add(where.size, fetched[p][2])
         if shared:
             self.values.put(run_id, p, value, where.size)
+
+    def _broken(
+        self,
+        ctx: RunContext,
+        p: int,
+        exc: Exception,
+        fetched: dict[int, tuple[Any, int, float, int]],
+    ) -> None:
+        """Output ``p`` was read and cannot be used: the tasks that need it fail with
+        ``exc`` (never retried: the same bytes would be read again)."""
+        if isinstance(exc, IntegrityError):
+            log.error("run %s: %s", ctx.run_id, exc)
+            self.counts["refused_values"] = self.counts.get("refused_values", 0) + 1
+        fetched[p] = (_Broken(exc), 0, 0.0, DOWNLOAD)
 
     async def restore(self, ctx: RunContext, index: int) -> bool:
         """Recompute task ``index`` whose output was kept in memory only, by a worker
@@ -397,6 +438,11 @@ class Inputs:
         self.counts["restored"] = self.counts.get("restored", 0) + 1
         log.finished(ctx, rec, outcome, started, loaded, moves, 0.0, "recomputed")
         return True
+
+
+def _open(ctx: RunContext, p: int, frame: bytes, what: str) -> Any:
+    """The value of output ``p`` read as ``frame``: its seal checked, then unpickled."""
+    return loads(ctx.unseal(p, frame, what), what=what)
 
 
 def _rows_of(moves: Moves) -> Any:

@@ -164,11 +164,15 @@ class Worker:
                 root = default_root(f"process-{os.getpid()}")
             store = HostStore(root, settings.store_bytes)
             self.plane = DataPlane(
-                store, settings.host_id or host, min_bytes=settings.store_min_bytes
+                store,
+                settings.host_id or host,
+                min_bytes=settings.store_min_bytes,
+                keyring=settings.keyring,
             )
             self.data_server = DataServer(
                 store,
                 settings.data_bind,
+                keyring=settings.keyring,
                 mid_send=(lambda i: failpoints.hit("mid_send", str(i), self.id))
                 if failpoints.armed("mid_send")
                 else None,

@@ -22,8 +22,10 @@ from ..exceptions import SerializationError
 from ..keyring import Keyring
 from ..locality import CLUSTER_MIN_BYTES, LocalityOptions
 from ..outcomes import event_tag
-from ..records import TaskRecord, check_table, decode_functions, decode_record
-from ..serialize import loads_function
+from ..records import TaskRecord, cache_table_ok, check_table, decode_functions, decode_record
+from ..records import verify as verify_record
+from ..sealing import Payload, open_found_table, output_place, seal, unseal
+from ..serialize import Frame, loads_function
 from ..storage import Storage
 from ..storage import commands as C
 
@@ -140,9 +142,17 @@ class RunContext:
         self._decoded: dict[int, TaskRecord] = {}
         # the run's records are signed as one table: checked once, here
         self._refused: str | None = None
+        # tasks found in the cache -> the places their values may be sealed for
+        self.found: dict[int, list[bytes]] = {}
         if secret is not None:
             try:
                 check_table(secret, run_id, records, self.n, meta.get(b"records_tag"))
+                if cache and not cache_table_ok(secret, run_id, cache, meta.get(b"cache_tag")):
+                    raise ValueError("the run's cache table is not the one its client signed")
+                if b"found" in meta:
+                    self.found = open_found_table(
+                        verify_record(meta[b"found"], secret, run_id, "found")
+                    )
             except ValueError as exc:
                 self._refused = str(exc)
         # No task of a run that is not running starts here: set from its meta, by a
@@ -152,6 +162,21 @@ class RunContext:
     def switches(self, rec: TaskRecord) -> Switches:
         """The locality switches of ``rec``'s completion."""
         return self._switches[rec.function] if self._switches else self.run_switches
+
+    def places(self, index: int) -> list[bytes]:
+        """Where task ``index``'s value may be sealed for (:mod:`dagrt.sealing`): its
+        output's place, or, found in the cache, the places its client listed."""
+        return self.found.get(index) or [output_place(self.run_id, index)]
+
+    def seal(self, index: int, payload: bytes | Frame) -> bytes | Frame:
+        """Task ``index``'s output (or its location), sealed for its place."""
+        return seal(self.secret, output_place(self.run_id, index), payload)
+
+    def unseal(self, index: int, data: Payload, what: str) -> Payload:
+        """The payload of a value read as task ``index``'s output (``what``: from where);
+        :class:`~dagrt.exceptions.IntegrityError` if this pool has a secret and the seal
+        does not hold."""
+        return unseal(self.secret, self.places(index), data, what=what)
 
     def record(self, index: int) -> TaskRecord:
         """The decoded record of task ``index`` (``KeyError`` if the run has no such task)."""
