@@ -34,11 +34,21 @@ PASSWORDS = {role: f"{role}-password-of-tests" for role in ROLES}
 SECRET = "the-secret-of-the-acl-tests"
 
 
+REDIS_CONF = Path(__file__).parent.parent / "storage" / "redis.conf"
+
+
 @pytest.fixture
 def acl_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """The server as docker-compose.yml starts it: the shipped configuration and the
+    file ``dagrt acl`` writes, as ``--aclfile``."""
     acl = tmp_path / "users.acl"
     acl.write_text(render(PASSWORDS))
-    server = RedisServer(options={"aclfile": str(acl)}, directory=tmp_path, die_with_parent=True)
+    server = RedisServer(
+        config_file=REDIS_CONF,
+        options={"aclfile": str(acl)},
+        directory=tmp_path,
+        die_with_parent=True,
+    )
     yield server.start()
     server.stop()
 

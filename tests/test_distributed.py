@@ -639,14 +639,25 @@ def test_the_compose_file_runs_what_the_pool_fixture_runs() -> None:
     compose = yaml.safe_load((root / "docker-compose.yml").read_text())
     redis, worker = compose["services"]["redis"], compose["services"]["worker"]
     assert "./storage/redis.conf:/usr/local/etc/redis/redis.conf:ro" in redis["volumes"]
-    # the password reaches the server on stdin (a heredoc), never its command line
-    assert redis["command"][:2] == ["sh", "-c"]
-    script = redis["command"][2]
-    assert script.startswith("exec redis-server /usr/local/etc/redis/redis.conf - <<EOF\n")
-    assert 'requirepass "$$REDISCLI_AUTH"' in script
-    assert "--requirepass" not in " ".join(redis["command"])
-    assert redis["environment"]["REDISCLI_AUTH"].startswith("${DAGRT_REDIS_PASSWORD:?")
-    assert worker["environment"]["DAGRT_REDIS_URL"].startswith("redis://:${DAGRT_REDIS_PASSWORD}@")
+    # users from the ACL file `dagrt acl` writes (no password on any command line), which
+    # must exist; the port on loopback only; a health check that fails on NOAUTH
+    assert redis["command"] == [
+        "redis-server",
+        "/usr/local/etc/redis/redis.conf",
+        "--aclfile",
+        "/usr/local/etc/redis/users.acl",
+        "--dir",
+        "/data",
+    ]
+    [acl] = [v for v in redis["volumes"] if isinstance(v, dict)]
+    assert acl["source"] == "./storage/users.acl"
+    assert acl["bind"]["create_host_path"] is False
+    assert redis["ports"] == ["${DAGRT_REDIS_BIND:-127.0.0.1}:${DAGRT_REDIS_PORT:-6379}:6379"]
+    assert "-e" in redis["healthcheck"]["test"]
+    assert redis["environment"]["REDISCLI_AUTH"].startswith("${DAGRT_ACL_DASHBOARD_PASSWORD:?")
+    assert worker["environment"]["DAGRT_REDIS_URL"].startswith(
+        "redis://worker:${DAGRT_ACL_WORKER_PASSWORD:?"
+    )
     assert worker["environment"]["DAGRT_SECRET"].startswith("${DAGRT_SECRET:?")  # (required)
     assert "container_name" not in worker  # `--scale worker=N` needs that
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -670,7 +681,10 @@ def test_the_compose_file_runs_what_the_pool_fixture_runs() -> None:
     assert compose["volumes"]["dagrt-store"]["driver_opts"]["type"] == "tmpfs"
     board = compose["services"]["dashboard"]
     assert board["entrypoint"][:2] == ["dagrt", "dashboard"]
-    assert board["environment"]["DAGRT_REDIS_URL"] == worker["environment"]["DAGRT_REDIS_URL"]
+    assert board["environment"]["DAGRT_REDIS_URL"].startswith(
+        "redis://dashboard:${DAGRT_ACL_DASHBOARD_PASSWORD:?"
+    )
+    assert board["ports"][0].startswith("${DAGRT_DASHBOARD_BIND:-127.0.0.1}:")
 
 
 def test_a_worker_touches_its_heartbeat_file(pool_factory: Any, tmp_path: Path) -> None:
