@@ -39,6 +39,6 @@ def mac(key: bytes, *parts: bytes | memoryview) -> bytes:
     return outer.digest()
 
 
-def same(a: bytes, b: bytes) -> bool:
+def same(a: bytes | memoryview, b: bytes | memoryview) -> bool:
     """Are two tags equal (in constant time)?"""
     return hmac.compare_digest(a, b)

@@ -79,7 +79,8 @@ class Keyring:
         """The secret that signs."""
         return self.keys[0]
 
-    def _keys(self, purpose: str) -> tuple[bytes, ...]:
+    def keys_for(self, purpose: str) -> tuple[bytes, ...]:
+        """The keys for ``purpose``, one per secret (32 bytes each; the first signs)."""
         keys = self._derived.get(purpose)
         if keys is None:
             label = b"dagrt/v1/" + purpose.encode()
@@ -88,8 +89,8 @@ class Keyring:
 
     def sign(self, purpose: str, *parts: bytes | memoryview) -> bytes:
         """The tag of ``parts`` for ``purpose``, with the signing secret (32 bytes)."""
-        return mac(self._keys(purpose)[0], *parts)
+        return mac(self.keys_for(purpose)[0], *parts)
 
     def check(self, purpose: str, tag: bytes, *parts: bytes | memoryview) -> bool:
         """Is ``tag`` the tag of ``parts`` for ``purpose`` under one of the secrets?"""
-        return any(same(tag, mac(key, *parts)) for key in self._keys(purpose))
+        return any(same(tag, mac(key, *parts)) for key in self.keys_for(purpose))

@@ -38,7 +38,7 @@ from .records import (
 from .resources import check_priority, task_lanes
 from .scheduler import STOP
 from .sealing import HEAD as SEAL_HEAD
-from .sealing import MAGIC as SEAL_MAGIC
+from .sealing import KIND as SEAL_KIND
 from .sealing import (
     cache_place,
     found_table,
@@ -261,6 +261,16 @@ async def submit(
                 "ttl_ms": int(ttl * 1000),
                 "created": time.time(),
                 "outputs": ",".join(map(str, outputs)),
+                # (a worker reads a sub-run's outputs by these: signed, in this order)
+                **(
+                    {
+                        "outputs_sig": sign(
+                            ",".join(map(str, outputs)).encode(), secret, run_id, "outputs"
+                        )
+                    }
+                    if secret is not None
+                    else {}
+                ),
                 "client": client_id,
                 "signed": "1" if secret is not None else "0",
                 **({"records_tag": table_tag(secret, run_id, payloads)} if secret else {}),
@@ -558,7 +568,7 @@ async def keep_finished(
     copied = 0
     for chunk in C.chunks(pairs, 200):  # (one script holds the server: copies of 100)
         reply = await storage.arun_script(
-            KEEP, chunk, [int(cache.keep_failed * 1000), LOCATION_MAGIC, SEAL_MAGIC, SEAL_HEAD]
+            KEEP, chunk, [int(cache.keep_failed * 1000), LOCATION_MAGIC, SEAL_KIND, SEAL_HEAD]
         )
         copied += int(reply)
     return copied

@@ -893,3 +893,30 @@ async def test_a_failed_run_resumes_from_its_sealed_outputs_and_not_from_a_forge
             await client.compute(tens(counted(str(log), 2), False), resume=True)
         assert failed.value.exc_type == "dagrt.IntegrityError"
     await storage.aclose()
+
+
+@dagrt.task
+def returns_a_gated_pair(signals: Signals) -> Any:
+    return [gate(signals, "pair", 1), inc(5)]
+
+
+async def test_the_outputs_a_graph_fills_its_task_with_are_the_signed_ones(
+    signed_pool: Pool, signals: Signals
+) -> None:
+    """A task that returned a graph gets the graph's outputs, in the order its worker
+    signed: the sub-run's list of outputs reordered in its meta (each value would
+    still pass its seal) fails the task instead of swapping its values."""
+    storage = RedisStorage(signed_pool.url)
+    async with dagrt.Client(signed_pool.url) as client:
+        fut = client.submit(returns_a_gated_pair(signals))
+        await signals.started("pair")
+        sub = K.RunKeys(K.sub_run_id(fut.run_id, 0))
+        outputs = await storage.ahget(sub.meta, "outputs")
+        assert outputs is not None
+        await storage.ahset(sub.meta, {"outputs": b",".join(reversed(outputs.split(b",")))})
+        await signals.release("pair")
+        with anyio.fail_after(30), pytest.raises(TaskError, match="not the ones signed"):
+            await fut
+        with anyio.fail_after(30):  # untouched, the same
+            assert await client.compute(returns_a_gated_pair(signals)) == [1, 6]
+    await storage.aclose()

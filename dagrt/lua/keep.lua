@@ -6,7 +6,7 @@
 --
 -- KEYS: pairs of an output key and the cache entry to copy it to
 -- ARGV[1] the entries' time to live (ms)   ARGV[2] a location's first bytes ("DGL1")
--- ARGV[3] a sealed value's first bytes ("DGS1")   ARGV[4] the bytes a seal puts first
+-- ARGV[3] what a sealed value starts with ("DGS")   ARGV[4] the bytes a seal puts first
 -- Reply: how many outputs were kept.
 
 local kept = 0

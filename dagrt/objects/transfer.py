@@ -3,13 +3,13 @@
 :class:`DataServer` serves the objects of its host's store to workers of other
 hosts over TCP: one request per connection (``GET <run> <task>\\n``), answered
 with the object's size (8 bytes, little-endian; all ones: not here), the length
-of its seal's tag (1 byte: 0, or 32 with a secret) and the tag, then its bytes,
+of its seal (1 byte: 0, or 64 with a secret) and the seal, then its bytes,
 sent from the file by ``sendfile`` (the kernel copies the shared-memory pages to
 the socket; nothing passes through Python). Any worker of a host can serve any
 object of that host's store, so an object outlives the worker that made it.
 
 With a secret, an object that leaves its host is sealed for its place
-(:mod:`dagrt.sealing`: the output of that task of that run), its tag made by the
+(:mod:`dagrt.sealing`: the output of that task of that run), the seal made by the
 endpoint that sends it (once per object: objects do not change), and checked by
 the fetcher over what it received before anything is published or unpickled: a
 forged location that names another endpoint, or bytes changed on the way, raise
@@ -42,7 +42,7 @@ import anyio.to_thread
 
 from ..exceptions import IntegrityError
 from ..keyring import Keyring
-from ..sealing import PURPOSE, output_place, tag_of
+from ..sealing import check_head, head_of, output_place
 from .store import HostStore, ObjectCorrupt, ObjectMissing, StoreError, _Incoming, mapped
 
 __all__ = ["DataServer", "TransferError", "fetch"]
@@ -72,7 +72,9 @@ class DataServer:
     ) -> None:
         self.store = store
         self.keyring = keyring
-        self._tags: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()  # objects' seals
+        self._tags: OrderedDict[tuple[str, int, int, int, int], bytes] = (
+            OrderedDict()
+        )  # objects' seals
         # crash tests: called with the task's index halfway through sending its object
         self._mid_send = mid_send
         host, _, port = bind.rpartition(":")
@@ -113,10 +115,11 @@ class DataServer:
                 await writer.drain()
                 return
             try:
-                size = os.fstat(fd).st_size
+                stat = os.fstat(fd)
+                size = stat.st_size
                 tag = b""
                 if self.keyring is not None:
-                    tag = await self._tag(run_id, index, fd, size)
+                    tag = await self._tag(run_id, index, fd, stat)
                 writer.write(_SIZE.pack(size) + bytes([len(tag)]) + tag)
                 await writer.drain()
                 # the bytes go from a thread (a blocking sendfile loop: fewer, larger
@@ -140,10 +143,11 @@ class DataServer:
             with contextlib.suppress(OSError, ConnectionError):
                 await writer.wait_closed()
 
-    async def _tag(self, run_id: str, index: int, fd: int, size: int) -> bytes:
-        """The seal's tag of an object of the store (made in a thread, then kept)."""
+    async def _tag(self, run_id: str, index: int, fd: int, stat: os.stat_result) -> bytes:
+        """The seal of an object of the store (made in a thread, then kept for that file)."""
         assert self.keyring is not None
-        key = (run_id, index, size)
+        size = stat.st_size
+        key = (run_id, index, size, stat.st_ino, stat.st_mtime_ns)
         tag = self._tags.get(key)
         if tag is None:
             place = output_place(run_id, index)
@@ -159,7 +163,7 @@ _TAGS_KEPT = 4096  # objects' seals a data endpoint remembers
 
 def _file_tag(keyring: Keyring, place: bytes, fd: int, size: int) -> bytes:
     with mapped(fd, size) as view:
-        return tag_of(keyring, place, view)
+        return head_of(keyring, place, view)
 
 
 def fetch(
@@ -220,7 +224,7 @@ def fetch(
             )
 
         def check(view: memoryview) -> None:
-            if keyring is not None and not keyring.check(PURPOSE, tag, place, b"\0", view):
+            if keyring is not None and not check_head(keyring, [place], tag, view):
                 raise IntegrityError(
                     f"{what}: its seal does not match (forged, or sealed with another"
                     " secret); nothing of it was kept or unpickled"

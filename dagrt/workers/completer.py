@@ -221,7 +221,8 @@ class Completer:
             cmds += sending
             if not fits:
                 continue
-            if ctx.cache and m.rec.index in ctx.cache and len(m.frame) + HEAD <= limit:
+            sealing = HEAD if ctx.secret is not None else 0
+            if ctx.cache and m.rec.index in ctx.cache and len(m.frame) + sealing <= limit:
                 entry, ttl = ctx.cache[m.rec.index]  # kept for later runs too
                 cmds.append(C.set_(entry, await self._sealed(ctx, m, entry), ex=ttl))
             items.append(m)
@@ -353,7 +354,7 @@ class Completer:
         task's ``inline_max_bytes``, and the copies, one per child but the one kept, are
         at most ``INLINE_BUDGET`` bytes together."""
         limit = ctx.switches(m.rec).inline
-        size = len(m.location) if m.location else len(m.frame)
+        size = len(m.location) if m.location else len(m.frame) + (HEAD if ctx.secret else 0)
         copies = len(m.rec.children) - (1 if m.may_keep else 0)
         return 0 < size <= limit and copies > 0 and size * copies <= INLINE_BUDGET
 

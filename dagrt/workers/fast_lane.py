@@ -25,7 +25,7 @@ import time
 import traceback
 from typing import Any, NamedTuple
 
-from ..exceptions import user_traceback
+from ..exceptions import SerializationError, user_traceback
 from ..locality import MAX_CHAIN_LENGTH
 from ..metrics.events import NEAR_PLACEMENTS
 from ..metrics.recorder import LOCAL, PLACED, STORE, UPLOAD
@@ -120,9 +120,10 @@ class FastLane:
                     continue
                 began = time.time()
                 if loaded.error is not None:  # an input that cannot be had: never retried
-                    exc = loaded.error
-                    tb = "".join(traceback.format_exception(exc))
-                    extra.append(self.completer.fail(ctx, rec, exc, tb, 1, acks, began))
+                    error = loaded.error
+                    tb = "".join(traceback.format_exception(error))
+                    first = error.__cause__ if isinstance(error, SerializationError) else None
+                    extra.append(self.completer.fail(ctx, rec, first or error, tb, 1, acks, began))
                     continue
                 called = self._call(
                     ctx, rec, loaded, acks, began, extra, handoffs, placed.get(rec.index)

@@ -57,7 +57,16 @@ class Loaded:
         self.values = values
         self.nbytes = 0
         self.seconds = 0.0
-        self.error: Exception | None = None
+        self.error: BaseException | None = None
+
+
+class CannotRecompute(Exception):
+    """An output made again (:meth:`Inputs.rerun`) could not be: its call failed, or an
+    input of it cannot be had. ``error`` is what the task that needed it fails with."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Broken:
@@ -65,7 +74,7 @@ class _Broken:
 
     __slots__ = ("error",)
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: BaseException) -> None:
         self.error = error
 
 
@@ -249,10 +258,13 @@ class Inputs:
             for p, frame in zip(mine, frames, strict=True):
                 if frame is None:
                     # Kept in memory by a worker that died? Then compute it again here.
+                    try:
+                        restored = await self.restore(ctx, p)
+                    except CannotRecompute as exc:
+                        self._broken(ctx, p, exc.error, fetched)
+                        continue
                     found, value, size = (
-                        self.values.get(run_id, p)
-                        if await self.restore(ctx, p)
-                        else (False, None, 0)
+                        self.values.get(run_id, p) if restored else (False, None, 0)
                     )
                     fetched[p] = (value, size, 0.0, LOCAL) if found else (MISSING, 0, 0.0, LOCAL)
                     continue
@@ -338,7 +350,12 @@ class Inputs:
                     return
             log.warning("%s of run %s: %s; computing it again here", what, run_id, exc)
             self.counts["recomputed"] = self.counts.get("recomputed", 0) + 1
-            if await self.rerun(ctx, p):
+            try:
+                rerun = await self.rerun(ctx, p)
+            except CannotRecompute as error:
+                self._broken(ctx, p, error.error, fetched)
+                return
+            if rerun:
                 found, value, size = self.values.get(run_id, p)
                 if found:
                     fetched[p] = (value, size, time.perf_counter() - t0, RECOMPUTE)
@@ -354,7 +371,7 @@ class Inputs:
         self,
         ctx: RunContext,
         p: int,
-        exc: Exception,
+        exc: BaseException,
         fetched: dict[int, tuple[Any, int, float, int]],
     ) -> None:
         """Output ``p`` was read and cannot be used: the tasks that need it fail with
@@ -400,8 +417,9 @@ class Inputs:
 
     async def rerun(self, ctx: RunContext, q: int) -> bool:
         """Compute task ``q`` again here, its output pinned in this worker's memory
-        (its children here read it from there); False if it cannot be (its run
-        ended, or it failed: then the failure is logged)."""
+        (its children here read it from there); False if its run ended.
+        :class:`CannotRecompute` if its call fails (the failure is logged) or an input
+        of it cannot be had: the task that needs it fails with that error."""
         rk = ctx.keys
         log = self.log
         rec = ctx.record(q)
@@ -418,6 +436,9 @@ class Inputs:
         if loaded is None:
             log.emit([log.ended(ctx, rec, attempt)])
             return False
+        if loaded.error is not None:  # an input of it cannot be had: nor can it
+            log.emit([log.ended(ctx, rec, attempt)])
+            raise CannotRecompute(loaded.error)
         outcome = await self.executor.run(fn, rec, loaded.values, attempt=attempt)
         if outcome.ok and outcome.frame is None:  # it returned a graph: run apart only
             outcome.ok, outcome.traceback = False, ""
@@ -433,7 +454,8 @@ class Inputs:
                     )
                 ]
             )
-            return False
+            # (the task that needs it fails with its error: the run ends, not stalls)
+            raise CannotRecompute(outcome.error)
         self.values.put(ctx.run_id, q, outcome.value, len(outcome.frame or b""), pinned=True)
         self.counts["restored"] = self.counts.get("restored", 0) + 1
         log.finished(ctx, rec, outcome, started, loaded, moves, 0.0, "recomputed")

@@ -144,6 +144,7 @@ class RunContext:
         self._refused: str | None = None
         # tasks found in the cache -> the places their values may be sealed for
         self.found: dict[int, list[bytes]] = {}
+        self._place = output_place(run_id, 0)[:-1]  # (an output's place, but its index)
         if secret is not None:
             try:
                 check_table(secret, run_id, records, self.n, meta.get(b"records_tag"))
@@ -166,11 +167,15 @@ class RunContext:
     def places(self, index: int) -> list[bytes]:
         """Where task ``index``'s value may be sealed for (:mod:`dagrt.sealing`): its
         output's place, or, found in the cache, the places its client listed."""
-        return self.found.get(index) or [output_place(self.run_id, index)]
+        if self.found:
+            found = self.found.get(index)
+            if found:
+                return found
+        return [self._place + b"%d" % index]
 
     def seal(self, index: int, payload: bytes | Frame) -> bytes | Frame:
         """Task ``index``'s output (or its location), sealed for its place."""
-        return seal(self.secret, output_place(self.run_id, index), payload)
+        return seal(self.secret, self._place + b"%d" % index, payload)
 
     def unseal(self, index: int, data: Payload, what: str) -> Payload:
         """The payload of a value read as task ``index``'s output (``what``: from where);

@@ -231,6 +231,10 @@ class SubRuns:
             shape = loads(
                 verify(meta[b"shape"], self.settings.keyring, sub, "shape"), what="a graph's shape"
             )
+            if secret is not None:  # (which outputs fill the shape, in which order)
+                signed = verify(meta[b"outputs_sig"], secret, sub, "outputs")
+                if signed != meta.get(b"outputs"):
+                    raise ValueError(f"the outputs of run {sub} are not the ones signed")
         except (KeyError, ValueError, SerializationError) as exc:
             raise SubRunFailed(exc, "") from exc
         values = await self._reader.outputs(spec)
