@@ -240,6 +240,15 @@ def dumps_function(fn: Any) -> tuple[str, bytes]:
     return result
 
 
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"  # what code by value needs
+
+
+def by_value(frame: bytes | bytearray | memoryview) -> bool:
+    """Does a function's frame (:func:`dumps_function`) carry its code by value (so it
+    only loads on the Python version that made it)?"""
+    return _DYNAMIC.encode() in frame
+
+
 def loads_function(data: bytes | bytearray | memoryview, *, what: str = "function") -> Any:
     """Inverse of :func:`dumps_function`: the function, its source registered.
 

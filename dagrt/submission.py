@@ -47,7 +47,7 @@ from .sealing import (
     origin_note,
     output_place,
 )
-from .serialize import dumps, dumps_function, pack
+from .serialize import PYTHON, dumps, dumps_function, pack
 from .storage import Script, Storage
 from .storage import commands as C
 
@@ -272,6 +272,7 @@ async def submit(
                     else {}
                 ),
                 "client": client_id,
+                "python": PYTHON,  # (functions by value need the same on the workers)
                 "signed": "1" if secret is not None else "0",
                 **({"records_tag": table_tag(secret, run_id, payloads)} if secret else {}),
                 **(

@@ -648,6 +648,8 @@ def test_the_compose_file_runs_what_the_pool_fixture_runs() -> None:
         "/usr/local/etc/redis/users.acl",
         "--dir",
         "/data",
+        "--maxmemory",  # (noeviction refuses writes only under a limit)
+        "${DAGRT_REDIS_MAXMEMORY:-2gb}",
     ]
     [acl] = [v for v in redis["volumes"] if isinstance(v, dict)]
     assert acl["source"] == "./storage/users.acl"
@@ -681,6 +683,21 @@ def test_the_compose_file_runs_what_the_pool_fixture_runs() -> None:
     assert compose["volumes"]["dagrt-store"]["driver_opts"]["type"] == "tmpfs"
     board = compose["services"]["dashboard"]
     assert board["entrypoint"][:2] == ["dagrt", "dashboard"]
+    # one image, built once, on the clients' Python version
+    assert board["image"] == worker["image"]
+    assert "build" not in board
+    assert worker["build"]["args"]["PYTHON_VERSION"] == "${DAGRT_PYTHON_VERSION:-3.12}"
+    assert "ARG PYTHON_VERSION" in dockerfile
+    assert "FROM python:${PYTHON_VERSION}-slim" in dockerfile
+    ignored = (root / ".dockerignore").read_text().split()
+    assert {".git", ".venv"} <= set(ignored)
+    pins = [
+        line
+        for line in (root / "workers" / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert pins
+    assert all("==" in line for line in pins)
     assert board["environment"]["DAGRT_REDIS_URL"].startswith(
         "redis://dashboard:${DAGRT_ACL_DASHBOARD_PASSWORD:?"
     )
@@ -739,3 +756,20 @@ async def test_a_local_cluster_keeps_its_password_out_of_process_listings() -> N
         assert "not-for-ps" not in argv
         async with dagrt.Client(cluster.url, secret=cluster.secret) as client:
             assert await client.compute(add(1, 2)) == 3
+
+
+async def test_a_function_by_value_from_another_python_is_refused_naming_both_versions(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Code that travels by value (a function of ``__main__``, a notebook, a lambda) is
+    bytecode of the client's Python: a worker on another version says so, before it
+    unpickles it (3.12 bytecode on 3.11 failed with a TypeError that named nothing)."""
+    monkeypatch.setattr(submission, "PYTHON", "3.99")  # (the client's, as a run says it)
+    by_value = dagrt.task(lambda x: x + 1)
+    async with dagrt.Client(pool.url) as client:
+        with anyio.fail_after(30), pytest.raises(TaskError) as failed:
+            await client.compute(by_value(1))
+        mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+        assert f"client on Python 3.99; this worker runs Python {mine}" in str(failed.value)
+        with anyio.fail_after(30):  # by reference: any version
+            assert await client.compute(inc(1)) == 2

@@ -196,7 +196,7 @@ class Chains:
                 if frame is None:
                     return await self._run_ended(ctx, rec, attempt, acks)
                 load_spec(rec, frame)  # (checked against its digest, then unpickled)
-            fn = await self.functions.get(rec.fn)
+            fn = await self.functions.get(rec.fn, ctx.python)
             [loaded] = await self.inputs.load(ctx, [rec], moves)
         except SerializationError as exc:
             cause = exc.__cause__ or exc

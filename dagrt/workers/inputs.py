@@ -423,7 +423,7 @@ class Inputs:
         rk = ctx.keys
         log = self.log
         rec = ctx.record(q)
-        fn = await self.functions.get(rec.fn)
+        fn = await self.functions.get(rec.fn, ctx.python)
         # Logged as the task's next attempt, here (its output is made again).
         [lost, _] = await self.storage.apipeline(
             [C.hincrby(rk.lost, str(q), 1), C.expire(rk.lost, ctx.ttl_ms / 1000)]

@@ -25,7 +25,7 @@ from ..outcomes import event_tag
 from ..records import TaskRecord, cache_table_ok, check_table, decode_functions, decode_record
 from ..records import verify as verify_record
 from ..sealing import Payload, open_found_table, output_place, seal, unseal
-from ..serialize import Frame, loads_function
+from ..serialize import PYTHON, Frame, by_value, loads_function
 from ..storage import Storage
 from ..storage import commands as C
 
@@ -135,6 +135,8 @@ class RunContext:
         # what a sub-run of this run goes by (a task that returned a graph: dagrt.expand)
         self.meta = {k: v for k, v in meta.items() if k != b"fns"}
         self.task_timeout = _float(meta.get(b"task_timeout"), None)
+        # the Python version of the client that submitted the run ("3.12"; "" if unsaid)
+        self.python = meta.get(b"python", b"").decode(errors="replace")
         # a client that maps outputs of the run from the store of this host and root
         self.outputs_host = meta.get(b"outputs_host", b"").decode(errors="replace")
         self.outputs_root = meta.get(b"outputs_root", b"").decode(errors="replace")
@@ -283,18 +285,21 @@ class FunctionCache:
         """The function if this worker has it loaded already."""
         return self._fns.get(digest)
 
-    async def get(self, digest: str) -> Callable[..., Any]:
+    async def get(self, digest: str, python: str = "") -> Callable[..., Any]:
+        """The function of ``digest``; ``python``: the Python version (``"3.12"``) of the
+        client that sent it (the run's), checked against this worker's for a function
+        that travels by value (bytecode) before it is unpickled."""
         while digest not in self._fns:
             pending = self._loading.get(digest)
             if pending is None:
-                await self._load(digest)
+                await self._load(digest, python)
             else:
                 await pending.wait()
                 if digest not in self._fns:
-                    await self._load(digest)
+                    await self._load(digest, python)
         return self._fns[digest]
 
-    async def _load(self, digest: str) -> None:
+    async def _load(self, digest: str, python: str) -> None:
         done = self._loading[digest] = anyio.Event()
         try:
             frame = await self.storage.aget(K.function(digest))
@@ -302,6 +307,14 @@ class FunctionCache:
                 raise SerializationError(f"function {digest} is not in storage (expired?)")
             if not hmac.compare_digest(hashlib.sha256(frame).hexdigest(), digest):
                 raise SerializationError(f"function {digest} in storage does not match its digest")
+            if python and python != PYTHON and by_value(frame):
+                raise SerializationError(
+                    f"function {digest} travels by value (it is defined in __main__, a"
+                    f" notebook or a test) from a client on Python {python}; this worker runs"
+                    f" Python {PYTHON}: its bytecode needs the same Python version on both"
+                    " (run the pool on the client's version, or put the function in a module"
+                    " the workers import)"
+                )
             # An ImportError here (a module missing on this worker) reaches the task as
             # its error, naming the module.
             fn = loads_function(frame, what=f"function {digest}")
