@@ -5,7 +5,8 @@
 (:mod:`dagrt.secret`); the file holds their SHA-256 only. Load it with the server's
 ``aclfile`` setting (``storage/redis.conf``). The roles:
 
-* ``default``: off: a connection without a user name gets nothing.
+* ``default``: off: a connection without a user name gets nothing (its permissions are
+  all, for the server's own replay of the AOF at a restart, never for a connection).
 * ``admin``: everything (creating users, rotating passwords; never used by runs).
 * ``client``: what a client does: submit runs (scripts), follow their events, read
   outputs, clean up, write the event log and its index, prune it. It cannot read the
@@ -65,7 +66,11 @@ def render(passwords: Mapping[str, str]) -> str:
     unknown = set(passwords) - set(ROLES)
     if unknown:
         raise ValueError(f"no such role: {', '.join(sorted(unknown))} (roles: {', '.join(ROLES)})")
-    lines = ["user default off resetkeys resetchannels -@all"]
+    # ``default`` is off (nobody logs in as it: a connection without a user name gets
+    # NOAUTH) with every permission: on Redis 7.0 and valkey the server replays a
+    # script's writes from the AOF as a transaction whose commands it checks against
+    # the default user, and with none allowed a restart dropped them all (the log).
+    lines = ["user default off resetpass ~* &* +@all"]
     for role, rules in ROLES.items():
         password = passwords.get(role)
         if password is None:
