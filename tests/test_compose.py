@@ -28,6 +28,7 @@ import anyio
 import pytest
 
 import dagrt
+from dagrt import workflows
 from dagrt.acl import ROLES, render
 from dagrt.keyring import new_secret
 from dagrt.metrics.read import aread_run
@@ -37,6 +38,7 @@ from dagrt.workflows import pairwise
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).parent.parent
+WORKFLOWS = {"wordcount": {"words": 400_000, "chunks": 16}, "gemm": {"n": 1200, "b": 3}}
 ENGINE_TIMEOUT = 900  # seconds the engine may take to be ready, cold (images built once)
 BUILD_TIMEOUT = 900
 
@@ -243,10 +245,17 @@ async def test_the_compose_pool_serves_a_client_of_this_host(pool: Pool) -> None
     with pytest.raises(AssertionError):
         pool.engine.run(*wrong, "-e", "ping")
     async with dagrt.Client(pool.client_url, secret=secret) as client:
-        # a workflow
+        # workflows: a tree reduction, a word count, a GEMM whose blocks (1.3 MB) stay in
+        # the workers' shared store
         with anyio.fail_after(120):
             fut = client.submit(pairwise(add, range(1000)))
             assert await fut == sum(range(1000))
+            runs = [fut.run_id]
+            for name, params in WORKFLOWS.items():
+                flow = workflows.get(name)
+                done = client.submit(flow.build(**params))
+                assert flow.check(await done, flow.reference(**params)), name
+                runs.append(done.run_id)
         # a worker stopped (SIGTERM) mid-run: nothing is lost
         slow = client.submit(total([nap(i) for i in range(40)]))
         await anyio.sleep(1.5)
@@ -257,9 +266,11 @@ async def test_the_compose_pool_serves_a_client_of_this_host(pool: Pool) -> None
             assert await slow == sum(range(40))
     # (the client's part of the log is written when it closes)
     events = await aread_run(pool.client_url, fut.run_id, wait=30)
-    naps = await aread_run(pool.client_url, slow.run_id, wait=30)
-    workers = {e.worker_id for e in events + naps if e.kind == "task-finished"}
-    assert len(workers) >= 2, workers  # tasks ran on both workers (one replaced after TERM)
+    workers: set[str] = set()
+    for run in runs:
+        logged = await aread_run(pool.client_url, run, wait=30)
+        workers |= {e.worker_id for e in logged if e.kind == "task-finished"}
+    assert len(workers) == 2, workers  # the workflows' tasks ran on both workers
     # the dashboard answers, and shows the run
     with urllib.request.urlopen(f"{pool.dashboard_url}/api/runs?limit=5", timeout=10) as r:
         assert r.status == 200
