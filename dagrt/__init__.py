@@ -6,6 +6,7 @@ calls lazily, and run the graph with ``await client.compute(...)``.
 
 from __future__ import annotations
 
+from . import dask as dask  # (Dask's scheduler protocol; imports Dask only when used)
 from .caching import CacheOptions as CacheOptions
 from .client import Client as Client
 from .client import compute as compute

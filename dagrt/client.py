@@ -467,6 +467,15 @@ class Client:
             fut.cancel()
             raise
 
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Dask's scheduler protocol on this client's runtime (``dask.compute(x,
+        scheduler=client.get)``; :mod:`dagrt.dask`). Synchronous: call it from another
+        thread than the client's loop (``await asyncio.to_thread(dask.compute, x,
+        scheduler=client.get)``)."""
+        from .dask import get
+
+        return get(dsk, keys, client=self, **kwargs)
+
     async def gather(
         self, futures: Iterable[RunFuture], *, return_exceptions: bool = False
     ) -> list[Any]:

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -290,12 +291,15 @@ def test_where_no_engine_can_run_the_script_says_why() -> None:
         pytest.skip("needs root and setpriv to run the script as another user")
     if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
         pytest.skip("a Docker engine answers here: the script would use it")
-    script = str(ROOT / "deploy" / "compose-engine.sh")
-    done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    with tempfile.TemporaryDirectory() as folder:  # (a clone's folder may be private)
+        os.chmod(folder, 0o755)
+        script = shutil.copy(ROOT / "deploy" / "compose-engine.sh", folder)
+        done = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=folder,
+        )
     assert done.returncode == 3, done.stderr
     assert "podman needs root" in done.stdout.strip().splitlines()[-1]

@@ -1,0 +1,256 @@
+"""Dask collections on dagrt: a Dask scheduler that runs each Dask task as a dagrt task.
+
+``dask.compute(x, scheduler=dagrt.dask.get)``, ``dask.config.set(scheduler=client.get)``
+or :func:`enable` route a Dask computation here. :func:`get` takes what Dask hands a
+scheduler (an expression with ``__dask_graph__()`` since Dask 2025.4, a
+``HighLevelGraph`` or a plain dict, legacy tuples included: ``convert_legacy_graph``)
+and the keys it wants, possibly nested lists; it returns their values in the same
+nesting (lists become tuples, as Dask's own schedulers return them).
+
+The conversion (:func:`convert`) keeps one dagrt task per Dask task and nothing more:
+
+* a ``Task`` becomes a call of the task itself (:func:`_call`) on the values of its
+  dependencies, named as the task names them (``Task.__call__`` rebuilds nested
+  arguments, inner tasks and fused subgraphs itself); its dagrt name is the key's
+  prefix (``sum-aggregate``), so the event log, report and dashboard group it so;
+* an ``Alias`` is resolved at conversion (chains followed, a cycle is an error): its
+  consumers read the target's output, under the alias's name;
+* a ``DataNode`` is a constant: passed to its consumers as an argument, never run (a
+  key that is wanted and is one comes back as its value);
+* only what the wanted keys need is converted (culled); a wanted key that is not in the
+  graph is a ``KeyError``, as Dask's schedulers raise.
+
+No recursion anywhere (a 10,000-link chain converts). A task that fails raises its
+original exception on the client (:class:`~dagrt.TaskError` carries the remote
+traceback as its cause), as Dask's schedulers do.
+
+Where it runs: ``get(..., client=c)`` (or ``c.get``, or :func:`enable`'s client) on that
+client's runtime (a local cluster, a pool by URL, or in-process); without one, in this
+process (``Client(processes=False)``, a temporary client per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import graph as _graph
+from .exceptions import TaskError
+from .tasks import TaskFunction, task
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["convert", "enable", "get"]
+
+
+def get(dsk: Any, keys: Any, *, client: Client | None = None, **kwargs: Any) -> Any:
+    """Dask's scheduler protocol: the values of ``keys`` (a key, or nested lists of
+    keys) in graph ``dsk``, computed on dagrt (``client``, else :func:`enable`'s, else
+    in this process). Other keywords Dask forwards are ignored."""
+    nodes, shape = convert(dsk, keys)
+    client = client if client is not None else _enabled.client
+    try:
+        values = _compute(nodes, client)
+    except TaskError as exc:
+        if exc.exception is not None:  # (the original type, as Dask's schedulers raise it)
+            raise exc.exception from exc
+        raise
+    return shape(values)
+
+
+def convert(dsk: Any, keys: Any) -> tuple[list[Any], Any]:
+    """The dagrt nodes (or constants) of the distinct wanted keys of a Dask graph, and a
+    function that shapes their values as ``keys`` is nested."""
+    from dask._task_spec import Alias, DataNode, GraphNode, Task, convert_legacy_graph
+
+    graph = dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__()
+    if not all(isinstance(v, GraphNode) for v in graph.values()):
+        graph = convert_legacy_graph(dict(graph))
+    wanted = _flat_keys(keys)
+    for key in wanted:
+        if key not in graph:
+            raise KeyError(key)
+
+    def resolve(key: Any) -> Any:
+        seen = set()
+        while isinstance(graph.get(key), Alias):
+            if key in seen:
+                raise ValueError(f"the Dask graph's aliases form a cycle at {key!r}")
+            seen.add(key)
+            target = graph[key].target
+            if target not in graph:
+                raise KeyError(target)
+            key = target
+        return key
+
+    built: dict[Any, Any] = {}  # producing key -> its Node, or _Constant
+    stack = [resolve(k) for k in reversed(wanted)]
+    while stack:  # post-order, iterative
+        key = stack[-1]
+        if key in built:
+            stack.pop()
+            continue
+        node = graph[key]
+        if isinstance(node, DataNode):
+            built[key] = _Constant(node.value)
+            stack.pop()
+            continue
+        if not isinstance(node, Task):  # (convert_legacy_graph makes nothing else)
+            raise TypeError(f"Dask graph node {key!r} is a {type(node).__name__}")
+        names = sorted(node.dependencies, key=_sort_key)
+        producers = [resolve(name) for name in names]
+        missing = [p for p in producers if p not in built]
+        if missing:
+            stack.extend(missing)
+            continue
+        stack.pop()
+        args = [_unwrap(built[p]) for p in producers]
+        built[key] = _caller(key)(node, tuple(names), *args)
+
+    distinct: dict[Any, int] = {}
+    outputs: list[Any] = []
+    for key in wanted:
+        producer = resolve(key)
+        if producer not in distinct:
+            distinct[producer] = len(outputs)
+            made = built[producer]
+            outputs.append(_value(made.value) if isinstance(made, _Constant) else made)
+
+    def shape(values: list[Any]) -> Any:
+        by_key = {k: values[i] for k, i in distinct.items()}
+        return _nested(keys, lambda k: by_key[resolve(k)])
+
+    return outputs, shape
+
+
+@contextlib.contextmanager
+def enable(client: Client | None = None) -> Iterator[None]:
+    """Route every Dask computation to dagrt while in the block (``client``'s runtime,
+    else this process), with the defaults a pool needs: task-based shuffles (Dask's
+    default without ``distributed`` writes partd files in the client's folder)."""
+    import dask
+
+    previous = _enabled.client
+    _enabled.client = client
+    scheduler = client.get if client is not None else get
+    try:
+        with dask.config.set({"scheduler": scheduler, "dataframe.shuffle.method": "tasks"}):
+            yield
+    finally:
+        _enabled.client = previous
+
+
+class _Enabled(threading.local):
+    client: Client | None = None
+
+
+_enabled = _Enabled()
+
+
+# --------------------------------------------------------------------------- the tasks
+
+
+def _call(task: Any, names: tuple[Any, ...], *values: Any) -> Any:
+    """Run a Dask task on the values of its dependencies, by the names it uses."""
+    return task(dict(zip(names, values, strict=True)))
+
+
+def _value_of(value: Any) -> Any:
+    return value
+
+
+_CALLERS: dict[str, TaskFunction[..., Any]] = {}
+
+
+def _caller(key: Any) -> TaskFunction[..., Any]:
+    """The dagrt task that runs Dask tasks of ``key``'s prefix (named by it)."""
+    from dask.utils import key_split
+
+    prefix = key_split(key)
+    caller = _CALLERS.get(prefix)
+    if caller is None:
+        caller = _CALLERS[prefix] = task(name=prefix)(_call)
+    return caller
+
+
+_value = task(name="dask-data")(_value_of)
+
+
+class _Constant:
+    """A ``DataNode``'s value, passed to consumers as an argument."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _unwrap(built: Any) -> Any:
+    return built.value if isinstance(built, _Constant) else built
+
+
+def _flat_keys(keys: Any) -> list[Any]:
+    out: list[Any] = []
+    stack = [keys]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            out.append(item)
+    return out
+
+
+def _nested(keys: Any, value_of: Any) -> Any:
+    """``keys`` with each key replaced by its value, lists as tuples (no recursion)."""
+    if not isinstance(keys, list):
+        return value_of(keys)
+    stack: list[tuple[Iterator[Any], list[Any]]] = [(iter(keys), [])]
+    while True:
+        items, done = stack[-1]
+        for item in items:
+            if isinstance(item, list):
+                stack.append((iter(item), []))
+                break
+            done.append(value_of(item))
+        else:
+            stack.pop()
+            if not stack:
+                return tuple(done)
+            stack[-1][1].append(tuple(done))
+
+
+def _sort_key(key: Any) -> tuple[str, str]:
+    return (type(key).__name__, repr(key))
+
+
+def _compute(nodes: list[Any], client: Client | None) -> list[Any]:
+    """The values of ``nodes`` (in order), on ``client`` or in this process."""
+    if not nodes:
+        return []
+    got = _graph._compute(*nodes, processes=False) if client is None else _on_client(client, nodes)
+    return list(got) if len(nodes) > 1 else [got]
+
+
+def _on_client(client: Client, nodes: list[Any]) -> Any:
+    """``client.compute(*nodes)`` from this thread: the client's loop runs elsewhere
+    (a thread of the caller's, e.g. a notebook's); on the loop itself it would wait
+    for itself."""
+    loop = client._loop
+    if loop is None:
+        raise RuntimeError("the dagrt client is not started (use `async with Client()`)")
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        raise RuntimeError(
+            "dask.compute is synchronous and this is the dagrt client's event loop: call it"
+            " from another thread (await asyncio.to_thread(dask.compute, x,"
+            " scheduler=client.get))"
+        )
+    return asyncio.run_coroutine_threadsafe(client.compute(*nodes), loop).result()

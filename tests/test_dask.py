@@ -1,0 +1,136 @@
+"""Dask collections on dagrt (``dagrt.dask``): Dask's own conformance tests for a
+scheduler's ``get``, in this process and on a local cluster, and collections computed
+with it giving what Dask's synchronous scheduler gives."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+db = pytest.importorskip("dask.bag")
+np = pytest.importorskip("numpy")
+
+from dask import delayed  # noqa: E402
+from dask.utils_test import GetFunctionTestMixin  # noqa: E402
+
+import dagrt  # noqa: E402
+import dagrt.dask  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster_client() -> Iterator[dagrt.Client]:
+    """A client of a local cluster (two worker processes) whose loop runs in a thread of
+    its own, as a notebook's does: Dask's ``compute`` is synchronous."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    client = dagrt.Client(n_workers=2)
+    asyncio.run_coroutine_threadsafe(client.__aenter__(), loop).result(120)
+    try:
+        yield client
+    finally:
+        asyncio.run_coroutine_threadsafe(client.close(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+class TestGetInProcess(GetFunctionTestMixin):  # type: ignore[misc]
+    """Dask's tests of a foreign ``get``, on the in-process runtime."""
+
+    get = staticmethod(dagrt.dask.get)
+
+
+class TestGetOnALocalCluster(GetFunctionTestMixin):  # type: ignore[misc]
+    """The same, on worker processes (``client.get``)."""
+
+    @pytest.fixture(autouse=True)
+    def _on_cluster(self, cluster_client: dagrt.Client) -> None:
+        self.get = cluster_client.get
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def collections() -> dict[str, Any]:
+    x = da.arange(400, chunks=100).reshape(20, 20).rechunk(10)
+    bag = db.from_sequence(range(100), npartitions=7)
+    words = db.from_sequence(["a b", "b c", "c a b"] * 5, npartitions=3)
+    parts = [delayed(inc)(i) for i in range(5)]
+    return {
+        "array": (x @ x.T).sum(axis=0),
+        "bag": bag.map(inc).filter(lambda v: v % 3 == 0).sum(),
+        "wordcount": words.str.split().flatten().frequencies(sort=True),
+        "delayed": delayed(sum)(parts),
+        "nested": {"a": delayed(inc)(1), "b": [delayed(inc)(2), 5]},
+    }
+
+
+@pytest.mark.parametrize("where", ["in-process", "cluster"])
+@pytest.mark.parametrize("name", list(collections()))
+def test_collections_give_what_the_synchronous_scheduler_gives(
+    name: str, where: str, request: pytest.FixtureRequest
+) -> None:
+    x = collections()[name]
+    expected = dask.compute(x, scheduler="sync")
+    if where == "in-process":
+        got = dask.compute(x, scheduler=dagrt.dask.get)
+    else:
+        client = request.getfixturevalue("cluster_client")
+        got = dask.compute(x, scheduler=client.get)
+    np.testing.assert_equal(got, expected)
+
+
+def test_enable_routes_every_computation(cluster_client: dagrt.Client) -> None:
+    x = da.ones((30, 30), chunks=10).sum()
+    with dagrt.dask.enable(cluster_client):
+        assert dask.config.get("scheduler") == cluster_client.get
+        assert dask.config.get("dataframe.shuffle.method") == "tasks"
+        assert x.compute() == 900
+    assert dask.config.get("scheduler", None) != cluster_client.get
+
+
+def fails(x: int) -> int:
+    raise ZeroDivisionError(f"no {x}")
+
+
+@pytest.mark.parametrize("where", ["in-process", "cluster"])
+def test_a_failing_task_raises_its_own_exception(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    """As Dask's schedulers do: the task's exception type, the remote traceback kept."""
+    get = dagrt.dask.get if where == "in-process" else request.getfixturevalue("cluster_client").get
+    x = delayed(fails)(delayed(inc)(1))
+    with pytest.raises(ZeroDivisionError, match="no 2") as raised:
+        dask.compute(x, scheduler=get)
+    assert isinstance(raised.value.__cause__, dagrt.TaskError)
+    assert "fails" in raised.value.__cause__.remote_traceback
+
+
+def test_conversion_keeps_one_task_per_dask_task_and_resolves_aliases() -> None:
+    from dask._task_spec import Alias, DataNode, List, Task, TaskRef
+
+    graph = {
+        "data": DataNode("data", 10),
+        "a": Task("a", inc, TaskRef("data")),
+        "b": Alias("b", "a"),
+        "c": Alias("c", "b"),
+        "d": Task("d", sum, List(TaskRef("c"), TaskRef("b"), TaskRef("data"))),
+        "unused": Task("unused", inc, 1),
+    }
+    nodes, _ = dagrt.dask.convert(graph, [["d"], "c", "data"])
+    dag = dagrt.DAG(*nodes)
+    names = sorted(dag._nodes[i].name for i in range(len(dag)))
+    assert names == ["a", "d", "dask-data"]  # (b and c resolved; unused culled)
+    assert dagrt.dask.get(graph, [["d"], "c", "data"]) == ((32,), 11, 10)
+    with pytest.raises(KeyError):
+        dagrt.dask.get(graph, "nope")
+    with pytest.raises(ValueError, match="cycle"):
+        dagrt.dask.get({"x": Alias("x", "y"), "y": Alias("y", "x")}, "x")
