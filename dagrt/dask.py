@@ -76,6 +76,8 @@ def convert(dsk: Any, keys: Any) -> tuple[list[Any], Any]:
             raise KeyError(key)
 
     def resolve(key: Any) -> Any:
+        if not isinstance(graph.get(key), Alias):  # (the common case)
+            return key
         seen = set()
         while isinstance(graph.get(key), Alias):
             if key in seen:
@@ -101,15 +103,15 @@ def convert(dsk: Any, keys: Any) -> tuple[list[Any], Any]:
             continue
         if not isinstance(node, Task):  # (convert_legacy_graph makes nothing else)
             raise TypeError(f"Dask graph node {key!r} is a {type(node).__name__}")
-        names = sorted(node.dependencies, key=_sort_key)
+        names = list(node.dependencies)  # (any order: the values follow it)
         producers = [resolve(name) for name in names]
         missing = [p for p in producers if p not in built]
         if missing:
             stack.extend(missing)
             continue
         stack.pop()
-        args = [_unwrap(built[p]) for p in producers]
-        built[key] = _caller(key)(node, tuple(names), *args)
+        # (opaque to the argument walker: a key is a tuple, a constant may be a big list)
+        built[key] = _caller(key)(_Spec(node, names), *(built[p] for p in producers))
 
     distinct: dict[Any, int] = {}
     outputs: list[Any] = []
@@ -118,7 +120,7 @@ def convert(dsk: Any, keys: Any) -> tuple[list[Any], Any]:
         if producer not in distinct:
             distinct[producer] = len(outputs)
             made = built[producer]
-            outputs.append(_value(made.value) if isinstance(made, _Constant) else made)
+            outputs.append(_value(made) if isinstance(made, _Constant) else made)
 
     def shape(values: list[Any]) -> Any:
         by_key = {k: values[i] for k, i in distinct.items()}
@@ -154,13 +156,26 @@ _enabled = _Enabled()
 # --------------------------------------------------------------------------- the tasks
 
 
-def _call(task: Any, names: tuple[Any, ...], *values: Any) -> Any:
+class _Spec:
+    """A Dask task and the names of its dependencies, in the order of the values."""
+
+    __slots__ = ("names", "task")
+
+    def __init__(self, task: Any, names: list[Any]) -> None:
+        self.task, self.names = task, names
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Spec, (self.task, self.names))
+
+
+def _call(spec: _Spec, *values: Any) -> Any:
     """Run a Dask task on the values of its dependencies, by the names it uses."""
-    return task(dict(zip(names, values, strict=True)))
+    values = tuple(v.value if type(v) is _Constant else v for v in values)
+    return spec.task(dict(zip(spec.names, values, strict=True)))
 
 
-def _value_of(value: Any) -> Any:
-    return value
+def _value_of(constant: _Constant) -> Any:
+    return constant.value
 
 
 _CALLERS: dict[str, TaskFunction[..., Any]] = {}
@@ -181,16 +196,16 @@ _value = task(name="dask-data")(_value_of)
 
 
 class _Constant:
-    """A ``DataNode``'s value, passed to consumers as an argument."""
+    """A ``DataNode``'s value, passed to consumers as an argument (opaque to the
+    argument walker)."""
 
     __slots__ = ("value",)
 
     def __init__(self, value: Any) -> None:
         self.value = value
 
-
-def _unwrap(built: Any) -> Any:
-    return built.value if isinstance(built, _Constant) else built
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Constant, (self.value,))
 
 
 def _flat_keys(keys: Any) -> list[Any]:
@@ -222,10 +237,6 @@ def _nested(keys: Any, value_of: Any) -> Any:
             if not stack:
                 return tuple(done)
             stack[-1][1].append(tuple(done))
-
-
-def _sort_key(key: Any) -> tuple[str, str]:
-    return (type(key).__name__, repr(key))
 
 
 def _compute(nodes: list[Any], client: Client | None) -> list[Any]:
