@@ -34,6 +34,8 @@ from .caching import CacheOptions, cache_plan, cache_storage
 from .clientlog import ClientLog, Status
 from .cluster import LocalCluster
 from .dashboard.process import dashboard_process
+from .dask import get as dask_get
+from .dask import uses_client_class
 from .distributed import DEFAULT_STALL_TIMEOUT, DistributedRuntime, check_stall_timeout
 from .exceptions import ClientClosedError, RunTimeoutError
 from .futures import RunFuture
@@ -58,6 +60,7 @@ __all__ = ["Client", "compute"]
 log = logging.getLogger("dagrt.client")
 
 
+@uses_client_class
 class Client:
     """Submits DAGs to a runtime and hands back their results.
 
@@ -472,9 +475,7 @@ class Client:
         scheduler=client.get)``; :mod:`dagrt.dask`). Synchronous: call it from another
         thread than the client's loop (``await asyncio.to_thread(dask.compute, x,
         scheduler=client.get)``)."""
-        from .dask import get
-
-        return get(dsk, keys, client=self, **kwargs)
+        return dask_get(dsk, keys, client=self, **kwargs)
 
     async def gather(
         self, futures: Iterable[RunFuture], *, return_exceptions: bool = False

@@ -26,7 +26,7 @@ traceback as its cause), as Dask's schedulers do.
 
 Where it runs: ``get(..., client=c)`` (or ``c.get``, or :func:`enable`'s client) on that
 client's runtime (a local cluster, a pool by URL, or in-process); without one, in this
-process (``Client(processes=False)``, a temporary client per call).
+process (one ``Client(processes=False)`` for every such call, its loop in a thread).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import graph as _graph
 from .exceptions import TaskError
 from .tasks import TaskFunction, task
 
@@ -243,8 +242,48 @@ def _compute(nodes: list[Any], client: Client | None) -> list[Any]:
     """The values of ``nodes`` (in order), on ``client`` or in this process."""
     if not nodes:
         return []
-    got = _graph._compute(*nodes, processes=False) if client is None else _on_client(client, nodes)
+    got = _on_client(client if client is not None else _background(), nodes)
     return list(got) if len(nodes) > 1 else [got]
+
+
+#: the client class (``dagrt.client`` sits above this module: it hands it down)
+_client_class: Any = None
+
+
+def uses_client_class(cls: Any) -> Any:
+    """Make ``cls`` the client :func:`get` starts when given none (a decorator)."""
+    global _client_class
+    _client_class = cls
+    return cls
+
+
+class _Background:
+    """One in-process client for :func:`get` without one: started at the first call,
+    its loop in a daemon thread (Dask's ``compute`` is synchronous), closed at exit."""
+
+    lock = threading.Lock()
+    client: Any = None
+
+
+def _background() -> Client:
+    with _Background.lock:
+        if _Background.client is None:
+            import atexit
+
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="dagrt-dask", daemon=True)
+            thread.start()
+            client = _client_class(processes=False)
+            asyncio.run_coroutine_threadsafe(client.__aenter__(), loop).result()
+
+            def close() -> None:
+                with contextlib.suppress(Exception):
+                    asyncio.run_coroutine_threadsafe(client.close(), loop).result(10)
+                loop.call_soon_threadsafe(loop.stop)
+
+            atexit.register(close)
+            _Background.client = client
+        return _Background.client  # type: ignore[no-any-return]
 
 
 def _on_client(client: Client, nodes: list[Any]) -> Any:

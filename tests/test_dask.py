@@ -5,6 +5,7 @@ with it giving what Dask's synchronous scheduler gives."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -36,9 +37,13 @@ def cluster_client() -> Iterator[dagrt.Client]:
         yield client
     finally:
         asyncio.run_coroutine_threadsafe(client.close(), loop).result(60)
+        # (transports finish closing on the loop: let it turn before it stops)
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0.2), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        gc.collect()
 
 
 class TestGetInProcess(GetFunctionTestMixin):  # type: ignore[misc]
