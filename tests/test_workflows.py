@@ -87,10 +87,10 @@ def test_bad_parameters_are_clear_errors() -> None:
 async def test_three_workflows_at_once_really_interleave(pool: Any) -> None:
     """wordcount, image_transform and gemm as futures on one client: all correct, and the
     event log shows their tasks overlapping in time."""
-    chosen = {
-        "wordcount": {"words": 60_000, "chunks": 12, "seed": 1},
-        "image_transform": {"height": 300, "width": 300, "tiles": 4, "seed": 1},
-        "gemm": {"n": 300, "b": 3, "seed": 1},
+    chosen = {  # (large enough that no run is over before the others have begun)
+        "wordcount": {"words": 300_000, "chunks": 12, "seed": 1},
+        "image_transform": {"height": 600, "width": 600, "tiles": 4, "seed": 1},
+        "gemm": {"n": 600, "b": 3, "seed": 1},
     }
     async with dagrt.Client(pool.url, flush=FlushPolicy(interval=0.2)) as client:
         futs = {name: client.submit(workflows.get(name).build(**p)) for name, p in chosen.items()}
