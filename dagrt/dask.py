@@ -11,8 +11,9 @@ The conversion (:func:`convert`) keeps one dagrt task per Dask task and nothing 
 
 * a ``Task`` becomes a call of the task itself (:func:`_call`) on the values of its
   dependencies, named as the task names them (``Task.__call__`` rebuilds nested
-  arguments, inner tasks and fused subgraphs itself); its dagrt name is the key's
-  prefix (``sum-aggregate``), so the event log, report and dashboard group it so;
+  arguments, inner tasks and fused subgraphs itself); its dagrt key is the Dask key
+  (``repr`` of a tuple key) and its name the key's prefix (``sum-aggregate``), so the
+  event log, report, dashboard and error messages say what Dask says;
 * an ``Alias`` is resolved at conversion (chains followed, a cycle is an error): its
   consumers read the target's output, under the alias's name;
 * a ``DataNode`` is a constant: passed to its consumers as an argument, never run (a
@@ -110,7 +111,9 @@ def convert(dsk: Any, keys: Any) -> tuple[list[Any], Any]:
             continue
         stack.pop()
         # (opaque to the argument walker: a key is a tuple, a constant may be a big list)
-        built[key] = _caller(key)(_Spec(node, names), *(built[p] for p in producers))
+        made = _caller(key)(_Spec(node, names), *(built[p] for p in producers))
+        made.key = key if isinstance(key, str) else repr(key)  # (Dask's, in logs and errors)
+        built[key] = made
 
     distinct: dict[Any, int] = {}
     outputs: list[Any] = []

@@ -118,6 +118,7 @@ def test_a_failing_task_raises_its_own_exception(
         dask.compute(x, scheduler=get)
     assert isinstance(raised.value.__cause__, dagrt.TaskError)
     assert "fails" in raised.value.__cause__.remote_traceback
+    assert raised.value.__cause__.task == x.key  # (the Dask key)
 
 
 def test_conversion_keeps_one_task_per_dask_task_and_resolves_aliases() -> None:
@@ -135,6 +136,8 @@ def test_conversion_keeps_one_task_per_dask_task_and_resolves_aliases() -> None:
     dag = dagrt.DAG(*nodes)
     names = sorted(dag._nodes[i].name for i in range(len(dag)))
     assert names == ["a", "d", "dask-data"]  # (b and c resolved; unused culled)
+    keys = {dag._nodes[i].key for i in range(len(dag)) if dag._nodes[i].name != "dask-data"}
+    assert keys == {"a", "d"}  # (Dask's keys, in the log and in errors)
     assert dagrt.dask.get(graph, [["d"], "c", "data"]) == ((32,), 11, 10)
     with pytest.raises(KeyError):
         dagrt.dask.get(graph, "nope")
