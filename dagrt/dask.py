@@ -44,7 +44,7 @@ from .tasks import TaskFunction, task
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["convert", "enable", "get"]
+__all__ = ["acompute", "convert", "enable", "get"]
 
 
 def get(dsk: Any, keys: Any, *, client: Client | None = None, **kwargs: Any) -> Any:
@@ -129,6 +129,17 @@ def convert(dsk: Any, keys: Any) -> tuple[list[Any], Any]:
         return _nested(keys, lambda k: by_key[resolve(k)])
 
     return outputs, shape
+
+
+async def acompute(client: Client, *collections: Any, **kwargs: Any) -> tuple[Any, ...]:
+    """``dask.compute(*collections)`` on ``client`` from its own event loop: Dask's
+    ``compute`` is synchronous, so it runs in a thread and submits to this loop, which
+    stays free meanwhile."""
+    from dask.base import compute
+
+    return await asyncio.to_thread(  # type: ignore[no-any-return]
+        compute, *collections, scheduler=client.get, **kwargs
+    )
 
 
 @contextlib.contextmanager

@@ -179,3 +179,13 @@ def test_dasks_own_tests_pass_on_dagrt() -> None:
     routed = int(tail.split("dagrt-routed computations: ")[1].split()[0])
     assert routed > 100, tail
     assert " passed" in tail
+
+
+async def test_a_client_computes_dask_collections_from_its_own_loop() -> None:
+    """``await dagrt.dask.acompute(client, ...)``: no blocking of the client's loop (a
+    synchronous ``client.get`` there says to use a thread)."""
+    x = da.arange(100, chunks=10).sum()
+    async with dagrt.Client(processes=False) as client:
+        assert await dagrt.dask.acompute(client, x, db.from_sequence([1, 2]).sum()) == (4950, 3)
+        with pytest.raises(RuntimeError, match="another thread"):
+            client.get(x.__dask_graph__(), x.__dask_keys__())
