@@ -22,6 +22,7 @@ run; in-process: the values are read before the run and written after it).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,8 +34,8 @@ from . import keys as K
 from .cachekeys import task_keys
 from .exceptions import SerializationError, StorageError
 from .keyring import Keyring
-from .sealing import cache_place, is_sealed, open_origin_note, seal, unseal
-from .serialize import dumps, loads
+from .sealing import cache_place, is_sealed, open_origin_note, open_value, seal
+from .serialize import dumps
 from .storage import InMemoryStorage, RedisStorage
 from .storage import commands as C
 from .storage.redis import RedactsURLs
@@ -215,12 +216,10 @@ async def read_values(
             note = await storage.aget(K.cache_origin(entry))
             origin = open_origin_note(secret, entry, note)
             places += [origin] if origin else []
-        found[i] = await anyio.to_thread.run_sync(_open, secret, places, there[i], what)
+        found[i] = await anyio.to_thread.run_sync(
+            functools.partial(open_value, secret, places, there[i], what=what)
+        )
     return found
-
-
-def _open(secret: Keyring | None, places: list[bytes], frame: bytes, what: str) -> Any:
-    return loads(unseal(secret, places, frame, what=what), what=what)
 
 
 async def write_values(

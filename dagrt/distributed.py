@@ -48,7 +48,7 @@ from .objects import (
 )
 from .outcomes import OUTCOMES, check_event, exception_of, open_error
 from .resources import describe
-from .sealing import Payload, output_place, unseal
+from .sealing import open_value, output_place, unseal
 from .secret import check_authenticated, shared_keyring, unauthenticated_allowed
 from .serialize import loads
 from .storage import RedisStorage, Storage
@@ -508,10 +508,7 @@ class DistributedRuntime:
                 raise RunNotFoundError(f"output {i} of run {spec.run_id} is missing")
             places = found.get(i) or [output_place(spec.run_id, i)]
             what = f"output {i} of run {spec.run_id} ({spec.keys.output(i)!r})"
-
-            def load(frame: Payload, what: str = what, places: list[bytes] = places) -> Any:
-                return loads(unseal(secret, places, frame, what=what), what=what)
-
+            load = functools.partial(open_value, secret, places, what=what)
             if len(frame) > _BIG:
                 values[i] = await anyio.to_thread.run_sync(load, frame)
                 continue

@@ -42,13 +42,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from hashlib import blake2s
+from typing import Any
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from .exceptions import IntegrityError
 from .hmacs import mac, same
 from .keyring import Keyring
-from .serialize import Frame, pack, unpack
+from .serialize import Frame, loads, pack, unpack
 
 __all__ = [
     "HEAD",
@@ -63,8 +64,9 @@ __all__ = [
     "open_found_table",
     "open_origin_note",
     "origin_note",
+    "open_value",
     "output_place",
-    "payload_of",
+    "output_prefix",
     "seal",
     "unseal",
 ]
@@ -84,9 +86,14 @@ _TAG = 32  # bytes of an origin note's tag
 Payload = bytes | memoryview
 
 
+def output_prefix(run_id: str) -> bytes:
+    """The places of run ``run_id``'s outputs, but their index."""
+    return b"o\0%s\0" % run_id.encode()
+
+
 def output_place(run_id: str, index: int) -> bytes:
     """The place of task ``index``'s output in run ``run_id``."""
-    return b"o\0%s\0%d" % (run_id.encode(), index)
+    return output_prefix(run_id) + b"%d" % index
 
 
 def cache_place(entry: str) -> bytes:
@@ -173,11 +180,6 @@ def is_sealed(data: Payload | None) -> bool:
     return data is not None and data[:4] in (MAGIC, POLY)
 
 
-def payload_of(data: Payload) -> Payload:
-    """The payload of a value, sealed or not, unchecked (for what only looks at it)."""
-    return data[HEAD:] if is_sealed(data) else data
-
-
 def unseal(
     keyring: Keyring | None, places: Sequence[bytes], data: Payload, *, what: str
 ) -> Payload:
@@ -205,6 +207,13 @@ def unseal(
     if keyring is None or check_head(keyring, places, data, payload):
         return payload
     raise _mismatch(what)
+
+
+def open_value(
+    keyring: Keyring | None, places: Sequence[bytes], data: Payload, *, what: str
+) -> Any:
+    """The value ``data`` holds: its seal checked (:func:`unseal`), then unpickled."""
+    return loads(unseal(keyring, places, data, what=what), what=what)
 
 
 def _mismatch(what: str) -> IntegrityError:

@@ -39,7 +39,7 @@ from ..locality import INLINE_BUDGET
 from ..objects import DataPlane
 from ..records import TaskRecord
 from ..scheduler import Completion, complete_cmd, fail_cmd, send
-from ..sealing import HEAD, cache_place
+from ..sealing import cache_place
 from ..serialize import Frame, dumps_frame
 from ..storage import Storage
 from ..storage import commands as C
@@ -221,8 +221,7 @@ class Completer:
             cmds += sending
             if not fits:
                 continue
-            sealing = HEAD if ctx.secret is not None else 0
-            if ctx.cache and m.rec.index in ctx.cache and len(m.frame) + sealing <= limit:
+            if ctx.cache and m.rec.index in ctx.cache and len(m.frame) + ctx.seal_head <= limit:
                 entry, ttl = ctx.cache[m.rec.index]  # kept for later runs too
                 cmds.append(C.set_(entry, await self._sealed(ctx, m, entry), ex=ttl))
             items.append(m)
@@ -276,12 +275,11 @@ class Completer:
         if self._may_store(m):
             await self._to_store(ctx, m)  # (small outputs: not even a coroutine)
         rk, ttl = ctx.keys, ctx.ttl_ms / 1000
-        sealing = HEAD if ctx.secret is not None else 0
         if not m.location:
-            if len(m.frame) + sealing > limit:
+            if len(m.frame) + ctx.seal_head > limit:
                 return [self._too_large(ctx, m, limit)], False
             return [C.set_(rk.output(m.rec.index), await self._sealed(ctx, m), ex=ttl)], True
-        if ctx.switches(m.rec).upload_all and len(m.frame) + sealing <= limit:
+        if ctx.switches(m.rec).upload_all and len(m.frame) + ctx.seal_head <= limit:
             return [C.set_(rk.copy(m.rec.index), await self._sealed(ctx, m), ex=ttl)], True
         return [], True
 
@@ -354,7 +352,7 @@ class Completer:
         task's ``inline_max_bytes``, and the copies, one per child but the one kept, are
         at most ``INLINE_BUDGET`` bytes together."""
         limit = ctx.switches(m.rec).inline
-        size = len(m.location) if m.location else len(m.frame) + (HEAD if ctx.secret else 0)
+        size = len(m.location) if m.location else len(m.frame) + ctx.seal_head
         copies = len(m.rec.children) - (1 if m.may_keep else 0)
         return 0 < size <= limit and copies > 0 and size * copies <= INLINE_BUDGET
 

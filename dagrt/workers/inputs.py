@@ -28,6 +28,7 @@ from ..exceptions import IntegrityError, SerializationError
 from ..metrics.recorder import DIRECT, DOWNLOAD, LOCAL, MAP, RECOMPUTE, TransferBatch
 from ..objects import DataPlane, Location, StoreError, fetch, is_location
 from ..records import TaskRecord
+from ..sealing import open_value
 from ..serialize import loads
 from ..storage import Storage
 from ..storage import commands as C
@@ -464,7 +465,7 @@ class Inputs:
 
 def _open(ctx: RunContext, p: int, frame: bytes, what: str) -> Any:
     """The value of output ``p`` read as ``frame``: its seal checked, then unpickled."""
-    return loads(ctx.unseal(p, frame, what), what=what)
+    return open_value(ctx.secret, ctx.places(p), frame, what=what)
 
 
 def _rows_of(moves: Moves) -> Any:

@@ -24,7 +24,7 @@ from ..locality import CLUSTER_MIN_BYTES, LocalityOptions
 from ..outcomes import event_tag
 from ..records import TaskRecord, cache_table_ok, check_table, decode_functions, decode_record
 from ..records import verify as verify_record
-from ..sealing import Payload, open_found_table, output_place, seal, unseal
+from ..sealing import HEAD, Payload, open_found_table, output_prefix, seal, unseal
 from ..serialize import PYTHON, Frame, by_value, loads_function
 from ..storage import Storage
 from ..storage import commands as C
@@ -146,7 +146,9 @@ class RunContext:
         self._refused: str | None = None
         # tasks found in the cache -> the places their values may be sealed for
         self.found: dict[int, list[bytes]] = {}
-        self._place = output_place(run_id, 0)[:-1]  # (an output's place, but its index)
+        self._place = output_prefix(run_id)  # (+ an output's index: its place)
+        # bytes a seal adds to a value stored for another participant (none without)
+        self.seal_head = HEAD if secret is not None else 0
         if secret is not None:
             try:
                 check_table(secret, run_id, records, self.n, meta.get(b"records_tag"))
