@@ -16,6 +16,7 @@ from .exceptions import ClientClosedError as ClientClosedError
 from .exceptions import DagrtError as DagrtError
 from .exceptions import GraphError as GraphError
 from .exceptions import IntegrityError as IntegrityError
+from .exceptions import PersistedLostError as PersistedLostError
 from .exceptions import ResourceError as ResourceError
 from .exceptions import RunNotFoundError as RunNotFoundError
 from .exceptions import RunStalledError as RunStalledError
@@ -49,6 +50,7 @@ __all__ = [
     "LocalCluster",
     "LocalityOptions",
     "Node",
+    "PersistedLostError",
     "RunFuture",
     "ResourceError",
     "RunNotFoundError",

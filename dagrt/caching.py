@@ -34,6 +34,7 @@ from . import keys as K
 from .cachekeys import task_keys
 from .exceptions import SerializationError, StorageError
 from .keyring import Keyring
+from .persist import pinned_reads
 from .sealing import cache_place, is_sealed, open_origin_note, open_value, seal
 from .serialize import dumps
 from .storage import InMemoryStorage, RedisStorage
@@ -111,6 +112,10 @@ class CachePlan:
     options: CacheOptions | None = None  # the policy it was made under (for sub-runs)
     found: set[int] = field(default_factory=set)
     skipped: set[int] = field(default_factory=set)
+    #: persisted values the run reads (index -> pin; in ``read`` too: :mod:`dagrt.persist`)
+    pinned: dict[int, str] = field(default_factory=dict)
+    #: outputs the run persists (in ``write`` under their pins): not read back
+    stay: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, dag: DAG, options: CacheOptions, resume: bool = False) -> CachePlan | None:
@@ -163,11 +168,31 @@ class CachePlan:
         self.skipped = set(range(len(dag))) - need
 
 
-async def cache_plan(dag: DAG, options: CacheOptions, resume: bool) -> CachePlan | None:
-    """:meth:`CachePlan.of`, in a thread when it hashes (arguments may be large)."""
+async def cache_plan(
+    dag: DAG,
+    options: CacheOptions,
+    resume: bool,
+    pins: dict[int, tuple[str, float]] | None = None,
+) -> CachePlan | None:
+    """:meth:`CachePlan.of`, in a thread when it hashes (arguments may be large), with
+    the persisted values ``dag`` reads (its stand-ins) and the outputs it persists
+    (``pins``: index -> (pin, seconds); they always run: :mod:`dagrt.persist`)."""
     if resume or options.all_tasks or any(f.cache for f in dag._distinct):
-        return await anyio.to_thread.run_sync(CachePlan.of, dag, options, resume)
-    return CachePlan.of(dag, options, resume)
+        plan = await anyio.to_thread.run_sync(CachePlan.of, dag, options, resume)
+    else:
+        plan = CachePlan.of(dag, options, resume)
+    pinned = pinned_reads(dag)
+    if not pinned and not pins:
+        return plan
+    if plan is None:
+        plan = CachePlan({}, {}, None)
+    plan.pinned = pinned
+    plan.read.update(pinned)
+    for i, write in (pins or {}).items():
+        plan.read.pop(i, None)
+        plan.write[i] = write
+        plan.stay.add(i)
+    return plan
 
 
 async def nested_plan(options: CacheOptions | None, dag: DAG) -> CachePlan | None:
@@ -193,22 +218,28 @@ def cache_storage(url: str | None) -> Storage:
 
 
 async def read_values(
-    storage: Storage, dag: DAG, cache: CachePlan | None, secret: Keyring | None = None
+    storage: Storage,
+    dag: DAG,
+    cache: CachePlan | None,
+    secret: Keyring | None = None,
+    held: dict[int, Any] | None = None,
 ) -> dict[int, Any]:
     """For a run in this process: the values the cache has of the tasks ``cache`` reads
-    that the run needs (one ``MGET``; ``cache`` is settled: found, skipped). With a
+    that the run needs (one ``MGET``; ``cache`` is settled: found, skipped); ``held``:
+    values of some of them at hand (persisted in this process), not read. With a
     ``secret``, each entry's seal is checked first (:mod:`dagrt.sealing`; an entry a
     failed run kept may be sealed for the output it was, as its origin note says):
     :class:`~dagrt.exceptions.IntegrityError` names an entry that fails."""
     if cache is None or not cache.read:
         return {}
-    order = sorted(cache.read)
+    held = held or {}
+    order = sorted(i for i in cache.read if i not in held)
     entries = [K.cache_entry(cache.read[i]) for i in order]
-    frames = await storage.amget(entries)
+    frames = await storage.amget(entries) if entries else []
     there = {i: frame for i, frame in zip(order, frames, strict=True) if frame is not None}
-    cache.settle(dag, set(there))
-    found = {}
-    for i in sorted(cache.found):  # (only those the run needs are loaded)
+    cache.settle(dag, set(there) | set(held))
+    found = {i: held[i] for i in cache.found if i in held}
+    for i in sorted(cache.found - set(found)):  # (only those the run needs are loaded)
         entry = K.cache_entry(cache.read[i])
         what = f"the cache's value of {dag._nodes[i].key} ({entry!r})"
         places = [cache_place(entry)]
@@ -237,11 +268,13 @@ async def write_values(
     if it ``failed`` (or was cancelled), keep what it finished that a resumed run needs
     (``cache.keep_failed``). ``done``: which tasks finished (those found too);
     ``values``: their values (None once dropped, unless ``held``)."""
-    if not cache.write and not (failed and cache.keep_failed is not None):
+    if len(cache.write) == len(cache.stay) and not (failed and cache.keep_failed is not None):
         return  # (the common case: nothing to write)
     ran = {i for i, d in enumerate(done) if d} - cache.found
     entries: list[tuple[str, int, float]] = [
-        (key, i, ttl) for i, (key, ttl) in cache.write.items() if i in ran
+        (key, i, ttl)
+        for i, (key, ttl) in cache.write.items()
+        if i in ran and i not in cache.stay  # (persisted: the runtime holds them)
     ]
     if failed and cache.keep_failed is not None:
         kept = await cache.to_keep(dag, ran | cache.found)

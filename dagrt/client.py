@@ -35,7 +35,7 @@ from .clientlog import ClientLog, Status
 from .cluster import LocalCluster
 from .dashboard.process import dashboard_process
 from .dask import get as dask_get
-from .dask import uses_client_class
+from .dask import has_collections, persist_collections, uses_client_class
 from .distributed import DEFAULT_STALL_TIMEOUT, DistributedRuntime, check_stall_timeout
 from .exceptions import ClientClosedError, RunTimeoutError
 from .futures import RunFuture
@@ -48,6 +48,7 @@ from .metrics.policy import FlushPolicy
 from .metrics.recorder import RunRecorder
 from .metrics.writer import MetadataStorage
 from .options import log_args, worker_args
+from .persist import DAY, Pin, Pins, persist_tree, wait_made
 from .resources import check_priority, check_resources
 from .runtime import Runtime, new_client_id
 from .secret import shared_keyring
@@ -205,6 +206,7 @@ class Client:
         self._runtime: Runtime | None = None
         self._log: ClientLog | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._pins: Pins | None = None  # its persisted values (dagrt.persist)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._host: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
@@ -331,10 +333,15 @@ class Client:
                     print(f"dagrt dashboard: {self.dashboard_url}", flush=True)
                 async with anyio.create_task_group() as task_group:
                     self._task_group = task_group
+                    pins = self._pins = Pins(
+                        asyncio.get_running_loop(), task_group, runtime.release
+                    )
                     if not started.done():
                         started.set_result(None)
                     await self._closing.wait()
                     task_group.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                    await pins.close()  # (a server that does not answer: their TTL)
         except BaseException as exc:
             if started.done():
                 raise
@@ -477,6 +484,72 @@ class Client:
         scheduler=client.get)``)."""
         return dask_get(dsk, keys, client=self, **kwargs)
 
+    def persist(self, *xs: Any, ttl: float | None = None, **kwargs: Any) -> Any:
+        """Compute ``xs`` and keep the values in the pool for later computations; return
+        at once what stands for them: ``xs`` with each node replaced by a node whose
+        value is the one kept (one argument gives its tree, several a tuple), to use in
+        later graphs as any node. A run that reads one waits for the run persisting it
+        (and fails with its error); the values never come back to this process. Dask
+        collections (here, or Dask's ``persist`` with ``scheduler=client.get``) come back
+        as collections whose chunks are kept (:mod:`dagrt.dask`).
+
+        Kept until what stands for them is garbage-collected or this client closes; on a
+        server, for ``ttl`` seconds at most (default a day), a client that dies leaves
+        them to it. In this process the values are kept as they are (no copy). Callable
+        from the client's loop or another thread (Dask's). A value that is gone
+        raises :class:`~dagrt.PersistedLostError` in the run that reads it."""
+        seconds = DAY if ttl is None else check_timeout(ttl, "ttl")
+        assert seconds is not None
+        if has_collections(xs):  # (Dask's protocol passes a list of them, and options)
+            return persist_collections(self, xs, seconds, **kwargs)
+        if kwargs:
+            raise TypeError(f"persist() got unexpected keyword arguments {sorted(kwargs)}")
+        return persist_tree(xs, lambda nodes: self._pin(nodes, seconds))
+
+    def _pin(self, nodes: list[Node], ttl: float) -> list[Pin]:
+        """Start the run that persists ``nodes`` (distinct), from any thread; their pins."""
+
+        def start() -> list[Pin]:
+            task_group, loop, runtime = self._started()
+            assert self._pins is not None
+            dag, _ = plan_outputs(tuple(nodes))
+            assert dag is not None
+            fut = RunFuture(new_run_id(), dag, loop)
+            pins = [self._pins.pin(fut) for _ in nodes]
+            writes = {i: (pin.key, ttl) for i, pin in zip(dag._output_index, pins, strict=True)}
+            task_group.start_soon(
+                self._run,
+                runtime,
+                fut,
+                dag,
+                _nothing,
+                False,
+                0,
+                writes,
+                name=f"dagrt persist {fut.run_id}",
+            )
+            return pins
+
+        return self._on_loop(start)
+
+    def _on_loop(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on the client's loop: here if this is it, else from this thread."""
+        loop = self._loop
+        if loop is None or self._task_group is None:
+            self._started()  # (raises: not started, or closed)
+        assert loop is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return fn()
+
+        async def call() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), loop).result()
+
     async def gather(
         self, futures: Iterable[RunFuture], *, return_exceptions: bool = False
     ) -> list[Any]:
@@ -556,11 +629,15 @@ class Client:
         rebuild: Callable[[list[Any]], Any],
         resume: bool = False,
         priority: int = 0,
+        pins: dict[int, tuple[str, float]] | None = None,
     ) -> None:
         if fut.done():  # cancelled before it started
             return
         try:
-            plan = await cache_plan(dag, self.cache, resume)
+            await wait_made(dag)  # (the runs persisting what it reads)
+            if fut.done():
+                return
+            plan = await cache_plan(dag, self.cache, resume, pins)
         except Exception as exc:  # (an argument that cannot be hashed, say)
             fut._set_exception(exc)
             return
@@ -628,6 +705,10 @@ class Client:
                 run_finished("cancelled")
             if not fut.done():
                 fut._set_cancelled()
+
+
+def _nothing(values: list[Any]) -> None:
+    """A persisting run's result: its values stay in the pool."""
 
 
 @computes_nodes

@@ -34,24 +34,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import TaskError
+from .persist import Pin, stand_in
 from .tasks import TaskFunction, task
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["acompute", "convert", "enable", "get"]
+__all__ = ["Persisted", "acompute", "convert", "enable", "get", "persist", "wait"]
 
 
 def get(dsk: Any, keys: Any, *, client: Client | None = None, **kwargs: Any) -> Any:
     """Dask's scheduler protocol: the values of ``keys`` (a key, or nested lists of
     keys) in graph ``dsk``, computed on dagrt (``client``, else :func:`enable`'s, else
     in this process). Other keywords Dask forwards are ignored."""
-    nodes, shape = convert(dsk, keys)
+    nodes, shape = convert(dsk, keys, external=_persisted_pin)
     client = client if client is not None else _enabled.client
     try:
         values = _compute(nodes, client)
@@ -62,18 +65,39 @@ def get(dsk: Any, keys: Any, *, client: Client | None = None, **kwargs: Any) -> 
     return shape(values)
 
 
-def convert(dsk: Any, keys: Any) -> tuple[list[Any], Any]:
+def _get_persist(collections: Any, **kwargs: Any) -> Any:
+    """Dask's persist protocol for ``scheduler=dagrt.dask.get`` (a function attribute:
+    Dask looks for ``persist`` on the scheduler)."""
+    client = _enabled.client or _background()
+    return client.persist(collections, **kwargs)
+
+
+get.persist = _get_persist  # type: ignore[attr-defined]
+
+
+def convert(
+    dsk: Any, keys: Any, external: Callable[[Any], Pin | None] | None = None
+) -> tuple[list[Any], Any]:
     """The dagrt nodes (or constants) of the distinct wanted keys of a Dask graph, and a
-    function that shapes their values as ``keys`` is nested."""
+    function that shapes their values as ``keys`` is nested. ``external``: the pin of a
+    key the graph does not have (a persisted chunk: :func:`persist_collections`), or
+    None (then it is a ``KeyError``)."""
     from dask._task_spec import Alias, DataNode, GraphNode, Task, convert_legacy_graph
 
     graph = dsk if isinstance(dsk, Mapping) else dsk.__dask_graph__()
     if not all(isinstance(v, GraphNode) for v in graph.values()):
         graph = convert_legacy_graph(dict(graph))
+
+    def outside(key: Any) -> Pin:
+        pin = external(key) if external is not None else None
+        if pin is None:
+            raise KeyError(key)
+        return pin
+
     wanted = _flat_keys(keys)
     for key in wanted:
         if key not in graph:
-            raise KeyError(key)
+            outside(key)
 
     def resolve(key: Any) -> Any:
         if not isinstance(graph.get(key), Alias):  # (the common case)
@@ -83,10 +107,7 @@ def convert(dsk: Any, keys: Any) -> tuple[list[Any], Any]:
             if key in seen:
                 raise ValueError(f"the Dask graph's aliases form a cycle at {key!r}")
             seen.add(key)
-            target = graph[key].target
-            if target not in graph:
-                raise KeyError(target)
-            key = target
+            key = graph[key].target  # (one the graph has not: persisted, or an error)
         return key
 
     built: dict[Any, Any] = {}  # producing key -> its Node, or _Constant
@@ -96,7 +117,13 @@ def convert(dsk: Any, keys: Any) -> tuple[list[Any], Any]:
         if key in built:
             stack.pop()
             continue
-        node = graph[key]
+        node = graph.get(key)
+        if node is None and key not in graph:  # (persisted, or a KeyError)
+            made = stand_in(outside(key))
+            made.key = key if isinstance(key, str) else repr(key)
+            built[key] = made
+            stack.pop()
+            continue
         if isinstance(node, DataNode):
             built[key] = _Constant(node.value)
             stack.pop()
@@ -129,6 +156,121 @@ def convert(dsk: Any, keys: Any) -> tuple[list[Any], Any]:
         return _nested(keys, lambda k: by_key[resolve(k)])
 
     return outputs, shape
+
+
+def persist(*collections: Any, client: Client | None = None, **kwargs: Any) -> Any:
+    """``dask.persist(*collections)`` on dagrt: each collection comes back at once with
+    its chunks kept in the pool (:meth:`dagrt.Client.persist`), to use in later
+    computations (``client``, else :func:`enable`'s, else this process)."""
+    from dask.base import persist as dask_persist
+
+    scheduler = client.get if client is not None else (_enabled.client or _background()).get
+    return dask_persist(*collections, scheduler=scheduler, **kwargs)  # type: ignore[no-untyped-call]
+
+
+def wait(*collections: Any) -> None:
+    """Block until the runs persisting the chunks of ``collections`` end (their error,
+    if one failed), as ``distributed.wait`` does."""
+    made = {}
+    for collection in collections:
+        for value in dict(collection.__dask_graph__()).values():
+            if isinstance(value, Persisted) and value.pin.made is not None:
+                made[id(value.pin.made)] = value.pin.made
+    for future in made.values():
+        try:
+            future.result()
+        except TaskError as exc:
+            if exc.exception is not None:  # (the original type, as get raises it)
+                raise exc.exception from exc
+            raise
+
+
+def has_collections(xs: tuple[Any, ...]) -> bool:
+    """Whether ``client.persist(*xs)`` was given Dask collections (Dask's protocol passes
+    one list of them)."""
+    items = xs[0] if len(xs) == 1 and isinstance(xs[0], list | tuple) else xs
+    return any(hasattr(type(x), "__dask_graph__") for x in items)
+
+
+def persist_collections(
+    client: Client,
+    xs: tuple[Any, ...],
+    ttl: float,
+    optimize_graph: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """:meth:`Client.persist` of Dask collections: Dask's own ``persist`` (which rebuilds
+    each collection around the values its scheduler returns) with a scheduler that
+    starts the run keeping the wanted chunks and returns :class:`Persisted` futures
+    for them. Dask's protocol call (one list of collections) gets a list back."""
+    from dask.base import persist as dask_persist
+
+    listed = len(xs) == 1 and isinstance(xs[0], list | tuple)
+    collections = list(xs[0]) if listed else list(xs)
+    scheduler = functools.partial(_persisting, client, ttl)
+    out = dask_persist(  # type: ignore[no-untyped-call]
+        *collections, scheduler=scheduler, optimize_graph=optimize_graph, traverse=False
+    )
+    if listed:
+        return list(out)
+    return out[0] if len(out) == 1 else out
+
+
+def _persisting(client: Client, ttl: float, dsk: Any, keys: Any, **kwargs: Any) -> list[Any]:
+    """The scheduler of :func:`persist_collections`: futures of ``keys`` (a flat list)."""
+    nodes, shape = convert(dsk, keys, external=_persisted_pin)
+    pins = client._pin(nodes, ttl) if nodes else []
+    return [Persisted(k, pin) for k, pin in zip(keys, shape(pins), strict=True)]
+
+
+class Persisted:
+    """A chunk of a Dask collection persisted on dagrt: what Dask's graph holds in its
+    place (a duck-typed Dask future: ``__dask_future__`` and its ``key``). Computations
+    that need it read its pin (:mod:`dagrt.persist`), found by key; it keeps the pin
+    (and so the chunk) alive."""
+
+    __dask_future__ = True
+    __slots__ = ("__weakref__", "key", "pin")
+
+    def __init__(self, key: Any, pin: Pin) -> None:
+        self.key, self.pin = key, pin
+        with _PERSISTED_LOCK:
+            _PERSISTED.setdefault(key, []).append(weakref.ref(self, _forget(key)))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("dagrt-persisted", self.pin.key)
+
+    def __repr__(self) -> str:
+        return f"<dagrt.dask.Persisted {self.key!r} {self.pin.key}>"
+
+
+#: Dask key -> the persisted futures of that key still alive (usually one)
+_PERSISTED: dict[Any, list[weakref.ref[Persisted]]] = {}
+_PERSISTED_LOCK = threading.RLock()  # (the collector may drop one while it is held)
+
+
+def _forget(key: Any) -> Callable[[weakref.ref[Persisted]], None]:
+    def gone(ref: weakref.ref[Persisted]) -> None:
+        with _PERSISTED_LOCK:
+            refs = _PERSISTED.get(key)
+            if refs is not None:
+                with contextlib.suppress(ValueError):
+                    refs.remove(ref)
+                if not refs:
+                    del _PERSISTED[key]
+
+    return gone
+
+
+def _persisted_pin(key: Any) -> Pin | None:
+    """The pin of a persisted chunk of ``key`` still alive (the newest), or None."""
+    with _PERSISTED_LOCK:
+        refs = list(_PERSISTED.get(key, ()))
+    for ref in reversed(refs):
+        future = ref()
+        if future is not None:
+            return future.pin
+    return None
 
 
 async def acompute(client: Client, *collections: Any, **kwargs: Any) -> tuple[Any, ...]:

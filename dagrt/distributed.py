@@ -152,6 +152,14 @@ class DistributedRuntime:
         """The server's storage: workers log there too."""
         return self.storage
 
+    async def release(self, pins: list[str]) -> None:
+        """Delete the entries of persisted values (:mod:`dagrt.persist`)."""
+        storage = self.storage
+        if storage is None:
+            return
+        for start in range(0, len(pins), 1000):
+            await storage.adelete(*(K.cache_entry(p) for p in pins[start : start + 1000]))
+
     def cancel(self, run_id: str) -> None:
         """End the wait of ``run_id`` now: ``run()`` then stops the run on the server
         (no task of it starts any more) and deletes it."""
@@ -201,7 +209,8 @@ class DistributedRuntime:
                 keep = functools.partial(
                     submission.keep_finished, storage, spec, dag, cache, self.secret
                 )
-            return await self._follow(storage, spec, wait, keep)
+            stay = cache.stay if cache is not None else set()
+            return await self._follow(storage, spec, wait, keep, stay)
         finally:
             del self._waits[run_id]
 
@@ -218,15 +227,16 @@ class DistributedRuntime:
         spec: submission.RunSpec,
         wait: anyio.CancelScope,
         keep: Callable[[], Awaitable[int]] | None = None,
+        stay: set[int] | frozenset[int] = frozenset(),
     ) -> list[Any]:
-        """Wait for the run's end and fetch its outputs; stop it unless it ended by
-        itself; ``keep`` what it finished if it did not finish; delete its keys
-        whatever happened."""
+        """Wait for the run's end and fetch its outputs (but those that ``stay``:
+        persisted, None here); stop it unless it ended by itself; ``keep`` what it
+        finished if it did not finish; delete its keys whatever happened."""
         status = "failed"
         try:
             with wait:
                 await self._wait(storage, spec)
-                values = await self._outputs(storage, spec)
+                values = await self._outputs(storage, spec, stay)
             if wait.cancelled_caught:  # cancel()
                 raise asyncio.CancelledError(f"run {spec.run_id} was cancelled")
             status = "finished"
@@ -494,8 +504,15 @@ class DistributedRuntime:
         root = default_root(namespace_of(url))
         return (this_host(), str(root)) if root.is_dir() else None
 
-    async def _outputs(self, storage: Storage, spec: submission.RunSpec) -> list[Any]:
-        wanted = sorted(set(spec.outputs))
+    async def _outputs(
+        self,
+        storage: Storage,
+        spec: submission.RunSpec,
+        stay: set[int] | frozenset[int] = frozenset(),
+    ) -> list[Any]:
+        wanted = sorted(set(spec.outputs) - stay)
+        if not wanted:  # (persisted: nothing comes back)
+            return [None] * len(spec.outputs)
         frames = await storage.amget([spec.keys.output(i) for i in wanted])
         secret = self.secret
         try:
@@ -523,7 +540,7 @@ class DistributedRuntime:
                 )
             else:  # the server's copy
                 values[i] = await anyio.to_thread.run_sync(load, await self._copy(storage, spec, i))
-        return [values[i] for i in spec.outputs]
+        return [values.get(i) for i in spec.outputs]
 
     async def _copy(self, storage: Storage, spec: submission.RunSpec, index: int) -> bytes:
         """The server's copy of an output kept in a host's store (``upload_all``)."""

@@ -11,6 +11,7 @@ The tree::
     ├── WorkerLostError         a worker died and the task ran out of attempts
     ├── RunStalledError         a run has tasks left and no work queued, running or waiting
     ├── ResourceError           a task needs resources no live worker has
+    ├── PersistedLostError      a persisted value was released, expired or is elsewhere
     ├── SignatureError          a task record is unsigned or forged (shared secret)
     │   └── IntegrityError      a stored value (an output, a cache entry) is unsealed or forged
     └── StorageError            the storage server refused or could not be reached
@@ -35,6 +36,7 @@ __all__ = [
     "DagrtError",
     "GraphError",
     "IntegrityError",
+    "PersistedLostError",
     "RunNotFoundError",
     "ResourceError",
     "RunStalledError",
@@ -193,6 +195,12 @@ class ResourceError(DagrtError):
     """A task needs resources (``@task(resources=...)``) that no live worker has: at
     submission, or when the workers that had them are gone while its entry waits (the
     watchdog). The run never starts, or is stopped, instead of waiting for ever."""
+
+
+class PersistedLostError(DagrtError):
+    """A computation reads a persisted value (:meth:`dagrt.Client.persist`) that is not
+    there any more: released (its handle was garbage-collected, or its client closed),
+    past its time to live, or persisted on another server than the one this run uses."""
 
 
 class SignatureError(DagrtError):

@@ -101,6 +101,7 @@ class LocalRuntime:
         self._limits = native_threads.Limits(native_threads.budget(threads))
         self._executor: ThreadPoolExecutor | None = None
         self._runs: dict[str, _Run] = {}
+        self._pinned: dict[str, Any] = {}  # persisted values, by pin (dagrt.persist)
 
     async def __aenter__(self) -> LocalRuntime:
         # This process's native libraries get the cores the task threads leave, until
@@ -147,6 +148,11 @@ class LocalRuntime:
         return
         yield  # an async generator
 
+    async def release(self, pins: list[str]) -> None:
+        """Drop the persisted values of ``pins``."""
+        for pin in pins:
+            self._pinned.pop(pin, None)
+
     async def run(
         self,
         dag: DAG,
@@ -165,7 +171,11 @@ class LocalRuntime:
             raise RuntimeError("LocalRuntime is not started (use `async with`)")
         self._check_resources(dag)
         store = self.cache_storage if cache is not None else None
-        found = await read_values(store, dag, cache, self.secret) if store is not None else {}
+        found = {}
+        if store is not None and cache is not None:
+            pinned = self._pinned
+            held = {i: pinned[p] for i, p in cache.pinned.items() if p in pinned}
+            found = await read_values(store, dag, cache, self.secret, held)
         loop = asyncio.get_running_loop()
         run = _Run(self, dag, run_id, loop, recorder, cache, found, priority)
         self._runs[run_id] = run
@@ -197,6 +207,9 @@ class LocalRuntime:
                         log.warning("run %s: the cache was not written: %s", run_id, exc)
         if run.error is not None:
             raise run.error
+        if cache is not None and cache.stay:  # (persisted: held here, as the objects)
+            for i in cache.stay:
+                self._pinned[cache.write[i][0]] = run.values[i]
         return [run.values[i] for i in dag._output_index]
 
 

@@ -67,6 +67,10 @@ class Runtime(Protocol):
         ``priority``: the run's, added to each task's (:mod:`dagrt.resources`)."""
         ...
 
+    async def release(self, pins: list[str]) -> None:
+        """Drop the persisted values kept under ``pins`` (:mod:`dagrt.persist`)."""
+        ...
+
     def cancel(self, run_id: str) -> None:
         """Start no more tasks of ``run_id``: at once in this process, or as soon as the
         run's ``run()`` stops it on the server. Called on the event loop; no I/O here.

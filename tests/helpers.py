@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -201,3 +202,16 @@ def interrupt_and_reap(process: subprocess.Popen[str]) -> None:
     assert alive == []
     if process.stdout is not None:
         process.stdout.close()
+
+
+def ran(log: str, name: str) -> None:
+    """Note in the file ``log`` that ``name`` ran (tasks call it: the file says what ran)."""
+    with open(log, "a") as f:
+        f.write(name + "\n")
+
+
+def what_ran(log: Path) -> list[str]:
+    """The names noted in ``log`` since it was last read, in order (and start afresh)."""
+    runs = log.read_text().split() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return runs

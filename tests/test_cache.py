@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import Pool, worker_env
+from helpers import ran, what_ran
 
 import dagrt
 from dagrt import keys as K
@@ -26,17 +27,6 @@ from dagrt.metrics.read import aread_run
 from dagrt.storage import RedisStorage
 
 # --------------------------------------------------------------------------- tasks
-
-
-def ran(log: str, name: str) -> None:
-    with open(log, "a") as f:
-        f.write(name + "\n")
-
-
-def what_ran(log: Path) -> list[str]:
-    runs = log.read_text().split() if log.exists() else []
-    log.unlink(missing_ok=True)
-    return runs
 
 
 @dagrt.task

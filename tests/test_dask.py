@@ -189,3 +189,64 @@ async def test_a_client_computes_dask_collections_from_its_own_loop() -> None:
         assert await dagrt.dask.acompute(client, x, db.from_sequence([1, 2]).sum()) == (4950, 3)
         with pytest.raises(RuntimeError, match="another thread"):
             client.get(x.__dask_graph__(), x.__dask_keys__())
+
+
+def counted(path: str, x: Any) -> Any:
+    with open(path, "a") as f:
+        f.write("x\n")
+    return x
+
+
+@pytest.mark.parametrize("where", ["in-process", "cluster"])
+def test_persisted_collections_keep_their_chunks_in_the_pool(
+    where: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    """``dask.persist`` on dagrt: the chunks are computed once, later computations read
+    them where they are kept, and results equal Dask's synchronous scheduler."""
+    log = tmp_path / "ran"
+    if where == "in-process":
+        get, client = dagrt.dask.get, dagrt.dask._background()
+    else:
+        client = request.getfixturevalue("cluster_client")
+        get = client.get
+    x = da.arange(64, chunks=16).map_blocks(lambda b: counted(str(log), b) * 2)
+    expected = (x + 1).sum().compute(scheduler="sync"), x.compute(scheduler="sync")
+    log.unlink()
+    (xp,) = dask.persist(x, scheduler=get)
+    dagrt.dask.wait(xp)
+    assert all(isinstance(v, dagrt.dask.Persisted) for v in dict(xp.__dask_graph__()).values())
+    assert len(log.read_text().split()) == 4  # (four chunks, computed once)
+    assert (xp + 1).sum().compute(scheduler=get) == expected[0]
+    np.testing.assert_equal(xp.compute(scheduler=get), expected[1])
+    assert len(log.read_text().split()) == 4  # (read where they are kept, not made again)
+    bag = db.from_sequence(range(20), npartitions=4).map(inc)
+    bp, dp = dagrt.dask.persist(bag, delayed(sum)([1, 2]), client=client)
+    assert bp.sum().compute(scheduler=get) == 210
+    assert dp.compute(scheduler=get) == 3
+    live = len(client._pins.live)
+    assert live >= 4 + 4 + 1
+    del xp, bp, dp
+    gc.collect()
+    for _ in range(100):  # (the client's loop deletes what the collector released)
+        if len(client._pins.live) <= live - 9:
+            break
+        threading.Event().wait(0.02)
+    assert len(client._pins.live) <= live - 9
+
+
+def test_a_persisted_chunk_that_failed_raises_its_own_exception(
+    cluster_client: dagrt.Client,
+) -> None:
+    x = delayed(fails)(1)
+    (xp,) = dagrt.dask.persist(x, client=cluster_client)
+    with pytest.raises(ZeroDivisionError, match="no 1"):
+        dagrt.dask.wait(xp)
+    with pytest.raises(ZeroDivisionError, match="no 1"):
+        delayed(inc)(xp).compute(scheduler=cluster_client.get)
+
+
+def test_a_key_neither_in_the_graph_nor_persisted_is_a_key_error() -> None:
+    from dask._task_spec import Task, TaskRef
+
+    with pytest.raises(KeyError, match="elsewhere"):
+        dagrt.dask.get({"a": Task("a", inc, TaskRef("elsewhere"))}, "a")

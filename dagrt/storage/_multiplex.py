@@ -245,6 +245,8 @@ class Multiplexer(Link):
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` (words each) and return their raw replies (errors as ReplyError)."""
+        if not commands:  # (no reply would ever come to wake the caller)
+            return []
         await self.ready()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()

@@ -1,0 +1,192 @@
+"""Values kept in the pool between runs: :meth:`dagrt.Client.persist`.
+
+``client.persist(x)`` starts a run of ``x`` whose outputs are not read back: each is
+kept under a key of its own, a *pin* (``persisted-<hex>``), where the runtime keeps cache
+entries: on the server (``dagrt:cache:persisted-<hex>``, sealed as cache entries are,
+with a time to live) for worker processes, the object itself in the in-process runtime.
+The call returns at once a *stand-in* for each value: a node of :data:`stand_in` whose
+argument is the :class:`Pin`. Later graphs use it as any node. A run that reads a pin
+first waits for the run that makes it (its error, if it failed, is the reader's), then
+takes the entry as a task found in the cache (the same copy into the run's output key,
+the same seal check): the stand-in never runs. If the entry is gone it does run, and
+raises :class:`~dagrt.PersistedLostError`.
+
+A pin is released (its entry deleted) when the last object holding it is
+garbage-collected (the stand-in node, or a Dask collection persisted on dagrt) or when
+its client closes; a client that dies leaves its pins to their time to live. Releases
+from other threads (the garbage collector runs anywhere) are batched onto the client's
+loop (:class:`Pins`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from .exceptions import PersistedLostError
+from .tasks import task
+
+if TYPE_CHECKING:
+    import anyio.abc
+
+    from .futures import RunFuture
+    from .graph import DAG, Node
+
+__all__ = ["DAY", "Pin", "Pins", "makers", "persist_tree", "pinned_reads", "stand_in", "wait_made"]
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0  #: a pin's default time to live on a server (seconds)
+
+
+class Pin:
+    """One persisted value: its key (``persisted-<hex>``) and the run that makes it
+    (``None`` once unpickled elsewhere: only the key travels)."""
+
+    __slots__ = ("__weakref__", "key", "made")
+
+    def __init__(self, key: str, made: RunFuture | None = None) -> None:
+        self.key = key
+        self.made = made
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Pin, (self.key,))
+
+    def __repr__(self) -> str:
+        return f"Pin({self.key!r})"
+
+
+def _lost(pin: Pin) -> NoReturn:
+    raise PersistedLostError(
+        f"the persisted value {pin.key!r} is gone: released (its handle was"
+        " garbage-collected or its client closed), past its time to live, too large"
+        " for the server, or persisted on another server than this run's"
+    )
+
+
+#: The task whose node stands for a persisted value; it runs only when the value is gone.
+stand_in = task(name="persisted", cache=False)(_lost)
+
+
+def pinned_reads(dag: DAG) -> dict[int, str]:
+    """The stand-ins of ``dag``: task index -> its pin's key."""
+    if stand_in not in dag._distinct:
+        return {}
+    nodes = dag._nodes
+    return {i: nodes[i]._leaves[0].key for i, f in enumerate(dag._funcs) if f is stand_in}
+
+
+def makers(dag: DAG) -> list[RunFuture]:
+    """The runs that make the persisted values ``dag`` reads (known to this process:
+    not the pins that came here pickled)."""
+    if stand_in not in dag._distinct:
+        return []
+    nodes = dag._nodes
+    made = {
+        id(m): m
+        for i, f in enumerate(dag._funcs)
+        if f is stand_in and (m := nodes[i]._leaves[0].made) is not None
+    }
+    return list(made.values())
+
+
+async def wait_made(dag: DAG) -> None:
+    """Wait for the runs that make what ``dag`` reads; raise the error one ended with
+    (a cancelled one: :class:`~dagrt.PersistedLostError`), ended already or not."""
+    for made in makers(dag):
+        try:
+            await made
+        except asyncio.CancelledError:
+            if made.cancelled():
+                raise PersistedLostError(
+                    f"run {made.run_id}, which was persisting a value this run reads, was cancelled"
+                ) from None
+            raise
+
+
+def persist_tree(xs: tuple[Any, ...], start: Callable[[list[Node]], list[Pin]]) -> Any:
+    """``xs`` (trees of nodes and constants) with each node replaced by the stand-in of
+    its persisted value (one argument: its tree; several: a tuple). ``start`` starts
+    the run that persists the distinct nodes given and returns their pins. A stand-in
+    is its own (it stays as it is); a tree without nodes comes back as it is."""
+    from .graph import DAG, Node
+    from .pytree import flatten, unflatten
+
+    leaves, treedef = flatten(xs)
+    if any(isinstance(leaf, DAG) for leaf in leaves):
+        raise TypeError("persist() takes nodes or trees of them, not a DAG: pass its outputs")
+    distinct: dict[int, Node] = {}
+    for leaf in leaves:
+        if isinstance(leaf, Node) and leaf.func is not stand_in:
+            distinct.setdefault(id(leaf), leaf)
+    if distinct:
+        pins = start(list(distinct.values()))
+        made = {n: stand_in(pin) for n, pin in zip(distinct, pins, strict=True)}
+        leaves = [made.get(id(leaf), leaf) for leaf in leaves]
+    out = unflatten(treedef, leaves)
+    return out[0] if len(xs) == 1 else out
+
+
+class Pins:
+    """A client's pins: made on its loop, released when their holders are gone (from
+    any thread, batched onto the loop), all deleted when it closes."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        task_group: anyio.abc.TaskGroup,
+        release: Callable[[list[str]], Awaitable[None]],
+    ) -> None:
+        self.live: set[str] = set()
+        self._loop = loop
+        self._task_group = task_group
+        self._release = release
+        self._lock = threading.Lock()
+        self._dropped: list[str] = []
+        self._closed = False
+
+    def pin(self, made: RunFuture) -> Pin:
+        """A new pin, made by the run ``made``."""
+        pin = Pin(f"persisted-{os.urandom(16).hex()}", made)
+        self.live.add(pin.key)
+        weakref.finalize(pin, self._gone, pin.key).atexit = False
+        return pin
+
+    def _gone(self, key: str) -> None:
+        """Its last holder is gone (any thread, at any allocation): release it soon."""
+        if self._closed:
+            return
+        with self._lock:
+            self._dropped.append(key)
+            first = len(self._dropped) == 1
+        if first:
+            try:
+                self._loop.call_soon_threadsafe(self._flush)
+            except RuntimeError:  # (the loop is closed: the client is gone)
+                pass
+
+    def _flush(self) -> None:
+        with self._lock:
+            keys, self._dropped = self._dropped, []
+        keys = [k for k in keys if k in self.live]
+        if keys and not self._closed:
+            self.live.difference_update(keys)
+            self._task_group.start_soon(self._delete, keys, name="dagrt release pins")
+
+    async def _delete(self, keys: list[str]) -> None:
+        try:
+            await self._release(keys)
+        except Exception as exc:  # (they expire by their time to live anyway)
+            log.warning("could not release %d persisted values: %s", len(keys), exc)
+
+    async def close(self) -> None:
+        """Release every pin still held (the client closes)."""
+        self._closed = True
+        keys, self.live = sorted(self.live), set()
+        if keys:
+            await self._delete(keys)

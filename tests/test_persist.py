@@ -1,0 +1,180 @@
+"""Values kept in the pool between runs: ``client.persist``.
+
+``client.persist(x)`` starts computing ``x`` and returns at once a node standing for its
+value; later graphs read the kept value instead of computing ``x`` again, on the
+in-process runtime and on worker processes (where the value lives on the server and
+never comes back to the client). The value is released when what stands for it is
+garbage-collected or the client closes. Each task appends its name to a file when it
+runs: the file says what ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from conftest import Pool
+from helpers import ran, what_ran
+
+import dagrt
+from dagrt import keys as K
+from dagrt.storage import RedisStorage
+
+
+@dagrt.task
+def load(log: str, n: int) -> list[int]:
+    ran(log, "load")
+    return list(range(n))
+
+
+@dagrt.task
+def total(log: str, xs: list[int]) -> int:
+    ran(log, "total")
+    return sum(xs)
+
+
+@dagrt.task
+def broken(log: str) -> int:
+    ran(log, "broken")
+    raise ZeroDivisionError("broken on purpose")
+
+
+async def pinned_entries(client: dagrt.Client) -> set[str]:
+    """The persisted values on the client's server."""
+    storage = RedisStorage(client.address or "")
+    try:
+        return {key async for key in storage.ascan_iter(K.cache_entry("persisted-*"))}
+    finally:
+        await storage.aclose()
+
+
+async def settle(client: dagrt.Client) -> None:
+    """Let the client's loop delete what the collector released."""
+    gc.collect()
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if client.address is None or not client._pins or not client._pins._dropped:
+            break
+
+
+async def test_a_persisted_value_is_computed_once_and_read_by_later_runs(
+    any_client: dagrt.Client, tmp_path: Path
+) -> None:
+    log = str(tmp_path / "ran")
+    data = any_client.persist(load(log, 100))
+    assert isinstance(data, dagrt.Node)
+    assert data.name == "persisted"
+    assert await any_client.compute(total(log, data)) == 4950
+    assert await any_client.compute([total(log, data), data]) == [4950, list(range(100))]
+    assert what_ran(tmp_path / "ran") == ["load", "total", "total"]
+
+
+async def test_persist_keeps_the_shape_it_is_given(
+    any_client: dagrt.Client, tmp_path: Path
+) -> None:
+    log = str(tmp_path / "ran")
+    a = load(log, 3)
+    tree = any_client.persist({"a": a, "again": [a, 7]}, ttl=60)
+    assert tree["a"] is tree["again"][0]
+    assert tree["again"][1] == 7
+    first, second = any_client.persist(load(log, 1), load(log, 2))
+    assert await any_client.compute([tree, first, second]) == [
+        {"a": [0, 1, 2], "again": [[0, 1, 2], 7]},
+        [0],
+        [0, 1],
+    ]
+    assert any_client.persist(first) is first  # (persisted already)
+    assert any_client.persist(5) == 5  # (nothing to compute)
+
+
+async def test_a_persisted_value_stays_on_the_server_until_released(
+    pool: Pool, tmp_path: Path
+) -> None:
+    """On workers the value is an entry on the server (never read back by the client),
+    with its time to live; deleted once what stands for it is collected, and every one
+    left when the client closes."""
+    log = str(tmp_path / "ran")
+    async with dagrt.Client(pool.url) as client:
+        kept = client.persist(load(log, 10), ttl=3600)
+        other = client.persist(load(log, 20))
+        assert await client.compute(total(log, kept)) == 45
+        entries = await pinned_entries(client)
+        assert len(entries) == 2
+        storage = RedisStorage(pool.url)
+        ttls = sorted([await storage.attl(e) or 0 for e in entries])
+        await storage.aclose()
+        assert 3500 < ttls[0] <= 3600
+        assert 86000 < ttls[1] <= 86400
+        del kept
+        await settle(client)
+        assert len(await pinned_entries(client)) == 1
+        assert await client.compute(total(log, other)) == 190
+    async with dagrt.Client(pool.url) as observer:
+        assert await pinned_entries(observer) == set()
+
+
+async def test_a_run_that_reads_a_failed_persisted_value_fails_with_its_error(
+    any_client: dagrt.Client, tmp_path: Path
+) -> None:
+    log = str(tmp_path / "ran")
+    bad = any_client.persist(broken(log))
+    with pytest.raises(dagrt.TaskError, match="broken on purpose") as raised:
+        await any_client.compute(total(log, [bad]))
+    assert isinstance(raised.value.exception, ZeroDivisionError)
+    assert what_ran(tmp_path / "ran") == ["broken"]  # (total never ran)
+
+
+async def test_a_value_that_is_gone_says_so(pool: Pool, tmp_path: Path) -> None:
+    """Deleted from the server, or read by another client: PersistedLostError, not a hang
+    and not a wrong value."""
+    log = str(tmp_path / "ran")
+    async with dagrt.Client(pool.url) as client:
+        kept = client.persist(load(log, 10))
+        assert await client.compute(total(log, kept)) == 45
+        for entry in await pinned_entries(client):
+            storage = RedisStorage(pool.url)
+            await storage.adelete(entry)
+            await storage.aclose()
+        with pytest.raises(dagrt.TaskError) as raised:
+            await client.compute(total(log, kept))
+        assert isinstance(raised.value.exception, dagrt.PersistedLostError)
+        assert "persisted" in str(raised.value)
+    async with dagrt.Client(processes=False) as here:
+        elsewhere = here.persist(load(log, 3))
+        assert await here.compute(elsewhere) == [0, 1, 2]
+    async with dagrt.Client(processes=False) as another:  # (the first one closed: released)
+        with pytest.raises(dagrt.TaskError) as raised:
+            await another.compute(total(log, elsewhere))
+        assert isinstance(raised.value.exception, dagrt.PersistedLostError)
+
+
+async def test_persist_from_another_thread(any_client: dagrt.Client, tmp_path: Path) -> None:
+    """Dask calls persist from its own thread: it hops to the client's loop."""
+    log = str(tmp_path / "ran")
+    kept = await asyncio.to_thread(any_client.persist, load(log, 5))
+    assert await any_client.compute(total(log, kept)) == 10
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[dagrt.Client]:
+    async with dagrt.Client(processes=False) as c:
+        yield c
+
+
+async def test_bad_arguments_are_refused_before_anything_runs(
+    started: dagrt.Client, tmp_path: Path
+) -> None:
+    log = str(tmp_path / "ran")
+    with pytest.raises(ValueError, match="ttl"):
+        started.persist(load(log, 1), ttl=-1)
+    with pytest.raises(TypeError, match="DAG"):
+        started.persist(dagrt.DAG(load(log, 1)))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        started.persist(load(log, 1), retries=3)
+    await started.close()
+    with pytest.raises(dagrt.ClientClosedError):
+        started.persist(load(log, 1))
+    assert what_ran(tmp_path / "ran") == []
