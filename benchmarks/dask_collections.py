@@ -83,14 +83,19 @@ WORKLOADS: dict[str, Callable[[], Any]] = {
 }
 
 
-def same(a: Any, b: Any) -> bool:
-    """Equal results (floats to a relative 1e-6; frames sorted by index)."""
+#: how far floats may differ from the threaded scheduler's: BLAS with another number of
+#: threads sums in another order, and power iterations amplify it on small singular values
+RTOL = {"svd_compressed": 1e-3}
+
+
+def same(a: Any, b: Any, rtol: float = 1e-6) -> bool:
+    """Equal results (floats to ``rtol``; frames sorted by index)."""
     if isinstance(a, tuple | list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(same(x, y, rtol) for x, y in zip(a, b, strict=True))
     if isinstance(a, pd.DataFrame | pd.Series):
-        return bool(np.allclose(a.sort_index().to_numpy(), b.sort_index().to_numpy(), rtol=1e-6))
+        return bool(np.allclose(a.sort_index().to_numpy(), b.sort_index().to_numpy(), rtol=rtol))
     if isinstance(a, np.ndarray | float | np.floating):
-        return bool(np.allclose(a, b, rtol=1e-6))
+        return bool(np.allclose(a, b, rtol=rtol))
     return bool(a == b)
 
 
@@ -118,7 +123,7 @@ def main() -> None:
             return dask.compute(build())[0]
 
     def on_distributed(build: Callable[[], Any]) -> Any:
-        return dask_client.compute(build()).result()
+        return dask.compute(build(), scheduler=dask_client)[0]
 
     def on_threads(build: Callable[[], Any]) -> Any:
         return dask.compute(build(), scheduler="threads")[0]
@@ -135,8 +140,8 @@ def main() -> None:
                     t0 = time.perf_counter()
                     value = run(build)
                     elapsed = time.perf_counter() - t0
-                    if not same(value, expected):
-                        raise SystemExit(f"{name} on {system}: a wrong result")
+                    if not same(value, expected, RTOL.get(name, 1e-6)):
+                        raise SystemExit(f"{name} on {system}: {value} instead of {expected}")
                     if round_:
                         rows[system].seconds.append(elapsed)
             results += rows.values()

@@ -13,7 +13,9 @@ threaded scheduler leaves them alone. The in-process client is opened around eac
 of its runs only, so that Dask's threaded scheduler, in this same process, keeps
 its own limits. The limits each side ran with are printed first (threadpoolctl).
 
-``--locality-off`` adds a fifth system, ``dagrt-cluster-off``: a second client on the
+``--dask-collections`` adds ``dagrt-cluster-dask``: the Dask collections the two Dask
+systems run (``dask_workflows``), computed on dagrt's workers (``dagrt.dask``), each
+result checked against dask-threads' of the same round. ``--locality-off`` adds a fifth system, ``dagrt-cluster-off``: a second client on the
 same workers with ``LocalityOptions(enabled=False)`` (every ready child dispatched,
 every output with a consumer stored, no chain fused), to show what locality gives on
 each workflow.
@@ -40,6 +42,7 @@ import dask_workflows
 from _harness import Result, save_json, table
 
 import dagrt
+import dagrt.dask
 from dagrt import native_threads, workflows
 from dagrt.workflows.wordcount import generate as wordcount_text
 
@@ -64,8 +67,14 @@ def main() -> None:
     parser.add_argument(
         "--locality-off", action="store_true", help="also run dagrt-cluster with locality off"
     )
+    parser.add_argument(
+        "--dask-collections",
+        action="store_true",
+        help="also run the Dask versions of the workflows on dagrt-cluster (client.get)",
+    )
     args = parser.parse_args()
     systems = SYSTEMS + (("dagrt-cluster-off",) if args.locality_off else ())
+    systems += ("dagrt-cluster-dask",) if args.dask_collections else ()
     names = [n for n in workflows.NAMES if not args.only or n in args.only.split(",")]
 
     from distributed import Client as DaskClient
@@ -151,6 +160,13 @@ def main() -> None:
                 "dagrt-cluster-off": lambda: loop.run_until_complete(
                     off.compute(flow.build(**params))
                 ),
+                # the Dask collections of dask-threads and dask-distributed, on dagrt's
+                # workers (dask.compute in a thread, submitting to the client's loop)
+                "dagrt-cluster-dask": lambda: dask_workflows.finish(
+                    loop.run_until_complete(
+                        dagrt.dask.acompute(cluster, dask_workflows.BUILDERS[name](**dask_params))
+                    )[0]
+                ),
             }
             times: dict[str, list[float]] = {s: [] for s in systems}
             print(f"{name} {params} ...", flush=True)
@@ -161,7 +177,12 @@ def main() -> None:
                     elapsed = time.perf_counter() - t0
                     if system == "dagrt-inprocess":  # (the client's start is not timed)
                         value, elapsed = value
-                    if system.startswith("dagrt") and not flow.check(value, expected):
+                    if system == "dask-threads":
+                        dask_value = value
+                    if system == "dagrt-cluster-dask":  # (the same Dask graph as dask-threads)
+                        if not dask_workflows.same(name, value, dask_value):
+                            raise SystemExit(f"{system} gave a wrong result for {name}")
+                    elif system.startswith("dagrt") and not flow.check(value, expected):
                         raise SystemExit(f"{system} gave a wrong result for {name}")
                     if round_:
                         times[system].append(elapsed)
