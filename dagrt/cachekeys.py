@@ -11,7 +11,9 @@ closure captured, and the module-level functions and classes it names (followed 
 same way) and the plain constants it names (numbers, strings, bytes, tuples of them).
 What it does not cover: other global objects it reads (a list or a dict at module
 level, an object from another module: named by their type only), and the code of
-other packages it calls (a new version of a library is the same key). The Python
+other packages it calls, and installed functions given as arguments (the standard
+library's and site-packages' functions are named, not hashed: a new version of a
+library is the same key). The Python
 version is part of it (bytecode differs between versions).
 
 *Constant arguments* are hashed by their pickled bytes (protocol 5, the buffers of
@@ -27,8 +29,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import os
 import pickle
 import sys
+import sysconfig
 import types
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -103,6 +107,34 @@ def _names(code: types.CodeType) -> Iterable[str]:
             yield from _names(const)
 
 
+_LIBRARY_ROOTS = tuple(
+    {
+        os.path.realpath(path) + os.sep
+        for name, path in sysconfig.get_paths().items()
+        if name in ("stdlib", "platstdlib", "purelib", "platlib")
+    }
+)
+
+
+_LIBRARIES: dict[str, bool] = {}  # module name -> _library (of loaded modules only)
+
+
+def _library(module: str) -> bool:
+    """Whether ``module`` is installed code (the standard library, site-packages): its
+    functions are named, not hashed (a new version of a library is the same key; and
+    following pandas' or Dask's functions by content would walk half of the library
+    for each task: minutes for a graph of a few hundred Dask tasks)."""
+    known = _LIBRARIES.get(module)
+    if known is not None:
+        return known
+    loaded = sys.modules.get(module)
+    if loaded is None:  # (a function that came by value: by content, and not remembered)
+        return False
+    file = getattr(loaded, "__file__", None)
+    known = _LIBRARIES[module] = file is None or os.path.realpath(file).startswith(_LIBRARY_ROOTS)
+    return known
+
+
 def _feed_callable(h: Any, fn: Any, seen: set[int], depth: int) -> None:
     """Feed what ``fn`` computes (see the module's text) to ``h``."""
     if id(fn) in seen or depth > _MAX_DEPTH:
@@ -117,6 +149,8 @@ def _feed_callable(h: Any, fn: Any, seen: set[int], depth: int) -> None:
         fn = fn.func
     module = getattr(fn, "__module__", None) or ""
     h.update(f"{module}:{getattr(fn, '__qualname__', type(fn).__qualname__)}".encode())
+    if module and _library(module):
+        return  # (its name says it)
     if isinstance(fn, type):
         for name, member in sorted(vars(fn).items()):
             if isinstance(member, types.FunctionType | staticmethod | classmethod):

@@ -46,6 +46,10 @@ if TYPE_CHECKING:
     from .graph import DAG
     from .storage import Storage
 
+#: seconds a run that did not finish may spend keeping what it finished; past them its
+#: outcome is reported and nothing is kept (a warning says so)
+KEEP_BUDGET = 60.0
+
 log = logging.getLogger("dagrt.client")
 
 __all__ = [
@@ -157,7 +161,8 @@ class CachePlan:
         )
         if not keep:
             return {}
-        keys = await anyio.to_thread.run_sync(task_keys, dag, keep)
+        # (hashing only: a run's end that stops waiting for it leaves the thread behind)
+        keys = await anyio.to_thread.run_sync(task_keys, dag, keep, abandon_on_cancel=True)
         return {i: keys[i] for i in keep}
 
     def settle(self, dag: DAG, found: set[int]) -> None:

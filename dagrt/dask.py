@@ -56,13 +56,19 @@ def get(dsk: Any, keys: Any, *, client: Client | None = None, **kwargs: Any) -> 
     in this process). Other keywords Dask forwards are ignored."""
     nodes, shape = convert(dsk, keys, external=_persisted_pin)
     client = client if client is not None else _enabled.client
+    return shape(_unwrapped(lambda: _compute(nodes, client)))
+
+
+def _unwrapped(call: Callable[[], Any]) -> Any:
+    """``call()``; a task's failure raised as its original exception (as Dask's
+    schedulers raise it), the :class:`~dagrt.TaskError` with the remote traceback as
+    its cause."""
     try:
-        values = _compute(nodes, client)
+        return call()
     except TaskError as exc:
-        if exc.exception is not None:  # (the original type, as Dask's schedulers raise it)
+        if exc.exception is not None:
             raise exc.exception from exc
         raise
-    return shape(values)
 
 
 def _get_persist(collections: Any, **kwargs: Any) -> Any:
@@ -177,12 +183,7 @@ def wait(*collections: Any) -> None:
             if isinstance(value, Persisted) and value.pin.made is not None:
                 made[id(value.pin.made)] = value.pin.made
     for future in made.values():
-        try:
-            future.result()
-        except TaskError as exc:
-            if exc.exception is not None:  # (the original type, as get raises it)
-                raise exc.exception from exc
-            raise
+        _unwrapped(future.result)
 
 
 def has_collections(xs: tuple[Any, ...]) -> bool:
@@ -220,7 +221,7 @@ def _persisting(client: Client, ttl: float, dsk: Any, keys: Any, **kwargs: Any) 
     """The scheduler of :func:`persist_collections`: futures of ``keys`` (a flat list)."""
     nodes, shape = convert(dsk, keys, external=_persisted_pin)
     pins = client._pin(nodes, ttl) if nodes else []
-    return [Persisted(k, pin) for k, pin in zip(keys, shape(pins), strict=True)]
+    return [Persisted(k, pin, client) for k, pin in zip(keys, shape(pins), strict=True)]
 
 
 class Persisted:
@@ -230,12 +231,19 @@ class Persisted:
     (and so the chunk) alive."""
 
     __dask_future__ = True
-    __slots__ = ("__weakref__", "key", "pin")
+    __slots__ = ("__weakref__", "client", "key", "pin")
 
-    def __init__(self, key: Any, pin: Pin) -> None:
-        self.key, self.pin = key, pin
+    def __init__(self, key: Any, pin: Pin, client: Client) -> None:
+        self.key, self.pin, self.client = key, pin, client
         with _PERSISTED_LOCK:
             _PERSISTED.setdefault(key, []).append(weakref.ref(self, _forget(key)))
+
+    def result(self) -> Any:
+        """The chunk's value, brought here (as a Dask distributed future's ``result``;
+        Dask's ``assert_eq`` calls it). From another thread than the client's loop."""
+        made = stand_in(self.pin)
+        made.key = self.key if isinstance(self.key, str) else repr(self.key)
+        return _unwrapped(lambda: _on_client(self.client, [made]))
 
     def __dask_tokenize__(self) -> Any:
         return ("dagrt-persisted", self.pin.key)

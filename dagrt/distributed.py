@@ -24,7 +24,7 @@ import anyio
 
 from . import keys as K
 from . import lanes, submission
-from .caching import CachePlan
+from .caching import KEEP_BUDGET, CachePlan
 from .exceptions import (
     IntegrityError,
     ResourceError,
@@ -256,9 +256,10 @@ class DistributedRuntime:
             with anyio.CancelScope(shield=True):
                 if keep is not None and status != "finished":
                     try:
-                        await keep()
+                        with anyio.fail_after(KEEP_BUDGET):
+                            await keep()
                     except Exception as exc:  # (never in place of the run's own outcome)
-                        log.warning("run %s: could not keep its outputs: %s", spec.run_id, exc)
+                        log.warning("run %s: could not keep its outputs: %r", spec.run_id, exc)
                 try:
                     await submission.cleanup(storage, spec, status)
                 except StorageError as exc:  # the keys expire by their TTL anyway

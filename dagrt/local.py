@@ -30,7 +30,7 @@ import anyio.abc
 
 from . import graph as _graph
 from . import native_threads
-from .caching import nested_plan, read_values, write_values
+from .caching import KEEP_BUDGET, nested_plan, read_values, write_values
 from .exceptions import (
     ResourceError,
     TaskError,
@@ -193,16 +193,17 @@ class LocalRuntime:
                 with anyio.CancelScope(shield=True):
                     assert run.done is not None  # (kept for a run with a cache plan)
                     try:
-                        await write_values(
-                            store,
-                            dag,
-                            cache,
-                            done=run.done,
-                            values=run.values,
-                            held=run.keep,
-                            failed=run.error is not None or run.left > 0,  # (or cancelled)
-                            secret=self.secret,
-                        )
+                        with anyio.fail_after(KEEP_BUDGET):
+                            await write_values(
+                                store,
+                                dag,
+                                cache,
+                                done=run.done,
+                                values=run.values,
+                                held=run.keep,
+                                failed=run.error is not None or run.left > 0,  # (or cancelled)
+                                secret=self.secret,
+                            )
                     except Exception as exc:  # (never in place of the run's own outcome)
                         log.warning("run %s: the cache was not written: %s", run_id, exc)
         if run.error is not None:

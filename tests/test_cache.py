@@ -247,6 +247,16 @@ def test_keys_follow_what_a_task_computes() -> None:
         return x + 2
 
     assert key(apply(step, 3)) != before
+    # installed code (the standard library, site-packages) is named, not followed
+    import json
+
+    assert key(apply(json.dumps, 3)) != key(apply(json.loads, 3))
+    assert key(apply(json.dumps, 3)) == key(apply(json.dumps, 3))
+    from dagrt.cachekeys import _library
+
+    assert _library("json")
+    assert _library("pytest")
+    assert not _library(__name__)  # (the tests' own code: by content, as above)
 
 
 @dagrt.task

@@ -250,3 +250,45 @@ def test_a_key_neither_in_the_graph_nor_persisted_is_a_key_error() -> None:
 
     with pytest.raises(KeyError, match="elsewhere"):
         dagrt.dask.get({"a": Task("a", inc, TaskRef("elsewhere"))}, "a")
+
+
+@pytest.mark.parametrize("where", ["in-process", "cluster"])
+def test_a_failing_dataframe_computation_fails_at_once(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    """The run that fails keeps what it finished under cache keys; the keys of tasks
+    that carry pandas' and Dask's functions name them (installed code) instead of
+    hashing them, which walked the libraries for minutes."""
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    get = dagrt.dask.get if where == "in-process" else request.getfixturevalue("cluster_client").get
+    a = dd.from_pandas(pd.DataFrame({"a": [1, 5, 10], "v": ["a", "b", "c"]}), npartitions=2)
+    b = dd.from_pandas(pd.DataFrame({"a": [2, 1, 3, 6, 7], "w": [1, 2, 3, 6, 7]}), npartitions=2)
+    with pytest.raises(ValueError, match="right keys must be sorted"):
+        dd.merge_asof(a, b, on="a").compute(scheduler=get)
+
+
+@pytest.mark.parametrize("where", ["in-process", "cluster"])
+def test_dataframes_give_what_the_synchronous_scheduler_gives(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    """A groupby-aggregate and a shuffle-join (task-based, as ``enable`` sets it)."""
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    client = None if where == "in-process" else request.getfixturevalue("cluster_client")
+    rng = np.random.default_rng(0)
+    left = pd.DataFrame({"k": rng.integers(0, 50, 2000), "x": rng.random(2000)})
+    right = pd.DataFrame({"k": np.arange(50), "w": np.arange(50) % 7})
+    ddl, ddr = dd.from_pandas(left, npartitions=6), dd.from_pandas(right, npartitions=3)
+    work = {
+        "groupby": ddl.groupby("k").x.agg(["sum", "mean", "count"]),
+        "join": dd.merge(ddl, ddr, on="k", broadcast=False).groupby("w").x.sum(),
+    }
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}):
+        expected = dask.compute(work, scheduler="sync")[0]
+    with dagrt.dask.enable(client):
+        got = dask.compute(work)[0]
+    for name in work:
+        pd.testing.assert_frame_equal(
+            pd.DataFrame(got[name]).sort_index(), pd.DataFrame(expected[name]).sort_index()
+        )

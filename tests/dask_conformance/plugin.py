@@ -21,6 +21,9 @@ def routed(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     return dagrt.dask.get(dsk, keys, **kwargs)
 
 
+routed.persist = dagrt.dask.get.persist  # type: ignore[attr-defined]  # (Dask's protocol)
+
+
 def pytest_configure(config: Any) -> None:
     for name in NAMES:
         dask.base.named_schedulers[name] = routed
