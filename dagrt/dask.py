@@ -17,7 +17,9 @@ The conversion (:func:`convert`) keeps one dagrt task per Dask task and nothing 
 * an ``Alias`` is resolved at conversion (chains followed, a cycle is an error): its
   consumers read the target's output, under the alias's name;
 * a ``DataNode`` is a constant: passed to its consumers as an argument, never run (a
-  key that is wanted and is one comes back as its value);
+  key that is wanted and is one comes back as its value); one of ``LARGE_DATA`` bytes or
+  more (an array chunk, a partition from ``from_pandas``) is a ``dask-data`` task of its
+  own instead, whose output its consumers read (one copy, not one per consumer);
 * only what the wanted keys need is converted (culled); a wanted key that is not in the
   graph is a ``KeyError``, as Dask's schedulers raise.
 
@@ -131,7 +133,12 @@ def convert(
             stack.pop()
             continue
         if isinstance(node, DataNode):
-            built[key] = _Constant(node.value)
+            if _large(node.value):  # (a task of its own: stored once, read by each consumer)
+                made = _value(_Constant(node.value))
+                made.key = key if isinstance(key, str) else repr(key)
+                built[key] = made
+            else:  # (small: in the arguments of each consumer)
+                built[key] = _Constant(node.value)
             stack.pop()
             continue
         if not isinstance(node, Task):  # (convert_legacy_graph makes nothing else)
@@ -356,6 +363,21 @@ def _caller(key: Any) -> TaskFunction[..., Any]:
 
 
 _value = task(name="dask-data")(_value_of)
+
+
+#: a ``DataNode`` whose value holds this many bytes or more (``nbytes``: arrays, frames)
+#: becomes a task, instead of travelling in the record of each task that reads it
+LARGE_DATA = 64 * 1024
+
+
+def _large(value: Any) -> bool:
+    try:
+        size = getattr(value, "nbytes", None)
+        if size is None and hasattr(value, "memory_usage"):  # (a pandas DataFrame)
+            size = value.memory_usage(deep=False).sum()
+        return int(size or 0) >= LARGE_DATA
+    except Exception:  # (an nbytes or memory_usage that is not a number of bytes)
+        return False
 
 
 class _Constant:

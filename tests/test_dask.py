@@ -145,6 +145,30 @@ def test_conversion_keeps_one_task_per_dask_task_and_resolves_aliases() -> None:
         dagrt.dask.get({"x": Alias("x", "y"), "y": Alias("y", "x")}, "x")
 
 
+def test_large_data_is_one_task_read_by_each_consumer() -> None:
+    """A large ``DataNode`` (an array chunk, a partition) is not copied into the record
+    of every task that reads it: it is a task of its own, stored once."""
+    from dask._task_spec import DataNode, Task, TaskRef
+
+    big, small = np.arange(100_000.0), np.array(2.0)
+    graph = {
+        "big": DataNode("big", big),
+        "small": DataNode("small", small),
+        **{
+            f"use-{i}": Task(f"use-{i}", np.add, TaskRef("big"), TaskRef("small")) for i in range(3)
+        },
+    }
+    wanted = [f"use-{i}" for i in range(3)]
+    nodes, _ = dagrt.dask.convert(graph, wanted)
+    dag = dagrt.DAG(*nodes)
+    assert sorted(dag._nodes[i].key for i in range(len(dag))) == ["big", *wanted]
+    for i in range(3):  # (each consumer has the small one inline, the big one as a parent)
+        assert [p.key for p in nodes[i].dependencies] == ["big"]
+    got = dagrt.dask.get(graph, wanted)
+    for value in got:
+        np.testing.assert_array_equal(value, big + small)
+
+
 @pytest.mark.timeout(900)
 def test_dasks_own_tests_pass_on_dagrt() -> None:
     """Dask's delayed, core, bag, array (slicing, rechunk, overlap, reductions) and
@@ -302,3 +326,16 @@ def test_dataframes_give_what_the_synchronous_scheduler_gives(
         pd.testing.assert_frame_equal(
             pd.DataFrame(got[name]).sort_index(), pd.DataFrame(expected[name]).sort_index()
         )
+
+
+def uses(x: Any) -> int:
+    return 1
+
+
+def test_a_graph_that_cannot_be_pickled_names_the_key(cluster_client: dagrt.Client) -> None:
+    """Worker processes need each task pickled: one that holds a lock is refused before
+    anything runs, naming its Dask key."""
+    x = delayed(uses)(threading.Lock(), dask_key_name="holds-a-lock")
+    with pytest.raises(dagrt.SerializationError, match="holds-a-lock"):
+        dask.compute(x, scheduler=cluster_client.get)
+    assert dask.compute(x, scheduler=dagrt.dask.get) == (1,)  # (in process: no pickling)
