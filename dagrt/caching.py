@@ -190,7 +190,7 @@ async def cache_plan(
     if not pinned and not pins:
         return plan
     if plan is None:
-        plan = CachePlan({}, {}, None)
+        plan = CachePlan({}, {}, None, options)
     plan.pinned = pinned
     plan.read.update(pinned)
     for i, write in (pins or {}).items():
@@ -202,10 +202,10 @@ async def cache_plan(
 
 async def nested_plan(options: CacheOptions | None, dag: DAG) -> CachePlan | None:
     """The plan of the graph a task returned, under its run's policy ``options``: its
-    cached tasks read and write the cache as any run's; what it finished is not kept if
-    it fails (its parent run keeps its own)."""
-    if options is None:
-        return None
+    cached tasks read and write the cache as any run's, its stand-ins read what they
+    stand for; what it finished is not kept if it fails (its parent run keeps its own)."""
+    if options is None:  # (no policy: only the persisted values it reads, if any)
+        options = CacheOptions(enabled=False)
     return await cache_plan(dag, options.model_copy(update={"keep_failed": False}), False)
 
 

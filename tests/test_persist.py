@@ -151,6 +151,22 @@ async def test_a_value_that_is_gone_says_so(pool: Pool, tmp_path: Path) -> None:
         assert isinstance(raised.value.exception, dagrt.PersistedLostError)
 
 
+@dagrt.task
+def total_later(log: str, xs: dagrt.Node) -> dagrt.Node:
+    """A task that returns a graph reading a persisted value."""
+    return total(log, xs)
+
+
+async def test_a_returned_graph_reads_a_persisted_value(
+    any_client: dagrt.Client, tmp_path: Path
+) -> None:
+    log = str(tmp_path / "ran")
+    data = any_client.persist(load(log, 10))
+    assert await any_client.compute(total(log, data)) == 45  # (persisted by now)
+    assert await any_client.compute(total_later(log, data)) == 45
+    assert what_ran(tmp_path / "ran") == ["load", "total", "total"]
+
+
 async def test_persist_from_another_thread(any_client: dagrt.Client, tmp_path: Path) -> None:
     """Dask calls persist from its own thread: it hops to the client's loop."""
     log = str(tmp_path / "ran")
