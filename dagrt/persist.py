@@ -146,7 +146,8 @@ class Pins:
         self._loop = loop
         self._task_group = task_group
         self._release = release
-        self._lock = threading.Lock()
+        # (re-entrant: the collector may run a finalizer while this thread holds it)
+        self._lock = threading.RLock()
         self._dropped: list[str] = []
         self._closed = False
 
