@@ -641,6 +641,10 @@ class Client:
         except Exception as exc:  # (an argument that cannot be hashed, say)
             fut._set_exception(exc)
             return
+        except BaseException:  # (the client closes while it waits: never left pending)
+            if not fut.done():
+                fut._set_cancelled()
+            raise
         run_id = fut.run_id
         log = self._log
         submitted = time.time()
