@@ -240,7 +240,7 @@ async def read_values(
     held = held or {}
     order = sorted(i for i in cache.read if i not in held)
     entries = [K.cache_entry(cache.read[i]) for i in order]
-    frames = await storage.amget(entries) if entries else []
+    frames = await storage.amget(entries)
     there = {i: frame for i, frame in zip(order, frames, strict=True) if frame is not None}
     cache.settle(dag, set(there) | set(held))
     found = {i: held[i] for i in cache.found if i in held}

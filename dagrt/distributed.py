@@ -512,8 +512,6 @@ class DistributedRuntime:
         stay: set[int] | frozenset[int] = frozenset(),
     ) -> list[Any]:
         wanted = sorted(set(spec.outputs) - stay)
-        if not wanted:  # (persisted: nothing comes back)
-            return [None] * len(spec.outputs)
         frames = await storage.amget([spec.keys.output(i) for i in wanted])
         secret = self.secret
         try:
