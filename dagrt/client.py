@@ -334,7 +334,7 @@ class Client:
                 async with anyio.create_task_group() as task_group:
                     self._task_group = task_group
                     pins = self._pins = Pins(
-                        asyncio.get_running_loop(), task_group, runtime.release
+                        asyncio.get_running_loop(), task_group, runtime.release, self._persisting
                     )
                     if not started.done():
                         started.set_result(None)
@@ -510,27 +510,19 @@ class Client:
         """Start the run that persists ``nodes`` (distinct), from any thread; their pins."""
 
         def start() -> list[Pin]:
-            task_group, loop, runtime = self._started()
+            self._started()  # (raises: not started, or closed)
             assert self._pins is not None
-            dag, _ = plan_outputs(tuple(nodes))
-            assert dag is not None
-            fut = RunFuture(new_run_id(), dag, loop)
-            pins = [self._pins.pin(fut) for _ in nodes]
-            writes = {i: (pin.key, ttl) for i, pin in zip(dag._output_index, pins, strict=True)}
-            task_group.start_soon(
-                self._run,
-                runtime,
-                fut,
-                dag,
-                _nothing,
-                False,
-                0,
-                writes,
-                name=f"dagrt persist {fut.run_id}",
-            )
-            return pins
+            return self._pins.persist(nodes, ttl)
 
         return self._on_loop(start)
+
+    def _persisting(self, dag: DAG, writes: dict[int, tuple[str, float]]) -> RunFuture:
+        """Start a run of ``dag`` that keeps the outputs ``writes`` names (Pins)."""
+        task_group, loop, runtime = self._started()
+        fut = RunFuture(new_run_id(), None, loop)  # (no DAG: a pin keeps it, not the graph)
+        name = f"dagrt persist {fut.run_id}"
+        task_group.start_soon(self._run, runtime, fut, dag, _nothing, False, 0, writes, name=name)
+        return fut
 
     def _on_loop(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` on the client's loop: here if this is it, else from this thread."""
@@ -538,17 +530,13 @@ class Client:
         if loop is None or self._task_group is None:
             self._started()  # (raises: not started, or closed)
         assert loop is not None
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        if _futures.on_loop(loop):
             return fn()
 
         async def call() -> Any:
             return fn()
 
-        return asyncio.run_coroutine_threadsafe(call(), loop).result()
+        return _futures.call_on(loop, call)
 
     async def gather(
         self, futures: Iterable[RunFuture], *, return_exceptions: bool = False

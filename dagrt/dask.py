@@ -42,7 +42,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import TaskError
+from .exceptions import PersistedLostError, TaskError
 from .persist import Pin, stand_in
 from .tasks import TaskFunction, task
 
@@ -56,8 +56,8 @@ def get(dsk: Any, keys: Any, *, client: Client | None = None, **kwargs: Any) -> 
     """Dask's scheduler protocol: the values of ``keys`` (a key, or nested lists of
     keys) in graph ``dsk``, computed on dagrt (``client``, else :func:`enable`'s, else
     in this process). Other keywords Dask forwards are ignored."""
-    nodes, shape = convert(dsk, keys, external=_persisted_pin)
-    client = client if client is not None else _enabled.client
+    client = client if client is not None else (_enabled.client or _background())
+    nodes, shape = convert(dsk, keys, external=_persisted_pins(dsk, client))
     return shape(_unwrapped(lambda: _compute(nodes, client)))
 
 
@@ -190,7 +190,12 @@ def wait(*collections: Any) -> None:
             if isinstance(value, Persisted) and value.pin.made is not None:
                 made[id(value.pin.made)] = value.pin.made
     for future in made.values():
-        _unwrapped(future.result)
+        try:
+            _unwrapped(future.result)
+        except asyncio.CancelledError:
+            raise PersistedLostError(
+                f"run {future.run_id}, which was persisting these chunks, was cancelled"
+            ) from None
 
 
 def has_collections(xs: tuple[Any, ...]) -> bool:
@@ -213,8 +218,16 @@ def persist_collections(
     for them. Dask's protocol call (one list of collections) gets a list back."""
     from dask.base import persist as dask_persist
 
+    from .graph import Node
+    from .pytree import flatten
+
     listed = len(xs) == 1 and isinstance(xs[0], list | tuple)
     collections = list(xs[0]) if listed else list(xs)
+    if any(isinstance(leaf, Node) for leaf in flatten(collections)[0]):
+        raise TypeError(
+            "persist() takes dagrt nodes or Dask collections, not both in one call:"
+            " persist each kind in a call of its own"
+        )
     scheduler = functools.partial(_persisting, client, ttl)
     out = dask_persist(  # type: ignore[no-untyped-call]
         *collections, scheduler=scheduler, optimize_graph=optimize_graph, traverse=False
@@ -226,7 +239,7 @@ def persist_collections(
 
 def _persisting(client: Client, ttl: float, dsk: Any, keys: Any, **kwargs: Any) -> list[Any]:
     """The scheduler of :func:`persist_collections`: futures of ``keys`` (a flat list)."""
-    nodes, shape = convert(dsk, keys, external=_persisted_pin)
+    nodes, shape = convert(dsk, keys, external=_persisted_pins(dsk, client))
     pins = client._pin(nodes, ttl) if nodes else []
     return [Persisted(k, pin, client) for k, pin in zip(keys, shape(pins), strict=True)]
 
@@ -242,8 +255,9 @@ class Persisted:
 
     def __init__(self, key: Any, pin: Pin, client: Client) -> None:
         self.key, self.pin, self.client = key, pin, client
+        ref = weakref.ref(self, _forget(key))  # (made first: the collector may run here)
         with _PERSISTED_LOCK:
-            _PERSISTED.setdefault(key, []).append(weakref.ref(self, _forget(key)))
+            _PERSISTED.setdefault(key, []).append(ref)
 
     def result(self) -> Any:
         """The chunk's value, brought here (as a Dask distributed future's ``result``;
@@ -277,15 +291,70 @@ def _forget(key: Any) -> Callable[[weakref.ref[Persisted]], None]:
     return gone
 
 
-def _persisted_pin(key: Any) -> Pin | None:
-    """The pin of a persisted chunk of ``key`` still alive (the newest), or None."""
+def _persisted_pins(dsk: Any, client: Client) -> Callable[[Any], Pin | None]:
+    """Where :func:`convert` finds the pins of the persisted chunks a graph reads: the
+    :class:`Persisted` futures the collections given hold (Dask's optimizer leaves
+    them out of the graph it hands over, as keys it does not have), else those of
+    ``client`` still alive (:func:`_persisted_pin`)."""
+    held = _held(dsk)
+
+    def pin_of(key: Any) -> Pin | None:
+        future = held.get(key)
+        return future.pin if future is not None else _persisted_pin(client, key)
+
+    return pin_of
+
+
+def _held(dsk: Any) -> dict[Any, Persisted]:
+    """The :class:`Persisted` futures in a Dask graph or expression, by key: the values
+    of its graph mappings (a plain dict, an ``HighLevelGraph``'s materialized layers)
+    and of its expressions' operands; lazy layers are not materialized for this, and
+    only the types named are looked into (an expression's attributes may compute)."""
+    from dask._expr import Expr
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+    def inner(value: Any) -> bool:
+        return type(value) is dict or isinstance(value, Expr | HighLevelGraph)
+
+    found: dict[Any, Persisted] = {}
+    seen: set[int] = set()
+    stack = [dsk]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if type(item) is dict:
+            for value in item.values():
+                if isinstance(value, Persisted):
+                    found[value.key] = value
+                elif isinstance(value, Expr | HighLevelGraph):
+                    stack.append(value)
+        elif isinstance(item, Expr):
+            for operand in item.operands:
+                if inner(operand):
+                    stack.append(operand)
+                elif type(operand) in (list, tuple):
+                    stack.extend(o for o in operand if inner(o))
+        elif isinstance(item, HighLevelGraph):
+            for layer in item.layers.values():
+                if isinstance(layer, MaterializedLayer):
+                    stack.append(layer.mapping)
+    return found
+
+
+def _persisted_pin(client: Client, key: Any) -> Pin | None:
+    """The pin of a chunk of ``key`` that ``client`` persisted and that is still alive:
+    the newest whose run has not failed (else the newest), or None. (As Dask
+    distributed finds a key among its client's futures: a key names one value.)"""
     with _PERSISTED_LOCK:
         refs = list(_PERSISTED.get(key, ()))
-    for ref in reversed(refs):
-        future = ref()
-        if future is not None:
+    futures = [f for ref in refs if (f := ref()) is not None and f.client is client]
+    for future in reversed(futures):
+        made = future.pin.made
+        if made is None or not made.done() or made.status == "finished":
             return future.pin
-    return None
+    return futures[-1].pin if futures else None
 
 
 async def acompute(client: Client, *collections: Any, **kwargs: Any) -> tuple[Any, ...]:
@@ -424,11 +493,11 @@ def _nested(keys: Any, value_of: Any) -> Any:
             stack[-1][1].append(tuple(done))
 
 
-def _compute(nodes: list[Any], client: Client | None) -> list[Any]:
-    """The values of ``nodes`` (in order), on ``client`` or in this process."""
+def _compute(nodes: list[Any], client: Client) -> list[Any]:
+    """The values of ``nodes`` (in order), on ``client``."""
     if not nodes:
         return []
-    got = _on_client(client if client is not None else _background(), nodes)
+    got = _on_client(client, nodes)
     return list(got) if len(nodes) > 1 else [got]
 
 
@@ -476,17 +545,15 @@ def _on_client(client: Client, nodes: list[Any]) -> Any:
     """``client.compute(*nodes)`` from this thread: the client's loop runs elsewhere
     (a thread of the caller's, e.g. a notebook's); on the loop itself it would wait
     for itself."""
+    from .futures import call_on, on_loop
+
     loop = client._loop
     if loop is None:
         raise RuntimeError("the dagrt client is not started (use `async with Client()`)")
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
+    if on_loop(loop):
         raise RuntimeError(
             "dask.compute is synchronous and this is the dagrt client's event loop: call it"
             " from another thread (await asyncio.to_thread(dask.compute, x,"
             " scheduler=client.get))"
         )
-    return asyncio.run_coroutine_threadsafe(client.compute(*nodes), loop).result()
+    return call_on(loop, lambda: client.compute(*nodes))

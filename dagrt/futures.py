@@ -1,21 +1,25 @@
 """``RunFuture``: the handle of one submitted run, and helpers over many.
 
-A ``RunFuture`` is awaitable from the event loop and also answers
-``result(timeout=)`` from other threads, like :class:`concurrent.futures.Future`.
+A ``RunFuture`` is awaitable from its client's event loop (and from another one:
+woken from its own) and also answers ``result(timeout=)`` from other threads, like
+:class:`concurrent.futures.Future`.
 Awaiting it never cancels the run (the await is shielded); ``cancel()`` does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     from .graph import DAG
 
 __all__ = ["RunFuture", "as_completed", "gather"]
+
+T = TypeVar("T")
 
 Status = Literal["pending", "finished", "error", "cancelled"]
 
@@ -68,7 +72,38 @@ class RunFuture:
     # -- results -------------------------------------------------------------
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return asyncio.shield(self._fut).__await__()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop or running is None:  # (the common case)
+            return asyncio.shield(self._fut).__await__()
+        return self._from(running).__await__()
+
+    async def _from(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """Awaited on another event loop than its run's (another client's, or a
+        thread's): woken from the run's loop when it ends."""
+        if not self._done.is_set():
+            woken = loop.create_future()
+
+            def wake() -> None:
+                if not woken.done():
+                    woken.set_result(None)
+
+            def ended(_: object) -> None:
+                with contextlib.suppress(RuntimeError):  # (the waiting loop is closed)
+                    loop.call_soon_threadsafe(wake)
+
+            try:
+                self._loop.call_soon_threadsafe(self._fut.add_done_callback, ended)
+            except RuntimeError:  # (its loop is closed: the run never ends now)
+                if not self._done.is_set():
+                    raise RuntimeError(
+                        f"run {self.run_id} belongs to an event loop that is closed"
+                    ) from None
+            else:
+                await woken
+        return self._fut.result()
 
     def result(self, timeout: float | None = None) -> Any:
         """Block until the run ends and return its value (or raise its error).
@@ -111,7 +146,7 @@ class RunFuture:
         """
         if self._done.is_set():
             return False
-        if _on_loop(self._loop):
+        if on_loop(self._loop):
             self._cancel_now()
         else:
             self._loop.call_soon_threadsafe(self._cancel_now)
@@ -143,11 +178,20 @@ class RunFuture:
         self._fut.cancel()
 
 
-def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether this thread is running ``loop``."""
     try:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+def call_on(loop: asyncio.AbstractEventLoop, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """The value of ``await make()`` on ``loop`` (a client's), from another thread,
+    which blocks until it is there."""
+    if loop.is_closed() or not loop.is_running():
+        raise RuntimeError("the dagrt client's event loop is not running (its client is gone)")
+    return asyncio.run_coroutine_threadsafe(make(), loop).result()
 
 
 def _check_futures(futures: Iterable[RunFuture], where: str) -> list[RunFuture]:

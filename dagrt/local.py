@@ -43,6 +43,7 @@ from .expand import has_graph, nested_failure, returned_graph
 from .graph import DAG, Node
 from .keyring import Keyring
 from .keys import sub_run_id
+from .persist import wait_made
 from .pytree import unflatten
 from .resources import Resources, SharedCapacity, can_hold, check_resources, describe
 from .tasks import check_timeout, retry_wait
@@ -111,6 +112,7 @@ class LocalRuntime:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self._pinned.clear()  # (its client released them; nothing reads them now)
         executor, self._executor = self._executor, None
         if executor is not None:
             # Threads still inside a task function finish it and stop; nothing waits here.
@@ -636,6 +638,7 @@ class _Run:
     async def _sub_run(self, dag: DAG, sub: str, key: str) -> list[Any]:
         """Run ``dag`` as run ``sub``, logged (when this run is) as a run of its own
         whose parent is this run's task ``key``."""
+        await wait_made(dag)  # (the runs persisting what it reads, in this process)
         plan = await nested_plan(self.cache.options if self.cache else None, dag)
         parent = self.recorder
         if parent is None:

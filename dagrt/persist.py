@@ -21,11 +21,13 @@ loop (:class:`Pins`).
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import logging
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .exceptions import PersistedLostError
@@ -61,16 +63,16 @@ class Pin:
         return f"Pin({self.key!r})"
 
 
-def _lost(pin: Pin) -> NoReturn:
+@task(name="persisted", cache=False)
+def stand_in(pin: Pin) -> NoReturn:
+    """The task whose node stands for a persisted value: it runs only when the value is
+    gone. (Module level under its own name: it pickles by reference, so that a
+    stand-in that travels is still one.)"""
     raise PersistedLostError(
         f"the persisted value {pin.key!r} is gone: released (its handle was"
         " garbage-collected or its client closed), past its time to live, too large"
         " for the server, or persisted on another server than this run's"
     )
-
-
-#: The task whose node stands for a persisted value; it runs only when the value is gone.
-stand_in = task(name="persisted", cache=False)(_lost)
 
 
 def pinned_reads(dag: DAG) -> dict[int, str]:
@@ -99,6 +101,7 @@ async def wait_made(dag: DAG) -> None:
     """Wait for the runs that make what ``dag`` reads; raise the error one ended with
     (a cancelled one: :class:`~dagrt.PersistedLostError`), ended already or not."""
     for made in makers(dag):
+        failure: Exception | None = None
         try:
             await made
         except asyncio.CancelledError:
@@ -107,6 +110,20 @@ async def wait_made(dag: DAG) -> None:
                     f"run {made.run_id}, which was persisting a value this run reads, was cancelled"
                 ) from None
             raise
+        except Exception as exc:
+            failure = exc
+        if failure is not None:  # (a copy: each reader's traceback is its own)
+            raise _copied(failure)
+
+
+def _copied(exc: Exception) -> Exception:
+    """``exc`` again, as a copy (the original itself if it cannot be copied)."""
+    try:
+        again = copy.copy(exc)
+    except Exception:  # pragma: no cover - an exception that cannot be copied
+        return exc
+    again.__cause__, again.__suppress_context__ = exc.__cause__, exc.__suppress_context__
+    return again.with_traceback(exc.__traceback__)
 
 
 def persist_tree(xs: tuple[Any, ...], start: Callable[[list[Node]], list[Pin]]) -> Any:
@@ -133,30 +150,51 @@ def persist_tree(xs: tuple[Any, ...], start: Callable[[list[Node]], list[Pin]]) 
 
 
 class Pins:
-    """A client's pins: made on its loop, released when their holders are gone (from
-    any thread, batched onto the loop), all deleted when it closes."""
+    """A client's pins: made on its loop (:meth:`persist`), released when their holders
+    are gone (from any thread, batched onto the loop; a pin whose run has not ended yet
+    is released when it ends), all deleted when it closes."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         task_group: anyio.abc.TaskGroup,
         release: Callable[[list[str]], Awaitable[None]],
+        start: Callable[[DAG, dict[int, tuple[str, float]]], RunFuture],
     ) -> None:
-        self.live: set[str] = set()
+        self.live: dict[str, RunFuture] = {}  # pin -> the run that makes it
         self._loop = loop
         self._task_group = task_group
         self._release = release
+        self._start = start
         # (re-entrant: the collector may run a finalizer while this thread holds it)
         self._lock = threading.RLock()
         self._dropped: list[str] = []
+        self._scheduled = False
         self._closed = False
 
-    def pin(self, made: RunFuture) -> Pin:
-        """A new pin, made by the run ``made``."""
-        pin = Pin(f"persisted-{os.urandom(16).hex()}", made)
-        self.live.add(pin.key)
-        weakref.finalize(pin, self._gone, pin.key).atexit = False
-        return pin
+    def persist(self, nodes: list[Node], ttl: float) -> list[Pin]:
+        """Start the run that keeps the values of ``nodes`` (distinct) for ``ttl``
+        seconds (on the client's loop); their pins, in order. A stand-in keeps its own
+        pin; nodes that are one task of the run share one."""
+        from .graph import plan_outputs
+
+        if self._closed:
+            raise RuntimeError("the client is closing: nothing more is persisted")
+        fresh = [n for n in nodes if n.func is not stand_in]
+        by_index: dict[int, Pin] = {}
+        pins: Iterator[Pin] = iter(())
+        if fresh:
+            dag, _ = plan_outputs(tuple(fresh))
+            assert dag is not None
+            for i in dag._output_index:
+                by_index.setdefault(i, Pin(f"persisted-{os.urandom(16).hex()}"))
+            made = self._start(dag, {i: (pin.key, ttl) for i, pin in by_index.items()})
+            for pin in by_index.values():
+                pin.made = made
+                self.live[pin.key] = made
+                weakref.finalize(pin, self._gone, pin.key).atexit = False
+            pins = iter([by_index[i] for i in dag._output_index])
+        return [n._leaves[0] if n.func is stand_in else next(pins) for n in nodes]
 
     def _gone(self, key: str) -> None:
         """Its last holder is gone (any thread, at any allocation): release it soon."""
@@ -164,8 +202,8 @@ class Pins:
             return
         with self._lock:
             self._dropped.append(key)
-            first = len(self._dropped) == 1
-        if first:
+            wake, self._scheduled = not self._scheduled, True
+        if wake:
             try:
                 self._loop.call_soon_threadsafe(self._flush)
             except RuntimeError:  # (the loop is closed: the client is gone)
@@ -173,21 +211,35 @@ class Pins:
 
     def _flush(self) -> None:
         with self._lock:
-            keys, self._dropped = self._dropped, []
-        keys = [k for k in keys if k in self.live]
-        if keys and not self._closed:
-            self.live.difference_update(keys)
-            self._task_group.start_soon(self._delete, keys, name="dagrt release pins")
+            keys, self._dropped, self._scheduled = self._dropped, [], False
+        if self._closed:
+            return
+        now = []
+        for key in keys:
+            made = self.live.get(key)
+            if made is None:
+                continue
+            if made.done():
+                now.append(key)
+            else:  # (its run may still write it: released once it ends)
+                made.add_done_callback(functools.partial(self._ended, key))
+        if now:
+            self._task_group.start_soon(self._delete, now, name="dagrt release pins")
+
+    def _ended(self, key: str, made: RunFuture) -> None:
+        self._gone(key)
 
     async def _delete(self, keys: list[str]) -> None:
         try:
             await self._release(keys)
         except Exception as exc:  # (they expire by their time to live anyway)
             log.warning("could not release %d persisted values: %s", len(keys), exc)
+        for key in keys:  # (until deleted they are live: closing deletes them too)
+            self.live.pop(key, None)
 
     async def close(self) -> None:
-        """Release every pin still held (the client closes)."""
+        """Release every pin still held (the client closes: its runs are over)."""
         self._closed = True
-        keys, self.live = sorted(self.live), set()
+        keys, self.live = sorted(self.live), {}
         if keys:
             await self._delete(keys)

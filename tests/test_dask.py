@@ -8,6 +8,7 @@ import asyncio
 import gc
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -277,6 +278,63 @@ def test_a_persisted_chunk_that_failed_raises_its_own_exception(
         dagrt.dask.wait(xp)
     with pytest.raises(ZeroDivisionError, match="no 1"):
         delayed(inc)(xp).compute(scheduler=cluster_client.get)
+
+
+def test_a_persisted_collection_persisted_again_keeps_its_chunks(
+    cluster_client: dagrt.Client, tmp_path: Any
+) -> None:
+    log = tmp_path / "ran"
+    x = da.arange(64, chunks=16).map_blocks(lambda b: counted(str(log), b))
+    log.unlink()  # (Dask called it on a sample to learn its type)
+    (xp,) = dagrt.dask.persist(x, client=cluster_client)
+    (again,) = dagrt.dask.persist(xp, client=cluster_client)
+    (more,) = dask.persist(xp + 1, scheduler=cluster_client.get)
+    np.testing.assert_equal(again.compute(scheduler=cluster_client.get), np.arange(64))
+    np.testing.assert_equal(more.compute(scheduler=cluster_client.get), np.arange(64) + 1)
+    del xp
+    gc.collect()  # (the chunks are held by ``again`` too)
+    np.testing.assert_equal(again.compute(scheduler=cluster_client.get), np.arange(64))
+    assert len(log.read_text().split()) == 4  # (each chunk computed once)
+
+
+def test_persisted_chunks_are_found_in_the_collection_not_by_key_alone(
+    cluster_client: dagrt.Client,
+) -> None:
+    """Two persisted values under one key (named by the user) each read their own; a
+    collection persisted by another client is read where that client keeps it (in its
+    process, here: so it is gone for this one, and says so)."""
+    first = delayed(inc)(1, dask_key_name="named")
+    second = delayed(inc)(10, dask_key_name="named")
+    (first_p,) = dagrt.dask.persist(first, client=cluster_client)
+    (second_p,) = dagrt.dask.persist(second, client=cluster_client)
+    assert first_p.compute(scheduler=cluster_client.get) == 2
+    assert second_p.compute(scheduler=cluster_client.get) == 11
+    assert delayed(inc)(first_p).compute(scheduler=cluster_client.get) == 3
+    elsewhere = dagrt.dask._background()  # (an in-process client)
+    (here_p,) = dagrt.dask.persist(delayed(inc)(5), client=elsewhere)
+    assert here_p.compute(scheduler=elsewhere.get) == 6
+    with pytest.raises(dagrt.PersistedLostError):
+        delayed(inc)(here_p).compute(scheduler=cluster_client.get)
+
+
+def test_persist_takes_collections_or_nodes_not_both(cluster_client: dagrt.Client) -> None:
+    @dagrt.task
+    def one() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="not both"):
+        cluster_client.persist([delayed(inc)(1), one()])
+
+
+def test_waiting_for_chunks_whose_run_was_cancelled_says_they_are_lost(
+    cluster_client: dagrt.Client,
+) -> None:
+    (xp,) = dagrt.dask.persist(delayed(time.sleep)(5), client=cluster_client)
+    (future,) = dict(xp.__dask_graph__()).values()
+    assert future.pin.made is not None
+    future.pin.made.cancel()
+    with pytest.raises(dagrt.PersistedLostError, match="cancelled"):
+        dagrt.dask.wait(xp)
 
 
 def test_a_key_neither_in_the_graph_nor_persisted_is_a_key_error() -> None:
