@@ -40,10 +40,10 @@ import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .exceptions import PersistedLostError, TaskError
-from .persist import Pin, stand_in
+from .persist import Pin, copied_error, stand_in
 from .tasks import TaskFunction, task
 
 if TYPE_CHECKING:
@@ -68,9 +68,15 @@ def _unwrapped(call: Callable[[], Any]) -> Any:
     try:
         return call()
     except TaskError as exc:
-        if exc.exception is not None:
-            raise exc.exception from exc
-        raise
+        _reraise(exc)
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    """Raise ``exc``; a :class:`~dagrt.TaskError` as its original exception (the
+    TaskError, with the remote traceback, as its cause) when it has one."""
+    if isinstance(exc, TaskError) and exc.exception is not None:
+        raise exc.exception from exc
+    raise exc
 
 
 def _get_persist(collections: Any, **kwargs: Any) -> Any:
@@ -190,12 +196,17 @@ def wait(*collections: Any) -> None:
             if isinstance(value, Persisted) and value.pin.made is not None:
                 made[id(value.pin.made)] = value.pin.made
     for future in made.values():
+        failure: Exception | None = None
         try:
-            _unwrapped(future.result)
+            future.result()
         except asyncio.CancelledError:
             raise PersistedLostError(
                 f"run {future.run_id}, which was persisting these chunks, was cancelled"
             ) from None
+        except Exception as exc:
+            failure = exc
+        if failure is not None:  # (a copy: each reader's traceback is its own)
+            _reraise(copied_error(failure))
 
 
 def has_collections(xs: tuple[Any, ...]) -> bool:

@@ -103,6 +103,14 @@ class LocalRuntime:
         self._executor: ThreadPoolExecutor | None = None
         self._runs: dict[str, _Run] = {}
         self._pinned: dict[str, Any] = {}  # persisted values, by pin (dagrt.persist)
+        self._parents: dict[str, str] = {}  # a sub-run going on -> the run of its task
+
+    def _lineage(self, run_id: str) -> list[str]:
+        """``run_id`` and the runs it is a sub-run of, innermost first."""
+        lineage = [run_id]
+        while lineage[-1] in self._parents:
+            lineage.append(self._parents[lineage[-1]])
+        return lineage
 
     async def __aenter__(self) -> LocalRuntime:
         # This process's native libraries get the cores the task threads leave, until
@@ -637,8 +645,17 @@ class _Run:
 
     async def _sub_run(self, dag: DAG, sub: str, key: str) -> list[Any]:
         """Run ``dag`` as run ``sub``, logged (when this run is) as a run of its own
-        whose parent is this run's task ``key``."""
-        await wait_made(dag)  # (the runs persisting what it reads, in this process)
+        whose parent is this run's task ``key``. It first waits for the runs persisting
+        what it reads (but those it is part of: an error at once)."""
+        runtime = self.runtime
+        await wait_made(dag, runtime._lineage(self.run_id))
+        runtime._parents[sub] = self.run_id
+        try:
+            return await self._logged_run(dag, sub, key)
+        finally:
+            runtime._parents.pop(sub, None)
+
+    async def _logged_run(self, dag: DAG, sub: str, key: str) -> list[Any]:
         plan = await nested_plan(self.cache.options if self.cache else None, dag)
         parent = self.recorder
         if parent is None:

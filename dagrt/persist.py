@@ -27,10 +27,10 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .exceptions import PersistedLostError
+from .exceptions import PersistedLostError, TaskError
 from .tasks import task
 
 if TYPE_CHECKING:
@@ -39,7 +39,18 @@ if TYPE_CHECKING:
     from .futures import RunFuture
     from .graph import DAG, Node
 
-__all__ = ["DAY", "Pin", "Pins", "makers", "persist_tree", "pinned_reads", "stand_in", "wait_made"]
+__all__ = [
+    "DAY",
+    "Pin",
+    "Pins",
+    "copied",
+    "copied_error",
+    "makers",
+    "persist_tree",
+    "pinned_reads",
+    "stand_in",
+    "wait_made",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +86,14 @@ def stand_in(pin: Pin) -> NoReturn:
     )
 
 
+@task(name="persisted-copy", cache=False)
+def copied(value: Any) -> Any:
+    """The task that persists anew what a stand-in of another client (or one that came
+    here pickled) stands for: its value, read as any stand-in's and kept under a pin
+    of this client's own."""
+    return value
+
+
 def pinned_reads(dag: DAG) -> dict[int, str]:
     """The stand-ins of ``dag``: task index -> its pin's key."""
     if stand_in not in dag._distinct:
@@ -97,10 +116,18 @@ def makers(dag: DAG) -> list[RunFuture]:
     return list(made.values())
 
 
-async def wait_made(dag: DAG) -> None:
+async def wait_made(dag: DAG, within: Collection[str] = ()) -> None:
     """Wait for the runs that make what ``dag`` reads; raise the error one ended with
-    (a cancelled one: :class:`~dagrt.PersistedLostError`), ended already or not."""
+    (a cancelled one: :class:`~dagrt.PersistedLostError`), ended already or not.
+    ``within``: the runs ``dag`` is part of (a graph a task returned: its run and
+    theirs); a value one of them persists cannot be waited for (it is made when they
+    end): :class:`~dagrt.PersistedLostError` at once, not a wait for ever."""
     for made in makers(dag):
+        if made.run_id in within:
+            raise PersistedLostError(
+                f"this graph reads a value that run {made.run_id} persists, and it is part"
+                " of that run: the value is made only when the run ends"
+            )
         failure: Exception | None = None
         try:
             await made
@@ -113,16 +140,25 @@ async def wait_made(dag: DAG) -> None:
         except Exception as exc:
             failure = exc
         if failure is not None:  # (a copy: each reader's traceback is its own)
-            raise _copied(failure)
+            raise copied_error(failure)
 
 
-def _copied(exc: Exception) -> Exception:
-    """``exc`` again, as a copy (the original itself if it cannot be copied)."""
+def copied_error(exc: BaseException) -> BaseException:
+    """``exc`` again, as a copy of its own (its cause, notes and traceback as they are;
+    the original exception a :class:`~dagrt.TaskError` carries copied too), so that
+    each reader of one failure raises, chains and annotates an object of its own."""
     try:
         again = copy.copy(exc)
     except Exception:  # pragma: no cover - an exception that cannot be copied
         return exc
+    if again is exc:  # pragma: no cover - a class that copies to itself
+        return exc
     again.__cause__, again.__suppress_context__ = exc.__cause__, exc.__suppress_context__
+    again.__context__ = exc.__context__
+    if hasattr(exc, "__notes__"):
+        again.__notes__ = list(exc.__notes__)
+    if isinstance(again, TaskError) and again.exception is not None:
+        again.exception = copied_error(again.exception)
     return again.with_traceback(exc.__traceback__)
 
 
@@ -130,7 +166,7 @@ def persist_tree(xs: tuple[Any, ...], start: Callable[[list[Node]], list[Pin]]) 
     """``xs`` (trees of nodes and constants) with each node replaced by the stand-in of
     its persisted value (one argument: its tree; several: a tuple). ``start`` starts
     the run that persists the distinct nodes given and returns their pins. A stand-in
-    is its own (it stays as it is); a tree without nodes comes back as it is."""
+    whose pin ``start`` keeps stays as it is; a tree without nodes comes back as it is."""
     from .graph import DAG, Node
     from .pytree import flatten, unflatten
 
@@ -139,11 +175,14 @@ def persist_tree(xs: tuple[Any, ...], start: Callable[[list[Node]], list[Pin]]) 
         raise TypeError("persist() takes nodes or trees of them, not a DAG: pass its outputs")
     distinct: dict[int, Node] = {}
     for leaf in leaves:
-        if isinstance(leaf, Node) and leaf.func is not stand_in:
+        if isinstance(leaf, Node):
             distinct.setdefault(id(leaf), leaf)
     if distinct:
         pins = start(list(distinct.values()))
-        made = {n: stand_in(pin) for n, pin in zip(distinct, pins, strict=True)}
+        made = {
+            n: node if node.func is stand_in and node._leaves[0] is pin else stand_in(pin)
+            for (n, node), pin in zip(distinct.items(), pins, strict=True)
+        }
         leaves = [made.get(id(leaf), leaf) for leaf in leaves]
     out = unflatten(treedef, leaves)
     return out[0] if len(xs) == 1 else out
@@ -174,13 +213,18 @@ class Pins:
 
     def persist(self, nodes: list[Node], ttl: float) -> list[Pin]:
         """Start the run that keeps the values of ``nodes`` (distinct) for ``ttl``
-        seconds (on the client's loop); their pins, in order. A stand-in keeps its own
-        pin; nodes that are one task of the run share one."""
+        seconds (on the client's loop); their pins, in order. A stand-in of this
+        client's keeps its own pin (and time to live); one of another client's, or one
+        that came here pickled, is copied under a pin of its own (its value read as any
+        stand-in's: it lives as long as this client holds it). Nodes that are one task
+        of the run share one pin."""
         from .graph import plan_outputs
 
         if self._closed:
             raise RuntimeError("the client is closing: nothing more is persisted")
-        fresh = [n for n in nodes if n.func is not stand_in]
+        # what the run computes for each node (None: its own pin is kept)
+        targets = [None if self._held(n) else copied(n) if n.func is stand_in else n for n in nodes]
+        fresh = [t for t in targets if t is not None]
         by_index: dict[int, Pin] = {}
         pins: Iterator[Pin] = iter(())
         if fresh:
@@ -194,7 +238,17 @@ class Pins:
                 self.live[pin.key] = made
                 weakref.finalize(pin, self._gone, pin.key).atexit = False
             pins = iter([by_index[i] for i in dag._output_index])
-        return [n._leaves[0] if n.func is stand_in else next(pins) for n in nodes]
+        return [
+            n._leaves[0] if t is None else next(pins) for n, t in zip(nodes, targets, strict=True)
+        ]
+
+    def _held(self, node: Node) -> bool:
+        """Is ``node`` a stand-in of a pin this client holds (this very pin: not one
+        that came back pickled, whose lifetime is not this client's to keep)?"""
+        if node.func is not stand_in:
+            return False
+        pin = node._leaves[0]
+        return isinstance(pin, Pin) and pin.made is not None and self.live.get(pin.key) is pin.made
 
     def _gone(self, key: str) -> None:
         """Its last holder is gone (any thread, at any allocation): release it soon."""

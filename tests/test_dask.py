@@ -274,10 +274,21 @@ def test_a_persisted_chunk_that_failed_raises_its_own_exception(
 ) -> None:
     x = delayed(fails)(1)
     (xp,) = dagrt.dask.persist(x, client=cluster_client)
-    with pytest.raises(ZeroDivisionError, match="no 1"):
-        dagrt.dask.wait(xp)
-    with pytest.raises(ZeroDivisionError, match="no 1"):
-        delayed(inc)(xp).compute(scheduler=cluster_client.get)
+    raised = []
+    for _ in range(2):  # (each reader raises an exception object of its own)
+        with pytest.raises(ZeroDivisionError, match="no 1") as waited:
+            dagrt.dask.wait(xp)
+        with pytest.raises(ZeroDivisionError, match="no 1") as read:
+            delayed(inc)(xp).compute(scheduler=cluster_client.get)
+        raised += [waited.value, read.value]
+    assert len({id(exc) for exc in raised}) == 4
+    assert all(isinstance(exc.__cause__, dagrt.TaskError) for exc in raised)
+
+
+def held_pins(collection: Any) -> dict[Any, Any]:
+    """The pins of a persisted collection's chunks, by key."""
+    graph = dict(collection.__dask_graph__())
+    return {k: v.pin for k, v in graph.items() if isinstance(v, dagrt.dask.Persisted)}
 
 
 def test_a_persisted_collection_persisted_again_keeps_its_chunks(
@@ -289,6 +300,8 @@ def test_a_persisted_collection_persisted_again_keeps_its_chunks(
     (xp,) = dagrt.dask.persist(x, client=cluster_client)
     (again,) = dagrt.dask.persist(xp, client=cluster_client)
     (more,) = dask.persist(xp + 1, scheduler=cluster_client.get)
+    assert len(held_pins(xp)) == 4
+    assert held_pins(again) == held_pins(xp)  # (the very pins: Pin compares by identity)
     np.testing.assert_equal(again.compute(scheduler=cluster_client.get), np.arange(64))
     np.testing.assert_equal(more.compute(scheduler=cluster_client.get), np.arange(64) + 1)
     del xp

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import pickle
 import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from conftest import Pool
-from helpers import ran, what_ran
+from helpers import Signals, gate, ran, wait_for_events, what_ran
 
 import dagrt
 from dagrt import keys as K
@@ -196,9 +198,18 @@ async def test_each_reader_of_a_failed_value_gets_an_error_of_its_own(
         with pytest.raises(dagrt.TaskError) as raised:
             await any_client.compute(total(log, [bad]))
         errors.append(raised.value)
-    assert errors[0] is not errors[1]  # (tracebacks do not pile up on one object)
-    assert str(errors[0]) == str(errors[1])
-    assert isinstance(errors[1].exception, ZeroDivisionError)
+    made = pin_of(bad).made
+    assert made is not None
+    original = made.exception()
+    assert isinstance(original, dagrt.TaskError)
+    # (tracebacks and causes do not pile up on one object: neither on the TaskError
+    # nor on the exception it carries, which is what Dask raises)
+    assert len({id(original), *map(id, errors)}) == 3
+    assert len({id(original.exception), *(id(e.exception) for e in errors)}) == 3
+    assert str(errors[0]) == str(errors[1]) == str(original)
+    assert all(isinstance(e.exception, ZeroDivisionError) for e in errors)
+    assert original.exception is not None
+    assert original.exception.__cause__ is None
 
 
 async def test_a_value_dropped_while_it_is_computed_is_released_when_its_run_ends(
@@ -277,10 +288,81 @@ async def test_a_client_on_another_loop_waits_for_a_value_being_persisted(
     """Two clients of one pool on two event loops: one reads what the other persists,
     waiting for its run from its own loop."""
     log = str(tmp_path / "ran")
-    kept = client_in_a_thread.persist(load_slowly(log, 10, 0.3))
+    kept = client_in_a_thread.persist(load_slowly(log, 10, 1.0))
+    made = pin_of(kept).made
+    assert made is not None
     async with dagrt.Client(pool.url) as here:
+        assert not made.done()  # (what is tested: a wait, from this loop, on that one's)
         assert await here.compute(total(log, kept)) == 45
     assert what_ran(tmp_path / "ran") == ["load", "total"]
+
+
+async def test_a_graph_that_reads_what_its_own_run_persists_fails_at_once(
+    tmp_path: Path,
+) -> None:
+    """A task of the persisting run returns a graph that reads the value that run
+    persists: it would wait for its own run's end. It fails at once instead."""
+    log = str(tmp_path / "ran")
+    async with dagrt.Client(processes=False) as client:
+        box = Box(load(log, 1))
+        kept = client.persist(total_of_boxed(log, box))
+        box.node = kept  # (before the run starts: it starts when this test awaits)
+        made = pin_of(kept).made
+        assert made is not None
+        with anyio.fail_after(30), pytest.raises(dagrt.TaskError) as raised:
+            await made
+        assert isinstance(raised.value.exception, dagrt.PersistedLostError)
+        assert "part of that run" in str(raised.value)
+
+
+async def test_a_stand_in_of_another_client_persisted_again_is_copied(
+    pool: Pool, tmp_path: Path
+) -> None:
+    """A client persisting what another client persisted (or a stand-in that came back
+    pickled) keeps a copy under a pin of its own: it outlives the other's."""
+    log = str(tmp_path / "ran")
+    async with dagrt.Client(pool.url) as client:
+        async with dagrt.Client(pool.url) as owner:
+            theirs = owner.persist(load(log, 10))
+            mine = client.persist(theirs)
+            assert pin_of(mine).key != pin_of(theirs).key
+            assert await client.compute(total(log, mine)) == 45
+        travelled = pickle.loads(pickle.dumps(mine))
+        assert pin_of(travelled).made is None
+        again = client.persist(travelled)
+        assert pin_of(again).key not in {pin_of(mine).key, pin_of(theirs).key}
+        del mine, travelled
+        assert await client.compute(total(log, again)) == 45
+        assert await client.compute(again) == list(range(10))
+    assert what_ran(tmp_path / "ran") == ["load", "total", "total"]
+
+
+async def test_a_task_that_ends_after_its_persisting_run_was_cancelled_leaves_nothing(
+    pool: Pool, signals: Signals
+) -> None:
+    """Cancelled while its task runs, the run's value is released at once; the task's
+    late completion deletes what it wrote (not left to its day-long time to live)."""
+    async with dagrt.Client(pool.url) as client:
+        kept = client.persist(gate(signals, "held", [1, 2, 3]))
+        made, key = pin_of(kept).made, pin_of(kept).key
+        assert made is not None
+        await signals.started("held")
+        made.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await made
+        del kept
+        await released(client, key)
+        assert client._pins is not None
+        assert key not in client._pins.live
+        await signals.release("held")
+        storage = RedisStorage(pool.url)
+        try:
+            await wait_for_events(
+                storage, made.run_id, lambda es: any(e.kind == "task-finished" for e in es)
+            )
+            assert await pinned_entries(client) == set()
+        finally:
+            await storage.aclose()
 
 
 async def test_a_value_that_is_gone_says_so(pool: Pool, tmp_path: Path) -> None:

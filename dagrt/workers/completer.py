@@ -215,6 +215,7 @@ class Completer:
         limit = await self.storage.amax_value_size()
         items: list[Made] = []
         places: list[int] = []  # where each item is in ``made``
+        entries: dict[int, str] = {}  # an item -> the cache entry written with it
         for place, m in enumerate(made):
             self.failpoints.hit("before_upload", m.rec.name, self.worker)
             sending, fits = await self._sending(ctx, m, limit)
@@ -224,6 +225,7 @@ class Completer:
             if ctx.cache and m.rec.index in ctx.cache and len(m.frame) + ctx.seal_head <= limit:
                 entry, ttl = ctx.cache[m.rec.index]  # kept for later runs too
                 cmds.append(C.set_(entry, await self._sealed(ctx, m, entry), ex=ttl))
+                entries[len(items)] = entry
             items.append(m)
             places.append(place)
         if self.failpoints and items:  # crash tests need the gap between the two
@@ -257,6 +259,12 @@ class Completer:
             replies = await send(self.storage, second)
             for j, answer in zip(again, replies[-1] if again else [], strict=True):
                 answers[j] = answer
+        # The run ended while these ran: what they wrote for later runs goes too (the
+        # script deleted their outputs), or a persisted value whose run failed or was
+        # cancelled would outlive its release until its time to live (dagrt.persist).
+        late = [e for j, e in entries.items() if _text(answers[j][0]) == "stop"]
+        if late:
+            await send(self.storage, [C.delete(late)])
         if self.failpoints:  # a crash test: the output is recorded, its children released
             for m in items:
                 self.failpoints.hit("after_complete", m.rec.name, self.worker)
