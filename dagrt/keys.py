@@ -31,6 +31,8 @@ __all__ = [
     "run_record",
     "cache_entry",
     "cache_origin",
+    "is_pin_entry",
+    "new_pin",
     "new_run_id",
     "sub_run_id",
     "run_key",
@@ -209,6 +211,17 @@ class RunKeys:
 def cache_entry(key: str) -> str:
     """A task's output kept for later runs, by its cache key (:mod:`dagrt.cachekeys`)."""
     return f"{PREFIX}:cache:{key}"
+
+
+def new_pin() -> str:
+    """The key of a new persisted value (:mod:`dagrt.persist`), kept where cache entries
+    are: ``persisted-<hex>``, which no cache key (a hex digest) can be."""
+    return f"persisted-{os.urandom(16).hex()}"
+
+
+def is_pin_entry(entry: str) -> bool:
+    """Is the cache entry ``entry`` a persisted value's (not a task's by its cache key)?"""
+    return entry.startswith(cache_entry("persisted-"))
 
 
 def cache_origin(entry: str) -> str:

@@ -24,12 +24,12 @@ import asyncio
 import copy
 import functools
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from . import keys as K
 from .exceptions import PersistedLostError, TaskError
 from .tasks import task
 
@@ -231,7 +231,7 @@ class Pins:
             dag, _ = plan_outputs(tuple(fresh))
             assert dag is not None
             for i in dag._output_index:
-                by_index.setdefault(i, Pin(f"persisted-{os.urandom(16).hex()}"))
+                by_index.setdefault(i, Pin(K.new_pin()))
             made = self._start(dag, {i: (pin.key, ttl) for i, pin in by_index.items()})
             for pin in by_index.values():
                 pin.made = made

@@ -33,6 +33,7 @@ from typing import Any
 
 import anyio
 
+from .. import keys as K
 from .. import sealing
 from ..exceptions import StorageError, ValueTooLargeError
 from ..locality import INLINE_BUDGET
@@ -259,10 +260,13 @@ class Completer:
             replies = await send(self.storage, second)
             for j, answer in zip(again, replies[-1] if again else [], strict=True):
                 answers[j] = answer
-        # The run ended while these ran: what they wrote for later runs goes too (the
-        # script deleted their outputs), or a persisted value whose run failed or was
-        # cancelled would outlive its release until its time to live (dagrt.persist).
-        late = [e for j, e in entries.items() if _text(answers[j][0]) == "stop"]
+        # The run ended while these ran (the script deleted their outputs): a persisted
+        # value they wrote goes too, or one whose run failed or was cancelled would
+        # outlive its release until its time to live (dagrt.persist). A cache entry
+        # by cache key stays: it is a right value for later runs, as any.
+        late = [
+            e for j, e in entries.items() if _text(answers[j][0]) == "stop" and K.is_pin_entry(e)
+        ]
         if late:
             await send(self.storage, [C.delete(late)])
         if self.failpoints:  # a crash test: the output is recorded, its children released
