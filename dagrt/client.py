@@ -504,7 +504,9 @@ class Client:
             return persist_collections(self, xs, seconds, **kwargs)
         if kwargs:
             raise TypeError(f"persist() got unexpected keyword arguments {sorted(kwargs)}")
-        return persist_tree(xs, lambda nodes: self._pin(nodes, seconds))
+        pins = self._pins
+        held = pins.held if pins is not None else (lambda node: False)
+        return persist_tree(xs, lambda nodes: self._pin(nodes, seconds), held)
 
     def _pin(self, nodes: list[Node], ttl: float) -> list[Pin]:
         """Start the run that persists ``nodes`` (distinct), from any thread; their pins."""

@@ -21,10 +21,11 @@ loop (:class:`Pins`).
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
+import inspect
 import logging
 import threading
+import types
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -144,29 +145,51 @@ async def wait_made(dag: DAG, within: Collection[str] = ()) -> None:
 
 
 def copied_error(exc: BaseException) -> BaseException:
-    """``exc`` again, as a copy of its own (its cause, notes and traceback as they are;
-    the original exception a :class:`~dagrt.TaskError` carries copied too), so that
-    each reader of one failure raises, chains and annotates an object of its own."""
+    """``exc`` again, as a copy of its own (its arguments, attributes, cause, notes and
+    traceback as they are; the original exception a :class:`~dagrt.TaskError` carries
+    copied too), so that each reader of one failure raises, chains and annotates an
+    object of its own. Made without calling the class's ``__init__`` again (which may
+    format its message twice, or want arguments ``args`` does not hold); an exception
+    that cannot be made so is given as it is."""
     try:
-        again = copy.copy(exc)
-    except Exception:  # pragma: no cover - an exception that cannot be copied
+        reduced: Any = exc.__reduce__()  # (a built-in's arguments: an OSError's file name)
+        make, args = reduced[0], reduced[1]
+        again: BaseException
+        init = inspect.getattr_static(make, "__init__", None)
+        if isinstance(make, type) and isinstance(init, types.FunctionType):
+            again = make.__new__(make, *args)  # (its own __init__ is not run twice)
+        else:  # (a built-in's, a StopIteration's value say, or a rebuilding function)
+            again = make(*args)
+        if not isinstance(again, BaseException):  # pragma: no cover - an odd __reduce__
+            return exc
+        if len(reduced) > 2 and isinstance(reduced[2], dict):
+            again.__dict__.update(reduced[2])
+        for klass in type(exc).__mro__:  # (and what a class keeps in slots)
+            slots = getattr(klass, "__slots__", ())
+            for name in [slots] if isinstance(slots, str) else slots:
+                if name not in ("__dict__", "__weakref__") and hasattr(exc, name):
+                    setattr(again, name, getattr(exc, name))
+    except Exception:
         return exc
-    if again is exc:  # pragma: no cover - a class that copies to itself
-        return exc
+    if isinstance(getattr(exc, "__notes__", None), list):
+        again.__notes__ = list(exc.__notes__)  # (a reader's add_note is its own)
     again.__cause__, again.__suppress_context__ = exc.__cause__, exc.__suppress_context__
     again.__context__ = exc.__context__
-    if hasattr(exc, "__notes__"):
-        again.__notes__ = list(exc.__notes__)
     if isinstance(again, TaskError) and again.exception is not None:
         again.exception = copied_error(again.exception)
     return again.with_traceback(exc.__traceback__)
 
 
-def persist_tree(xs: tuple[Any, ...], start: Callable[[list[Node]], list[Pin]]) -> Any:
+def persist_tree(
+    xs: tuple[Any, ...],
+    start: Callable[[list[Node]], list[Pin]],
+    held: Callable[[Node], bool] = lambda node: False,
+) -> Any:
     """``xs`` (trees of nodes and constants) with each node replaced by the stand-in of
     its persisted value (one argument: its tree; several: a tuple). ``start`` starts
     the run that persists the distinct nodes given and returns their pins. A stand-in
-    whose pin ``start`` keeps stays as it is; a tree without nodes comes back as it is."""
+    ``held`` (by the persisting client: :meth:`Pins.held`) stays as it is, and so does
+    a tree without nodes to persist."""
     from .graph import DAG, Node
     from .pytree import flatten, unflatten
 
@@ -175,14 +198,11 @@ def persist_tree(xs: tuple[Any, ...], start: Callable[[list[Node]], list[Pin]]) 
         raise TypeError("persist() takes nodes or trees of them, not a DAG: pass its outputs")
     distinct: dict[int, Node] = {}
     for leaf in leaves:
-        if isinstance(leaf, Node):
+        if isinstance(leaf, Node) and not held(leaf):
             distinct.setdefault(id(leaf), leaf)
     if distinct:
         pins = start(list(distinct.values()))
-        made = {
-            n: node if node.func is stand_in and node._leaves[0] is pin else stand_in(pin)
-            for (n, node), pin in zip(distinct.items(), pins, strict=True)
-        }
+        made = {n: stand_in(pin) for n, pin in zip(distinct, pins, strict=True)}
         leaves = [made.get(id(leaf), leaf) for leaf in leaves]
     out = unflatten(treedef, leaves)
     return out[0] if len(xs) == 1 else out
@@ -223,7 +243,7 @@ class Pins:
         if self._closed:
             raise RuntimeError("the client is closing: nothing more is persisted")
         # what the run computes for each node (None: its own pin is kept)
-        targets = [None if self._held(n) else copied(n) if n.func is stand_in else n for n in nodes]
+        targets = [None if self.held(n) else copied(n) if n.func is stand_in else n for n in nodes]
         fresh = [t for t in targets if t is not None]
         by_index: dict[int, Pin] = {}
         pins: Iterator[Pin] = iter(())
@@ -242,7 +262,7 @@ class Pins:
             n._leaves[0] if t is None else next(pins) for n, t in zip(nodes, targets, strict=True)
         ]
 
-    def _held(self, node: Node) -> bool:
+    def held(self, node: Node) -> bool:
         """Is ``node`` a stand-in of a pin this client holds (this very pin: not one
         that came back pickled, whose lifetime is not this client's to keep)?"""
         if node.func is not stand_in:

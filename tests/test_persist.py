@@ -26,7 +26,7 @@ from helpers import Signals, gate, ran, wait_for_events, what_ran
 
 import dagrt
 from dagrt import keys as K
-from dagrt.persist import Pin
+from dagrt.persist import Pin, copied_error
 from dagrt.storage import RedisStorage
 
 
@@ -210,6 +210,49 @@ async def test_each_reader_of_a_failed_value_gets_an_error_of_its_own(
     assert all(isinstance(e.exception, ZeroDivisionError) for e in errors)
     assert original.exception is not None
     assert original.exception.__cause__ is None
+
+
+class Picky(Exception):
+    """An exception whose ``__init__`` formats its message and wants more than it."""
+
+    def __init__(self, n: int, *, code: int) -> None:
+        super().__init__(f"bad {n}")
+        self.code = code
+
+
+@dagrt.task
+def picky(n: int) -> int:
+    raise Picky(n, code=7)
+
+
+async def test_readers_of_a_failed_value_get_the_exception_as_it_was_raised() -> None:
+    """Each reader's copy is made without running the class's ``__init__`` again: the
+    same message and attributes (in process, where the object itself is kept)."""
+    async with dagrt.Client(processes=False) as client:
+        bad = client.persist(picky(3))
+        seen = []
+        for _ in range(2):
+            with pytest.raises(dagrt.TaskError) as raised:
+                await client.compute(total("unused", [bad]))
+            exc = raised.value.exception
+            assert isinstance(exc, Picky)
+            assert (str(exc), exc.code) == ("bad 3", 7)
+            seen.append(exc)
+        assert seen[0] is not seen[1]
+
+
+def test_a_copied_error_keeps_what_built_in_exceptions_hold() -> None:
+    missing = copied_error(FileNotFoundError(2, "No such file", "data.csv"))
+    assert isinstance(missing, FileNotFoundError)
+    assert (missing.errno, missing.filename) == (2, "data.csv")
+    stop = copied_error(StopIteration(5))
+    assert isinstance(stop, StopIteration)
+    assert stop.value == 5
+    noted = ValueError("v")
+    noted.add_note("first")
+    again = copied_error(noted)
+    again.add_note("a reader's")
+    assert noted.__notes__ == ["first"]
 
 
 async def test_a_value_dropped_while_it_is_computed_is_released_when_its_run_ends(

@@ -260,15 +260,7 @@ class Completer:
             replies = await send(self.storage, second)
             for j, answer in zip(again, replies[-1] if again else [], strict=True):
                 answers[j] = answer
-        # The run ended while these ran (the script deleted their outputs): a persisted
-        # value they wrote goes too, or one whose run failed or was cancelled would
-        # outlive its release until its time to live (dagrt.persist). A cache entry
-        # by cache key stays: it is a right value for later runs, as any.
-        late = [
-            e for j, e in entries.items() if _text(answers[j][0]) == "stop" and K.is_pin_entry(e)
-        ]
-        if late:
-            await send(self.storage, [C.delete(late)])
+        await self._drop_late_pins(ctx, entries, answers)
         if self.failpoints:  # a crash test: the output is recorded, its children released
             for m in items:
                 self.failpoints.hit("after_complete", m.rec.name, self.worker)
@@ -276,6 +268,34 @@ class Completer:
             if j not in too_large:  # (those failed: no decision)
                 decisions[place] = self._decide(ctx, m, answer)
         return decisions
+
+    async def _drop_late_pins(
+        self, ctx: RunContext, entries: dict[int, str], answers: list[Any]
+    ) -> None:
+        """The run ended while these tasks ran (the script answered ``stop`` and deleted
+        their outputs): the persisted values they wrote go too if it did not finish
+        (failed, cancelled), or one would outlive its release until its time to live
+        (:mod:`dagrt.persist`). Not when it finished: a late copy of a task taken over
+        rewrote the value its client holds. A run already deleted (``gone``) is told by
+        its end marker; without one, nothing is deleted. A cache entry by cache key
+        stays in any case: a right value for later runs."""
+        late = {
+            entry: _text(answers[j][1])
+            for j, entry in entries.items()
+            if _text(answers[j][0]) == "stop" and K.is_pin_entry(entry)
+        }
+        if not late:
+            return
+        if "gone" in late.values():
+            try:
+                end = await self.storage.aget(ctx.keys.end)
+            except StorageError:  # (then it is not known how the run ended)
+                end = None
+            ended = end.decode(errors="replace") if end else "gone"
+            late = {entry: ended if status == "gone" else status for entry, status in late.items()}
+        drop = [entry for entry, status in late.items() if status not in ("finished", "gone")]
+        if drop:
+            await send(self.storage, [C.delete(drop)])
 
     async def _sending(self, ctx: RunContext, m: Made, limit: int) -> tuple[list[C.Cmd], bool]:
         """Put ``m``'s output in the host's store if it goes there; the commands that
