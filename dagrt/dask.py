@@ -42,8 +42,8 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .exceptions import PersistedLostError, TaskError
-from .persist import Pin, copied_error, stand_in
+from .exceptions import TaskError
+from .persist import Pin, read_failure, stand_in
 from .tasks import TaskFunction, task
 
 if TYPE_CHECKING:
@@ -196,17 +196,13 @@ def wait(*collections: Any) -> None:
             if isinstance(value, Persisted) and value.pin.made is not None:
                 made[id(value.pin.made)] = value.pin.made
     for future in made.values():
-        failure: Exception | None = None
+        failure: BaseException | None = None
         try:
             future.result()
-        except asyncio.CancelledError:
-            raise PersistedLostError(
-                f"run {future.run_id}, which was persisting these chunks, was cancelled"
-            ) from None
-        except Exception as exc:
+        except (asyncio.CancelledError, Exception) as exc:  # (this thread is not cancelled)
             failure = exc
-        if failure is not None:  # (a copy: each reader's traceback is its own)
-            _reraise(copied_error(failure))
+        if failure is not None:
+            _reraise(read_failure(future, failure))
 
 
 def has_collections(xs: tuple[Any, ...]) -> bool:

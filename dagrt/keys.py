@@ -14,6 +14,7 @@ import re
 import time
 
 __all__ = [
+    "PIN_HEAD",
     "PREFIX",
     "RUN_ID_GRAMMAR",
     "RunKeys",
@@ -213,15 +214,19 @@ def cache_entry(key: str) -> str:
     return f"{PREFIX}:cache:{key}"
 
 
+#: how a persisted value's key begins, which no cache key (a hex digest) can
+PIN_HEAD = "persisted-"
+
+
 def new_pin() -> str:
     """The key of a new persisted value (:mod:`dagrt.persist`), kept where cache entries
-    are: ``persisted-<hex>``, which no cache key (a hex digest) can be."""
-    return f"persisted-{os.urandom(16).hex()}"
+    are: ``persisted-<hex>``."""
+    return f"{PIN_HEAD}{os.urandom(16).hex()}"
 
 
 def is_pin_entry(entry: str) -> bool:
     """Is the cache entry ``entry`` a persisted value's (not a task's by its cache key)?"""
-    return entry.startswith(cache_entry("persisted-"))
+    return entry.startswith(cache_entry(PIN_HEAD))
 
 
 def cache_origin(entry: str) -> str:

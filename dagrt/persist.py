@@ -49,6 +49,7 @@ __all__ = [
     "makers",
     "persist_tree",
     "pinned_reads",
+    "read_failure",
     "stand_in",
     "wait_made",
 ]
@@ -129,19 +130,28 @@ async def wait_made(dag: DAG, within: Collection[str] = ()) -> None:
                 f"this graph reads a value that run {made.run_id} persists, and it is part"
                 " of that run: the value is made only when the run ends"
             )
-        failure: Exception | None = None
+        failure: BaseException | None = None
         try:
             await made
-        except asyncio.CancelledError:
-            if made.cancelled():
-                raise PersistedLostError(
-                    f"run {made.run_id}, which was persisting a value this run reads, was cancelled"
-                ) from None
-            raise
+        except asyncio.CancelledError as exc:
+            if not made.cancelled():  # (this wait itself is cancelled)
+                raise
+            failure = exc
         except Exception as exc:
             failure = exc
-        if failure is not None:  # (a copy: each reader's traceback is its own)
-            raise copied_error(failure)
+        if failure is not None:
+            raise read_failure(made, failure)
+
+
+def read_failure(made: RunFuture, exc: BaseException) -> BaseException:
+    """What a reader of a value that run ``made`` persists raises, that run having
+    ended with ``exc``: :class:`~dagrt.PersistedLostError` if it was cancelled, else a
+    copy of its error (each reader's traceback is its own: :func:`copied_error`)."""
+    if isinstance(exc, asyncio.CancelledError):
+        return PersistedLostError(
+            f"run {made.run_id}, which was persisting a value read here, was cancelled"
+        )
+    return copied_error(exc)
 
 
 def copied_error(exc: BaseException) -> BaseException:

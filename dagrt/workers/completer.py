@@ -216,7 +216,7 @@ class Completer:
         limit = await self.storage.amax_value_size()
         items: list[Made] = []
         places: list[int] = []  # where each item is in ``made``
-        entries: dict[int, str] = {}  # an item -> the cache entry written with it
+        pins: dict[int, str] = {}  # an item -> the persisted value written with it
         for place, m in enumerate(made):
             self.failpoints.hit("before_upload", m.rec.name, self.worker)
             sending, fits = await self._sending(ctx, m, limit)
@@ -226,7 +226,8 @@ class Completer:
             if ctx.cache and m.rec.index in ctx.cache and len(m.frame) + ctx.seal_head <= limit:
                 entry, ttl = ctx.cache[m.rec.index]  # kept for later runs too
                 cmds.append(C.set_(entry, await self._sealed(ctx, m, entry), ex=ttl))
-                entries[len(items)] = entry
+                if K.is_pin_entry(entry):
+                    pins[len(items)] = entry
             items.append(m)
             places.append(place)
         if self.failpoints and items:  # crash tests need the gap between the two
@@ -260,7 +261,7 @@ class Completer:
             replies = await send(self.storage, second)
             for j, answer in zip(again, replies[-1] if again else [], strict=True):
                 answers[j] = answer
-        await self._drop_late_pins(ctx, entries, answers)
+        await self._drop_late_pins(ctx, pins, answers)
         if self.failpoints:  # a crash test: the output is recorded, its children released
             for m in items:
                 self.failpoints.hit("after_complete", m.rec.name, self.worker)
@@ -270,19 +271,20 @@ class Completer:
         return decisions
 
     async def _drop_late_pins(
-        self, ctx: RunContext, entries: dict[int, str], answers: list[Any]
+        self, ctx: RunContext, pins: dict[int, str], answers: list[Any]
     ) -> None:
         """The run ended while these tasks ran (the script answered ``stop`` and deleted
         their outputs): the persisted values they wrote go too if it did not finish
         (failed, cancelled), or one would outlive its release until its time to live
         (:mod:`dagrt.persist`). Not when it finished: a late copy of a task taken over
         rewrote the value its client holds. A run already deleted (``gone``) is told by
-        its end marker; without one, nothing is deleted. A cache entry by cache key
-        stays in any case: a right value for later runs."""
+        its end marker; without one, nothing is deleted. (``pins``: item -> the
+        persisted value it wrote; a cache entry by cache key stays in any case, a right
+        value for later runs.)"""
         late = {
             entry: _text(answers[j][1])
-            for j, entry in entries.items()
-            if _text(answers[j][0]) == "stop" and K.is_pin_entry(entry)
+            for j, entry in pins.items()
+            if _text(answers[j][0]) == "stop"
         }
         if not late:
             return
